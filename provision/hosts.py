@@ -1,0 +1,45 @@
+"""The record every provider yields for a machine, and the provider interface."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+from typing import Protocol
+
+
+@dataclass
+class Host:
+    name: str
+    public_address: str
+    private_address: str | None = None
+    user: str = "root"
+    key_path: str = ""
+    port: int = 22
+    # "ssh-ed25519 AAAA…" when the provider knows the key out of band (lab); else "" and
+    # the key is pinned on first contact.
+    host_key: str = ""
+    role: str = ""                 # "manager" | "worker", set by the cluster plan
+    # daemon.json keys the provider needs (lab: cgroup-parent); user settings win.
+    engine_defaults: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WantedHost:
+    name: str
+    role: str
+
+
+class Provider(Protocol):
+    """One module per provider. All methods are idempotent."""
+
+    name: str
+
+    def plan(self, wanted: list[WantedHost]) -> list[str]:
+        """Human-readable changes ensure() would make; empty when nothing to do."""
+
+    def ensure(self, wanted: list[WantedHost], progress=None) -> tuple[list[Host], list[str]]:
+        """Create what is missing, reuse what exists; return hosts (in `wanted` order) and changes."""
+
+    def destroy(self) -> list[str]:
+        """Remove everything this provider created for the cluster; return changes."""
