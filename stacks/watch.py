@@ -1,0 +1,229 @@
+"""Watch every service of a stack at once until each reaches an outcome.
+
+One poll loop per stack.  Each poll makes a fixed number of Engine API calls,
+whatever the number of services or tasks:
+
+    api.services(filters={"label": "com.docker.stack.namespace=STACK"})   (or {"id": [...]})
+    api.tasks(filters={"service": [ids of services not finished yet]})
+    api.nodes()            only while a global service or job is being watched
+
+`api` is a docker.APIClient (or anything with those methods).  Clock and sleep
+are injectable; polls back off from `poll_min` to `poll_max` while nothing
+changes and never sleep past the deadline.  Decisions per service live in
+stacks/watch_eval.py, outcomes and exit codes in stacks/outcomes.py.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterable, Mapping
+
+from provision.errors import SwarmsmithError
+from stacks import task_reasons as tr
+from stacks.outcomes import Outcome, ServiceReport, WatchReport
+from stacks.watch_eval import Track, WatchPolicy, evaluate, service_mode
+
+STACK_LABEL = "com.docker.stack.namespace"
+
+# (service dict, task id, number of lines) -> last log lines of that task
+LogFetcher = Callable[[dict, str, int], list]
+ProgressCallback = Callable[[WatchReport], None]
+
+__all__ = ["WatchPolicy", "watch_stack", "watch_services", "snapshot_versions",
+           "api_log_fetcher", "stack_services", "STACK_LABEL"]
+
+
+def stack_services(api, stack: str) -> list[dict]:
+    return api.services(filters={"label": f"{STACK_LABEL}={stack}"})
+
+
+def snapshot_versions(api, stack: str) -> dict[str, int]:
+    """Service id -> Version.Index; take it before an apply and pass it as `baseline`."""
+    return {s["ID"]: (s.get("Version") or {}).get("Index", 0) for s in stack_services(api, stack)}
+
+
+def api_log_fetcher(api) -> LogFetcher:
+    """Last lines of one task's logs, from the service log endpoint (details=True
+    tags each line with its task id; tail applies per task)."""
+
+    def fetch(service: dict, task_id: str, tail: int) -> list:
+        spec = (service.get("Spec") or {}).get("TaskTemplate") or {}
+        tty = bool((spec.get("ContainerSpec") or {}).get("TTY"))
+        chunks = api.service_logs(service["ID"], details=True, stdout=True, stderr=True,
+                                  follow=False, tail=tail, is_tty=tty)
+        return tr.tail_lines(chunks, task_id, tail)
+
+    return fetch
+
+
+def watch_stack(api, stack: str, *, services: Iterable[str] | None = None,
+                policy: WatchPolicy | None = None, allow_rollback: bool = False,
+                baseline: Mapping[str, int] | None = None,
+                timeouts: Mapping[str, float] | None = None,
+                on_progress: ProgressCallback | None = None,
+                log_fetcher: LogFetcher | None = None,
+                clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> WatchReport:
+    """Watch the services of `stack` (all, or those named: "web" or "stack_web").
+
+    baseline: from snapshot_versions() before the apply; a service whose
+      version did not move keeps no rollback from an earlier run.
+    timeouts: per-service deadlines in seconds (short or full names), else policy.timeout.
+    Returns a WatchReport; `report.exit_code` is the code for the process.
+    """
+    return _Watch(api, stack, lambda: stack_services(api, stack), services, policy,
+                  allow_rollback, baseline, timeouts, on_progress, log_fetcher,
+                  clock, sleep).run()
+
+
+def watch_services(api, service_ids: list[str], *, stack: str = "",
+                   policy: WatchPolicy | None = None, allow_rollback: bool = False,
+                   baseline: Mapping[str, int] | None = None,
+                   timeouts: Mapping[str, float] | None = None,
+                   on_progress: ProgressCallback | None = None,
+                   log_fetcher: LogFetcher | None = None,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> WatchReport:
+    """Same as watch_stack for a given list of service ids (e.g. after a rollback)."""
+    ids = list(service_ids)
+    return _Watch(api, stack, lambda: api.services(filters={"id": ids}), None, policy,
+                  allow_rollback, baseline, timeouts, on_progress, log_fetcher,
+                  clock, sleep).run()
+
+
+def _short(name: str, stack: str) -> str:
+    prefix = f"{stack}_"
+    return name[len(prefix):] if stack and name.startswith(prefix) else name
+
+
+class _Watch:
+    def __init__(self, api, stack, list_services, names, policy, allow_rollback, baseline,
+                 timeouts, on_progress, log_fetcher, clock, sleep):
+        self.api = api
+        self.stack = stack
+        self.list_services = list_services
+        self.names = set(names) if names else None
+        self.policy = policy or WatchPolicy()
+        self.baseline = dict(baseline or {})
+        self.timeouts = dict(timeouts or {})
+        self.on_progress = on_progress
+        self.log_fetcher = log_fetcher if log_fetcher is not None else api_log_fetcher(api)
+        self.clock, self.sleep = clock, sleep
+        self.report = WatchReport(stack, [], allow_rollback=allow_rollback)
+        self.reports: dict[str, ServiceReport] = {}
+        self.tracks: dict[str, Track] = {}
+        self.deadlines: dict[str, float] = {}
+        self.services: dict[str, dict] = {}
+
+    # -- API calls, counted ------------------------------------------------
+    def _call(self, fn, *args, **kwargs):
+        self.report.api_calls += 1
+        return fn(*args, **kwargs)
+
+    def _select(self, found: list[dict]) -> list[dict]:
+        if self.names is None:
+            return found
+        chosen = [s for s in found
+                  if s["Spec"]["Name"] in self.names
+                  or _short(s["Spec"]["Name"], self.stack) in self.names]
+        have = {s["Spec"]["Name"] for s in chosen} | {_short(s["Spec"]["Name"], self.stack)
+                                                     for s in chosen}
+        missing = sorted(self.names - have)
+        if missing:
+            raise SwarmsmithError(f"stack {self.stack}: no service named {', '.join(missing)}")
+        return chosen
+
+    def _start(self, found: list[dict], now: float):
+        chosen = self._select(found)
+        if not chosen:
+            raise SwarmsmithError(f"stack {self.stack or '?'}: no services to watch")
+        for s in sorted(chosen, key=lambda s: s["Spec"]["Name"]):
+            sid, name = s["ID"], s["Spec"]["Name"]
+            self.reports[sid] = ServiceReport(name, sid, mode=service_mode(s))
+            self.report.services.append(self.reports[sid])
+            self.tracks[sid] = Track(started=now, last_change=now)
+            limit = self.timeouts.get(name, self.timeouts.get(_short(name, self.stack),
+                                                              self.policy.timeout))
+            self.deadlines[sid] = now + limit
+
+    def run(self) -> WatchReport:
+        p = self.policy
+        start = self.clock()
+        interval = p.poll_min
+        while True:
+            now = self.clock()
+            found = self._call(self.list_services)
+            if not self.reports:
+                self._start(found, now)
+            changed = self._poll(found, now)
+            self.report.polls += 1
+            self.report.seconds = now - start
+            if self.on_progress:
+                self.on_progress(self.report)
+            pending = [r for r in self.report.services if not r.finished]
+            if not pending:
+                return self.report
+            interval = p.poll_min if changed else min(interval * p.backoff, p.poll_max)
+            next_deadline = min(self.deadlines[r.service_id] for r in pending)
+            self.sleep(max(0.0, min(interval, next_deadline - self.clock())))
+
+    def _poll(self, found: list[dict], now: float) -> bool:
+        by_id = {s["ID"]: s for s in found}
+        pending = [r for r in self.report.services if not r.finished]
+        ids = [r.service_id for r in pending if r.service_id in by_id]
+        tasks = self._call(self.api.tasks, filters={"service": ids}) if ids else []
+        ready = None
+        if any(r.mode.startswith("global") for r in pending):
+            ready = {n["ID"] for n in self._call(self.api.nodes)
+                     if ((n.get("Status") or {}).get("State") == "ready"
+                         and (n.get("Spec") or {}).get("Availability", "active") != "drain")}
+        per_service: dict[str, list[dict]] = {i: [] for i in ids}
+        for t in tasks:
+            per_service.setdefault(t.get("ServiceID"), []).append(t)
+
+        changed = False
+        for r in pending:
+            sid = r.service_id
+            r.seconds = now - self.tracks[sid].started
+            svc = by_id.get(sid)
+            if svc is None:
+                r.outcome, r.reason = Outcome.FAILED, "the service was removed during the watch"
+                changed = True
+                continue
+            self.services[sid] = svc
+            track = self.tracks[sid]
+            before = (r.running, r.desired, r.update_state, track.last_change)
+            unchanged = sid in self.baseline and \
+                (svc.get("Version") or {}).get("Index") == self.baseline[sid]
+            v = evaluate(svc, per_service.get(sid, []), track, now, self.policy, ready,
+                         ignore_rollback=unchanged)
+            r.running, r.desired, r.update_state = v.running, v.desired, v.update_state
+            r.reason, r.failed_task_id = v.reason, v.task_id
+            if v.outcome is None and now >= self.deadlines[sid]:
+                v.outcome = Outcome.TIMED_OUT
+                waited = f"timed out after {now - track.started:.0f} s ({r.progress_text()})"
+                r.reason = f"{waited}: {v.reason}" if v.reason else waited
+            if v.outcome is not None:
+                r.outcome = v.outcome
+                changed = True
+                if r.failed_task_id and r.outcome not in (Outcome.CONVERGED, Outcome.DONE):
+                    r.log_tail = self._logs(svc, r.failed_task_id)
+            elif before != (r.running, r.desired, r.update_state, track.last_change):
+                changed = True
+        return changed
+
+    def _logs(self, service: dict, task_id: str) -> list:
+        """Log tail of one task, bounded in time: a log call can hang on a lost node."""
+        box: dict = {}
+
+        def work():
+            try:
+                box["lines"] = list(self.log_fetcher(service, task_id, self.policy.log_tail))
+            except Exception as exc:  # logs are a courtesy; never fail the watch for them
+                box["lines"] = [f"(logs unavailable: {exc})"]
+
+        self.report.api_calls += 1
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        worker.join(self.policy.log_timeout)
+        return box.get("lines", [f"(logs unavailable: no answer within {self.policy.log_timeout:.0f} s)"])
