@@ -1,0 +1,576 @@
+"""The `digitalocean` provider: droplets for a cluster, idempotent by tag.
+
+Every droplet carries the cluster tag `swarmsmith:<cluster>` from its create request on, so a
+listing by that tag is the journal: a re-run after any failure sees what exists and creates only
+the rest. Role tags (`swarmsmith:<cluster>:manager|worker`) are added after creation, so one create
+request can hold managers and workers alike; a missing role tag is repaired on every run.
+
+State (`provider.state`, a small dict the inventory persists) records what swarmsmith created, so
+destroy() removes the VPC, firewall and SSH key only when they are ours. Without a record, a
+firewall or VPC named `swarmsmith-<cluster>` counts as ours (that name is our namespace).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .errors import InputError, SwarmsmithError, TimeoutError_, UnreachableError
+from .hosts import Host, WantedHost
+
+log = logging.getLogger("swarmsmith.digitalocean")
+
+MAX_PER_CREATE = 10
+CREATE_ATTEMPTS = 3
+ALL = ["0.0.0.0/0", "::/0"]
+SWARM_PORTS = [("tcp", "2377"), ("tcp", "7946"), ("udp", "7946"), ("udp", "4789")]
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_:-]{1,255}$")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+PORT_RE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp))?$")
+
+DEFAULTS = {"ssh_private_key": None, "user": "root", "vpc": "create", "vpc_ip_range": None,
+            "monitoring": False, "ipv6": False, "user_data": None, "tags": [], "firewall": True,
+            "ssh_sources": ALL, "published_ports": [], "wait_timeout": 600.0,
+            "ssh_timeout": 300.0, "poll_interval": 5.0}
+REQUIRED = ("region", "size", "image", "ssh_key")
+
+
+# --- settings -----------------------------------------------------------------------------
+def validate_settings(settings, file: str | None = None, path_prefix: str = "digitalocean", *,
+                      base_dir: str | None = None) -> dict:
+    """Check the provider's section of the cluster file; return it with defaults filled in.
+    Errors name the file and key path: `cluster.yml: digitalocean.region: expected a string`."""
+    def fail(key, message):
+        raise InputError(message, file=file, path=f"{path_prefix}.{key}" if key else path_prefix)
+
+    if not isinstance(settings, dict):
+        fail("", "expected a mapping")
+    unknown = sorted(set(settings) - set(DEFAULTS) - set(REQUIRED))
+    if unknown:
+        fail(unknown[0], f"unknown key (known: {', '.join(sorted([*REQUIRED, *DEFAULTS]))})")
+    out = {**DEFAULTS, **settings}
+    for key in REQUIRED:
+        if key not in settings:
+            fail(key, "required")
+    for key in ("region", "size", "image", "ssh_key", "user"):
+        if not isinstance(out[key], str) or not out[key].strip():
+            fail(key, "expected a string")
+    for key in ("ssh_private_key", "vpc_ip_range", "user_data"):
+        if out[key] is not None and not isinstance(out[key], str):
+            fail(key, "expected a string")
+    for key in ("monitoring", "ipv6", "firewall"):
+        if not isinstance(out[key], bool):
+            fail(key, "expected true or false")
+    for key in ("wait_timeout", "ssh_timeout", "poll_interval"):
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or out[key] <= 0:
+            fail(key, "expected a positive number of seconds")
+        out[key] = float(out[key])
+
+    base = base_dir or os.getcwd()
+    out["ssh_key"] = os.path.join(base, os.path.expanduser(out["ssh_key"]))
+    try:
+        with open(out["ssh_key"]) as f:
+            out["_public_key"] = f.read().strip()
+    except OSError as e:
+        fail("ssh_key", f"cannot read public key {out['ssh_key']}: {e.strerror}")
+    if md5_fingerprint(out["_public_key"]) is None:
+        fail("ssh_key", f"{out['ssh_key']} is not an OpenSSH public key")
+    if out["ssh_private_key"] is None:
+        private = out["ssh_key"][:-4] if out["ssh_key"].endswith(".pub") else ""
+        out["ssh_private_key"] = private if private and os.path.exists(private) else ""
+    else:
+        out["ssh_private_key"] = os.path.join(base, os.path.expanduser(out["ssh_private_key"]))
+
+    vpc = out["vpc"]
+    if not isinstance(vpc, str) or not (vpc in ("create", "default") or UUID_RE.match(vpc)):
+        fail("vpc", "expected 'create', 'default' or a VPC id (uuid)")
+    if out["vpc_ip_range"] is not None:
+        if vpc != "create":
+            fail("vpc_ip_range", "only used with vpc: create")
+        try:
+            net = ipaddress.ip_network(out["vpc_ip_range"])
+        except ValueError:
+            fail("vpc_ip_range", "expected a CIDR range such as 10.20.0.0/20")
+        if not net.is_private:
+            fail("vpc_ip_range", "expected a private range")
+
+    if not isinstance(out["tags"], list) or not all(
+            isinstance(t, str) and TAG_RE.match(t) for t in out["tags"]):
+        fail("tags", "expected a list of tags (letters, digits, '_', ':' and '-')")
+    out["ssh_sources"] = _cidrs(out["ssh_sources"], lambda m: fail("ssh_sources", m))
+    if not isinstance(out["published_ports"], list):
+        fail("published_ports", "expected a list")
+    out["published_ports"] = [
+        _published(p, lambda m, i=i: fail(f"published_ports[{i}]", m))
+        for i, p in enumerate(out["published_ports"])]
+    return out
+
+
+def _cidrs(value, fail) -> list[str]:
+    if not isinstance(value, list) or not value:
+        fail("expected a non-empty list of addresses or CIDR ranges")
+    for v in value:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except (ValueError, TypeError):
+            fail(f"{v!r} is not an address or CIDR range")
+    return list(value)
+
+
+def _published(p, fail) -> dict:
+    """80, "443", "53/udp", "8000-8010/tcp" or {port, protocol, sources}."""
+    if isinstance(p, dict):
+        unknown = set(p) - {"port", "protocol", "sources"}
+        if unknown or "port" not in p:
+            fail("expected keys port, protocol, sources")
+        spec, protocol, sources = str(p["port"]), p.get("protocol", "tcp"), p.get("sources", ALL)
+    elif isinstance(p, (int, str)) and not isinstance(p, bool):
+        spec, protocol, sources = str(p), None, ALL
+    else:
+        fail("expected a port, 'port/protocol' or a mapping")
+    m = PORT_RE.match(spec)
+    if not m:
+        fail(f"{spec!r} is not a port, range or 'port/protocol'")
+    protocol = protocol or m.group(3) or "tcp"
+    if protocol not in ("tcp", "udp"):
+        fail("protocol must be tcp or udp")
+    low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+    if not 1 <= low <= high <= 65535:
+        fail(f"{spec!r}: ports run from 1 to 65535")
+    ports = str(low) if low == high else f"{low}-{high}"
+    return {"protocol": protocol, "ports": ports,
+            "sources": _cidrs(sources, fail)}
+
+
+def md5_fingerprint(public_key: str) -> str | None:
+    """DigitalOcean identifies keys by the MD5 of the key blob (comment and spacing ignored)."""
+    parts = public_key.split()
+    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        return None
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        return None
+    digest = hashlib.md5(blob).hexdigest()
+    return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+
+
+def tcp_ssh_check(address: str, port: int = 22, timeout: float = 3.0) -> bool:
+    """True when something on address:port answers with an SSH banner."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def cluster_tag(cluster: str) -> str:
+    return f"swarmsmith:{cluster}"
+
+
+def role_tag(cluster: str, role: str) -> str:
+    return f"swarmsmith:{cluster}:{role}"
+
+
+def firewall_rules(cluster: str, settings: dict) -> tuple[list[dict], list[dict]]:
+    """Swarm ports only between the cluster's droplets (by tag); SSH and published ports from
+    the configured sources; all outbound traffic allowed ("0" = all ports; the API rejects "all")."""
+    none = {"addresses": [], "droplet_ids": [], "load_balancer_uids": [], "tags": []}
+    inbound = [{"protocol": proto, "ports": port, "sources": {**none, "tags": [cluster_tag(cluster)]}}
+               for proto, port in SWARM_PORTS]
+    inbound.append({"protocol": "tcp", "ports": "22",
+                    "sources": {**none, "addresses": list(settings["ssh_sources"])}})
+    for p in settings["published_ports"]:
+        inbound.append({"protocol": p["protocol"], "ports": p["ports"],
+                        "sources": {**none, "addresses": list(p["sources"])}})
+    outbound = [{"protocol": proto, "ports": "0" if proto != "icmp" else "",
+                 "destinations": {**none, "addresses": list(ALL)}}
+                for proto in ("tcp", "udp", "icmp")]
+    return inbound, outbound
+
+
+def _rule_key(rule: dict, side: str) -> tuple:
+    ports = str(rule.get("ports", ""))
+    if rule.get("protocol") == "icmp":
+        ports = ""
+    elif ports in ("all", "1-65535", ""):
+        ports = "0"
+    t = rule.get(side) or {}
+    return (rule.get("protocol"), ports, tuple(sorted(t.get("addresses") or [])),
+            tuple(sorted(t.get("tags") or [])), tuple(sorted(map(int, t.get("droplet_ids") or []))))
+
+
+def _same_rules(fw: dict, inbound: list[dict], outbound: list[dict], tags: list[str]) -> bool:
+    return (sorted(_rule_key(r, "sources") for r in fw.get("inbound_rules") or [])
+            == sorted(_rule_key(r, "sources") for r in inbound)
+            and sorted(_rule_key(r, "destinations") for r in fw.get("outbound_rules") or [])
+            == sorted(_rule_key(r, "destinations") for r in outbound)
+            and sorted(fw.get("tags") or []) == sorted(tags))
+
+
+# --- provider -------------------------------------------------------------------------------
+class DigitalOceanProvider:
+    name = "digitalocean"
+
+    def __init__(self, cluster_name: str, settings: dict, state: dict | None = None, *,
+                 api=None, clock=time.monotonic, sleep=time.sleep, ssh_check=tcp_ssh_check,
+                 prune: bool = False, env=None, file: str | None = None):
+        if not isinstance(cluster_name, str) or not NAME_RE.match(cluster_name):
+            raise InputError(f"invalid cluster name {cluster_name!r} for DigitalOcean: lowercase "
+                             "letters, digits and '-'", file=file, path="name")
+        self.cluster = cluster_name
+        self.settings = settings if "_public_key" in settings else validate_settings(settings, file)
+        self._state = {k: dict(v) for k, v in (state or {}).items() if isinstance(v, dict)}
+        self._api = api
+        self.clock, self.sleep = clock, sleep
+        self.ssh_check = ssh_check
+        self.prune = prune
+        self._env = env
+        self.tag = cluster_tag(cluster_name)
+        self.resource_name = f"swarmsmith-{cluster_name}"
+
+    @property
+    def state(self) -> dict:
+        """What swarmsmith created (ids, never secrets); the inventory persists it."""
+        return {k: dict(v) for k, v in self._state.items()}
+
+    @property
+    def api(self):
+        if self._api is None:
+            from .do_api import DOApi
+            self._api = DOApi.from_env(self._env, clock=self.clock, sleep=self.sleep)
+        return self._api
+
+    def __repr__(self) -> str:
+        return f"DigitalOceanProvider({self.cluster!r})"
+
+    # --- helpers ------------------------------------------------------------------------
+    def _say(self, progress, name: str, message: str) -> None:
+        log.info("%s: %s", name, message)
+        if progress:
+            progress(name, message)
+
+    def _check_wanted(self, wanted: list[WantedHost]) -> None:
+        names = [w.name for w in wanted]
+        if len(set(names)) != len(names):
+            raise InputError("host names must be unique", path="hosts")
+        for w in wanted:
+            if not NAME_RE.match(w.name):
+                raise InputError(f"{w.name!r} is not a valid droplet name", path="hosts")
+            if w.role not in ("manager", "worker"):
+                raise InputError(f"{w.name}: role must be manager or worker", path="hosts")
+
+    def _listing(self) -> tuple[dict, list]:
+        """Droplets by name (the oldest of any duplicates) and the duplicates."""
+        by_name, duplicates = {}, []
+        for d in sorted(self.api.list_droplets(self.tag), key=lambda d: d.id):
+            if d.name in by_name:
+                duplicates.append(d)
+            else:
+                by_name[d.name] = d
+        return by_name, duplicates
+
+    def _find_key(self) -> dict | None:
+        fp = md5_fingerprint(self.settings["_public_key"])
+        return next((k for k in self.api.list_ssh_keys() if k["fingerprint"] == fp), None)
+
+    def _find_named(self, items: list[dict]) -> dict | None:
+        return next((i for i in items if i.get("name") == self.resource_name), None)
+
+    def _converge(self, what: str, find, create) -> tuple[dict, bool]:
+        """find() or create(); after an ambiguous create failure, look again before retrying."""
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            found = find()
+            if found:
+                return found, False
+            try:
+                return create(), True
+            except SwarmsmithError as e:
+                if not getattr(e, "ambiguous", False) or attempt == CREATE_ATTEMPTS:
+                    raise
+                log.warning("%s: %s; checking what exists before retrying", what, e)
+                self.sleep(self.settings["poll_interval"])
+        raise AssertionError("unreachable")
+
+    # --- plan ---------------------------------------------------------------------------
+    def plan(self, wanted: list[WantedHost], *, prune: bool | None = None) -> list[str]:
+        self._check_wanted(wanted)
+        prune = self.prune if prune is None else prune
+        s, changes = self.settings, []
+        if not self._find_key():
+            changes.append(f"SSH key {self.resource_name}: register {s['ssh_key']}")
+        if s["vpc"] == "create" and not self._find_named(self.api.list_vpcs()):
+            changes.append(f"VPC {self.resource_name}: create in {s['region']}")
+        by_name, duplicates = self._listing()
+        for w in wanted:
+            d = by_name.get(w.name)
+            if d is None:
+                changes.append(f"droplet {w.name}: create ({w.role}, {s['size']}, {s['region']})")
+            elif role_tag(self.cluster, w.role) not in d.tags:
+                changes.append(f"droplet {w.name}: add tag {role_tag(self.cluster, w.role)}")
+        changes += self._extras_lines(wanted, by_name, duplicates, prune, done=False)
+        if s["firewall"]:
+            inbound, outbound = firewall_rules(self.cluster, s)
+            fw = self._find_named(self.api.list_firewalls())
+            if fw is None:
+                changes.append(f"firewall {self.resource_name}: create")
+            elif not _same_rules(fw, inbound, outbound, [self.tag]):
+                changes.append(f"firewall {self.resource_name}: update rules")
+        return changes
+
+    def _extras(self, wanted, by_name, duplicates) -> list:
+        names = {w.name for w in wanted}
+        return [d for n, d in by_name.items() if n not in names] + duplicates
+
+    def _extras_lines(self, wanted, by_name, duplicates, prune, done: bool) -> list[str]:
+        lines = []
+        for d in self._extras(wanted, by_name, duplicates):
+            if prune:
+                lines.append(f"droplet {d.name} (id {d.id}): {'destroyed' if done else 'destroy'}"
+                             " (not in the cluster file)")
+            else:
+                lines.append(f"droplet {d.name} (id {d.id}): not in the cluster file; kept "
+                             "(--prune removes it)")
+        return lines
+
+    # --- ensure -------------------------------------------------------------------------
+    def ensure(self, wanted: list[WantedHost], progress=None, *,
+               prune: bool | None = None) -> tuple[list[Host], list[str]]:
+        self._check_wanted(wanted)
+        prune = self.prune if prune is None else prune
+        changes: list[str] = []
+        key_id = self._ensure_key(changes, progress)
+        vpc_id = self._ensure_vpc(changes, progress)
+        by_name, duplicates = self._listing()
+        missing = [w for w in wanted if w.name not in by_name]
+        if missing:
+            self._create(missing, key_id, vpc_id, changes, progress)
+        if self.settings["firewall"]:
+            self._ensure_firewall(changes, progress)
+        if missing or not all(by_name[w.name].ready for w in wanted):
+            by_name, duplicates = self._wait_active(wanted, progress)
+        self._ensure_role_tags(wanted, by_name, changes)
+        extras = self._extras(wanted, by_name, duplicates)
+        if prune:
+            for d in extras:
+                self._say(progress, d.name, "destroying (not in the cluster file)")
+                self.api.delete_droplet(d.id)
+        changes += self._extras_lines(wanted, by_name, duplicates, prune, done=True)
+        hosts = [Host(name=w.name, public_address=by_name[w.name].public_ip,
+                      private_address=by_name[w.name].private_ip, user=self.settings["user"],
+                      key_path=self.settings["ssh_private_key"], role=w.role) for w in wanted]
+        self._wait_ssh(hosts, progress)
+        return hosts, changes
+
+    def _ensure_key(self, changes, progress) -> int:
+        def create():
+            self._say(progress, "digitalocean", f"registering SSH key {self.resource_name}")
+            return self.api.create_ssh_key(self.resource_name, self.settings["_public_key"])
+        key, created = self._converge("register SSH key", self._find_key, create)
+        previous = self._state.get("ssh_key", {})
+        ours = created or (previous.get("id") == key["id"] and previous.get("created", False))
+        self._state["ssh_key"] = {"id": key["id"], "created": ours,
+                                  "fingerprint": md5_fingerprint(self.settings["_public_key"])}
+        if created:
+            changes.append(f"SSH key {self.resource_name}: registered (id {key['id']})")
+        return int(key["id"])
+
+    def _ensure_vpc(self, changes, progress) -> str | None:
+        s = self.settings
+        if s["vpc"] == "default":
+            self._state.pop("vpc", None)
+            return None
+        if s["vpc"] != "create":
+            self._state["vpc"] = {"id": s["vpc"], "created": False}
+            return s["vpc"]
+
+        def create():
+            self._say(progress, "digitalocean", f"creating VPC {self.resource_name}")
+            return self.api.create_vpc(self.resource_name, s["region"], s["vpc_ip_range"],
+                                       f"swarmsmith cluster {self.cluster}")
+        vpc, created = self._converge("create VPC", lambda: self._find_named(self.api.list_vpcs()),
+                                      create)
+        if vpc.get("region") and vpc["region"] != s["region"]:
+            raise SwarmsmithError(f"VPC {self.resource_name} exists in {vpc['region']}, "
+                                  f"not in {s['region']}")
+        self._state["vpc"] = {"id": vpc["id"], "created": True}
+        if created:
+            changes.append(f"VPC {self.resource_name}: created (id {vpc['id']})")
+        return vpc["id"]
+
+    def _create(self, missing, key_id, vpc_id, changes, progress) -> None:
+        s = self.settings
+        tags = [self.tag, *[t for t in s["tags"] if t != self.tag]]
+        todo = list(missing)
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                while todo:
+                    batch, todo = todo[:MAX_PER_CREATE], todo[MAX_PER_CREATE:]
+                    try:
+                        self._say(progress, "digitalocean",
+                                  f"creating {', '.join(w.name for w in batch)}")
+                        self.api.create_droplets(
+                            [w.name for w in batch], region=s["region"], size=s["size"],
+                            image=s["image"], ssh_key_ids=[key_id], tags=tags, vpc_uuid=vpc_id,
+                            monitoring=s["monitoring"], ipv6=s["ipv6"], user_data=s["user_data"])
+                    except BaseException:
+                        todo = batch + todo
+                        raise
+                    changes += [f"droplet {w.name}: created ({w.role}, {s['size']}, {s['region']})"
+                                for w in batch]
+                return
+            except SwarmsmithError as e:
+                if not getattr(e, "ambiguous", False) or attempt == CREATE_ATTEMPTS:
+                    raise
+                log.warning("%s; listing the cluster's droplets before retrying", e)
+                self._say(progress, "digitalocean", "create failed; checking what exists")
+                self.sleep(s["poll_interval"])
+                by_name, _ = self._listing()
+                changes += [f"droplet {w.name}: created ({w.role}, {s['size']}, {s['region']})"
+                            for w in todo if w.name in by_name]
+                todo = [w for w in todo if w.name not in by_name]
+
+    def _ensure_firewall(self, changes, progress) -> None:
+        inbound, outbound = firewall_rules(self.cluster, self.settings)
+        tags = [self.tag]
+
+        def create():
+            self._say(progress, "digitalocean", f"creating firewall {self.resource_name}")
+            self.api.ensure_tag(self.tag)   # a firewall may only name existing tags
+            return self.api.create_firewall(self.resource_name, tags, inbound, outbound)
+        fw, created = self._converge(
+            "create firewall", lambda: self._find_named(self.api.list_firewalls()), create)
+        self._state["firewall"] = {"id": fw["id"], "created": True}
+        if created:
+            changes.append(f"firewall {self.resource_name}: created (swarm ports between "
+                           f"{self.tag}, SSH from {', '.join(self.settings['ssh_sources'])})")
+        elif not _same_rules(fw, inbound, outbound, tags):
+            self.api.update_firewall(fw["id"], self.resource_name, tags, inbound, outbound)
+            changes.append(f"firewall {self.resource_name}: rules updated")
+
+    def _wait_active(self, wanted, progress) -> tuple[dict, list]:
+        """One tagged list call per poll interval until every wanted droplet is active."""
+        s = self.settings
+        deadline = self.clock() + s["wait_timeout"]
+        reported: set[str] = set()
+        while True:
+            self.sleep(min(s["poll_interval"], max(0.0, deadline - self.clock())))
+            by_name, duplicates = self._listing()
+            pending = []
+            for w in wanted:
+                d = by_name.get(w.name)
+                if d is not None and d.status not in ("new", "active"):
+                    raise SwarmsmithError(f"droplet is {d.status}, expected active", host=w.name)
+                if d is None or not d.ready:
+                    pending.append(f"{w.name} ({d.status if d else 'not listed yet'})")
+                elif w.name not in reported:
+                    reported.add(w.name)
+                    self._say(progress, w.name, f"active at {d.public_ip}")
+            if not pending:
+                return by_name, duplicates
+            if self.clock() >= deadline:
+                raise TimeoutError_(f"droplets not active after {s['wait_timeout']:g}s: "
+                                    + ", ".join(pending))
+
+    def _ensure_role_tags(self, wanted, by_name, changes) -> None:
+        """Role tags go on after creation (one create request mixes roles); repaired every run."""
+        for role in ("manager", "worker"):
+            tag = role_tag(self.cluster, role)
+            lacking = [by_name[w.name] for w in wanted
+                       if w.role == role and tag not in by_name[w.name].tags]
+            if lacking:
+                self.api.ensure_tag(tag)
+                self.api.tag_droplets(tag, [d.id for d in lacking])
+                changes += [f"droplet {d.name}: tagged {tag}" for d in lacking
+                            if f"droplet {d.name}: created" not in " ".join(changes)]
+
+    def _wait_ssh(self, hosts: list[Host], progress) -> None:
+        if self.ssh_check is None or not hosts:
+            return
+        deadline = self.clock() + self.settings["ssh_timeout"]
+        pending = list(hosts)
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            while True:
+                answers = list(pool.map(lambda h: self.ssh_check(h.public_address, h.port), pending))
+                for h, ok in zip(pending, answers):
+                    if ok:
+                        self._say(progress, h.name, "SSH answers")
+                pending = [h for h, ok in zip(pending, answers) if not ok]
+                if not pending:
+                    return
+                if self.clock() >= deadline:
+                    raise UnreachableError(
+                        f"SSH did not answer within {self.settings['ssh_timeout']:g}s on "
+                        + ", ".join(f"{h.name} ({h.public_address}:{h.port})" for h in pending))
+                self.sleep(min(self.settings["poll_interval"],
+                               max(0.0, deadline - self.clock())))
+
+    # --- destroy ------------------------------------------------------------------------
+    def destroy(self, progress=None) -> list[str]:
+        s, changes = self.settings, []
+        for d in sorted(self.api.list_droplets(self.tag), key=lambda d: d.name):
+            self._say(progress, d.name, "destroying")
+            if self.api.delete_droplet(d.id):
+                changes.append(f"droplet {d.name} (id {d.id}): destroyed")
+        deadline = self.clock() + s["wait_timeout"]
+        while True:
+            left = self.api.list_droplets(self.tag)
+            if not left:
+                break
+            if self.clock() >= deadline:
+                raise TimeoutError_("droplets still listed after destroy: "
+                                    + ", ".join(d.name for d in left))
+            self.sleep(min(s["poll_interval"], max(0.0, deadline - self.clock())))
+
+        fw = self._ours("firewall", self.api.list_firewalls())
+        if fw and self.api.delete_firewall(fw):
+            changes.append(f"firewall {self.resource_name}: deleted")
+        self._state.pop("firewall", None)
+
+        vpc = self._ours("vpc", self.api.list_vpcs())
+        if vpc:
+            self._delete_vpc(vpc, deadline)
+            changes.append(f"VPC {self.resource_name}: deleted")
+        self._state.pop("vpc", None)
+
+        key = self._state.get("ssh_key", {})
+        if key.get("created") and self.api.delete_ssh_key(key["id"]):
+            changes.append(f"SSH key {self.resource_name}: deleted (id {key['id']})")
+        self._state.pop("ssh_key", None)
+
+        for tag in (self.tag, role_tag(self.cluster, "manager"), role_tag(self.cluster, "worker")):
+            self.api.delete_tag(tag)
+        left = self.api.list_droplets(self.tag)
+        if left or self._find_named(self.api.list_firewalls()):
+            raise SwarmsmithError("destroy incomplete: still present: "
+                                  + ", ".join([d.name for d in left] or [f"firewall {self.resource_name}"]))
+        return changes
+
+    def _ours(self, kind: str, items: list[dict]) -> str | None:
+        """Id of the resource swarmsmith created, if it still exists."""
+        record = self._state.get(kind)
+        ids = {i["id"] for i in items}
+        if record:
+            return record["id"] if record.get("created") and record["id"] in ids else None
+        named = self._find_named(items)
+        return named["id"] if named else None
+
+    def _delete_vpc(self, vpc_id: str, deadline: float) -> None:
+        from .do_api import DigitalOceanError
+        while True:
+            try:
+                self.api.delete_vpc(vpc_id)
+                return
+            except DigitalOceanError as e:
+                # members are released a little after their droplets are deleted
+                if e.status not in (403, 409) or self.clock() >= deadline:
+                    raise
+                self.sleep(self.settings["poll_interval"])

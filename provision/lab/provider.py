@@ -1,0 +1,26 @@
+"""`provider: lab` — the embedded default: cluster hosts are lab hosts on this machine."""
+from __future__ import annotations
+
+from ..hosts import Host, WantedHost
+from .lab import Lab
+
+
+class LabProvider:
+    name = "lab"
+
+    def __init__(self, cluster_name: str, settings: dict | None = None):
+        self.lab_name = (settings or {}).get("name") or cluster_name
+        self.lab = Lab(self.lab_name)
+
+    def plan(self, wanted: list[WantedHost]) -> list[str]:
+        existing = {h.name for h in self.lab.hosts()}
+        return [f"host {w.name}: create lab host" for w in wanted if w.name not in existing]
+
+    def ensure(self, wanted: list[WantedHost], progress=None) -> tuple[list[Host], list[str]]:
+        hosts, changes = self.lab.up([w.name for w in wanted], progress=progress)
+        for h, w in zip(hosts, wanted):
+            h.role = w.role
+        return hosts, changes
+
+    def destroy(self) -> list[str]:
+        return self.lab.down()

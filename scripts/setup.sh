@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Fresh-machine setup for swarmsmith (Debian 12, root): apt packages the lab and the tests need,
+# then the project and its Python dependencies. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 iptables busybox-static util-linux
+              docker-registry procps)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# the lab starts engines over SSH, never on the machine itself: make sure no service auto-started
+if command -v systemctl >/dev/null && systemctl is-active -q docker 2>/dev/null; then
+  systemctl disable --now docker.socket docker.service containerd.service >/dev/null 2>&1 || true
+fi
+# Debian's docker-registry package starts a registry on the machine; the lab runs its own
+for svc in docker-registry ssh; do
+  if [ -x "/etc/init.d/$svc" ] && [ ! -d /run/systemd/system ]; then "/etc/init.d/$svc" stop >/dev/null 2>&1 || true; fi
+done
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E '^(WARNING|  )' || true
+python3 -c "import cli, provision, stacks, inventory" 
+echo "setup: ok"

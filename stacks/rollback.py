@@ -1,0 +1,96 @@
+"""Roll services of a stack back to their previous spec, then watch them.
+
+docker-py 7.1's `update_service` has no rollback parameter, so the request is
+made the way the docker CLI makes it: POST /services/{id}/update with
+`?version=N&rollback=previous` and the current spec as body; swarm swaps in
+PreviousSpec, sets UpdateStatus to rollback_started and rolls the tasks back
+with the service's RollbackConfig.  Only services with a PreviousSpec that
+differs from their spec are touched.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from provision.errors import EXIT_OK, InputError, SwarmsmithError
+from stacks.outcomes import WatchReport
+from stacks.watch import _short, stack_services, watch_services
+
+
+@dataclass
+class RollbackResult:
+    requested: list[str] = field(default_factory=list)      # service names rolled back
+    skipped: dict[str, str] = field(default_factory=dict)   # name -> why not
+    report: WatchReport | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return self.report.exit_code if self.report else EXIT_OK
+
+    def to_dict(self) -> dict:
+        return {"requested": self.requested, "skipped": self.skipped,
+                "watch": self.report.to_dict() if self.report else None,
+                "exit_code": self.exit_code}
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def plan_rollback(found: list[dict], stack: str, names=None) -> tuple[list[dict], dict[str, str]]:
+    """Pick the services to roll back: (services, {name: reason skipped})."""
+    wanted = set(names or ())
+    chosen, skipped = [], {}
+    seen = set()
+    for s in sorted(found, key=lambda s: s["Spec"]["Name"]):
+        name = s["Spec"]["Name"]
+        if wanted and not {name, _short(name, stack)} & wanted:
+            continue
+        seen |= {name, _short(name, stack)}
+        prev = s.get("PreviousSpec")
+        if not prev:
+            skipped[name] = "no previous spec"
+        elif _same(prev, s.get("Spec")):
+            skipped[name] = "previous spec is the same as the current one"
+        else:
+            chosen.append(s)
+    missing = sorted(wanted - seen)
+    if missing:
+        raise InputError(f"stack {stack}: no service named {', '.join(missing)}")
+    return chosen, skipped
+
+
+def request_rollback(api, service: dict) -> dict:
+    """One rollback request (docker.APIClient); retried once if the version moved."""
+    for attempt in (1, 2):
+        url = api._url("/services/{0}/update", service["ID"])
+        try:
+            resp = api._post_json(url, data=service["Spec"],
+                                  params={"version": service["Version"]["Index"],
+                                          "rollback": "previous"})
+            return api._result(resp, json=True)
+        except Exception as exc:
+            if attempt == 1 and "out of sequence" in str(exc):
+                service = api.inspect_service(service["ID"])
+                continue
+            raise SwarmsmithError(f"rollback of {service['Spec']['Name']} refused: {exc}") from exc
+    raise AssertionError("unreachable")
+
+
+def rollback_services(api, stack: str, services=None, *, watch: bool = True,
+                      **watch_kwargs) -> RollbackResult:
+    """Roll back `services` of `stack` (names short or full; default: every service
+    that has a previous spec) and watch them.  A completed rollback is success
+    here (allow_rollback=True): exit 0; paused or failed 10; timed out 12.
+    watch_kwargs go to watch_services (policy, on_progress, log_fetcher, clock, sleep).
+    """
+    chosen, skipped = plan_rollback(stack_services(api, stack), stack, services)
+    result = RollbackResult(skipped=skipped)
+    for s in chosen:
+        request_rollback(api, s)
+        result.requested.append(s["Spec"]["Name"])
+    if watch and chosen:
+        watch_kwargs.setdefault("allow_rollback", True)
+        result.report = watch_services(api, [s["ID"] for s in chosen], stack=stack,
+                                       **watch_kwargs)
+    return result

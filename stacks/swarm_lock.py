@@ -1,0 +1,188 @@
+"""A per-stack lock kept in the swarm itself, for `redeploy` from cron and CI.
+
+The lock is a swarm config named `swarmsmith-lock-<stack>`.  Creating it is
+atomic (the managers' raft store refuses a second config of the same name:
+HTTP 409), so whoever creates it holds the lock.  Its labels say who holds it,
+since when and for how long (TTL, seconds).  A lock older than its TTL is stale
+(a killed run): it is broken by removing *that config by id* and creating a
+new one; two runs breaking the same stale lock cannot both win, since only one
+create succeeds and a removal by id never touches the new lock.
+
+Ages use the acquirer's wall clock written into the labels; hosts running
+swarmsmith are assumed to keep time with NTP (skew small next to the TTL).
+Pick a TTL longer than the longest run (watch timeout plus margin): configs
+cannot be refreshed in place.
+"""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from provision.errors import LockedError, SwarmsmithError
+
+PREFIX = "swarmsmith-lock-"
+L_STACK = "com.swarmsmith.lock.stack"
+L_OWNER = "com.swarmsmith.lock.owner"
+L_ACQUIRED = "com.swarmsmith.lock.acquired"
+L_TTL = "com.swarmsmith.lock.ttl"
+_MAX_NAME = 64
+
+
+def lock_name(stack: str) -> str:
+    name = PREFIX + stack
+    if len(name) > _MAX_NAME:
+        name = PREFIX + hashlib.sha256(stack.encode()).hexdigest()[:16]
+    return name
+
+
+def default_owner() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    if code is None:
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+    return code
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return _status(exc) == 409 or "already exists" in str(exc).lower()
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return _status(exc) == 404 or "not found" in str(exc).lower()
+
+
+@dataclass
+class LockInfo:
+    id: str
+    name: str
+    owner: str
+    acquired: float
+    ttl: float
+
+    def age(self, now: float) -> float:
+        return now - self.acquired
+
+    def stale(self, now: float) -> bool:
+        return self.age(now) > self.ttl
+
+    def describe(self, now: float) -> str:
+        left = self.ttl - self.age(now)
+        return (f"held by {self.owner} since {_iso(self.acquired)} "
+                f"({self.age(now):.0f} s ago, expires in {max(0, left):.0f} s)")
+
+
+class SwarmLock:
+    """with SwarmLock(api, "web", ttl=1800, wait=120): ...   (api: docker.APIClient)
+
+    wait: seconds to wait for a held lock before LockedError (exit 4); 0 = fail at once.
+    """
+
+    def __init__(self, api, stack: str, *, ttl: float = 1800.0, wait: float = 0.0,
+                 poll: float = 2.0, owner: str | None = None,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.api, self.stack = api, stack
+        self.name = lock_name(stack)
+        self.ttl, self.wait, self.poll = float(ttl), float(wait), float(poll)
+        self.owner = owner or default_owner()
+        self.clock, self.sleep = clock, sleep
+        self.id: str | None = None
+        self.broke: list[LockInfo] = []  # stale locks this run removed
+
+    def holder(self) -> LockInfo | None:
+        for c in self.api.configs(filters={"name": [self.name]}):
+            spec = c.get("Spec") or {}
+            if spec.get("Name") != self.name:  # the name filter matches prefixes
+                continue
+            labels = spec.get("Labels") or {}
+            try:
+                acquired = float(labels.get(L_ACQUIRED, "0"))
+                ttl = float(labels.get(L_TTL, "0"))
+            except ValueError:
+                acquired, ttl = 0.0, 0.0  # unreadable: treat as stale
+            return LockInfo(c["ID"], self.name, labels.get(L_OWNER, "?"), acquired, ttl)
+        return None
+
+    def _create(self) -> str:
+        now = self.clock()
+        labels = {L_STACK: self.stack, L_OWNER: self.owner,
+                  L_ACQUIRED: f"{now:.3f}", L_TTL: f"{self.ttl:.0f}"}
+        body = json.dumps({"stack": self.stack, "owner": self.owner,
+                           "acquired": _iso(now), "ttl": self.ttl}, sort_keys=True)
+        return self.api.create_config(self.name, body.encode(), labels=labels)["ID"]
+
+    def acquire(self) -> "SwarmLock":
+        if self.id:
+            return self
+        deadline = self.clock() + self.wait
+        vanished = 0
+        while True:
+            try:
+                self.id = self._create()
+                return self
+            except Exception as exc:
+                if not _is_conflict(exc):
+                    raise SwarmsmithError(f"cannot create lock {self.name}: {exc}") from exc
+            info = self.holder()
+            now = self.clock()
+            if info is None:  # released between our create and our look: try again
+                vanished += 1
+                if vanished > 5:
+                    raise SwarmsmithError(f"lock {self.name} conflicts but cannot be found")
+                continue
+            if info.stale(now):
+                self._break(info)
+                continue
+            if now >= deadline:
+                raise LockedError(f"stack {self.stack} is locked: {info.describe(now)}"
+                                  f" (lock: docker config {self.name})")
+            self.sleep(max(0.0, min(self.poll, deadline - now)))
+
+    def _break(self, info: LockInfo) -> None:
+        try:
+            self.api.remove_config(info.id)
+            self.broke.append(info)
+        except Exception as exc:
+            if not _is_not_found(exc):  # another run broke it first: fine
+                raise SwarmsmithError(f"cannot remove stale lock {self.name}: {exc}") from exc
+
+    def release(self) -> bool:
+        """Remove our lock; False when it was already gone (broken as stale by another run)."""
+        if not self.id:
+            return False
+        lock_id, self.id = self.id, None
+        try:
+            self.api.remove_config(lock_id)
+            return True
+        except Exception as exc:
+            if _is_not_found(exc):
+                return False
+            raise SwarmsmithError(f"cannot release lock {self.name}: {exc}") from exc
+
+    def __enter__(self) -> "SwarmLock":
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.release()
+        except SwarmsmithError:
+            if exc_type is None:
+                raise  # do not hide the run's own error behind a release error

@@ -1,0 +1,108 @@
+"""Show watch progress: a live table on a terminal, plain lines otherwise.
+
+Renderers are progress callbacks for watch_stack(on_progress=...) and know
+nothing about swarm.  Use as a context manager:
+
+    with progress_renderer(sys.stderr) as show:
+        report = watch_stack(api, stack, on_progress=show)
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from stacks.outcomes import ServiceReport, WatchReport
+
+_STYLE = {"converged": "green", "done": "green", "rolled_back": "yellow",
+          "paused": "red", "failed": "red", "timed_out": "red"}
+
+
+def _state_text(s: ServiceReport) -> str:
+    return str(s.outcome) if s.outcome else "waiting"
+
+
+class PlainRenderer:
+    """One line per service whenever its counts, update state or outcome change."""
+
+    def __init__(self, stream=None, clock=time.strftime):
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self.last: dict[str, tuple] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def __call__(self, report: WatchReport) -> None:
+        for s in report.services:
+            key = (s.running, s.desired, s.update_state, s.outcome)
+            if self.last.get(s.service_id) == key:
+                continue
+            self.last[s.service_id] = key
+            line = f"{self.clock('%H:%M:%S')} {s.name}: {s.progress_text()}"
+            if s.outcome:
+                line += f" -> {s.outcome} after {s.seconds:.1f} s"
+                if s.reason:
+                    line += f": {s.reason}"
+            print(line, file=self.stream)
+            if s.outcome:
+                for ln in s.log_tail:
+                    print(f"    | {ln}", file=self.stream)
+        self.stream.flush()
+
+
+class RichRenderer:
+    """A live table (rich), refreshed on every poll; final logs printed below it."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.live = None
+        self.report: WatchReport | None = None
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for col in ("service", "mode", "tasks", "update", "state", "time", "reason"):
+            table.add_column(col, overflow="fold" if col == "reason" else "ellipsis")
+        for s in (self.report.services if self.report else []):
+            state = _state_text(s)
+            table.add_row(s.name, s.mode, f"{s.running}/{s.desired}", s.update_state or "-",
+                          f"[{_STYLE.get(state, 'cyan')}]{state}[/]", f"{s.seconds:.0f}s",
+                          s.reason)
+        return table
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=self.stream)
+        self.live = Live(self._table(), console=self.console, refresh_per_second=4,
+                         transient=False)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(*exc)
+            self.live = None
+        for s in (self.report.services if self.report else []):
+            if s.log_tail:
+                self.console.print(f"[bold]{s.name}[/] last log lines:")
+                for ln in s.log_tail:
+                    self.console.print(f"    | {ln}", markup=False, highlight=False)
+        return None
+
+    def __call__(self, report: WatchReport) -> None:
+        self.report = report
+        if self.live is not None:
+            self.live.update(self._table())
+
+
+def progress_renderer(stream=None, *, force_plain: bool = False):
+    stream = stream or sys.stderr
+    isatty = getattr(stream, "isatty", lambda: False)()
+    return RichRenderer(stream) if isatty and not force_plain else PlainRenderer(stream)
