@@ -82,9 +82,9 @@ def append_audit_swarm(api, stack: str, record: dict, keep: int = 50) -> str:
     """Store one entry as a swarm config (readable with `docker config inspect`); prune old ones."""
     data = _line(record)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    tag = stack if len(AUDIT_PREFIX + stack) + 22 <= 64 else \
+    tag = stack if len(AUDIT_PREFIX + stack) + 26 <= 64 else \
         hashlib.sha256(stack.encode()).hexdigest()[:12]
-    name = f"{AUDIT_PREFIX}{tag}-{stamp}"
+    name = f"{AUDIT_PREFIX}{tag}-{stamp}{os.urandom(2).hex()}"
     cid = api.create_config(name, data, labels={L_AUDIT: stack})["ID"]
     entries = [c for c in api.configs(filters={"label": [f"{L_AUDIT}={stack}"]})
                if ((c.get("Spec") or {}).get("Labels") or {}).get(L_AUDIT) == stack]

@@ -1,0 +1,169 @@
+"""The swarm-stored lock (a config per stack) and the audit trail."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from provision.errors import EXIT_LOCKED, LockedError
+from stacks.audit import append_audit, append_audit_swarm, audit_record, read_audit, scrub
+from stacks.swarm_lock import L_ACQUIRED, L_OWNER, SwarmLock, lock_name
+from tests.test_watch_fakes import FakeClock
+
+
+class ApiError(Exception):
+    def __init__(self, code, msg):
+        super().__init__(msg)
+        self.status_code = code
+
+
+class FakeConfigs:
+    """Swarm configs as the managers keep them: names unique, create atomic."""
+
+    def __init__(self):
+        self.items: dict[str, dict] = {}
+        self.n = 0
+        self.before_create = None  # hook to simulate a racing run
+
+    def create_config(self, name, data, labels=None, templating=None):
+        if self.before_create:
+            hook, self.before_create = self.before_create, None
+            hook()
+        if any(c["Spec"]["Name"] == name for c in self.items.values()):
+            raise ApiError(409, f"rpc error: code = AlreadyExists desc = config {name} already exists")
+        self.n += 1
+        cid = f"cfg{self.n}"
+        self.items[cid] = {"ID": cid, "Spec": {"Name": name, "Labels": dict(labels or {}),
+                                               "Data": data}}
+        return {"ID": cid}
+
+    def remove_config(self, cid):
+        if cid not in self.items:
+            raise ApiError(404, f"config {cid} not found")
+        del self.items[cid]
+        return True
+
+    def configs(self, filters=None):
+        filters = filters or {}
+        out = list(self.items.values())
+        if "name" in filters:  # prefix match, like the engine
+            out = [c for c in out if any(c["Spec"]["Name"].startswith(n) for n in filters["name"])]
+        if "label" in filters:
+            for f in filters["label"]:
+                k, _, v = f.partition("=")
+                out = [c for c in out if c["Spec"]["Labels"].get(k) == v]
+        return [dict(c) for c in out]
+
+
+def _lock(api, clock, **kw):
+    kw.setdefault("owner", "a@h pid 1")
+    return SwarmLock(api, "web", clock=clock, sleep=clock.sleep, **kw)
+
+
+def test_second_acquirer_waits_then_gets_locked_error():
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    api.create_config("swarmsmith-lock-web2", b"{}")  # another stack: prefix must not match
+    first = _lock(api, clock).acquire()
+    second = _lock(api, clock, owner="b@h pid 2", wait=10, poll=2)
+    with pytest.raises(LockedError) as err:
+        second.acquire()
+    assert err.value.exit_code == EXIT_LOCKED == 4
+    assert "held by a@h pid 1" in str(err.value)
+    assert clock.t - 1_700_000_000 == pytest.approx(10)
+    assert first.id and second.id is None
+
+
+def test_waiting_acquirer_gets_the_lock_once_released():
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    first = _lock(api, clock).acquire()
+    second = _lock(api, clock, owner="b@h pid 2", wait=30, poll=5)
+    real_sleep = clock.sleep
+
+    def sleep_then_release(s):
+        real_sleep(s)
+        if clock.t - 1_700_000_000 >= 10:
+            first.release()
+    second.sleep = sleep_then_release
+    second.acquire()
+    (cfg,) = [c for c in api.items.values() if c["Spec"]["Name"] == lock_name("web")]
+    assert cfg["Spec"]["Labels"][L_OWNER] == "b@h pid 2"
+
+
+def test_stale_lock_is_broken():
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    dead = _lock(api, clock, ttl=60).acquire()   # a run that was killed: never releases
+    clock.t += 61
+    fresh = _lock(api, clock, owner="b@h pid 2", ttl=60).acquire()
+    assert fresh.broke and fresh.broke[0].id == dead.id
+    (cfg,) = api.items.values()
+    assert cfg["ID"] == fresh.id
+    assert float(cfg["Spec"]["Labels"][L_ACQUIRED]) == pytest.approx(clock.t)
+    assert dead.release() is False  # its lock is gone; it must not remove the new one
+    assert fresh.id in api.items
+
+
+def test_two_runs_breaking_the_same_stale_lock_one_wins():
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    dead = _lock(api, clock, ttl=60).acquire()
+    clock.t += 100
+    b = _lock(api, clock, owner="b pid 2", ttl=60)
+    c = _lock(api, clock, owner="c pid 3", ttl=60, wait=0)
+    # c sees the stale lock, but b breaks it and takes the lock just before c's create
+    stale = c.holder()
+    api.remove_config(stale.id)
+    api.before_create = b.acquire
+    with pytest.raises(LockedError, match="held by b pid 2"):
+        c.acquire()
+    assert b.id in api.items and dead.id not in api.items
+
+
+def test_context_manager_releases_on_error():
+    api, clock = FakeConfigs(), FakeClock()
+    with pytest.raises(RuntimeError):
+        with _lock(api, clock):
+            assert len(api.items) == 1
+            raise RuntimeError("deploy blew up")
+    assert api.items == {}
+
+
+def test_lock_name_fits_swarm_limits():
+    assert lock_name("web") == "swarmsmith-lock-web"
+    assert len(lock_name("x" * 100)) <= 64
+
+
+def test_append_audit_mode_and_lines(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    append_audit(path, {"command": "redeploy", "stack": "web",
+                        "env": {"DB_PASSWORD": "hunter2", "registry_auth": "abc", "MODE": "x"}})
+    append_audit(path, audit_record("rollback", "web", extra_note="ok"))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    text = path.read_text()
+    assert "hunter2" not in text and "abc" not in text
+    recs = read_audit(path)
+    assert recs[0]["env"] == {"DB_PASSWORD": "***", "registry_auth": "***", "MODE": "x"}
+    assert recs[1]["command"] == "rollback" and "ts" in recs[1]
+    assert len(text.splitlines()) == 2
+
+
+def test_append_audit_tightens_a_wide_file(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.write_text("")
+    os.chmod(path, 0o644)
+    append_audit(path, {"a": 1})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_scrub_nested():
+    assert scrub({"x": [{"token": "t"}], "ok": 1}) == {"x": [{"token": "***"}], "ok": 1}
+
+
+def test_audit_in_swarm_keeps_the_last_entries():
+    api = FakeConfigs()
+    for i in range(4):
+        append_audit_swarm(api, "web", {"n": i, "password": "p"}, keep=3)
+    kept = sorted(api.items.values(), key=lambda c: c["Spec"]["Name"])
+    assert len(kept) == 3
+    assert [json.loads(c["Spec"]["Data"])["n"] for c in kept] == [1, 2, 3]
+    assert all(b"\"***\"" in c["Spec"]["Data"] for c in kept)

@@ -1,0 +1,95 @@
+"""rollback_services: which services, the request sent, then the watch."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from provision.errors import InputError
+from stacks.outcomes import Outcome
+from stacks.rollback import plan_rollback, rollback_services
+from stacks.watch import WatchPolicy
+from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
+
+
+class RollbackSwarm(FakeSwarm):
+    """Answers POST /services/{id}/update?rollback=previous like docker.APIClient would."""
+
+    def __init__(self, script, **kw):
+        super().__init__(script, **kw)
+        self.posts = []
+
+    def _url(self, fmt, *args):
+        return "http+docker://x/v1.41" + fmt.format(*args)
+
+    def _post_json(self, url, data, **kwargs):
+        self.posts.append((url, data, kwargs.get("params")))
+        return {"Warnings": None}
+
+    def _result(self, resp, json=False):
+        return resp
+
+
+def _stack():
+    changed = svc("web", image="app:2", previous_image="app:1")
+    same = svc("db", image="db:1", previous_image="db:1")
+    fresh = svc("cache", image="redis:7")
+    return changed, same, fresh
+
+
+def test_plan_picks_services_with_a_different_previous_spec():
+    chosen, skipped = plan_rollback(list(_stack()), STACK)
+    assert [s["Spec"]["Name"] for s in chosen] == ["st_web"]
+    assert skipped == {"st_db": "previous spec is the same as the current one",
+                       "st_cache": "no previous spec"}
+
+
+def test_plan_rejects_unknown_names():
+    with pytest.raises(InputError, match="no service named nope"):
+        plan_rollback(list(_stack()), STACK, ["web", "nope"])
+
+
+def test_rollback_request_and_watch():
+    changed, same, fresh = _stack()
+    rolling = svc("web", image="app:1", update="rollback_started",
+                  message="manually requested rollback", version=11)
+    done = svc("web", image="app:1", update="rollback_completed",
+               message="rollback completed", version=12)
+    script = [
+        ([changed, same, fresh], []),  # plan_rollback's listing
+        ([rolling], [task(rolling, i, "running", image="app:2") for i in (1, 2, 3)]),
+        ([done], [task(done, i, "running") for i in (1, 2, 3)]),
+    ]
+    api = RollbackSwarm(script)
+    clock = FakeClock()
+    result = rollback_services(api, STACK, policy=WatchPolicy(timeout=60), clock=clock,
+                               sleep=clock.sleep, log_fetcher=lambda *a: [])
+    url, body, params = api.posts[0]
+    assert url.endswith("/services/id_web/update")
+    assert params == {"version": 10, "rollback": "previous"}
+    assert body["TaskTemplate"]["ContainerSpec"]["Image"] == "app:2"  # the current spec
+    assert result.requested == ["st_web"]
+    (r,) = result.report.services
+    assert r.outcome is Outcome.ROLLED_BACK
+    assert result.exit_code == 0  # a completed rollback is what was asked for
+    json.dumps(result.to_dict())
+
+
+def test_rollback_that_pauses_is_exit_10():
+    changed = svc("web", image="app:2", previous_image="app:1")
+    paused = svc("web", image="app:1", update="rollback_paused",
+                 message="rollback paused due to failure or early termination of task abcdefabcdef1")
+    api = RollbackSwarm([([changed], []), ([paused], [])])
+    clock = FakeClock()
+    result = rollback_services(api, STACK, ["web"], clock=clock, sleep=clock.sleep,
+                               log_fetcher=lambda *a: [])
+    assert result.report.services[0].outcome is Outcome.PAUSED
+    assert result.exit_code == 10
+
+
+def test_nothing_to_roll_back_is_a_no_op():
+    _, same, fresh = _stack()
+    api = RollbackSwarm([([same, fresh], [])])
+    result = rollback_services(api, STACK)
+    assert result.requested == [] and result.report is None and result.exit_code == 0
+    assert api.posts == []
