@@ -351,13 +351,14 @@ class DigitalOceanProvider:
         vpc_id = self._ensure_vpc(changes, progress)
         by_name, duplicates = self._listing()
         missing = [w for w in wanted if w.name not in by_name]
+        created = {w.name for w in missing}
         if missing:
             self._create(missing, key_id, vpc_id, changes, progress)
         if self.settings["firewall"]:
             self._ensure_firewall(changes, progress)
         if missing or not all(by_name[w.name].ready for w in wanted):
             by_name, duplicates = self._wait_active(wanted, progress)
-        self._ensure_role_tags(wanted, by_name, changes)
+        self._ensure_role_tags(wanted, by_name, changes, created)
         extras = self._extras(wanted, by_name, duplicates)
         if prune:
             for d in extras:
@@ -480,7 +481,7 @@ class DigitalOceanProvider:
                 raise TimeoutError_(f"droplets not active after {s['wait_timeout']:g}s: "
                                     + ", ".join(pending))
 
-    def _ensure_role_tags(self, wanted, by_name, changes) -> None:
+    def _ensure_role_tags(self, wanted, by_name, changes, created: set[str]) -> None:
         """Role tags go on after creation (one create request mixes roles); repaired every run."""
         for role in ("manager", "worker"):
             tag = role_tag(self.cluster, role)
@@ -490,7 +491,7 @@ class DigitalOceanProvider:
                 self.api.ensure_tag(tag)
                 self.api.tag_droplets(tag, [d.id for d in lacking])
                 changes += [f"droplet {d.name}: tagged {tag}" for d in lacking
-                            if f"droplet {d.name}: created" not in " ".join(changes)]
+                            if d.name not in created]
 
     def _wait_ssh(self, hosts: list[Host], progress) -> None:
         if self.ssh_check is None or not hosts:

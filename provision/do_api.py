@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 from .errors import InputError, SwarmsmithError
@@ -474,7 +475,9 @@ class DOApi:
             # defect 6: create() ignores its kwargs; everything goes to the constructor
             fw = digitalocean.Firewall(name=name, tags=list(tags), droplet_ids=[],
                                        inbound_rules=inbound, outbound_rules=outbound, **self._kw())
-            fw.create()
+            with warnings.catch_warnings():   # jsonpickle's notice about its next major version
+                warnings.simplefilter("ignore", DeprecationWarning)
+                fw.create()
             return {"id": fw.id, "name": fw.name, "tags": fw.tags, "status": fw.status}
         return self._call(f"create firewall {name}", fn, idempotent=False)
 
