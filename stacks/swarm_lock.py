@@ -153,7 +153,7 @@ class SwarmLock:
                 continue
             if now >= deadline:
                 raise LockedError(f"stack {self.stack} is locked: {info.describe(now)}"
-                                  f" (lock: docker config {self.name})")
+                                  f" (to break it by hand: docker config rm {self.name})")
             self.sleep(max(0.0, min(self.poll, deadline - now)))
 
     def _break(self, info: LockInfo) -> None:

@@ -45,6 +45,13 @@ def is_live(task: dict) -> bool:
     return desired_state(task) not in ENDING_DESIRED
 
 
+def had_container(task: dict) -> bool:
+    """The task got as far as a container, so it may have logs."""
+    cs = (task.get("Status") or {}).get("ContainerStatus") or {}
+    return bool(cs.get("ContainerID")) or cs.get("ExitCode") is not None \
+        or state(task) in ("starting", "running", "complete", "failed")
+
+
 def is_unschedulable(task: dict) -> bool:
     return state(task) == "pending" and "no suitable node" in error_text(task)
 

@@ -206,7 +206,10 @@ class _Watch:
             if v.outcome is not None:
                 r.outcome = v.outcome
                 changed = True
-                if r.failed_task_id and r.outcome not in (Outcome.CONVERGED, Outcome.DONE):
+                culprit = next((t for t in per_service.get(sid, [])
+                                if t.get("ID") == r.failed_task_id), None)
+                if culprit is not None and tr.had_container(culprit) \
+                        and r.outcome not in (Outcome.CONVERGED, Outcome.DONE):
                     r.log_tail = self._logs(svc, r.failed_task_id)
             elif before != (r.running, r.desired, r.update_state, track.last_change):
                 changed = True
@@ -226,4 +229,4 @@ class _Watch:
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
         worker.join(self.policy.log_timeout)
-        return box.get("lines", [f"(logs unavailable: no answer within {self.policy.log_timeout:.0f} s)"])
+        return box.get("lines", [f"(logs unavailable: no answer within {self.policy.log_timeout:g} s)"])

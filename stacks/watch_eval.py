@@ -9,7 +9,10 @@ the service's `Spec.TaskTemplate` (swarm copies the template into each task it
 creates, and the engine converts both with the same code), and for jobs when
 its `JobIteration` is the service's current one.  Right after an update the
 old tasks are still running with the old spec, so they never make a service
-look converged before the new tasks are up.
+look converged before the new tasks are up.  Two cases do not depend on that
+comparison: a service never updated (no UpdateStatus, no PreviousSpec) has only
+current tasks, and once UpdateStatus is `completed` / `rollback_completed` every
+task swarm still wants is current (swarm resets UpdateStatus on each new spec).
 """
 from __future__ import annotations
 
@@ -90,8 +93,13 @@ def _slot_key(task: dict, mode: str) -> str:
 
 def current_tasks(service: dict, tasks: list[dict]) -> list[dict]:
     spec = service.get("Spec") or {}
-    template = _canon(spec.get("TaskTemplate"))
-    wanted = [t for t in tasks if _canon(t.get("Spec")) == template]
+    ustate = (service.get("UpdateStatus") or {}).get("State")
+    if ustate is None and not service.get("PreviousSpec"):
+        wanted = list(tasks)
+    else:
+        template = _canon(spec.get("TaskTemplate"))
+        wanted = [t for t in tasks if _canon(t.get("Spec")) == template
+                  or ustate in ("completed", "rollback_completed") and tr.is_live(t)]
     if service_mode(service).endswith("job"):
         iteration = (((service.get("JobStatus") or {}).get("JobIteration")) or {}).get("Index")
         if iteration is not None:

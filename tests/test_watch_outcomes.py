@@ -271,3 +271,58 @@ def test_job_that_keeps_failing_stops_as_failed():
     assert r.outcome is Outcome.FAILED
     assert r.reason.startswith("task exited with code 2")
     assert r.seconds < 20
+
+
+def test_no_logs_fetched_for_tasks_that_never_had_a_container():
+    api, clock, report = run(missing_image(), logs={"x": ["never"]})
+    assert api.log_requests == [] and report.services[0].log_tail == []
+
+
+def _engine_adds_fields(t):
+    t = dict(t, Spec=dict(t["Spec"], Runtime="container"))  # a spec that never compares equal
+    return t
+
+
+def test_fresh_service_converges_without_spec_comparison():
+    s = svc("web")
+    api, clock, report = run([([s], [_engine_adds_fields(task(s, i, "running")) for i in (1, 2, 3)])])
+    assert report.services[0].outcome is Outcome.CONVERGED
+
+
+def test_completed_update_converges_without_spec_comparison():
+    s = svc("web", image=NEW, previous_image=OLD, update="completed")
+    tasks = [_engine_adds_fields(task(s, i, "running")) for i in (1, 2, 3)]
+    tasks += [task(s, i, "shutdown", image=OLD, desired="shutdown") for i in (1, 2, 3)]
+    api, clock, report = run([([s], tasks)])
+    assert report.services[0].outcome is Outcome.CONVERGED
+
+
+def test_log_fetch_that_hangs_is_bounded():
+    import threading
+    gate = threading.Event()
+
+    def hanging(service, task_id, tail):
+        gate.wait(5)
+        return ["late"]
+
+    api = FakeSwarm(crash_loop_first_deploy())
+    clock = FakeClock()
+    report = watch_stack(api, STACK, policy=WatchPolicy(timeout=60, log_timeout=0.05),
+                         clock=clock, sleep=clock.sleep, log_fetcher=hanging)
+    gate.set()
+    assert report.services[0].log_tail == ["(logs unavailable: no answer within 0.05 s)"]
+
+
+def test_raise_for_outcome_carries_exit_code_and_summary():
+    from stacks.outcomes import WatchOutcomeError, raise_for_outcome
+    api, clock, report = run(rollback_after_exit_1(),
+                             logs={"badtask000000001": ["config missing: DB_URL"]})
+    with pytest.raises(WatchOutcomeError) as err:
+        raise_for_outcome(report)
+    assert err.value.exit_code == 11
+    text = str(err.value)
+    assert "st_web: rolled_back (3/3 running, update rollback_completed)" in text
+    assert "rolled back after: task exited with code 1" in text
+    assert "| config missing: DB_URL" in text
+    api, clock, report = run(converge_after_update())
+    assert raise_for_outcome(report) is report
