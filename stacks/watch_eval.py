@@ -59,6 +59,7 @@ class Track:
     rejected: set[str] = field(default_factory=set)
     no_live_since: float | None = None
     message_task: str | None = None  # task id named in UpdateStatus.Message
+    manual_rollback: bool = False    # UpdateStatus said "manually requested rollback"
 
 
 @dataclass
@@ -146,6 +147,8 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
     m = _MSG_TASK_RE.search(update.get("Message") or "")
     if m:
         track.message_task = m.group(1)
+    if "manually requested rollback" in (update.get("Message") or ""):
+        track.manual_rollback = True
 
     fingerprint = frozenset((t.get("ID"), tr.state(t), tr.desired_state(t)) for t in tasks)
     if fingerprint != track.fingerprint:
@@ -184,6 +187,9 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
         v.outcome = Outcome.PAUSED
         v.reason = f"{what}: {desc}" if desc else (update.get("Message") or what)
         v.task_id = t.get("ID") if t else None
+        return v
+    if ustate == "rollback_completed" and not ignore_rollback and track.manual_rollback:
+        v.outcome, v.reason, v.task_id = Outcome.ROLLED_BACK, "rolled back on request", None
         return v
     if ustate == "rollback_completed" and not ignore_rollback:
         t = _update_task(service, tasks, track, cur_ids, want_old=True)

@@ -70,7 +70,7 @@ def test_rollback_request_and_watch():
     assert body["TaskTemplate"]["ContainerSpec"]["Image"] == "app:2"  # the current spec
     assert result.requested == ["st_web"]
     (r,) = result.report.services
-    assert r.outcome is Outcome.ROLLED_BACK
+    assert r.outcome is Outcome.ROLLED_BACK and r.reason == "rolled back on request"
     assert result.exit_code == 0  # a completed rollback is what was asked for
     json.dumps(result.to_dict())
 
