@@ -1,0 +1,439 @@
+"""The digitalocean provider, through the real python-digitalocean, against the emulator."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import threading
+
+import pytest
+
+from provision.digitalocean import (DigitalOceanProvider, cluster_tag, firewall_rules, role_tag,
+                                    tcp_ssh_check, validate_settings)
+from provision.do_api import DigitalOceanError, DOApi
+from provision.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE,
+                              InputError, TimeoutError_, UnreachableError)
+from provision.hosts import WantedHost
+from tests.do_emulator import DOEmulator
+from tests.do_emulator.testing import FakeTime, settings, write_public_key
+
+TOKEN = "dop_v1_provider_secret_token_c0ffee42"
+TAG = "swarmsmith:demo"
+POST_DROPLETS = ("POST", "/v2/droplets")
+
+
+class Env:
+    def __init__(self, tmp_path):
+        self.ft = FakeTime()
+        self.pub = write_public_key(tmp_path)
+        self.emu = DOEmulator(TOKEN, clock=self.ft.clock, activation_delay=7).start()
+        self.progress: list[tuple[str, str]] = []
+
+    def provider(self, state=None, ssh_check=None, prune=False, **overrides):
+        return DigitalOceanProvider(
+            "demo", settings(self.pub, **overrides), state,
+            env={"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_END_POINT": self.emu.url},
+            clock=self.ft.clock, sleep=self.ft.sleep, ssh_check=ssh_check, prune=prune)
+
+    def api(self):
+        return DOApi(TOKEN, end_point=self.emu.url, clock=self.ft.clock, sleep=self.ft.sleep)
+
+    def note(self, name, message):
+        self.progress.append((name, message))
+
+    def names(self, tag=TAG):
+        return sorted(d["name"] for d in self.emu.droplets(tag))
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.emu.stop()
+
+
+def wanted(managers=1, workers=2):
+    return ([WantedHost(f"demo-manager-{i}", "manager") for i in range(1, managers + 1)]
+            + [WantedHost(f"demo-worker-{i}", "worker") for i in range(1, workers + 1)])
+
+
+def test_up_one_manager_two_workers(env):
+    p = env.provider()
+    hosts, changes = p.ensure(wanted(), env.note)
+    assert [(h.name, h.role) for h in hosts] == [("demo-manager-1", "manager"),
+                                                 ("demo-worker-1", "worker"),
+                                                 ("demo-worker-2", "worker")]
+    assert all(h.public_address.startswith("203.0.113.") for h in hosts)
+    assert all(h.private_address.startswith("10.130.") for h in hosts)
+    assert all(h.user == "root" and h.key_path == env.pub[:-4] for h in hosts)
+    # one create request for the three droplets, then one tagged list per poll interval
+    assert env.emu.count(*POST_DROPLETS) == 1
+    polls = env.emu.list_polls(TAG)
+    assert polls == 1 + math.ceil(7 / 2)                # the first look, then every 2 s until active
+    assert env.emu.count("GET", "/v2/droplets/{id}") == 0   # never one request per droplet
+    assert env.ft.sleeps == [2.0] * (polls - 1)
+    assert env.names() == ["demo-manager-1", "demo-worker-1", "demo-worker-2"]
+    assert env.names(role_tag("demo", "manager")) == ["demo-manager-1"]
+    assert env.names(role_tag("demo", "worker")) == ["demo-worker-1", "demo-worker-2"]
+    assert [c for c in changes if c.startswith("droplet")] == [
+        "droplet demo-manager-1: created (manager, s-1vcpu-1gb, fra1)",
+        "droplet demo-worker-1: created (worker, s-1vcpu-1gb, fra1)",
+        "droplet demo-worker-2: created (worker, s-1vcpu-1gb, fra1)"]
+    assert any(c.startswith("SSH key swarmsmith-demo: registered") for c in changes)
+    assert any(c.startswith("VPC swarmsmith-demo: created") for c in changes)
+    assert any(c.startswith("firewall swarmsmith-demo: created") for c in changes)
+    state = p.state
+    assert state["ssh_key"]["created"] and state["vpc"]["created"] and state["firewall"]["created"]
+    assert {d["vpc_uuid"] for d in env.emu.droplets(TAG)} == {state["vpc"]["id"]}
+    assert ("demo-worker-2", "active at " + hosts[2].public_address) in env.progress
+
+
+def test_second_ensure_creates_nothing(env):
+    p = env.provider()
+    first, _ = p.ensure(wanted())
+    env.emu.reset_counts()
+    again = env.provider(state=p.state)
+    assert again.plan(wanted()) == []
+    hosts, changes = again.ensure(wanted())
+    assert changes == []
+    assert hosts == first
+    assert env.emu.count(*POST_DROPLETS) == 0
+    assert not any(meth == "POST" for meth, _, _, _ in env.emu.log)
+    assert again.state == p.state
+
+
+def test_scaling_workers_two_to_four_creates_exactly_two(env):
+    p = env.provider()
+    before, _ = p.ensure(wanted(1, 2))
+    ids = {d["name"]: d["id"] for d in env.emu.droplets(TAG)}
+    env.emu.reset_counts()
+    assert p.plan(wanted(1, 4)) == [
+        "droplet demo-worker-3: create (worker, s-1vcpu-1gb, fra1)",
+        "droplet demo-worker-4: create (worker, s-1vcpu-1gb, fra1)"]
+    hosts, changes = p.ensure(wanted(1, 4))
+    assert changes == ["droplet demo-worker-3: created (worker, s-1vcpu-1gb, fra1)",
+                       "droplet demo-worker-4: created (worker, s-1vcpu-1gb, fra1)"]
+    assert env.emu.count(*POST_DROPLETS) == 1
+    assert len(env.emu.droplets(TAG)) == 5               # 1 manager + 4 workers
+    assert {d["name"]: d["id"] for d in env.emu.droplets(TAG) if d["name"] in ids} == ids
+    assert hosts[:3] == before
+
+
+def test_creates_in_batches_of_ten(env):
+    hosts, _ = env.provider().ensure(wanted(3, 22))
+    assert len(hosts) == 25 and len({h.public_address for h in hosts}) == 25
+    assert env.emu.count(*POST_DROPLETS) == 3
+
+
+def test_429_and_500_survived(env):
+    env.emu.inject_429(3)
+    env.emu.inject_5xx(2, method="GET", path="/v2/droplets")
+    env.emu.inject_5xx(1, status=502, body="html", method="GET")
+    env.emu.inject_429(1, method="POST", path="/v2/droplets")
+    hosts, _ = env.provider().ensure(wanted())
+    assert len(hosts) == 3
+    assert env.names() == ["demo-manager-1", "demo-worker-1", "demo-worker-2"]
+    assert env.emu.count(*POST_DROPLETS) == 2        # the 429, then the one that worked
+
+
+def test_retry_bound_exhausted_is_a_clear_error(env):
+    env.emu.inject_5xx(100, status=503, method="GET", path="/v2/droplets")
+    with pytest.raises(DigitalOceanError) as err:
+        env.provider().ensure(wanted())
+    assert str(err.value) == ("DigitalOcean API: list droplets tagged swarmsmith:demo: still "
+                              "failing after 6 attempts: HTTP 503 server_error: Server was "
+                              "unable to give you a response.")
+    assert err.value.exit_code == EXIT_FAILED
+    assert env.emu.count(*POST_DROPLETS) == 0
+
+
+def test_half_failed_create_is_reconciled_in_the_same_run(env):
+    env.emu.fail_next_create(created=1)
+    hosts, changes = env.provider().ensure(wanted())
+    assert env.names() == ["demo-manager-1", "demo-worker-1", "demo-worker-2"]
+    assert len(env.emu.droplets()) == 3                  # nothing untagged either
+    assert env.emu.count(*POST_DROPLETS) == 2
+    assert sorted(c for c in changes if c.startswith("droplet")) == [
+        "droplet demo-manager-1: created (manager, s-1vcpu-1gb, fra1)",
+        "droplet demo-worker-1: created (worker, s-1vcpu-1gb, fra1)",
+        "droplet demo-worker-2: created (worker, s-1vcpu-1gb, fra1)"]
+    assert len(hosts) == 3
+
+
+def test_half_failed_create_then_rerun_gives_exactly_the_requested_droplets(env):
+    env.emu.fail_next_create(created=2)
+    env.emu.fail_next_create(created=0)
+    env.emu.fail_next_create(created=0)
+    p = env.provider()
+    with pytest.raises(DigitalOceanError, match="may have been partly applied"):
+        p.ensure(wanted(1, 4))
+    assert env.names() == ["demo-manager-1", "demo-worker-1"]
+    hosts, changes = env.provider(state=p.state).ensure(wanted(1, 4))
+    names = [d["name"] for d in env.emu.droplets()]
+    assert sorted(names) == ["demo-manager-1", "demo-worker-1", "demo-worker-2",
+                             "demo-worker-3", "demo-worker-4"]
+    assert len(names) == len(set(names))
+    assert [h.name for h in hosts] == [w.name for w in wanted(1, 4)]
+    # the droplets of the failed run got their role tags on the re-run
+    assert env.names(role_tag("demo", "worker")) == ["demo-worker-1", "demo-worker-2",
+                                                      "demo-worker-3", "demo-worker-4"]
+
+
+def test_destroy_leaves_nothing_swarmsmith_created(env):
+    p = env.provider()
+    p.ensure(wanted())
+    changes = p.destroy()
+    model = env.emu.model.account
+    assert model.droplets == {} and model.firewalls == {} and model.keys == {}
+    assert [v["name"] for v in model.vpcs.values() if not v["default"]] == []
+    assert not [t for t in model.tags if t.startswith("swarmsmith:")]
+    assert p.state == {}
+    assert "firewall swarmsmith-demo: deleted" in changes
+    assert "VPC swarmsmith-demo: deleted" in changes
+    assert sum(c.startswith("droplet ") for c in changes) == 3
+    assert env.provider().destroy() == []               # nothing left to do
+
+
+def test_destroy_keeps_what_the_user_brought(env, tmp_path):
+    api = env.api()
+    pub_line = open(env.pub).read().strip()
+    # the same key, uploaded earlier with another comment: found by fingerprint, not duplicated
+    user_key = api.create_ssh_key("laptop", pub_line.rsplit(" ", 1)[0] + " other-comment")
+    vpc = api.create_vpc("my-net", "fra1")
+    user_droplet = api.create_droplets(["unrelated"], region="fra1", size="s-1vcpu-1gb",
+                                       image="ubuntu-24-04-x64", ssh_key_ids=[], tags=["mine"])[0]
+    p = env.provider(vpc=vpc["id"])
+    _, changes = p.ensure(wanted())
+    assert not any(c.startswith("SSH key") for c in changes)
+    assert p.state["ssh_key"] == {"id": user_key["id"], "created": False,
+                                  "fingerprint": p.state["ssh_key"]["fingerprint"]}
+    assert p.state["vpc"] == {"id": vpc["id"], "created": False}
+    assert {d["vpc_uuid"] for d in env.emu.droplets(TAG)} == {vpc["id"]}
+    p.destroy()
+    model = env.emu.model.account
+    assert list(model.keys) == [user_key["id"]]
+    assert vpc["id"] in model.vpcs
+    assert [d.id for d in model.droplets.values()] == [user_droplet.id]
+
+
+def test_destroy_without_state_removes_our_named_firewall_and_vpc(env):
+    env.provider().ensure(wanted())
+    env.provider(state={}).destroy()
+    model = env.emu.model.account
+    assert model.droplets == {} and model.firewalls == {}
+    assert [v for v in model.vpcs.values() if not v["default"]] == []
+
+
+def test_extra_droplets_reported_and_removed_only_with_prune(env):
+    p = env.provider()
+    p.ensure(wanted(1, 3))
+    hosts, changes = p.ensure(wanted(1, 2))
+    assert len(hosts) == 3
+    assert len(changes) == 1 and changes[0].startswith("droplet demo-worker-3 (id ")
+    assert changes[0].endswith("not in the cluster file; kept (--prune removes it)")
+    assert "demo-worker-3" in env.names()
+    assert p.plan(wanted(1, 2), prune=True)[0].endswith(": destroy (not in the cluster file)")
+    _, changes = p.ensure(wanted(1, 2), prune=True)
+    assert changes[0].endswith(": destroyed (not in the cluster file)")
+    assert env.names() == ["demo-manager-1", "demo-worker-1", "demo-worker-2"]
+
+
+def test_missing_role_tag_is_repaired(env):
+    p = env.provider()
+    p.ensure(wanted())
+    d = next(d for d in env.emu.droplets(TAG) if d["name"] == "demo-worker-2")
+    env.emu.model.account.droplets[d["id"]].tags.remove(role_tag("demo", "worker"))
+    assert p.plan(wanted()) == ["droplet demo-worker-2: add tag swarmsmith:demo:worker"]
+    _, changes = p.ensure(wanted())
+    assert changes == ["droplet demo-worker-2: tagged swarmsmith:demo:worker"]
+    assert "demo-worker-2" in env.names(role_tag("demo", "worker"))
+
+
+def test_firewall_opens_swarm_ports_only_between_cluster_droplets(env):
+    p = env.provider(ssh_sources=["198.51.100.7/32"], published_ports=[80, "53/udp"])
+    p.ensure(wanted())
+    (fw,) = env.emu.model.account.firewalls.values()
+    assert fw["name"] == "swarmsmith-demo" and fw["tags"] == [TAG]
+    rules = {(r["protocol"], r["ports"]): r["sources"] for r in fw["inbound_rules"]}
+    for key in [("tcp", "2377"), ("tcp", "7946"), ("udp", "7946"), ("udp", "4789")]:
+        assert rules[key]["tags"] == [TAG] and rules[key]["addresses"] == []
+    assert rules[("tcp", "22")]["addresses"] == ["198.51.100.7/32"]
+    assert rules[("tcp", "80")]["addresses"] == ["0.0.0.0/0", "::/0"]
+    assert rules[("udp", "53")]["addresses"] == ["0.0.0.0/0", "::/0"]
+    assert len(rules) == 7
+    assert {r["ports"] for r in fw["outbound_rules"] if r["protocol"] != "icmp"} == {"0"}
+    # changing published ports updates the firewall in place
+    env.emu.reset_counts()
+    p2 = env.provider(state=p.state, ssh_sources=["198.51.100.7/32"], published_ports=[443])
+    assert p2.plan(wanted()) == ["firewall swarmsmith-demo: update rules"]
+    _, changes = p2.ensure(wanted())
+    assert changes == ["firewall swarmsmith-demo: rules updated"]
+    assert env.emu.count("PUT", "/v2/firewalls/{fw}") == 1
+    assert env.emu.count("POST", "/v2/firewalls") == 0
+    (fw,) = env.emu.model.account.firewalls.values()
+    assert ("tcp", "443") in {(r["protocol"], r["ports"]) for r in fw["inbound_rules"]}
+    assert ("tcp", "80") not in {(r["protocol"], r["ports"]) for r in fw["inbound_rules"]}
+
+
+def test_firewall_can_be_disabled(env):
+    env.provider(firewall=False).ensure(wanted())
+    assert env.emu.model.account.firewalls == {}
+
+
+def test_activation_deadline(env):
+    env.emu.set_activation_delay(float("inf"), name="demo-worker-2")
+    with pytest.raises(TimeoutError_) as err:
+        env.provider(wait_timeout=30, poll_interval=5).ensure(wanted())
+    assert str(err.value) == "droplets not active after 30s: demo-worker-2 (new)"
+    assert err.value.exit_code == EXIT_TIMED_OUT
+    assert env.emu.list_polls(TAG) == 1 + 30 // 5         # one tagged list per interval
+    assert env.ft.now - 1000.0 == pytest.approx(30)
+
+
+def test_waits_until_ssh_answers(env):
+    calls: dict[str, int] = {}
+
+    def ssh_check(address, port):
+        calls[address] = calls.get(address, 0) + 1
+        return calls[address] >= 3 and port == 22
+
+    hosts, _ = env.provider(ssh_check=ssh_check).ensure(wanted(), env.note)
+    assert sorted(calls.values()) == [3, 3, 3]
+    assert {n for n, msg in env.progress if msg == "SSH answers"} == {h.name for h in hosts}
+
+
+def test_ssh_deadline_is_unreachable_error(env):
+    with pytest.raises(UnreachableError) as err:
+        env.provider(ssh_check=lambda a, p: a != "203.0.113.3", ssh_timeout=20).ensure(wanted())
+    assert err.value.exit_code == EXIT_UNREACHABLE
+    assert str(err.value) == "SSH did not answer within 20s on demo-worker-1 (203.0.113.3:22)"
+
+
+def test_tcp_ssh_check_reads_the_banner():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        conn.close()
+    t = threading.Thread(target=serve)
+    t.start()
+    assert tcp_ssh_check("127.0.0.1", port, timeout=2) is True
+    t.join()
+    srv.close()
+    assert tcp_ssh_check("127.0.0.1", port, timeout=1) is False
+
+
+def test_token_never_appears_in_output_logs_errors_or_state(env, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    env.emu.inject_429(2)
+    env.emu.fail_next_create(created=1)
+    p = env.provider()
+    hosts, changes = p.ensure(wanted(), lambda n, m: print(n, m))
+    texts = [json.dumps(p.state), json.dumps([h.as_dict() for h in hosts]), *changes,
+             repr(p), repr(p.api), *p.plan(wanted()), *p.destroy()]
+    bad = DigitalOceanProvider("demo", settings(env.pub), None, clock=env.ft.clock,
+                               sleep=env.ft.sleep, ssh_check=None,
+                               env={"DIGITALOCEAN_TOKEN": TOKEN + "x",
+                                    "DIGITALOCEAN_END_POINT": env.emu.url})
+    with pytest.raises(DigitalOceanError) as err:
+        bad.ensure(wanted())
+    texts += [str(err.value), repr(err.value)]
+    out = capsys.readouterr()
+    texts += [out.out, out.err, caplog.text]
+    assert "retry" in caplog.text and "demo-worker-1" in out.out
+    for text in texts:
+        assert TOKEN not in text
+
+
+def test_missing_token_is_bad_input(env):
+    p = DigitalOceanProvider("demo", settings(env.pub), None, env={}, ssh_check=None)
+    with pytest.raises(InputError, match="DIGITALOCEAN_TOKEN") as err:
+        p.plan(wanted())
+    assert err.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_plan_reads_only(env):
+    p = env.provider()
+    assert p.plan(wanted()) == [
+        f"SSH key swarmsmith-demo: register {env.pub}",
+        "VPC swarmsmith-demo: create in fra1",
+        "droplet demo-manager-1: create (manager, s-1vcpu-1gb, fra1)",
+        "droplet demo-worker-1: create (worker, s-1vcpu-1gb, fra1)",
+        "droplet demo-worker-2: create (worker, s-1vcpu-1gb, fra1)",
+        "firewall swarmsmith-demo: create"]
+    assert {meth for meth, _, _, _ in env.emu.log} == {"GET"}
+
+
+def test_bad_wanted_and_cluster_names(env):
+    with pytest.raises(InputError, match="unique"):
+        env.provider().ensure([WantedHost("a", "worker"), WantedHost("a", "worker")])
+    with pytest.raises(InputError, match="role"):
+        env.provider().ensure([WantedHost("a", "boss")])
+    with pytest.raises(InputError, match="cluster name"):
+        DigitalOceanProvider("Bad_Name", settings(env.pub), None)
+    assert env.emu.total_requests() == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"region": 5}, "cluster.yml: digitalocean.region: expected a string"),
+    ({"size": None}, "cluster.yml: digitalocean.size: expected a string"),
+    ({"colour": "red"}, "cluster.yml: digitalocean.colour: unknown key"),
+    ({"monitoring": "yes"}, "cluster.yml: digitalocean.monitoring: expected true or false"),
+    ({"vpc": "mine"}, "cluster.yml: digitalocean.vpc: expected 'create', 'default' or a VPC id"),
+    ({"vpc": "default", "vpc_ip_range": "10.1.0.0/20"},
+     "cluster.yml: digitalocean.vpc_ip_range: only used with vpc: create"),
+    ({"vpc_ip_range": "8.8.0.0/20"}, "cluster.yml: digitalocean.vpc_ip_range: expected a private"),
+    ({"tags": ["ok", "no spaces"]}, "cluster.yml: digitalocean.tags: expected a list of tags"),
+    ({"ssh_sources": ["10.0.0.0/8", "nowhere"]},
+     "cluster.yml: digitalocean.ssh_sources: 'nowhere' is not an address"),
+    ({"ssh_sources": []}, "cluster.yml: digitalocean.ssh_sources: expected a non-empty list"),
+    ({"published_ports": [80, "99999"]},
+     "cluster.yml: digitalocean.published_ports[1]: '99999': ports run from 1 to 65535"),
+    ({"published_ports": ["80/sctp"]},
+     "cluster.yml: digitalocean.published_ports[0]: '80/sctp' is not a port"),
+    ({"wait_timeout": 0}, "cluster.yml: digitalocean.wait_timeout: expected a positive number"),
+    ({"ssh_key": "/nonexistent/key.pub"},
+     "cluster.yml: digitalocean.ssh_key: cannot read public key /nonexistent/key.pub"),
+])
+def test_validate_settings_errors(env, change, message):
+    s = {**settings(env.pub), **change}
+    with pytest.raises(InputError) as err:
+        validate_settings(s, "cluster.yml")
+    assert str(err.value).startswith(message)
+    assert err.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_validate_settings_required_and_not_a_key(env, tmp_path):
+    s = settings(env.pub)
+    del s["image"]
+    with pytest.raises(InputError, match="^cluster.yml: do.image: required$"):
+        validate_settings(s, "cluster.yml", "do")
+    junk = tmp_path / "junk.pub"
+    junk.write_text("hello world\n")
+    with pytest.raises(InputError, match="is not an OpenSSH public key"):
+        validate_settings(settings(str(junk)), "cluster.yml")
+
+
+def test_validate_settings_normalises(env, tmp_path):
+    out = validate_settings(settings("id_ed25519.pub", published_ports=[
+        80, "53/udp", "8000-8010", {"port": 9000, "protocol": "udp", "sources": ["10.0.0.0/8"]}]),
+        "cluster.yml", base_dir=str(tmp_path))
+    assert out["ssh_key"] == env.pub and out["ssh_private_key"] == env.pub[:-4]
+    assert out["published_ports"] == [
+        {"protocol": "tcp", "ports": "80", "sources": ["0.0.0.0/0", "::/0"]},
+        {"protocol": "udp", "ports": "53", "sources": ["0.0.0.0/0", "::/0"]},
+        {"protocol": "tcp", "ports": "8000-8010", "sources": ["0.0.0.0/0", "::/0"]},
+        {"protocol": "udp", "ports": "9000", "sources": ["10.0.0.0/8"]}]
+    assert out["vpc"] == "create" and out["poll_interval"] == 2.0
+    inbound, outbound = firewall_rules("demo", out)
+    assert len(inbound) == 4 + 1 + 4 and len(outbound) == 3
+
+
+def test_tags_helpers():
+    assert cluster_tag("demo") == "swarmsmith:demo"
+    assert role_tag("demo", "manager") == "swarmsmith:demo:manager"
