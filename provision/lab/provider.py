@@ -22,5 +22,8 @@ class LabProvider:
             h.role = w.role
         return hosts, changes
 
+    def existing(self) -> list[Host]:
+        return self.lab.hosts()
+
     def destroy(self) -> list[str]:
         return self.lab.down()

@@ -1,0 +1,317 @@
+"""The cluster file: schema, defaults and validation. Everything is checked before any
+connection is opened; every error names the file and the key path (exit 2).
+
+    name: demo            # required: lowercase letters, digits, '-'
+    provider: lab         # lab (default) | static | digitalocean
+    managers: 1           # 1, 3 or 5 (quorum-safe sizes)
+    workers: 2
+    ssh: {user: root, key: ~/.ssh/id_ed25519, port: 22, connect_timeout: 60}
+    advertise_address: private   # private | public | a CIDR (10.0.0.0/8) | an interface (eth1)
+    labels: {all: {...}, managers: {...}, workers: {...}, <host name>: {...}}
+    engine: {install: auto|apt|get-docker|never, daemon: {<daemon.json keys>}}
+    stacks: [{name: web, compose: [stack.yml], env_file: .env}]
+    lab: {name: <lab name>}                 # provider settings sit under the provider's key
+    static: {hosts: [{name, address, private_address, role, port, user, key}]}
+    digitalocean: {region, size, image, ssh_key, ...}
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from provision.errors import InputError
+from provision.hosts import WantedHost
+
+PROVIDERS = ("lab", "static", "digitalocean")
+TOP_KEYS = {"name", "provider", "managers", "workers", "ssh", "advertise_address", "labels",
+            "engine", "stacks", *PROVIDERS}
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
+INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+
+
+@dataclass
+class StackRef:
+    name: str
+    compose: list[str]
+    env_file: str | None = None
+
+
+@dataclass
+class ClusterFile:
+    path: str
+    name: str
+    provider: str
+    managers: int
+    workers: int
+    ssh_user: str = "root"
+    ssh_key: str = ""
+    ssh_port: int = 22
+    connect_timeout: float = 60.0
+    advertise: str = "private"
+    labels: dict = field(default_factory=dict)
+    install: str = "auto"
+    daemon: dict = field(default_factory=dict)
+    stacks: list[StackRef] = field(default_factory=list)
+    provider_settings: dict = field(default_factory=dict)
+    static_hosts: list[dict] = field(default_factory=list)
+
+    @property
+    def dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def wanted_hosts(self) -> list[WantedHost]:
+        if self.provider == "static":
+            return [WantedHost(h["name"], h["role"]) for h in self.static_hosts]
+        return ([WantedHost(f"{self.name}-manager-{i}", "manager") for i in range(1, self.managers + 1)]
+                + [WantedHost(f"{self.name}-worker-{i}", "worker") for i in range(1, self.workers + 1)])
+
+    def labels_for(self, host: str, role: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key in ("all", role + "s", host):
+            out.update(self.labels.get(key, {}))
+        return out
+
+
+class _Checker:
+    def __init__(self, file: str):
+        self.file = file
+        self.errors: list[str] = []
+
+    def err(self, path: str, msg: str) -> None:
+        self.errors.append(f"{self.file}: {path}: {msg}")
+
+    def type(self, value, types, path: str, expected: str) -> bool:
+        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            self.err(path, f"expected {expected}, got {value!r}")
+            return False
+        if not isinstance(value, types):
+            self.err(path, f"expected {expected}, got {_show(value)}")
+            return False
+        return True
+
+    def unknown(self, mapping: dict, allowed, path: str) -> None:
+        for k in mapping:
+            if k not in allowed:
+                where = f"{path}.{k}" if path else str(k)
+                self.err(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _show(v) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    if v is None:
+        return "nothing (null)"
+    return f"{type(v).__name__} {v!r}"
+
+
+def load(path: str) -> ClusterFile:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise InputError("cluster file not found (give one with --cluster FILE, "
+                         "$SWARMSMITH_CLUSTER, or ./swarmsmith.yml)", file=path)
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror}", file=path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=path, path=where)
+    return validate(data, path)
+
+
+def validate(data, path: str) -> ClusterFile:
+    c = _Checker(path)
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping at the top level, got {_show(data)}", file=path)
+    c.unknown(data, TOP_KEYS, "")
+
+    name = data.get("name")
+    if name is None:
+        c.err("name", "required (lowercase letters, digits and '-')")
+    elif c.type(name, str, "name", "a string") and not NAME_RE.match(name):
+        c.err("name", f'expected lowercase letters, digits and "-", starting with a letter, '
+                      f'at most 24 characters, got "{name}"')
+
+    provider = data.get("provider", "lab")
+    if c.type(provider, str, "provider", "a string") and provider not in PROVIDERS:
+        c.err("provider", f"expected one of {', '.join(PROVIDERS)}, got \"{provider}\"")
+    for p in PROVIDERS:
+        if p in data and p != provider:
+            c.err(p, f"settings for provider {p!r}, but provider is {provider!r}")
+
+    managers = data.get("managers", 1)
+    workers = data.get("workers", 0)
+    if provider != "static":
+        if c.type(managers, int, "managers", "1, 3 or 5") and managers not in (1, 3, 5):
+            c.err("managers", f"expected 1, 3 or 5 (an odd count keeps quorum), got {managers}")
+        if c.type(workers, int, "workers", "a whole number") and not 0 <= workers <= 200:
+            c.err("workers", f"expected 0 to 200, got {workers}")
+
+    ssh = data.get("ssh", {}) or {}
+    ssh_user, ssh_key, ssh_port, timeout = "root", "", 22, 60.0
+    if c.type(ssh, dict, "ssh", "a mapping"):
+        c.unknown(ssh, {"user", "key", "port", "connect_timeout"}, "ssh")
+        ssh_user = ssh.get("user", "root")
+        c.type(ssh_user, str, "ssh.user", "a string")
+        ssh_key = ssh.get("key", "")
+        if c.type(ssh_key, str, "ssh.key", "a path to a private key") and ssh_key:
+            ssh_key = os.path.expanduser(ssh_key)
+            if not os.path.isabs(ssh_key):
+                ssh_key = os.path.join(os.path.dirname(os.path.abspath(path)), ssh_key)
+            if not os.path.isfile(ssh_key):
+                c.err("ssh.key", f"no such file: {ssh_key}")
+        ssh_port = ssh.get("port", 22)
+        if c.type(ssh_port, int, "ssh.port", "a port number") and not 0 < ssh_port < 65536:
+            c.err("ssh.port", f"expected 1-65535, got {ssh_port}")
+        timeout = ssh.get("connect_timeout", 60)
+        if c.type(timeout, (int, float), "ssh.connect_timeout", "seconds") and timeout <= 0:
+            c.err("ssh.connect_timeout", "expected a positive number of seconds")
+    if provider in ("static", "digitalocean") and not ssh_key and isinstance(ssh, dict):
+        c.err("ssh.key", f"required for provider {provider} (path to the private key)")
+
+    advertise = data.get("advertise_address", "private")
+    if c.type(advertise, str, "advertise_address", "private, public, a CIDR or an interface name"):
+        if advertise not in ("private", "public") and "/" in advertise:
+            try:
+                ipaddress.ip_network(advertise, strict=False)
+            except ValueError:
+                c.err("advertise_address", f'expected a CIDR like 10.0.0.0/8, got "{advertise}"')
+        elif advertise not in ("private", "public") and not INTERFACE_RE.match(advertise):
+            c.err("advertise_address", "expected private, public, a CIDR or an interface name, "
+                                       f'got "{advertise}"')
+
+    labels = data.get("labels", {}) or {}
+    if c.type(labels, dict, "labels", "a mapping of all/managers/workers/<host> to labels"):
+        for sel, kv in labels.items():
+            if c.type(kv, dict, f"labels.{sel}", "a mapping of label names to values"):
+                for k, v in kv.items():
+                    if not isinstance(k, str) or not LABEL_KEY_RE.match(k):
+                        c.err(f"labels.{sel}.{k}", "invalid label name")
+                    if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                        c.err(f"labels.{sel}.{k}", f"expected a string value, got {_show(v)}")
+        labels = {sel: {str(k): str(v) for k, v in kv.items()} for sel, kv in labels.items()
+                  if isinstance(kv, dict)}
+
+    engine = data.get("engine", {}) or {}
+    install, daemon = "auto", {}
+    if c.type(engine, dict, "engine", "a mapping"):
+        c.unknown(engine, {"install", "daemon"}, "engine")
+        install = engine.get("install", "auto")
+        if c.type(install, str, "engine.install", "auto, apt, get-docker or never") and \
+                install not in ("auto", "apt", "get-docker", "never"):
+            c.err("engine.install", f'expected auto, apt, get-docker or never, got "{install}"')
+        daemon = engine.get("daemon", {}) or {}
+        c.type(daemon, dict, "engine.daemon", "a mapping (daemon.json contents)")
+
+    stacks: list[StackRef] = []
+    raw_stacks = data.get("stacks", []) or []
+    if c.type(raw_stacks, list, "stacks", "a list"):
+        for i, s in enumerate(raw_stacks):
+            p = f"stacks[{i}]"
+            if not c.type(s, dict, p, "a mapping with name and compose"):
+                continue
+            c.unknown(s, {"name", "compose", "env_file"}, p)
+            compose = s.get("compose")
+            if isinstance(compose, str):
+                compose = [compose]
+            if not isinstance(s.get("name"), str):
+                c.err(f"{p}.name", f"expected a stack name, got {_show(s.get('name'))}")
+            if not (isinstance(compose, list) and compose and all(isinstance(x, str) for x in compose)):
+                c.err(f"{p}.compose", f"expected a compose file path or a list of them, got {_show(compose)}")
+                continue
+            base = os.path.dirname(os.path.abspath(path))
+            files = [x if os.path.isabs(x) else os.path.join(base, x) for x in compose]
+            for j, f in enumerate(files):
+                if not os.path.isfile(f):
+                    c.err(f"{p}.compose[{j}]", f"no such file: {f}")
+            stacks.append(StackRef(s.get("name"), files, s.get("env_file")))
+
+    settings = data.get(provider, {}) if isinstance(provider, str) else {}
+    static_hosts: list[dict] = []
+    if settings is None:
+        settings = {}
+    if c.type(settings, dict, str(provider), "a mapping of provider settings"):
+        if provider == "lab":
+            c.unknown(settings, {"name"}, "lab")
+            if "name" in settings and (not isinstance(settings["name"], str)
+                                       or not NAME_RE.match(settings["name"])):
+                c.err("lab.name", f"expected a lab name (lowercase letters, digits, '-'), "
+                                  f"got {_show(settings['name'])}")
+        elif provider == "static":
+            static_hosts = _static_hosts(c, settings, path)
+        elif provider == "digitalocean":
+            try:
+                from provision.digitalocean import validate_settings
+            except ImportError:
+                validate_settings = None
+            if validate_settings is not None:
+                try:
+                    validate_settings(settings, path, "digitalocean")
+                except InputError as e:
+                    c.errors.append(str(e))
+
+    if c.errors:
+        raise InputError("invalid cluster file:\n  " + "\n  ".join(c.errors)
+                         if len(c.errors) > 1 else c.errors[0].split(": ", 2)[-1],
+                         file=None if len(c.errors) > 1 else path,
+                         path=None if len(c.errors) > 1 else c.errors[0].split(": ", 2)[1])
+    if provider == "static":
+        managers = sum(1 for h in static_hosts if h["role"] == "manager")
+        workers = len(static_hosts) - managers
+    return ClusterFile(path=path, name=name, provider=provider, managers=managers, workers=workers,
+                       ssh_user=ssh_user, ssh_key=ssh_key, ssh_port=ssh_port,
+                       connect_timeout=float(timeout), advertise=advertise, labels=labels,
+                       install=install, daemon=daemon, stacks=stacks,
+                       provider_settings=settings or {}, static_hosts=static_hosts)
+
+
+def _static_hosts(c: _Checker, settings: dict, path: str) -> list[dict]:
+    c.unknown(settings, {"hosts"}, "static")
+    hosts = settings.get("hosts")
+    out: list[dict] = []
+    if not c.type(hosts, list, "static.hosts", "a list of hosts") or not hosts:
+        if isinstance(hosts, list):
+            c.err("static.hosts", "expected at least one host")
+        return out
+    seen = set()
+    for i, h in enumerate(hosts):
+        p = f"static.hosts[{i}]"
+        if not c.type(h, dict, p, "a mapping with name, address and role"):
+            continue
+        c.unknown(h, {"name", "address", "private_address", "role", "port", "user", "key"}, p)
+        name = h.get("name")
+        if not isinstance(name, str) or not HOSTNAME_RE.match(name):
+            c.err(f"{p}.name", f"expected a host name, got {_show(name)}")
+        elif name in seen:
+            c.err(f"{p}.name", f'duplicate host name "{name}"')
+        seen.add(name)
+        for key in ("address", "private_address"):
+            if key in h or key == "address":
+                try:
+                    ipaddress.ip_address(h.get(key))
+                except ValueError:
+                    c.err(f"{p}.{key}", f"expected an IP address, got {_show(h.get(key))}")
+        role = h.get("role", "worker")
+        if role not in ("manager", "worker"):
+            c.err(f"{p}.role", f"expected manager or worker, got {_show(role)}")
+        out.append({"name": name, "address": h.get("address"),
+                    "private_address": h.get("private_address"), "role": role,
+                    "port": h.get("port"), "user": h.get("user"), "key": h.get("key")})
+    n = sum(1 for h in out if h["role"] == "manager")
+    if out and n not in (1, 3, 5):
+        c.err("static.hosts", f"expected 1, 3 or 5 hosts with role manager, got {n}")
+    return out
+
+
+def find(explicit: str | None) -> str:
+    """--cluster FILE, else $SWARMSMITH_CLUSTER, else ./swarmsmith.yml."""
+    return explicit or os.environ.get("SWARMSMITH_CLUSTER") or "swarmsmith.yml"

@@ -1,0 +1,216 @@
+"""`swarmsmith up`: provider -> SSH -> engine -> swarm, per-host steps concurrent.
+
+Order of safety: the cluster file is validated before anything connects; the state folder is
+locked for the whole run; every step checks the host's state before acting, so a run killed at
+any point converges when run again.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+from inventory import clusterfile
+from inventory.state import StateDir
+
+from . import engine, facts as F, providers
+from .addresses import choose
+from .errors import SwarmsmithError
+from .parallel import each
+from .ssh import Session, fingerprint
+
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    force: bool = False
+    accept_host_keys: set = field(default_factory=set)
+    concurrency: int = 16
+    quiet: bool = False
+
+
+class Progress:
+    """Live per-node progress on stderr; one line per event so logs and terminals both work."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.t0 = time.monotonic()
+
+    def __call__(self, host: str, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{time.monotonic() - self.t0:6.2f}s] {host:<22} {msg}", file=self.stream,
+                  flush=True)
+
+
+@dataclass
+class Run:
+    cluster: clusterfile.ClusterFile
+    state: StateDir
+    inventory: dict
+    opts: Options
+    progress: Progress
+    changes: list = field(default_factory=list)
+    sessions: dict = field(default_factory=dict)
+
+    def save(self) -> None:
+        if not self.opts.dry_run:
+            self.state.save(self.inventory)
+
+
+def _open(cluster_path: str, opts: Options) -> tuple[clusterfile.ClusterFile, StateDir]:
+    cf = clusterfile.load(cluster_path)
+    return cf, StateDir(cluster_path, cf.name)
+
+
+def up(cluster_path: str, opts: Options) -> dict:
+    cf, state = _open(cluster_path, opts)
+    with state.lock():
+        inv = state.load()
+        inv.setdefault("hosts", {})
+        inv.update(name=cf.name, provider=cf.provider)
+        run = Run(cf, state, inv, opts, Progress(opts.quiet))
+        try:
+            return _up(run)
+        finally:
+            for s in run.sessions.values():
+                s.close()
+
+
+def _up(run: Run) -> dict:
+    cf, inv = run.cluster, run.inventory
+    provider = providers.make(cf, inv.get("provider_state", {}))
+    wanted = cf.wanted_hosts()
+    if run.opts.dry_run:
+        return _plan(run, provider, wanted)
+
+    hosts, changes = provider.ensure(wanted, progress=run.progress)
+    run.changes += changes
+    if hasattr(provider, "state"):
+        inv["provider_state"] = provider.state
+    for h in hosts:
+        rec = inv["hosts"].setdefault(h.name, {})
+        rec.update(role=h.role, public_address=h.public_address,
+                   private_address=h.private_address, user=h.user)
+    run.save()
+
+    _connect(run, hosts)
+    facts = each(lambda h: _engine(run, h), hosts, concurrency=run.opts.concurrency)
+    addresses = {h.name: choose(h, facts[h.name]["interfaces"], cf.advertise) for h in hosts}
+    labels = {h.name: cf.labels_for(h.name, h.role) for h in hosts}
+    from .swarm import SwarmStep
+    step = SwarmStep(run.sessions, hosts, addresses, labels, inv,
+                     hostnames={h.name: facts[h.name].get("hostname", h.name) for h in hosts},
+                     force=run.opts.force, progress=run.progress, save=run.save,
+                     concurrency=run.opts.concurrency)
+    nodes = step.converge()
+    run.changes += step.changes
+    for n in nodes:
+        inv["hosts"][n["name"]]["advertise_address"] = n["advertise_address"]
+    run.save()
+    return {"cluster": cf.name, "nodes": nodes, "changes": run.changes}
+
+
+def _connect(run: Run, hosts) -> None:
+    inv = run.inventory
+
+    def connect(h):
+        rec = inv["hosts"].setdefault(h.name, {})
+        s = Session(h, pinned_key=rec.get("host_key", ""),
+                    connect_deadline=run.cluster.connect_timeout,
+                    accept_new_key=h.name in run.opts.accept_host_keys)
+        s.connect()
+        run.sessions[h.name] = s
+        return s
+
+    try:
+        each(connect, hosts, concurrency=run.opts.concurrency)
+    finally:
+        _pin_keys(run)
+
+
+def _pin_keys(run: Run) -> None:
+    """Keys of hosts that answered are pinned even when another host failed."""
+    inv = run.inventory
+    for name, s in run.sessions.items():
+        rec = inv["hosts"][name]
+        if rec.get("host_key") != s.seen_key:
+            action = "replaced (accepted)" if rec.get("host_key") else "pinned"
+            rec["host_key"] = s.seen_key
+            run.changes.append(f"{name}: host key {fingerprint(s.seen_key)} {action}")
+    run.save()
+
+
+def _engine(run: Run, h) -> dict:
+    s = run.sessions[h.name]
+    facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
+    daemon = engine.desired_daemon(h.engine_defaults, run.cluster.daemon)
+    steps = engine.plan(facts, daemon, run.cluster.install)
+    for st in steps:
+        s.run(st.command)
+        if st.change:
+            run.changes.append(f"{h.name}: {st.change}")
+            run.progress(h.name, st.change)
+    if steps:
+        facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
+    if not facts.get("server"):
+        raise SwarmsmithError("the Docker engine does not answer after start", host=h.name)
+    return facts
+
+
+def _plan(run: Run, provider, wanted) -> dict:
+    """--dry-run / plan: what up would change. Reads hosts that exist; changes nothing."""
+    cf, inv = run.cluster, run.inventory
+    plan = list(provider.plan(wanted))
+    existing = {h.name: h for h in (provider.existing() if hasattr(provider, "existing") else [])}
+    nodes = []
+    manager_active = False
+    for w in wanted:
+        h = existing.get(w.name)
+        entry = {"name": w.name, "role": w.role, "advertise_address": None,
+                 "node_id": inv["hosts"].get(w.name, {}).get("node_id")}
+        nodes.append(entry)
+        if h is None:
+            plan.append(f"{w.name}: engine set up, join swarm as {w.role}")
+            continue
+        h.role = w.role
+        pinned = inv["hosts"].get(w.name, {}).get("host_key", "")
+        s = Session(h, pinned_key=pinned, connect_deadline=5)
+        run.sessions[w.name] = s
+        try:
+            facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
+        except SwarmsmithError as e:
+            plan.append(f"{w.name}: cannot read state ({e.message})")
+            continue
+        daemon = engine.desired_daemon(h.engine_defaults, cf.daemon)
+        plan += [f"{w.name}: {st.change}" for st in engine.plan(facts, daemon, cf.install) if st.change]
+        entry["advertise_address"] = choose(h, facts["interfaces"], cf.advertise)
+        sw = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout) if facts.get("server") else {"state": "inactive"}
+        if sw["state"] == "active":
+            manager_active = manager_active or (w.role == "manager" and sw["is_manager"])
+        else:
+            plan.append(f"{w.name}: join swarm as {w.role}")
+    if not manager_active:
+        first = next(w for w in wanted if w.role == "manager")
+        plan = [p if p != f"{first.name}: join swarm as manager" else
+                f"{first.name}: swarm init" for p in plan]
+        if not any(p.startswith(f"{first.name}: swarm init") for p in plan):
+            plan.append(f"{first.name}: swarm init")
+    return {"cluster": cf.name, "nodes": nodes, "changes": plan, "dry_run": True}
+
+
+def down(cluster_path: str, opts: Options) -> dict:
+    cf, state = _open(cluster_path, opts)
+    with state.lock():
+        inv = state.load()
+        provider = providers.make(cf, inv.get("provider_state", {}))
+        if opts.dry_run:
+            return {"cluster": cf.name, "changes": [f"remove {n}" for n in inv.get("hosts", {})],
+                    "dry_run": True}
+        changes = provider.destroy()
+        if hasattr(provider, "state"):
+            inv["provider_state"] = provider.state
+        inv["hosts"] = {}
+        inv.pop("cluster_id", None)
+        state.save(inv)
+        return {"cluster": cf.name, "changes": changes}

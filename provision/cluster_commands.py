@@ -1,0 +1,88 @@
+"""CLI commands for clusters: up, plan (cluster), down. Registered by cli.py."""
+from __future__ import annotations
+
+import json
+import sys
+
+from inventory.clusterfile import find
+
+
+def _cluster_path(args) -> str:
+    return getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
+
+
+def _report(result: dict, as_json: bool) -> None:
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    verb = "plan" if result.get("dry_run") else "changes"
+    changes = result.get("changes", [])
+    print(f"cluster {result.get('cluster')}: " + (f"{len(changes)} {verb}" if changes else
+          ("nothing to do" if result.get("dry_run") else "no changes")))
+    for c in changes:
+        print(f"  {'+' if result.get('dry_run') else '~'} {c}")
+    nodes = result.get("nodes") or []
+    if nodes and not result.get("dry_run"):
+        print(f"  {'NODE':<24} {'ROLE':<8} {'ADVERTISE':<16} NODE ID")
+        for n in nodes:
+            print(f"  {n['name']:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
+                  f"{(n['node_id'] or '-')[:25]}")
+
+
+def cmd_up(args) -> int:
+    from .bootstrap import Options, up
+    opts = Options(dry_run=args.dry_run, force=args.force,
+                   accept_host_keys=set(args.accept_host_key or []), concurrency=args.concurrency,
+                   quiet=args.json)
+    _report(up(_cluster_path(args), opts), args.json)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    if getattr(args, "compose_files", None):
+        from stacks import commands as stack_commands
+        return stack_commands.run_plan(args)
+    from .bootstrap import Options, up
+    _report(up(_cluster_path(args), Options(dry_run=True, quiet=True)), args.json)
+    return 0
+
+
+def cmd_down(args) -> int:
+    from .bootstrap import Options, down
+    _report(down(_cluster_path(args), Options(dry_run=args.dry_run)), args.json)
+    return 0
+
+
+def _common(p, positional: bool = True) -> None:
+    if positional:
+        p.add_argument("cluster_file", nargs="?", metavar="CLUSTER.yml",
+                       help="cluster file (else --cluster, $SWARMSMITH_CLUSTER, ./swarmsmith.yml)")
+    p.add_argument("--cluster", metavar="FILE", help="cluster file")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+
+
+def add_commands(sub) -> None:
+    up = sub.add_parser("up", help="bootstrap or converge the cluster (idempotent)")
+    _common(up)
+    up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    up.add_argument("--force", action="store_true",
+                    help="take over hosts that are in another swarm (they leave it first)")
+    up.add_argument("--accept-host-key", action="append", metavar="HOST",
+                    help="accept a changed SSH host key for HOST (after a rebuild)")
+    up.add_argument("--concurrency", type=int, default=16, help="hosts handled at once")
+    up.set_defaults(func=cmd_up)
+
+    plan = sub.add_parser("plan", help="show what `up` (or, with -c, `deploy`) would change")
+    _common(plan)
+    plan.add_argument("-c", "--compose-file", dest="compose_files", action="append",
+                      metavar="FILE", help="plan a stack deploy instead (see deploy)")
+    plan.add_argument("--env-file", default=None)
+    plan.add_argument("--prune", action="store_true")
+    plan.add_argument("--strict", action="store_true")
+    plan.set_defaults(func=cmd_plan)
+
+    down = sub.add_parser("down", help="remove what `up` made (lab: the hosts)")
+    _common(down)
+    down.add_argument("--dry-run", action="store_true")
+    down.set_defaults(func=cmd_down)

@@ -1,0 +1,81 @@
+"""Facts: a command plus a parser of its output. One SSH round trip gathers each set."""
+from __future__ import annotations
+
+import json
+
+from .commands import Command
+
+ENGINE_FACTS = Command.shell(r"""
+. /etc/os-release 2>/dev/null || true
+echo "os=${ID:-unknown}"; echo "os_like=${ID_LIKE:-}"; echo "codename=${VERSION_CODENAME:-}"
+echo "hostname=$(hostname)"
+echo "dockerd=$(command -v dockerd || true)"
+if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
+if [ -x /etc/init.d/docker ]; then echo initscript=1; else echo initscript=0; fi
+echo "server=$(docker version -f '{{.Server.Version}}' 2>/dev/null || true)"
+echo "addresses=$(ip -4 -o addr show 2>/dev/null | awk '{print $2"="$4}' | tr '\n' ' ')"
+echo "---daemon.json---"
+cat /etc/docker/daemon.json 2>/dev/null || true
+""", description="gather engine facts")
+
+
+def parse_engine_facts(out: str) -> dict:
+    head, _, daemon = out.partition("---daemon.json---\n")
+    facts: dict = {}
+    for line in head.splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            facts[k.strip()] = v.strip()
+    facts["systemd"] = facts.get("systemd") == "1"
+    facts["initscript"] = facts.get("initscript") == "1"
+    facts["interfaces"] = {}
+    for item in facts.pop("addresses", "").split():
+        dev, _, cidr = item.partition("=")
+        facts["interfaces"].setdefault(dev, []).append(cidr)
+    daemon = daemon.strip()
+    try:
+        facts["daemon_json"] = json.loads(daemon) if daemon else None
+        facts["daemon_json_valid"] = True
+    except ValueError:
+        facts["daemon_json"], facts["daemon_json_valid"] = None, False
+    facts["daemon_json_present"] = bool(daemon)
+    return facts
+
+
+SWARM_FACTS = Command.of("docker", "info", "-f", "{{json .Swarm}}", description="read swarm state")
+
+
+def parse_swarm_facts(out: str) -> dict:
+    s = json.loads(out.strip() or "{}")
+    return {
+        "state": s.get("LocalNodeState", "inactive"),   # inactive | pending | active | error | locked
+        "node_id": s.get("NodeID", ""),
+        "node_addr": s.get("NodeAddr", ""),
+        "is_manager": bool(s.get("ControlAvailable")),
+        "cluster_id": (s.get("Cluster") or {}).get("ID", ""),
+        "remote_managers": [m.get("Addr") for m in (s.get("RemoteManagers") or [])],
+        "error": s.get("Error", ""),
+    }
+
+
+NODES = Command.shell("ids=$(docker node ls -q) && docker node inspect $ids",
+                      description="list swarm nodes")
+
+
+def parse_nodes(out: str) -> list[dict]:
+    nodes = []
+    for n in json.loads(out or "[]"):
+        ms = n.get("ManagerStatus") or {}
+        nodes.append({
+            "id": n["ID"],
+            "hostname": n["Description"]["Hostname"],
+            "role": n["Spec"].get("Role", "worker"),
+            "labels": n["Spec"].get("Labels") or {},
+            "availability": n["Spec"].get("Availability", "active"),
+            "state": n["Status"].get("State", ""),
+            "addr": n["Status"].get("Addr", ""),
+            "reachability": ms.get("Reachability", ""),
+            "leader": bool(ms.get("Leader")),
+            "manager_addr": ms.get("Addr", ""),
+        })
+    return nodes

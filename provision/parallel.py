@@ -1,0 +1,24 @@
+"""Run one function per host concurrently; collect every failure into one GroupError."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from .errors import GroupError
+
+
+def each(fn, items: list, key=lambda x: x.name, concurrency: int = 16) -> dict:
+    if not items:
+        return {}
+    results, errors = {}, {}
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
+        futures = {key(i): pool.submit(fn, i) for i in items}
+        for name, fut in futures.items():
+            try:
+                results[name] = fut.result()
+            except Exception as e:  # collected, re-raised together below
+                errors[name] = e
+    if errors:
+        if len(errors) == 1:
+            raise next(iter(errors.values()))
+        raise GroupError(errors)
+    return results

@@ -1,0 +1,15 @@
+"""Pick the provider module named in the cluster file."""
+from __future__ import annotations
+
+
+def make(cluster, state: dict):
+    if cluster.provider == "lab":
+        from .lab.provider import LabProvider
+        return LabProvider(cluster.name, cluster.provider_settings)
+    if cluster.provider == "static":
+        from .static import StaticProvider
+        return StaticProvider(cluster)
+    if cluster.provider == "digitalocean":
+        from .digitalocean import DigitalOceanProvider
+        return DigitalOceanProvider(cluster.name, cluster.provider_settings, state)
+    raise ValueError(cluster.provider)

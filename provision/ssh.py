@@ -1,0 +1,166 @@
+"""The one executor: every remote command runs through Session.run. Only this module (and the
+docker socket forwarder) touches fabric/paramiko.
+
+Host keys: a key pinned in the inventory is required to match; a key the provider knows out of
+band (the lab) is checked on first contact; otherwise the first key seen is pinned (TOFU).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import socket
+import time
+from dataclasses import dataclass
+
+from .commands import Command
+from .errors import HostKeyMismatchError, RemoteCommandError, UnreachableError
+from .hosts import Host
+
+
+def fingerprint(key_line: str) -> str:
+    blob = base64.b64decode(key_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+@dataclass
+class Result:
+    stdout: str
+    stderr: str
+    exit_status: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+class Session:
+    """One SSH connection to one host, opened lazily and reused for the whole run."""
+
+    def __init__(self, host: Host, pinned_key: str = "", connect_deadline: float = 60.0,
+                 accept_new_key: bool = False, clock=time.monotonic, sleep=time.sleep):
+        self.host = host
+        self.pinned_key = pinned_key
+        self.accept_new_key = accept_new_key
+        self.connect_deadline = connect_deadline
+        self.clock, self.sleep = clock, sleep
+        self.seen_key = ""          # "type base64" the server presented
+        self._conn = None
+
+    # --- connection -------------------------------------------------------------------
+    def _expected_key(self) -> str:
+        if self.pinned_key and not self.accept_new_key:
+            return self.pinned_key
+        return self.host.host_key   # provider-known key, or "" for trust on first use
+
+    def connect(self):
+        if self._conn is not None:
+            return self._conn
+        import paramiko
+        from fabric import Config, Connection
+
+        expected = self._expected_key()
+        deadline = self.clock() + self.connect_deadline
+        delay = 0.2
+        while True:
+            client = paramiko.SSHClient()   # no system known_hosts: the inventory pins keys
+            client.set_missing_host_key_policy(_RecordPolicy(self))
+            if expected:
+                kind, blob = expected.split()[:2]
+                key = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+                client.get_host_keys().add(self._known_hosts_name(), kind, key)
+            try:
+                client.connect(self.host.public_address, port=self.host.port,
+                               username=self.host.user, key_filename=self.host.key_path or None,
+                               look_for_keys=False, allow_agent=False, timeout=5,
+                               banner_timeout=10, auth_timeout=10)
+                break
+            except paramiko.BadHostKeyException as e:
+                got = f"{e.key.get_name()} {e.key.get_base64()}"
+                raise HostKeyMismatchError(
+                    f"host key for {self.host.public_address} changed: expected "
+                    f"{fingerprint(expected)}, got {fingerprint(got)}. Refusing to connect. If the "
+                    f"host was rebuilt on purpose, accept the new key with "
+                    f"`swarmsmith up --accept-host-key {self.host.name}`", host=self.host.name)
+            except paramiko.AuthenticationException as e:
+                raise UnreachableError(f"SSH authentication as {self.host.user} failed with key "
+                                       f"{self.host.key_path or '(none)'}: {e}", host=self.host.name)
+            except paramiko.SSHException as e:
+                if "not found in known_hosts" in str(e) or "key" in str(e).lower() and "host" in str(e).lower():
+                    raise UnreachableError(str(e), host=self.host.name)
+                err = e
+            except (OSError, EOFError) as e:
+                err = e
+            client.close()
+            if self.clock() >= deadline:
+                raise UnreachableError(f"cannot reach {self.host.public_address}:{self.host.port} "
+                                       f"over SSH within {self.connect_deadline:.0f}s: {err}",
+                                       host=self.host.name)
+            self.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+        if not self.seen_key:
+            k = client.get_transport().get_remote_server_key()
+            self.seen_key = f"{k.get_name()} {k.get_base64()}"
+        client.get_transport().set_keepalive(15)
+        conn = Connection(self.host.public_address, user=self.host.user, port=self.host.port,
+                          config=Config(overrides={"load_ssh_configs": False}))
+        conn.client = client
+        conn.transport = client.get_transport()   # so fabric sees it open and never reconnects
+        self._conn = conn
+        return conn
+
+    def _known_hosts_name(self) -> str:
+        a = self.host.public_address
+        return a if self.host.port == 22 else f"[{a}]:{self.host.port}"
+
+    @property
+    def transport(self):
+        return self.connect().client.get_transport()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.client.close()
+            self._conn = None
+
+    # --- running ----------------------------------------------------------------------
+    def run(self, cmd: Command, check: bool = True, timeout: float | None = 300) -> Result:
+        conn = self.connect()
+        stdin = io.BytesIO(cmd.stdin) if cmd.stdin is not None else None
+        try:
+            r = conn.run(cmd.wire(), hide=True, warn=True, in_stream=stdin or False,
+                         timeout=timeout, encoding="utf-8")
+            res = Result(cmd.scrub(r.stdout), cmd.scrub(r.stderr), r.exited)
+        except socket.timeout:
+            raise RemoteCommandError("command timed out", host=self.host.name,
+                                     command=cmd.masked(), exit_status=None)
+        except Exception as e:   # invoke's CommandTimedOut and transport errors
+            if type(e).__name__ == "CommandTimedOut":
+                raise RemoteCommandError(f"command timed out after {timeout}s", host=self.host.name,
+                                         command=cmd.masked(), exit_status=None)
+            raise
+        if check and res.exit_status not in cmd.ok_codes:
+            raise RemoteCommandError(cmd.description or "command failed", host=self.host.name,
+                                     command=cmd.masked(), exit_status=res.exit_status,
+                                     output=res.stdout + res.stderr)
+        return res
+
+    def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
+        sftp = self.connect().client.open_sftp()
+        try:
+            tmp = remote_path + ".swarmsmith-tmp"
+            with sftp.open(tmp, "wb") as f:
+                f.write(data)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, remote_path)
+        finally:
+            sftp.close()
+
+
+class _RecordPolicy:
+    """Missing-key policy for first contact: remember the key, let the connection proceed."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def missing_host_key(self, client, hostname, key):
+        self.session.seen_key = f"{key.get_name()} {key.get_base64()}"

@@ -1,0 +1,238 @@
+"""Swarm step: init on the first manager, managers joined one at a time (each waited for until
+Reachable, so quorum is never at risk), workers in parallel, labels applied. Idempotent: nodes
+already in this swarm are left alone; a host in another swarm is refused unless force.
+
+Join tokens are fetched from the leader just in time, wrapped in Secret, and never printed,
+logged or stored.
+"""
+from __future__ import annotations
+
+import time
+
+from . import facts as F
+from .commands import Command, Secret
+from .errors import SwarmsmithError
+from .hosts import Host
+from .parallel import each
+
+
+class ForeignSwarmError(SwarmsmithError):
+    pass
+
+
+class SwarmStep:
+    def __init__(self, sessions: dict, hosts: list[Host], addresses: dict[str, str],
+                 labels: dict[str, dict], inventory: dict, hostnames: dict[str, str] | None = None,
+                 force: bool = False,
+                 progress=None, save=None, concurrency: int = 16,
+                 clock=time.monotonic, sleep=time.sleep):
+        self.s = sessions
+        self.hosts = hosts
+        self.addr = addresses
+        self.labels = labels
+        self.inv = inventory
+        self.force = force
+        self.progress = progress or (lambda host, msg: None)
+        self.save = save or (lambda: None)
+        self.concurrency = concurrency
+        self.clock, self.sleep = clock, sleep
+        self.hostnames = hostnames or {}
+        self.changes: list[str] = []
+        self._rejoined: set[str] = set()
+        self.managers = [h for h in hosts if h.role == "manager"]
+        self.workers = [h for h in hosts if h.role == "worker"]
+
+    # --- helpers ----------------------------------------------------------------------
+    def run(self, host: Host, cmd: Command, check: bool = True):
+        return self.s[host.name].run(cmd, check=check)
+
+    def swarm_facts(self, host: Host) -> dict:
+        return F.parse_swarm_facts(self.run(host, F.SWARM_FACTS).stdout)
+
+    def nodes(self, leader: Host) -> list[dict]:
+        return F.parse_nodes(self.run(leader, F.NODES).stdout)
+
+    def change(self, host: Host, what: str) -> None:
+        self.changes.append(f"{host.name}: {what}")
+        self.progress(host.name, what)
+
+    def token(self, leader: Host, role: str) -> Secret:
+        out = self.run(leader, Command.of("docker", "swarm", "join-token", "-q", role,
+                                          description=f"fetch the {role} join token")).stdout
+        return Secret(out.strip())
+
+    # --- the step ---------------------------------------------------------------------
+    def converge(self) -> list[dict]:
+        facts = each(self.swarm_facts, self.hosts, concurrency=self.concurrency)
+        leader = self._find_or_init_leader(facts)
+        nodes = {n["id"]: n for n in self.nodes(leader)}
+        cluster_id = self.inv["cluster_id"]
+
+        # refuse foreign swarms before changing anything
+        plan_join = []
+        for h in self.hosts:
+            f = facts[h.name]
+            if h is leader:
+                continue
+            if f["state"] == "active":
+                ours = (f["cluster_id"] == cluster_id) if f["is_manager"] else (f["node_id"] in nodes)
+                if ours:
+                    continue
+                if not self.force:
+                    raise ForeignSwarmError(
+                        f"this host is already in another swarm (node {f['node_id'][:12]}, "
+                        f"managers {', '.join(f['remote_managers']) or 'unknown'}); refusing to "
+                        "take it over. Make it leave (docker swarm leave --force) or run with --force",
+                        host=h.name)
+                plan_join.append((h, "leave"))
+            elif f["state"] in ("pending", "error", "locked"):
+                plan_join.append((h, "leave"))
+            else:
+                plan_join.append((h, "join"))
+        todo = {h.name: how for h, how in plan_join}
+
+        leader_addr = self.addr[leader.name]
+        for m in self.managers:
+            if m is leader:
+                continue
+            if m.name in todo:
+                self._join(m, leader, "manager", leader_addr, todo[m.name] == "leave")
+            else:
+                node = nodes.get(facts[m.name]["node_id"])
+                if node and node["role"] != "manager":
+                    self.run(leader, Command.of("docker", "node", "promote", node["id"],
+                                                description="promote to manager"))
+                    self.change(m, "promoted to manager")
+            self._wait_reachable(leader, m)
+
+        joiners = [w for w in self.workers if w.name in todo]
+        if joiners:
+            token = self.token(leader, "worker")
+            each(lambda w: self._join(w, leader, "worker", leader_addr, todo[w.name] == "leave",
+                                      token), joiners, concurrency=self.concurrency)
+
+        nodes_list = self.nodes(leader)
+        by_id = {n["id"]: n for n in nodes_list}
+        ids = {h.name: self._node_id(h, facts) for h in self.hosts}
+        for w in self.workers:
+            node = by_id.get(ids[w.name])
+            if node and node["role"] == "manager":
+                self.run(leader, Command.of("docker", "node", "demote", node["id"],
+                                            description="demote to worker"))
+                self.change(w, "demoted to worker")
+        self._apply_labels(leader, by_id, ids)
+        result = []
+        for h in self.hosts:
+            self.inv["hosts"].setdefault(h.name, {})["node_id"] = ids[h.name]
+            result.append({"name": h.name, "role": h.role, "advertise_address": self.addr[h.name],
+                           "node_id": ids[h.name]})
+        self.save()
+        return result
+
+    def _node_id(self, h: Host, facts: dict) -> str:
+        f = facts[h.name]
+        if f["state"] == "active" and f["node_id"] and h.name not in self._rejoined:
+            return f["node_id"]
+        return self.swarm_facts(h)["node_id"]
+
+    def _find_or_init_leader(self, facts: dict) -> Host:
+        known = self.inv.get("cluster_id")
+        journal = self.inv.get("init_started_on")
+        for m in self.managers:
+            f = facts[m.name]
+            if f["state"] == "active" and f["is_manager"]:
+                if f["cluster_id"] == known or (not known and journal == m.name):
+                    self.inv["cluster_id"] = f["cluster_id"]
+                    self.inv.pop("init_started_on", None)
+                    self.save()
+                    return m
+        first = self.managers[0]
+        f = facts[first.name]
+        if f["state"] == "active":
+            if not self.force:
+                raise ForeignSwarmError(
+                    f"this host is already in another swarm (cluster {f['cluster_id'][:12] or '?'}) "
+                    "that this cluster's inventory does not know; refusing to take it over. "
+                    "Make it leave (docker swarm leave --force) or run with --force", host=first.name)
+            self.run(first, Command.of("docker", "swarm", "leave", "--force",
+                                       description="leave the foreign swarm (--force)"))
+            self.change(first, "left its previous swarm (--force)")
+        elif f["state"] in ("pending", "error", "locked"):
+            self.run(first, Command.of("docker", "swarm", "leave", "--force",
+                                       description="reset a half-joined node"), check=False)
+        # journal before acting: a run killed right after init adopts this swarm next time
+        self.inv["init_started_on"] = first.name
+        self.save()
+        addr = self.addr[first.name]
+        self.run(first, Command.of("docker", "swarm", "init", "--advertise-addr", addr,
+                                   "--listen-addr", f"{addr}:2377", description="swarm init"))
+        self.change(first, f"swarm initialised (advertise {addr})")
+        info = self.swarm_facts(first)
+        self.inv["cluster_id"] = info["cluster_id"]
+        self.inv.pop("init_started_on", None)
+        facts[first.name] = info
+        self.save()
+        return first
+
+    def _join(self, h: Host, leader: Host, role: str, leader_addr: str, leave_first: bool,
+              token: Secret | None = None) -> None:
+        if leave_first:
+            self.run(h, Command.of("docker", "swarm", "leave", "--force",
+                                   description="leave the previous swarm"), check=False)
+            self.change(h, "left its previous swarm")
+        self._remove_stale_nodes(leader, h)
+        token = token or self.token(leader, role)
+        addr = self.addr[h.name]
+        self.run(h, Command.of("docker", "swarm", "join", "--token", token, "--advertise-addr", addr,
+                               "--listen-addr", f"{addr}:2377", f"{leader_addr}:2377",
+                               description=f"join the swarm as {role}"))
+        self._rejoined.add(h.name)
+        self.change(h, f"joined as {role} (advertise {addr})")
+
+    def _remove_stale_nodes(self, leader: Host, h: Host) -> None:
+        """A rebuilt host leaves a Down node behind under the same hostname: remove it."""
+        hostname = self.hostnames.get(h.name, h.name)
+        for n in self.nodes(leader):
+            if n["hostname"] == hostname and n["state"] == "down":
+                if n["role"] == "manager":
+                    self.run(leader, Command.of("docker", "node", "demote", n["id"],
+                                                description="demote a down stale manager"))
+                self.run(leader, Command.of("docker", "node", "rm", "--force", n["id"],
+                                            description="remove a stale down node"))
+                self.change(h, f"removed stale node {n['id'][:12]}")
+
+    def _wait_reachable(self, leader: Host, m: Host, deadline: float = 60.0) -> None:
+        node_id = self.swarm_facts(m)["node_id"]
+        end = self.clock() + deadline
+        delay = 0.1
+        while True:
+            node = {n["id"]: n for n in self.nodes(leader)}.get(node_id)
+            if node and node["reachability"] == "reachable":
+                return
+            if self.clock() > end:
+                state = node["reachability"] if node else "not listed"
+                raise SwarmsmithError(f"manager not reachable after {deadline:.0f}s ({state}); "
+                                      "stopped before adding more managers", host=m.name)
+            self.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def _apply_labels(self, leader: Host, by_id: dict, ids: dict) -> None:
+        for h in self.hosts:
+            node = by_id.get(ids[h.name])
+            if not node:
+                continue
+            want = self.labels.get(h.name, {})
+            managed = set(self.inv["hosts"].get(h.name, {}).get("labels", []))
+            have = node["labels"]
+            add = {k: v for k, v in want.items() if have.get(k) != v}
+            rm = sorted(k for k in managed - set(want) if k in have)
+            if add or rm:
+                argv = ["docker", "node", "update"]
+                for k, v in sorted(add.items()):
+                    argv += ["--label-add", f"{k}={v}"]
+                for k in rm:
+                    argv += ["--label-rm", k]
+                self.run(leader, Command.of(*argv, node["id"], description="update node labels"))
+                parts = [f"{k}={v}" for k, v in sorted(add.items())] + [f"-{k}" for k in rm]
+                self.change(h, "labels " + " ".join(parts))
+            self.inv["hosts"].setdefault(h.name, {})["labels"] = sorted(want)
