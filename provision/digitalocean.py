@@ -547,20 +547,22 @@ class DigitalOceanProvider:
             changes.append(f"SSH key {self.resource_name}: deleted (id {key['id']})")
         self._state.pop("ssh_key", None)
 
+        left = [f"droplet {d.name}" for d in self.api.list_droplets(self.tag)]
+        if self._find_named(self.api.list_firewalls()):
+            left.append(f"firewall {self.resource_name}")
+        if left:
+            raise SwarmsmithError("destroy incomplete, still present: " + ", ".join(left))
         for tag in (self.tag, role_tag(self.cluster, "manager"), role_tag(self.cluster, "worker")):
             self.api.delete_tag(tag)
-        left = self.api.list_droplets(self.tag)
-        if left or self._find_named(self.api.list_firewalls()):
-            raise SwarmsmithError("destroy incomplete: still present: "
-                                  + ", ".join([d.name for d in left] or [f"firewall {self.resource_name}"]))
         return changes
 
     def _ours(self, kind: str, items: list[dict]) -> str | None:
         """Id of the resource swarmsmith created, if it still exists."""
         record = self._state.get(kind)
-        ids = {i["id"] for i in items}
-        if record:
-            return record["id"] if record.get("created") and record["id"] in ids else None
+        if record and not record.get("created"):
+            return None                                   # the user's, given in the settings
+        if record and record["id"] in {i["id"] for i in items}:
+            return record["id"]
         named = self._find_named(items)
         return named["id"] if named else None
 

@@ -437,3 +437,15 @@ def test_validate_settings_normalises(env, tmp_path):
 def test_tags_helpers():
     assert cluster_tag("demo") == "swarmsmith:demo"
     assert role_tag("demo", "manager") == "swarmsmith:demo:manager"
+
+
+def test_destroy_confirms_nothing_tagged_remains(env, monkeypatch):
+    p = env.provider(wait_timeout=10, poll_interval=5)
+    p.ensure(wanted(1, 1))
+    # the API accepts the deletes but the droplets stay listed
+    monkeypatch.setattr(env.emu.model, "delete_droplet", lambda droplet_id: (204, None))
+    with pytest.raises(TimeoutError_, match="droplets still listed after destroy: "
+                                            "demo-manager-1, demo-worker-1"):
+        p.destroy()
+    assert env.emu.list_polls(TAG) >= 3
+    assert env.emu.model.account.firewalls                 # nothing else was torn down yet
