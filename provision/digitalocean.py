@@ -514,6 +514,15 @@ class DigitalOceanProvider:
                 self.sleep(min(self.settings["poll_interval"],
                                max(0.0, deadline - self.clock())))
 
+    def existing(self) -> list[Host]:
+        """The cluster's droplets as they are now (one tagged list call), sorted by name."""
+        manager = role_tag(self.cluster, "manager")
+        return [Host(name=d.name, public_address=d.public_ip or "", private_address=d.private_ip,
+                     user=self.settings["user"], key_path=self.settings["ssh_private_key"],
+                     role="manager" if manager in d.tags else (
+                         "worker" if role_tag(self.cluster, "worker") in d.tags else ""))
+                for d in sorted(self.api.list_droplets(self.tag), key=lambda d: d.name)]
+
     # --- destroy ------------------------------------------------------------------------
     def destroy(self, progress=None) -> list[str]:
         s, changes = self.settings, []

@@ -87,6 +87,7 @@ def test_up_one_manager_two_workers(env):
     assert state["ssh_key"]["created"] and state["vpc"]["created"] and state["firewall"]["created"]
     assert {d["vpc_uuid"] for d in env.emu.droplets(TAG)} == {state["vpc"]["id"]}
     assert ("demo-worker-2", "active at " + hosts[2].public_address) in env.progress
+    assert p.existing() == sorted(hosts, key=lambda h: h.name)
 
 
 def test_second_ensure_creates_nothing(env):
