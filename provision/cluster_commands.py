@@ -4,10 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
-from inventory.clusterfile import find
-
-
 def _cluster_path(args) -> str:
+    from inventory.clusterfile import find
     return getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
 
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 
 from .commands import Command
 from .errors import HostKeyMismatchError, RemoteCommandError, UnreachableError
 from .hosts import Host
+
+
+DEBUG = bool(os.environ.get("SWARMSMITH_DEBUG"))
 
 
 def fingerprint(key_line: str) -> str:
@@ -70,7 +75,10 @@ class Session:
                 key = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
                 client.get_host_keys().add(self._known_hosts_name(), kind, key)
             try:
-                client.connect(self.host.public_address, port=self.host.port,
+                sock = socket.create_connection((self.host.public_address, self.host.port), timeout=5)
+                # small request/response exchanges: Nagle + delayed ACK would add ~40 ms each
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                client.connect(self.host.public_address, port=self.host.port, sock=sock,
                                username=self.host.user, key_filename=self.host.key_path or None,
                                look_for_keys=False, allow_agent=False, timeout=5,
                                banner_timeout=10, auth_timeout=10)
@@ -98,6 +106,8 @@ class Session:
                                        host=self.host.name)
             self.sleep(delay)
             delay = min(delay * 1.5, 2.0)
+        if DEBUG:
+            print(f"[debug] {self.host.name}: connected", file=sys.stderr)
         if not self.seen_key:
             k = client.get_transport().get_remote_server_key()
             self.seen_key = f"{k.get_name()} {k.get_base64()}"
@@ -125,6 +135,7 @@ class Session:
     # --- running ----------------------------------------------------------------------
     def run(self, cmd: Command, check: bool = True, timeout: float | None = 300) -> Result:
         conn = self.connect()
+        t0 = time.monotonic()
         stdin = io.BytesIO(cmd.stdin) if cmd.stdin is not None else None
         try:
             r = conn.run(cmd.wire(), hide=True, warn=True, in_stream=stdin or False,
@@ -138,6 +149,9 @@ class Session:
                 raise RemoteCommandError(f"command timed out after {timeout}s", host=self.host.name,
                                          command=cmd.masked(), exit_status=None)
             raise
+        if DEBUG:
+            print(f"[debug] {self.host.name}: {cmd.masked()[:120]!r} -> {res.exit_status} "
+                  f"in {time.monotonic() - t0:.3f}s", file=sys.stderr)
         if check and res.exit_status not in cmd.ok_codes:
             raise RemoteCommandError(cmd.description or "command failed", host=self.host.name,
                                      command=cmd.masked(), exit_status=res.exit_status,

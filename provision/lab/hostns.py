@@ -67,6 +67,7 @@ def prepare_files(h: HostLayout, authorized_key: str) -> None:
     """Private folders and their contents; existing data (/var/lib/docker) is kept."""
     for src in h.private_dirs():
         os.makedirs(src, exist_ok=True)
+    os.chmod(os.path.join(h.dir, "root-home"), 0o700)
     etc_ssh = os.path.join(h.dir, "etc-ssh")
     etc_default = os.path.join(h.dir, "etc-default")
     key = os.path.join(etc_ssh, "ssh_host_ed25519_key")

@@ -111,6 +111,9 @@ class HostLayout:
             ("etc-ssh", "/etc/ssh"),
             ("etc-default", "/etc/default"),
             ("var-log", "/var/log"),
+            # the machine's /root (its .bashrc, pyenv shims) must not leak into lab hosts:
+            # sshd's bash sources .bashrc, which cost 0.2 s per command here
+            ("root-home", "/root"),
         )}
 
     @property
