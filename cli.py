@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     except SwarmsmithError as e:
         print(f"swarmsmith: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:   # `swarmsmith status --json | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("swarmsmith: interrupted", file=sys.stderr)
         return 130

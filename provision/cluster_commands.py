@@ -52,6 +52,18 @@ def cmd_down(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from . import status
+    from .dockerapi import cluster_client
+    st = status.gather(cluster_client(_cluster_path(args)))
+    if args.json:
+        json.dump(st, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(status.render(st))
+    return 0 if st["quorum"]["ok"] else 1
+
+
 def _common(p, positional: bool = True) -> None:
     if positional:
         p.add_argument("cluster_file", nargs="?", metavar="CLUSTER.yml",
@@ -79,6 +91,10 @@ def add_commands(sub) -> None:
     plan.add_argument("--prune", action="store_true")
     plan.add_argument("--strict", action="store_true")
     plan.set_defaults(func=cmd_plan)
+
+    status = sub.add_parser("status", help="nodes, quorum health and services of the cluster")
+    _common(status)
+    status.set_defaults(func=cmd_status)
 
     down = sub.add_parser("down", help="remove what `up` made (lab: the hosts)")
     _common(down)

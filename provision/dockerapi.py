@@ -1,0 +1,128 @@
+"""The docker SDK on a cluster manager, through our own SSH session.
+
+docker-py's ssh:// transport opens its own paramiko connection and reads ~/.ssh/known_hosts;
+we want the inventory's pinned host key and one connection per host. So the SDK talks to a
+private unix socket here, and each connection on it becomes an SSH channel running
+`docker system dial-stdio` on the manager (what the Docker CLI does over ssh://).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import tempfile
+import threading
+
+from .errors import SwarmsmithError
+from .ssh import Session
+
+
+class SocketForwarder:
+    def __init__(self, session: Session):
+        self.session = session
+        self.dir = tempfile.mkdtemp(prefix="swarmsmith-docker-")
+        os.chmod(self.dir, 0o700)
+        self.path = os.path.join(self.dir, "docker.sock")
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(32)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            chan = self.session.transport.open_session()
+            chan.exec_command("docker system dial-stdio")
+        except Exception:
+            conn.close()
+            return
+
+        def upstream():
+            try:
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    chan.sendall(data)
+            except OSError:
+                pass
+            finally:
+                try:
+                    chan.shutdown_write()
+                except Exception:
+                    pass
+
+        threading.Thread(target=upstream, daemon=True).start()
+        try:
+            while True:
+                data = chan.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+        except OSError:
+            pass
+        finally:
+            chan.close()
+            conn.close()
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.server.close()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def api_client(session: Session, timeout: int = 60):
+    import docker
+    fwd = SocketForwarder(session)
+    client = docker.APIClient(base_url=f"unix://{fwd.path}", version="auto", timeout=timeout)
+    client._swarmsmith_forwarder = fwd   # keep it alive as long as the client
+    atexit.register(fwd.close)
+    return client
+
+
+def manager_session(cluster_path: str) -> Session:
+    """A session to a reachable manager of the cluster, host key verified against the inventory."""
+    from inventory import clusterfile
+    from inventory.state import StateDir
+    from . import providers
+    from .hosts import Host
+
+    cf = clusterfile.load(cluster_path)
+    inv = StateDir(cluster_path, cf.name).load()
+    hosts = inv.get("hosts", {})
+    managers = [(n, r) for n, r in hosts.items() if r.get("role") == "manager" and r.get("node_id")]
+    if not managers:
+        raise SwarmsmithError(f"cluster {cf.name} has no manager in its inventory: run "
+                              f"`swarmsmith up {cluster_path}` first")
+    key_path = cf.ssh_key
+    if cf.provider == "lab":
+        from .lab.lab import Lab
+        key_path = Lab(cf.provider_settings.get("name") or cf.name).layout.key_path if \
+            Lab(cf.provider_settings.get("name") or cf.name).exists else ""
+    errors = []
+    for name, rec in managers:
+        host = Host(name=name, public_address=rec["public_address"],
+                    private_address=rec.get("private_address"), user=rec.get("user", cf.ssh_user),
+                    key_path=key_path, port=cf.ssh_port, role="manager")
+        s = Session(host, pinned_key=rec.get("host_key", ""), connect_deadline=10)
+        try:
+            s.connect()
+            return s
+        except SwarmsmithError as e:
+            errors.append(str(e))
+    raise SwarmsmithError("no manager reachable:\n  " + "\n  ".join(errors))
+
+
+def cluster_client(cluster_path: str):
+    return api_client(manager_session(cluster_path))
