@@ -438,10 +438,20 @@ def test_second_up_changes_nothing(tlab, engines):
         [engines[h.name] for h in tlab]
 
 
-def _orphans() -> list[tuple[int, str]]:
-    """Lab processes whose network namespace is no longer any lab host's (leaked)."""
-    live = {_ns_inode(p) for p in glob.glob("/run/netns/*")} | {_ns_inode("/proc/1/ns/net")}
-    return [(p, c) for p, c in engine_processes() if _ns_inode(f"/proc/{p}/ns/net") not in live]
+def _orphans(lab: str) -> list[tuple[int, str]]:
+    """Processes of `lab` (their mounts come from its folders) whose network namespace is no
+    longer any lab host's: leaked, unreachable by `ip netns`, invisible to `lab down`."""
+    live = {_ns_inode(p) for p in glob.glob(f"/run/netns/swsm-{lab}-*")}
+    leaked = []
+    for p, c in engine_processes():
+        try:
+            with open(f"/proc/{p}/mountinfo") as f:
+                ours = f"/labs/{lab}/" in f.read()
+        except OSError:
+            continue
+        if ours and _ns_inode(f"/proc/{p}/ns/net") not in live:
+            leaked.append((p, c))
+    return leaked
 
 
 def test_half_made_lab_is_repaired(tlab):
@@ -471,6 +481,6 @@ def test_half_made_lab_is_repaired(tlab):
                    f"timeout 5 bash -c '</dev/tcp/{other.public_address}/22'")
     # nothing of the crashed hosts lingers in a namespace nobody can reach any more
     time.sleep(0.5)
-    assert _orphans() == []
+    assert _orphans(LAB) == []
     # and a second up is quiet again
     assert lab_up(LAB, 3)["changes"] == []

@@ -96,12 +96,17 @@ def create_network(h: HostLayout) -> None:
     lab = h.lab
     if not os.path.exists(f"/run/netns/{h.netns}"):
         run(["ip", "netns", "add", h.netns])
-    for veth, inner, bridge, addr in ((h.veth_public, "eth0", lab.public_bridge, h.public_address),
-                                      (h.veth_private, "eth1", lab.private_bridge, h.private_address)):
+    for n, (veth, inner, bridge, addr) in enumerate((
+            (h.veth_public, "eth0", lab.public_bridge, h.public_address),
+            (h.veth_private, "eth1", lab.private_bridge, h.private_address)), start=1):
         if not ok(["ip", "-n", h.netns, "link", "show", inner]):
             run(["ip", "link", "del", veth], check=False)   # a half-made pair from a crash
+            # a fixed MAC per host and interface: a repaired host keeps its MAC, so neighbours'
+            # ARP entries (REACHABLE for up to 45 s) stay right
+            mac = f"02:73:{lab.index:02x}:{h.slot:02x}:00:{n:02x}"
             run(["ip", "link", "add", veth, "type", "veth", "peer", "name", inner,
-                 "netns", h.netns])
+                 "address", mac, "netns", h.netns])
+            run(["ip", "neigh", "del", addr, "dev", bridge], check=False)  # labs made before
         run(["ip", "link", "set", veth, "master", bridge, "up"])
         run(["ip", "-n", h.netns, "addr", "replace", f"{addr}/24", "dev", inner])
         run(["ip", "-n", h.netns, "link", "set", inner, "up"])
@@ -173,13 +178,30 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
+def _ns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 def host_pids(h: HostLayout) -> set[int]:
-    """Processes in the host's netns and all their descendants (containers live in their
-    own namespaces, under shims that live in the host's netns)."""
-    if not os.path.exists(f"/run/netns/{h.netns}"):
+    """Processes in the host's netns or mount namespace and all their descendants (containers
+    live in their own namespaces, under shims that live in the host's). The mount namespace
+    also finds them when the netns file is gone (`ip netns del` by a crash or by hand): the
+    processes keep that netns alive, unreachable by name."""
+    targets = set()
+    if os.path.exists(f"/run/netns/{h.netns}"):
+        targets.add(("net", _ns_inode(f"/run/netns/{h.netns}")))
+    if _is_mountpoint(h.mnt_file):
+        targets.add(("mnt", _ns_inode(h.mnt_file)))
+    if not targets:
         return set()
-    out = run(["ip", "netns", "pids", h.netns], check=False).stdout.decode()
-    roots = {int(p) for p in out.split() if p.isdigit()}
+    roots = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and any((kind, _ns_inode(f"/proc/{entry}/ns/{kind}")) in targets
+                                   for kind in ("net", "mnt")):
+            roots.add(int(entry))
     children = _children_map()
     found, todo = set(), list(roots)
     while todo:
@@ -221,13 +243,27 @@ done
 """
 
 
+MACHINE_CGROUP_MOUNTS = r"""
+mount -t tmpfs tmpfs /mnt
+for c in $(awk 'NR > 1 && $4 == 1 {print $1}' /proc/cgroups); do
+  mountpoint -q "/sys/fs/cgroup/$c" && continue
+  mkdir "/mnt/$c"
+  mount -t cgroup -o "$c" cgroup "/mnt/$c" 2>/dev/null || rmdir "/mnt/$c"
+done
+"""
+MACHINE_CGROUP_CLEANUP = MACHINE_CGROUP_MOUNTS + CGROUP_CLEANUP.replace(
+    "for d in /sys/fs/cgroup/*; do", "for d in /sys/fs/cgroup/* /mnt/*; do")
+
+
 def remove_cgroups(h: HostLayout) -> None:
     if namespaces_alive(h):
         subprocess.run(["nsenter", f"--mount={h.mnt_file}", "--", "sh", "-c", CGROUP_CLEANUP],
                        env=dict(os.environ, PARENT=h.cgroup_parent), stdin=subprocess.DEVNULL,
                        capture_output=True, timeout=30)
-    # and the ones visible from the machine itself
-    subprocess.run(["sh", "-c", CGROUP_CLEANUP], env=dict(os.environ, PARENT=h.cgroup_parent),
+    # and from the machine itself, also in hierarchies it never mounts (when the host's mount
+    # namespace is already gone, e.g. after a crash): mounted in a throw-away mount namespace
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    MACHINE_CGROUP_CLEANUP], env=dict(os.environ, PARENT=h.cgroup_parent),
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
 
 
