@@ -64,6 +64,38 @@ def cmd_status(args) -> int:
     return 0 if st["quorum"]["ok"] else 1
 
 
+def cmd_image_load(args) -> int:
+    """Put the busybox test image on every node (lab and tests: nothing can be pulled)."""
+    from .commands import Command
+    from .dockerapi import inventory_hosts, session_for
+    from .images import IMAGE_NAME, build_busybox_tar, load_image
+    from .parallel import each
+
+    tar = build_busybox_tar()
+    name = args.image or IMAGE_NAME
+
+    def load(host):
+        s = session_for(host)
+        try:
+            def transport(_host, command, stdin):
+                r = s.run(Command.shell(command, stdin=stdin.read() if stdin else None), check=False)
+                return r.exit_status, r.stdout, r.stderr
+            return load_image(host, tar.path, name, transport=transport, sha256=tar.sha256)
+        finally:
+            s.close()
+
+    done = each(load, inventory_hosts(_cluster_path(args)))
+    changes = [f"{h}: imported {name}" for h, imported in sorted(done.items()) if imported]
+    if args.json:
+        json.dump({"image": name, "changes": changes}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"image {name}: " + (f"{len(changes)} changes" if changes else "no changes"))
+        for c in changes:
+            print(f"  ~ {c}")
+    return 0
+
+
 def _common(p, positional: bool = True) -> None:
     if positional:
         p.add_argument("cluster_file", nargs="?", metavar="CLUSTER.yml",
@@ -95,6 +127,11 @@ def add_commands(sub) -> None:
     status = sub.add_parser("status", help="nodes, quorum health and services of the cluster")
     _common(status)
     status.set_defaults(func=cmd_status)
+
+    image = sub.add_parser("image-load", help="put the tiny busybox test image on every node")
+    _common(image)
+    image.add_argument("--image", default=None, help="image name (default swarmsmith/busybox:1)")
+    image.set_defaults(func=cmd_image_load)
 
     down = sub.add_parser("down", help="remove what `up` made (lab: the hosts)")
     _common(down)

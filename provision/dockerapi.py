@@ -91,31 +91,43 @@ def api_client(session: Session, timeout: int = 60):
     return client
 
 
-def manager_session(cluster_path: str) -> Session:
-    """A session to a reachable manager of the cluster, host key verified against the inventory."""
+def inventory_hosts(cluster_path: str, role: str | None = None) -> list:
+    """Hosts recorded by `up`, with the SSH key the cluster uses and their pinned keys."""
     from inventory import clusterfile
     from inventory.state import StateDir
-    from . import providers
     from .hosts import Host
 
     cf = clusterfile.load(cluster_path)
     inv = StateDir(cluster_path, cf.name).load()
-    hosts = inv.get("hosts", {})
-    managers = [(n, r) for n, r in hosts.items() if r.get("role") == "manager" and r.get("node_id")]
-    if not managers:
-        raise SwarmsmithError(f"cluster {cf.name} has no manager in its inventory: run "
-                              f"`swarmsmith up {cluster_path}` first")
     key_path = cf.ssh_key
     if cf.provider == "lab":
         from .lab.lab import Lab
-        key_path = Lab(cf.provider_settings.get("name") or cf.name).layout.key_path if \
-            Lab(cf.provider_settings.get("name") or cf.name).exists else ""
+        lab = Lab(cf.provider_settings.get("name") or cf.name)
+        key_path = lab.layout.key_path if lab.exists else ""
+    hosts = []
+    for name, rec in sorted(inv.get("hosts", {}).items()):
+        if not rec.get("node_id") or (role and rec.get("role") != role):
+            continue
+        hosts.append(Host(name=name, public_address=rec["public_address"],
+                          private_address=rec.get("private_address"),
+                          user=rec.get("user", cf.ssh_user), key_path=key_path, port=cf.ssh_port,
+                          host_key=rec.get("host_key", ""), role=rec.get("role", "")))
+    if not hosts:
+        raise SwarmsmithError(f"cluster {cf.name} has no {role or 'host'} in its inventory: run "
+                              f"`swarmsmith up {cluster_path}` first")
+    return hosts
+
+
+def session_for(host) -> Session:
+    # host.host_key here is the key pinned in the inventory: a mismatch is refused
+    return Session(host, pinned_key=host.host_key, connect_deadline=10)
+
+
+def manager_session(cluster_path: str) -> Session:
+    """A session to a reachable manager of the cluster, host key verified against the inventory."""
     errors = []
-    for name, rec in managers:
-        host = Host(name=name, public_address=rec["public_address"],
-                    private_address=rec.get("private_address"), user=rec.get("user", cf.ssh_user),
-                    key_path=key_path, port=cf.ssh_port, role="manager")
-        s = Session(host, pinned_key=rec.get("host_key", ""), connect_deadline=10)
+    for host in inventory_hosts(cluster_path, "manager"):
+        s = session_for(host)
         try:
             s.connect()
             return s

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -134,21 +134,37 @@ class Session:
 
     # --- running ----------------------------------------------------------------------
     def run(self, cmd: Command, check: bool = True, timeout: float | None = 300) -> Result:
-        conn = self.connect()
+        """Run on a fresh channel of the shared connection. Raw paramiko channel rather than
+        fabric's runner: stdin may be binary (image tarballs) and large, and the runner's
+        per-character stdin pump is both slow and text-only."""
+        transport = self.connect().client.get_transport()
         t0 = time.monotonic()
-        stdin = io.BytesIO(cmd.stdin) if cmd.stdin is not None else None
+        chan = transport.open_session(timeout=30)
+        chan.settimeout(timeout)
+        out, err = bytearray(), bytearray()
         try:
-            r = conn.run(cmd.wire(), hide=True, warn=True, in_stream=stdin or False,
-                         timeout=timeout, encoding="utf-8")
-            res = Result(cmd.scrub(r.stdout), cmd.scrub(r.stderr), r.exited)
+            chan.exec_command(cmd.wire())
+            reader = threading.Thread(target=_drain_stderr, args=(chan, err), daemon=True)
+            reader.start()
+            if cmd.stdin is not None:
+                view = memoryview(cmd.stdin)
+                for i in range(0, len(view), 1 << 16):
+                    chan.sendall(view[i:i + (1 << 16)])
+            chan.shutdown_write()
+            while True:
+                data = chan.recv(1 << 16)
+                if not data:
+                    break
+                out += data
+            status = chan.recv_exit_status()
+            reader.join(timeout=5)
         except socket.timeout:
-            raise RemoteCommandError("command timed out", host=self.host.name,
+            raise RemoteCommandError(f"command timed out after {timeout}s", host=self.host.name,
                                      command=cmd.masked(), exit_status=None)
-        except Exception as e:   # invoke's CommandTimedOut and transport errors
-            if type(e).__name__ == "CommandTimedOut":
-                raise RemoteCommandError(f"command timed out after {timeout}s", host=self.host.name,
-                                         command=cmd.masked(), exit_status=None)
-            raise
+        finally:
+            chan.close()
+        res = Result(cmd.scrub(out.decode(errors="replace")), cmd.scrub(err.decode(errors="replace")),
+                     status)
         if DEBUG:
             print(f"[debug] {self.host.name}: {cmd.masked()[:120]!r} -> {res.exit_status} "
                   f"in {time.monotonic() - t0:.3f}s", file=sys.stderr)
@@ -168,6 +184,17 @@ class Session:
             sftp.posix_rename(tmp, remote_path)
         finally:
             sftp.close()
+
+
+def _drain_stderr(chan, buf: bytearray) -> None:
+    try:
+        while True:
+            data = chan.recv_stderr(1 << 16)
+            if not data:
+                return
+            buf += data
+    except (OSError, EOFError):
+        return
 
 
 class _RecordPolicy:
