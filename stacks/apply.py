@@ -1,0 +1,225 @@
+"""Deploy, plan and rm for the command line, and apply(): carry out a plan.
+
+run_* functions: load + validate + convert offline (nothing touches a cluster
+before the files are known good), then connect, read the live state, plan,
+print, and (deploy only) apply.  apply() needs only an EngineAPI, so tests
+drive it with a fake APIClient.
+
+Order of apply (the CLI's, with removals last so nothing in use is removed
+first): networks -> secrets -> configs -> services created or updated ->
+(prune) services removed -> secrets/configs removed -> networks removed.
+Unchanged services are not sent at all (no version bump, no task restart).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from provision.errors import InputError, SwarmsmithError
+from stacks.convert import STACK_LABEL, StackSpec, convert, is_placeholder
+from stacks.engine_api import EngineAPI
+from stacks.plan import (CREATE, REMOVE, UNCHANGED, UPDATE, Action, Current, Plan,
+                         comparable_current, make_plan)
+
+
+@dataclass
+class ApplyResult:
+    done: list = field(default_factory=list)       # "create service st_web", ...
+    warnings: list = field(default_factory=list)   # from the daemon
+
+    def to_dict(self) -> dict:
+        return {"done": self.done, "warnings": self.warnings}
+
+
+# --- applying a plan ----------------------------------------------------------------------
+
+def resolve_ids(spec: dict, ids: dict) -> dict:
+    """A copy of a ServiceSpec with `<id:NAME>` placeholders replaced by the IDs
+    of the secrets/configs named (ids: {(kind, name): id})."""
+    out = copy.deepcopy(spec)
+    cs = out["TaskTemplate"]["ContainerSpec"]
+    for key, kind, id_key, name_key in (("Secrets", "secret", "SecretID", "SecretName"),
+                                        ("Configs", "config", "ConfigID", "ConfigName")):
+        for ref in cs.get(key) or []:
+            if is_placeholder(ref.get(id_key)):
+                ref[id_key] = _lookup(ids, kind, ref[name_key], spec["Name"])
+    cred = (cs.get("Privileges") or {}).get("CredentialSpec") or {}
+    if is_placeholder(cred.get("Config")):
+        cred["Config"] = _lookup(ids, "config", cred["Config"][4:-1], spec["Name"])
+    return out
+
+
+def _lookup(ids: dict, kind: str, name: str, service: str) -> str:
+    try:
+        return ids[(kind, name)]
+    except KeyError:
+        raise SwarmsmithError(f"service {service}: {kind} {name} not found") from None
+
+
+def update_body(action: Action, ids: dict) -> dict:
+    """What to send for an update: the desired spec with IDs resolved, the live
+    ForceUpdate counter kept, and the live image kept when it is only the
+    digest-pinned form of the image asked for (so no needless restart)."""
+    body = resolve_ids(action.spec, ids)
+    live = action.current or {}
+    tt = body["TaskTemplate"]
+    force = (live.get("TaskTemplate") or {}).get("ForceUpdate")
+    if force:
+        tt["ForceUpdate"] = force
+    if comparable_current(action.spec, live) is not live:
+        tt["ContainerSpec"]["Image"] = live["TaskTemplate"]["ContainerSpec"]["Image"]
+    return body
+
+
+def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | None = None
+          ) -> ApplyResult:
+    if plan.problems:
+        raise InputError("the plan has problems; nothing was changed:\n  "
+                         + "\n  ".join(plan.problems))
+    result = ApplyResult()
+    ids = dict(plan.ids)
+
+    def step(text: str) -> None:
+        result.done.append(text)
+        if on_step:
+            on_step(text)
+
+    for a in plan.of("network", CREATE):
+        engine.create_network(a.spec)
+        step(f"create network {a.name}")
+    for kind in ("secret", "config"):
+        create = engine.create_secret if kind == "secret" else engine.create_config
+        update = engine.update_secret if kind == "secret" else engine.update_config
+        for a in plan.of(kind):
+            if a.action == CREATE:
+                ids[(kind, a.name)] = create(a.spec)
+                step(f"create {kind} {a.name}")
+            elif a.action == UPDATE:
+                update(a.id, a.version, a.spec)   # labels only; content changes are problems
+                step(f"update {kind} {a.name} (labels)")
+    for a in plan.of("service"):
+        if a.action == CREATE:
+            engine.create_service(resolve_ids(a.spec, ids))
+            step(f"create service {a.name}")
+        elif a.action == UPDATE:
+            result.warnings += engine.update_service(a.id, a.version, update_body(a, ids))
+            step(f"update service {a.name}")
+    for kind in ("service", "secret", "config", "network"):
+        for a in plan.of(kind, REMOVE):
+            engine.remove(kind, a.id, a.name)
+            step(f"remove {kind} {a.name}")
+    return result
+
+
+def rm_plan(current: Current, stack: str) -> Plan:
+    """Everything carrying the stack label, removed (what `docker stack rm` removes)."""
+    plan = Plan(stack)
+    def mine(labels):
+        return (labels or {}).get(STACK_LABEL) == stack
+    for s in current.services:
+        if mine(s["Spec"].get("Labels")):
+            plan.actions.append(Action("service", s["Spec"]["Name"], REMOVE, id=s["ID"]))
+    for kind, objs in (("secret", current.secrets), ("config", current.configs)):
+        for o in objs:
+            if mine(o["Spec"].get("Labels")):
+                plan.actions.append(Action(kind, o["Spec"]["Name"], REMOVE, id=o["ID"]))
+    for n in current.networks:
+        if mine(n.get("Labels")):
+            plan.actions.append(Action("network", n["Name"], REMOVE, id=n.get("Id")))
+    return plan
+
+
+# --- command entry points ------------------------------------------------------------------
+
+def cluster_engine(args) -> EngineAPI:
+    from inventory.clusterfile import find          # lazy: docker, paramiko behind it
+    from provision.dockerapi import cluster_client
+    path = getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
+    return EngineAPI(cluster_client(path))
+
+
+def _stack_name(args) -> str:
+    stack = getattr(args, "stack", None)
+    if not stack:
+        raise InputError("a stack name is needed: swarmsmith plan -c FILE STACK "
+                         "(or deploy --dry-run -c FILE STACK)")
+    return stack
+
+
+def prepare(args, node_count: int | None = None):
+    """(compose, warnings, desired StackSpec) from the files; raises InputError."""
+    from stacks.loader import load
+    from stacks.validate import validate, validate_stack_name
+    validate_stack_name(_stack_name(args))
+    compose = load(args.compose_files, env_file=getattr(args, "env_file", None))
+    versioned = not getattr(args, "no_versioned_names", False)
+    warnings = validate(compose, stack=args.stack, strict=getattr(args, "strict", False),
+                        node_count=node_count,
+                        versioned_objects=versioned)
+    return compose, warnings, convert(compose, args.stack, versioned_objects=versioned)
+
+
+def plan_for(args, engine: EngineAPI | None) -> tuple[Plan, EngineAPI]:
+    prepare(args)  # offline checks first: bad files never open a connection
+    engine = engine or cluster_engine(args)
+    _, warnings, desired = prepare(args, node_count=engine.node_count())
+    plan = make_plan(desired, engine.current(), prune=getattr(args, "prune", False))
+    plan.warnings[:0] = warnings
+    return plan, engine
+
+
+def _print_plan(plan: Plan, args, out) -> None:
+    if getattr(args, "json", False):
+        return
+    from stacks.plan_render import render_text
+    print(render_text(plan, show_unchanged=True), file=out)
+
+
+def run_plan(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
+    plan, engine = plan_for(args, engine)
+    if getattr(args, "json", False):
+        json.dump(plan.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        _print_plan(plan, args, out)
+    if plan.problems:
+        raise InputError("the plan has problems; nothing was changed:\n  "
+                         + "\n  ".join(plan.problems))
+    return 0
+
+
+def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
+    if getattr(args, "dry_run", False):
+        return run_plan(args, engine=engine, out=out)
+    plan, engine = plan_for(args, engine)
+    _print_plan(plan, args, out)
+    result = apply(plan, engine, on_step=None if args.json else
+                   (lambda s: print(f"  done: {s}", file=out)))
+    if args.json:
+        json.dump({"plan": plan.to_dict(), "applied": result.to_dict()}, out, indent=2)
+        out.write("\n")
+    for w in result.warnings:
+        if not args.json:
+            print(f"  warning: {w}", file=out)
+    return 0
+
+
+def run_rm(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
+    from stacks.validate import validate_stack_name
+    validate_stack_name(args.stack)
+    engine = engine or cluster_engine(args)
+    plan = rm_plan(engine.current(), args.stack)
+    if not plan.actions:
+        print(f"nothing found in stack: {args.stack}", file=out)
+        return 0
+    result = apply(plan, engine)
+    if getattr(args, "json", False):
+        json.dump(result.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        for s in result.done:
+            print(f"  {s}", file=out)
+    return 0

@@ -1,0 +1,81 @@
+"""The one place that talks to the Engine API for stacks, through a
+docker.APIClient (or any object with the same methods: tests use a fake).
+
+Lists use APIClient's own methods; creates and updates post the spec dicts
+from stacks/convert.py as they are (`_post_json`, as stacks/rollback.py
+does), so what is sent is exactly what the plan showed: docker-py's
+create_service/create_secret would rebuild the bodies and drop fields
+(Templating, Runtime config references).  Registry credentials
+(X-Registry-Auth) are not sent yet.
+"""
+from __future__ import annotations
+
+from provision.errors import SwarmsmithError
+from stacks.plan import Current
+
+
+class EngineAPI:
+    def __init__(self, api):
+        self.api = api
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SwarmsmithError:
+            raise
+        except Exception as exc:  # docker.errors.APIError and transport errors
+            explanation = getattr(exc, "explanation", None) or str(exc)
+            raise SwarmsmithError(f"{what}: {explanation}") from exc
+
+    def _post(self, what: str, path: str, body: dict, params: dict | None = None,
+              *args) -> dict:
+        def go():
+            resp = self.api._post_json(self.api._url(path, *args), data=body, params=params)
+            return self.api._result(resp, json=True) or {}
+        return self._call(what, go)
+
+    # --- reading ----------------------------------------------------------------------
+    def current(self) -> Current:
+        return Current(services=self._call("list services", self.api.services),
+                       networks=self._call("list networks", self.api.networks),
+                       secrets=self._call("list secrets", self.api.secrets),
+                       configs=self._call("list configs", self.api.configs))
+
+    def node_count(self) -> int:
+        """Nodes that can take tasks now (ready and active), for validate()."""
+        nodes = self._call("list nodes", self.api.nodes)
+        return sum(1 for n in nodes
+                   if (n.get("Status") or {}).get("State") == "ready"
+                   and (n.get("Spec") or {}).get("Availability", "active") == "active")
+
+    # --- writing ----------------------------------------------------------------------
+    def create_network(self, spec: dict) -> str:
+        body = {**spec, "CheckDuplicate": True}
+        return self._post(f"create network {spec['Name']}", "/networks/create", body)["Id"]
+
+    def create_secret(self, spec: dict) -> str:
+        return self._post(f"create secret {spec['Name']}", "/secrets/create", spec)["ID"]
+
+    def update_secret(self, id_: str, version: int, spec: dict) -> None:
+        self._post(f"update secret {spec['Name']}", "/secrets/{0}/update", spec,
+                   {"version": version}, id_)
+
+    def create_config(self, spec: dict) -> str:
+        return self._post(f"create config {spec['Name']}", "/configs/create", spec)["ID"]
+
+    def update_config(self, id_: str, version: int, spec: dict) -> None:
+        self._post(f"update config {spec['Name']}", "/configs/{0}/update", spec,
+                   {"version": version}, id_)
+
+    def create_service(self, spec: dict) -> str:
+        return self._post(f"create service {spec['Name']}", "/services/create", spec)["ID"]
+
+    def update_service(self, id_: str, version: int, spec: dict) -> list:
+        out = self._post(f"update service {spec['Name']}", "/services/{0}/update", spec,
+                         {"version": version}, id_)
+        return out.get("Warnings") or []
+
+    def remove(self, kind: str, id_: str, name: str) -> None:
+        fn = {"service": self.api.remove_service, "network": self.api.remove_network,
+              "secret": self.api.remove_secret, "config": self.api.remove_config}[kind]
+        self._call(f"remove {kind} {name}", fn, id_)

@@ -1,0 +1,260 @@
+"""What a deploy would change: desired specs (stacks/convert.py) against the
+live ones (as the Engine API lists them), per service, network, secret and
+config: create / update (changed fields, old -> new) / unchanged / remove
+(only with prune).  Pure: no API calls here; stacks/engine_api.py fetches.
+
+Never holds secret contents in what it shows: secret/config Data stays in
+`Action.spec` (needed to create them) and is left out of to_dict() and the
+changes; environment values whose names look secret are masked.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from stacks.audit import SECRET_HINTS
+from stacks.convert import CONTENT_LABEL, IMAGE_LABEL, STACK_LABEL, StackSpec
+from stacks.spec_normalize import effective_spec
+
+CREATE, UPDATE, UNCHANGED, REMOVE = "create", "update", "unchanged", "remove"
+KINDS = ("network", "secret", "config", "service")
+_BUILTIN_NETWORKS = ("host", "bridge", "none", "default")
+
+
+@dataclass
+class Change:
+    path: str
+    old: Any
+    new: Any
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "old": self.old, "new": self.new}
+
+
+@dataclass
+class Action:
+    kind: str                    # network | secret | config | service
+    name: str
+    action: str                  # create | update | unchanged | remove
+    changes: list = field(default_factory=list)
+    id: str | None = None        # of the live object
+    version: int | None = None   # of the live object (updates need it)
+    spec: dict | None = None     # what to send (secrets/configs: with Data)
+    current: dict | None = None  # live Spec (services)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        out = {"kind": self.kind, "name": self.name, "action": self.action}
+        if self.changes:
+            out["changes"] = [c.to_dict() for c in self.changes]
+        if self.id:
+            out["id"] = self.id
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass
+class Current:
+    """The live state, as APIClient returns it: services() (all of them, for name
+    clashes), networks(), secrets(), configs()."""
+    services: list = field(default_factory=list)
+    networks: list = field(default_factory=list)
+    secrets: list = field(default_factory=list)
+    configs: list = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    stack: str
+    actions: list = field(default_factory=list)
+    problems: list = field(default_factory=list)   # stop the apply
+    warnings: list = field(default_factory=list)
+    ids: dict = field(default_factory=dict)        # (kind, name) -> live ID, for references
+
+    def of(self, kind: str, action: str | None = None) -> list:
+        return [a for a in self.actions if a.kind == kind and (action is None or a.action == action)]
+
+    @property
+    def has_changes(self) -> bool:
+        return any(a.action != UNCHANGED for a in self.actions)
+
+    def counts(self) -> dict:
+        out = {k: 0 for k in (CREATE, UPDATE, UNCHANGED, REMOVE)}
+        for a in self.actions:
+            out[a.action] += 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"stack": self.stack, "counts": self.counts(),
+                "actions": [a.to_dict() for a in self.actions],
+                "problems": list(self.problems), "warnings": list(self.warnings)}
+
+
+# --- diffs ------------------------------------------------------------------------------
+
+def diff(old, new, path: str = "") -> list[Change]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{k}" if path else str(k)
+            out += diff(old.get(k), new.get(k), sub)
+        return out
+    if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+            and all(isinstance(x, dict) for x in old + new)):
+        return [c for i, (a, b) in enumerate(zip(old, new)) for c in diff(a, b, f"{path}[{i}]")]
+    return [] if old == new else [Change(path, old, new)]
+
+
+def _looks_secret(name: str) -> bool:
+    low = name.lower().replace("-", "_")
+    return any(h in low for h in SECRET_HINTS)
+
+
+def mask_env(entries):
+    if not isinstance(entries, list):
+        return entries
+    out = []
+    for e in entries:
+        k, sep, v = str(e).partition("=")
+        out.append(f"{k}=***" if sep and _looks_secret(k) else e)
+    return out
+
+
+def _mask(changes: list[Change]) -> list[Change]:
+    for c in changes:
+        if c.path.endswith("ContainerSpec.Env"):
+            c.old, c.new = mask_env(c.old), mask_env(c.new)
+    return changes
+
+
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def comparable_current(desired: dict, current: dict) -> dict:
+    """The live spec with the digest pin dropped when swarm (or `docker stack
+    deploy --resolve-image`) only pinned the image we asked for: same stack
+    image label, same name:tag."""
+    cs = (current.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    want = ((desired.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", "")
+    have = cs.get("Image", "")
+    if (_DIGEST.search(have) and not _DIGEST.search(want)
+            and (current.get("Labels") or {}).get(IMAGE_LABEL)
+            == (desired.get("Labels") or {}).get(IMAGE_LABEL)):
+        from stacks.units import familiar_image
+        if familiar_image(_DIGEST.sub("", have)) == familiar_image(want):
+            current = {**current, "TaskTemplate": {**current["TaskTemplate"], "ContainerSpec": {
+                **cs, "Image": want}}}
+    return current
+
+
+# --- the plan ---------------------------------------------------------------------------
+
+def make_plan(desired: StackSpec, current: Current, *, prune: bool = False) -> Plan:
+    plan = Plan(desired.stack)
+    stack = desired.stack
+    net_by_name = {n.get("Name"): n for n in current.networks}
+    net_names = {n.get("Id") or n.get("ID"): n.get("Name") for n in current.networks}
+    cfg_names = {c["ID"]: c["Spec"]["Name"] for c in current.configs}
+    plan.ids = {**{("secret", o["Spec"]["Name"]): o["ID"] for o in current.secrets},
+                **{("config", o["Spec"]["Name"]): o["ID"] for o in current.configs}}
+    _plan_networks(plan, desired, net_by_name, prune)
+    for kind, want, have, externals in (
+            ("secret", desired.secrets, current.secrets, desired.external_secrets),
+            ("config", desired.configs, current.configs, desired.external_configs)):
+        _plan_objects(plan, kind, want, have, externals, stack, prune)
+    mine = {s["Spec"]["Name"]: s for s in current.services
+            if (s["Spec"].get("Labels") or {}).get(STACK_LABEL) == stack}
+    others = {s["Spec"]["Name"] for s in current.services} - set(mine)
+    for name, spec in sorted(desired.services.items()):
+        live = mine.get(name)
+        if name in others:
+            plan.problems.append(f"service {name} exists but is not part of stack {stack} "
+                                 "(no com.docker.stack.namespace label); remove or rename it")
+            continue
+        if live is None:
+            plan.actions.append(Action("service", name, CREATE, spec=spec))
+            continue
+        cur = comparable_current(spec, live["Spec"])
+        changes = diff(effective_spec(cur, network_names=net_names, config_names=cfg_names),
+                       effective_spec(spec, network_names=net_names, config_names=cfg_names))
+        plan.actions.append(Action("service", name, UPDATE if changes else UNCHANGED,
+                                   _mask(changes), live["ID"], live["Version"]["Index"],
+                                   spec=spec, current=live["Spec"]))
+    for name, live in sorted(mine.items()):
+        if name not in desired.services and prune:
+            plan.actions.append(Action("service", name, REMOVE, id=live["ID"]))
+    plan.actions.sort(key=lambda a: (KINDS.index(a.kind), a.name))
+    return plan
+
+
+def _plan_networks(plan: Plan, desired: StackSpec, live: dict, prune: bool) -> None:
+    for name in desired.external_networks:
+        if name in _BUILTIN_NETWORKS:
+            continue
+        net = live.get(name)
+        if net is None:
+            plan.problems.append(f"network {name} is declared external but does not exist; "
+                                 "create a swarm-scoped network first")
+        elif net.get("Scope") not in (None, "swarm"):
+            plan.problems.append(f"network {name} is external but has scope {net.get('Scope')}"
+                                 "; services need a swarm-scoped network")
+    for name, spec in sorted(desired.networks.items()):
+        net = live.get(name)
+        if net is None:
+            plan.actions.append(Action("network", name, CREATE, spec=spec))
+            continue
+        changes = diff(_net_view(net), _net_view(spec))
+        note = ""
+        if changes:
+            # the CLI never updates networks either; recreating needs every service off it
+            note = "differs from the file but networks cannot be updated; remove the stack " \
+                   "to recreate it"
+            plan.warnings.append(f"network {name}: {note} ("
+                                 + ", ".join(c.path for c in changes) + ")")
+        plan.actions.append(Action("network", name, UNCHANGED, changes, net.get("Id"),
+                                   note=note))
+    if prune:
+        for name, net in sorted(live.items()):
+            if (net.get("Labels") or {}).get(STACK_LABEL) == plan.stack \
+                    and name not in desired.networks:
+                plan.actions.append(Action("network", name, REMOVE, id=net.get("Id")))
+
+
+def _net_view(n: dict) -> dict:
+    ipam = n.get("IPAM") or {}
+    return {"Driver": n.get("Driver") or "overlay", "Options": n.get("Options") or {},
+            "Internal": bool(n.get("Internal")), "Attachable": bool(n.get("Attachable")),
+            "Labels": n.get("Labels") or {},
+            "Subnets": sorted(c.get("Subnet") for c in ipam.get("Config") or [] if c.get("Subnet"))}
+
+
+def _plan_objects(plan: Plan, kind: str, want: dict, have: list, externals: list,
+                  stack: str, prune: bool) -> None:
+    live = {o["Spec"]["Name"]: o for o in have}
+    for name in externals:
+        if name not in live:
+            plan.problems.append(f"{kind} {name} is declared external but does not exist")
+    for name, spec in sorted(want.items()):
+        obj = live.get(name)
+        if obj is None:
+            plan.actions.append(Action(kind, name, CREATE, spec=spec))
+            continue
+        old_labels = obj["Spec"].get("Labels") or {}
+        old_hash, new_hash = old_labels.get(CONTENT_LABEL), spec["Labels"].get(CONTENT_LABEL)
+        data = obj["Spec"].get("Data")
+        if (old_hash and old_hash != new_hash) or (
+                not old_hash and data is not None and data != spec.get("Data")):
+            plan.problems.append(f"{kind} {name} exists with other content and swarm cannot "
+                                 f"change it; drop its name: to get versioned names, or "
+                                 f"remove the {kind}")
+            continue
+        changes = diff({"Labels": old_labels}, {"Labels": spec["Labels"]})
+        plan.actions.append(Action(kind, name, UPDATE if changes else UNCHANGED, changes,
+                                   obj["ID"], obj["Version"]["Index"], spec=spec))
+    if prune:
+        for name, obj in sorted(live.items()):
+            if (obj["Spec"].get("Labels") or {}).get(STACK_LABEL) == stack and name not in want:
+                plan.actions.append(Action(kind, name, REMOVE, id=obj["ID"],
+                                           note="no longer used by the stack"))
