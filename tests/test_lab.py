@@ -205,13 +205,13 @@ def comparable(snap: dict, *others: dict) -> dict:
 
 # --- teardown leaves the machine as it found it (own lab, runs first) ---------------------
 
-def test_down_leaves_machine_as_found():
+def test_down_leaves_machine_as_found(tmp_path):
     lab_down(LAB2)      # a leftover from an interrupted run would spoil "before"
     before = machine_snapshot()
     try:
         [host] = Lab(LAB2).up([f"{LAB2}-1"])[0]
         start_engine(host)
-        tar = images.build_busybox_tar()
+        tar = images.build_busybox_tar(str(tmp_path))
         images.load_image(host, tar.path, sha256=tar.sha256)
         cid = ssh(host, "docker run -d --name sleeper swarmsmith/busybox:1 sleep 600").strip()
         assert ssh(host, f"docker inspect -f '{{{{.State.Running}}}}' {cid}").strip() == "true"
@@ -282,8 +282,8 @@ def tlab():
 
 
 @pytest.fixture(scope="module")
-def busybox_tar():
-    return images.build_busybox_tar()
+def busybox_tar(tmp_path_factory):
+    return images.build_busybox_tar(str(tmp_path_factory.mktemp("images")))
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +366,7 @@ def test_swarm_forms(tlab, swarm):
 
 
 def test_image_load_is_idempotent(tlab, engines, busybox_tar):
-    again = images.build_busybox_tar()
+    again = images.build_busybox_tar(os.path.dirname(busybox_tar.path))
     assert again == busybox_tar                         # same bytes, same name
     assert parallel(lambda h: images.load_image(h, busybox_tar.path), tlab) == [True] * 3
     assert parallel(lambda h: images.load_image(h, busybox_tar.path), tlab) == [False] * 3
