@@ -39,7 +39,10 @@ def cmd_up(args) -> int:
 
 def cmd_plan(args) -> int:
     if getattr(args, "compose_files", None):
+        # `plan -c FILE STACK`: the positional is the stack, the cluster comes from --cluster
         from stacks import commands as stack_commands
+        args.stack, args.cluster_file = args.cluster_file, None
+        args.dry_run = True
         return stack_commands.run_plan(args)
     from .bootstrap import Options, up
     _report(up(_cluster_path(args), Options(dry_run=True, quiet=True)), args.json)

@@ -17,7 +17,9 @@ def gather(api) -> dict:
     reachable = sum(1 for n in managers if n["manager"] in ("leader", "reachable"))
     tasks = api.tasks(filters={"desired-state": "running"})
     running: dict[str, int] = {}
+    wanted: dict[str, int] = {}
     for t in tasks:
+        wanted[t["ServiceID"]] = wanted.get(t["ServiceID"], 0) + 1
         if t["Status"]["State"] == "running":
             running[t["ServiceID"]] = running.get(t["ServiceID"], 0) + 1
     services = []
@@ -27,7 +29,7 @@ def gather(api) -> dict:
             desired = mode["Replicated"].get("Replicas", 1)
             kind = "replicated"
         elif "Global" in mode:
-            desired = sum(1 for n in nodes if n["state"] == "ready" and n["availability"] == "active")
+            desired = wanted.get(s["ID"], 0)   # one task per eligible node, as swarm decided
             kind = "global"
         else:
             kind, desired = next(iter(mode), "job"), None
