@@ -157,7 +157,7 @@ class Canon:
                 merged_files.update(parse_kvfile(read_text(resolve_path(f, self.workdir), f),
                                                  f, self.env))
             except InputError as exc:
-                self.problems.add(path + ("env_file", i), exc.message)
+                self.problems.add(path + ("env_file", i), exc.message)  # names the env file
         for source in (merged_files, kv_mapping(s.get("environment"), allow_nil=True)):
             for k, v in source.items():
                 env[k] = self.env[k] if (v is None or v == "") and k in self.env else v

@@ -110,6 +110,12 @@ def load(files: list[str], *, env_file: str | None = None,
     return Compose(model, sources, workdir, env, versions[0], warnings, env_path)
 
 
+def _bare(exc: InputError) -> str:
+    """The message of an InputError without its "file: " prefix."""
+    prefix = f"{exc.file}: " if exc.file else ""
+    return exc.message[len(prefix):] if prefix and exc.message.startswith(prefix) else exc.message
+
+
 def _parent_line(lines: dict, path) -> int | None:
     path = tuple(path)
     for cut in range(len(path) - 1, 0, -1):
@@ -122,7 +128,7 @@ def _load_one(src: Source, env, workdir, warnings, p: Problems, versions) -> dic
     try:
         doc, src.lines = parse(read_text(src.path, src.shown), src.shown)
     except InputError as exc:
-        p.items.append(Problem(src.shown, "", exc.message))
+        p.items.append(Problem(src.shown, "", _bare(exc)))
         versions.append(LATEST)
         return {}
     if doc is None:
