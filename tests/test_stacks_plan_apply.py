@@ -1,0 +1,424 @@
+"""Plan against live specs, apply through a fake APIClient, config and CLI wiring."""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from provision.errors import InputError
+from stacks.apply import apply, resolve_ids, rm_plan, run_deploy, run_plan, run_rm
+from stacks.engine_api import EngineAPI
+from stacks.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Current, make_plan
+from stacks.plan_render import render_text
+
+DIGEST = "@sha256:" + "c" * 64
+
+
+class FakeAPI:
+    """An in-memory swarm with the APIClient methods engine_api.py uses.  Stored
+    specs get what a 20.10 daemon adds, so 'unchanged' is tested for real."""
+
+    def __init__(self, nodes=3):
+        self.services_, self.networks_, self.secrets_, self.configs_ = {}, {}, {}, {}
+        self.calls = []
+        self.n = 0
+        self.node_list = [{"Status": {"State": "ready"}, "Spec": {"Availability": "active"}}
+                          for _ in range(nodes)]
+
+    def _id(self):
+        self.n += 1
+        return f"id{self.n:04d}"
+
+    def _url(self, path, *args):
+        return path.format(*args)
+
+    def _result(self, resp, json=False):
+        return resp
+
+    def _daemon(self, spec):
+        s = copy.deepcopy(spec)
+        tt = s["TaskTemplate"]
+        cs = tt["ContainerSpec"]
+        cs["Image"] = cs["Image"] + DIGEST if "@" not in cs["Image"] else cs["Image"]
+        cs["Isolation"] = "default"
+        cs["Privileges"] = {"CredentialSpec": None, "SELinuxContext": None,
+                            **(cs.get("Privileges") or {})}
+        cs.setdefault("StopGracePeriod", 10 * 10**9)
+        tt.setdefault("ForceUpdate", 0)
+        tt["Runtime"] = "container"
+        tt.setdefault("Resources", {"Limits": {}, "Reservations": {}})
+        tt.setdefault("RestartPolicy", {"Condition": "any", "Delay": 5 * 10**9, "MaxAttempts": 0})
+        by_name = {n["Name"]: i for i, n in self.networks_.items()}
+        for n in tt.get("Networks") or []:
+            n["Target"] = by_name.get(n["Target"], n["Target"])
+        m = s.setdefault("Mode", {"Replicated": {}})
+        if "Replicated" in m:
+            m["Replicated"].setdefault("Replicas", 1)
+        ep = s.setdefault("EndpointSpec", {})
+        ep.setdefault("Mode", "vip")
+        for p in ep.get("Ports") or []:
+            p.setdefault("Protocol", "tcp")
+            p.setdefault("PublishMode", "ingress")
+        return s
+
+    def _post_json(self, url, data=None, params=None):
+        self.calls.append(("POST", url))
+        parts = url.strip("/").split("/")
+        if parts[0] == "networks":
+            i = self._id()
+            self.networks_[i] = {"Id": i, "Scope": "swarm", **copy.deepcopy(data)}
+            return {"Id": i}
+        store = {"services": self.services_, "secrets": self.secrets_, "configs": self.configs_}[parts[0]]
+        if parts[1] == "create":
+            i = self._id()
+            spec = self._daemon(data) if parts[0] == "services" else copy.deepcopy(data)
+            if parts[0] == "secrets":
+                spec.pop("Data", None)      # swarm never returns secret data
+            store[i] = {"ID": i, "Version": {"Index": 1}, "Spec": spec}
+            return {"ID": i}
+        obj = store[parts[1]]
+        assert params["version"] == obj["Version"]["Index"], "out of sequence"
+        if parts[0] == "services":
+            obj["Spec"] = self._daemon(data)
+        else:
+            obj["Spec"]["Labels"] = copy.deepcopy(data["Labels"])
+        obj["Version"]["Index"] += 1
+        return {}
+
+    def services(self, filters=None):
+        return copy.deepcopy(list(self.services_.values()))
+
+    def networks(self, filters=None):
+        return copy.deepcopy(list(self.networks_.values()))
+
+    def secrets(self, filters=None):
+        return copy.deepcopy(list(self.secrets_.values()))
+
+    def configs(self, filters=None):
+        return copy.deepcopy(list(self.configs_.values()))
+
+    def nodes(self, filters=None):
+        return self.node_list
+
+    def _remove(self, store, i):
+        self.calls.append(("DELETE", i))
+        del store[i]
+
+    def remove_service(self, i):
+        self._remove(self.services_, i)
+
+    def remove_network(self, i):
+        self._remove(self.networks_, i)
+
+    def remove_secret(self, i):
+        self._remove(self.secrets_, i)
+
+    def remove_config(self, i):
+        self._remove(self.configs_, i)
+
+
+STACK = """
+version: "3.8"
+services:
+  web:
+    image: nginx:1.25
+    command: nginx -g "daemon off;"
+    environment: {MODE: prod, DB_PASSWORD: "s3cret-value"}
+    ports: ["8080:80"]
+    networks: {front: {aliases: [www]}}
+    volumes: ["data:/data"]
+    secrets: [pw]
+    configs: [{source: conf, target: /etc/app.conf}]
+    healthcheck: {test: [CMD, "true"], interval: 5s}
+    deploy:
+      replicas: 2
+      update_config: {order: start-first, parallelism: 1}
+      restart_policy: {condition: on-failure}
+      resources: {limits: {memory: 64M}}
+  worker:
+    image: busybox
+    deploy: {mode: global}
+networks:
+  front: {attachable: true}
+volumes:
+  data: {}
+secrets:
+  pw: {file: ./pw.txt}
+configs:
+  conf: {file: ./app.conf}
+"""
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "pw.txt").write_text("hunter2-secret-content")
+    (tmp_path / "app.conf").write_text("a=1")
+    f = tmp_path / "stack.yml"
+    f.write_text(STACK)
+    return tmp_path, f
+
+
+def args_for(f, **kw):
+    base = dict(stack="st", compose_files=[str(f)], env_file=None, strict=False, prune=False,
+                dry_run=False, json=False, cluster=None)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def deploy(api, f, **kw):
+    out = io.StringIO()
+    code = run_deploy(args_for(f, **kw), engine=EngineAPI(api), out=out)
+    return code, out.getvalue()
+
+
+def plan_of(api, f, **kw):
+    out = io.StringIO()
+    run_plan(args_for(f, json=True, **kw), engine=EngineAPI(api), out=out)
+    return json.loads(out.getvalue())
+
+
+def test_first_deploy_creates_everything_in_order(files):
+    _, f = files
+    api = FakeAPI()
+    code, out = deploy(api, f)
+    assert code == 0
+    kinds = [url.split("/")[1] for verb, url in api.calls]
+    assert kinds == ["networks", "networks", "secrets", "configs", "services", "services"]
+    web = next(s for s in api.services_.values() if s["Spec"]["Name"] == "st_web")
+    cs = web["Spec"]["TaskTemplate"]["ContainerSpec"]
+    secret_id = next(iter(api.secrets_))
+    assert cs["Secrets"][0]["SecretID"] == secret_id          # placeholder resolved
+    assert cs["Configs"][0]["ConfigID"] in api.configs_
+    assert "+ service st_web" in out and "s3cret-value" not in out
+    assert "hunter2" not in out
+
+
+def test_redeploy_of_unchanged_stack_changes_nothing(files):
+    _, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    versions = {i: s["Version"]["Index"] for i, s in api.services_.items()}
+    api.calls.clear()
+    plan = plan_of(api, f)
+    assert plan["counts"] == {"create": 0, "update": 0, "unchanged": 6, "remove": 0}, plan
+    code, out = deploy(api, f)
+    assert api.calls == []                                    # not one write
+    assert {i: s["Version"]["Index"] for i, s in api.services_.items()} == versions
+
+
+def test_changes_show_fields_old_to_new_and_mask_secrets(files):
+    tmp, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    f.write_text(STACK.replace("replicas: 2", "replicas: 3").replace("prod", "staging")
+                 .replace("s3cret-value", "other-secret"))
+    plan = plan_of(api, f)
+    web = next(a for a in plan["actions"] if a["name"] == "st_web")
+    assert web["action"] == UPDATE
+    changes = {c["path"]: (c["old"], c["new"]) for c in web["changes"]}
+    assert changes["Mode.Replicated.Replicas"] == (2, 3)
+    env_old, env_new = changes["TaskTemplate.ContainerSpec.Env"]
+    assert "DB_PASSWORD=***" in env_new and "MODE=staging" in env_new and "MODE=prod" in env_old
+    assert "other-secret" not in json.dumps(plan) and "s3cret" not in json.dumps(plan)
+    worker = next(a for a in plan["actions"] if a["name"] == "st_worker")
+    assert worker["action"] == UNCHANGED
+    deploy(api, f)
+    web_svc = next(s for s in api.services_.values() if s["Spec"]["Name"] == "st_web")
+    assert web_svc["Version"]["Index"] == 2
+    # the digest the daemon pinned is kept: the image did not change
+    assert web_svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx:1.25" + DIGEST
+
+
+def test_image_change_is_an_update(files):
+    _, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    f.write_text(STACK.replace("nginx:1.25", "nginx:1.26"))
+    web = next(a for a in plan_of(api, f)["actions"] if a["name"] == "st_web")
+    paths = {c["path"] for c in web["changes"]}
+    assert paths == {"Labels.com.docker.stack.image", "TaskTemplate.ContainerSpec.Image"}
+
+
+def test_secret_content_change_gets_new_name_and_prune_removes_old(files):
+    tmp, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    old_secret = next(iter(api.secrets_.values()))["Spec"]["Name"]
+    (tmp / "pw.txt").write_text("rotated")
+    plan = plan_of(api, f, prune=True)
+    acts = {(a["kind"], a["action"]) : a["name"] for a in plan["actions"]
+            if a["kind"] == "secret"}
+    assert acts[("secret", REMOVE)] == old_secret
+    assert acts[("secret", CREATE)] != old_secret
+    web = next(a for a in plan["actions"] if a["name"] == "st_web")
+    assert [c["path"] for c in web["changes"]] == [
+        "TaskTemplate.ContainerSpec.Secrets[0].SecretName"]
+    assert "rotated" not in json.dumps(plan)
+    deploy(api, f, prune=True)
+    assert [s["Spec"]["Name"] for s in api.secrets_.values()] == [acts[("secret", CREATE)]]
+    # removal comes after the service update
+    deletes = [i for i, c in enumerate(api.calls) if c[0] == "DELETE"]
+    updates = [i for i, c in enumerate(api.calls) if c[1].startswith("/services/")]
+    assert deletes and updates and min(deletes) > max(updates)
+
+
+def test_prune_removes_services_only_with_flag(files):
+    _, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    f.write_text(STACK.replace("  worker:\n    image: busybox\n    deploy: {mode: global}\n", ""))
+    assert not any(a["action"] == REMOVE for a in plan_of(api, f)["actions"])
+    plan = plan_of(api, f, prune=True)
+    # the default network was used by worker only: it goes too
+    assert [(a["kind"], a["name"]) for a in plan["actions"] if a["action"] == REMOVE] == [
+        ("network", "st_default"), ("service", "st_worker")]
+    deploy(api, f, prune=True)
+    assert sorted(s["Spec"]["Name"] for s in api.services_.values()) == ["st_web"]
+
+
+def test_force_update_counter_is_kept(files):
+    _, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    web = next(s for s in api.services_.values() if s["Spec"]["Name"] == "st_web")
+    web["Spec"]["TaskTemplate"]["ForceUpdate"] = 4
+    assert plan_of(api, f)["counts"]["update"] == 0
+    f.write_text(STACK.replace("replicas: 2", "replicas: 1"))
+    deploy(api, f)
+    assert api.services_[web["ID"]]["Spec"]["TaskTemplate"]["ForceUpdate"] == 4
+    assert api.services_[web["ID"]]["Spec"]["Mode"]["Replicated"]["Replicas"] == 1
+
+
+def test_problems_stop_apply_before_any_change(files):
+    _, f = files
+    api = FakeAPI()
+    f.write_text(STACK.replace("front: {attachable: true}", "front: {external: true}"))
+    with pytest.raises(InputError, match="network front is declared external but does not exist"):
+        deploy(api, f)
+    assert api.calls == []
+
+
+def test_foreign_service_with_same_name_is_a_problem(files):
+    _, f = files
+    api = FakeAPI()
+    api.services_["x"] = {"ID": "x", "Version": {"Index": 1},
+                         "Spec": {"Name": "st_web", "Labels": {}, "TaskTemplate": {}}}
+    with pytest.raises(InputError, match="service st_web exists but is not part of stack st"):
+        deploy(api, f)
+
+
+def test_bad_files_never_reach_the_cluster(files):
+    _, f = files
+    f.write_text(STACK.replace("replicas: 2", "replicas: two"))
+
+    class Exploding:
+        def __getattr__(self, name):
+            raise AssertionError(f"cluster touched: {name}")
+    with pytest.raises(InputError, match="replicas: expected an integer"):
+        run_deploy(args_for(f), engine=EngineAPI(Exploding()), out=io.StringIO())
+
+
+def test_deadlock_uses_live_node_count(files):
+    _, f = files
+    f.write_text(STACK.replace('ports: ["8080:80"]',
+                               "ports: [{target: 80, published: 8080, mode: host}]"))
+    with pytest.raises(InputError, match="2 replicas on 2 node"):
+        deploy(FakeAPI(nodes=2), f)
+    deploy(FakeAPI(nodes=3), f)
+
+
+def test_dry_run_changes_nothing(files):
+    _, f = files
+    api = FakeAPI()
+    code, out = deploy(api, f, dry_run=True, json=True)
+    assert code == 0 and api.calls == []
+    assert json.loads(out)["counts"]["create"] == 6
+
+
+def test_rm_removes_what_carries_the_label(files):
+    _, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    api.networks_["other"] = {"Id": "other", "Name": "unrelated", "Labels": {}}
+    out = io.StringIO()
+    run_rm(argparse.Namespace(stack="st", cluster=None, json=False), engine=EngineAPI(api), out=out)
+    assert not api.services_ and not api.secrets_ and not api.configs_
+    assert list(api.networks_) == ["other"]
+
+
+def test_resolve_ids_refuses_unknown_names():
+    spec = {"Name": "st_web", "TaskTemplate": {"ContainerSpec": {
+        "Secrets": [{"SecretID": "<id:st_x>", "SecretName": "st_x"}]}}}
+    from provision.errors import SwarmsmithError
+    with pytest.raises(SwarmsmithError, match="secret st_x not found"):
+        resolve_ids(spec, {})
+    assert resolve_ids(spec, {("secret", "st_x"): "abc"})["TaskTemplate"]["ContainerSpec"][
+        "Secrets"][0]["SecretID"] == "abc"
+
+
+def test_render_text(files):
+    _, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    f.write_text(STACK.replace("replicas: 2", "replicas: 5"))
+    from stacks.apply import plan_for
+    plan, _ = plan_for(args_for(f), EngineAPI(api))
+    text = render_text(plan)
+    assert "stack st: 0 to create, 1 to update, 0 to remove, 5 unchanged" in text
+    assert "  ~ service st_web" in text
+    assert "      Mode.Replicated.Replicas: 2 -> 5" in text
+
+
+# --- config and the command line -----------------------------------------------------------
+
+def test_config_command_prints_merged_yaml(files, capsys):
+    import yaml
+    from cli import main
+    tmp, f = files
+    over = tmp / "o.yml"
+    over.write_text('version: "3.8"\nservices:\n  web:\n    image: nginx:${TAG:-9}\n')
+    assert main(["config", "-c", str(f), "-c", str(over)]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["services"]["web"]["image"] == "nginx:9"
+    assert doc["services"]["web"]["ports"][0] == {"mode": "ingress", "target": 80,
+                                                  "published": 8080, "protocol": "tcp"}
+    assert list(doc["services"]) == ["web", "worker"]
+
+
+def test_config_command_bad_input_exit_2(tmp_path, capsys):
+    from cli import main
+    f = tmp_path / "s.yml"
+    f.write_text("services: {web: {image: nginx, deploy: {replicas: three}}}\n")
+    assert main(["config", "-c", str(f)]) == 2
+    assert 'services.web.deploy.replicas: expected an integer, got "three"' in \
+        capsys.readouterr().err
+
+
+def test_parsers_mirror_the_docker_cli():
+    from stacks.commands import add_commands
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    add_commands(sub)
+    a = p.parse_args(["deploy", "--cluster", "c.yml", "-c", "a.yml", "-c", "b.yml",
+                      "--env-file", "e", "--prune", "--dry-run", "--strict", "--json", "st"])
+    assert (a.cluster, a.compose_files, a.env_file, a.prune, a.dry_run, a.strict, a.json,
+            a.stack) == ("c.yml", ["a.yml", "b.yml"], "e", True, True, True, True, "st")
+    assert callable(a.func)
+    a = p.parse_args(["plan", "-c", "a.yml", "st"])
+    assert a.dry_run and a.stack == "st"
+    a = p.parse_args(["rm", "st"])
+    assert a.stack == "st" and callable(a.func)
+
+
+def test_commands_module_is_import_light():
+    code = ("import sys, stacks.commands; "
+            "print(sorted(m for m in ('docker', 'paramiko', 'yaml', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=".").stdout.strip()
+    assert out == "[]"
