@@ -422,3 +422,55 @@ def test_commands_module_is_import_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=".").stdout.strip()
     assert out == "[]"
+
+
+def test_effective_spec_undoes_daemon_additions():
+    from stacks.spec_normalize import effective_spec
+    ours = {"Name": "st_web", "Labels": {"a": "1"},
+            "TaskTemplate": {"ContainerSpec": {"Image": "nginx:latest", "Privileges": {},
+                                               "Secrets": [{"SecretID": "<id:s>", "SecretName": "s",
+                                                            "File": {"Name": "s"}}]},
+                             "Networks": [{"Target": "st_default", "Aliases": ["web"]}],
+                             "Placement": {}, "Resources": {}},
+            "Mode": {"Replicated": {}}, "EndpointSpec": {"Ports": [{"TargetPort": 80}]}}
+    live = {"Name": "st_web", "Labels": {"a": "1"},
+            "TaskTemplate": {"ContainerSpec": {"Image": "docker.io/library/nginx",
+                                               "Isolation": "default", "StopGracePeriod": 10**10,
+                                               "Privileges": {"CredentialSpec": None,
+                                                              "SELinuxContext": None},
+                                               "Secrets": [{"SecretID": "q1w2", "SecretName": "s",
+                                                            "File": {"Name": "s"}}],
+                                               "DNSConfig": {}},
+                             "Resources": {"Limits": {}, "Reservations": {}},
+                             "RestartPolicy": {"Condition": "any", "Delay": 5 * 10**9,
+                                               "MaxAttempts": 0},
+                             "Placement": {"Platforms": [{"Architecture": "amd64", "OS": "linux"}]},
+                             "ForceUpdate": 0, "Runtime": "container"},
+            "Networks": [{"Target": "net123", "Aliases": ["web"]}],     # API < 1.29 place
+            "Mode": {"Replicated": {"Replicas": 1}},
+            "UpdateConfig": {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5 * 10**9,
+                             "MaxFailureRatio": 0, "Order": "stop-first"},
+            "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80,
+                                                       "PublishMode": "ingress"}]}}
+    names = {"net123": "st_default"}
+    assert effective_spec(live, network_names=names) == effective_spec(ours, network_names=names)
+    live["Mode"]["Replicated"]["Replicas"] = 0
+    assert effective_spec(live, network_names=names) != effective_spec(ours, network_names=names)
+
+
+def test_update_config_explicit_zero_parallelism_differs_from_absent():
+    from stacks.spec_normalize import effective_spec
+    a = effective_spec({"UpdateConfig": {"Order": "stop-first"}})   # JSON dropped Parallelism 0
+    b = effective_spec({})
+    assert a["UpdateConfig"]["Parallelism"] == 0 and b["UpdateConfig"]["Parallelism"] == 1
+
+
+def test_render_rich_smoke(files):
+    from rich.console import Console
+    from stacks.apply import plan_for
+    from stacks.plan_render import render_rich
+    _, f = files
+    plan, _ = plan_for(args_for(f), EngineAPI(FakeAPI()))
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    render_rich(plan, console)
+    assert "+ service st_web" in console.file.getvalue()
