@@ -7,7 +7,7 @@ def gather(api) -> dict:
     for n in api.nodes():
         ms = n.get("ManagerStatus") or {}
         nodes.append({
-            "hostname": n["Description"]["Hostname"], "id": n["ID"],
+            "hostname": (n.get("Description") or {}).get("Hostname", n["ID"][:12]), "id": n["ID"],
             "role": n["Spec"].get("Role"), "availability": n["Spec"].get("Availability"),
             "state": n["Status"].get("State"), "addr": n["Status"].get("Addr"),
             "manager": ("leader" if ms.get("Leader") else ms.get("Reachability", "")) if ms else "",

@@ -205,7 +205,7 @@ def _plan_networks(plan: Plan, desired: StackSpec, live: dict, prune: bool) -> N
         if net is None:
             plan.actions.append(Action("network", name, CREATE, spec=spec))
             continue
-        changes = diff(_net_view(net), _net_view(spec))
+        changes = diff(_net_view(net, want=spec), _net_view(spec))
         note = ""
         if changes:
             # the CLI never updates networks either; recreating needs every service off it
@@ -222,12 +222,21 @@ def _plan_networks(plan: Plan, desired: StackSpec, live: dict, prune: bool) -> N
                 plan.actions.append(Action("network", name, REMOVE, id=net.get("Id")))
 
 
-def _net_view(n: dict) -> dict:
+def _net_view(n: dict, want: dict | None = None) -> dict:
+    """Comparable view of a network. With `want` (the file's spec), what the daemon fills in by
+    itself — driver options such as the VXLAN id, subnets from the address pool — is left out
+    unless the file sets it, or every redeploy would warn about a difference."""
     ipam = n.get("IPAM") or {}
-    return {"Driver": n.get("Driver") or "overlay", "Options": n.get("Options") or {},
+    options = n.get("Options") or {}
+    subnets = sorted(c.get("Subnet") for c in ipam.get("Config") or [] if c.get("Subnet"))
+    if want is not None:
+        wanted_opts = want.get("Options") or {}
+        options = {k: v for k, v in options.items() if k in wanted_opts}
+        if not _net_view(want)["Subnets"]:
+            subnets = []
+    return {"Driver": n.get("Driver") or "overlay", "Options": options,
             "Internal": bool(n.get("Internal")), "Attachable": bool(n.get("Attachable")),
-            "Labels": n.get("Labels") or {},
-            "Subnets": sorted(c.get("Subnet") for c in ipam.get("Config") or [] if c.get("Subnet"))}
+            "Labels": n.get("Labels") or {}, "Subnets": subnets}
 
 
 def _plan_objects(plan: Plan, kind: str, want: dict, have: list, externals: list,
