@@ -12,7 +12,16 @@ connection is opened; every error names the file and the key path (exit 2).
     stacks: [{name: web, compose: [stack.yml], env_file: .env}]
     lab: {name: <lab name>}                 # provider settings sit under the provider's key
     static: {hosts: [{name, address, private_address, role, port, user, key}]}
-    digitalocean: {region, size, image, ssh_key, ...}
+    digitalocean: {region, size, image, ssh_key, ...}   # see docs/digitalocean.md
+
+SSH keys with provider digitalocean: SSH uses ONE private key, and the droplets are created with
+its public half. `digitalocean.ssh_key` is the public key registered with DigitalOcean; the
+private key is `ssh.key` if given, else `digitalocean.ssh_private_key`, else `digitalocean.ssh_key`
+without `.pub`. Giving both `ssh.key` and `digitalocean.ssh_private_key` with different paths is an
+error, and so is an `ssh.key` whose `.pub` beside it is not `digitalocean.ssh_key`. Likewise
+`ssh.user` and `digitalocean.user` must agree (either one sets both). The resolved key ends up in
+`ClusterFile.ssh_key` and `provider_settings["ssh_private_key"]` alike, so `up`, `status` and the
+provider's hosts all log in with the same key.
 """
 from __future__ import annotations
 
@@ -175,7 +184,7 @@ def validate(data, path: str) -> ClusterFile:
         timeout = ssh.get("connect_timeout", 60)
         if c.type(timeout, (int, float), "ssh.connect_timeout", "seconds") and timeout <= 0:
             c.err("ssh.connect_timeout", "expected a positive number of seconds")
-    if provider in ("static", "digitalocean") and not ssh_key and isinstance(ssh, dict):
+    if provider == "static" and not ssh_key and isinstance(ssh, dict):
         c.err("ssh.key", f"required for provider {provider} (path to the private key)")
 
     advertise = data.get("advertise_address", "private")
@@ -249,15 +258,7 @@ def validate(data, path: str) -> ClusterFile:
         elif provider == "static":
             static_hosts = _static_hosts(c, settings, path)
         elif provider == "digitalocean":
-            try:
-                from provision.digitalocean import validate_settings
-            except ImportError:
-                validate_settings = None
-            if validate_settings is not None:
-                try:
-                    validate_settings(settings, path, "digitalocean")
-                except InputError as e:
-                    c.errors.append(str(e))
+            settings, ssh_key, ssh_user = _digitalocean(c, settings, path, ssh, ssh_key, ssh_user)
 
     if c.errors:
         raise InputError("invalid cluster file:\n  " + "\n  ".join(c.errors)
@@ -272,6 +273,44 @@ def validate(data, path: str) -> ClusterFile:
                        connect_timeout=float(timeout), advertise=advertise, labels=labels,
                        install=install, daemon=daemon, stacks=stacks,
                        provider_settings=settings or {}, static_hosts=static_hosts)
+
+
+def _digitalocean(c: _Checker, settings: dict, path: str, ssh, ssh_key: str,
+                  ssh_user: str) -> tuple[dict, str, str]:
+    """The provider's settings with defaults, and the one private key and user SSH uses (see the
+    module docstring)."""
+    from provision.digitalocean import md5_fingerprint, validate_settings
+
+    ssh = ssh if isinstance(ssh, dict) else {}
+    given = dict(settings)
+    if "user" in ssh and "user" not in given:
+        given["user"] = ssh_user
+    try:
+        out = validate_settings(given, path, "digitalocean",
+                                base_dir=os.path.dirname(os.path.abspath(path)))
+    except InputError as e:
+        c.errors.append(str(e))
+        return settings, ssh_key, ssh_user
+    if "user" in ssh and out["user"] != ssh_user:
+        c.err("digitalocean.user", f'"{out["user"]}" differs from ssh.user "{ssh_user}" '
+                                   "(set one of them)")
+    key = ssh_key or out["ssh_private_key"]
+    if ssh_key and "ssh_private_key" in settings and out["ssh_private_key"] != ssh_key:
+        c.err("digitalocean.ssh_private_key", f"{out['ssh_private_key']} differs from ssh.key "
+                                              f"{ssh_key}: SSH uses one key (set one of them)")
+    elif not key:
+        c.err("ssh.key", "required for provider digitalocean: the private half of "
+                         f"digitalocean.ssh_key (no {out['ssh_key'].removesuffix('.pub')} found)")
+    elif not os.path.isfile(key):
+        if not ssh_key:     # ssh.key was checked above
+            c.err("digitalocean.ssh_private_key", f"no such file: {key}")
+    elif os.path.isfile(key + ".pub"):
+        with open(key + ".pub") as f:
+            if md5_fingerprint(f.read().strip()) != md5_fingerprint(out["_public_key"]):
+                c.err("ssh.key", f"{key}.pub is not digitalocean.ssh_key {out['ssh_key']}: "
+                                 "the droplets would refuse this key")
+    out["ssh_private_key"] = key
+    return out, key, out["user"]
 
 
 def _static_hosts(c: _Checker, settings: dict, path: str) -> list[dict]:

@@ -27,6 +27,7 @@ class Options:
     accept_host_keys: set = field(default_factory=set)
     concurrency: int = 16
     quiet: bool = False
+    prune: bool = False     # digitalocean: destroy droplets the cluster file no longer asks for
 
 
 class Progress:
@@ -90,15 +91,23 @@ def up(cluster_path: str, opts: Options) -> dict:
 
 def _up(run: Run) -> dict:
     cf, inv = run.cluster, run.inventory
-    provider = providers.make(cf, inv.get("provider_state", {}))
+    provider = providers.make(cf, inv.get("provider_state", {}), prune=run.opts.prune)
     wanted = cf.wanted_hosts()
     if run.opts.dry_run:
         return _plan(run, provider, wanted)
 
-    hosts, changes = provider.ensure(wanted, progress=run.progress)
+    try:
+        hosts, changes = provider.ensure(wanted, progress=run.progress)
+    finally:
+        # a key, VPC or firewall may exist before a later step fails: record it either way
+        if hasattr(provider, "state"):
+            inv["provider_state"] = provider.state
+            run.save()
     run.changes += changes
-    if hasattr(provider, "state"):
-        inv["provider_state"] = provider.state
+    if getattr(provider, "prune", False):
+        names = {w.name for w in wanted}
+        for name in [n for n in inv["hosts"] if n not in names]:
+            del inv["hosts"][name]      # destroyed by ensure(); its swarm node stays (Down)
     for h in hosts:
         rec = inv["hosts"].setdefault(h.name, {})
         rec.update(role=h.role, public_address=h.public_address,
@@ -218,9 +227,12 @@ def down(cluster_path: str, opts: Options) -> dict:
         if opts.dry_run:
             return {"cluster": cf.name, "changes": [f"remove {n}" for n in inv.get("hosts", {})],
                     "dry_run": True}
-        changes = provider.destroy()
-        if hasattr(provider, "state"):
-            inv["provider_state"] = provider.state
+        try:
+            changes = provider.destroy()
+        finally:
+            if hasattr(provider, "state"):     # empty once everything is gone
+                inv["provider_state"] = provider.state
+                state.save(inv)
         inv["hosts"] = {}
         inv.pop("cluster_id", None)
         state.save(inv)

@@ -32,7 +32,7 @@ def cmd_up(args) -> int:
     from .bootstrap import Options, up
     opts = Options(dry_run=args.dry_run, force=args.force,
                    accept_host_keys=set(args.accept_host_key or []), concurrency=args.concurrency,
-                   quiet=args.json)
+                   quiet=args.json, prune=args.prune)
     _report(up(_cluster_path(args), opts), args.json)
     return 0
 
@@ -45,7 +45,8 @@ def cmd_plan(args) -> int:
         args.dry_run = True
         return stack_commands.run_plan(args)
     from .bootstrap import Options, up
-    _report(up(_cluster_path(args), Options(dry_run=True, quiet=True)), args.json)
+    _report(up(_cluster_path(args), Options(dry_run=True, quiet=True, prune=args.prune)),
+            args.json)
     return 0
 
 
@@ -116,6 +117,8 @@ def add_commands(sub) -> None:
     up.add_argument("--accept-host-key", action="append", metavar="HOST",
                     help="accept a changed SSH host key for HOST (after a rebuild)")
     up.add_argument("--concurrency", type=int, default=16, help="hosts handled at once")
+    up.add_argument("--prune", action="store_true",
+                    help="digitalocean: destroy the cluster's droplets the file no longer asks for")
     up.set_defaults(func=cmd_up)
 
     plan = sub.add_parser("plan", help="show what `up` (or, with -c, `deploy`) would change")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 
-def make(cluster, state: dict):
+def make(cluster, state: dict, *, prune: bool = False):
+    """`state`: the inventory's `provider_state` (what the provider created earlier); `prune`:
+    remove machines the cluster file no longer asks for (digitalocean; `up --prune`)."""
     if cluster.provider == "lab":
         from .lab.provider import LabProvider
         return LabProvider(cluster.name, cluster.provider_settings)
@@ -11,5 +13,6 @@ def make(cluster, state: dict):
         return StaticProvider(cluster)
     if cluster.provider == "digitalocean":
         from .digitalocean import DigitalOceanProvider
-        return DigitalOceanProvider(cluster.name, cluster.provider_settings, state)
+        return DigitalOceanProvider(cluster.name, cluster.provider_settings, state or {},
+                                    prune=prune, file=cluster.path)
     raise ValueError(cluster.provider)
