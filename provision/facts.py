@@ -68,7 +68,8 @@ def parse_nodes(out: str) -> list[dict]:
         ms = n.get("ManagerStatus") or {}
         nodes.append({
             "id": n["ID"],
-            "hostname": n["Description"]["Hostname"],
+            # a node that joined a moment ago has not reported its description yet
+            "hostname": (n.get("Description") or {}).get("Hostname", ""),
             "role": n["Spec"].get("Role", "worker"),
             "labels": n["Spec"].get("Labels") or {},
             "availability": n["Spec"].get("Availability", "active"),
