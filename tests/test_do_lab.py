@@ -19,10 +19,13 @@ import pytest
 from provision.digitalocean import md5_fingerprint
 from provision.lab.lab import Lab, list_labs
 from tests.conftest import REPO
+from inventory import clusterfile
+from provision.errors import InputError
 from tests.do_emulator import DOEmulator
+from tests.do_emulator.testing import write_public_key
 from tests.do_lab import LabDroplets
 
-pytestmark = pytest.mark.lab
+lab = pytest.mark.lab      # the cluster-file tests at the end need neither root nor the lab
 
 TOKEN = "dop_v1_labtest_5ecret_do_not_print_0b1e55ed"
 CLUSTER = "dotest"
@@ -163,6 +166,7 @@ def assert_swarm(env: Env, names: list[str]) -> None:
 
 # --- the tests (in order) -------------------------------------------------------------------
 
+@lab
 def test_up_makes_a_swarm_on_the_emulators_droplets(env):
     env.emu.reset_counts()
     result = env.up_json()
@@ -209,6 +213,7 @@ def test_up_makes_a_swarm_on_the_emulators_droplets(env):
     assert fw["tags"] == [TAG]
 
 
+@lab
 def test_second_up_changes_nothing(env):
     env.emu.reset_counts()
     result = env.up_json()
@@ -218,12 +223,14 @@ def test_second_up_changes_nothing(env):
     assert len(env.labs.made) == 3
 
 
+@lab
 def test_plan_after_up_is_empty(env):
     proc = env.cli("plan", env.cluster, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["changes"] == []
 
 
+@lab
 def test_scale_workers_two_to_four(env):
     env.write(workers=4)
     before = set(env.droplets())
@@ -237,11 +244,13 @@ def test_scale_workers_two_to_four(env):
     created = [c for c in result["changes"] if c.startswith("droplet ")]
     assert sorted(created) == [f"droplet {n}: created (worker, s-1vcpu-1gb, fra1)" for n in new]
     for n in new:
-        assert f"{n}: joined as worker" in " ".join(result["changes"]) or any(
-            c.startswith(f"{n}:") and "join" in c for c in result["changes"]), result["changes"]
+        assert f"{n}: joined as worker (advertise {_private(after[n])})" in result["changes"]
+    # the three droplets that were there are left alone
+    assert not [c for c in result["changes"] if c.split(":")[0] in before], result["changes"]
     assert_swarm(env, sorted(after))
 
 
+@lab
 def test_token_never_in_output_or_state(env):
     # a run with debug output, and a run the API refuses (the wrong token is a secret too)
     proc = env.cli("up", env.cluster, env={"SWARMSMITH_DEBUG": "1"})
@@ -262,6 +271,7 @@ def test_token_never_in_output_or_state(env):
             assert TOKEN.encode() not in data and wrong.encode() not in data, leaf
 
 
+@lab
 def test_down_leaves_nothing_swarmsmith_created(env):
     proc = env.cli("down", env.cluster, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -280,3 +290,63 @@ def test_down_leaves_nothing_swarmsmith_created(env):
     assert json.loads(proc.stdout)["changes"] == []
     for text in env.outputs:
         assert TOKEN not in text
+
+
+# --- the cluster file: one SSH key for the droplets, `up` and `status` ----------------------
+
+DO_FILE = """\
+name: dokeys
+provider: digitalocean
+{ssh}
+digitalocean: {{region: fra1, size: s-1vcpu-1gb, image: ubuntu-24-04-x64, ssh_key: keys/id.pub{extra}}}
+"""
+
+
+def load_do(tmp_path, ssh: str = "", extra: str = ""):
+    os.makedirs(tmp_path / "keys", exist_ok=True)
+    write_public_key(tmp_path / "keys", "id")
+    path = tmp_path / "swarmsmith.yml"
+    path.write_text(DO_FILE.format(ssh=ssh, extra=extra))
+    return clusterfile.load(str(path))
+
+
+def test_private_key_defaults_to_the_public_keys_sibling(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")                      # relative paths are the cluster file's, not cwd's
+    cf = load_do(tmp_path)
+    key = str(tmp_path / "keys" / "id")
+    assert cf.ssh_key == key and cf.provider_settings["ssh_private_key"] == key
+    assert cf.provider_settings["ssh_key"] == key + ".pub"
+    assert cf.provider_settings["_public_key"].startswith("ssh-ed25519 ")
+
+
+
+def test_ssh_key_is_the_providers_private_key_too(tmp_path):
+    write_public_key(tmp_path, "same")          # the same key pair as keys/id, another path
+    cf = load_do(tmp_path, "ssh: {key: same, user: admin}")
+    assert cf.ssh_key == str(tmp_path / "same") == cf.provider_settings["ssh_private_key"]
+    assert cf.ssh_user == "admin" == cf.provider_settings["user"]
+
+
+@pytest.mark.parametrize("ssh, extra, message", [
+    ("ssh: {key: other}", "",
+     r"ssh\.key: .*other\.pub is not digitalocean\.ssh_key .*would refuse"),
+    ("ssh: {key: keys/id}", ", ssh_private_key: keys/elsewhere",
+     r"digitalocean\.ssh_private_key: .*differs from ssh\.key"),
+    ("ssh: {user: admin}", ", user: root",
+     r"digitalocean\.user: \"root\" differs from ssh\.user \"admin\""),
+    ("", ", ssh_private_key: keys/missing", r"digitalocean\.ssh_private_key: no such file"),
+])
+def test_ssh_settings_must_agree(tmp_path, ssh, extra, message):
+    write_public_key(tmp_path, "other", seed=b"x")
+    with pytest.raises(InputError, match=message):
+        load_do(tmp_path, ssh, extra)
+
+
+def test_a_private_key_is_required(tmp_path):
+    os.makedirs(tmp_path / "keys")
+    write_public_key(tmp_path / "keys", "id")
+    os.unlink(tmp_path / "keys" / "id")
+    path = tmp_path / "swarmsmith.yml"
+    path.write_text(DO_FILE.format(ssh="", extra=""))
+    with pytest.raises(InputError, match=r"ssh\.key: required for provider digitalocean"):
+        clusterfile.load(str(path))
