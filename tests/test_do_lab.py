@@ -2,8 +2,8 @@
 droplets real lab hosts (tests/do_lab.py), swarmsmith itself a subprocess as a user runs it.
 
 One module-scoped cluster `dotest` on lab `doemu-<pid>`; the tests run in file order and build on
-each other (up, idempotent up, scale out, token hygiene, down). The teardown ALWAYS runs
-`swarmsmith down`, stops the emulator and removes the lab, whatever failed. Injected API faults
+each other (a failed up, up, idempotent up, scale out, token hygiene, down). The teardown ALWAYS
+runs `swarmsmith down`, stops the emulator and removes the lab, whatever failed. Injected API faults
 are covered at unit level (tests/test_do_provider.py) and not repeated here.
 """
 from __future__ import annotations
@@ -74,7 +74,8 @@ class Env:
         with open(self.cluster, "w") as f:
             f.write(CLUSTER_FILE.format(workers=workers))
 
-    def cli(self, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
         environ = {k: v for k, v in os.environ.items()
                    if not k.startswith(("DIGITALOCEAN_", "SWARMSMITH_"))}
         environ.update({"DIGITALOCEAN_END_POINT": self.emu.url, "DIGITALOCEAN_TOKEN": TOKEN,
@@ -165,6 +166,18 @@ def assert_swarm(env: Env, names: list[str]) -> None:
 
 
 # --- the tests (in order) -------------------------------------------------------------------
+
+@lab
+def test_a_failed_up_still_records_what_it_created(env):
+    # the droplet create is refused after the SSH key and the VPC exist
+    env.emu.inject(422, 1, method="POST", path="/v2/droplets")
+    proc = env.cli("up", env.cluster)
+    assert proc.returncode == 1, proc.stderr
+    assert "create droplets" in proc.stderr
+    ps = env.inventory()["provider_state"]
+    assert ps["ssh_key"]["created"] and ps["vpc"]["created"]    # so that down removes them
+    assert env.labs.made == [] and env.droplets() == {}
+
 
 @lab
 def test_up_makes_a_swarm_on_the_emulators_droplets(env):
@@ -298,7 +311,8 @@ DO_FILE = """\
 name: dokeys
 provider: digitalocean
 {ssh}
-digitalocean: {{region: fra1, size: s-1vcpu-1gb, image: ubuntu-24-04-x64, ssh_key: keys/id.pub{extra}}}
+digitalocean: {{region: fra1, size: s-1vcpu-1gb, image: ubuntu-24-04-x64,
+               ssh_key: keys/id.pub{extra}}}
 """
 
 
