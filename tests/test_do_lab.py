@@ -2,9 +2,9 @@
 droplets real lab hosts (tests/do_lab.py), swarmsmith itself a subprocess as a user runs it.
 
 One module-scoped cluster `dotest` on lab `doemu-<pid>`; the tests run in file order and build on
-each other (a failed up, up, idempotent up, scale out, token hygiene, down). The teardown ALWAYS
-runs `swarmsmith down`, stops the emulator and removes the lab, whatever failed. Injected API faults
-are covered at unit level (tests/test_do_provider.py) and not repeated here.
+each other (a failed up, up, idempotent up, scale out, prune, token hygiene, down). The teardown
+ALWAYS runs `swarmsmith down`, stops the emulator and removes the lab, whatever failed. Injected API
+faults are covered at unit level (tests/test_do_provider.py) and not repeated here.
 """
 from __future__ import annotations
 
@@ -264,6 +264,25 @@ def test_scale_workers_two_to_four(env):
 
 
 @lab
+def test_droplets_no_longer_asked_for_are_kept_unless_prune(env):
+    env.write(workers=3)
+    gone = f"{CLUSTER}-worker-4"
+    result = env.up_json()
+    assert [c for c in result["changes"] if c.startswith(f"droplet {gone}")] == [
+        f"droplet {gone} (id {env.droplets()[gone]['id']}): not in the cluster file; kept "
+        "(--prune removes it)"]
+    assert gone in env.droplets() and gone in env.labs.hosts()
+    env.emu.reset_counts()
+    result = env.up_json("--prune")
+    assert any(c.startswith(f"droplet {gone} (id ") and "destroyed" in c for c in result["changes"])
+    assert env.emu.count("DELETE", "/v2/droplets/{id}") == 1
+    assert gone not in env.droplets() and gone not in env.labs.hosts()
+    assert gone not in env.inventory()["hosts"]
+    assert sorted(env.droplets()) == [f"{CLUSTER}-manager-1"] + [
+        f"{CLUSTER}-worker-{i}" for i in (1, 2, 3)]
+
+
+@lab
 def test_token_never_in_output_or_state(env):
     # a run with debug output, and a run the API refuses (the wrong token is a secret too)
     proc = env.cli("up", env.cluster, env={"SWARMSMITH_DEBUG": "1"})
@@ -289,7 +308,7 @@ def test_down_leaves_nothing_swarmsmith_created(env):
     proc = env.cli("down", env.cluster, "--json")
     assert proc.returncode == 0, proc.stderr
     changes = json.loads(proc.stdout)["changes"]
-    assert sum(c.startswith("droplet ") for c in changes) == 5
+    assert sum(c.startswith("droplet ") for c in changes) == 4
     assert f"firewall {NAME}: deleted" in changes and f"VPC {NAME}: deleted" in changes
     assert any(c.startswith(f"SSH key {NAME}: deleted") for c in changes)
     assert env.ours() == {"droplets": [], "firewalls": [], "vpcs": [], "keys": [], "tags": []}
