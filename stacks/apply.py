@@ -192,19 +192,64 @@ def run_plan(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
 
 
 def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
+    """Plan, apply under the stack's lock, then watch every changed service until it
+    converged, rolled back, failed or timed out. The exit code is the watch's."""
     if getattr(args, "dry_run", False):
         return run_plan(args, engine=engine, out=out)
+    from stacks.swarm_lock import SwarmLock
+    from stacks.watch import WatchPolicy, snapshot_versions, watch_stack
+    from stacks.watch_render import progress_renderer
+
+    as_json = getattr(args, "json", False)
     plan, engine = plan_for(args, engine)
     _print_plan(plan, args, out)
-    result = apply(plan, engine, on_step=None if args.json else
-                   (lambda s: print(f"  done: {s}", file=out)))
-    if args.json:
-        json.dump({"plan": plan.to_dict(), "applied": result.to_dict()}, out, indent=2)
+    timeout = getattr(args, "timeout", None) or 300
+    with SwarmLock(engine.api, args.stack, ttl=max(1800, 2 * timeout + 300),
+                   wait=getattr(args, "lock_wait", 0) or 0):
+        baseline = snapshot_versions(engine.api, args.stack)
+        result = apply(plan, engine, on_step=None if as_json else
+                       (lambda s: print(f"  done: {s}", file=out)))
+        changed = [a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)]
+        report = None
+        if changed and not getattr(args, "detach", False):
+            renderer = progress_renderer(sys.stderr) if not as_json else None
+            watch = dict(services=changed, baseline=baseline,
+                         policy=WatchPolicy(timeout=timeout),
+                         allow_rollback=getattr(args, "allow_rollback", False))
+            if renderer is not None:
+                with renderer as show:
+                    report = watch_stack(engine.api, args.stack, on_progress=show, **watch)
+            else:
+                report = watch_stack(engine.api, args.stack, **watch)
+    _audit(args, plan, result, report)
+    if as_json:
+        json.dump({"plan": plan.to_dict(), "applied": result.to_dict(),
+                   "watch": report.to_dict() if report else None}, out, indent=2)
         out.write("\n")
-    for w in result.warnings:
-        if not args.json:
+    else:
+        for w in result.warnings:
             print(f"  warning: {w}", file=out)
-    return 0
+        if report is not None:
+            print(report.summary(), file=out)
+        elif not changed:
+            print(f"stack {args.stack}: no service changed; nothing to watch", file=out)
+    return report.exit_code if report else 0
+
+
+def _audit(args, plan: Plan, result: ApplyResult, report) -> None:
+    """One JSON line per deploy beside the inventory (never secrets: names and outcomes only)."""
+    import os
+
+    from inventory import clusterfile
+    from inventory.state import StateDir
+    from stacks.audit import append_audit, audit_record
+    try:
+        path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
+        state = StateDir(path, clusterfile.load(path).name)
+        append_audit(os.path.join(state.path, "audit.jsonl"),
+                     audit_record("deploy", args.stack, report, changes=result.done))
+    except Exception as e:   # the deploy itself succeeded or failed already; say so, go on
+        print(f"warning: could not write the audit trail: {e}", file=sys.stderr)
 
 
 def run_rm(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:

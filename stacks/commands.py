@@ -34,6 +34,17 @@ def _deploy_args(p) -> None:
     p.add_argument("stack", metavar="STACK")
 
 
+def _watch_args(p) -> None:
+    p.add_argument("--timeout", type=float, default=300,
+                   help="seconds to wait for the services to converge (exit 12 after)")
+    p.add_argument("--allow-rollback", action="store_true",
+                   help="a rolled-back update exits 0 instead of 11")
+    p.add_argument("--detach", action="store_true",
+                   help="apply and return without watching the services")
+    p.add_argument("--lock-wait", type=float, default=0,
+                   help="seconds to wait for another run's lock on the stack (exit 4 after)")
+
+
 def cmd_config(args) -> int:
     from stacks.config_cmd import run_config
     return run_config(args)
@@ -65,8 +76,10 @@ def add_commands(subparsers) -> None:
     _compose_args(p, cluster=False)
     p.set_defaults(func=cmd_config)
 
-    p = subparsers.add_parser("deploy", help="deploy or update a stack (plan, then apply)")
+    p = subparsers.add_parser("deploy", help="deploy or update a stack: plan, apply, watch "
+                              "until converged (exit codes: see swarmsmith --help)")
     _deploy_args(p)
+    _watch_args(p)
     p.set_defaults(func=cmd_deploy)
 
     if "plan" not in subparsers.choices:  # provision/cluster_commands.py may own `plan`
