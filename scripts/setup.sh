@@ -19,10 +19,10 @@ fi
 if command -v systemctl >/dev/null && systemctl is-active -q docker 2>/dev/null; then
   systemctl disable --now docker.socket docker.service containerd.service >/dev/null 2>&1 || true
 fi
-# Debian's docker-registry package starts a registry on the machine; the lab runs its own
-for svc in docker-registry ssh; do
-  if [ -x "/etc/init.d/$svc" ] && [ ! -d /run/systemd/system ]; then "/etc/init.d/$svc" stop >/dev/null 2>&1 || true; fi
-done
+# Debian's docker-registry package may start a registry on the machine; the lab runs its own
+if [ -x /etc/init.d/docker-registry ] && [ ! -d /run/systemd/system ]; then
+  /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E '^(WARNING|  )' || true
 python3 -c "import cli, provision, stacks, inventory" 
