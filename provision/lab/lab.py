@@ -1,9 +1,7 @@
 """A named lab: its bridges, its hosts, its state file. `up` is idempotent and repairs."""
 from __future__ import annotations
 
-import base64
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -13,6 +11,7 @@ from contextlib import contextmanager
 from ..errors import InputError, SwarmsmithError
 from ..hosts import Host
 from ..localrun import ok, run
+from ..ssh import fingerprint  # noqa: F401  (re-exported: lab ls prints it)
 from . import hostns, preflight
 from .layout import MAX_HOSTS, MAX_INDEX, ROOT, HostLayout, LabLayout, valid_name
 
@@ -26,11 +25,6 @@ def machine_lock():
     with open(os.path.join(ROOT, ".lock"), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
-
-
-def fingerprint(host_key_line: str) -> str:
-    blob = base64.b64decode(host_key_line.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def list_labs() -> list[str]:
