@@ -18,6 +18,10 @@ if swarmsmith deploy --help >/dev/null 2>&1; then
   swarmsmith deploy -c examples/demo/stack.yml web
   step "redeploy without changes: no service is touched"
   swarmsmith deploy -c examples/demo/stack.yml web
+  step "the web service answers on its host-mode port (lab hosts only; no IPVS in the lab)"
+  for addr in $(swarmsmith status --json | python3 -c 'import json,sys; print(" ".join(n["addr"] for n in json.load(sys.stdin)["nodes"]))'); do
+    if reply=$(curl -s --max-time 2 "http://$addr:8080/"); then echo "$addr:8080 -> $reply"; fi
+  done
 fi
 step "status"
 swarmsmith status
