@@ -68,10 +68,8 @@ def _preload() -> None:
     """Import the SSH stack in the background while the provider works (~0.4 s saved)."""
     import threading
 
-    def load():
-        import fabric  # noqa: F401
-        import paramiko  # noqa: F401
-    threading.Thread(target=load, daemon=True).start()
+    from .ssh import load_ssh_stack     # imports under a lock that Session.connect shares
+    threading.Thread(target=load_ssh_stack, daemon=True).start()
 
 
 def up(cluster_path: str, opts: Options) -> dict:

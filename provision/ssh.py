@@ -21,6 +21,17 @@ from .hosts import Host
 
 
 DEBUG = bool(os.environ.get("SWARMSMITH_DEBUG"))
+_IMPORT_LOCK = threading.Lock()
+
+
+def load_ssh_stack():
+    """Import paramiko and fabric once, under a lock. Two threads importing paramiko at the same
+    time (the background preload and a connect) can get a partially initialised module
+    ("cannot import name 'Message' from partially initialized module"); `plan` hit it."""
+    with _IMPORT_LOCK:
+        import paramiko
+        from fabric import Config, Connection
+    return paramiko, Config, Connection
 
 
 def fingerprint(key_line: str) -> str:
@@ -61,8 +72,7 @@ class Session:
     def connect(self):
         if self._conn is not None:
             return self._conn
-        import paramiko
-        from fabric import Config, Connection
+        paramiko, Config, Connection = load_ssh_stack()
 
         expected = self._expected_key()
         deadline = self.clock() + self.connect_deadline
