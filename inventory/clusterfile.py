@@ -260,6 +260,20 @@ def validate(data, path: str) -> ClusterFile:
         elif provider == "digitalocean":
             settings, ssh_key, ssh_user = _digitalocean(c, settings, path, ssh, ssh_key, ssh_user)
 
+    # a label selector that names no host (a typo like `worker:`) would silently label nothing
+    if isinstance(labels, dict) and isinstance(name, str):
+        if provider == "static":
+            names = {h["name"] for h in static_hosts}
+        elif isinstance(managers, int) and isinstance(workers, int):
+            names = ({f"{name}-manager-{i}" for i in range(1, managers + 1)}
+                     | {f"{name}-worker-{i}" for i in range(1, workers + 1)})
+        else:
+            names = None
+        for sel in labels:
+            if names is not None and sel not in ("all", "managers", "workers") and sel not in names:
+                c.err(f"labels.{sel}", "expected all, managers, workers or a host of this cluster "
+                                       f"({', '.join(sorted(names)) or 'none'})")
+
     if c.errors:
         raise InputError("invalid cluster file:\n  " + "\n  ".join(c.errors)
                          if len(c.errors) > 1 else c.errors[0].split(": ", 2)[-1],

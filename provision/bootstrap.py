@@ -6,6 +6,8 @@ any point converges when run again.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -74,8 +76,13 @@ def _preload() -> None:
 
 def up(cluster_path: str, opts: Options) -> dict:
     cf, state = _open(cluster_path, opts)
-    _preload()
-    with state.lock():
+    if opts.dry_run and not os.path.isdir(state.path):
+        # plan / --dry-run change nothing, not even by creating the state folder for its lock
+        lock = contextlib.nullcontext()
+    else:
+        _preload()
+        lock = state.lock()
+    with lock:
         inv = state.load()
         inv.setdefault("hosts", {})
         inv.update(name=cf.name, provider=cf.provider)
@@ -160,6 +167,15 @@ def _pin_keys(run: Run) -> None:
 
 
 def _engine(run: Run, h) -> dict:
+    try:
+        return _engine_step(run, h)
+    except SwarmsmithError as e:
+        if e.host is None:      # engine.plan's errors do not know the host; name it
+            e.host = h.name
+        raise
+
+
+def _engine_step(run: Run, h) -> dict:
     s = run.sessions[h.name]
     facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
     daemon = engine.desired_daemon(h.engine_defaults, run.cluster.daemon)

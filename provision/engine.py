@@ -44,15 +44,17 @@ def desired_daemon(engine_defaults: dict, user_daemon: dict) -> dict:
 
 def plan(facts: dict, daemon: dict, install: str) -> list[Step]:
     steps: list[Step] = []
-    if not facts.get("dockerd"):
-        steps.append(_install_step(facts, install))
     write = facts.get("daemon_json") != daemon and (daemon or facts.get("daemon_json_present"))
     if write:
+        # before the install: the packages start dockerd themselves (systemd), and a daemon.json
+        # written after that would only be read at the next restart, which no later run makes
         body = (json.dumps(daemon, indent=2, sort_keys=True) + "\n").encode()
         steps.append(Step("daemon.json updated" if facts.get("daemon_json_present") else "daemon.json written",
                           Command.shell("mkdir -p /etc/docker && cat > /etc/docker/daemon.json.tmp && "
                                         "mv /etc/docker/daemon.json.tmp /etc/docker/daemon.json",
                                         description="write /etc/docker/daemon.json", stdin=body)))
+    if not facts.get("dockerd"):
+        steps.append(_install_step(facts, install))
     running = bool(facts.get("server"))
     if not running:
         steps.append(Step(f"engine started ({_manager(facts)})", _start(facts)))
