@@ -165,9 +165,12 @@ def prepare(args, node_count: int | None = None):
 def plan_for(args, engine: EngineAPI | None) -> tuple[Plan, EngineAPI]:
     prepare(args)  # offline checks first: bad files never open a connection
     engine = engine or cluster_engine(args)
-    _, warnings, desired = prepare(args, node_count=engine.node_count())
+    compose, warnings, desired = prepare(args, node_count=engine.node_count())
+    adjust_desired(args, desired)
     plan = make_plan(desired, engine.current(), prune=getattr(args, "prune", False))
     plan.warnings[:0] = warnings
+    from stacks.image_check import for_plan
+    for_plan(args, compose, desired, plan, engine)  # images on the nodes (issue 5 item 7)
     return plan, engine
 
 
@@ -191,52 +194,82 @@ def run_plan(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
     return 0
 
 
-def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
-    """Plan, apply under the stack's lock, then watch every changed service until it
+def adjust_desired(args, desired) -> None:
+    """swarmsmith's additions to the converted specs, before planning (issue 6):
+    rolling-update defaults (stacks/update_defaults.py; off with
+    --no-update-defaults) and, for redeploy, images pinned to the digests their
+    tags resolve to now (args.image_resolver, see stacks/redeploy.py)."""
+    from stacks.update_defaults import apply_update_defaults
+    apply_update_defaults(desired, enabled=not getattr(args, "no_update_defaults", False))
+    resolver = getattr(args, "image_resolver", None)
+    if resolver is not None:
+        resolver(desired)
+
+
+def lock_ttl(args, timeout: float) -> float:
+    return getattr(args, "lock_ttl", None) or max(1800, 2 * timeout + 300)
+
+
+def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
+               command: str = "deploy") -> int:
+    """Take the stack's lock, plan, apply, then watch every changed service until it
     converged, rolled back, failed or timed out. The exit code is the watch's."""
     if getattr(args, "dry_run", False):
         return run_plan(args, engine=engine, out=out)
     from stacks.swarm_lock import SwarmLock
-    from stacks.watch import WatchPolicy, snapshot_versions, watch_stack
-    from stacks.watch_render import progress_renderer
 
-    as_json = getattr(args, "json", False)
-    plan, engine = plan_for(args, engine)
-    _print_plan(plan, args, out)
+    prepare(args)  # offline checks first: bad files never open a connection (nor the lock)
+    engine = engine or cluster_engine(args)
     timeout = getattr(args, "timeout", None) or 300
-    with SwarmLock(engine.api, args.stack, ttl=max(1800, 2 * timeout + 300),
+    with SwarmLock(engine.api, args.stack, ttl=lock_ttl(args, timeout),
                    wait=getattr(args, "lock_wait", 0) or 0):
-        baseline = snapshot_versions(engine.api, args.stack)
-        result = apply(plan, engine, on_step=None if as_json else
-                       (lambda s: print(f"  done: {s}", file=out)))
-        changed = [a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)]
-        report = None
-        if changed and not getattr(args, "detach", False):
-            renderer = progress_renderer(sys.stderr) if not as_json else None
-            watch = dict(services=changed, baseline=baseline,
-                         policy=WatchPolicy(timeout=timeout),
-                         allow_rollback=getattr(args, "allow_rollback", False))
-            if renderer is not None:
-                with renderer as show:
-                    report = watch_stack(engine.api, args.stack, on_progress=show, **watch)
-            else:
-                report = watch_stack(engine.api, args.stack, **watch)
-    _audit(args, plan, result, report)
-    if as_json:
+        plan, engine = plan_for(args, engine)   # planned under the lock: nobody moves it
+        _print_plan(plan, args, out)
+        result, report, changed = _apply_and_watch(args, plan, engine, out, timeout)
+    _audit(args, plan, result, report, command)
+    if getattr(args, "json", False):
         json.dump({"plan": plan.to_dict(), "applied": result.to_dict(),
-                   "watch": report.to_dict() if report else None}, out, indent=2)
+                   "watch": report.to_dict() if report else None,
+                   **getattr(args, "extra_json", {})}, out, indent=2)
         out.write("\n")
     else:
         for w in result.warnings:
             print(f"  warning: {w}", file=out)
         if report is not None:
             print(report.summary(), file=out)
+        elif not plan.has_changes:
+            print(f"stack {args.stack}: no changes", file=out)
         elif not changed:
             print(f"stack {args.stack}: no service changed; nothing to watch", file=out)
     return report.exit_code if report else 0
 
 
-def _audit(args, plan: Plan, result: ApplyResult, report) -> None:
+def _apply_and_watch(args, plan: Plan, engine: EngineAPI, out, timeout: float):
+    from stacks.watch import WatchPolicy, snapshot_versions, watch_stack
+    from stacks.watch_render import progress_renderer
+
+    as_json = getattr(args, "json", False)
+    if not plan.has_changes and not plan.problems:
+        return ApplyResult(), None, []
+    baseline = snapshot_versions(engine.api, args.stack)
+    result = apply(plan, engine, on_step=None if as_json else
+                   (lambda s: print(f"  done: {s}", file=out)))
+    changed = [a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)]
+    report = None
+    if changed and not getattr(args, "detach", False):
+        renderer = progress_renderer(sys.stderr) if not as_json else None
+        watch = dict(services=changed, baseline=baseline,
+                     policy=WatchPolicy(timeout=timeout),
+                     allow_rollback=getattr(args, "allow_rollback", False))
+        if renderer is not None:
+            with renderer as show:
+                report = watch_stack(engine.api, args.stack, on_progress=show, **watch)
+        else:
+            report = watch_stack(engine.api, args.stack, **watch)
+    return result, report, changed
+
+
+def _audit(args, plan: Plan, result: ApplyResult, report, command: str = "deploy") -> None:
     """One JSON line per deploy beside the inventory (never secrets: names and outcomes only)."""
     import os
 
@@ -247,7 +280,8 @@ def _audit(args, plan: Plan, result: ApplyResult, report) -> None:
         path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
         state = StateDir(path, clusterfile.load(path).name)
         append_audit(os.path.join(state.path, "audit.jsonl"),
-                     audit_record("deploy", args.stack, report, changes=result.done))
+                     audit_record(command, args.stack, report, changes=result.done,
+                                  **getattr(args, "audit_extra", {})))
     except Exception as e:   # the deploy itself succeeded or failed already; say so, go on
         print(f"warning: could not write the audit trail: {e}", file=sys.stderr)
 

@@ -94,3 +94,63 @@ def rollback_services(api, stack: str, services=None, *, watch: bool = True,
         result.report = watch_services(api, [s["ID"] for s in chosen], stack=stack,
                                        **watch_kwargs)
     return result
+
+
+def run_rollback(args, *, api=None, out=None) -> int:
+    """`swarmsmith rollback [--cluster F] STACK [SERVICE...]` under the stack's lock."""
+    import sys
+
+    from stacks.swarm_lock import SwarmLock
+    from stacks.validate import validate_stack_name
+    from stacks.watch import WatchPolicy
+    out = out or sys.stdout
+    validate_stack_name(args.stack)
+    if api is None:
+        from stacks.apply import cluster_engine
+        api = cluster_engine(args).api
+    as_json = getattr(args, "json", False)
+    timeout = getattr(args, "timeout", None) or 300
+    kwargs = {"policy": WatchPolicy(timeout=timeout)}
+    renderer = None
+    if not as_json:
+        from stacks.watch_render import progress_renderer
+        renderer = progress_renderer(sys.stderr)
+    with SwarmLock(api, args.stack, ttl=getattr(args, "lock_ttl", None) or max(1800, 2 * timeout + 300),
+                   wait=getattr(args, "lock_wait", 0) or 0):
+        if renderer is not None:
+            with renderer as show:
+                result = rollback_services(api, args.stack, args.services or None,
+                                           on_progress=show, **kwargs)
+        else:
+            result = rollback_services(api, args.stack, args.services or None, **kwargs)
+    _audit_rollback(args, result)
+    if as_json:
+        json.dump(result.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        for name in result.requested:
+            print(f"  rollback requested: {name}", file=out)
+        for name, why in sorted(result.skipped.items()):
+            print(f"  skipped {name}: {why}", file=out)
+        if result.report is not None:
+            print(result.report.summary(), file=out)
+        elif not result.requested:
+            print(f"stack {args.stack}: nothing to roll back", file=out)
+    return result.exit_code
+
+
+def _audit_rollback(args, result: RollbackResult) -> None:
+    import os
+    import sys
+
+    from inventory import clusterfile
+    from inventory.state import StateDir
+    from stacks.audit import append_audit, audit_record
+    try:
+        path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
+        state = StateDir(path, clusterfile.load(path).name)
+        append_audit(os.path.join(state.path, "audit.jsonl"),
+                     audit_record("rollback", args.stack, result.report,
+                                  requested=result.requested, skipped=result.skipped))
+    except Exception as e:
+        print(f"warning: could not write the audit trail: {e}", file=sys.stderr)

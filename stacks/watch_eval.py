@@ -82,8 +82,25 @@ def service_mode(service: dict) -> str:
     return "replicated"
 
 
+def _strip(obj):
+    """Go's omitempty, roughly: the daemon leaves out zero values in one copy of a
+    spec and fills defaults in another (seen on 20.10: after an update the service's
+    TaskTemplate carries `"Runtime": "container"`, its tasks' Spec does not)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            v = _strip(v)
+            if v in (None, "", 0, False, {}, []) or (k == "Runtime" and v == "container"):
+                continue
+            out[k] = v
+        return out
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
 def _canon(obj) -> str:
-    return json.dumps(obj or {}, sort_keys=True, separators=(",", ":"))
+    return json.dumps(_strip(obj or {}), sort_keys=True, separators=(",", ":"))
 
 
 def _slot_key(task: dict, mode: str) -> str:
