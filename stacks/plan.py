@@ -259,6 +259,14 @@ def _plan_objects(plan: Plan, kind: str, want: dict, have: list, externals: list
                                  f"change it; drop its name: to get versioned names, or "
                                  f"remove the {kind}")
             continue
+        if not old_hash:
+            # made without swarmsmith (docker stack deploy): the hash label would claim a
+            # content we could not check (secret data is never returned), so it is not added
+            spec = {**spec, "Labels": {k: v for k, v in spec["Labels"].items()
+                                       if k != CONTENT_LABEL}}
+            if data is None:
+                plan.warnings.append(f"{kind} {name} was not made by swarmsmith and swarm does "
+                                     "not return its content: a changed file is not noticed")
         changes = diff({"Labels": old_labels}, {"Labels": spec["Labels"]})
         plan.actions.append(Action(kind, name, UPDATE if changes else UNCHANGED, changes,
                                    obj["ID"], obj["Version"]["Index"], spec=spec))

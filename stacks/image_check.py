@@ -1,0 +1,233 @@
+"""Before a deploy changes anything: is every image of a service that will be created
+or updated on each node that may run it, or can those nodes pull it? (issue 5 item 7)
+
+- Nodes that may run a service: ready, active nodes that pass its placement
+  constraints.  Simple constraints are evaluated here (node.id, node.hostname,
+  node.role, node.platform.os/arch, node.labels.*, engine.labels.*, with == or
+  !=); any other constraint is not evaluated, so it does not narrow the set.
+  Global and replicated services are treated alike: the scheduler may pick any
+  candidate node.
+- Pullable: only an image whose reference names a registry (`host.tld/…`,
+  `host:port/…`, `localhost/…`; `docker.io/…` counts) is assumed pullable and
+  is not looked for.  A short name (`nginx:1.25`, `swarmsmith/busybox:1`) must
+  be present on the nodes: swarmsmith never assumes Docker Hub is reachable
+  (lab and private clusters cannot reach it; write `docker.io/nginx:1.25` to
+  rely on a pull).
+- Node image lists come from one SSH command per node, all nodes in parallel
+  (`docker image ls` on each node; the Engine API of a manager cannot list other
+  nodes' images).  Only nodes that are candidates for some checked service are
+  asked; no service to create or update means no SSH at all.
+- Nodes that cannot be asked (not in the inventory, unreachable) give a warning,
+  not an error: the check cannot vouch for them, and the deploy goes on.
+
+Missing images are plan problems, so a deploy stops before any change with exit 2
+("the plan has problems; nothing was changed"), as for a missing external network.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from stacks.units import familiar_image, parse_image
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(.*?)\s*$")
+LIST_IMAGES = "docker image ls --digests --format '{{.Repository}}|{{.Tag}}|{{.Digest}}'"
+
+
+@dataclass
+class Node:
+    id: str
+    hostname: str
+    role: str
+    addr: str
+    labels: dict
+    engine_labels: dict
+    os: str = ""
+    arch: str = ""
+
+    @classmethod
+    def from_api(cls, n: dict) -> "Node":
+        spec, desc = n.get("Spec") or {}, n.get("Description") or {}
+        plat = desc.get("Platform") or {}
+        return cls(id=n.get("ID", ""), hostname=desc.get("Hostname") or "",
+                   role=spec.get("Role") or "", addr=(n.get("Status") or {}).get("Addr") or "",
+                   labels=spec.get("Labels") or {},
+                   engine_labels=(desc.get("Engine") or {}).get("Labels") or {},
+                   os=plat.get("OS") or "", arch=plat.get("Architecture") or "")
+
+
+def usable(n: dict) -> bool:
+    return ((n.get("Status") or {}).get("State") == "ready"
+            and (n.get("Spec") or {}).get("Availability", "active") == "active")
+
+
+def _value(node: Node, key: str):
+    """The node's value for a constraint key; NotImplemented when not evaluated here."""
+    k = key.lower()
+    if k == "node.id":
+        return node.id
+    if k == "node.hostname":
+        return node.hostname
+    if k == "node.role":
+        return node.role
+    if k == "node.platform.os":
+        return node.os
+    if k == "node.platform.arch":
+        return node.arch
+    for prefix, labels in (("node.labels.", node.labels), ("engine.labels.", node.engine_labels)):
+        if key.startswith(prefix) or k.startswith(prefix):
+            return labels.get(key[len(prefix):])
+    return NotImplemented
+
+
+def matches(node: Node, constraints: list[str]) -> bool:
+    """As swarmkit's constraint filter for the keys above: == needs the value
+    (case-insensitive, labels case-sensitive in the value), != holds when it differs or
+    the label is absent."""
+    for c in constraints or []:
+        m = _CONSTRAINT.match(c)
+        if not m:
+            continue
+        key, op, want = m.groups()
+        have = _value(node, key)
+        if have is NotImplemented:
+            continue
+        labelled = key.lower().startswith(("node.labels.", "engine.labels."))
+        equal = have is not None and (have == want if labelled else
+                                      str(have).lower() == want.lower())
+        if (op == "==") != equal:
+            return False
+    return True
+
+
+def names_registry(ref: str) -> bool:
+    first, sep, _ = ref.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
+
+def _name(repo: str) -> str:
+    """Familiar repository name: `docker.io/library/nginx` -> `nginx`."""
+    return familiar_image(repo + ":x")[:-2]
+
+
+def present(image: str, listed: set[str]) -> bool:
+    """`listed` holds `name:tag` and `name@digest` entries from a node (familiar form)."""
+    try:
+        name, tag, digest = parse_image(image)
+    except ValueError:
+        return False
+    if digest:
+        return f"{_name(name)}@{digest}" in listed
+    return f"{_name(name)}:{tag or 'latest'}" in listed
+
+
+def parse_listing(text: str) -> set[str]:
+    out = set()
+    for line in text.splitlines():
+        repo, _, rest = line.partition("|")
+        tag, _, digest = rest.partition("|")
+        if not repo or repo == "<none>":
+            continue
+        name = _name(repo)
+        if tag and tag != "<none>":
+            out.add(f"{name}:{tag}")
+        if digest and digest != "<none>":
+            out.add(f"{name}@{digest}")
+    return out
+
+
+# node id -> set of images, or an Exception when the node could not be asked
+Lister = Callable[[list], dict]
+
+
+def check_images(compose, desired, plan, nodes: list[dict], lister: Lister) -> tuple[list, list]:
+    """(problems, warnings) for the services the plan creates or updates."""
+    from stacks.plan import CREATE, UPDATE
+    changing = {a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)}
+    wanted = []   # (service key, image, candidate nodes)
+    all_nodes = [Node.from_api(n) for n in nodes if usable(n)]
+    for name in sorted(changing):
+        spec = desired.services[name]
+        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        written = (spec.get("Labels") or {}).get("com.docker.stack.image", image)
+        if names_registry(written):
+            continue
+        constraints = ((spec["TaskTemplate"].get("Placement") or {}).get("Constraints") or [])
+        cands = [n for n in all_nodes if matches(n, constraints)]
+        if cands:
+            wanted.append((name[len(desired.stack) + 1:], image, cands))
+    if not wanted:
+        return [], []
+    ask = {n.id: n for _, _, cands in wanted for n in cands}
+    listings = lister(list(ask.values()))
+    problems, warnings, unknown = [], [], set()
+    for key, image, cands in wanted:
+        missing = []
+        for n in cands:
+            got = listings.get(n.id)
+            if isinstance(got, set):
+                if not present(image, got):
+                    missing.append(n.hostname or n.id)
+            else:
+                unknown.add((n.hostname or n.id, str(got) if got else "not in the inventory"))
+        if missing:
+            file, line = compose.locate(("services", key, "image")) if compose else (None, None)
+            where = ": ".join(x for x in (file, f"services.{key}.image") if x)
+            problems.append(
+                f"{where}: image {image} is not on node(s) {', '.join(sorted(missing))} "
+                f"that may run it ({len(cands)} candidate node(s)) and names no registry to "
+                "pull from; load it on those nodes (docker load, swarmsmith image-load) or "
+                "use an image from a registry" + (f" (line {line})" if line else ""))
+    for host, why in sorted(unknown):
+        warnings.append(f"images on node {host} could not be checked: {why}")
+    return problems, warnings
+
+
+def ssh_lister(cluster_path: str) -> Lister:
+    """Ask each node with one SSH command, in parallel; nodes matched to inventory hosts by
+    hostname, then by address."""
+    def run(nodes: list) -> dict:
+        from provision.commands import Command
+        from provision.dockerapi import inventory_hosts, session_for
+        from provision.parallel import each
+        hosts = inventory_hosts(cluster_path)
+        by_node = {}
+        for n in nodes:
+            h = next((h for h in hosts if h.name == n.hostname), None) or next(
+                (h for h in hosts if n.addr and n.addr in (h.private_address, h.public_address)),
+                None)
+            if h is not None:
+                by_node[n.id] = h
+
+        def ask(item):
+            node_id, host = item
+            s = session_for(host)
+            try:
+                r = s.run(Command.shell(LIST_IMAGES), check=False, timeout=60)
+                if r.exit_status != 0:
+                    return RuntimeError((r.stderr or r.stdout).strip()[:200])
+                return parse_listing(r.stdout)
+            except Exception as e:   # reported as a warning per node
+                return e
+            finally:
+                s.close()
+        return each(ask, sorted(by_node.items()), key=lambda i: i[0])
+    return run
+
+
+def for_plan(args, compose, desired, plan, engine) -> None:
+    """The one call from stacks/apply.plan_for: adds problems and warnings to the plan.
+    An engine may carry its own `node_images` lister (tests); otherwise nodes are asked
+    over SSH when the engine talks to a swarmsmith cluster; any other engine is not checked."""
+    lister = getattr(engine, "node_images", None)
+    if lister is None:
+        if not hasattr(getattr(engine, "api", None), "_swarmsmith_forwarder"):
+            return
+        from inventory.clusterfile import find
+        lister = ssh_lister(getattr(args, "cluster_file", None)
+                            or find(getattr(args, "cluster", None)))
+    nodes = engine._call("list nodes", engine.api.nodes)
+    problems, warnings = check_images(compose, desired, plan, nodes, lister)
+    plan.problems += problems
+    plan.warnings += warnings
