@@ -43,6 +43,7 @@ class WatchPolicy:
     settle: float = 3.0                # global service or job with no task at all: wait this long first
     max_task_failures: int = 3         # failed tasks in one slot (or node) outside an update
     max_rejections: int = 2            # rejected tasks (e.g. "No such image") outside an update
+    max_rejections_in_update: int = 6  # ... during an update, with no new task running
     log_tail: int = 20
     log_timeout: float = 10.0
 
@@ -240,6 +241,12 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
         extra = f"; {v.reason}" if v.reason else ""
         return _failed(v, f"update stuck in '{ustate}' with no task progress for {quiet} s{extra}",
                        v.task_id)
+    if in_update and running == 0 and len(track.rejected) >= policy.max_rejections_in_update:
+        # failure_action continue (or a high max_failure_ratio): swarm keeps making tasks
+        # that the nodes reject ("No such image"); this never resolves by itself
+        t = _latest([t for t in tasks if t.get("ID") in track.rejected]) or hint_task
+        return _failed(v, f"{tr.describe(t)} ({len(track.rejected)} tasks rejected during "
+                          f"the update)", t.get("ID"))
     if in_update:
         return v  # swarm's updater reacts to task failures itself (pause, rollback, continue)
     if len(track.rejected) >= policy.max_rejections:
