@@ -124,10 +124,20 @@ class SwarmStep:
         result = []
         for h in self.hosts:
             self.inv["hosts"].setdefault(h.name, {})["node_id"] = ids[h.name]
-            result.append({"name": h.name, "role": h.role, "advertise_address": self.addr[h.name],
+            result.append({"name": h.name, "role": h.role, "advertise_address": self._address(h, facts),
                            "node_id": ids[h.name]})
         self.save()
         return result
+
+    def _address(self, h: Host, facts: dict) -> str:
+        """The address the node really advertises. A node left alone keeps the one it joined
+        with, even when the policy now picks another: report that, not the policy's pick."""
+        f = facts[h.name]
+        have = f.get("node_addr") if h.name not in self._rejoined else None
+        if have and have != self.addr[h.name]:
+            self.progress(h.name, f"note: advertises {have}, the policy now picks {self.addr[h.name]}; "
+                                  "it changes only when the node leaves and joins again")
+        return have or self.addr[h.name]
 
     def _node_id(self, h: Host, facts: dict) -> str:
         f = facts[h.name]

@@ -427,3 +427,25 @@ def test_advertise_policy_public_side(tmp_path, policy):
         assert c.ssh("bt4-manager-1", "docker info -f '{{.Swarm.NodeAddr}}'").strip() == public
         assert c.nodes()[0]["manager_addr"] == f"{public}:2377"
         assert c.up()["changes"] == []
+
+
+def test_policy_change_reports_the_real_address(tmp_path):
+    """A node left alone keeps its address: the report and inventory say which, stderr notes it."""
+    text = "name: bt4\nprovider: lab\nmanagers: 1\nworkers: 1\nadvertise_address: {}\n"
+    with cluster(tmp_path, text.format("private")) as c:
+        first = c.up()
+        c.write(text.format("public"))
+        proc = c.cli("up", "--json")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["changes"] == []
+        assert [n["advertise_address"] for n in report["nodes"]] == \
+            [n["advertise_address"] for n in first["nodes"]]
+        hosts = c.hosts()
+        for n in report["nodes"]:
+            assert n["advertise_address"] == hosts[n["name"]].private_address
+            assert c.inventory()["hosts"][n["name"]]["advertise_address"] == \
+                hosts[n["name"]].private_address
+        proc = c.cli("up")
+        assert "bt4-worker-1" in proc.stderr and "the policy now picks " + \
+            hosts["bt4-worker-1"].public_address in proc.stderr
