@@ -14,7 +14,7 @@ def _report(result: dict, as_json: bool) -> None:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    verb = "plan" if result.get("dry_run") else "changes"
+    verb = "planned changes" if result.get("dry_run") else "changes"
     changes = result.get("changes", [])
     print(f"cluster {result.get('cluster')}: " + (f"{len(changes)} {verb}" if changes else
           ("nothing to do" if result.get("dry_run") else "no changes")))
