@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping
 from provision.errors import SwarmsmithError
 from stacks import task_reasons as tr
 from stacks.outcomes import Outcome, ServiceReport, WatchReport
-from stacks.watch_eval import Track, WatchPolicy, evaluate, service_mode
+from stacks.watch_eval import IN_PROGRESS, Track, WatchPolicy, evaluate, service_mode
 
 STACK_LABEL = "com.docker.stack.namespace"
 
@@ -164,6 +164,8 @@ class _Watch:
             if not pending:
                 return self.report
             interval = p.poll_min if changed else min(interval * p.backoff, p.poll_max)
+            if any(r.update_state in IN_PROGRESS for r in pending):
+                interval = min(interval, p.poll_max_updating)
             next_deadline = min(self.deadlines[r.service_id] for r in pending)
             self.sleep(max(0.0, min(interval, next_deadline - self.clock())))
 

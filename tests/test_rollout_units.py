@@ -181,3 +181,18 @@ def test_update_that_keeps_getting_rejected_fails_before_the_timeout():
     (r,) = report.services
     assert r.outcome is Outcome.FAILED
     assert "tasks rejected during the update" in r.reason and r.seconds < 60
+
+
+def test_polls_stay_at_most_one_second_apart_while_an_update_runs():
+    # nothing changes for a while during the update (monitor period): the end of the
+    # update is not a task change, so backing off to 5 s would report it late
+    s = svc("web", image="app:2", previous_image="app:1", update="updating")
+    run = [task(s, i, "running") for i in (1, 2, 3)]
+    done = svc("web", image="app:2", previous_image="app:1", update="completed")
+    script = [([s], run)] * 12 + [([done], run)]
+    api = FakeSwarm(script)
+    clock = FakeClock()
+    report = watch_stack(api, STACK, policy=WatchPolicy(timeout=300), clock=clock,
+                         sleep=clock.sleep)
+    assert report.services[0].outcome is Outcome.CONVERGED
+    assert max(clock.sleeps) <= 1.0
