@@ -128,6 +128,10 @@ def add_commands(sub) -> None:
     plan.add_argument("--env-file", default=None)
     plan.add_argument("--prune", action="store_true")
     plan.add_argument("--strict", action="store_true")
+    plan.add_argument("--no-versioned-names", action="store_true",
+                      help="name secrets/configs <stack>_<key> like docker stack deploy")
+    plan.add_argument("--no-update-defaults", action="store_true",
+                      help="no default update_config for services without one")
     plan.set_defaults(func=cmd_plan)
 
     status = sub.add_parser("status", help="nodes, quorum health and services of the cluster")

@@ -286,6 +286,25 @@ def _audit(args, plan: Plan, result: ApplyResult, report, command: str = "deploy
         print(f"warning: could not write the audit trail: {e}", file=sys.stderr)
 
 
+def _wait_gone(engine: EngineAPI, stack: str, timeout: float, clock=None, sleep=None) -> list:
+    """Swarm removes a stack's networks only after its tasks are gone: wait (bounded), so a
+    deploy right after `rm` does not find the old network half-removed."""
+    import time
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    deadline = clock() + timeout
+    delay = 0.2
+    while True:
+        cur = engine.current()
+        left = [f"service {s['Spec']['Name']}" for s in cur.services
+                if (s["Spec"].get("Labels") or {}).get(STACK_LABEL) == stack]
+        left += [f"network {n['Name']}" for n in cur.networks
+                 if (n.get("Labels") or {}).get(STACK_LABEL) == stack]
+        if not left or clock() >= deadline:
+            return left
+        sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
 def run_rm(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
     from stacks.validate import validate_stack_name
     validate_stack_name(args.stack)
@@ -295,10 +314,15 @@ def run_rm(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
         print(f"nothing found in stack: {args.stack}", file=out)
         return 0
     result = apply(plan, engine)
+    leftover = _wait_gone(engine, args.stack, timeout=getattr(args, "timeout", None) or 60)
+    if leftover:
+        result.warnings.append("still being removed by swarm: " + ", ".join(leftover))
     if getattr(args, "json", False):
         json.dump(result.to_dict(), out, indent=2)
         out.write("\n")
     else:
         for s in result.done:
             print(f"  {s}", file=out)
+        for w in result.warnings:
+            print(f"  warning: {w}", file=out)
     return 0
