@@ -36,7 +36,7 @@ class WatchPolicy:
     timeout: float = 300.0
     poll_min: float = 0.5
     poll_max: float = 5.0
-    poll_max_updating: float = 1.0     # while swarm's updater runs: its end is not a task change
+    poll_max_updating: float = 0.5     # while swarm's updater runs: its end is not a task change
     backoff: float = 1.5
     unschedulable_after: float = 15.0  # a task pending on "no suitable node" this long: failed
     stall_after: float = 60.0          # update in progress, no task changed (+ UpdateConfig delay/monitor)
