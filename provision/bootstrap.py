@@ -98,6 +98,10 @@ def _up(run: Run) -> dict:
     cf, inv = run.cluster, run.inventory
     provider = providers.make(cf, inv.get("provider_state", {}), prune=run.opts.prune)
     wanted = cf.wanted_hosts()
+    if cf.stacks:
+        from stacks.apply import prepare
+        for ref in cf.stacks:      # compose files are checked before any host is touched
+            prepare(_stack_args(run, ref))
     if run.opts.dry_run:
         return _plan(run, provider, wanted)
 
@@ -133,7 +137,43 @@ def _up(run: Run) -> dict:
     for n in nodes:
         inv["hosts"][n["name"]]["advertise_address"] = n["advertise_address"]
     run.save()
+    for ref in cf.stacks:
+        run.changes += _deploy_stack(run, ref)
     return {"cluster": cf.name, "nodes": nodes, "changes": run.changes}
+
+
+def _stack_args(run: Run, ref):
+    import argparse
+    return argparse.Namespace(stack=ref.name, compose_files=ref.compose, env_file=ref.env_file,
+                              cluster_file=run.cluster.path, cluster=None, json=True,
+                              strict=False, prune=False, dry_run=False, detach=False,
+                              timeout=300, allow_rollback=False, lock_wait=60)
+
+
+def _deploy_stack(run: Run, ref) -> list[str]:
+    """The cluster file's `stacks:`, deployed after the swarm step exactly as `swarmsmith deploy`
+    would (plan, apply under the stack lock, watch); a failed rollout fails `up` with its code."""
+    import io
+    import json
+
+    from stacks.apply import run_deploy
+
+    args = _stack_args(run, ref)
+    run.progress(f"stack {ref.name}", "deploying")
+    buf = io.StringIO()
+    code = run_deploy(args, out=buf)
+    report = json.loads(buf.getvalue() or "{}")
+    done = [f"stack {ref.name}: {d}" for d in (report.get("applied") or {}).get("done", [])]
+    for d in done:
+        run.progress(f"stack {ref.name}", d.split(": ", 1)[1])
+    if code != 0:
+        watch = report.get("watch") or {}
+        reasons = [f"{s['name']}: {s['outcome']} ({s.get('reason') or ''})"
+                   for s in watch.get("services", []) if s.get("outcome") not in ("converged", "done")]
+        err = SwarmsmithError(f"stack {ref.name} did not converge: " + "; ".join(reasons))
+        err.exit_code = code
+        raise err
+    return done
 
 
 def _connect(run: Run, hosts) -> None:
