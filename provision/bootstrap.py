@@ -17,7 +17,8 @@ from inventory.state import StateDir
 
 from . import engine, facts as F, providers
 from .addresses import choose
-from .errors import SwarmsmithError
+from .commands import Command
+from .errors import InputError, SwarmsmithError
 from .parallel import each
 from .ssh import Session, fingerprint
 
@@ -105,6 +106,14 @@ def _up(run: Run) -> dict:
     if run.opts.dry_run:
         return _plan(run, provider, wanted)
 
+    if run.opts.prune:
+        # destroying managers before demoting them would cost the swarm its quorum
+        gone = sorted(n for n, r in inv["hosts"].items()
+                      if r.get("role") == "manager" and n not in {w.name for w in wanted})
+        if gone:
+            raise InputError(f"--prune would destroy manager(s) {', '.join(gone)}: reducing the "
+                             "number of managers is not done by --prune (demote them first)",
+                             file=cf.path, path="managers")
     try:
         hosts, changes = provider.ensure(wanted, progress=run.progress)
     finally:
@@ -113,10 +122,14 @@ def _up(run: Run) -> dict:
             inv["provider_state"] = provider.state
             run.save()
     run.changes += changes
+    pruned_nodes = []
     if getattr(provider, "prune", False):
         names = {w.name for w in wanted}
         for name in [n for n in inv["hosts"] if n not in names]:
-            del inv["hosts"][name]      # destroyed by ensure(); its swarm node stays (Down)
+            # destroyed by ensure(); its node is removed from the swarm after the swarm step
+            if inv["hosts"][name].get("node_id"):
+                pruned_nodes.append((name, inv["hosts"][name]["node_id"]))
+            del inv["hosts"][name]
     for h in hosts:
         rec = inv["hosts"].setdefault(h.name, {})
         rec.update(role=h.role, public_address=h.public_address,
@@ -134,6 +147,12 @@ def _up(run: Run) -> dict:
                      concurrency=run.opts.concurrency)
     nodes = step.converge()
     run.changes += step.changes
+    leader = run.sessions[step.leader.name]
+    for name, node_id in pruned_nodes:
+        r = leader.run(Command.of("docker", "node", "rm", "--force", node_id,
+                                  description="remove the node of a pruned host"), check=False)
+        if r.ok:
+            run.changes.append(f"{name}: node {node_id[:12]} removed from the swarm")
     for n in nodes:
         inv["hosts"][n["name"]]["advertise_address"] = n["advertise_address"]
     run.save()

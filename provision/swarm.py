@@ -64,7 +64,7 @@ class SwarmStep:
     # --- the step ---------------------------------------------------------------------
     def converge(self) -> list[dict]:
         facts = each(self.swarm_facts, self.hosts, concurrency=self.concurrency)
-        leader = self._find_or_init_leader(facts)
+        leader = self.leader = self._find_or_init_leader(facts)
         nodes = {n["id"]: n for n in self.nodes(leader)}
         cluster_id = self.inv["cluster_id"]
 

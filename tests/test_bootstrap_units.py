@@ -572,3 +572,23 @@ def test_state_dir_inventory_mode_and_lock(tmp_path):
     assert os.stat(st.path).st_mode & 0o777 == 0o700
     assert st.load() == {"hosts": {"a": {"node_id": "x"}}}
     assert [f for f in os.listdir(st.path) if ".tmp" in f] == []
+
+
+def test_prune_refuses_to_destroy_managers(tmp_path):
+    """Destroying managers before demoting them would lose quorum: refused before any change."""
+    import json as _json
+    key = tmp_path / "id"
+    key.write_text("not used: refused before connecting")
+    (tmp_path / "c.yml").write_text(
+        "name: pr\nprovider: static\nssh: {key: id}\n"
+        "static: {hosts: [{name: m1, address: 127.0.0.1, role: manager}]}\n")
+    state = tmp_path / ".swarmsmith" / "pr"
+    state.mkdir(parents=True)
+    (state / "inventory.json").write_text(_json.dumps({"hosts": {
+        "m1": {"role": "manager", "node_id": "a"}, "m2": {"role": "manager", "node_id": "b"}}}))
+    import subprocess, sys, os
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, os.path.join(repo, "cli.py"), "up", "--prune", "c.yml"],
+                       cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, p.stderr
+    assert "m2" in p.stderr and "c.yml" in p.stderr and "managers" in p.stderr

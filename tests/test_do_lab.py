@@ -280,6 +280,11 @@ def test_droplets_no_longer_asked_for_are_kept_unless_prune(env):
     assert gone not in env.inventory()["hosts"]
     assert sorted(env.droplets()) == [f"{CLUSTER}-manager-1"] + [
         f"{CLUSTER}-worker-{i}" for i in (1, 2, 3)]
+    # the destroyed droplet's node left the swarm too (no Down node behind)
+    assert any(c.startswith(f"{gone}: node ") and "removed from the swarm" in c
+               for c in result["changes"])
+    assert gone not in [n["hostname"] for n in env.status()["nodes"]]
+
 
 
 @lab
