@@ -68,11 +68,15 @@ class SocketForwarder:
                 if not data:
                     break
                 conn.sendall(data)
-        except OSError:
+        except (OSError, EOFError):
             pass
         finally:
-            chan.close()
-            conn.close()
+            # the SSH transport may already be gone (host down, run ending): nothing to tell it
+            for closer in (chan.close, conn.close):
+                try:
+                    closer()
+                except (OSError, EOFError):
+                    pass
 
     def close(self) -> None:
         self.closed = True
