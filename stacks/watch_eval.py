@@ -207,10 +207,13 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
         v.reason = f"{what}: {desc}" if desc else (update.get("Message") or what)
         v.task_id = t.get("ID") if t else None
         return v
-    if ustate == "rollback_completed" and not ignore_rollback and track.manual_rollback:
-        v.outcome, v.reason, v.task_id = Outcome.ROLLED_BACK, "rolled back on request", None
-        return v
-    if ustate == "rollback_completed" and not ignore_rollback:
+    # A rollback is this run's outcome only once the previous spec runs at full strength again:
+    # swarm reports rollback_completed while the last rolled-back task may still be starting.
+    rolled_back = ustate == "rollback_completed" and not ignore_rollback
+    if rolled_back and (mode.endswith("job") or running >= desired):
+        if track.manual_rollback:
+            v.outcome, v.reason, v.task_id = Outcome.ROLLED_BACK, "rolled back on request", None
+            return v
         t = _update_task(service, tasks, track, cur_ids, want_old=True)
         desc = tr.describe(t) if t else ""
         v.outcome = Outcome.ROLLED_BACK

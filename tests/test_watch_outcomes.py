@@ -326,3 +326,18 @@ def test_raise_for_outcome_carries_exit_code_and_summary():
     assert "| config missing: DB_URL" in text
     api, clock, report = run(converge_after_update())
     assert raise_for_outcome(report) is report
+
+
+def test_rollback_is_reported_once_the_old_spec_runs_at_full_strength():
+    """Swarm says rollback_completed while the last rolled-back task is still starting (seen on
+    the lab): the watcher waits until all replicas of the previous spec run again."""
+    s = svc("web", image=OLD, update="rollback_completed", message="rollback completed")
+    two_and_starting = [task(s, 1, "running", image=OLD), task(s, 2, "running", image=OLD),
+                        task(s, 3, "starting", image=OLD)]
+    three = [task(s, i, "running", image=OLD) for i in (1, 2, 3)]
+    polls = [([s], two_and_starting), ([s], two_and_starting), ([s], three)]
+    api, clock, report = run(polls)
+    web = report.services[0]
+    assert web.outcome == Outcome.ROLLED_BACK
+    assert (web.running, web.desired) == (3, 3)
+    assert report.polls >= 3
