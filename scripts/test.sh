@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-# a lab left by an interrupted earlier run would collide with the test labs
+# Lab tests use their own lab names and tear their labs down in fixtures, even on failure;
+# they need root (CI runs as root) and skip otherwise.
 python3 -m pytest -q -p no:cacheprovider "$@"
