@@ -62,9 +62,35 @@ def kv_mapping(value, allow_nil: bool) -> dict:
 
 
 def resolve_path(path: str, workdir: str) -> str:
+    """A file the loader reads (env_file, secret and config files): `~` expanded,
+    relative paths joined to the working dir."""
     if path.startswith("~"):
         path = os.path.expanduser(path)
+    return abs_path(path, workdir)
+
+
+def abs_path(path: str, workdir: str) -> str:
+    """The CLI's absPath: an absolute path is kept exactly as written (swarm
+    stores bind sources verbatim, so `/var/lib/docker/` keeps its slash); only a
+    relative one is joined to the working dir and cleaned, as Go's filepath.Join
+    does."""
+    if _is_abs(path):
+        return path
     return os.path.normpath(os.path.join(workdir, path))
+
+
+def _is_abs(path: str) -> bool:
+    # POSIX absolute, or a Windows one (drive letter or UNC) for a Windows daemon
+    return path.startswith(("/", "\\\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", path))
+
+
+def bind_source(path: str, workdir: str, env: dict) -> str:
+    """A bind mount's source as the CLI's resolveVolumePaths makes it: a leading
+    `~` is replaced by $HOME as text (no user lookup, no cleaning), then a path
+    that is still relative is joined to the working dir."""
+    if path.startswith("~") and "HOME" in env:
+        path = env["HOME"] + path[1:]
+    return abs_path(path, workdir)
 
 
 def as_list(v) -> list:
@@ -197,7 +223,7 @@ class Canon:
                 self.problems.add(path, str(exc))
                 return {"type": "volume", "target": str(item)}
         if v.get("type") == "bind" and v.get("source"):
-            v["source"] = resolve_path(v["source"], self.workdir)
+            v["source"] = bind_source(v["source"], self.workdir, self.env)
         return v
 
 
