@@ -26,6 +26,7 @@ provider's hosts all log in with the same key.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import yaml
 
 from provision.errors import InputError
 from provision.hosts import WantedHost
+from provision.yaml_keys import refuse_duplicate_keys
 
 PROVIDERS = ("lab", "static", "digitalocean")
 TOP_KEYS = {"name", "provider", "managers", "workers", "ssh", "advertise_address", "labels",
@@ -42,6 +44,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+MAX_CONNECT_TIMEOUT = 3600
 
 
 @dataclass
@@ -111,6 +114,12 @@ class _Checker:
                 self.err(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
+def _short(v) -> str:
+    """A number as the user wrote it, cut short: 10**30 in an error line is noise."""
+    text = repr(v)
+    return text if len(text) <= 20 else f"{text[:8]}... ({len(text)} digits)"
+
+
 def _show(v) -> str:
     if isinstance(v, str):
         return f'"{v}"'
@@ -121,14 +130,22 @@ def _show(v) -> str:
 
 def load(path: str) -> ClusterFile:
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise InputError("cluster file not found (give one with --cluster FILE, "
                          "$SWARMSMITH_CLUSTER, or ./swarmsmith.yml)", file=path)
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", file=path)
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} cannot be decoded "
+                         "(save the file as UTF-8)", file=path, path=f"line {line}")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        refuse_duplicate_keys(node, path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -159,11 +176,19 @@ def validate(data, path: str) -> ClusterFile:
 
     managers = data.get("managers", 1)
     workers = data.get("workers", 0)
+    # nothing below may be sized from a count that failed here (a huge number would be a
+    # huge list): counts_ok gates every use
+    counts_ok = True
     if provider != "static":
-        if c.type(managers, int, "managers", "1, 3 or 5") and managers not in (1, 3, 5):
-            c.err("managers", f"expected 1, 3 or 5 (an odd count keeps quorum), got {managers}")
-        if c.type(workers, int, "workers", "a whole number") and not 0 <= workers <= 200:
-            c.err("workers", f"expected 0 to 200, got {workers}")
+        if not c.type(managers, int, "managers", "1, 3 or 5") or managers not in (1, 3, 5):
+            if isinstance(managers, int) and not isinstance(managers, bool):
+                c.err("managers", f"expected 1, 3 or 5 (an odd count keeps quorum), "
+                                  f"got {_short(managers)}")
+            counts_ok = False
+        if not c.type(workers, int, "workers", "a whole number") or not 0 <= workers <= 200:
+            if isinstance(workers, int) and not isinstance(workers, bool):
+                c.err("workers", f"expected 0 to 200, got {_short(workers)}")
+            counts_ok = False
 
     ssh = data.get("ssh", {}) or {}
     ssh_user, ssh_key, ssh_port, timeout = "root", "", 22, 60.0
@@ -171,21 +196,16 @@ def validate(data, path: str) -> ClusterFile:
         c.unknown(ssh, {"user", "key", "port", "connect_timeout"}, "ssh")
         ssh_user = ssh.get("user", "root")
         c.type(ssh_user, str, "ssh.user", "a string")
-        ssh_key = ssh.get("key", "")
-        if c.type(ssh_key, str, "ssh.key", "a path to a private key") and ssh_key:
-            ssh_key = os.path.expanduser(ssh_key)
-            if not os.path.isabs(ssh_key):
-                ssh_key = os.path.join(os.path.dirname(os.path.abspath(path)), ssh_key)
-            if not os.path.isfile(ssh_key):
-                c.err("ssh.key", f"no such file: {ssh_key}")
+        ssh_key = _key_path(c, ssh.get("key", ""), "ssh.key", path)
         ssh_port = ssh.get("port", 22)
         if c.type(ssh_port, int, "ssh.port", "a port number") and not 0 < ssh_port < 65536:
-            c.err("ssh.port", f"expected 1-65535, got {ssh_port}")
+            c.err("ssh.port", f"expected 1-65535, got {_short(ssh_port)}")
         timeout = ssh.get("connect_timeout", 60)
-        if c.type(timeout, (int, float), "ssh.connect_timeout", "seconds") and timeout <= 0:
-            c.err("ssh.connect_timeout", "expected a positive number of seconds")
-    if provider == "static" and not ssh_key and isinstance(ssh, dict):
-        c.err("ssh.key", f"required for provider {provider} (path to the private key)")
+        if c.type(timeout, (int, float), "ssh.connect_timeout", "seconds") and \
+                not (0 < timeout <= MAX_CONNECT_TIMEOUT and math.isfinite(timeout)):
+            c.err("ssh.connect_timeout", f"expected a positive number of seconds, at most {MAX_CONNECT_TIMEOUT}, "
+                                         f"got {_short(timeout)}")
+            timeout = 60
 
     advertise = data.get("advertise_address", "private")
     if c.type(advertise, str, "advertise_address", "private, public, a CIDR or an interface name"):
@@ -242,7 +262,14 @@ def validate(data, path: str) -> ClusterFile:
             for j, f in enumerate(files):
                 if not os.path.isfile(f):
                     c.err(f"{p}.compose[{j}]", f"no such file: {f}")
-            stacks.append(StackRef(s.get("name"), files, s.get("env_file")))
+            env_file = s.get("env_file")
+            if env_file is not None and not isinstance(env_file, str):
+                c.err(f"{p}.env_file", f"expected a path, got {_show(env_file)}")
+                env_file = None
+            elif env_file and not os.path.isabs(env_file):
+                # like compose: relative to the file that names it, not the working directory
+                env_file = os.path.join(base, env_file)
+            stacks.append(StackRef(s.get("name"), files, env_file))
 
     settings = data.get(provider, {}) if isinstance(provider, str) else {}
     static_hosts: list[dict] = []
@@ -257,6 +284,9 @@ def validate(data, path: str) -> ClusterFile:
                                   f"got {_show(settings['name'])}")
         elif provider == "static":
             static_hosts = _static_hosts(c, settings, path)
+            if not ssh_key and isinstance(ssh, dict) and any(not h["key"] for h in static_hosts):
+                c.err("ssh.key", f"required for provider {provider} (path to the private key) "
+                                 "unless every host under static.hosts names its own key")
         elif provider == "digitalocean":
             settings, ssh_key, ssh_user = _digitalocean(c, settings, path, ssh, ssh_key, ssh_user)
 
@@ -264,7 +294,7 @@ def validate(data, path: str) -> ClusterFile:
     if isinstance(labels, dict) and isinstance(name, str):
         if provider == "static":
             names = {h["name"] for h in static_hosts}
-        elif isinstance(managers, int) and isinstance(workers, int):
+        elif counts_ok:
             names = ({f"{name}-manager-{i}" for i in range(1, managers + 1)}
                      | {f"{name}-worker-{i}" for i in range(1, workers + 1)})
         else:
@@ -327,6 +357,18 @@ def _digitalocean(c: _Checker, settings: dict, path: str, ssh, ssh_key: str,
     return out, key, out["user"]
 
 
+def _key_path(c: _Checker, key, where: str, path: str) -> str:
+    """A private key path: ~ expanded, relative to the cluster file's folder, must exist."""
+    if key is None or not c.type(key, str, where, "a path to a private key") or not key:
+        return ""
+    key = os.path.expanduser(key)
+    if not os.path.isabs(key):
+        key = os.path.join(os.path.dirname(os.path.abspath(path)), key)
+    if not os.path.isfile(key):
+        c.err(where, f"no such file: {key}")
+    return key
+
+
 def _static_hosts(c: _Checker, settings: dict, path: str) -> list[dict]:
     c.unknown(settings, {"hosts"}, "static")
     hosts = settings.get("hosts")
@@ -356,9 +398,17 @@ def _static_hosts(c: _Checker, settings: dict, path: str) -> list[dict]:
         role = h.get("role", "worker")
         if role not in ("manager", "worker"):
             c.err(f"{p}.role", f"expected manager or worker, got {_show(role)}")
+        port = h.get("port")
+        if port is not None and c.type(port, int, f"{p}.port", "a port number") \
+                and not 0 < port < 65536:
+            c.err(f"{p}.port", f"expected 1-65535, got {_short(port)}")
+        user = h.get("user")
+        if user is not None:
+            c.type(user, str, f"{p}.user", "a user name")
+        key = _key_path(c, h.get("key"), f"{p}.key", path)
         out.append({"name": name, "address": h.get("address"),
                     "private_address": h.get("private_address"), "role": role,
-                    "port": h.get("port"), "user": h.get("user"), "key": h.get("key")})
+                    "port": port, "user": user, "key": key or None})
     n = sum(1 for h in out if h["role"] == "manager")
     if out and n not in (1, 3, 5):
         c.err("static.hosts", f"expected 1, 3 or 5 hosts with role manager, got {n}")

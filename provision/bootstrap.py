@@ -132,8 +132,10 @@ def _up(run: Run) -> dict:
             del inv["hosts"][name]
     for h in hosts:
         rec = inv["hosts"].setdefault(h.name, {})
+        # port and key too: a static host may name its own, and every later command needs them
         rec.update(role=h.role, public_address=h.public_address,
-                   private_address=h.private_address, user=h.user)
+                   private_address=h.private_address, user=h.user, port=h.port,
+                   key=h.key_path or None)
     run.save()
 
     _connect(run, hosts)

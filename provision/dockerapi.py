@@ -104,17 +104,21 @@ def inventory_hosts(cluster_path: str, role: str | None = None) -> list:
     cf = clusterfile.load(cluster_path)
     inv = StateDir(cluster_path, cf.name).load()
     key_path = cf.ssh_key
+    lab_key = None
     if cf.provider == "lab":
         from .lab.lab import Lab
         lab = Lab(cf.provider_settings.get("name") or cf.name)
-        key_path = lab.layout.key_path if lab.exists else ""
+        lab_key = key_path = lab.layout.key_path if lab.exists else ""
     hosts = []
     for name, rec in sorted(inv.get("hosts", {}).items()):
         if not rec.get("node_id") or (role and rec.get("role") != role):
             continue
+        # the port and key `up` used for this host (a static host may name its own)
         hosts.append(Host(name=name, public_address=rec["public_address"],
                           private_address=rec.get("private_address"),
-                          user=rec.get("user", cf.ssh_user), key_path=key_path, port=cf.ssh_port,
+                          user=rec.get("user", cf.ssh_user),
+                          key_path=lab_key if lab_key is not None else (rec.get("key") or key_path),
+                          port=rec.get("port") or cf.ssh_port,
                           host_key=rec.get("host_key", ""), role=rec.get("role", "")))
     if not hosts:
         raise SwarmsmithError(f"cluster {cf.name} has no {role or 'host'} in its inventory: run "

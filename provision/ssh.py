@@ -7,6 +7,7 @@ band (the lab) is checked on first contact; otherwise the first key seen is pinn
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 import socket
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from .commands import Command
-from .errors import HostKeyMismatchError, RemoteCommandError, UnreachableError
+from .errors import HostKeyMismatchError, InputError, RemoteCommandError, UnreachableError
 from .hosts import Host
 
 
@@ -81,8 +82,7 @@ class Session:
             client = paramiko.SSHClient()   # no system known_hosts: the inventory pins keys
             client.set_missing_host_key_policy(_RecordPolicy(self))
             if expected:
-                kind, blob = expected.split()[:2]
-                key = paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+                kind, key = self._decode_key(paramiko, expected)
                 client.get_host_keys().add(self._known_hosts_name(), kind, key)
             try:
                 sock = socket.create_connection((self.host.public_address, self.host.port), timeout=5)
@@ -128,6 +128,15 @@ class Session:
         conn.transport = client.get_transport()   # so fabric sees it open and never reconnects
         self._conn = conn
         return conn
+
+    def _decode_key(self, paramiko, line: str):
+        try:
+            kind, blob = line.split()[:2]
+            return kind, paramiko.PKey.from_type_string(kind, base64.b64decode(blob, validate=True))
+        except (ValueError, binascii.Error, paramiko.SSHException) as e:
+            raise InputError(f"the pinned SSH host key does not decode ({e or 'bad format'}); "
+                             "delete it from the inventory and run `swarmsmith up` to pin the "
+                             "key the host shows", path=f"host {self.host.name}") from None
 
     def _known_hosts_name(self) -> str:
         a = self.host.public_address

@@ -13,6 +13,7 @@ import re
 import yaml
 
 from provision.errors import InputError
+from provision.yaml_keys import refuse_duplicate_keys
 
 Path = tuple  # ("services", "web", "ports", 0)
 
@@ -67,6 +68,7 @@ def parse(text: str, file: str) -> tuple[object, dict[Path, int]]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        refuse_duplicate_keys(node, file)
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
