@@ -203,8 +203,8 @@ def validate(data, path: str) -> ClusterFile:
         timeout = ssh.get("connect_timeout", 60)
         if c.type(timeout, (int, float), "ssh.connect_timeout", "seconds") and \
                 not (0 < timeout <= MAX_CONNECT_TIMEOUT and math.isfinite(timeout)):
-            c.err("ssh.connect_timeout", f"expected a positive number of seconds, at most {MAX_CONNECT_TIMEOUT}, "
-                                         f"got {_short(timeout)}")
+            c.err("ssh.connect_timeout", "expected a positive number of seconds, at most "
+                                         f"{MAX_CONNECT_TIMEOUT}, got {_short(timeout)}")
             timeout = 60
 
     advertise = data.get("advertise_address", "private")
