@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     try:
+        from provision import image_commands
+        image_commands.add_commands(sub)
+    except ImportError:
+        pass
+    try:
         from stacks import commands as stack_commands
         stack_commands.add_commands(sub)
     except ImportError:

@@ -152,10 +152,13 @@ class Session:
             self._conn = None
 
     # --- running ----------------------------------------------------------------------
-    def run(self, cmd: Command, check: bool = True, timeout: float | None = 300) -> Result:
+    def run(self, cmd: Command, check: bool = True, timeout: float | None = 300,
+            source=None, on_sent=None) -> Result:
         """Run on a fresh channel of the shared connection. Raw paramiko channel rather than
         fabric's runner: stdin may be binary (image tarballs) and large, and the runner's
-        per-character stdin pump is both slow and text-only."""
+        per-character stdin pump is both slow and text-only. `source` (a binary file object)
+        is streamed as stdin instead of `cmd.stdin`, calling `on_sent(total bytes sent)`
+        after each chunk, so big uploads need no memory and can show progress."""
         transport = self.connect().client.get_transport()
         t0 = time.monotonic()
         chan = transport.open_session(timeout=30)
@@ -169,6 +172,16 @@ class Session:
                 view = memoryview(cmd.stdin)
                 for i in range(0, len(view), 1 << 16):
                     chan.sendall(view[i:i + (1 << 16)])
+            elif source is not None:
+                sent = 0
+                for chunk in iter(lambda: source.read(1 << 18), b""):
+                    try:
+                        chan.sendall(chunk)
+                    except OSError:   # the command ended early: its status and stderr say why
+                        break
+                    sent += len(chunk)
+                    if on_sent:
+                        on_sent(sent)
             chan.shutdown_write()
             while True:
                 data = chan.recv(1 << 16)

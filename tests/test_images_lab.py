@@ -1,0 +1,180 @@
+"""Images end to end on a real lab swarm: `images push` (archive and local engine).
+
+One module-scoped cluster `img1` (1 manager, 2 workers, the lab's addresses trusted as
+insecure registries); `swarmsmith down` always runs at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.lab
+
+CLUSTER = "img1"
+
+
+def cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+
+class Lab:
+    def __init__(self, path: str, dir_):
+        from provision.dockerapi import inventory_hosts
+        self.path, self.dir = path, dir_
+        self.hosts = {h.name: h for h in inventory_hosts(path)}
+        self.manager = next(h for h in self.hosts.values() if h.role == "manager")
+        self.workers = sorted(n for n, h in self.hosts.items() if h.role == "worker")
+
+    def ssh(self, host: str, command: str, check: bool = True) -> str:
+        from provision.commands import Command
+        from provision.dockerapi import session_for
+        s = session_for(self.hosts[host])
+        try:
+            r = s.run(Command.shell(command), check=check, timeout=300)
+            return r.stdout
+        finally:
+            s.close()
+
+    def cli(self, *args, env=None):
+        return cli(*args[:2], "--cluster", self.path, *args[2:], env=env)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    d = tmp_path_factory.mktemp(CLUSTER)
+    path = d / "swarmsmith.yml"
+    path.write_text(f"name: {CLUSTER}\nprovider: lab\nmanagers: 1\nworkers: 2\n"
+                    "engine:\n  daemon:\n    insecure-registries: [\"198.18.0.0/15\"]\n")
+    try:
+        up = cli("up", str(path))
+        assert up.returncode == 0, up.stderr + up.stdout
+        yield Lab(str(path), d)
+    finally:
+        down = cli("down", str(path))
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A busybox image archive (docker save format) made here, without an engine."""
+    from provision.image_archive import ImageConfig, write_archive
+    from provision.images import write_rootfs_tar
+    d = tmp_path_factory.mktemp("archive")
+    with open(d / "rootfs.tar", "wb") as f:
+        write_rootfs_tar(f)
+    [img] = write_archive(str(d / "bb.tar"), [ImageConfig(
+        "imgtest/bb:1", [str(d / "rootfs.tar")], cmd=["/bin/sh"], env=["PATH=/bin"])])
+    return str(d / "bb.tar"), img.id
+
+
+def _ids(lab, host, ref):
+    return lab.ssh(host, f"docker image inspect -f '{{{{.Id}}}}' {ref} 2>/dev/null || true").strip()
+
+
+def test_push_to_one_node_then_all_then_nothing_to_send(lab, archive):
+    path, image_id = archive
+    w1, w2 = lab.workers
+    for h in lab.hosts:
+        assert _ids(lab, h, "imgtest/bb:1") == ""
+    p = lab.cli("images", "push", "--file", path, "--nodes", w1, "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [(n["host"], n["action"]) for n in out["nodes"]] == [(w1, "loaded")]
+    assert out["nodes"][0]["bytes_sent"] == out["wire_bytes"] > 0
+    assert out["wire_bytes"] < out["archive_bytes"]          # compressed on the wire
+    assert _ids(lab, w1, "imgtest/bb:1") == image_id
+    # the image runs there, and only there
+    assert lab.ssh(w1, "docker run --rm imgtest/bb:1 echo ran-here").strip() == "ran-here"
+    assert _ids(lab, w2, "imgtest/bb:1") == ""
+
+    p = lab.cli("images", "push", "--file", path)                   # text output, all nodes
+    assert p.returncode == 0, p.stderr
+    assert f"= {w1}: already there" in p.stdout
+    assert f"~ {w2}: loaded" in p.stdout and f"~ {lab.manager.name}: loaded" in p.stdout
+    assert "MB/s" in p.stderr                                          # progress per node
+
+    p = lab.cli("images", "push", "--file", path, "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["changes"] == [] and out["wire_bytes"] == 0
+    assert {n["action"] for n in out["nodes"]} == {"present"}
+    assert sum(n["bytes_sent"] for n in out["nodes"]) == 0
+    for h in lab.hosts:
+        assert _ids(lab, h, "imgtest/bb:1") == image_id
+
+
+def test_node_with_the_image_under_another_tag_only_gets_a_tag(lab, archive):
+    path, image_id = archive
+    w2 = lab.workers[1]
+    lab.cli("images", "push", "--file", path, "--nodes", w2)
+    lab.ssh(w2, "docker tag imgtest/bb:1 keep/bb:1 && docker rmi imgtest/bb:1")
+    p = lab.cli("images", "push", "--file", path, "--nodes", w2, "--json")
+    assert p.returncode == 0, p.stderr
+    [node] = json.loads(p.stdout)["nodes"]
+    assert node["action"] == "tagged" and node["bytes_sent"] == 0
+    assert _ids(lab, w2, "imgtest/bb:1") == image_id
+
+
+def test_a_tag_naming_another_image_is_replaced(lab, archive):
+    path, image_id = archive
+    w1 = lab.workers[0]
+    lab.cli("images", "push", "--file", path, "--nodes", w1)
+    lab.ssh(w1, "printf 'FROM imgtest/bb:1\\nENV OTHER=1\\n' | docker build -q -t imgtest/bb:1 -")
+    assert _ids(lab, w1, "imgtest/bb:1") != image_id
+    p = lab.cli("images", "push", "--file", path, "--nodes", w1, "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["nodes"][0]["action"] in ("tagged", "loaded")
+    assert _ids(lab, w1, "imgtest/bb:1") == image_id
+
+
+def test_push_from_the_local_engine(lab, archive):
+    """DOCKER_HOST names an engine (here: the manager's, through a local socket) and images
+    come from it by name."""
+    from provision.dockerapi import SocketForwarder, session_for
+    path, _ = archive
+    m = lab.manager.name
+    lab.cli("images", "push", "--file", path, "--nodes", m)
+    lab.ssh(m, "printf 'FROM imgtest/bb:1\\nENV BUILT=local\\n' | docker build -q -t imgtest/local:1 -")
+    want = _ids(lab, m, "imgtest/local:1")
+    s = session_for(lab.manager)
+    fwd = SocketForwarder(s)
+    try:
+        p = lab.cli("images", "push", "imgtest/local:1", "--nodes", "workers", "--json",
+                    env={"DOCKER_HOST": f"unix://{fwd.path}"})
+        assert p.returncode == 0, p.stderr
+        assert {n["action"] for n in json.loads(p.stdout)["nodes"]} == {"loaded"}
+        p = lab.cli("images", "push", "imgtest/nosuch:1", env={"DOCKER_HOST": f"unix://{fwd.path}"})
+        assert p.returncode == 2 and "imgtest/nosuch:1 is not in the local engine" in p.stderr
+    finally:
+        fwd.close()
+        s.close()
+    for w in lab.workers:
+        assert _ids(lab, w, "imgtest/local:1") == want
+        assert lab.ssh(w, "docker run --rm imgtest/local:1 sh -c 'echo $BUILT'").strip() == "local"
+
+
+def test_no_local_engine_is_one_clear_line(lab, tmp_path):
+    p = lab.cli("images", "push", "imgtest/bb:1",
+                env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
+    assert p.returncode == 1
+    assert "no local Docker engine answers at unix://" in p.stderr
+    assert "--file" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bad_inputs_change_nothing(lab, tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"junk")
+    p = lab.cli("images", "push", "--file", str(bad))
+    assert p.returncode == 2 and str(bad) in p.stderr
+    p = lab.cli("images", "push", "--file", str(bad), "--nodes", "nosuch")
+    assert p.returncode == 2
+    p = lab.cli("images", "push")
+    assert p.returncode == 2 and "not both or neither" in p.stderr
