@@ -56,6 +56,45 @@ class DigitalOceanNotFound(DigitalOceanError):
     pass
 
 
+class RateLimitExhausted(DigitalOceanError):
+    """The hourly request budget is used up; `reset` (Unix time) is when requests count again."""
+
+    def __init__(self, message: str, *, reset: float | None):
+        super().__init__(message, status=429, error_id="too_many_requests")
+        self.reset = reset
+
+
+def error_text(body) -> tuple[str, str]:
+    """(error id, message) from either documented error body: {id, message[, request_id]} or
+    {error, messages, root_causes} (the tags API). Any other JSON gives ("", "")."""
+    if not isinstance(body, dict):
+        return "", ""
+    if "id" in body or "message" in body:
+        return str(body.get("id") or ""), str(body.get("message") or "")
+    parts = []
+    for item in [body.get("error"), *(body.get("messages") or []), *(body.get("root_causes") or [])]:
+        if isinstance(item, str) and item.strip() and item.strip() not in parts:
+            parts.append(item.strip())
+    return "", "; ".join(parts)
+
+
+def header(headers, name: str) -> float | None:
+    """A numeric response header (case-insensitive), or None."""
+    try:
+        for key, value in (headers or {}).items():
+            if key.lower() == name.lower():
+                return float(value)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def utc_time(stamp: float) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
 @dataclass(frozen=True)
 class DropletInfo:
     id: int
@@ -83,6 +122,11 @@ def droplet_info(networks: dict | list | None, **fields) -> DropletInfo:
         if net.get("type") == "private" and not private:
             private = net.get("ip_address")
     return DropletInfo(public_ip=public, private_ip=private, **fields)
+
+
+def drop_unset(body: dict) -> dict:
+    """The request body without the fields that are not set (None)."""
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def token_from_env(env=None) -> str:
@@ -148,7 +192,7 @@ class DOApi:
     def __init__(self, token: str, *, end_point: str | None = None, timeout: float = 30.0,
                  max_retries: int = 5, backoff: float = 1.0, backoff_cap: float = 60.0,
                  per_minute: float = 240.0, burst: int = 20, reserve: int = 10,
-                 clock=time.monotonic, wall_clock=time.time, sleep=time.sleep, env=None):
+                 max_rate_wait: float = 120.0, clock=time.monotonic, wall_clock=time.time, sleep=time.sleep, env=None):
         if not token:
             raise InputError("empty DigitalOcean API token", path="environment")
         env = os.environ if env is None else env
@@ -161,6 +205,7 @@ class DOApi:
         self.per_minute = per_minute
         self.burst = burst
         self.reserve = reserve
+        self.max_rate_wait = max_rate_wait
         self.clock, self.wall_clock, self.sleep = clock, wall_clock, sleep
         self.requests = 0            # HTTP requests sent, retries and pages included
         self.retries = 0
@@ -197,19 +242,17 @@ class DOApi:
                 body = resp.json()
             except ValueError:
                 body = {}
-            body = body if isinstance(body, dict) else {}
-            raise _HTTPFailure(resp.status_code, resp.headers, str(body.get("id", "")),
-                               str(body.get("message", "") or resp.reason or ""))
+            error_id, message = error_text(body)
+            raise _HTTPFailure(resp.status_code, resp.headers, error_id,
+                               message or str(resp.reason or ""))
         self._note_ratelimit(resp.headers)
         self._last_response = resp
         return resp
 
     def _note_ratelimit(self, headers) -> None:
-        try:
-            self.ratelimit_remaining = int(headers["Ratelimit-Remaining"])
-            self.ratelimit_reset = float(headers["Ratelimit-Reset"])
-        except (KeyError, TypeError, ValueError):
-            pass
+        remaining, reset = header(headers, "Ratelimit-Remaining"), header(headers, "Ratelimit-Reset")
+        if remaining is not None and reset is not None:
+            self.ratelimit_remaining, self.ratelimit_reset = int(remaining), reset
 
     def _throttle(self) -> None:
         """A token bucket under DigitalOcean's 250/minute, and a pause when the hourly budget
@@ -225,25 +268,43 @@ class DOApi:
         self._tokens -= 1
         if (self.ratelimit_remaining is not None and self.ratelimit_remaining <= self.reserve
                 and self.ratelimit_reset):
-            wait = min(self.backoff_cap, self.ratelimit_reset - self.wall_clock())
-            if wait > 0:
-                log.warning("DigitalOcean rate limit nearly used up (%s left); waiting %.1fs",
-                            self.ratelimit_remaining, wait)
+            # Each request counts for one hour; the reset header is when the oldest expires.
+            # A short wait frees a request; a long one is not worth sleeping through blindly:
+            # the request goes out, and a 429 reports the reset time (_call).
+            wait = self.ratelimit_reset - self.wall_clock()
+            if 0 < wait <= self.backoff_cap:
+                log.warning("DigitalOcean hourly request budget nearly used up (%s left); "
+                            "waiting %.1fs", self.ratelimit_remaining, wait)
                 self.sleep(wait)
             self.ratelimit_remaining = None
 
     def _wait_before_retry(self, attempt: int, failure) -> float:
         wait = self.backoff * 2 ** (attempt - 1)
-        if failure.status == 429:
-            headers = failure.headers or {}
-            try:
-                wait = max(wait, float(headers["Retry-After"]))
-            except (KeyError, TypeError, ValueError):
-                try:
-                    wait = max(wait, float(headers["Ratelimit-Reset"]) - self.wall_clock())
-                except (KeyError, TypeError, ValueError):
-                    pass
         return max(0.0, min(self.backoff_cap, wait))
+
+    def _rate_limited(self, what: str, failure) -> float:
+        """Seconds to wait after a 429, or RateLimitExhausted.
+
+        DigitalOcean's burst limit (250 a minute) answers 429 with `retry-after`: that wait is
+        honoured. Without `retry-after` the hourly budget (5,000) is used up and requests are
+        refused until `ratelimit-reset`, often many minutes: retrying every few seconds would
+        only spend attempts, so the reset time is reported instead (unless it is close)."""
+        retry_after = header(failure.headers, "Retry-After")
+        if retry_after is not None and retry_after <= self.max_rate_wait:
+            return max(0.0, retry_after)
+        reset = header(failure.headers, "Ratelimit-Reset")
+        now = self.wall_clock()
+        if retry_after is None and reset is not None and reset - now <= self.max_rate_wait:
+            return max(0.0, reset - now)
+        if retry_after is not None:
+            reset = now + retry_after
+        when = (f"requests are accepted again from {utc_time(reset)} "
+                f"(in {max(0, round(reset - now))} s)" if reset is not None
+                else "the API gave no reset time")
+        limit = header(failure.headers, "Ratelimit-Limit")
+        budget = f" of {int(limit)} requests an hour" if limit else ""
+        raise RateLimitExhausted(f"DigitalOcean API: {what}: the rate limit{budget} is used up; "
+                                 f"{when}", reset=reset)
 
     def _call(self, what: str, fn, *, idempotent: bool = True):
         """Run one library call. 429: retried (the request was not processed). 5xx and transport
@@ -278,7 +339,10 @@ class DOApi:
                 raise self._error(what, failure, ambiguous=server_side)
             if attempt > self.max_retries:
                 raise self._error(what, failure, attempts=attempt)
-            wait = self._wait_before_retry(attempt, failure)
+            if failure.status == 429:
+                wait = self._rate_limited(what, failure)
+            else:
+                wait = self._wait_before_retry(attempt, failure)
             self.retries += 1
             log.warning("DigitalOcean API: %s: %s; retry %d/%d in %.1fs", what,
                         self._describe(failure), attempt, self.max_retries, wait)
@@ -339,36 +403,65 @@ class DOApi:
                                 vpc_uuid=d.vpc_uuid)
         return self._call(f"get droplet {droplet_id}", fn)
 
-    def create_droplets(self, names: list[str], *, region: str, size: str, image: str,
+    def create_droplets(self, names: list[str], *, region: str, size: str, image: str | int,
                         ssh_key_ids: list[int], tags: list[str], vpc_uuid: str | None = None,
                         monitoring: bool = False, ipv6: bool = False,
                         user_data: str | None = None) -> list[DropletInfo]:
-        """One POST for up to 10 names. Not retried on 5xx: the caller re-lists and reconciles."""
+        """One POST for up to 10 names. Not retried on 5xx: the caller re-lists and reconciles.
+
+        The body is built here rather than by Droplet.create_multiple, which sends every field
+        (`"vpc_uuid": null`, `"user_data": null`, the deprecated private_networking) and gives
+        every droplet the first action id (defect 2). Unset fields are left out: the API types
+        them as plain strings and picks its defaults (the region's default VPC) when absent."""
         import digitalocean
+        from digitalocean.baseapi import POST
 
         if not 1 <= len(names) <= MAX_NAMES_PER_CREATE:
             raise ValueError(f"create_droplets takes 1..{MAX_NAMES_PER_CREATE} names")
+        body = drop_unset({"names": list(names), "region": region, "size": size, "image": image,
+                           "ssh_keys": [int(k) for k in ssh_key_ids], "tags": list(tags),
+                           "vpc_uuid": vpc_uuid, "monitoring": monitoring, "ipv6": ipv6,
+                           "user_data": user_data})
 
         def fn():
-            self._last_response = None
-            made = digitalocean.Droplet.create_multiple(
-                token=self.__token, names=list(names), size=size, image=image, region=region,
-                ssh_keys=[int(k) for k in ssh_key_ids], tags=list(tags), vpc_uuid=vpc_uuid,
-                monitoring=monitoring, ipv6=ipv6, private_networking=True, backups=False,
-                user_data=user_data)
-            # defect 2: every droplet got the first action id; the response lists one per droplet
-            actions = []
-            if self._last_response is not None:
-                actions = self._last_response.json().get("links", {}).get("actions", [])
+            data = digitalocean.Droplet(**self._kw()).get_data("droplets/", type=POST,
+                                                                params=body)
+            made = data.get("droplets") or []
+            # the create response links one action per droplet, in the droplets' order
+            actions = (data.get("links") or {}).get("actions") or []
             out = []
             for i, d in enumerate(made):
-                action_id = actions[i]["id"] if len(actions) == len(made) else None
-                out.append(droplet_info(d.networks, id=int(d.id), name=d.name,
-                                        status=d.status or "new", locked=bool(d.locked),
-                                        tags=tuple(d.tags or ()), vpc_uuid=d.vpc_uuid,
-                                        action_id=action_id))
+                action_id = actions[i].get("id") if len(actions) == len(made) else None
+                out.append(droplet_info(d.get("networks"), id=int(d["id"]), name=d["name"],
+                                        status=d.get("status") or "new",
+                                        locked=bool(d.get("locked")),
+                                        tags=tuple(d.get("tags") or ()),
+                                        vpc_uuid=d.get("vpc_uuid"),
+                                        action_id=int(action_id) if action_id else None))
             return out
         return self._call(f"create droplets {', '.join(names)}", fn, idempotent=False)
+
+    def action_statuses(self, action_ids: list[int]) -> dict[int, str]:
+        """Status of each action (in-progress, completed, errored) for as few requests as it
+        takes: the newest 200 actions of the account in one request (where fresh create actions
+        are), then one request per action that was not on that page."""
+        import digitalocean
+
+        wanted = {int(a) for a in action_ids}
+        if not wanted:
+            return {}
+
+        def page():
+            data = self._manager().get_data("actions", params={"page": 1, "per_page": 200})
+            return {int(a["id"]): str(a.get("status")) for a in data.get("actions") or []
+                    if int(a["id"]) in wanted}
+        found = self._call("list recent actions", page)
+        for action_id in sorted(wanted - set(found)):
+            def one(action_id=action_id):
+                data = self._manager().get_data(f"actions/{action_id}")
+                return str(data["action"].get("status"))
+            found[action_id] = self._call(f"get action {action_id}", one)
+        return found
 
     def delete_droplet(self, droplet_id: int) -> bool:
         """False when it was already gone."""
@@ -442,14 +535,18 @@ class DOApi:
 
     def create_vpc(self, name: str, region: str, ip_range: str | None = None,
                    description: str = "") -> dict:
+        """VPC.create() sends `"ip_range": null` when none is given; the API wants the key left
+        out to choose a free /20 itself, so the body is built here."""
         import digitalocean
+        from digitalocean.baseapi import POST
+
+        body = drop_unset({"name": name, "region": region, "ip_range": ip_range,
+                           "description": description or None})
 
         def fn():
-            v = digitalocean.VPC(name=name, region=region, ip_range=ip_range,
-                                 description=description, **self._kw())
-            v.create()
-            return {"id": v.id, "name": v.name, "region": v.region, "ip_range": v.ip_range,
-                    "default": v.default}
+            v = digitalocean.VPC(**self._kw()).get_data("vpcs", type=POST, params=body)["vpc"]
+            return {"id": v["id"], "name": v["name"], "region": v.get("region"),
+                    "ip_range": v.get("ip_range"), "default": v.get("default", False)}
         return self._call(f"create VPC {name}", fn, idempotent=False)
 
     def delete_vpc(self, vpc_id: str) -> bool:

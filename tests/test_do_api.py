@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from provision.do_api import (DigitalOceanError, DigitalOceanNotFound, DOApi, normalize_end_point,
-                              token_from_env)
+from provision.do_api import (DigitalOceanError, DigitalOceanNotFound, DOApi, RateLimitExhausted,
+                              error_text, normalize_end_point, token_from_env)
 from provision.errors import EXIT_BAD_INPUT, EXIT_FAILED, InputError
 from tests.do_emulator import DOEmulator
 from tests.do_emulator.testing import FakeTime
@@ -34,13 +34,51 @@ def api(emu, ft):
     return DOApi(TOKEN, end_point=emu.url, clock=ft.clock, sleep=ft.sleep, max_retries=4)
 
 
-def test_429_retried_with_wait_from_ratelimit_reset(api, emu, ft, monkeypatch):
-    emu.inject_429(3)
+def test_429_burst_limit_waits_what_retry_after_says(api, emu, ft):
+    emu.inject_429(3, retry_after=7)
     assert api.list_droplets("c") == []
     assert emu.count("GET", "/v2/droplets") == 4
     assert api.retries == 3
-    # reset is "now + 1 s" in whole seconds; exponential back-off grows past it
-    assert ft.sleeps[0] >= 1.0 and ft.sleeps[1] == 2.0 and ft.sleeps[2] == 4.0
+    assert ft.sleeps == [7.0, 7.0, 7.0]        # not the exponential back-off (1, 2, 4)
+
+
+def test_real_burst_limit_retry_after_honoured(ft):
+    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, per_minute_limit=3) as e:
+        api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep,
+                    wall_clock=ft.clock, burst=100)
+        for _ in range(4):
+            api.list_droplets("c")
+        assert e.count("GET", "/v2/droplets") == 5     # the fourth was refused once
+        assert ft.sleeps == [60.0]                      # until the first request's minute is over
+
+
+def test_hourly_budget_exhausted_fails_with_reset_time_without_retrying(ft):
+    ft.now = 1_800_000_000.0
+    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, hourly_limit=50) as e:
+        e.use_budget(49)
+        ft.now += 600                                   # the oldest expires in 50 minutes
+        api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep,
+                    wall_clock=ft.clock, reserve=0)
+        api.list_droplets("c")                          # the last request of the hour
+        with pytest.raises(RateLimitExhausted) as err:
+            api.list_droplets("c")
+        assert e.count("GET", "/v2/droplets") == 2      # refused once, never retried
+        assert ft.sleeps == []
+        assert err.value.reset == 1_800_003_600
+        assert str(err.value) == (
+            "DigitalOcean API: list droplets tagged c: the rate limit of 50 requests an hour is "
+            "used up; requests are accepted again from 2027-01-15 09:00:00 UTC (in 3000 s)")
+        assert err.value.exit_code == EXIT_FAILED
+
+
+def test_hourly_budget_reset_close_is_waited_for(ft):
+    ft.now = 1_800_000_000.0
+    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, hourly_limit=5) as e:
+        e.use_budget(5)
+        ft.now += 3600 - 30                             # the oldest expires in 30 s
+        api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep, wall_clock=ft.clock)
+        assert api.list_droplets("c") == []
+        assert ft.sleeps == [30.0]
 
 
 def test_429_on_create_is_retried_and_creates_once(api, emu):
@@ -222,3 +260,34 @@ def test_token_never_in_logs_errors_or_repr(api, emu, caplog):
     for text in [caplog.text, *errors, repr(api), str(vars(api).keys())]:
         assert TOKEN not in text
     assert api.scrub(f"x {TOKEN} y") == "x *** y"
+
+
+def test_error_text_reads_both_documented_shapes():
+    assert error_text({"id": "not_found", "message": "gone", "request_id": "r"}) == (
+        "not_found", "gone")
+    assert error_text({"error": "Error validating resource tag", "messages": None,
+                       "root_causes": ["rpc error: tag-name contains invalid characters"]}) == (
+        "", "Error validating resource tag; rpc error: tag-name contains invalid characters")
+    assert error_text(["not", "a", "dict"]) == ("", "")
+
+
+def test_root_causes_error_keeps_its_text(api, emu):
+    # the tags API answers 400 with {error, messages, root_causes}, not {id, message}
+    with pytest.raises(DigitalOceanError) as err:
+        api.ensure_tag("no spaces allowed")
+    assert err.value.status == 400
+    assert "HTTP 400: name: 'no spaces allowed' does not match" in str(err.value)
+    assert "Bad Request" not in str(err.value)
+
+
+def test_unset_fields_are_left_out_of_request_bodies(api, emu):
+    from tests.do_emulator.schemas import nulls, problems
+    api.create_droplets(["c-1"], **CREATE)                # no vpc_uuid, no user_data
+    api.create_vpc("net-1", "fra1")                        # no ip_range, no description
+    api.create_droplets(["c-2"], **{**CREATE, "image": 190000001})   # a private image by id
+    assert [b for _, _, b in emu.bodies if nulls(b)] == []
+    assert [p for meth, tmpl, b in emu.bodies for p in problems(meth, tmpl, b)] == []
+    posted = [b for meth, tmpl, b in emu.bodies if (meth, tmpl) == ("POST", "/v2/droplets")]
+    assert "vpc_uuid" not in posted[0] and "user_data" not in posted[0]
+    assert posted[1]["image"] == 190000001
+    assert [d["image"]["id"] for d in emu.droplets("c")] == [170000001, 190000001]

@@ -26,6 +26,8 @@ def emu(ft, monkeypatch):
         # the library only honours the environment variable (constructor end_point is not
         # passed on to the objects it creates)
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
+        global _emu
+        _emu = e
         yield e
 
 
@@ -35,9 +37,11 @@ def do():
     return digitalocean
 
 
-def create3(do, names=("a-1", "a-2", "a-3"), tags=("t",)):
+def create3(do, names=("a-1", "a-2", "a-3"), tags=("t",), emu=None):
+    # the library sends "vpc_uuid": null unless given one, which the API's schema refuses
     return do.Droplet.create_multiple(token=TOKEN, names=list(names), size="s-1vcpu-1gb",
-                                      image="ubuntu-24-04-x64", region="fra1", tags=list(tags))
+                                      image="ubuntu-24-04-x64", region="fra1", tags=list(tags),
+                                      vpc_uuid=(emu or _emu).default_vpc("fra1"))
 
 
 def test_listens_on_loopback_only_and_url_keeps_trailing_slash(emu):
@@ -95,7 +99,7 @@ def test_page_links_and_meta_shape(emu, do):
 
 
 def test_more_than_ten_names_is_rejected(emu, do):
-    with pytest.raises(do.DataReadError, match="up to 10"):
+    with pytest.raises(do.DataReadError, match="names: more than 10 items"):
         create3(do, names=[f"n-{i}" for i in range(11)])
     assert emu.droplets() == []
 
@@ -103,7 +107,7 @@ def test_more_than_ten_names_is_rejected(emu, do):
 def test_single_create_load_actions_and_destroy(emu, ft, do):
     emu.set_activation_delay(10)
     d = do.Droplet(token=TOKEN, name="solo", region="fra1", size_slug="s-1vcpu-1gb",
-                   image="ubuntu-24-04-x64", tags=["t"])
+                   image="ubuntu-24-04-x64", tags=["t"], vpc_uuid=emu.default_vpc("fra1"))
     d.create()
     assert d.id and len(d.action_ids) == 1
     d.load()
@@ -222,12 +226,20 @@ def test_firewalls(emu, do):
             "sources": {"addresses": ["0.0.0.0/0"], "droplet_ids": [], "load_balancer_uids": [],
                         "tags": []}}
     out = {"protocol": "icmp", "ports": "", "destinations": {"addresses": ["0.0.0.0/0"]}}
+    with pytest.raises(do.DataReadError, match="tag 't' does not exist"):
+        do.Firewall(token=TOKEN, name="fw-1", tags=["t"], droplet_ids=[],
+                    inbound_rules=[rule], outbound_rules=[out]).create()
+    do.Tag(token=TOKEN, name="t").create()
     fw = do.Firewall(token=TOKEN, name="fw-1", tags=["t"], droplet_ids=[],
                      inbound_rules=[rule], outbound_rules=[out]).create()
     assert fw.id and fw.status == "waiting"
     listed = do.Manager(token=TOKEN).get_all_firewalls()
     assert [(f.name, f.tags, f.status) for f in listed] == [("fw-1", ["t"], "succeeded")]
     assert listed[0].inbound_rules[0].ports == "22"
+    assert listed[0].outbound_rules[0].ports == "0"       # ICMP: the API answers "0"
+    with pytest.raises(do.DataReadError, match="tag does not exist"):
+        fw.add_tags(["x"])
+    do.Tag(token=TOKEN, name="x").create()
     assert fw.add_tags(["x"]) is True
     assert do.Manager(token=TOKEN).get_firewall(fw.id).tags == ["t", "x"]
     bad = dict(rule, ports="all")
@@ -245,7 +257,10 @@ def test_vpcs(emu, do):
     vpcs = do.Manager(token=TOKEN).get_all_vpcs()
     assert "net-1" in [x.name for x in vpcs] and any(x.default for x in vpcs)
     with pytest.raises(do.DataReadError, match="already exists"):
-        do.VPC(token=TOKEN, name="net-1", region="fra1").create()
+        do.VPC(token=TOKEN, name="net-1", region="fra1", description="d",
+               ip_range="10.30.0.0/20").create()
+    with pytest.raises(do.DataReadError, match="description: expected a string, got null"):
+        do.VPC(token=TOKEN, name="net-2", region="fra1", ip_range="10.30.0.0/20").create()
     d = do.Droplet.create_multiple(token=TOKEN, names=["in-vpc"], size="s-1vcpu-1gb",
                                    image="ubuntu-24-04-x64", region="fra1", vpc_uuid=v.id)[0]
     with pytest.raises(do.DataReadError, match="members"):
@@ -268,13 +283,18 @@ def test_regions_sizes_images_account(emu, do):
 def test_create_validation(emu, do):
     with pytest.raises(do.DataReadError, match="Region"):
         do.Droplet.create_multiple(token=TOKEN, names=["x"], size="s-1vcpu-1gb",
-                                   image="ubuntu-24-04-x64", region="mars1")
-    with pytest.raises(do.DataReadError, match="invalid"):
+                                   image="ubuntu-24-04-x64", region="mars1",
+                                   vpc_uuid=emu.default_vpc("fra1"))
+    with pytest.raises(do.DataReadError, match=r"names\[0\]: 'bad_name' does not match"):
         do.Droplet.create_multiple(token=TOKEN, names=["bad_name"], size="s-1vcpu-1gb",
+                                   image="ubuntu-24-04-x64", region="fra1")
+    with pytest.raises(do.DataReadError, match="vpc_uuid: expected a string, got null"):
+        do.Droplet.create_multiple(token=TOKEN, names=["x"], size="s-1vcpu-1gb",
                                    image="ubuntu-24-04-x64", region="fra1")
     with pytest.raises(do.DataReadError, match="SSH key"):
         do.Droplet.create_multiple(token=TOKEN, names=["x"], size="s-1vcpu-1gb",
-                                   image="ubuntu-24-04-x64", region="fra1", ssh_keys=[999])
+                                   image="ubuntu-24-04-x64", region="fra1", ssh_keys=[999],
+                                   vpc_uuid=emu.default_vpc("fra1"))
 
 
 def test_counts_by_method_and_template(emu, do):
@@ -300,7 +320,7 @@ def test_custom_host_factory_and_destroyer(monkeypatch, do):
 
     with DOEmulator(TOKEN, host_factory=factory, host_destroyer=gone.append) as e:
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
-        ds = create3(do, names=["f-1", "f-2"])
+        ds = create3(do, names=["f-1", "f-2"], emu=e)
         assert {d["status"] for d in e.droplets("t")} == {"new"}   # factory still running
         release.set()
         e.model._pool.shutdown(wait=True)
@@ -317,7 +337,7 @@ def test_failing_host_factory_leaves_droplet_new_and_action_errored(monkeypatch,
 
     with DOEmulator(TOKEN, host_factory=factory, factory_in_background=False) as e:
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
-        d = create3(do, names=["z-1"])[0]
+        d = create3(do, names=["z-1"], emu=e)[0]
         assert e.droplets()[0]["status"] == "new"
         assert d.get_actions()[0].status == "errored"
         assert e.errors == ["z-1: host factory failed: no lab"]

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 REGIONS = {"fra1": "Frankfurt 1", "ams3": "Amsterdam 3", "nyc3": "New York 3", "lon1": "London 1"}
 SIZES = {"s-1vcpu-1gb": (1024, 1, 25), "s-1vcpu-2gb": (2048, 1, 50), "s-2vcpu-4gb": (4096, 2, 80)}
 IMAGES = {"ubuntu-24-04-x64": 170000001, "ubuntu-22-04-x64": 170000002, "debian-12-x64": 170000003}
+PRIVATE_IMAGES = {190000001: "swarm-base-snapshot"}     # addressed by id only, as the API does
+RFC1918 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 MAX_NAMES = 10
 CREATED_AT = "2024-01-01T00:00:00Z"
 
@@ -25,8 +27,12 @@ TAG_RE = re.compile(r"^[a-zA-Z0-9_:-]{1,255}$")
 FINGERPRINT_RE = re.compile(r"^([0-9a-f]{2}:){15}[0-9a-f]{2}$")
 
 
+def request_id() -> str:
+    return str(uuid.uuid4())
+
+
 def error(status: int, error_id: str, message: str) -> tuple[int, dict]:
-    return status, {"id": error_id, "message": message, "request_id": str(uuid.uuid4())}
+    return status, {"id": error_id, "message": message, "request_id": request_id()}
 
 
 def not_found() -> tuple[int, dict]:
@@ -75,10 +81,15 @@ class Droplet:
     index: int
     addresses: Future | None = None      # -> (public_ip, private_ip)
     failed: str = ""
+    errors_at: float | None = None       # emulator clock when its create action errors
+
+    def errored(self, now: float) -> bool:
+        return bool(self.failed) or (self.errors_at is not None and now >= self.errors_at)
 
     def is_active(self, now: float) -> bool:
-        return (not self.failed and now >= self.ready_at and self.addresses is not None
-                and self.addresses.done() and self.addresses.exception() is None)
+        return (not self.failed and self.errors_at is None and now >= self.ready_at
+                and self.addresses is not None and self.addresses.done()
+                and self.addresses.exception() is None)
 
 
 @dataclass
@@ -108,6 +119,8 @@ class Model:
         self.clock = clock
         self.activation_delay = activation_delay
         self.activation_delays: dict[str, float] = {}    # per droplet name, overrides the default
+        self.action_errors: dict[str, float] = {}        # droplet name -> seconds until it errors
+        self.list_lag = 0.0                               # seconds before a new droplet is listed
         self.host_factory = host_factory
         self.host_destroyer = host_destroyer
         self.lock = threading.RLock()
@@ -148,13 +161,16 @@ class Model:
                 {"ip_address": public, "netmask": "255.255.255.0", "gateway": "203.0.113.1",
                  "type": "public"}]
         memory, vcpus, disk = SIZES[d.size]
+        image_id = IMAGES.get(d.image) or next(i for i, n in PRIVATE_IMAGES.items() if n == d.image)
+        public = d.image in IMAGES
         return {
             "id": d.id, "name": d.name, "memory": memory, "vcpus": vcpus, "disk": disk,
             "locked": not active, "status": "active" if active else "new", "kernel": None,
             "created_at": CREATED_AT, "features": list(d.features), "backup_ids": [],
             "next_backup_window": None, "snapshot_ids": [], "volume_ids": [],
-            "image": {"id": IMAGES[d.image], "slug": d.image, "distribution": d.image.split("-")[0],
-                      "public": True, "regions": list(REGIONS), "type": "base"},
+            "image": {"id": image_id, "slug": d.image if public else None, "name": d.image,
+                      "distribution": d.image.split("-")[0], "public": public,
+                      "regions": list(REGIONS), "type": "base" if public else "snapshot"},
             "size": {"slug": d.size, "memory": memory, "vcpus": vcpus, "disk": disk},
             "size_slug": d.size, "networks": networks,
             "region": {"slug": d.region, "name": REGIONS[d.region], "available": True},
@@ -165,8 +181,9 @@ class Model:
         completed_at = None
         if a.type == "create" and a.droplet_id in self.account.droplets:
             d = self.account.droplets[a.droplet_id]
-            status = "errored" if d.failed else ("completed" if d.is_active(self.clock())
-                                                 else "in-progress")
+            now = self.clock()
+            status = "errored" if d.errored(now) else ("completed" if d.is_active(now)
+                                                       else "in-progress")
         if status != "in-progress":
             completed_at = CREATED_AT
         return {"id": a.id, "status": status, "type": a.type, "started_at": CREATED_AT,
@@ -183,9 +200,11 @@ class Model:
     def list_droplets(self, params: dict) -> list[dict]:
         tag = params.get("tag_name")
         name = params.get("name")
+        visible = self.clock() - self.list_lag
         return [self._droplet_json(d) for d in sorted(self.account.droplets.values(),
                                                       key=lambda d: d.id)
-                if (not tag or tag in d.tags) and (not name or d.name == name)]
+                if (not tag or tag in d.tags) and (not name or d.name == name)
+                and d.created <= visible]
 
     def get_droplet(self, droplet_id: str):
         d = self.account.droplets.get(_int(droplet_id))
@@ -209,7 +228,8 @@ class Model:
             return unprocessable("Region is not available.")
         if body.get("size") not in SIZES:
             return unprocessable("Size is not available in this region.")
-        if body.get("image") not in IMAGES and body.get("image") not in IMAGES.values():
+        image = body.get("image")
+        if image not in IMAGES and image not in IMAGES.values() and image not in PRIVATE_IMAGES:
             return unprocessable("Image is invalid.")
         for key in body.get("ssh_keys") or []:
             if not self._find_key(str(key)):
@@ -232,8 +252,8 @@ class Model:
         if isinstance(checked[0], int):
             return checked
         names, body = checked
-        image = body["image"] if body["image"] in IMAGES else next(
-            slug for slug, i in IMAGES.items() if i == body["image"])
+        image = body["image"] if body["image"] in IMAGES else PRIVATE_IMAGES.get(body["image"]) \
+            or next(slug for slug, i in IMAGES.items() if i == body["image"])
         vpc = body.get("vpc_uuid") or self._default_vpc(body["region"])
         features = ["private_networking"] + (["monitoring"] if body.get("monitoring") else []) \
             + (["ipv6"] if body.get("ipv6") else [])
@@ -247,6 +267,8 @@ class Model:
                         image=image, tags=list(tags), vpc_uuid=vpc, features=features, created=now,
                         ready_at=now + self.activation_delays.get(name, self.activation_delay),
                         action_id=self._next_action, index=self._next_index)
+            if name in self.action_errors:
+                d.errors_at = now + self.action_errors.pop(name)
             self._next_droplet += 1
             self._next_action += 1
             self._next_index += 1
@@ -400,41 +422,53 @@ class Model:
 
     # --- firewalls ------------------------------------------------------------------------
     def _check_rules(self, rules, key: str) -> str:
-        if not isinstance(rules, list):
-            return f"{key} must be a list"
+        """What the schema table cannot say: ports per protocol, addresses, existing tags and
+        droplets. The API names all ports "0" and answers 422 to "all"."""
+        side = "sources" if key == "inbound_rules" else "destinations"
         for r in rules:
-            if not isinstance(r, dict) or r.get("protocol") not in ("tcp", "udp", "icmp"):
-                return "protocol must be one of tcp, udp, icmp"
-            ports = str(r.get("ports", ""))
-            if r["protocol"] != "icmp" and not re.match(r"^(0|[1-9]\d{0,4}(-[1-9]\d{0,4})?)$", ports):
-                return f"invalid ports {ports!r}: a port, a range 'a-b', or '0' for all"
-            targets = r.get("sources" if key == "inbound_rules" else "destinations") or {}
-            if not isinstance(targets, dict) or not any(
-                    targets.get(k) for k in ("addresses", "droplet_ids", "load_balancer_uids", "tags")):
+            ports = r.get("ports")
+            if r["protocol"] != "icmp":
+                if ports is None or not re.match(r"^(0|[1-9]\d{0,4}(-[1-9]\d{0,4})?)$", ports):
+                    return f"invalid ports {ports!r}: a port, a range 'a-b', or '0' for all"
+                low, _, high = ports.partition("-")
+                if int(low) > 65535 or int(high or low) > 65535 or int(high or low) < int(low):
+                    return f"invalid ports {ports!r}"
+            targets = r[side]
+            if not any(targets.get(k) for k in ("addresses", "droplet_ids", "load_balancer_uids",
+                                                "kubernetes_ids", "tags")):
                 return f"each of {key} needs at least one source or destination"
             for cidr in targets.get("addresses") or []:
                 try:
                     ipaddress.ip_network(cidr, strict=False)
                 except ValueError:
                     return f"invalid address {cidr!r}"
+            for tag in targets.get("tags") or []:
+                if tag not in self.account.tags:
+                    return f"tag {tag!r} does not exist"
+            for i in targets.get("droplet_ids") or []:
+                if i not in self.account.droplets:
+                    return f"droplet {i} not found"
         return ""
 
     def _firewall_body(self, body: dict) -> dict | tuple[int, dict]:
-        name = body.get("name")
-        if not isinstance(name, str) or not re.match(r"^[a-zA-Z0-9._-]{1,255}$", name):
-            return unprocessable("name must be letters, digits, '.', '_' and '-'")
         for key in ("inbound_rules", "outbound_rules"):
             problem = self._check_rules(body.get(key) or [], key)
             if problem:
                 return unprocessable(problem)
-        if not body.get("inbound_rules") and not body.get("outbound_rules"):
-            return unprocessable("at least one rule is required")
         droplet_ids = body.get("droplet_ids") or []
-        if any(_int(i) not in self.account.droplets for i in droplet_ids):
+        if any(i not in self.account.droplets for i in droplet_ids):
             return unprocessable("droplet not found")
-        return {"name": name, "inbound_rules": body.get("inbound_rules") or [],
-                "outbound_rules": body.get("outbound_rules") or [],
-                "droplet_ids": [int(i) for i in droplet_ids], "tags": list(body.get("tags") or [])}
+        for tag in body.get("tags") or []:
+            if tag not in self.account.tags:
+                return unprocessable(f"tag {tag!r} does not exist")
+
+        def normal(rule):
+            # ICMP has no ports: the API answers "0" whatever was sent
+            return {**rule, "ports": "0"} if rule["protocol"] == "icmp" else dict(rule)
+        return {"name": body["name"],
+                "inbound_rules": [normal(r) for r in body.get("inbound_rules") or []],
+                "outbound_rules": [normal(r) for r in body.get("outbound_rules") or []],
+                "droplet_ids": list(droplet_ids), "tags": list(body.get("tags") or [])}
 
     def create_firewall(self, body: dict):
         fields = self._firewall_body(body)
@@ -476,8 +510,10 @@ class Model:
         items = body.get(key)
         if not isinstance(items, list) or not items:
             return unprocessable(f"{key} must be a non-empty list")
-        if key == "droplet_ids":
-            items = [int(i) for i in items]
+        if key == "droplet_ids" and any(i not in self.account.droplets for i in items):
+            return unprocessable("droplet not found")
+        if key == "tags" and any(t not in self.account.tags for t in items):
+            return unprocessable("tag does not exist")
         for i in items:
             if add and i not in fw[key]:
                 fw[key].append(i)
@@ -502,8 +538,13 @@ class Model:
             net = ipaddress.ip_network(ip_range)
         except ValueError:
             return unprocessable("ip_range is invalid")
-        if not net.is_private or net.prefixlen > 28 or net.prefixlen < 16:
-            return unprocessable("ip_range must be a private range between /16 and /28")
+        if not any(net.subnet_of(n) for n in RFC1918 if n.version == net.version):
+            return unprocessable("ip_range must lie in an RFC 1918 private range")
+        if net.prefixlen > 28 or net.prefixlen < 16:
+            return unprocessable("ip_range may be no smaller than /28 and no larger than /16")
+        if any(net.overlaps(ipaddress.ip_network(v["ip_range"]))
+               for v in self.account.vpcs.values()):
+            return unprocessable("ip_range overlaps another network of the account")
         vpc = self._add_vpc(name, region, body.get("description") or "", ip_range)
         return 201, {"vpc": dict(vpc)}
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from . import model as m
+from . import schemas
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 200
@@ -30,6 +32,7 @@ class Fault:
     template: str | None = None
     delay: float = 0.0
     body: str = "json"          # "json" | "html" (a proxy's page) | "noid" (JSON without "id")
+    retry_after: float | None = 1.0     # 429 only: the burst limit's header; None: hourly shape
 
     def matches(self, method: str, template: str) -> bool:
         return ((self.method is None or self.method == method)
@@ -110,7 +113,11 @@ class DOEmulator:
     def __init__(self, token: str = "emulator-token", *, activation_delay: float = 0.0,
                  host_factory=None, host_destroyer=None, factory_in_background: bool | None = None,
                  clock=time.monotonic, wall_clock=time.time, hourly_limit: int = 5000,
-                 per_minute_limit: int | None = None):
+                 per_minute_limit: int | None = None, list_lag: float = 0.0):
+        """`hourly_limit`, `per_minute_limit`: DigitalOcean's budgets (5,000 an hour, 250 a
+        minute; the minute limit is off unless given). `list_lag`: seconds after its create
+        before a droplet shows up in droplet lists (the API promises 202 "accepted", not that a
+        list sees the droplet at once); GET by id sees it at once."""
         self._token = token
         self.wall_clock = wall_clock
         self.hourly_limit = hourly_limit
@@ -121,13 +128,16 @@ class DOEmulator:
                              host_factory=host_factory or m.default_host_factory,
                              host_destroyer=host_destroyer,
                              factory_in_background=factory_in_background)
+        self.model.list_lag = list_lag
         self.counts: Counter = Counter()
         self.log: list[tuple[str, str, dict, int]] = []     # (method, template, query, status)
+        self.bodies: list[tuple[str, str, object]] = []     # (method, template, JSON body)
         self.faults: list[Fault] = []
         self.create_failures: list[CreateFailure] = []
-        self._recent: list[float] = []                      # wall times, for per_minute_limit
-        self._hour_start = wall_clock()
-        self._hour_count = 0
+        # wall times of the requests that count: each one counts for an hour (a minute for the
+        # burst limit) from when it was made, as DigitalOcean documents its limits
+        self._hour: deque = deque()
+        self._minute: deque = deque()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -170,8 +180,31 @@ class DOEmulator:
         with self.model.lock:
             self.faults.append(Fault(status, count, method, path, delay, body))
 
-    def inject_429(self, count: int = 1, **kw) -> None:
-        self.inject(429, count, **kw)
+    def inject_429(self, count: int = 1, *, retry_after: float | None = 1.0, **kw) -> None:
+        """Burst-limit 429s (with `retry-after`), or with retry_after=None hourly-budget ones
+        (no `retry-after`; `ratelimit-reset` says when the oldest counted request expires)."""
+        with self.model.lock:
+            self.faults.append(Fault(429, count, kw.get("method"), kw.get("path"),
+                                     kw.get("delay", 0.0), retry_after=retry_after))
+
+    def fail_action(self, name: str, after: float = 0.0) -> None:
+        """The create action of the next droplet called `name` errors `after` seconds after the
+        create; the droplet then stays `new` and never gets addresses."""
+        with self.model.lock:
+            self.model.action_errors[name] = after
+
+    def default_vpc(self, region: str) -> str:
+        with self.model.lock:
+            return self.model._default_vpc(region)
+
+    def set_list_lag(self, seconds: float) -> None:
+        with self.model.lock:
+            self.model.list_lag = seconds
+
+    def use_budget(self, requests: int) -> None:
+        """Count `requests` made now against the hourly budget (a run that started late)."""
+        with self.model.lock:
+            self._hour.extend([self.wall_clock()] * requests)
 
     def inject_5xx(self, count: int = 1, status: int = 500, **kw) -> None:
         self.inject(status, count, **kw)
@@ -227,7 +260,7 @@ class DOEmulator:
             status, body, extra, delay = self._dispatch(method, split.path, template, handler,
                                                         args, query, headers, body_bytes)
             self.log.append((method, template, query, status))
-            extra = {**self._ratelimit_headers(status == 429), **extra}
+            extra = {**self._ratelimit_headers(), **extra}
         return status, body, extra, delay
 
     def _dispatch(self, method, path, template, handler, args, query, headers, body_bytes):
@@ -237,53 +270,82 @@ class DOEmulator:
         fault = next((f for f in self.faults if f.remaining > 0 and f.matches(method, template)), None)
         if fault:
             fault.remaining -= 1
+            if fault.status == 429:
+                return (*self._too_many(), self._limited_headers(fault.retry_after), fault.delay)
             if fault.status:
                 return (*self._fault_body(fault), {}, fault.delay)
         delay = fault.delay if fault else 0.0
-        if self._over_minute_limit():
-            return (*m.error(429, "too_many_requests", "API rate limit exceeded."), {}, delay)
+        refused = self._admit()
+        if refused is not None:
+            return (*self._too_many(), refused, delay)
         if handler is None:
             if template != "?":
                 return (*m.error(405, "method_not_allowed", f"{method} is not allowed here."),
                         {}, delay)
             return (*m.not_found(), {}, delay)
+        op = schemas.OPERATIONS.get((method, template))
         try:
             body = json.loads(body_bytes) if body_bytes.strip() else {}
         except ValueError:
-            return (*m.error(400, "bad_request", "The request body is not valid JSON."), {}, delay)
-        if not isinstance(body, dict):
-            return (*m.error(400, "bad_request", "The request body must be a JSON object."), {}, delay)
+            return (*self._invalid(op, 400, "error parsing request body"), {}, delay)
+        self.bodies.append((method, template, body))
+        if op is not None:
+            problem = schemas.problem(op, body)
+            if problem:
+                return (*self._invalid(op, op.status, problem), {}, delay)
+        elif not isinstance(body, dict):
+            return (*self._invalid(op, 400, "the request body must be a JSON object"), {}, delay)
         status, payload = getattr(self, "_h_" + handler)(args, query, body, path)
         return status, payload, {}, delay
 
+    @staticmethod
+    def _invalid(op, status: int, message: str):
+        error_id = schemas.ERROR_IDS.get(status, "error")
+        return status, schemas.error_body(op, status, error_id, message, m.request_id())
+
+    @staticmethod
+    def _too_many():
+        return m.error(429, "too_many_requests", "API rate limit exceeded.")
+
     def _fault_body(self, fault: Fault):
-        if fault.status == 429:
-            return m.error(429, "too_many_requests", "API rate limit exceeded.")
         if fault.body == "html":
             return fault.status, f"<html><body><h1>{fault.status} Bad Gateway</h1></body></html>"
         if fault.body == "noid":
             return fault.status, {"message": "upstream failure"}
         return m.error(fault.status, "server_error", "Server was unable to give you a response.")
 
-    def _over_minute_limit(self) -> bool:
-        if not self.per_minute_limit:
-            return False
-        now = self.wall_clock()
-        self._recent = [t for t in self._recent if t > now - 60]
-        if len(self._recent) >= self.per_minute_limit:
-            return True
-        self._recent.append(now)
-        return False
+    def _expire(self, now: float) -> None:
+        while self._hour and self._hour[0] <= now - 3600:
+            self._hour.popleft()
+        while self._minute and self._minute[0] <= now - 60:
+            self._minute.popleft()
 
-    def _ratelimit_headers(self, limited: bool) -> dict:
+    def _admit(self) -> dict | None:
+        """None when the request may run (and now counts), else the 429's headers: hourly
+        budget used up -> no retry-after (wait for ratelimit-reset); burst limit -> retry-after."""
         now = self.wall_clock()
-        if now - self._hour_start >= 3600:
-            self._hour_start, self._hour_count = now, 0
-        self._hour_count += 1
-        remaining = 0 if limited else max(0, self.hourly_limit - self._hour_count)
-        reset = int(now) + 1 if limited else int(self._hour_start + 3600)
-        return {"Ratelimit-Limit": str(self.hourly_limit), "Ratelimit-Remaining": str(remaining),
-                "Ratelimit-Reset": str(reset)}
+        self._expire(now)
+        if len(self._hour) >= self.hourly_limit:
+            return self._limited_headers(None)
+        if self.per_minute_limit and len(self._minute) >= self.per_minute_limit:
+            return self._limited_headers(max(1, math.ceil(self._minute[0] + 60 - now)))
+        self._hour.append(now)
+        self._minute.append(now)
+        return None
+
+    def _limited_headers(self, retry_after: float | None) -> dict:
+        extra = {"Ratelimit-Remaining": "0"}
+        if retry_after is not None:
+            extra["Retry-After"] = str(int(math.ceil(retry_after)))
+        return extra
+
+    def _ratelimit_headers(self) -> dict:
+        now = self.wall_clock()
+        self._expire(now)
+        reset = self._hour[0] + 3600 if self._hour else now
+        return {"Ratelimit-Limit": str(self.hourly_limit),
+                "Ratelimit-Remaining": str(max(0, self.hourly_limit - len(self._hour))),
+                "Ratelimit-Reset": str(int(math.ceil(reset)))}
 
     def _page(self, key: str, items: list, query: dict, path: str):
         try:
