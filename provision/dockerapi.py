@@ -92,6 +92,11 @@ def api_client(session: Session, timeout: int = 60):
     client = docker.APIClient(base_url=f"unix://{fwd.path}", version="auto", timeout=timeout)
     client._swarmsmith_forwarder = fwd   # keep it alive as long as the client
     atexit.register(fwd.close)
+
+    def close_forwarder():
+        client.close()
+        fwd.close()
+    client.close_forwarder = close_forwarder
     return client
 
 

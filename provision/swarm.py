@@ -3,17 +3,21 @@ Reachable, so quorum is never at risk), workers in parallel, labels applied. Ide
 already in this swarm are left alone; a host in another swarm is refused unless force.
 
 Join tokens are fetched from the leader just in time, wrapped in Secret, and never printed,
-logged or stored.
+logged or stored; joins go through the joining host's Engine API with the token in the request
+body, so it is never in any process's arguments either.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 from . import facts as F
 from .commands import Command, Secret
+from .dockerapi import api_client
 from .errors import SwarmsmithError
 from .hosts import Host
 from .parallel import each
+from .ssh import DEBUG
 
 
 class ForeignSwarmError(SwarmsmithError):
@@ -25,7 +29,7 @@ class SwarmStep:
                  labels: dict[str, dict], inventory: dict, hostnames: dict[str, str] | None = None,
                  force: bool = False,
                  progress=None, save=None, concurrency: int = 16,
-                 clock=time.monotonic, sleep=time.sleep):
+                 clock=time.monotonic, sleep=time.sleep, engine_api=None):
         self.s = sessions
         self.hosts = hosts
         self.addr = addresses
@@ -37,6 +41,8 @@ class SwarmStep:
         self.concurrency = concurrency
         self.clock, self.sleep = clock, sleep
         self.hostnames = hostnames or {}
+        # the docker SDK's APIClient on one host, over that host's SSH session
+        self.engine_api = engine_api or (lambda host: api_client(self.s[host.name]))
         self.changes: list[str] = []
         self._rejoined: set[str] = set()
         self.managers = [h for h in hosts if h.role == "manager"]
@@ -193,11 +199,27 @@ class SwarmStep:
         self._remove_stale_nodes(leader, h)
         token = token or self.token(leader, role)
         addr = self.addr[h.name]
-        self.run(h, Command.of("docker", "swarm", "join", "--token", token, "--advertise-addr", addr,
-                               "--listen-addr", f"{addr}:2377", f"{leader_addr}:2377",
-                               description=f"join the swarm as {role}"))
+        self._engine_join(h, role, token, addr, leader_addr)
         self._rejoined.add(h.name)
         self.change(h, f"joined as {role} (advertise {addr})")
+
+    def _engine_join(self, h: Host, role: str, token: Secret, addr: str, leader_addr: str) -> None:
+        """Join through the host's Engine API, the token in the request body: as an argument of
+        `docker swarm join` it would be readable by every user of the host (ps, /proc)."""
+        what = f"join the swarm as {role} (Engine API POST /swarm/join via {leader_addr}:2377)"
+        if DEBUG:
+            print(f"[debug] {h.name}: {what}, token ***", file=sys.stderr)
+        api = self.engine_api(h)
+        try:
+            api.join_swarm([f"{leader_addr}:2377"], token.reveal(), listen_addr=f"{addr}:2377",
+                           advertise_addr=addr)
+        except Exception as e:      # docker.errors.APIError, requests' connection errors
+            text = str(getattr(e, "explanation", None) or e).replace(token.reveal(), "***")
+            raise SwarmsmithError(f"{what} failed: {text}", host=h.name) from None
+        finally:
+            close = getattr(api, "close_forwarder", None) or getattr(api, "close", None)
+            if close:
+                close()
 
     def _remove_stale_nodes(self, leader: Host, h: Host) -> None:
         """A rebuilt host leaves a Down node behind under the same hostname: remove it."""

@@ -149,8 +149,9 @@ def _stack_name(args) -> str:
     return stack
 
 
-def prepare(args, node_count: int | None = None):
-    """(compose, warnings, desired StackSpec) from the files; raises InputError."""
+def prepare(args, node_count: int | None = None, secret_key: bytes | None = None):
+    """(compose, warnings, desired StackSpec) from the files; raises InputError.
+    Without secret_key (the offline pass) secret names are not the cluster's."""
     from stacks.loader import load
     from stacks.validate import validate, validate_stack_name
     validate_stack_name(_stack_name(args))
@@ -159,13 +160,16 @@ def prepare(args, node_count: int | None = None):
     warnings = validate(compose, stack=args.stack, strict=getattr(args, "strict", False),
                         node_count=node_count,
                         versioned_objects=versioned)
-    return compose, warnings, convert(compose, args.stack, versioned_objects=versioned)
+    return compose, warnings, convert(compose, args.stack, versioned_objects=versioned,
+                                      secret_key=secret_key)
 
 
 def plan_for(args, engine: EngineAPI | None) -> tuple[Plan, EngineAPI]:
     prepare(args)  # offline checks first: bad files never open a connection
     engine = engine or cluster_engine(args)
-    compose, warnings, desired = prepare(args, node_count=engine.node_count())
+    naming_key = getattr(engine, "secret_naming_key", None)   # test fakes may have none
+    compose, warnings, desired = prepare(args, node_count=engine.node_count(),
+                                         secret_key=naming_key() if naming_key else None)
     adjust_desired(args, desired)
     plan = make_plan(desired, engine.current(), prune=getattr(args, "prune", False))
     plan.warnings[:0] = warnings

@@ -5,7 +5,10 @@ them (docker/cli `cli/compose/convert`; /work/shared/stack-convert.md §1-2).
 Deliberate differences from the CLI, each marked QUIRK below:
 - secrets/configs read from files (or with a driver) get versioned names,
   `<stack>_<key>-<10 hex>`, the hex being a salted sha256 of everything swarm
-  cannot update in place (data, driver, template driver).  A content change
+  cannot update in place (data, driver, template driver); for secrets an
+  HMAC-SHA256 under the cluster's naming key instead (engine_api.py
+  secret_naming_key), so a name in a log gives no way to test guesses of a
+  short secret offline.  A content change
   makes a new object instead of a refused update (moby/moby#35048).  An
   explicit `name:` is kept as written (the user chose that name).  Services
   still see the file under `target`, default the compose key.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 
@@ -62,14 +66,16 @@ def _ns(value) -> int | None:
     return None if value is None else parse_duration(value)
 
 
-def convert(compose: Compose, stack: str, *, versioned_objects: bool = True) -> StackSpec:
-    c = _Converter(compose.model, stack, versioned_objects)
+def convert(compose: Compose, stack: str, *, versioned_objects: bool = True,
+            secret_key: bytes | None = None) -> StackSpec:
+    c = _Converter(compose.model, stack, versioned_objects, secret_key)
     return c.run()
 
 
 class _Converter:
-    def __init__(self, model: dict, stack: str, versioned: bool):
+    def __init__(self, model: dict, stack: str, versioned: bool, secret_key: bytes | None):
         self.m, self.stack, self.versioned = model, stack, versioned
+        self.secret_key = secret_key
         self.out = StackSpec(stack)
         self.secret_names: dict = {}
         self.config_names: dict = {}
@@ -139,7 +145,8 @@ class _Converter:
                                          "Options": obj.get("driver_opts") or None})
         if obj.get("template_driver"):
             spec["Templating"] = {"Name": obj["template_driver"]}
-        digest = content_hash(self.stack, key, data, spec.get("Driver"), spec.get("Templating"))
+        digest = content_hash(self.stack, key, data, spec.get("Driver"), spec.get("Templating"),
+                              self.secret_key if kind == "secrets" else None)
         spec["Labels"][CONTENT_LABEL] = digest
         name = obj.get("name") or self.scope(key)
         if self.versioned and not obj.get("name"):
@@ -273,10 +280,12 @@ def versioned_name(base: str, digest: str) -> str:
     return f"{base}-{digest[:10]}"
 
 
-def content_hash(stack: str, key: str, data: bytes, driver, templating) -> str:
+def content_hash(stack: str, key: str, data: bytes, driver, templating,
+                 secret_key: bytes | None = None) -> str:
     """sha256 of what swarm cannot update in place, salted with stack and key so
-    equal contents in different stacks or keys do not share a hash."""
-    h = hashlib.sha256()
+    equal contents in different stacks or keys do not share a hash; an HMAC
+    under secret_key when one is given (secrets: see the module docstring)."""
+    h = hmac.new(secret_key, digestmod=hashlib.sha256) if secret_key else hashlib.sha256()
     h.update(f"swarmsmith\0{stack}\0{key}\0".encode())
     h.update(json.dumps({"driver": driver, "templating": templating}, sort_keys=True).encode())
     h.update(b"\0")

@@ -41,6 +41,22 @@ class EngineAPI:
                        secrets=self._call("list secrets", self.api.secrets),
                        configs=self._call("list configs", self.api.configs))
 
+    def secret_naming_key(self) -> bytes:
+        """The key of the keyed hash in versioned secret names (stacks/convert.py), derived
+        from the swarm's manager join token: every runner of this cluster gets the same key
+        with no state of its own, nothing new is stored anywhere, and a name in a CI log
+        cannot be checked against guessed secret contents without that token. Rotating the
+        manager token changes the key, so versioned secrets get new names once."""
+        import hashlib
+        import hmac
+        swarm = self._call("inspect the swarm", self.api.inspect_swarm)
+        token = ((swarm or {}).get("JoinTokens") or {}).get("Manager") or ""
+        if not token:
+            raise SwarmsmithError("inspect the swarm: no manager join token in the answer "
+                                  "(is this node a manager?)")
+        return hmac.new(token.encode(), b"swarmsmith secret names v1\0" +
+                        str(swarm.get("ID", "")).encode(), hashlib.sha256).digest()
+
     def node_count(self) -> int:
         """Nodes that can take tasks now (ready and active), for validate()."""
         nodes = self._call("list nodes", self.api.nodes)

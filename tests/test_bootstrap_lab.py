@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -132,11 +133,53 @@ def cluster(tmp, text: str):
         assert proc.returncode == 0, proc.stderr
 
 
+class ProcessScan:
+    """Reads every process's arguments on the machine (lab hosts share its PID namespace) in a
+    loop while a run goes on; remembers any that carry a join token."""
+
+    def __init__(self):
+        self.seen_token: list[str] = []
+        self.scans = 0
+        self.dial_stdio = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        args = f.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if TOKEN_MARK in args:
+                    self.seen_token.append(args.replace(TOKEN_MARK, "SWMTKN(masked)-")[:80])
+                self.dial_stdio += "docker system dial-stdio" in args
+            self.scans += 1
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.fixture(scope="module")
 def bt1(tmp_path_factory):
     with cluster(tmp_path_factory.mktemp("bt1"), BT1) as c:
-        c.first = c.up()
+        with ProcessScan() as c.scan:
+            c.first = c.up()
         yield c
+
+
+def test_cold_up_never_shows_a_join_token_in_process_arguments(bt1):
+    assert bt1.scan.scans > 20 and bt1.scan.dial_stdio > 0    # it looked while joins ran
+    assert bt1.scan.seen_token == []
 
 
 def test_bt1_comes_up_with_roles_labels_private_addresses(bt1):
@@ -303,7 +346,7 @@ def test_foreign_swarm_refused_then_forced(bt1):
 
     debug = bt1.cli("up", "--force", "--json", env={"SWARMSMITH_DEBUG": "1"})
     assert debug.returncode == 0, debug.stderr
-    assert "docker swarm join --token *** --advertise-addr" in debug.stderr   # masked, and shown
+    assert "bt1-worker-2: join the swarm as worker (Engine API" in debug.stderr   # shown, no token
     report = json.loads(debug.stdout)
     assert "bt1-worker-2: left its previous swarm" in report["changes"]
     assert any(c.startswith("bt1-worker-2: removed stale node " + old_id[:12])

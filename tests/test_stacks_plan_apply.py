@@ -20,6 +20,9 @@ from stacks.plan_render import render_text
 DIGEST = "@sha256:" + "c" * 64
 
 
+MANAGER_TOKEN = "SWMTKN-1-fakemanagertoken"
+
+
 class FakeAPI:
     """An in-memory swarm with the APIClient methods engine_api.py uses.  Stored
     specs get what a 20.10 daemon adds, so 'unchanged' is tested for real."""
@@ -34,6 +37,9 @@ class FakeAPI:
     def _id(self):
         self.n += 1
         return f"id{self.n:04d}"
+
+    def inspect_swarm(self):
+        return {"ID": "swarm0001", "JoinTokens": {"Manager": MANAGER_TOKEN, "Worker": "w"}}
 
     def _url(self, path, *args):
         return path.format(*args)
@@ -486,3 +492,25 @@ def test_render_rich_smoke(files):
     console = Console(file=io.StringIO(), width=120, color_system=None)
     render_rich(plan, console)
     assert "+ service st_web" in console.file.getvalue()
+
+
+def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
+    """A versioned secret name must not be an unkeyed hash of the content (a short secret could
+    be guessed offline from a CI log); configs may keep the plain hash."""
+    from stacks.convert import CONTENT_LABEL, content_hash
+    tmp, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    secret = next(iter(api.secrets_.values()))["Spec"]
+    config = next(iter(api.configs_.values()))["Spec"]
+    plain = content_hash("st", "pw", b"hunter2-secret-content", None, None)
+    assert plain[:10] not in secret["Name"] and secret["Labels"][CONTENT_LABEL] != plain
+    assert config["Labels"][CONTENT_LABEL] == content_hash("st", "conf", b"a=1", None, None)
+    # the same swarm gives every runner the same names: a second deploy changes nothing
+    assert plan_of(api, f)["counts"]["create"] == 0
+    # another swarm (another manager token) gives other names
+    other = FakeAPI()
+    other.inspect_swarm = lambda: {"ID": "swarm0002", "JoinTokens": {"Manager": "SWMTKN-1-x"}}
+    deploy(other, f)
+    assert next(iter(other.secrets_.values()))["Spec"]["Name"] != secret["Name"]
+    assert next(iter(other.configs_.values()))["Spec"]["Name"] == config["Name"]
