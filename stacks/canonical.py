@@ -145,8 +145,8 @@ class Canon:
                 s[key] = as_list(s[key])
         if "env_file" in s or "environment" in s:
             s["environment"] = self.environment(s, path)
-        if "env_file" in s:
-            s["env_file"] = [resolve_path(f, self.workdir) for f in s["env_file"]]
+        # env_file entries stay as written (`docker stack config` prints them so);
+        # environment() read them relative to the working dir
         for key in ("labels", "sysctls"):
             if key in s:
                 s[key] = kv_mapping(s[key], allow_nil=False)

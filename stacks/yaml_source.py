@@ -118,3 +118,62 @@ def format_path(path: Path) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+# --- writing YAML as the Docker CLI's `docker stack config` does (go yaml v3) ------------
+
+_OLD_BOOLS = {"y", "Y", "yes", "Yes", "YES", "on", "On", "ON",
+              "n", "N", "no", "No", "NO", "off", "Off", "OFF"}
+_GO_SPECIAL = {"", "~", "null", "Null", "NULL", "true", "True", "TRUE", "false", "False",
+               "FALSE", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf",
+               "+.INF", "-.inf", "-.Inf", "-.INF", "<<"}
+_BASE60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_GO_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_GO_INT = re.compile(r"^[-+]?(0[bB][01]+|0[oO]?[0-7]+|0[xX][0-9a-fA-F]+|[0-9]+)$")
+_TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
+                        r"(?:[Tt ][0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]+)?"
+                        r"(?:Z|[-+][0-9]{2}:[0-9]{2})?)?$")
+
+
+def go_quotes(s: str) -> bool:
+    """Whether go yaml v3 writes this string double-quoted: it would read back as
+    something else (null, bool, number, timestamp), or is a YAML 1.1 bool or
+    sexagesimal number that older readers would misread."""
+    if s in _GO_SPECIAL or s in _OLD_BOOLS or _BASE60.match(s):
+        return True
+    if s[0] in "+-.0123456789":
+        plain = s.replace("_", "")
+        return bool(_TIMESTAMP.match(s) or _GO_INT.match(plain) or _GO_FLOAT.match(plain))
+    return False
+
+
+class _GoDumper(yaml.emitter.Emitter, yaml.serializer.Serializer,
+                yaml.representer.SafeRepresenter, _Resolver):
+    """Block style, sequences indented under their key, no line wrapping; scalar
+    styles chosen as go yaml v3 chooses them."""
+
+    def __init__(self, stream, **kw):
+        yaml.emitter.Emitter.__init__(self, stream, indent=2, width=10**9, allow_unicode=True)
+        yaml.serializer.Serializer.__init__(self)
+        yaml.representer.SafeRepresenter.__init__(self, default_flow_style=False,
+                                                  sort_keys=False)
+        _Resolver.__init__(self)
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
+def _go_str(dumper, s: str):
+    if "\n" in s:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", s, style="|")
+    if go_quotes(s):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", s, style='"')
+    return dumper.represent_scalar("tag:yaml.org,2002:str", s)
+
+
+_GoDumper.add_representer(str, _go_str)
+
+
+def dump_like_go(data) -> str:
+    """YAML text in the shape `docker stack config` prints (keys in the order given)."""
+    return yaml.dump(data, Dumper=_GoDumper)
