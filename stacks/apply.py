@@ -168,14 +168,25 @@ def plan_for(args, engine: EngineAPI | None) -> tuple[Plan, EngineAPI]:
     prepare(args)  # offline checks first: bad files never open a connection
     engine = engine or cluster_engine(args)
     naming_key = getattr(engine, "secret_naming_key", None)   # test fakes may have none
-    compose, warnings, desired = prepare(args, node_count=engine.node_count(),
+    node_count = engine.node_count()
+    compose, warnings, desired = prepare(args, node_count=node_count,
                                          secret_key=naming_key() if naming_key else None)
     adjust_desired(args, desired)
     plan = make_plan(desired, engine.current(), prune=getattr(args, "prune", False))
     plan.warnings[:0] = warnings
+    refuse_update_deadlocks(plan, compose, args.stack, node_count)
     from stacks.image_check import for_plan
     for_plan(args, compose, desired, plan, engine)  # images on the nodes (issue 5 item 7)
     return plan, engine
+
+
+def refuse_update_deadlocks(plan: Plan, compose, stack: str, node_count: int) -> None:
+    """An update of a service set up to deadlock is a plan problem; a create only warned."""
+    from stacks.validate import update_deadlocks
+    risky = {f"{stack}_{name}": p for name, p in update_deadlocks(compose, node_count).items()}
+    for a in plan.actions:
+        if a.kind == "service" and a.action == UPDATE and a.name in risky:
+            plan.problems.append(str(risky[a.name]))
 
 
 def _print_plan(plan: Plan, args, out) -> None:

@@ -14,7 +14,8 @@ import re
 
 from stacks import schema
 from stacks.loader import Compose
-from stacks.problems import Problems
+from stacks.problems import Problem, Problems
+from stacks.yaml_source import format_path
 from stacks.units import parse_image
 
 STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -52,6 +53,8 @@ def validate(compose: Compose, *, stack: str = "", strict: bool = False,
         _check_service(p, warnings, m, name, svc, stack, strict, node_count)
     _check_ingress_conflicts(p, services)
     p.raise_if_any()
+    for problem in update_deadlocks(compose, node_count).values():
+        warnings.append(f"{problem} (creating the service is fine; an update of it is refused)")
     return warnings
 
 
@@ -206,23 +209,40 @@ def _check_deploy(p, path, svc, node_count):
             if (port.get("mode") or "ingress") == "ingress":
                 p.add(path + ("ports", i), "ingress ports cannot be used with endpoint_mode "
                                            "dnsrr; use mode: host")
-    host_ports = sorted({pt.get("published") for pt in ports
-                         if pt.get("mode") == "host" and pt.get("published")})
-    if not host_ports:
-        return
-    replicas = d.get("replicas", 1)
-    for key in ("update_config", "rollback_config"):
-        if (d.get(key) or {}).get("order") != "start-first":
+
+
+def update_deadlocks(compose: Compose, node_count: int | None) -> dict[str, Problem]:
+    """Services whose *update* would deadlock: start-first with a host-mode published port and
+    no node that has the port free for the new task (global mode, or replicas >= nodes).
+    A create cannot deadlock (no old task holds the port; `docker stack deploy` accepts the
+    file), so validate() only warns and the plan refuses updates of these services."""
+    out = {}
+    for name, svc in (compose.model.get("services") or {}).items():
+        d = svc.get("deploy") or {}
+        mode = d.get("mode") or "replicated"
+        host_ports = sorted({pt.get("published") for pt in svc.get("ports") or []
+                             if pt.get("mode") == "host" and pt.get("published")})
+        if not host_ports:
             continue
-        where = f"host-mode published port {host_ports[0]}"
-        if mode == "global":
-            p.add(dp + (key, "order"), f"start-first with a {where} in global mode "
-                  "deadlocks: the new task needs the port its old task still holds; "
-                  "use stop-first or an ingress port")
-        elif node_count is not None and mode == "replicated" and replicas >= node_count:
-            p.add(dp + (key, "order"), f"start-first with a {where} and {replicas} replicas "
-                  f"on {node_count} node(s) deadlocks: no node has the port free for the new "
-                  "task; use stop-first, an ingress port, or fewer replicas than nodes")
+        replicas = d.get("replicas", 1)
+        for key in ("update_config", "rollback_config"):
+            if (d.get(key) or {}).get("order") != "start-first":
+                continue
+            where = f"host-mode published port {host_ports[0]}"
+            if mode == "global":
+                why = (f"start-first with a {where} in global mode deadlocks on update: the new "
+                       "task needs the port its old task still holds")
+            elif node_count is not None and mode == "replicated" and replicas >= node_count:
+                why = (f"start-first with a {where} and {replicas} replicas on {node_count} "
+                       "node(s) deadlocks on update: no node has the port free for the new task")
+            else:
+                continue
+            path = ("services", name, "deploy", key, "order")
+            file, line = compose.locate(path)
+            out[name] = Problem(file, format_path(path), why + "; use stop-first, an ingress "
+                                "port, or fewer replicas than nodes", line)
+            break
+    return out
 
 
 def _check_ingress_conflicts(p, services):

@@ -342,13 +342,23 @@ def test_bad_files_never_reach_the_cluster(files):
         run_deploy(args_for(f), engine=EngineAPI(Exploding()), out=io.StringIO())
 
 
-def test_deadlock_uses_live_node_count(files):
+def test_deadlock_refuses_only_an_update_and_uses_live_node_count(files):
     _, f = files
     f.write_text(STACK.replace('ports: ["8080:80"]',
                                "ports: [{target: 80, published: 8080, mode: host}]"))
-    with pytest.raises(InputError, match="2 replicas on 2 node"):
-        deploy(FakeAPI(nodes=2), f)
-    deploy(FakeAPI(nodes=3), f)
+    api = FakeAPI(nodes=2)
+    code, out = deploy(api, f)                    # a create cannot deadlock: warned, done
+    assert code == 0 and "2 replicas on 2 node(s) deadlocks on update" in out
+    assert len(api.services_) == 2
+    f.write_text(f.read_text().replace("MODE: prod", "MODE: next"))
+    api.calls.clear()
+    with pytest.raises(InputError, match="2 replicas on 2 node.*deadlocks on update"):
+        deploy(api, f)                            # the update would: refused, nothing sent
+    assert api.calls == []
+    other = FakeAPI(nodes=3)
+    deploy(other, f)
+    f.write_text(f.read_text().replace("MODE: next", "MODE: third"))
+    assert deploy(other, f)[0] == 0               # 2 replicas on 3 nodes: a free node
 
 
 def test_dry_run_changes_nothing(files):

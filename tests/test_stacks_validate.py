@@ -151,19 +151,23 @@ DEADLOCK = "web: {image: nginx, ports: [{target: 80, published: 80, mode: host}]
     (3, "stop-first", 3, False),
     (3, "start-first", None, False),     # node count unknown offline: not judged
 ])
-def test_start_first_host_port_deadlock(tmp_path, replicas, order, nodes, deadlocks):
+def test_start_first_host_port_deadlock_only_warns(tmp_path, replicas, order, nodes, deadlocks):
+    """A create cannot deadlock (docker stack deploy accepts the file): validation warns, the
+    plan refuses only an update (test_stacks_plan_apply)."""
+    warnings = check(tmp_path, DEADLOCK % (replicas, order), node_count=nodes)
+    hits = [w for w in warnings if "deadlocks on update" in w]
     if deadlocks:
-        with pytest.raises(InputError, match="update_config.order: start-first with a host-mode "
-                                             "published port 80 and"):
-            check(tmp_path, DEADLOCK % (replicas, order), node_count=nodes)
+        assert len(hits) == 1 and "update_config.order: start-first with a host-mode " \
+            "published port 80 and" in hits[0] and "an update of it is refused" in hits[0]
     else:
-        check(tmp_path, DEADLOCK % (replicas, order), node_count=nodes)
+        assert hits == []
 
 
-def test_start_first_host_port_global_always_deadlocks(tmp_path):
-    with pytest.raises(InputError, match="in global mode deadlocks"):
-        check(tmp_path, "web: {image: nginx, ports: [{target: 80, published: 80, mode: host}], "
-                        "deploy: {mode: global, update_config: {order: start-first}}}")
+def test_start_first_host_port_global_warns(tmp_path):
+    warnings = check(tmp_path, "web: {image: nginx, ports: [{target: 80, published: 80, "
+                               "mode: host}], deploy: {mode: global, update_config: "
+                               "{order: start-first}}}")
+    assert any("in global mode deadlocks on update" in w for w in warnings)
 
 
 def test_ingress_port_start_first_is_fine(tmp_path):
