@@ -15,6 +15,7 @@ import base64
 import hashlib
 import ipaddress
 import logging
+import math
 import os
 import re
 import socket
@@ -31,14 +32,23 @@ CREATE_ATTEMPTS = 3
 ALL = ["0.0.0.0/0", "::/0"]
 SWARM_PORTS = [("tcp", "2377"), ("tcp", "7946"), ("udp", "7946"), ("udp", "4789")]
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The API's documented limits, checked before the first request (a refusal mid-run would come
+# after the SSH key and the VPC were made).
 TAG_RE = re.compile(r"^[a-zA-Z0-9_:-]{1,255}$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PORT_RE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp))?$")
+REGION_RE = re.compile(r"^[a-z]{3}[0-9]$")                # fra1, nyc3, sgp1
+SIZE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")      # s-1vcpu-1gb, so1_5-2vcpu-16gb
+IMAGE_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")   # ubuntu-24-04-x64
+USER_DATA_MAX = 64 * 1024                                  # bytes
+RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+VPC_PREFIXES = (16, 28)                                    # no larger than /16, no smaller than /28
+MAX_SECONDS = 86400.0
 
 DEFAULTS = {"ssh_private_key": None, "user": "root", "vpc": "create", "vpc_ip_range": None,
             "monitoring": False, "ipv6": False, "user_data": None, "tags": [], "firewall": True,
             "ssh_sources": ALL, "published_ports": [], "wait_timeout": 600.0,
-            "ssh_timeout": 300.0, "poll_interval": 5.0}
+            "ssh_timeout": 300.0, "poll_interval": 5.0, "list_lag": 60.0}
 REQUIRED = ("region", "size", "image", "ssh_key")
 
 
@@ -59,19 +69,28 @@ def validate_settings(settings, file: str | None = None, path_prefix: str = "dig
     for key in REQUIRED:
         if key not in settings:
             fail(key, "required")
-    for key in ("region", "size", "image", "ssh_key", "user"):
+    for key in ("region", "size", "ssh_key", "user"):
         if not isinstance(out[key], str) or not out[key].strip():
             fail(key, "expected a string")
+    if not REGION_RE.match(out["region"]):
+        fail("region", f"{out['region']!r} is not a region slug (such as fra1)")
+    if not SIZE_RE.match(out["size"]):
+        fail("size", f"{out['size']!r} is not a size slug (such as s-1vcpu-1gb)")
+    out["image"] = _image(out["image"], lambda m: fail("image", m))
     for key in ("ssh_private_key", "vpc_ip_range", "user_data"):
         if out[key] is not None and not isinstance(out[key], str):
             fail(key, "expected a string")
     for key in ("monitoring", "ipv6", "firewall"):
         if not isinstance(out[key], bool):
             fail(key, "expected true or false")
-    for key in ("wait_timeout", "ssh_timeout", "poll_interval"):
-        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or out[key] <= 0:
-            fail(key, "expected a positive number of seconds")
+    for key in ("wait_timeout", "ssh_timeout", "poll_interval", "list_lag"):
+        if (isinstance(out[key], bool) or not isinstance(out[key], (int, float))
+                or not math.isfinite(out[key]) or not 0 < out[key] <= MAX_SECONDS):
+            fail(key, f"expected a number of seconds from 0 to {MAX_SECONDS:g}")
         out[key] = float(out[key])
+    if out["user_data"] is not None and len(out["user_data"].encode()) > USER_DATA_MAX:
+        fail("user_data", f"{len(out['user_data'].encode())} bytes; DigitalOcean takes at most "
+                          f"{USER_DATA_MAX} (64 KiB)")
 
     base = base_dir or os.getcwd()
     out["ssh_key"] = os.path.join(base, os.path.expanduser(out["ssh_key"]))
@@ -94,16 +113,15 @@ def validate_settings(settings, file: str | None = None, path_prefix: str = "dig
     if out["vpc_ip_range"] is not None:
         if vpc != "create":
             fail("vpc_ip_range", "only used with vpc: create")
-        try:
-            net = ipaddress.ip_network(out["vpc_ip_range"])
-        except ValueError:
-            fail("vpc_ip_range", "expected a CIDR range such as 10.20.0.0/20")
-        if not net.is_private:
-            fail("vpc_ip_range", "expected a private range")
+        out["vpc_ip_range"] = _vpc_range(out["vpc_ip_range"], lambda m: fail("vpc_ip_range", m))
 
-    if not isinstance(out["tags"], list) or not all(
-            isinstance(t, str) and TAG_RE.match(t) for t in out["tags"]):
-        fail("tags", "expected a list of tags (letters, digits, '_', ':' and '-')")
+    if not isinstance(out["tags"], list):
+        fail("tags", "expected a list of tags")
+    for i, t in enumerate(out["tags"]):
+        if not isinstance(t, str) or not TAG_RE.match(t):
+            fail(f"tags[{i}]", f"{t!r} is not a tag: 1 to 255 letters, digits, '_', ':' and '-'")
+        if t.lower().startswith("swarmsmith:"):
+            fail(f"tags[{i}]", "tags starting with 'swarmsmith:' are swarmsmith's own")
     out["ssh_sources"] = _cidrs(out["ssh_sources"], lambda m: fail("ssh_sources", m))
     if not isinstance(out["published_ports"], list):
         fail("published_ports", "expected a list")
@@ -113,11 +131,43 @@ def validate_settings(settings, file: str | None = None, path_prefix: str = "dig
     return out
 
 
+def _image(value, fail) -> str | int:
+    """A public image's slug, or the integer id of any image (private images have no slug)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 < value < 2 ** 63:
+            fail(f"{value} is not an image id (a positive integer)")
+        return value
+    if not isinstance(value, str) or not value.strip():
+        fail("expected an image slug (such as ubuntu-24-04-x64) or an image id (an integer)")
+    if value.isdigit():
+        return _image(int(value), fail)
+    if not IMAGE_SLUG_RE.match(value):
+        fail(f"{value!r} is not an image slug (such as ubuntu-24-04-x64) or id")
+    return value
+
+
+def _vpc_range(value, fail) -> str:
+    """DigitalOcean takes VPC ranges inside RFC 1918, from /16 to /28."""
+    try:
+        net = ipaddress.ip_network(value)
+    except ValueError:
+        fail(f"{value!r} is not a CIDR range such as 10.20.0.0/20 (host bits must be zero)")
+    if net.version != 4 or not any(net.subnet_of(r) for r in RFC1918):
+        fail(f"{value} is outside the private ranges of RFC 1918 (10.0.0.0/8, 172.16.0.0/12, "
+             "192.168.0.0/16)")
+    if not VPC_PREFIXES[0] <= net.prefixlen <= VPC_PREFIXES[1]:
+        fail(f"{value}: a VPC range is from /{VPC_PREFIXES[0]} (largest) to "
+             f"/{VPC_PREFIXES[1]} (smallest)")
+    return str(net)
+
+
 def _cidrs(value, fail) -> list[str]:
     if not isinstance(value, list) or not value:
         fail("expected a non-empty list of addresses or CIDR ranges")
     for v in value:
         try:
+            if not isinstance(v, str):
+                raise TypeError(v)
             ipaddress.ip_network(v, strict=False)
         except (ValueError, TypeError):
             fail(f"{v!r} is not an address or CIDR range")
@@ -182,7 +232,8 @@ def role_tag(cluster: str, role: str) -> str:
 
 def firewall_rules(cluster: str, settings: dict) -> tuple[list[dict], list[dict]]:
     """Swarm ports only between the cluster's droplets (by tag); SSH and published ports from
-    the configured sources; all outbound traffic allowed ("0" = all ports; the API rejects "all")."""
+    the configured sources; all outbound traffic allowed ("0" = all ports; the API rejects "all",
+    and names ICMP's ports "0" too)."""
     none = {"addresses": [], "droplet_ids": [], "load_balancer_uids": [], "tags": []}
     inbound = [{"protocol": proto, "ports": port, "sources": {**none, "tags": [cluster_tag(cluster)]}}
                for proto, port in SWARM_PORTS]
@@ -191,17 +242,14 @@ def firewall_rules(cluster: str, settings: dict) -> tuple[list[dict], list[dict]
     for p in settings["published_ports"]:
         inbound.append({"protocol": p["protocol"], "ports": p["ports"],
                         "sources": {**none, "addresses": list(p["sources"])}})
-    outbound = [{"protocol": proto, "ports": "0" if proto != "icmp" else "",
-                 "destinations": {**none, "addresses": list(ALL)}}
+    outbound = [{"protocol": proto, "ports": "0", "destinations": {**none, "addresses": list(ALL)}}
                 for proto in ("tcp", "udp", "icmp")]
     return inbound, outbound
 
 
 def _rule_key(rule: dict, side: str) -> tuple:
-    ports = str(rule.get("ports", ""))
-    if rule.get("protocol") == "icmp":
-        ports = ""
-    elif ports in ("all", "1-65535", ""):
+    ports = str(rule.get("ports") or "0")
+    if rule.get("protocol") == "icmp" or ports in ("all", "1-65535"):
         ports = "0"
     t = rule.get(side) or {}
     return (rule.get("protocol"), ports, tuple(sorted(t.get("addresses") or [])),
