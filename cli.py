@@ -1,4 +1,5 @@
-"""swarmsmith command line: a thin layer over provision/, stacks/ and inventory/.
+"""swarmsmith command line: every command's flags, and a thin layer over provision/, stacks/
+and inventory/.
 
 Heavy libraries (docker, paramiko, digitalocean, rich) are imported inside the commands so that
 `swarmsmith --help` starts fast.
@@ -90,6 +91,281 @@ def cmd_lab_ls(args) -> int:
     return 0
 
 
+# --- clusters: up, plan, status, image-load, down -------------------------------------
+
+def _cluster_path(args) -> str:
+    from inventory.clusterfile import find
+    return getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
+
+
+def _report(result: dict, as_json: bool) -> None:
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    verb = "planned changes" if result.get("dry_run") else "changes"
+    changes = result.get("changes", [])
+    print(f"cluster {result.get('cluster')}: " + (f"{len(changes)} {verb}" if changes else
+          ("nothing to do" if result.get("dry_run") else "no changes")))
+    for c in changes:
+        print(f"  {'+' if result.get('dry_run') else '~'} {c}")
+    nodes = result.get("nodes") or []
+    if nodes and not result.get("dry_run"):
+        print(f"  {'NODE':<24} {'ROLE':<8} {'ADVERTISE':<16} NODE ID")
+        for n in nodes:
+            print(f"  {n['name']:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
+                  f"{(n['node_id'] or '-')[:25]}")
+
+
+def cmd_up(args) -> int:
+    from provision.bootstrap import Options, up
+    opts = Options(dry_run=args.dry_run, force=args.force,
+                   accept_host_keys=set(args.accept_host_key or []), concurrency=args.concurrency,
+                   quiet=args.json, prune=args.prune)
+    _report(up(_cluster_path(args), opts), args.json)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    if getattr(args, "compose_files", None):
+        # `plan -c FILE STACK`: the positional is the stack, the cluster comes from --cluster
+        args.stack, args.cluster_file = args.cluster_file, None
+        args.dry_run = True
+        return cmd_stack_plan(args)
+    from provision.bootstrap import Options, up
+    _report(up(_cluster_path(args), Options(dry_run=True, quiet=True, prune=args.prune)),
+            args.json)
+    return 0
+
+
+def cmd_down(args) -> int:
+    from provision.bootstrap import Options, down
+    _report(down(_cluster_path(args), Options(dry_run=args.dry_run)), args.json)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from provision import status
+    from provision.dockerapi import cluster_client
+    st = status.gather(cluster_client(_cluster_path(args)))
+    if args.json:
+        json.dump(st, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(status.render(st))
+    return 0 if st["quorum"]["ok"] else 1
+
+
+def cmd_image_load(args) -> int:
+    """Put the busybox test image on every node (lab and tests: nothing can be pulled)."""
+    from provision.command import Command
+    from provision.dockerapi import inventory_hosts, session_for
+    from provision.images import IMAGE_NAME, build_busybox_tar, load_image
+    from provision.parallel import each
+
+    tar = build_busybox_tar()
+    name = args.image or IMAGE_NAME
+
+    def load(host):
+        s = session_for(host)
+        try:
+            def transport(_host, command, stdin):
+                r = s.run(Command.shell(command, stdin=stdin.read() if stdin else None), check=False)
+                return r.exit_status, r.stdout, r.stderr
+            return load_image(host, tar.path, name, transport=transport, sha256=tar.sha256)
+        finally:
+            s.close()
+
+    done = each(load, inventory_hosts(_cluster_path(args)))
+    changes = [f"{h}: imported {name}" for h, imported in sorted(done.items()) if imported]
+    if args.json:
+        json.dump({"image": name, "changes": changes}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"image {name}: " + (f"{len(changes)} changes" if changes else "no changes"))
+        for c in changes:
+            print(f"  ~ {c}")
+    return 0
+
+
+def _cluster_args(p, positional: bool = True) -> None:
+    if positional:
+        p.add_argument("cluster_file", nargs="?", metavar="CLUSTER.yml",
+                       help="cluster file (else --cluster, $SWARMSMITH_CLUSTER, ./swarmsmith.yml)")
+    p.add_argument("--cluster", metavar="FILE", help="cluster file")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+
+
+def add_cluster_commands(sub) -> None:
+    up = sub.add_parser("up", help="bootstrap or converge the cluster (idempotent)")
+    _cluster_args(up)
+    up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    up.add_argument("--force", action="store_true",
+                    help="take over hosts that are in another swarm (they leave it first)")
+    up.add_argument("--accept-host-key", action="append", metavar="HOST",
+                    help="accept a changed SSH host key for HOST (after a rebuild)")
+    up.add_argument("--concurrency", type=int, default=16, help="hosts handled at once")
+    up.add_argument("--prune", action="store_true",
+                    help="digitalocean: destroy the cluster's droplets the file no longer asks for")
+    up.set_defaults(func=cmd_up)
+
+    plan = sub.add_parser("plan", help="show what `up` (or, with -c, `deploy`) would change")
+    _cluster_args(plan)
+    plan.add_argument("-c", "--compose-file", dest="compose_files", action="append",
+                      metavar="FILE", help="plan a stack deploy instead (see deploy)")
+    plan.add_argument("--env-file", default=None)
+    plan.add_argument("--prune", action="store_true")
+    plan.add_argument("--strict", action="store_true")
+    plan.add_argument("--no-versioned-names", action="store_true",
+                      help="name secrets/configs <stack>_<key> like docker stack deploy")
+    plan.add_argument("--no-update-defaults", action="store_true",
+                      help="no default update_config for services without one")
+    plan.set_defaults(func=cmd_plan)
+
+    status = sub.add_parser("status", help="nodes, quorum health and services of the cluster")
+    _cluster_args(status)
+    status.set_defaults(func=cmd_status)
+
+    image = sub.add_parser("image-load", help="put the tiny busybox test image on every node")
+    _cluster_args(image)
+    image.add_argument("--image", default=None, help="image name (default swarmsmith/busybox:1)")
+    image.set_defaults(func=cmd_image_load)
+
+    down = sub.add_parser("down", help="remove what `up` made (lab: the hosts)")
+    _cluster_args(down)
+    down.add_argument("--dry-run", action="store_true")
+    down.set_defaults(func=cmd_down)
+
+
+# --- stacks: config, deploy, plan -c, redeploy, rollback, rm ----------------------------
+# Flags mirror `docker stack deploy/config/rm` where they exist.
+
+def _compose_args(p, *, cluster: bool) -> None:
+    if cluster:
+        p.add_argument("--cluster", metavar="FILE", default=None,
+                       help="cluster file (default: the lead's cluster lookup)")
+    p.add_argument("-c", "--compose-file", dest="compose_files", action="append",
+                   required=True, metavar="FILE",
+                   help="compose file; repeat to merge several (later files override)")
+    p.add_argument("--env-file", metavar="FILE", default=None,
+                   help="variables for ${VAR} interpolation (default: .env beside the "
+                        "first compose file, if any; the process environment wins)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse keys that swarm ignores (build, depends_on, restart, ...)")
+
+
+def _deploy_args(p) -> None:
+    _compose_args(p, cluster=True)
+    p.add_argument("--prune", action="store_true",
+                   help="remove services, secrets, configs and networks of the stack "
+                        "that the files no longer have")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--json", action="store_true", help="print the plan (and result) as JSON")
+    p.add_argument("--no-versioned-names", action="store_true",
+                   help="name secrets/configs <stack>_<key> like docker stack deploy "
+                        "(their content then cannot change)")
+    p.add_argument("--no-update-defaults", action="store_true",
+                   help="send no update_config/rollback_config where the file has none "
+                        "(swarm's own defaults apply, as with docker stack deploy; "
+                        "see docs/rollouts.md)")
+    p.add_argument("stack", metavar="STACK")
+
+
+def _lock_args(p, wait: float) -> None:
+    p.add_argument("--lock-wait", type=float, default=wait,
+                   help="seconds to wait for another run's lock on the stack (exit 4 after; "
+                        f"default {wait:g})")
+    p.add_argument("--lock-ttl", type=float, default=None,
+                   help="seconds after which this run's lock counts as stale if the run "
+                        "dies (default: max(1800, 2 x timeout + 300))")
+
+
+def _watch_args(p, lock_wait: float = 0) -> None:
+    p.add_argument("--timeout", type=float, default=300,
+                   help="seconds to wait for the services to converge (exit 12 after)")
+    p.add_argument("--allow-rollback", action="store_true",
+                   help="a rolled-back update exits 0 instead of 11")
+    p.add_argument("--detach", action="store_true",
+                   help="apply and return without watching the services")
+    _lock_args(p, lock_wait)
+
+
+def cmd_config(args) -> int:
+    from stacks.compose.config_view import run_config
+    return run_config(args)
+
+
+def cmd_deploy(args) -> int:
+    from stacks.operations.deploy import run_deploy
+    return run_deploy(args)
+
+
+def cmd_stack_plan(args) -> int:
+    from stacks.operations.deploy import run_plan
+    return run_plan(args)
+
+
+def cmd_redeploy(args) -> int:
+    from stacks.operations.redeploy import run_redeploy
+    return run_redeploy(args)
+
+
+def cmd_rollback(args) -> int:
+    from stacks.operations.rollback import run_rollback
+    return run_rollback(args)
+
+
+def cmd_rm(args) -> int:
+    from stacks.operations.deploy import run_rm
+    return run_rm(args)
+
+
+def add_stack_commands(subparsers) -> None:
+    p = subparsers.add_parser("config", help="print the merged, interpolated compose file "
+                              "after validating it (no cluster needed)")
+    _compose_args(p, cluster=False)
+    p.set_defaults(func=cmd_config)
+
+    p = subparsers.add_parser("deploy", help="deploy or update a stack: plan, apply, watch "
+                              "until converged (exit codes: see swarmsmith --help)")
+    _deploy_args(p)
+    _watch_args(p)
+    p.set_defaults(func=cmd_deploy)
+
+    p = subparsers.add_parser("redeploy", help="deploy again for cron/CI: image tags "
+                              "re-resolved to digests (a new image behind the same tag is "
+                              "rolled out), waits for the stack lock, audit line per run")
+    _deploy_args(p)
+    _watch_args(p, lock_wait=60)
+    p.add_argument("--resolve-image", choices=("registry", "always", "never"),
+                   default="registry",
+                   help="which images to resolve: those naming a registry host (default), "
+                        "also Docker Hub ones, or none")
+    p.add_argument("--insecure-registry", action="append", metavar="HOST:PORT", default=[],
+                   help="a registry spoken to over plain HTTP (repeat for several)")
+    p.set_defaults(func=cmd_redeploy)
+
+    p = subparsers.add_parser("rollback", help="roll services of a stack back to their "
+                              "previous spec and watch them (default: every service that "
+                              "has one)")
+    p.add_argument("--cluster", metavar="FILE", default=None)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--timeout", type=float, default=300,
+                   help="seconds to wait for the rollback to finish (exit 12 after)")
+    _lock_args(p, 0)
+    p.add_argument("stack", metavar="STACK")
+    p.add_argument("services", metavar="SERVICE", nargs="*",
+                   help="services to roll back (short or full names)")
+    p.set_defaults(func=cmd_rollback)
+
+    p = subparsers.add_parser("rm", help="remove a stack (services, networks, secrets, "
+                              "configs carrying its label)")
+    p.add_argument("--cluster", metavar="FILE", default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("stack", metavar="STACK")
+    p.set_defaults(func=cmd_rm)
+
+
 # --- parser ---------------------------------------------------------------------------
 
 class _FlagError(SwarmsmithError):
@@ -132,21 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_lab_ls)
 
-    try:
-        from provision import cluster_commands
-        cluster_commands.add_commands(sub)
-    except ImportError:
-        pass
-    try:
-        from provision import image_commands
-        image_commands.add_commands(sub)
-    except ImportError:
-        pass
-    try:
-        from stacks import commands as stack_commands
-        stack_commands.add_commands(sub)
-    except ImportError:
-        pass
+    add_cluster_commands(sub)    # `plan` is the cluster's, and with -c the stack's
+    from provision import image_commands
+    image_commands.add_commands(sub)
+    add_stack_commands(sub)
     return p
 
 

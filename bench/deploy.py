@@ -51,7 +51,7 @@ def main() -> int:
     opts = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/deploy.py needs root (lab hosts)")
-    from provision.commands import Command
+    from provision.command import Command
     from provision.dockerapi import manager_session
 
     folder = tempfile.mkdtemp(prefix="swarmsmith-pb1-", dir="/tmp")  # /tmp: seen by lab hosts

@@ -17,7 +17,7 @@ from inventory.state import StateDir
 
 from . import engine, facts as F, providers
 from .addresses import choose
-from .commands import Command
+from .command import Command
 from .errors import InputError, SwarmsmithError
 from .parallel import each
 from .ssh import Session, fingerprint
@@ -100,7 +100,7 @@ def _up(run: Run) -> dict:
     provider = providers.make(cf, inv.get("provider_state", {}), prune=run.opts.prune)
     wanted = cf.wanted_hosts()
     if cf.stacks:
-        from stacks.apply import prepare
+        from stacks.operations.deploy import prepare
         for ref in cf.stacks:      # compose files are checked before any host is touched
             prepare(_stack_args(run, ref))
     if run.opts.dry_run:
@@ -177,7 +177,7 @@ def _deploy_stack(run: Run, ref) -> list[str]:
     import io
     import json
 
-    from stacks.apply import run_deploy
+    from stacks.operations.deploy import run_deploy
 
     args = _stack_args(run, ref)
     run.progress(f"stack {ref.name}", "deploying")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .commands import Command
+from .command import Command
 from .errors import SwarmsmithError
 
 WAIT_SERVER = Command.shell(

@@ -2,7 +2,7 @@
 docker.APIClient (or any object with the same methods: tests use a fake).
 
 Lists use APIClient's own methods; creates and updates post the spec dicts
-from stacks/convert.py as they are (`_post_json`, as stacks/rollback.py
+from stacks/specs/convert.py as they are (`_post_json`, as stacks/operations/rollback.py
 does), so what is sent is exactly what the plan showed: docker-py's
 create_service/create_secret would rebuild the bodies and drop fields
 (Templating, Runtime config references).  Registry credentials
@@ -11,7 +11,7 @@ create_service/create_secret would rebuild the bodies and drop fields
 from __future__ import annotations
 
 from provision.errors import SwarmsmithError
-from stacks.plan import Current
+from stacks.plan_apply.plan import Current
 
 
 class EngineAPI:

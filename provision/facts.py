@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .commands import Command
+from .command import Command
 
 ENGINE_FACTS = Command.shell(r"""
 . /etc/os-release 2>/dev/null || true

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .commands import Command
+from .command import Command
 from .errors import RemoteCommandError
 from .image_archive import ArchiveImage, read_images
 

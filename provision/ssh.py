@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .commands import Command
+from .command import Command
 from .errors import HostKeyMismatchError, InputError, RemoteCommandError, UnreachableError
 from .hosts import Host
 

@@ -12,7 +12,7 @@ import sys
 import time
 
 from . import facts as F
-from .commands import Command, Secret
+from .command import Command, Secret
 from .dockerapi import api_client
 from .errors import SwarmsmithError
 from .hosts import Host

@@ -68,7 +68,7 @@ def test_duplicate_keys_in_cluster_file(tmp_path, text, key, first, second):
 
 
 def test_duplicate_keys_in_compose_file_name_both_lines(tmp_path):
-    from stacks.yaml_source import parse
+    from stacks.compose.yaml_source import parse
     text = "services:\n  web:\n    image: a\n    ports: []\n    image: b\n"
     with pytest.raises(InputError) as e:
         parse(text, "stack.yml")
@@ -77,7 +77,7 @@ def test_duplicate_keys_in_compose_file_name_both_lines(tmp_path):
 
 
 def test_merge_keys_are_not_duplicates(tmp_path):
-    from stacks.yaml_source import parse
+    from stacks.compose.yaml_source import parse
     text = ("x-base: &base\n  image: a\n  user: u\nservices:\n  web:\n    <<: *base\n"
             "    image: b\n  db:\n    <<: *base\n")
     data, _ = parse(text, "stack.yml")

@@ -13,7 +13,7 @@ import pytest
 from inventory import clusterfile
 from inventory.state import StateDir
 from provision import addresses, engine, facts as F
-from provision.commands import Command, Secret
+from provision.command import Command, Secret
 from provision.errors import EXIT_BAD_INPUT, InputError, SwarmsmithError
 from provision.hosts import Host
 from tests.conftest import REPO

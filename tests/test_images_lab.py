@@ -34,7 +34,7 @@ class Lab:
         self.workers = sorted(n for n, h in self.hosts.items() if h.role == "worker")
 
     def ssh(self, host: str, command: str, check: bool = True) -> str:
-        from provision.commands import Command
+        from provision.command import Command
         from provision.dockerapi import session_for
         s = session_for(self.hosts[host])
         try:

@@ -6,12 +6,12 @@ import copy
 
 import pytest
 
-from stacks.convert import StackSpec
-from stacks.outcomes import Outcome
-from stacks.redeploy import ImagePinner
-from stacks.registry import RegistryError, parse_reference, resolve_digest
-from stacks.update_defaults import MONITOR_NS, apply_update_defaults, with_update_defaults
-from stacks.watch import WatchPolicy, watch_stack
+from stacks.specs.convert import StackSpec
+from stacks.watch.outcomes import Outcome
+from stacks.operations.redeploy import ImagePinner
+from stacks.images.registry import RegistryError, parse_reference, resolve_digest
+from stacks.specs.update_defaults import MONITOR_NS, apply_update_defaults, with_update_defaults
+from stacks.watch.watcher import WatchPolicy, watch_stack
 from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
 
 DIGEST_A = "sha256:" + "a" * 64

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from stacks.config_cmd import render_config
-from stacks.loader import load
+from stacks.compose.config_view import render_config
+from stacks.compose.loader import load
 from tests.conftest import REPO, run_cli
 
 STACKS = os.path.join(REPO, "tests", "fixtures", "stacks")

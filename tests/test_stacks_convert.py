@@ -6,11 +6,12 @@ import textwrap
 
 import pytest
 
-from stacks.convert import CONTENT_LABEL, convert
-from stacks.loader import load
-from stacks.units import (familiar_image, format_duration, parse_cpus, parse_duration,
-                          parse_memory, split_command)
-from stacks.validate import validate
+from stacks.specs.convert import CONTENT_LABEL, convert
+from stacks.compose.loader import load
+from stacks.compose.values import (format_duration, parse_cpus, parse_duration, parse_memory,
+                                   split_command)
+from stacks.images.references import familiar_image
+from stacks.compose.validate import validate
 
 
 def stack(tmp_path, services, top="", stack_name="st", versioned=True, env=None):

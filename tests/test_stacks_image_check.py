@@ -1,4 +1,4 @@
-"""Image check (stacks/image_check.py) without a cluster: constraint matching, image names,
+"""Image check (stacks/images/check.py) without a cluster: constraint matching, image names,
 node listings, and the plan problems it adds through plan_for with a fake engine.  The lab
 test is in tests/test_stacks_parity_lab.py."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from provision.errors import InputError
-from stacks.engine_api import EngineAPI
-from stacks.image_check import Node, matches, names_registry, parse_listing, present
+from provision.engine_api import EngineAPI
+from stacks.images.check import Node, matches, names_registry, parse_listing, present
 from tests.test_stacks_plan_apply import FakeAPI, args_for, plan_of, run_deploy
 
 
@@ -131,7 +131,7 @@ def test_unreachable_node_is_a_warning(tmp_path):
     api = NodeAPI({"m": {"app:1"}, "w1": {"app:1"}})  # w2 cannot be asked
     import io
     out = io.StringIO()
-    from stacks.apply import run_plan
+    from stacks.operations.deploy import run_plan
     run_plan(args_for(f, json=True), engine=engine_for(api), out=out)
     plan = json.loads(out.getvalue())
     assert plan["problems"] == []
@@ -167,7 +167,7 @@ def test_cli_made_secret_keeps_its_labels(tmp_path):
                           "Spec": {"Name": "st_c", "Labels": {"com.docker.stack.namespace": "st"},
                                    "Data": base64.b64encode(b"old").decode()}}
     import io
-    from stacks.apply import run_plan
+    from stacks.operations.deploy import run_plan
     out = io.StringIO()
     with pytest.raises(InputError):
         run_plan(args_for(f, json=True, no_versioned_names=True), engine=EngineAPI(api), out=out)

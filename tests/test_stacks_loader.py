@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from provision.errors import EXIT_BAD_INPUT, InputError
-from stacks.interpolate import InterpolationError, substitute
-from stacks.loader import load
+from stacks.compose.interpolate import InterpolationError, substitute
+from stacks.compose.loader import load
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "stacks")
 

@@ -74,7 +74,7 @@ class Lab:
         self.api = cluster_client(path)
 
     def sh(self, script: str, check: bool = True, stdin: bytes | None = None):
-        from provision.commands import Command
+        from provision.command import Command
         r = self.session.run(Command.shell(script, stdin=stdin), check=False, timeout=300)
         if check and r.exit_status != 0:
             raise AssertionError(f"manager: {script}\n-> {r.exit_status}\n{r.stdout}\n{r.stderr}")
@@ -549,7 +549,7 @@ def test_job_modes_match_docker_service_create(lab, stacks):
     nets = lab.network_names()
     ours, ref = lab.services("ptj"), lab.services("ptk")
     assert sorted(ours) == sorted(ref) == ["everywhere", "once"]
-    from stacks.spec_normalize import effective_spec
+    from stacks.specs.normalize import effective_spec
     for name in ours:
         want = normalise(ref[name]["Spec"], "ptk", nets)
         # `service create` sends what compose leaves unset: Init false, empty DNSConfig and

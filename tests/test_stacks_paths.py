@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.convert import convert
-from stacks.loader import load
+from stacks.specs.convert import convert
+from stacks.compose.loader import load
 
 CASES = [
     # (short volume syntax, expected Source, expected Target)

@@ -12,10 +12,11 @@ import textwrap
 import pytest
 
 from provision.errors import InputError
-from stacks.apply import apply, resolve_ids, rm_plan, run_deploy, run_plan, run_rm
-from stacks.engine_api import EngineAPI
-from stacks.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Current, make_plan
-from stacks.plan_render import render_text
+from stacks.plan_apply.apply import apply, resolve_ids, rm_plan
+from stacks.operations.deploy import run_deploy, run_plan, run_rm
+from provision.engine_api import EngineAPI
+from stacks.plan_apply.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Current, make_plan
+from stacks.plan_apply.plan_render import render_text
 
 DIGEST = "@sha256:" + "c" * 64
 
@@ -125,7 +126,7 @@ class FakeAPI:
     def remove_secret(self, i):
         self._remove(self.secrets_, i)
 
-    # the stack lock (stacks/swarm_lock.py) is a config; not counted in self.calls
+    # the stack lock (stacks/operations/lock.py) is a config; not counted in self.calls
     def create_config(self, name, data, labels=None, templating=None):
         if any(c["Spec"]["Name"] == name for c in self.configs_.values()):
             raise RuntimeError("409 Conflict: config name exists")
@@ -395,7 +396,7 @@ def test_render_text(files):
     api = FakeAPI()
     deploy(api, f)
     f.write_text(STACK.replace("replicas: 2", "replicas: 5"))
-    from stacks.apply import plan_for
+    from stacks.operations.deploy import plan_for
     plan, _ = plan_for(args_for(f), EngineAPI(api))
     text = render_text(plan)
     assert "stack st: 0 to create, 1 to update, 0 to remove, 5 unchanged" in text
@@ -429,23 +430,22 @@ def test_config_command_bad_input_exit_2(tmp_path, capsys):
 
 
 def test_parsers_mirror_the_docker_cli():
-    from stacks.commands import add_commands
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers()
-    add_commands(sub)
+    from cli import build_parser
+    p = build_parser()
     a = p.parse_args(["deploy", "--cluster", "c.yml", "-c", "a.yml", "-c", "b.yml",
                       "--env-file", "e", "--prune", "--dry-run", "--strict", "--json", "st"])
     assert (a.cluster, a.compose_files, a.env_file, a.prune, a.dry_run, a.strict, a.json,
             a.stack) == ("c.yml", ["a.yml", "b.yml"], "e", True, True, True, True, "st")
     assert callable(a.func)
+    # `plan` is registered once: the cluster's, planning a stack deploy when given -c
     a = p.parse_args(["plan", "-c", "a.yml", "st"])
-    assert a.dry_run and a.stack == "st"
+    assert a.compose_files == ["a.yml"] and a.cluster_file == "st" and callable(a.func)
     a = p.parse_args(["rm", "st"])
     assert a.stack == "st" and callable(a.func)
 
 
-def test_commands_module_is_import_light():
-    code = ("import sys, stacks.commands; "
+def test_cli_parser_is_import_light():
+    code = ("import sys, cli; cli.build_parser(); "
             "print(sorted(m for m in ('docker', 'paramiko', 'yaml', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=".").stdout.strip()
@@ -453,7 +453,7 @@ def test_commands_module_is_import_light():
 
 
 def test_effective_spec_undoes_daemon_additions():
-    from stacks.spec_normalize import effective_spec
+    from stacks.specs.normalize import effective_spec
     ours = {"Name": "st_web", "Labels": {"a": "1"},
             "TaskTemplate": {"ContainerSpec": {"Image": "nginx:latest", "Privileges": {},
                                                "Secrets": [{"SecretID": "<id:s>", "SecretName": "s",
@@ -487,7 +487,7 @@ def test_effective_spec_undoes_daemon_additions():
 
 
 def test_update_config_explicit_zero_parallelism_differs_from_absent():
-    from stacks.spec_normalize import effective_spec
+    from stacks.specs.normalize import effective_spec
     a = effective_spec({"UpdateConfig": {"Order": "stop-first"}})   # JSON dropped Parallelism 0
     b = effective_spec({})
     assert a["UpdateConfig"]["Parallelism"] == 0 and b["UpdateConfig"]["Parallelism"] == 1
@@ -495,8 +495,8 @@ def test_update_config_explicit_zero_parallelism_differs_from_absent():
 
 def test_render_rich_smoke(files):
     from rich.console import Console
-    from stacks.apply import plan_for
-    from stacks.plan_render import render_rich
+    from stacks.operations.deploy import plan_for
+    from stacks.plan_apply.plan_render import render_rich
     _, f = files
     plan, _ = plan_for(args_for(f), EngineAPI(FakeAPI()))
     console = Console(file=io.StringIO(), width=120, color_system=None)
@@ -507,7 +507,7 @@ def test_render_rich_smoke(files):
 def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
     """A versioned secret name must not be an unkeyed hash of the content (a short secret could
     be guessed offline from a CI log); configs may keep the plain hash."""
-    from stacks.convert import CONTENT_LABEL, content_hash
+    from stacks.specs.convert import CONTENT_LABEL, content_hash
     tmp, f = files
     api = FakeAPI()
     deploy(api, f)

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 
 from provision.errors import EXIT_BAD_INPUT, InputError
-from stacks.loader import load
-from stacks.validate import validate, validate_stack_name
+from stacks.compose.loader import load
+from stacks.compose.validate import validate, validate_stack_name
 
 
 def check(tmp_path, services_yaml, top="", *, strict=False, node_count=None, stack="st"):

@@ -1,7 +1,7 @@
 """The number of API calls per poll does not grow with tasks or services."""
 from __future__ import annotations
 
-from stacks.watch import WatchPolicy, watch_stack
+from stacks.watch.watcher import WatchPolicy, watch_stack
 from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
 
 

@@ -8,8 +8,8 @@ import stat
 import pytest
 
 from provision.errors import EXIT_LOCKED, LockedError
-from stacks.audit import append_audit, append_audit_swarm, audit_record, read_audit, scrub
-from stacks.swarm_lock import L_ACQUIRED, L_OWNER, SwarmLock, lock_name
+from stacks.operations.audit import append_audit, append_audit_swarm, audit_record, read_audit, scrub
+from stacks.operations.lock import L_ACQUIRED, L_OWNER, SwarmLock, lock_name
 from tests.test_watch_fakes import FakeClock
 
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from stacks.outcomes import Outcome
-from stacks.watch import WatchPolicy, watch_stack
+from stacks.watch.outcomes import Outcome
+from stacks.watch.watcher import WatchPolicy, watch_stack
 from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, node, svc, task
 
 OLD, NEW = "app:1", "app:2"
@@ -314,7 +314,7 @@ def test_log_fetch_that_hangs_is_bounded():
 
 
 def test_raise_for_outcome_carries_exit_code_and_summary():
-    from stacks.outcomes import WatchOutcomeError, raise_for_outcome
+    from stacks.watch.outcomes import WatchOutcomeError, raise_for_outcome
     api, clock, report = run(rollback_after_exit_1(),
                              logs={"badtask000000001": ["config missing: DB_URL"]})
     with pytest.raises(WatchOutcomeError) as err:

@@ -5,8 +5,8 @@ import io
 import subprocess
 import sys
 
-from stacks.outcomes import Outcome, ServiceReport, WatchReport
-from stacks.watch_render import PlainRenderer, RichRenderer, progress_renderer
+from stacks.watch.outcomes import Outcome, ServiceReport, WatchReport
+from stacks.watch.render import PlainRenderer, RichRenderer, progress_renderer
 
 
 def _report(outcome=None):
@@ -44,8 +44,9 @@ def test_rich_table_renders():
 
 
 def test_watch_modules_import_light():
-    code = ("import sys, stacks.watch, stacks.rollback, stacks.swarm_lock, stacks.audit, "
-            "stacks.watch_render; bad = [m for m in ('docker', 'paramiko', 'rich', 'requests') "
+    code = ("import sys, stacks.watch.watcher, stacks.operations.rollback, "
+            "stacks.operations.lock, stacks.operations.audit, "
+            "stacks.watch.render; bad = [m for m in ('docker', 'paramiko', 'rich', 'requests') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=__file__.rsplit("/tests/", 1)[0], check=True).stdout.strip()

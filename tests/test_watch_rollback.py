@@ -6,9 +6,9 @@ import json
 import pytest
 
 from provision.errors import InputError
-from stacks.outcomes import Outcome
-from stacks.rollback import plan_rollback, rollback_services
-from stacks.watch import WatchPolicy
+from stacks.watch.outcomes import Outcome
+from stacks.operations.rollback import plan_rollback, rollback_services
+from stacks.watch.watcher import WatchPolicy
 from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
 
 

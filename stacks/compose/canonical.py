@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import re
 
-from stacks.envfiles import parse_kvfile, read_text
-from stacks.problems import Problems
-from stacks.units import split_command
+from stacks.compose.envfiles import parse_kvfile, read_text
+from stacks.compose.problems import Problems
+from stacks.compose.values import split_command
 from provision.errors import InputError
 
 
@@ -252,7 +252,7 @@ def parse_short_port(spec: str, warnings: list, path=()) -> list[dict]:
     host = parts[-2] if len(parts) >= 2 else ""
     ip = ":".join(parts[:-2]) if len(parts) >= 3 else ""
     if ip:
-        from stacks.yaml_source import format_path
+        from stacks.compose.yaml_source import format_path
         warnings.append(f"{format_path(path)}: ignoring IP address {ip.strip('[]')} in port "
                         f"{spec!r}: swarm publishes on all interfaces")
     if not container:

@@ -17,9 +17,9 @@ Keys the Docker CLI has no field for are still printed (`oom_score_adj` after
 """
 from __future__ import annotations
 
-from stacks.loader import Compose
-from stacks.units import format_duration, parse_duration, parse_memory
-from stacks.yaml_source import dump_like_go
+from stacks.compose.loader import Compose
+from stacks.compose.values import format_duration, parse_duration, parse_memory
+from stacks.compose.yaml_source import dump_like_go
 
 # Field kinds, as the CLI's Go types marshal them:
 #   "s" string/value, omitted when empty     "b" bool, omitted when false
@@ -185,8 +185,8 @@ def render_config(compose: Compose) -> str:
 
 def run_config(args, out=None, err=None) -> int:
     import sys
-    from stacks.loader import load
-    from stacks.validate import validate
+    from stacks.compose.loader import load
+    from stacks.compose.validate import validate
     out, err = out or sys.stdout, err or sys.stderr
     compose = load(args.compose_files, env_file=args.env_file)
     for w in validate(compose, strict=args.strict):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Mapping
 
-from stacks.yaml_source import Path
+from stacks.compose.yaml_source import Path
 
 _NAME = r"[_A-Za-z][_A-Za-z0-9]*"
 _TOKEN = re.compile(

@@ -1,8 +1,8 @@
 """Load a stack from one or several compose files.
 
 Per file, in the CLI's order: YAML → version → forbidden keys → interpolation
-(+ type casting) → key types (stacks/schema.py) → canonical shape
-(stacks/canonical.py); then the files are merged in order (stacks/merge.py).
+(+ type casting) → key types (stacks/compose/schema.py) → canonical shape
+(stacks/compose/canonical.py); then the files are merged in order (stacks/compose/merge.py).
 Every problem of every file is collected and raised as one InputError.
 
 Working dir for every relative path (env_file, secret/config files, bind
@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from provision.errors import InputError
-from stacks import schema
-from stacks.canonical import Canon
-from stacks.envfiles import parse_dotenv, read_text
-from stacks.interpolate import interpolate
-from stacks.merge import merge_files
-from stacks.problems import Problem, ComposeError, Problems
-from stacks.yaml_source import Path, parse
+from stacks.compose import schema
+from stacks.compose.canonical import Canon
+from stacks.compose.envfiles import parse_dotenv, read_text
+from stacks.compose.interpolate import interpolate
+from stacks.compose.merge import merge_files
+from stacks.compose.problems import Problem, ComposeError, Problems
+from stacks.compose.yaml_source import Path, parse
 
 LATEST = (3, 13)
 

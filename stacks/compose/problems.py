@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from provision.errors import InputError
-from stacks.yaml_source import Path, format_path
+from stacks.compose.yaml_source import Path, format_path
 
 
 @dataclass(frozen=True)

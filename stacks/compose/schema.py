@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from stacks.problems import Problems, describe
-from stacks.units import parse_cpus, parse_duration, parse_memory
+from stacks.compose.problems import Problems, describe
+from stacks.compose.values import parse_cpus, parse_duration, parse_memory
 
 
 class Ctx:

@@ -12,11 +12,11 @@ import ipaddress
 import os
 import re
 
-from stacks import schema
-from stacks.loader import Compose
-from stacks.problems import Problem, Problems
-from stacks.yaml_source import format_path
-from stacks.units import parse_image
+from stacks.compose import schema
+from stacks.compose.loader import Compose
+from stacks.compose.problems import Problem, Problems
+from stacks.compose.yaml_source import format_path
+from stacks.images.references import parse_image
 
 STACK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 OBJECT_NAME = re.compile(r"^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$")

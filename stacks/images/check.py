@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from stacks.units import familiar_image, parse_image
+from stacks.images.references import familiar_image, parse_image
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(.*?)\s*$")
 LIST_IMAGES = "docker image ls --digests --format '{{.Repository}}|{{.Tag}}|{{.Digest}}'"
@@ -143,7 +143,7 @@ Lister = Callable[[list], dict]
 
 def check_images(compose, desired, plan, nodes: list[dict], lister: Lister) -> tuple[list, list]:
     """(problems, warnings) for the services the plan creates or updates."""
-    from stacks.plan import CREATE, UPDATE
+    from stacks.plan_apply.plan import CREATE, UPDATE
     changing = {a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)}
     wanted = []   # (service key, image, candidate nodes)
     all_nodes = [Node.from_api(n) for n in nodes if usable(n)]
@@ -188,7 +188,7 @@ def ssh_lister(cluster_path: str) -> Lister:
     """Ask each node with one SSH command, in parallel; nodes matched to inventory hosts by
     hostname, then by address."""
     def run(nodes: list) -> dict:
-        from provision.commands import Command
+        from provision.command import Command
         from provision.dockerapi import inventory_hosts, session_for
         from provision.parallel import each
         hosts = inventory_hosts(cluster_path)

@@ -1,10 +1,10 @@
 """`swarmsmith redeploy`: deploy again from cron or CI, rolling out new images
 pushed under the same tag.
 
-What it adds to `deploy` (stacks/apply.py run_deploy, which it calls):
+What it adds to `deploy` (stacks/operations/deploy.py run_deploy, which it calls):
 - every image whose name carries a registry host (`reg.example:5000/app:1`;
   `--resolve-image always` adds Docker Hub images) is resolved to the digest
-  its tag points at now (stacks/registry.py) and the service spec is pinned to
+  its tag points at now (stacks/images/registry.py) and the service spec is pinned to
   `name:tag@sha256:...`, so the plan shows `old digest -> new digest` and swarm
   rolls the service exactly when the digest moved;
 - the stack lock is waited for up to `--lock-wait` seconds (default 60), then
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import sys
 
-from stacks.registry import RegistryError, parse_reference, resolve_digest
+from stacks.images.registry import RegistryError, parse_reference, resolve_digest
 
 RESOLVE_MODES = ("registry", "always", "never")
 
 
 class ImagePinner:
-    """Called with the desired StackSpec (stacks/apply.py adjust_desired); pins images."""
+    """Called with the desired StackSpec (stacks/operations/deploy.py adjust_desired); pins images."""
 
     def __init__(self, mode: str = "registry", insecure=(), *, resolve=resolve_digest,
                  out=None):
@@ -62,7 +62,7 @@ class ImagePinner:
 
 
 def run_redeploy(args, *, engine=None, out=sys.stdout, resolve=resolve_digest) -> int:
-    from stacks.apply import run_deploy
+    from stacks.operations.deploy import run_deploy
     as_json = getattr(args, "json", False)
     pinner = ImagePinner(getattr(args, "resolve_image", None) or "registry",
                          getattr(args, "insecure_registry", None) or (),

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 
 from provision.errors import EXIT_OK, InputError, SwarmsmithError
-from stacks.outcomes import WatchReport
-from stacks.watch import _short, stack_services, watch_services
+from stacks.watch.outcomes import WatchReport
+from stacks.watch.watcher import _short, stack_services, watch_services
 
 
 @dataclass
@@ -100,20 +100,20 @@ def run_rollback(args, *, api=None, out=None) -> int:
     """`swarmsmith rollback [--cluster F] STACK [SERVICE...]` under the stack's lock."""
     import sys
 
-    from stacks.swarm_lock import SwarmLock
-    from stacks.validate import validate_stack_name
-    from stacks.watch import WatchPolicy
+    from stacks.operations.lock import SwarmLock
+    from stacks.compose.validate import validate_stack_name
+    from stacks.watch.watcher import WatchPolicy
     out = out or sys.stdout
     validate_stack_name(args.stack)
     if api is None:
-        from stacks.apply import cluster_engine
+        from stacks.operations.deploy import cluster_engine
         api = cluster_engine(args).api
     as_json = getattr(args, "json", False)
     timeout = getattr(args, "timeout", None) or 300
     kwargs = {"policy": WatchPolicy(timeout=timeout)}
     renderer = None
     if not as_json:
-        from stacks.watch_render import progress_renderer
+        from stacks.watch.render import progress_renderer
         renderer = progress_renderer(sys.stderr)
     with SwarmLock(api, args.stack, ttl=getattr(args, "lock_ttl", None) or max(1800, 2 * timeout + 300),
                    wait=getattr(args, "lock_wait", 0) or 0):
@@ -145,7 +145,7 @@ def _audit_rollback(args, result: RollbackResult) -> None:
 
     from inventory import clusterfile
     from inventory.state import StateDir
-    from stacks.audit import append_audit, audit_record
+    from stacks.operations.audit import append_audit, audit_record
     try:
         path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
         state = StateDir(path, clusterfile.load(path).name)

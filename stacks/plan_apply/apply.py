@@ -1,9 +1,6 @@
-"""Deploy, plan and rm for the command line, and apply(): carry out a plan.
+"""apply(): carry out a plan through the Engine API adapter, and the plan of `rm`.
 
-run_* functions: load + validate + convert offline (nothing touches a cluster
-before the files are known good), then connect, read the live state, plan,
-print, and (deploy only) apply.  apply() needs only an EngineAPI, so tests
-drive it with a fake APIClient.
+apply() needs only an EngineAPI, so tests drive it with a fake APIClient.
 
 Order of apply (the CLI's, with removals last so nothing in use is removed
 first): networks -> secrets -> configs -> services created or updated ->
@@ -13,16 +10,14 @@ Unchanged services are not sent at all (no version bump, no task restart).
 from __future__ import annotations
 
 import copy
-import json
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 from provision.errors import InputError, SwarmsmithError
-from stacks.convert import STACK_LABEL, StackSpec, convert, is_placeholder
-from stacks.engine_api import EngineAPI
-from stacks.plan import (CREATE, REMOVE, UNCHANGED, UPDATE, Action, Current, Plan,
-                         comparable_current, make_plan)
+from stacks.specs.convert import STACK_LABEL, is_placeholder
+from provision.engine_api import EngineAPI
+from stacks.plan_apply.plan import (CREATE, REMOVE, UPDATE, Action, Current, Plan,
+                                    comparable_current)
 
 
 @dataclass
@@ -130,214 +125,3 @@ def rm_plan(current: Current, stack: str) -> Plan:
         if mine(n.get("Labels")):
             plan.actions.append(Action("network", n["Name"], REMOVE, id=n.get("Id")))
     return plan
-
-
-# --- command entry points ------------------------------------------------------------------
-
-def cluster_engine(args) -> EngineAPI:
-    from inventory.clusterfile import find          # lazy: docker, paramiko behind it
-    from provision.dockerapi import cluster_client
-    path = getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
-    return EngineAPI(cluster_client(path))
-
-
-def _stack_name(args) -> str:
-    stack = getattr(args, "stack", None)
-    if not stack:
-        raise InputError("a stack name is needed: swarmsmith plan -c FILE STACK "
-                         "(or deploy --dry-run -c FILE STACK)")
-    return stack
-
-
-def prepare(args, node_count: int | None = None, secret_key: bytes | None = None):
-    """(compose, warnings, desired StackSpec) from the files; raises InputError.
-    Without secret_key (the offline pass) secret names are not the cluster's."""
-    from stacks.loader import load
-    from stacks.validate import validate, validate_stack_name
-    validate_stack_name(_stack_name(args))
-    compose = load(args.compose_files, env_file=getattr(args, "env_file", None))
-    versioned = not getattr(args, "no_versioned_names", False)
-    warnings = validate(compose, stack=args.stack, strict=getattr(args, "strict", False),
-                        node_count=node_count,
-                        versioned_objects=versioned)
-    return compose, warnings, convert(compose, args.stack, versioned_objects=versioned,
-                                      secret_key=secret_key)
-
-
-def plan_for(args, engine: EngineAPI | None) -> tuple[Plan, EngineAPI]:
-    prepare(args)  # offline checks first: bad files never open a connection
-    engine = engine or cluster_engine(args)
-    naming_key = getattr(engine, "secret_naming_key", None)   # test fakes may have none
-    node_count = engine.node_count()
-    compose, warnings, desired = prepare(args, node_count=node_count,
-                                         secret_key=naming_key() if naming_key else None)
-    adjust_desired(args, desired)
-    plan = make_plan(desired, engine.current(), prune=getattr(args, "prune", False))
-    plan.warnings[:0] = warnings
-    refuse_update_deadlocks(plan, compose, args.stack, node_count)
-    from stacks.image_check import for_plan
-    for_plan(args, compose, desired, plan, engine)  # images on the nodes (issue 5 item 7)
-    return plan, engine
-
-
-def refuse_update_deadlocks(plan: Plan, compose, stack: str, node_count: int) -> None:
-    """An update of a service set up to deadlock is a plan problem; a create only warned."""
-    from stacks.validate import update_deadlocks
-    risky = {f"{stack}_{name}": p for name, p in update_deadlocks(compose, node_count).items()}
-    for a in plan.actions:
-        if a.kind == "service" and a.action == UPDATE and a.name in risky:
-            plan.problems.append(str(risky[a.name]))
-
-
-def _print_plan(plan: Plan, args, out) -> None:
-    if getattr(args, "json", False):
-        return
-    from stacks.plan_render import render_text
-    print(render_text(plan, show_unchanged=True), file=out)
-
-
-def run_plan(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
-    plan, engine = plan_for(args, engine)
-    if getattr(args, "json", False):
-        json.dump(plan.to_dict(), out, indent=2)
-        out.write("\n")
-    else:
-        _print_plan(plan, args, out)
-    if plan.problems:
-        raise InputError("the plan has problems; nothing was changed:\n  "
-                         + "\n  ".join(plan.problems))
-    return 0
-
-
-def adjust_desired(args, desired) -> None:
-    """swarmsmith's additions to the converted specs, before planning (issue 6):
-    rolling-update defaults (stacks/update_defaults.py; off with
-    --no-update-defaults) and, for redeploy, images pinned to the digests their
-    tags resolve to now (args.image_resolver, see stacks/redeploy.py)."""
-    from stacks.update_defaults import apply_update_defaults
-    apply_update_defaults(desired, enabled=not getattr(args, "no_update_defaults", False))
-    resolver = getattr(args, "image_resolver", None)
-    if resolver is not None:
-        resolver(desired)
-
-
-def lock_ttl(args, timeout: float) -> float:
-    return getattr(args, "lock_ttl", None) or max(1800, 2 * timeout + 300)
-
-
-def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
-               command: str = "deploy") -> int:
-    """Take the stack's lock, plan, apply, then watch every changed service until it
-    converged, rolled back, failed or timed out. The exit code is the watch's."""
-    if getattr(args, "dry_run", False):
-        return run_plan(args, engine=engine, out=out)
-    from stacks.swarm_lock import SwarmLock
-
-    prepare(args)  # offline checks first: bad files never open a connection (nor the lock)
-    engine = engine or cluster_engine(args)
-    timeout = getattr(args, "timeout", None) or 300
-    with SwarmLock(engine.api, args.stack, ttl=lock_ttl(args, timeout),
-                   wait=getattr(args, "lock_wait", 0) or 0):
-        plan, engine = plan_for(args, engine)   # planned under the lock: nobody moves it
-        _print_plan(plan, args, out)
-        result, report, changed = _apply_and_watch(args, plan, engine, out, timeout)
-    _audit(args, plan, result, report, command)
-    if getattr(args, "json", False):
-        json.dump({"plan": plan.to_dict(), "applied": result.to_dict(),
-                   "watch": report.to_dict() if report else None,
-                   **getattr(args, "extra_json", {})}, out, indent=2)
-        out.write("\n")
-    else:
-        for w in result.warnings:
-            print(f"  warning: {w}", file=out)
-        if report is not None:
-            print(report.summary(), file=out)
-        elif not plan.has_changes:
-            print(f"stack {args.stack}: no changes", file=out)
-        elif not changed:
-            print(f"stack {args.stack}: no service changed; nothing to watch", file=out)
-    return report.exit_code if report else 0
-
-
-def _apply_and_watch(args, plan: Plan, engine: EngineAPI, out, timeout: float):
-    from stacks.watch import WatchPolicy, snapshot_versions, watch_stack
-    from stacks.watch_render import progress_renderer
-
-    as_json = getattr(args, "json", False)
-    if not plan.has_changes and not plan.problems:
-        return ApplyResult(), None, []
-    baseline = snapshot_versions(engine.api, args.stack)
-    result = apply(plan, engine, on_step=None if as_json else
-                   (lambda s: print(f"  done: {s}", file=out)))
-    changed = [a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)]
-    report = None
-    if changed and not getattr(args, "detach", False):
-        renderer = progress_renderer(sys.stderr) if not as_json else None
-        watch = dict(services=changed, baseline=baseline,
-                     policy=WatchPolicy(timeout=timeout),
-                     allow_rollback=getattr(args, "allow_rollback", False))
-        if renderer is not None:
-            with renderer as show:
-                report = watch_stack(engine.api, args.stack, on_progress=show, **watch)
-        else:
-            report = watch_stack(engine.api, args.stack, **watch)
-    return result, report, changed
-
-
-def _audit(args, plan: Plan, result: ApplyResult, report, command: str = "deploy") -> None:
-    """One JSON line per deploy beside the inventory (never secrets: names and outcomes only)."""
-    import os
-
-    from inventory import clusterfile
-    from inventory.state import StateDir
-    from stacks.audit import append_audit, audit_record
-    try:
-        path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
-        state = StateDir(path, clusterfile.load(path).name)
-        append_audit(os.path.join(state.path, "audit.jsonl"),
-                     audit_record(command, args.stack, report, changes=result.done,
-                                  **getattr(args, "audit_extra", {})))
-    except Exception as e:   # the deploy itself succeeded or failed already; say so, go on
-        print(f"warning: could not write the audit trail: {e}", file=sys.stderr)
-
-
-def _wait_gone(engine: EngineAPI, stack: str, timeout: float, clock=None, sleep=None) -> list:
-    """Swarm removes a stack's networks only after its tasks are gone: wait (bounded), so a
-    deploy right after `rm` does not find the old network half-removed."""
-    import time
-    clock, sleep = clock or time.monotonic, sleep or time.sleep
-    deadline = clock() + timeout
-    delay = 0.2
-    while True:
-        cur = engine.current()
-        left = [f"service {s['Spec']['Name']}" for s in cur.services
-                if (s["Spec"].get("Labels") or {}).get(STACK_LABEL) == stack]
-        left += [f"network {n['Name']}" for n in cur.networks
-                 if (n.get("Labels") or {}).get(STACK_LABEL) == stack]
-        if not left or clock() >= deadline:
-            return left
-        sleep(delay)
-        delay = min(delay * 1.5, 2.0)
-
-
-def run_rm(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
-    from stacks.validate import validate_stack_name
-    validate_stack_name(args.stack)
-    engine = engine or cluster_engine(args)
-    plan = rm_plan(engine.current(), args.stack)
-    if not plan.actions:
-        print(f"nothing found in stack: {args.stack}", file=out)
-        return 0
-    result = apply(plan, engine)
-    leftover = _wait_gone(engine, args.stack, timeout=getattr(args, "timeout", None) or 60)
-    if leftover:
-        result.warnings.append("still being removed by swarm: " + ", ".join(leftover))
-    if getattr(args, "json", False):
-        json.dump(result.to_dict(), out, indent=2)
-        out.write("\n")
-    else:
-        for s in result.done:
-            print(f"  {s}", file=out)
-        for w in result.warnings:
-            print(f"  warning: {w}", file=out)
-    return 0

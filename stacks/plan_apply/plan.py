@@ -1,7 +1,7 @@
-"""What a deploy would change: desired specs (stacks/convert.py) against the
+"""What a deploy would change: desired specs (stacks/specs/convert.py) against the
 live ones (as the Engine API lists them), per service, network, secret and
 config: create / update (changed fields, old -> new) / unchanged / remove
-(only with prune).  Pure: no API calls here; stacks/engine_api.py fetches.
+(only with prune).  Pure: no API calls here; provision/engine_api.py fetches.
 
 Never holds secret contents in what it shows: secret/config Data stays in
 `Action.spec` (needed to create them) and is left out of to_dict() and the
@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from stacks.audit import SECRET_HINTS
-from stacks.convert import CONTENT_LABEL, IMAGE_LABEL, STACK_LABEL, StackSpec
-from stacks.spec_normalize import effective_spec
+from stacks.operations.audit import SECRET_HINTS
+from stacks.specs.convert import CONTENT_LABEL, IMAGE_LABEL, STACK_LABEL, StackSpec
+from stacks.specs.normalize import effective_spec
 
 CREATE, UPDATE, UNCHANGED, REMOVE = "create", "update", "unchanged", "remove"
 KINDS = ("network", "secret", "config", "service")
@@ -142,7 +142,7 @@ def comparable_current(desired: dict, current: dict) -> dict:
     if (_DIGEST.search(have) and not _DIGEST.search(want)
             and (current.get("Labels") or {}).get(IMAGE_LABEL)
             == (desired.get("Labels") or {}).get(IMAGE_LABEL)):
-        from stacks.units import familiar_image
+        from stacks.images.references import familiar_image
         if familiar_image(_DIGEST.sub("", have)) == familiar_image(want):
             current = {**current, "TaskTemplate": {**current["TaskTemplate"], "ContainerSpec": {
                 **cs, "Image": want}}}

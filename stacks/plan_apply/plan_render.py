@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from stacks.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Plan
+from stacks.plan_apply.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Plan
 
 SYMBOL = {CREATE: "+", UPDATE: "~", UNCHANGED: "=", REMOVE: "-"}
 STYLE = {CREATE: "green", UPDATE: "yellow", UNCHANGED: "dim", REMOVE: "red"}

@@ -13,7 +13,7 @@ Deliberate differences from the CLI, each marked QUIRK below:
   explicit `name:` is kept as written (the user chose that name).  Services
   still see the file under `target`, default the compose key.
 - Object IDs are not known offline: SecretID/ConfigID and
-  CredentialSpec.Config hold `<id:NAME>` placeholders; stacks/apply.py
+  CredentialSpec.Config hold `<id:NAME>` placeholders; stacks/plan_apply/apply.py
   resolve_ids() swaps them for real IDs once the objects exist.
 - dns entries that are not IP addresses are refused by validate.py instead of
   dropped.
@@ -28,8 +28,9 @@ import hmac
 import json
 from dataclasses import dataclass, field
 
-from stacks.loader import Compose
-from stacks.units import familiar_image, parse_cpus, parse_duration, parse_memory
+from stacks.compose.loader import Compose
+from stacks.compose.values import parse_cpus, parse_duration, parse_memory
+from stacks.images.references import familiar_image
 
 STACK_LABEL = "com.docker.stack.namespace"
 IMAGE_LABEL = "com.docker.stack.image"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 
-from stacks.units import familiar_image
+from stacks.images.references import familiar_image
 
 SEC = 10**9
 _FILLED = ("Mode", "UpdateConfig", "RollbackConfig")

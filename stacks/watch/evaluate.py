@@ -20,8 +20,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from stacks import task_reasons as tr
-from stacks.outcomes import Outcome
+from stacks.watch import task_reasons as tr
+from stacks.watch.outcomes import Outcome
 
 IN_PROGRESS = frozenset({"updating", "rollback_started"})
 PAUSED = frozenset({"paused", "rollback_paused"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from stacks.outcomes import ServiceReport, WatchReport
+from stacks.watch.outcomes import ServiceReport, WatchReport
 
 _STYLE = {"converged": "green", "done": "green", "rolled_back": "yellow",
           "paused": "red", "failed": "red", "timed_out": "red"}

@@ -10,7 +10,7 @@ whatever the number of services or tasks:
 `api` is a docker.APIClient (or anything with those methods).  Clock and sleep
 are injectable; polls back off from `poll_min` to `poll_max` while nothing
 changes and never sleep past the deadline.  Decisions per service live in
-stacks/watch_eval.py, outcomes and exit codes in stacks/outcomes.py.
+stacks/watch/evaluate.py, outcomes and exit codes in stacks/watch/outcomes.py.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import time
 from typing import Callable, Iterable, Mapping
 
 from provision.errors import SwarmsmithError
-from stacks import task_reasons as tr
-from stacks.outcomes import Outcome, ServiceReport, WatchReport
-from stacks.watch_eval import IN_PROGRESS, Track, WatchPolicy, evaluate, service_mode
+from stacks.watch import task_reasons as tr
+from stacks.watch.outcomes import Outcome, ServiceReport, WatchReport
+from stacks.watch.evaluate import IN_PROGRESS, Track, WatchPolicy, evaluate, service_mode
 
 STACK_LABEL = "com.docker.stack.namespace"
 
