@@ -24,6 +24,9 @@ EXIT_CODES_HELP = """exit codes:
 """
 
 
+CLUSTER_HELP = "cluster file (default: $SWARMSMITH_CLUSTER, else ./swarmsmith.yml)"
+
+
 def _print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
@@ -79,7 +82,7 @@ def cmd_lab_ls(args) -> int:
     names = [args.name] if args.name else list_labs()
     rows = [_lab_host_json(h) | {"lab": n} for n in names for h in Lab(n).hosts()]
     if args.json:
-        _print_json([{k: v for k, v in r.items() if k != "lab"} for r in rows])
+        _print_json(rows)
         return 0
     if not rows:
         print("no lab hosts")
@@ -192,7 +195,7 @@ def _cluster_args(p, positional: bool = True) -> None:
     if positional:
         p.add_argument("cluster_file", nargs="?", metavar="CLUSTER.yml",
                        help="cluster file (else --cluster, $SWARMSMITH_CLUSTER, ./swarmsmith.yml)")
-    p.add_argument("--cluster", metavar="FILE", help="cluster file")
+    p.add_argument("--cluster", metavar="FILE", help=CLUSTER_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
 
 
@@ -242,8 +245,7 @@ def add_cluster_commands(sub) -> None:
 
 def _compose_args(p, *, cluster: bool) -> None:
     if cluster:
-        p.add_argument("--cluster", metavar="FILE", default=None,
-                       help="cluster file (default: the lead's cluster lookup)")
+        p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
     p.add_argument("-c", "--compose-file", dest="compose_files", action="append",
                    required=True, metavar="FILE",
                    help="compose file; repeat to merge several (later files override)")
@@ -348,7 +350,7 @@ def add_stack_commands(subparsers) -> None:
     p = subparsers.add_parser("rollback", help="roll services of a stack back to their "
                               "previous spec and watch them (default: every service that "
                               "has one)")
-    p.add_argument("--cluster", metavar="FILE", default=None)
+    p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=300,
                    help="seconds to wait for the rollback to finish (exit 12 after)")
@@ -360,7 +362,7 @@ def add_stack_commands(subparsers) -> None:
 
     p = subparsers.add_parser("rm", help="remove a stack (services, networks, secrets, "
                               "configs carrying its label)")
-    p.add_argument("--cluster", metavar="FILE", default=None)
+    p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
     p.add_argument("--json", action="store_true")
     p.add_argument("stack", metavar="STACK")
     p.set_defaults(func=cmd_rm)

@@ -230,6 +230,15 @@ def role_tag(cluster: str, role: str) -> str:
     return f"swarmsmith:{cluster}:{role}"
 
 
+def ssh_anywhere_note(sources) -> str:
+    """The plan says so when SSH is open to the whole internet (the default)."""
+    open_to = [x for x in sources if x in ALL]
+    if not open_to:
+        return ""
+    return (" (WARNING: SSH open to the whole internet, " + ", ".join(open_to)
+            + "; set digitalocean.ssh_sources to your own addresses)")
+
+
 def firewall_rules(cluster: str, settings: dict) -> tuple[list[dict], list[dict]]:
     """Swarm ports only between the cluster's droplets (by tag); SSH and published ports from
     the configured sources; all outbound traffic allowed ("0" = all ports; the API rejects "all",
@@ -368,10 +377,11 @@ class DigitalOceanProvider:
         if s["firewall"]:
             inbound, outbound = firewall_rules(self.cluster, s)
             fw = self._find_named(self.api.list_firewalls())
+            flag = ssh_anywhere_note(s["ssh_sources"])
             if fw is None:
-                changes.append(f"firewall {self.resource_name}: create")
+                changes.append(f"firewall {self.resource_name}: create{flag}")
             elif not _same_rules(fw, inbound, outbound, [self.tag]):
-                changes.append(f"firewall {self.resource_name}: update rules")
+                changes.append(f"firewall {self.resource_name}: update rules{flag}")
         return changes
 
     def _extras(self, wanted, by_name, duplicates) -> list:

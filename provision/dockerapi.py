@@ -18,10 +18,49 @@ from .errors import SwarmsmithError
 from .ssh import Session
 
 
+DIR_PREFIX = "swarmsmith-docker-"
+
+
+def remove_dead_forwarder_dirs(tmp: str | None = None, pid_alive=None) -> list[str]:
+    """A run killed with SIGKILL never reaches atexit: its socket folder stays behind. The
+    folder name carries the owner's pid; folders of pids that are gone (ours only) go."""
+    tmp = tmp or tempfile.gettempdir()
+    alive = pid_alive or _pid_alive
+    removed = []
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(DIR_PREFIX):
+            continue
+        pid = name[len(DIR_PREFIX):].split("-", 1)[0]
+        path = os.path.join(tmp, name)
+        try:
+            if not pid.isdigit() or alive(int(pid)) or os.stat(path).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class SocketForwarder:
     def __init__(self, session: Session):
         self.session = session
-        self.dir = tempfile.mkdtemp(prefix="swarmsmith-docker-")
+        remove_dead_forwarder_dirs()
+        self.dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
         os.chmod(self.dir, 0o700)
         self.path = os.path.join(self.dir, "docker.sock")
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -28,7 +28,11 @@ echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.
 apt-get update -qq
 apt-get install -y -qq docker-ce docker-ce-cli containerd.io >/dev/null
 """
-GET_DOCKER_INSTALL = "set -e; curl -fsSL https://get.docker.com -o /tmp/get-docker.sh; sh /tmp/get-docker.sh; rm -f /tmp/get-docker.sh"
+# a private folder (mktemp -d: mode 0700, unpredictable name): a fixed path in /tmp lets
+# another local user plant or swap the script that then runs as root
+GET_DOCKER_INSTALL = ("set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
+                      "curl -fsSL https://get.docker.com -o \"$d/get-docker.sh\"; "
+                      "sh \"$d/get-docker.sh\"")
 
 
 @dataclass(frozen=True)

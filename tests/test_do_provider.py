@@ -366,8 +366,16 @@ def test_plan_reads_only(env):
         "droplet demo-manager-1: create (manager, s-1vcpu-1gb, fra1)",
         "droplet demo-worker-1: create (worker, s-1vcpu-1gb, fra1)",
         "droplet demo-worker-2: create (worker, s-1vcpu-1gb, fra1)",
-        "firewall swarmsmith-demo: create"]
+        "firewall swarmsmith-demo: create (WARNING: SSH open to the whole internet, 0.0.0.0/0, "
+        "::/0; set digitalocean.ssh_sources to your own addresses)"]
     assert {meth for meth, _, _, _ in env.emu.log} == {"GET"}
+
+
+def test_plan_flags_ssh_from_anywhere_only_when_open(env):
+    closed = env.provider(ssh_sources=["198.51.100.7/32"]).plan(wanted())
+    assert closed[-1] == "firewall swarmsmith-demo: create"
+    half = env.provider(ssh_sources=["198.51.100.7/32", "0.0.0.0/0"]).plan(wanted())
+    assert "WARNING: SSH open to the whole internet, 0.0.0.0/0;" in half[-1]
 
 
 def test_bad_wanted_and_cluster_names(env):

@@ -5,13 +5,14 @@ import argparse
 import copy
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from provision.errors import InputError
+from provision.errors import InputError, SwarmsmithError
 from stacks.plan_apply.apply import apply, resolve_ids, rm_plan
 from stacks.operations.deploy import run_deploy, run_plan, run_rm
 from provision.engine_api import EngineAPI
@@ -524,3 +525,34 @@ def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
     deploy(other, f)
     assert next(iter(other.secrets_.values()))["Spec"]["Name"] != secret["Name"]
     assert next(iter(other.configs_.values()))["Spec"]["Name"] == config["Name"]
+
+
+def test_audit_line_before_applying_and_after_with_code_and_seconds(files):
+    from stacks.audit import read_audit
+    tmp, f = files
+    (tmp / "c.yml").write_text("name: audt\n")
+    audit = tmp / ".swarmsmith" / "audt" / "audit.jsonl"
+    os.makedirs(audit.parent)
+    api = FakeAPI()
+    assert deploy(api, f, cluster_file=str(tmp / "c.yml"))[0] == 0
+    start, end = read_audit(audit)
+    assert (start["phase"], start["exit_code"], start["seconds"]) == ("start", None, 0.0)
+    assert "create service st_web" in start["changes"]
+    assert end["phase"] == "end" and end["exit_code"] == 0 and end["seconds"] >= 0
+    # a run interrupted while applying has left its start line; a failed one says how it ended
+    f.write_text(f.read_text().replace("MODE: prod", "MODE: next"))
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    api._post_json = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        deploy(api, f, cluster_file=str(tmp / "c.yml"))
+    assert [r["phase"] for r in read_audit(audit)] == ["start", "end", "start"]
+
+    def refused(*a, **kw):
+        raise RuntimeError("rpc error: no such image")
+    api._post_json = refused
+    with pytest.raises(SwarmsmithError):
+        deploy(api, f, cluster_file=str(tmp / "c.yml"))
+    last = read_audit(audit)[-1]
+    assert last["phase"] == "end" and last["exit_code"] == 1 and "no such image" in last["error"]

@@ -43,6 +43,18 @@ def test_rich_table_renders():
     assert "st_web" in text and "failed" in text and "boom" in text
 
 
+def test_rich_table_shows_brackets_in_task_errors_as_text():
+    """A task error like `invalid mount config [/data]` or a closing tag `[/]` is text, not
+    markup: it neither crashes the table nor disappears from it."""
+    out = io.StringIO()
+    with RichRenderer(out) as show:
+        r = _report(Outcome.FAILED)
+        r.services[0].reason = "starting container failed: [/] bad [bold] mount [/data]"
+        show(r)
+    text = out.getvalue()
+    assert "[/] bad [bold] mount [/data]" in text
+
+
 def test_watch_modules_import_light():
     code = ("import sys, stacks.watch.watcher, stacks.operations.rollback, "
             "stacks.operations.lock, stacks.operations.audit, "

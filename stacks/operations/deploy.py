@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
-from provision.errors import InputError
+from provision.errors import InputError, SwarmsmithError
 from stacks.specs.convert import STACK_LABEL, convert
 from provision.engine_api import EngineAPI
-from stacks.plan_apply.plan import CREATE, UPDATE, Plan, make_plan
+from stacks.plan_apply.plan import CREATE, UNCHANGED, UPDATE, Plan, make_plan
 from stacks.plan_apply.apply import ApplyResult, apply, rm_plan
 
 
@@ -122,8 +123,17 @@ def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
                    wait=getattr(args, "lock_wait", 0) or 0):
         plan, engine = plan_for(args, engine)   # planned under the lock: nobody moves it
         _print_plan(plan, args, out)
-        result, report, changed = _apply_and_watch(args, plan, engine, out, timeout)
-    _audit(args, plan, result, report, command)
+        started = time.monotonic()
+        if plan.has_changes:    # a run killed while applying still leaves a trace
+            _audit(args, plan, None, None, command, phase="start", exit_code=None, seconds=0.0)
+        try:
+            result, report, changed = _apply_and_watch(args, plan, engine, out, timeout)
+        except SwarmsmithError as e:
+            _audit(args, plan, None, None, command, phase="end", exit_code=e.exit_code,
+                   seconds=time.monotonic() - started, error=str(e).splitlines()[0])
+            raise
+    _audit(args, plan, result, report, command, phase="end",
+           exit_code=report.exit_code if report else 0, seconds=time.monotonic() - started)
     if getattr(args, "json", False):
         json.dump({"plan": plan.to_dict(), "applied": result.to_dict(),
                    "watch": report.to_dict() if report else None,
@@ -166,8 +176,11 @@ def _apply_and_watch(args, plan: Plan, engine: EngineAPI, out, timeout: float):
     return result, report, changed
 
 
-def _audit(args, plan: Plan, result: ApplyResult, report, command: str = "deploy") -> None:
-    """One JSON line per deploy beside the inventory (never secrets: names and outcomes only)."""
+def _audit(args, plan: Plan, result: ApplyResult | None, report, command: str = "deploy",
+           **fields) -> None:
+    """JSON lines beside the inventory (never secrets: names and outcomes only): one with
+    phase "start" before applying, one with phase "end" after, each with exit_code and
+    seconds (null and 0 at the start), so an interrupted run is visible too."""
     import os
 
     from inventory import clusterfile
@@ -177,8 +190,13 @@ def _audit(args, plan: Plan, result: ApplyResult, report, command: str = "deploy
         path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
         state = StateDir(path, clusterfile.load(path).name)
         append_audit(os.path.join(state.path, "audit.jsonl"),
-                     audit_record(command, args.stack, report, changes=result.done,
-                                  **getattr(args, "audit_extra", {})))
+                     audit_record(command, args.stack, report,
+                                  changes=result.done if result else
+                                  [f"{a.action} {a.kind} {a.name}" for a in plan.actions
+                                   if a.action != UNCHANGED],
+                                  **getattr(args, "audit_extra", {}),
+                                  **{k: round(v, 2) if isinstance(v, float) else v
+                                     for k, v in fields.items()}))
     except Exception as e:   # the deploy itself succeeded or failed already; say so, go on
         print(f"warning: could not write the audit trail: {e}", file=sys.stderr)
 

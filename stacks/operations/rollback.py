@@ -151,6 +151,7 @@ def _audit_rollback(args, result: RollbackResult) -> None:
         state = StateDir(path, clusterfile.load(path).name)
         append_audit(os.path.join(state.path, "audit.jsonl"),
                      audit_record("rollback", args.stack, result.report,
-                                  requested=result.requested, skipped=result.skipped))
+                                  requested=result.requested, skipped=result.skipped,
+                                  phase="end", exit_code=result.exit_code))
     except Exception as e:
         print(f"warning: could not write the audit trail: {e}", file=sys.stderr)

@@ -62,6 +62,7 @@ class RichRenderer:
         self.report: WatchReport | None = None
 
     def _table(self):
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
@@ -69,9 +70,11 @@ class RichRenderer:
             table.add_column(col, overflow="fold" if col == "reason" else "ellipsis")
         for s in (self.report.services if self.report else []):
             state = _state_text(s)
-            table.add_row(s.name, s.mode, f"{s.running}/{s.desired}", s.update_state or "-",
+            # names and reasons come from the swarm and from task errors: `[` in them is text
+            table.add_row(escape(s.name), s.mode, f"{s.running}/{s.desired}",
+                          escape(s.update_state or "-"),
                           f"[{_STYLE.get(state, 'cyan')}]{state}[/]", f"{s.seconds:.0f}s",
-                          s.reason)
+                          escape(s.reason or ""))
         return table
 
     def __enter__(self):
@@ -85,13 +88,14 @@ class RichRenderer:
         return self
 
     def __exit__(self, *exc):
+        from rich.markup import escape
         if self.live is not None:
             self.live.update(self._table())
             self.live.__exit__(*exc)
             self.live = None
         for s in (self.report.services if self.report else []):
             if s.log_tail:
-                self.console.print(f"[bold]{s.name}[/] last log lines:")
+                self.console.print(f"[bold]{escape(s.name)}[/] last log lines:")
                 for ln in s.log_tail:
                     self.console.print(f"    | {ln}", markup=False, highlight=False)
         return None
