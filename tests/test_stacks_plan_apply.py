@@ -528,7 +528,7 @@ def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
 
 
 def test_audit_line_before_applying_and_after_with_code_and_seconds(files):
-    from stacks.audit import read_audit
+    from stacks.operations.audit import read_audit
     tmp, f = files
     (tmp / "c.yml").write_text("name: audt\n")
     audit = tmp / ".swarmsmith" / "audt" / "audit.jsonl"
