@@ -17,7 +17,7 @@ EXIT_CODES_HELP = """exit codes:
   1  an operation failed (remote command, API, engine)
   2  bad input (YAML, cluster file, compose file, flags); nothing was changed
   3  a host was unreachable, refused our key, or showed a changed host key
-  4  another run holds the lock
+  4  another run holds the lock (swarmsmith unlock STACK removes a dead run's)
   10 deploy: a service failed or was paused
   11 deploy: an update was rolled back (0 with --allow-rollback)
   12 deploy: timed out
@@ -317,6 +317,27 @@ def cmd_rollback(args) -> int:
     return run_rollback(args)
 
 
+def cmd_unlock(args) -> int:
+    from stacks.operations.deploy import cluster_engine
+    from stacks.operations.lock import SwarmLock
+    lock = SwarmLock(cluster_engine(args).api, args.stack)
+    info = lock.unlock(force=args.force)
+    now = lock.clock()
+    if args.json:
+        _print_json({"stack": args.stack, "removed": info is not None,
+                     "holder": None if info is None else {
+                         "owner": info.owner, "acquired": info.acquired, "ttl": info.ttl,
+                         "state": info.local_state(lock.me, lock.alive)}})
+    elif info is None:
+        print(f"stack {args.stack}: not locked")
+    else:
+        where = {"dead": "a run on this host that is gone", "alive": "a RUNNING process on "
+                 "this host (--force)", "elsewhere": "a run on another host"}
+        print(f"stack {args.stack}: removed the lock {info.describe(now)}; it was "
+              f"{where[info.local_state(lock.me, lock.alive)]}")
+    return 0
+
+
 def cmd_rm(args) -> int:
     from stacks.operations.deploy import run_rm
     return run_rm(args)
@@ -346,6 +367,15 @@ def add_stack_commands(subparsers) -> None:
     p.add_argument("--insecure-registry", action="append", metavar="HOST:PORT", default=[],
                    help="a registry spoken to over plain HTTP (repeat for several)")
     p.set_defaults(func=cmd_redeploy)
+
+    p = subparsers.add_parser("unlock", help="show who holds a stack's lock and remove it "
+                              "(after a run that was killed)")
+    p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="remove it even when its holder is a process still running here")
+    p.add_argument("stack", metavar="STACK")
+    p.set_defaults(func=cmd_unlock)
 
     p = subparsers.add_parser("rollback", help="roll services of a stack back to their "
                               "previous spec and watch them (default: every service that "

@@ -9,7 +9,8 @@ import pytest
 
 from provision.errors import EXIT_LOCKED, LockedError
 from stacks.operations.audit import append_audit, append_audit_swarm, audit_record, read_audit, scrub
-from stacks.operations.lock import L_ACQUIRED, L_OWNER, SwarmLock, lock_name
+from stacks.operations.lock import (L_ACQUIRED, L_BOOT, L_HOST, L_OWNER, L_PID, Holder, SwarmLock,
+                                    lock_name)
 from tests.test_watch_fakes import FakeClock
 
 
@@ -167,3 +168,67 @@ def test_audit_in_swarm_keeps_the_last_entries():
     assert len(kept) == 3
     assert [json.loads(c["Spec"]["Data"])["n"] for c in kept] == [1, 2, 3]
     assert all(b"\"***\"" in c["Spec"]["Data"] for c in kept)
+
+
+# --- holders: host, boot id and pid ----------------------------------------------------------
+
+HERE = Holder("ci-runner", "boot-1", 4242)
+
+
+def _held_by(api, clock, holder, **kw):
+    return SwarmLock(api, "web", clock=clock, sleep=clock.sleep, owner=f"x@{holder.host} pid "
+                     f"{holder.pid}", me=holder, alive=lambda pid: False, **kw).acquire()
+
+
+def _me(clock, alive_pids=(), lines=None, **kw):
+    return SwarmLock(FakeConfigs() if "api" not in kw else kw.pop("api"), "web", clock=clock,
+                     sleep=clock.sleep, owner="me", me=HERE,
+                     alive=lambda pid: pid in alive_pids,
+                     notify=(lines.append if lines is not None else None), **kw)
+
+
+def test_lock_records_host_boot_id_and_pid():
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    _held_by(api, clock, HERE)
+    (cfg,) = api.items.values()
+    labels = cfg["Spec"]["Labels"]
+    assert (labels[L_HOST], labels[L_BOOT], labels[L_PID]) == ("ci-runner", "boot-1", "4242")
+    me = Holder.this_process()
+    assert me.pid == os.getpid() and me.boot_id and me.host
+
+
+@pytest.mark.parametrize("holder", [Holder("ci-runner", "boot-1", 999),   # pid gone
+                                    Holder("ci-runner", "boot-0", 4243)])  # host rebooted
+def test_dead_holder_on_this_host_broken_at_once_with_a_line(holder):
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    dead = _held_by(api, clock, holder, ttl=1800)
+    lines: list[str] = []
+    mine = _me(clock, alive_pids={4243}, lines=lines, api=api, ttl=1800, wait=0).acquire()
+    assert mine.id and dead.id not in api.items and clock.t == 1_700_000_000   # no waiting
+    assert len(lines) == 1 and "broke the lock of a run that is gone" in lines[0]
+    assert f"pid {holder.pid} on this host" in lines[0]
+
+
+def test_live_holder_here_or_holder_elsewhere_is_waited_for():
+    for holder, alive in ((Holder("ci-runner", "boot-1", 77), {77}),
+                          (Holder("other-host", "boot-9", 77), set())):
+        api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+        _held_by(api, clock, holder, ttl=1800)
+        with pytest.raises(LockedError) as err:
+            _me(clock, alive_pids=alive, api=api, wait=5, poll=1).acquire()
+        assert "If that run is gone: swarmsmith unlock web" in str(err.value)
+        assert "docker config rm" not in str(err.value)
+
+
+def test_unlock_shows_the_holder_and_refuses_a_live_local_one_without_force():
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    assert _me(clock, api=api).unlock() is None
+    _held_by(api, clock, Holder("ci-runner", "boot-1", 77))
+    with pytest.raises(LockedError, match="still running on this host .pid 77.*unlock --force"):
+        _me(clock, alive_pids={77}, api=api).unlock()
+    assert len(api.items) == 1
+    info = _me(clock, alive_pids={77}, api=api).unlock(force=True)
+    assert info.holder.pid == 77 and api.items == {}
+    for holder in (Holder("other-host", "b", 5), Holder("ci-runner", "boot-1", 6)):
+        _held_by(api, clock, holder)
+        assert _me(clock, api=api).unlock().holder == holder and api.items == {}

@@ -104,6 +104,10 @@ def adjust_desired(args, desired) -> None:
         resolver(desired)
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def lock_ttl(args, timeout: float) -> float:
     return getattr(args, "lock_ttl", None) or max(1800, 2 * timeout + 300)
 
@@ -120,7 +124,7 @@ def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
     engine = engine or cluster_engine(args)
     timeout = getattr(args, "timeout", None) or 300
     with SwarmLock(engine.api, args.stack, ttl=lock_ttl(args, timeout),
-                   wait=getattr(args, "lock_wait", 0) or 0):
+                   wait=getattr(args, "lock_wait", 0) or 0, notify=_say):
         plan, engine = plan_for(args, engine)   # planned under the lock: nobody moves it
         _print_plan(plan, args, out)
         started = time.monotonic()

@@ -8,6 +8,13 @@ since when and for how long (TTL, seconds).  A lock older than its TTL is stale
 new one; two runs breaking the same stale lock cannot both win, since only one
 create succeeds and a removal by id never touches the new lock.
 
+The labels also record the holder's host name, that host's boot id and the
+pid. A lock whose holder ran on this host and is gone (the pid no longer
+exists, or the boot id changed: a reboot) is broken at once, with a line saying
+so, instead of blocking everyone until the TTL. `swarmsmith unlock STACK`
+shows the holder and removes the lock (a live process on this host only with
+--force).
+
 Ages use the acquirer's wall clock written into the labels; hosts running
 swarmsmith are assumed to keep time with NTP (skew small next to the TTL).
 Pick a TTL longer than the longest run (watch timeout plus margin): configs
@@ -32,6 +39,10 @@ L_STACK = "com.swarmsmith.lock.stack"
 L_OWNER = "com.swarmsmith.lock.owner"
 L_ACQUIRED = "com.swarmsmith.lock.acquired"
 L_TTL = "com.swarmsmith.lock.ttl"
+L_HOST = "com.swarmsmith.lock.host"
+L_BOOT = "com.swarmsmith.lock.boot-id"
+L_PID = "com.swarmsmith.lock.pid"
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 _MAX_NAME = 64
 
 
@@ -50,8 +61,43 @@ def default_owner() -> str:
     return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Holder:
+    """Who runs swarmsmith: the host (its name and this boot of it) and the process."""
+    host: str
+    boot_id: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> "Holder":
+        try:
+            with open(BOOT_ID_FILE) as f:
+                boot = f.read().strip()
+        except OSError:
+            boot = ""
+        return cls(socket.gethostname(), boot, os.getpid())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # someone else's process: alive
+        return True
+    return True
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _holder(labels: dict) -> Holder | None:
+    try:
+        pid = int(labels.get(L_PID, ""))
+    except ValueError:
+        return None
+    return Holder(labels.get(L_HOST, ""), labels.get(L_BOOT, ""), pid)
 
 
 def _status(exc: BaseException) -> int | None:
@@ -76,6 +122,17 @@ class LockInfo:
     owner: str
     acquired: float
     ttl: float
+    holder: Holder | None = None    # None: a lock written before holders were recorded
+
+    def local_state(self, me: Holder, alive: Callable[[int], bool]) -> str:
+        """"dead" (its host is this one and the process is gone, or the host rebooted since),
+        "alive" (a live process here), "elsewhere" (another host: cannot tell)."""
+        h = self.holder
+        if h is None or not h.host or h.host != me.host or not h.boot_id or not me.boot_id:
+            return "elsewhere"
+        if h.boot_id != me.boot_id or not alive(h.pid):
+            return "dead"
+        return "alive"
 
     def age(self, now: float) -> float:
         return now - self.acquired
@@ -98,7 +155,9 @@ class SwarmLock:
     def __init__(self, api, stack: str, *, ttl: float = 1800.0, wait: float = 0.0,
                  poll: float = 2.0, owner: str | None = None,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 me: Holder | None = None, alive: Callable[[int], bool] = pid_alive,
+                 notify: Callable[[str], None] | None = None):
         self.api, self.stack = api, stack
         self.name = lock_name(stack)
         self.ttl, self.wait, self.poll = float(ttl), float(wait), float(poll)
@@ -106,6 +165,9 @@ class SwarmLock:
         self.clock, self.sleep = clock, sleep
         self.id: str | None = None
         self.broke: list[LockInfo] = []  # stale locks this run removed
+        self.me = me or Holder.this_process()
+        self.alive = alive
+        self.notify = notify or (lambda line: None)
 
     def holder(self) -> LockInfo | None:
         for c in self.api.configs(filters={"name": [self.name]}):
@@ -118,13 +180,15 @@ class SwarmLock:
                 ttl = float(labels.get(L_TTL, "0"))
             except ValueError:
                 acquired, ttl = 0.0, 0.0  # unreadable: treat as stale
-            return LockInfo(c["ID"], self.name, labels.get(L_OWNER, "?"), acquired, ttl)
+            return LockInfo(c["ID"], self.name, labels.get(L_OWNER, "?"), acquired, ttl,
+                            _holder(labels))
         return None
 
     def _create(self) -> str:
         now = self.clock()
         labels = {L_STACK: self.stack, L_OWNER: self.owner,
-                  L_ACQUIRED: f"{now:.3f}", L_TTL: f"{self.ttl:.0f}"}
+                  L_ACQUIRED: f"{now:.3f}", L_TTL: f"{self.ttl:.0f}",
+                  L_HOST: self.me.host, L_BOOT: self.me.boot_id, L_PID: str(self.me.pid)}
         body = json.dumps({"stack": self.stack, "owner": self.owner,
                            "acquired": _iso(now), "ttl": self.ttl}, sort_keys=True)
         return self.api.create_config(self.name, body.encode(), labels=labels)["ID"]
@@ -150,11 +214,34 @@ class SwarmLock:
                 continue
             if info.stale(now):
                 self._break(info)
+                self.notify(f"stack {self.stack}: broke a stale lock ({info.describe(now)})")
+                continue
+            if info.local_state(self.me, self.alive) == "dead":
+                # its holder was a process on this host that is gone (killed, or the host
+                # rebooted): nobody will release it, and waiting for the TTL helps no one
+                self._break(info)
+                self.notify(f"stack {self.stack}: broke the lock of a run that is gone "
+                            f"({info.owner}, pid {info.holder.pid} on this host, "
+                            f"since {_iso(info.acquired)})")
                 continue
             if now >= deadline:
-                raise LockedError(f"stack {self.stack} is locked: {info.describe(now)}"
-                                  f" (to break it by hand: docker config rm {self.name})")
+                raise LockedError(f"stack {self.stack} is locked: {info.describe(now)}. If that "
+                                  f"run is gone: swarmsmith unlock {self.stack}")
             self.sleep(max(0.0, min(self.poll, deadline - now)))
+
+    def unlock(self, force: bool = False) -> LockInfo | None:
+        """Remove the stack's lock whoever holds it (`swarmsmith unlock`); the holder, or None
+        when there was none. A live process on this host is refused without force (exit 4)."""
+        info = self.holder()
+        if info is None:
+            return None
+        if info.local_state(self.me, self.alive) == "alive" and not force:
+            raise LockedError(f"stack {self.stack}: the lock is {info.describe(self.clock())}, "
+                              f"a process that is still running on this host (pid "
+                              f"{info.holder.pid}); stop it, or remove the lock anyway with "
+                              f"swarmsmith unlock --force {self.stack}")
+        self._break(info)
+        return info
 
     def _break(self, info: LockInfo) -> None:
         try:

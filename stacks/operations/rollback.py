@@ -116,7 +116,8 @@ def run_rollback(args, *, api=None, out=None) -> int:
         from stacks.watch.render import progress_renderer
         renderer = progress_renderer(sys.stderr)
     with SwarmLock(api, args.stack, ttl=getattr(args, "lock_ttl", None) or max(1800, 2 * timeout + 300),
-                   wait=getattr(args, "lock_wait", 0) or 0):
+                   wait=getattr(args, "lock_wait", 0) or 0,
+                   notify=lambda line: print(line, file=sys.stderr, flush=True)):
         if renderer is not None:
             with renderer as show:
                 result = rollback_services(api, args.stack, args.services or None,
