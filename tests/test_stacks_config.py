@@ -21,7 +21,7 @@ from tests.conftest import REPO, run_cli
 STACKS = os.path.join(REPO, "tests", "fixtures", "stacks")
 EXPECTED = os.path.join(STACKS, "config", "expected")
 FILES = [os.path.join(STACKS, "config", "formats.yml")] + [
-    os.path.join(STACKS, "corpus", f"{n}.yml") for n in ("monitoring", "proxy", "app", "agents")]
+    os.path.join(STACKS, "corpus", f"{n}.yml") for n in ("monitoring", "proxy", "app", "agents", "paths")]
 ENV = {"HOME": "/root"}        # nothing else: the corpus' ${VAR:-default}s take their defaults
 
 
