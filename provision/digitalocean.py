@@ -278,8 +278,11 @@ class DigitalOceanProvider:
     name = "digitalocean"
 
     def __init__(self, cluster_name: str, settings: dict, state: dict | None = None, *,
-                 api=None, clock=time.monotonic, sleep=time.sleep, ssh_check=tcp_ssh_check,
-                 prune: bool = False, env=None, file: str | None = None):
+                 api=None, clock=time.monotonic, sleep=time.sleep, wall_clock=time.time,
+                 ssh_check=tcp_ssh_check, prune: bool = False, env=None,
+                 file: str | None = None, on_state=None):
+        """`on_state(state)` is called whenever the state must reach disk before the next
+        request: names are recorded there before their create is sent (see _create)."""
         if not isinstance(cluster_name, str) or not NAME_RE.match(cluster_name):
             raise InputError(f"invalid cluster name {cluster_name!r} for DigitalOcean: lowercase "
                              "letters, digits and '-'", file=file, path="name")
@@ -287,7 +290,8 @@ class DigitalOceanProvider:
         self.settings = settings if "_public_key" in settings else validate_settings(settings, file)
         self._state = {k: dict(v) for k, v in (state or {}).items() if isinstance(v, dict)}
         self._api = api
-        self.clock, self.sleep = clock, sleep
+        self.clock, self.sleep, self.wall_clock = clock, sleep, wall_clock
+        self.on_state = on_state
         self.ssh_check = ssh_check
         self.prune = prune
         self._env = env
@@ -303,7 +307,8 @@ class DigitalOceanProvider:
     def api(self):
         if self._api is None:
             from .do_api import DOApi
-            self._api = DOApi.from_env(self._env, clock=self.clock, sleep=self.sleep)
+            self._api = DOApi.from_env(self._env, clock=self.clock, sleep=self.sleep,
+                                       wall_clock=self.wall_clock)
         return self._api
 
     def __repr__(self) -> str:
@@ -334,6 +339,48 @@ class DigitalOceanProvider:
             else:
                 by_name[d.name] = d
         return by_name, duplicates
+
+    def _save(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self.state)
+
+    # --- creates in flight ----------------------------------------------------------------
+    # A create is answered 202 "accepted", and a droplet may show up in lists only a little
+    # later. If the answer is lost (5xx, timeout, a killed run), the names may or may not exist:
+    # creating them again at once could make every droplet twice. So each name is recorded in
+    # the state before its create is sent; while the record is younger than `list_lag`, a name
+    # missing from the list counts as "maybe made" and is waited for, not created again.
+    # A record also carries the droplet and create action ids once the create is answered, so
+    # a later run can still follow the action; it is dropped when the droplet is active.
+    def _creating(self) -> dict:
+        return self._state.setdefault("creating", {})
+
+    def _recent(self, name: str) -> bool:
+        record = self._creating().get(name)
+        return bool(record) and self.wall_clock() - record.get("at", 0) < self.settings["list_lag"]
+
+    def _forget(self, names) -> None:
+        creating = self._creating()
+        for name in names:
+            creating.pop(name, None)
+        if not creating:
+            self._state.pop("creating", None)
+
+    def _await_listed(self, names: list[str], progress) -> dict:
+        """Poll the tagged list until every name is listed or its record is older than
+        `list_lag`; the listing by name at the end."""
+        s = self.settings
+        self._say(progress, "digitalocean", f"waiting up to {s['list_lag']:g}s for "
+                  f"{', '.join(names)} to be listed (a create may have been accepted)")
+        give_up = self.clock() + s["list_lag"]     # bounded even if the wall clock jumps back
+        while True:
+            by_name, _ = self._listing()
+            waiting = [n for n in names if n not in by_name and self._recent(n)]
+            if not waiting or self.clock() >= give_up:
+                return by_name
+            oldest = min(self._creating()[n].get("at", 0) for n in waiting)
+            left = oldest + s["list_lag"] - self.wall_clock()
+            self.sleep(max(0.0, min(s["poll_interval"], left)))
 
     def _find_key(self) -> dict | None:
         fp = md5_fingerprint(self.settings["_public_key"])
@@ -369,7 +416,9 @@ class DigitalOceanProvider:
         by_name, duplicates = self._listing()
         for w in wanted:
             d = by_name.get(w.name)
-            if d is None:
+            if d is None and self._recent(w.name):
+                changes.append(f"droplet {w.name}: wait (a create was sent; not listed yet)")
+            elif d is None:
                 changes.append(f"droplet {w.name}: create ({w.role}, {s['size']}, {s['region']})")
             elif role_tag(self.cluster, w.role) not in d.tags:
                 changes.append(f"droplet {w.name}: add tag {role_tag(self.cluster, w.role)}")
@@ -408,6 +457,9 @@ class DigitalOceanProvider:
         key_id = self._ensure_key(changes, progress)
         vpc_id = self._ensure_vpc(changes, progress)
         by_name, duplicates = self._listing()
+        in_flight = [w.name for w in wanted if w.name not in by_name and self._recent(w.name)]
+        if in_flight:
+            by_name = self._await_listed(in_flight, progress)
         missing = [w for w in wanted if w.name not in by_name]
         created = {w.name for w in missing}
         if missing:
@@ -416,6 +468,8 @@ class DigitalOceanProvider:
             self._ensure_firewall(changes, progress)
         if missing or not all(by_name[w.name].ready for w in wanted):
             by_name, duplicates = self._wait_active(wanted, progress)
+        self._forget([w.name for w in wanted])
+        self._save()
         self._ensure_role_tags(wanted, by_name, changes, created)
         extras = self._extras(wanted, by_name, duplicates)
         if prune:
@@ -474,12 +528,7 @@ class DigitalOceanProvider:
                 while todo:
                     batch, todo = todo[:MAX_PER_CREATE], todo[MAX_PER_CREATE:]
                     try:
-                        self._say(progress, "digitalocean",
-                                  f"creating {', '.join(w.name for w in batch)}")
-                        self.api.create_droplets(
-                            [w.name for w in batch], region=s["region"], size=s["size"],
-                            image=s["image"], ssh_key_ids=[key_id], tags=tags, vpc_uuid=vpc_id,
-                            monitoring=s["monitoring"], ipv6=s["ipv6"], user_data=s["user_data"])
+                        self._create_batch(batch, key_id, vpc_id, tags, progress)
                     except BaseException:
                         todo = batch + todo
                         raise
@@ -489,13 +538,29 @@ class DigitalOceanProvider:
             except SwarmsmithError as e:
                 if not getattr(e, "ambiguous", False) or attempt == CREATE_ATTEMPTS:
                     raise
-                log.warning("%s; listing the cluster's droplets before retrying", e)
-                self._say(progress, "digitalocean", "create failed; checking what exists")
-                self.sleep(s["poll_interval"])
-                by_name, _ = self._listing()
+                log.warning("%s; looking for the droplets by name before creating again", e)
+                by_name = self._await_listed([w.name for w in todo], progress)
                 changes += [f"droplet {w.name}: created ({w.role}, {s['size']}, {s['region']})"
                             for w in todo if w.name in by_name]
                 todo = [w for w in todo if w.name not in by_name]
+
+    def _create_batch(self, batch, key_id, vpc_id, tags, progress) -> None:
+        s = self.settings
+        at = self.wall_clock()
+        for w in batch:
+            self._creating()[w.name] = {"at": at}
+        self._save()                      # on disk before the request: a killed run knows
+        self._say(progress, "digitalocean", f"creating {', '.join(w.name for w in batch)}")
+        made = self.api.create_droplets(
+            [w.name for w in batch], region=s["region"], size=s["size"], image=s["image"],
+            ssh_key_ids=[key_id], tags=tags, vpc_uuid=vpc_id, monitoring=s["monitoring"],
+            ipv6=s["ipv6"], user_data=s["user_data"])
+        for d in made:
+            record = self._creating().setdefault(d.name, {"at": at})
+            record["id"] = d.id
+            if d.action_id:
+                record["action"] = d.action_id
+        self._save()
 
     def _ensure_firewall(self, changes, progress) -> None:
         inbound, outbound = firewall_rules(self.cluster, self.settings)
@@ -516,7 +581,10 @@ class DigitalOceanProvider:
             changes.append(f"firewall {self.resource_name}: rules updated")
 
     def _wait_active(self, wanted, progress) -> tuple[dict, list]:
-        """One tagged list call per poll interval until every wanted droplet is active."""
+        """One tagged list call per poll interval until every wanted droplet is active, and,
+        while a droplet whose create was answered is pending, one look at the account's recent
+        actions: a create action that errored fails the run at that poll instead of when
+        wait_timeout runs out (the droplet would stay `new` for good)."""
         s = self.settings
         deadline = self.clock() + s["wait_timeout"]
         reported: set[str] = set()
@@ -529,15 +597,43 @@ class DigitalOceanProvider:
                 if d is not None and d.status not in ("new", "active"):
                     raise SwarmsmithError(f"droplet is {d.status}, expected active", host=w.name)
                 if d is None or not d.ready:
-                    pending.append(f"{w.name} ({d.status if d else 'not listed yet'})")
+                    pending.append(w.name)
                 elif w.name not in reported:
                     reported.add(w.name)
                     self._say(progress, w.name, f"active at {d.public_ip}")
             if not pending:
                 return by_name, duplicates
+            self._check_actions(pending, by_name, progress)
             if self.clock() >= deadline:
-                raise TimeoutError_(f"droplets not active after {s['wait_timeout']:g}s: "
-                                    + ", ".join(pending))
+                raise TimeoutError_(f"droplets not active after {s['wait_timeout']:g}s: " + ", ".join(
+                    f"{n} ({by_name[n].status if n in by_name else 'not listed yet'})"
+                    for n in pending))
+
+    def _check_actions(self, pending: list[str], by_name: dict, progress) -> None:
+        creating = self._creating()
+        followed = {n: int(creating[n]["action"]) for n in pending
+                    if n in creating and creating[n].get("action")}
+        if not followed:
+            return
+        statuses = self.api.action_statuses(list(followed.values()))
+        errored = [n for n, a in followed.items() if statuses.get(a) == "errored"]
+        if not errored:
+            return
+        for name in errored:
+            self._say(progress, name, f"create action {followed[name]} errored; destroying the "
+                                      "droplet")
+            droplet_id = creating[name].get("id") or (by_name[name].id if name in by_name else None)
+            if droplet_id:
+                self.api.delete_droplet(int(droplet_id))
+            self._forget([name])
+        self._save()
+        others = [n for n in pending if n not in errored]
+        detail = "; ".join(f"droplet {n}: create action {followed[n]} errored at DigitalOcean"
+                           for n in errored)
+        raise SwarmsmithError(
+            f"{detail} (destroyed; a re-run creates it again"
+            + (f"; still being created: {', '.join(others)}" if others else "") + ")",
+        )
 
     def _ensure_role_tags(self, wanted, by_name, changes, created: set[str]) -> None:
         """Role tags go on after creation (one create request mixes roles); repaired every run."""

@@ -11,11 +11,12 @@ import pytest
 
 from provision.digitalocean import (DigitalOceanProvider, cluster_tag, firewall_rules, role_tag,
                                     tcp_ssh_check, validate_settings)
-from provision.do_api import DigitalOceanError, DOApi
+from provision.do_api import DigitalOceanError, DOApi, RateLimitExhausted
 from provision.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE,
-                              InputError, TimeoutError_, UnreachableError)
+                              InputError, SwarmsmithError, TimeoutError_, UnreachableError)
 from provision.hosts import WantedHost
 from tests.do_emulator import DOEmulator
+from tests.do_emulator.schemas import nulls, problems
 from tests.do_emulator.testing import FakeTime, settings, write_public_key
 
 TOKEN = "dop_v1_provider_secret_token_c0ffee42"
@@ -27,17 +28,21 @@ class Env:
     def __init__(self, tmp_path):
         self.ft = FakeTime()
         self.pub = write_public_key(tmp_path)
-        self.emu = DOEmulator(TOKEN, clock=self.ft.clock, activation_delay=7).start()
+        self.emu = DOEmulator(TOKEN, clock=self.ft.clock, wall_clock=self.ft.clock,
+                              activation_delay=7).start()
+        self.saved: list[dict] = []
         self.progress: list[tuple[str, str]] = []
 
-    def provider(self, state=None, ssh_check=None, prune=False, **overrides):
+    def provider(self, state=None, ssh_check=None, prune=False, api=None, **overrides):
         return DigitalOceanProvider(
-            "demo", settings(self.pub, **overrides), state,
+            "demo", settings(self.pub, **overrides), state, api=api,
             env={"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_END_POINT": self.emu.url},
-            clock=self.ft.clock, sleep=self.ft.sleep, ssh_check=ssh_check, prune=prune)
+            clock=self.ft.clock, sleep=self.ft.sleep, wall_clock=self.ft.clock,
+            ssh_check=ssh_check, prune=prune, on_state=self.saved.append)
 
     def api(self):
-        return DOApi(TOKEN, end_point=self.emu.url, clock=self.ft.clock, sleep=self.ft.sleep)
+        return DOApi(TOKEN, end_point=self.emu.url, clock=self.ft.clock, sleep=self.ft.sleep,
+                     wall_clock=self.ft.clock)
 
     def note(self, name, message):
         self.progress.append((name, message))
@@ -458,3 +463,105 @@ def test_destroy_confirms_nothing_tagged_remains(env, monkeypatch):
         p.destroy()
     assert env.emu.list_polls(TAG) >= 3
     assert env.emu.model.account.firewalls                 # nothing else was torn down yet
+
+
+# --- the API as it really behaves: errored actions, list lag, lost answers, budgets ----------
+def test_errored_create_action_fails_within_one_poll_with_the_droplet_named(env):
+    env.emu.fail_action("demo-worker-1", after=3)      # the others turn active after 7 s
+    start = env.ft.clock()
+    with pytest.raises(SwarmsmithError) as err:
+        env.provider().ensure(wanted(), env.note)
+    action = 2000000002                                 # the second droplet's create action
+    assert str(err.value) == (
+        f"droplet demo-worker-1: create action {action} errored at DigitalOcean (destroyed; a "
+        "re-run creates it again; still being created: demo-manager-1, demo-worker-2)")
+    assert env.ft.clock() - start <= 3 + 2               # noticed at the first poll after 3 s
+    assert env.names() == ["demo-manager-1", "demo-worker-2"]   # the errored one is gone
+    assert ("demo-worker-1", f"create action {action} errored; destroying the droplet") \
+        in env.progress
+    # one look at the recent actions per poll, not one request per droplet
+    assert env.emu.count("GET", "/v2/actions") == env.emu.list_polls(TAG) - 1
+    assert env.emu.count("GET", "/v2/actions/{action}") == 0
+    hosts, _ = env.provider(state=env.saved[-1]).ensure(wanted())
+    assert [h.name for h in hosts] == ["demo-manager-1", "demo-worker-1", "demo-worker-2"]
+
+
+def test_lost_create_answer_under_list_lag_makes_no_duplicate(env):
+    env.emu.set_list_lag(4)                              # two poll intervals
+    env.emu.fail_next_create(created=3)                  # all made, the answer lost (500)
+    hosts, changes = env.provider().ensure(wanted())
+    names = [d["name"] for d in env.emu.droplets()]
+    assert sorted(names) == ["demo-manager-1", "demo-worker-1", "demo-worker-2"]
+    assert env.emu.count(*POST_DROPLETS) == 1
+    assert len(hosts) == 3
+    assert "creating" not in env.saved[-1]               # records dropped once active
+
+
+def test_killed_after_sending_the_create_rerun_waits_for_the_list(env):
+    env.emu.set_list_lag(4)
+
+    class Killed(BaseException):
+        pass
+
+    class DiesAfterCreate:
+        def __init__(self, api):
+            self.api = api
+
+        def __getattr__(self, name):
+            return getattr(self.api, name)
+
+        def create_droplets(self, *a, **kw):
+            self.api.create_droplets(*a, **kw)
+            raise Killed()                               # the run is killed before the answer
+
+    with pytest.raises(Killed):
+        env.provider(api=DiesAfterCreate(env.api())).ensure(wanted())
+    state = env.saved[-1]                                # on disk before the request went out
+    assert sorted(state["creating"]) == ["demo-manager-1", "demo-worker-1", "demo-worker-2"]
+    env.ft.sleep(1)
+    assert env.emu.droplets(TAG) == []                   # not listed yet
+    p = env.provider(state=state)
+    assert "droplet demo-worker-1: wait (a create was sent; not listed yet)" in p.plan(wanted())
+    hosts, _ = p.ensure(wanted())
+    assert env.emu.count(*POST_DROPLETS) == 1
+    assert sorted(d["name"] for d in env.emu.droplets()) == [h.name for h in hosts]
+
+
+def test_create_record_older_than_list_lag_is_created_again(env):
+    state = {"creating": {"demo-worker-1": {"at": env.ft.clock() - 31}}}
+    hosts, changes = env.provider(state=state, list_lag=30).ensure(wanted())
+    assert env.emu.count(*POST_DROPLETS) == 1 and len(hosts) == 3
+    assert env.emu.list_polls(TAG) == 1 + math.ceil(7 / 2)    # no wait for the old record
+
+
+def test_burst_429_retry_after_honoured_by_up(env):
+    env.emu.inject_429(2, retry_after=13, method="POST", path="/v2/droplets")
+    hosts, _ = env.provider().ensure(wanted())
+    assert len(hosts) == 3 and env.emu.count(*POST_DROPLETS) == 3
+    assert env.ft.sleeps.count(13.0) == 2
+
+
+def test_exhausted_hourly_budget_fails_up_with_the_reset_time(env):
+    env.emu.hourly_limit = 20
+    env.emu.use_budget(20)
+    env.ft.sleep(600)
+    with pytest.raises(RateLimitExhausted) as err:
+        env.provider().ensure(wanted())
+    assert "the rate limit of 20 requests an hour is used up; requests are accepted again " \
+           "from 1970-01-01 01:16:40 UTC (in 3000 s)" in str(err.value)
+    assert err.value.exit_code == EXIT_FAILED
+    assert env.emu.total_requests() == 1                  # refused once, not retried for minutes
+
+
+@pytest.mark.parametrize("overrides", [{}, {"vpc": "default", "firewall": False},
+                                       {"image": 190000001, "user_data": "#!/bin/sh\n"}])
+def test_request_bodies_match_the_schema_tables_and_carry_no_null(env, overrides):
+    p = env.provider(**overrides)
+    p.ensure(wanted())
+    p.destroy()
+    bodies = [(meth, tmpl, b) for meth, tmpl, b in env.emu.bodies if b != {}]
+    assert {(meth, tmpl) for meth, tmpl, _ in bodies} >= {("POST", "/v2/droplets"),
+                                                         ("POST", "/v2/tags/{tag}/resources")}
+    assert [(tmpl, nulls(b)) for _, tmpl, b in bodies if nulls(b)] == []
+    assert [p for meth, tmpl, b in bodies for p in problems(meth, tmpl, b)] == []
+    assert all(status < 400 for _, _, _, status in env.emu.log)
