@@ -97,7 +97,11 @@ def up(cluster_path: str, opts: Options) -> dict:
 
 def _up(run: Run) -> dict:
     cf, inv = run.cluster, run.inventory
-    provider = providers.make(cf, inv.get("provider_state", {}), prune=run.opts.prune)
+    def save_provider_state(provider_state: dict) -> None:
+        inv["provider_state"] = provider_state
+        run.save()
+    provider = providers.make(cf, inv.get("provider_state", {}), prune=run.opts.prune,
+                              on_state=save_provider_state)
     wanted = cf.wanted_hosts()
     if cf.stacks:
         from stacks.operations.deploy import prepare

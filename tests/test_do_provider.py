@@ -565,3 +565,15 @@ def test_request_bodies_match_the_schema_tables_and_carry_no_null(env, overrides
     assert [(tmpl, nulls(b)) for _, tmpl, b in bodies if nulls(b)] == []
     assert [p for meth, tmpl, b in bodies for p in problems(meth, tmpl, b)] == []
     assert all(status < 400 for _, _, _, status in env.emu.log)
+
+
+def test_up_hands_the_provider_a_state_saver(tmp_path):
+    from inventory import clusterfile
+    from provision import providers
+    write_public_key(tmp_path)
+    path = tmp_path / "cluster.yml"
+    path.write_text("name: dox\nprovider: digitalocean\nmanagers: 1\ndigitalocean: {region: fra1, "
+                    "size: s-1vcpu-1gb, image: 190000001, ssh_key: id_ed25519.pub}\n")
+    saved = []
+    p = providers.make(clusterfile.load(str(path)), {}, on_state=saved.append)
+    assert p.on_state == saved.append and p.settings["image"] == 190000001
