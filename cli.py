@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from provision.errors import EXIT_FAILED, SwarmsmithError
+from provision.errors import EXIT_DEGRADED, EXIT_FAILED, SwarmsmithError
 
 EXIT_CODES_HELP = """exit codes:
   0  success (or nothing to change)
@@ -18,6 +19,7 @@ EXIT_CODES_HELP = """exit codes:
   2  bad input (YAML, cluster file, compose file, flags); nothing was changed
   3  a host was unreachable, refused our key, or showed a changed host key
   4  another run holds the lock (swarmsmith unlock STACK removes a dead run's)
+  5  status: degraded (a node down, quorum lost, a service short of replicas)
   10 deploy: a service failed or was paused
   11 deploy: an update was rolled back (0 with --allow-rollback)
   12 deploy: timed out
@@ -156,7 +158,7 @@ def cmd_status(args) -> int:
         sys.stdout.write("\n")
     else:
         print(status.render(st))
-    return 0 if st["quorum"]["ok"] else 1
+    return EXIT_DEGRADED if st["problems"] else 0
 
 
 def cmd_image_load(args) -> int:
@@ -460,6 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("swarmsmith: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug or a library error nobody turned into ours: one line, no trace
+        if os.environ.get("SWARMSMITH_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"swarmsmith: error: unexpected {type(e).__name__}: {first} (set "
+              "SWARMSMITH_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import socket
 import tempfile
 import threading
 
-from .errors import SwarmsmithError
+from .errors import HostKeyMismatchError, SwarmsmithError, UnreachableError
 from .ssh import Session
 
 
@@ -125,18 +125,78 @@ class SocketForwarder:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def api_client(session: Session, timeout: int = 60):
+def api_client(session: Session, timeout: int = 60) -> "GuardedAPI":
     import docker
     fwd = SocketForwarder(session)
-    client = docker.APIClient(base_url=f"unix://{fwd.path}", version="auto", timeout=timeout)
-    client._swarmsmith_forwarder = fwd   # keep it alive as long as the client
+    try:
+        client = docker.APIClient(base_url=f"unix://{fwd.path}", version="auto",
+                                  timeout=timeout)
+    except Exception as e:      # version="auto" asks the engine at once
+        fwd.close()
+        raise engine_error(session.host.name, "connect to the Engine API", e) from None
     atexit.register(fwd.close)
 
     def close_forwarder():
         client.close()
         fwd.close()
-    client.close_forwarder = close_forwarder
-    return client
+    guarded = GuardedAPI(client, session.host.name)
+    guarded.close_forwarder = close_forwarder
+    guarded._swarmsmith_forwarder = fwd   # keep it alive as long as the client
+    return guarded
+
+
+class EngineAPIError(SwarmsmithError):
+    """The Engine answered with an error; `status_code` kept (409 conflict, 404 not found)."""
+
+    def __init__(self, message: str, *, host: str | None = None, status_code=None):
+        super().__init__(message, host=host)
+        self.status_code = status_code
+
+
+class EngineUnreachableError(UnreachableError):
+    pass
+
+
+def engine_error(host: str, operation: str, exc: BaseException) -> SwarmsmithError:
+    """A docker SDK, requests or paramiko error as a swarmsmith error naming host and operation:
+    an answer with an HTTP status is exit 1, a lost connection exit 3."""
+    if isinstance(exc, SwarmsmithError):
+        return exc
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:
+        detail = f"{getattr(exc, 'explanation', None) or exc} (HTTP {status})"
+        err = EngineAPIError(f"Engine API {operation}: {detail}", host=host, status_code=status)
+    else:
+        detail = (f"the connection to the manager failed ({type(exc).__name__}: "
+                  f"{(str(exc) or '-')[:300]})")
+        err = EngineUnreachableError(f"Engine API {operation}: {detail}", host=host)
+    err.detail = detail     # callers that know the operation better put it in front
+    return err
+
+
+class GuardedAPI:
+    """docker.APIClient with every call's library errors turned into swarmsmith errors that
+    name the manager and the call (status, planning and watching alike)."""
+
+    def __init__(self, client, host: str):
+        self._client = client
+        self._host = host
+
+    def __getattr__(self, name):
+        value = getattr(self._client, name)
+        if not callable(value) or name.startswith("__") or name in ("_url",):
+            return value
+
+        def call(*args, **kwargs):
+            try:
+                return value(*args, **kwargs)
+            except Exception as e:
+                raise engine_error(self._host, _operation(name), e) from None
+        return call
+
+
+def _operation(method: str) -> str:
+    return method.strip("_").replace("_", " ")
 
 
 def inventory_hosts(cluster_path: str, role: str | None = None) -> list:
@@ -177,15 +237,20 @@ def session_for(host) -> Session:
 
 def manager_session(cluster_path: str) -> Session:
     """A session to a reachable manager of the cluster, host key verified against the inventory."""
-    errors = []
+    errors: list[SwarmsmithError] = []
     for host in inventory_hosts(cluster_path, "manager"):
         s = session_for(host)
         try:
             s.connect()
             return s
+        except HostKeyMismatchError:
+            raise       # not a reason to try the next manager: someone may be in between
         except SwarmsmithError as e:
-            errors.append(str(e))
-    raise SwarmsmithError("no manager reachable:\n  " + "\n  ".join(errors))
+            errors.append(e)
+    text = "no manager reachable:\n  " + "\n  ".join(str(e) for e in errors)
+    if all(isinstance(e, UnreachableError) for e in errors):
+        raise UnreachableError(text)
+    raise SwarmsmithError(text)
 
 
 def cluster_client(cluster_path: str):

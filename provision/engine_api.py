@@ -21,7 +21,9 @@ class EngineAPI:
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except SwarmsmithError:
+        except SwarmsmithError as exc:
+            if getattr(exc, "detail", None):    # from provision/dockerapi.py's GuardedAPI
+                exc.message = f"Engine API {what}: {exc.detail}"
             raise
         except Exception as exc:  # docker.errors.APIError and transport errors
             explanation = getattr(exc, "explanation", None) or str(exc)

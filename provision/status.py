@@ -39,10 +39,31 @@ def gather(api) -> dict:
             "stack": (s["Spec"].get("Labels") or {}).get("com.docker.stack.namespace", ""),
             "update": (s.get("UpdateStatus") or {}).get("State", ""),
         })
-    return {"nodes": sorted(nodes, key=lambda n: (n["role"] != "manager", n["hostname"])),
-            "quorum": {"managers": len(managers), "reachable": reachable,
-                       "ok": reachable > len(managers) // 2},
-            "services": sorted(services, key=lambda s: s["name"])}
+    st = {"nodes": sorted(nodes, key=lambda n: (n["role"] != "manager", n["hostname"])),
+          "quorum": {"managers": len(managers), "reachable": reachable,
+                     "ok": reachable > len(managers) // 2},
+          "services": sorted(services, key=lambda s: s["name"])}
+    st["problems"] = problems(st)
+    return st
+
+
+def problems(st: dict) -> list[str]:
+    """What makes the cluster degraded (status exits 5 then, so cron can alert): quorum lost,
+    a node not ready, a service with fewer running tasks than desired. A drained node is a
+    choice, not a problem; neither is a job (no replica count to fall short of)."""
+    out = []
+    q = st["quorum"]
+    if not q["ok"]:
+        out.append(f"quorum lost: {q['reachable']}/{q['managers']} managers reachable")
+    for n in st["nodes"]:
+        if n["state"] != "ready":
+            out.append(f"node {n['hostname']} is {n['state']}")
+        elif n["role"] == "manager" and n["manager"] == "unreachable":
+            out.append(f"manager {n['hostname']} is unreachable")
+    for s in st["services"]:
+        if s["desired"] is not None and s["running"] < s["desired"]:
+            out.append(f"service {s['name']}: {s['running']}/{s['desired']} running")
+    return out
 
 
 def render(st: dict) -> str:
@@ -60,4 +81,6 @@ def render(st: dict) -> str:
         lines.append(f"{s['name']:<28} {s['mode']:<11} {rep:<9} {s['update'] or '-':<18} {s['image']}")
     if not st["services"]:
         lines.append("(no services)")
+    if st.get("problems"):
+        lines += ["", "DEGRADED:"] + [f"  {p}" for p in st["problems"]]
     return "\n".join(lines)

@@ -214,7 +214,8 @@ class SwarmStep:
             api.join_swarm([f"{leader_addr}:2377"], token.reveal(), listen_addr=f"{addr}:2377",
                            advertise_addr=addr)
         except Exception as e:      # docker.errors.APIError, requests' connection errors
-            text = str(getattr(e, "explanation", None) or e).replace(token.reveal(), "***")
+            text = str(getattr(e, "detail", None) or getattr(e, "explanation", None) or e)
+            text = text.replace(token.reveal(), "***")
             raise SwarmsmithError(f"{what} failed: {text}", host=h.name) from None
         finally:
             close = getattr(api, "close_forwarder", None) or getattr(api, "close", None)
