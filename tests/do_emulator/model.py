@@ -337,7 +337,9 @@ class Model:
         return 200, {"action": self._action_json(a)}
 
     def list_actions(self) -> list[dict]:
-        return [self._action_json(a) for a in self.account.actions.values()]
+        """Newest first, as the account's action history reads."""
+        return [self._action_json(a) for a in sorted(self.account.actions.values(),
+                                                       key=lambda a: -a.id)]
 
     # --- ssh keys -------------------------------------------------------------------------
     def _find_key(self, ident: str) -> dict | None:
