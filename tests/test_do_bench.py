@@ -22,10 +22,13 @@ def bench():
 def test_bench_last_line(bench, capsys):
     assert bench.main(["--delay", "0.2", "--poll", "0.1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    m = re.fullmatch(r"droplets=30 requests=(\d+) create_requests=(\d+) seconds=(\d+\.\d\d)",
-                     lines[-1])
-    assert m, lines[-1]
-    requests, creates = int(m.group(1)), int(m.group(2))
-    assert creates == 3                       # 30 names, at most 10 per request
-    assert requests < 30                      # well under one request per droplet
+    for line, prefix in ((lines[-2], ""), (lines[-1], "slow: ")):
+        m = re.match(prefix + r"droplets=30 requests=(\d+) create_requests=(\d+) "
+                     r"seconds=(\d+\.\d\d)", line)
+        assert m, line
+        requests, creates = int(m.group(1)), int(m.group(2))
+        assert creates == 3                   # 30 names, at most 10 per request, no duplicates
+        assert requests < 30                  # well under one request per droplet
+    assert lines[-1].endswith("list_lag=0.2")
     assert any(line.startswith("--- 10 droplets") for line in lines)
+    assert any("as slow as the real API" in line for line in lines)
