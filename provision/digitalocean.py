@@ -680,10 +680,18 @@ class DigitalOceanProvider:
     # --- destroy ------------------------------------------------------------------------
     def destroy(self, progress=None) -> list[str]:
         s, changes = self.settings, []
-        for d in sorted(self.api.list_droplets(self.tag), key=lambda d: d.name):
-            self._say(progress, d.name, "destroying")
-            if self.api.delete_droplet(d.id):
-                changes.append(f"droplet {d.name} (id {d.id}): destroyed")
+        # droplets whose create was sent recently may not be listed yet: wait for them (bounded)
+        # and delete the ones whose id the create answer gave, listed or not
+        recent = [n for n in self._creating() if self._recent(n)]
+        if recent:
+            self._await_listed(recent, progress)
+        by_id = {d.id: d.name for d in self.api.list_droplets(self.tag)}
+        by_id.update({int(r["id"]): n for n, r in self._creating().items() if r.get("id")})
+        for droplet_id, name in sorted(by_id.items(), key=lambda i: i[1]):
+            self._say(progress, name, "destroying")
+            if self.api.delete_droplet(droplet_id):
+                changes.append(f"droplet {name} (id {droplet_id}): destroyed")
+        self._state.pop("creating", None)
         deadline = self.clock() + s["wait_timeout"]
         while True:
             left = self.api.list_droplets(self.tag)

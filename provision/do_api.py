@@ -460,7 +460,10 @@ class DOApi:
             def one(action_id=action_id):
                 data = self._manager().get_data(f"actions/{action_id}")
                 return str(data["action"].get("status"))
-            found[action_id] = self._call(f"get action {action_id}", one)
+            try:
+                found[action_id] = self._call(f"get action {action_id}", one)
+            except DigitalOceanNotFound:
+                found[action_id] = "unknown"      # expired from the history: the list decides
         return found
 
     def delete_droplet(self, droplet_id: int) -> bool:

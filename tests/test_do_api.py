@@ -291,3 +291,15 @@ def test_unset_fields_are_left_out_of_request_bodies(api, emu):
     assert "vpc_uuid" not in posted[0] and "user_data" not in posted[0]
     assert posted[1]["image"] == 190000001
     assert [d["image"]["id"] for d in emu.droplets("c")] == [170000001, 190000001]
+
+
+def test_action_statuses_one_request_for_recent_actions_then_one_per_missing(api, emu, ft):
+    emu.fail_action("c-2", after=1)
+    made = api.create_droplets(["c-1", "c-2"], **CREATE)
+    ft.sleep(2)
+    ids = [d.action_id for d in made]
+    assert api.action_statuses(ids) == {ids[0]: "completed", ids[1]: "errored"}
+    assert emu.count("GET", "/v2/actions") == 1
+    assert api.action_statuses([ids[0], 999]) == {ids[0]: "completed", 999: "unknown"}
+    assert emu.count("GET", "/v2/actions/{action}") == 1
+    assert api.action_statuses([]) == {}

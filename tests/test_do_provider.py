@@ -577,3 +577,25 @@ def test_up_hands_the_provider_a_state_saver(tmp_path):
     saved = []
     p = providers.make(clusterfile.load(str(path)), {}, on_state=saved.append)
     assert p.on_state == saved.append and p.settings["image"] == 190000001
+
+
+def test_down_right_after_answered_creates_deletes_unlisted_droplets_by_id(env):
+    env.emu.set_list_lag(30)
+    made = env.api().create_droplets([w.name for w in wanted()], region="fra1",
+                                      size="s-1vcpu-1gb", image="ubuntu-24-04-x64",
+                                      ssh_key_ids=[], tags=[TAG])
+    assert env.emu.droplets(TAG) == []                  # not listed yet
+    state = {"creating": {d.name: {"at": env.ft.clock(), "id": d.id} for d in made}}
+    env.provider(state=state).destroy()
+    assert env.emu.model.account.droplets == {}
+
+
+def test_down_after_a_killed_create_waits_for_the_list(env):
+    env.emu.set_list_lag(6)
+    env.api().create_droplets([w.name for w in wanted()], region="fra1", size="s-1vcpu-1gb",
+                              image="ubuntu-24-04-x64", ssh_key_ids=[], tags=[TAG])
+    state = {"creating": {w.name: {"at": env.ft.clock()} for w in wanted()}}   # no answer
+    p = env.provider(state=state)
+    p.destroy()
+    assert env.emu.model.account.droplets == {}
+    assert "creating" not in p.state
