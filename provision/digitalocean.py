@@ -605,9 +605,10 @@ class DigitalOceanProvider:
                 return by_name, duplicates
             self._check_actions(pending, by_name, progress)
             if self.clock() >= deadline:
-                raise TimeoutError_(f"droplets not active after {s['wait_timeout']:g}s: " + ", ".join(
-                    f"{n} ({by_name[n].status if n in by_name else 'not listed yet'})"
-                    for n in pending))
+                states = [f"{n} ({by_name[n].status if n in by_name else 'not listed yet'})"
+                          for n in pending]
+                raise TimeoutError_(f"droplets not active after {s['wait_timeout']:g}s: "
+                                    + ", ".join(states))
 
     def _check_actions(self, pending: list[str], by_name: dict, progress) -> None:
         creating = self._creating()

@@ -72,7 +72,8 @@ def error_text(body) -> tuple[str, str]:
     if "id" in body or "message" in body:
         return str(body.get("id") or ""), str(body.get("message") or "")
     parts = []
-    for item in [body.get("error"), *(body.get("messages") or []), *(body.get("root_causes") or [])]:
+    items = [body.get("error"), *(body.get("messages") or []), *(body.get("root_causes") or [])]
+    for item in items:
         if isinstance(item, str) and item.strip() and item.strip() not in parts:
             parts.append(item.strip())
     return "", "; ".join(parts)
@@ -250,7 +251,8 @@ class DOApi:
         return resp
 
     def _note_ratelimit(self, headers) -> None:
-        remaining, reset = header(headers, "Ratelimit-Remaining"), header(headers, "Ratelimit-Reset")
+        remaining = header(headers, "Ratelimit-Remaining")
+        reset = header(headers, "Ratelimit-Reset")
         if remaining is not None and reset is not None:
             self.ratelimit_remaining, self.ratelimit_reset = int(remaining), reset
 
@@ -445,8 +447,6 @@ class DOApi:
         """Status of each action (in-progress, completed, errored) for as few requests as it
         takes: the newest 200 actions of the account in one request (where fresh create actions
         are), then one request per action that was not on that page."""
-        import digitalocean
-
         wanted = {int(a) for a in action_ids}
         if not wanted:
             return {}
