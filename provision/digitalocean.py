@@ -366,18 +366,18 @@ class DigitalOceanProvider:
         if not creating:
             self._state.pop("creating", None)
 
-    def _await_listed(self, names: list[str], progress) -> dict:
+    def _await_listed(self, names: list[str], progress) -> tuple[dict, list]:
         """Poll the tagged list until every name is listed or its record is older than
-        `list_lag`; the listing by name at the end."""
+        `list_lag`; the last listing (by name, duplicates)."""
         s = self.settings
         self._say(progress, "digitalocean", f"waiting up to {s['list_lag']:g}s for "
                   f"{', '.join(names)} to be listed (a create may have been accepted)")
         give_up = self.clock() + s["list_lag"]     # bounded even if the wall clock jumps back
         while True:
-            by_name, _ = self._listing()
+            by_name, duplicates = self._listing()
             waiting = [n for n in names if n not in by_name and self._recent(n)]
             if not waiting or self.clock() >= give_up:
-                return by_name
+                return by_name, duplicates
             oldest = min(self._creating()[n].get("at", 0) for n in waiting)
             left = oldest + s["list_lag"] - self.wall_clock()
             self.sleep(max(0.0, min(s["poll_interval"], left)))
@@ -459,7 +459,7 @@ class DigitalOceanProvider:
         by_name, duplicates = self._listing()
         in_flight = [w.name for w in wanted if w.name not in by_name and self._recent(w.name)]
         if in_flight:
-            by_name = self._await_listed(in_flight, progress)
+            by_name, duplicates = self._await_listed(in_flight, progress)
         missing = [w for w in wanted if w.name not in by_name]
         created = {w.name for w in missing}
         if missing:
@@ -539,7 +539,7 @@ class DigitalOceanProvider:
                 if not getattr(e, "ambiguous", False) or attempt == CREATE_ATTEMPTS:
                     raise
                 log.warning("%s; looking for the droplets by name before creating again", e)
-                by_name = self._await_listed([w.name for w in todo], progress)
+                by_name, _ = self._await_listed([w.name for w in todo], progress)
                 changes += [f"droplet {w.name}: created ({w.role}, {s['size']}, {s['region']})"
                             for w in todo if w.name in by_name]
                 todo = [w for w in todo if w.name not in by_name]
