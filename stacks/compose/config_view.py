@@ -10,7 +10,7 @@ prints, so the two outputs can be diffed:
 - bind sources and secret/config files absolute, `env_file` as written;
 - external networks, volumes, secrets and configs with the `name:` the CLI
   resolves (the key when none is given);
-- strings quoted as go yaml v3 quotes them (stacks/yaml_source.py dump_like_go).
+- strings quoted as go yaml v3 quotes them (stacks/compose/yaml_source.py dump_like_go).
 
 Keys the Docker CLI has no field for are still printed (`oom_score_adj` after
 `networks`), so nothing written is hidden.
@@ -27,6 +27,7 @@ from stacks.compose.yaml_source import dump_like_go
 #   "d" duration, omitted when 0             "pd" duration pointer, kept when 0
 #   "m" memory size -> bytes as a string     "map" sorted mapping, omitted when empty
 #   "l" list, omitted when empty             "any" printed as is when present
+#   "sl" list of strings (numbers as text)
 #   a tuple: a nested struct (omitted when all fields are empty)
 #   ("ptr", struct): a nested struct pointer (`{}` when present but empty)
 #   ("list", struct): list of structs        ("maps", struct): sorted map of structs
@@ -63,7 +64,7 @@ _SERVICE = (
     ("credential_spec", (("config", "s"), ("file", "s"), ("registry", "s"))),
     ("depends_on", "l"), ("deploy", _DEPLOY), ("devices", "l"), ("dns", "l"),
     ("dns_search", "l"), ("domainname", "s"), ("entrypoint", "l"), ("environment", "map"),
-    ("env_file", "l"), ("expose", "l"), ("external_links", "l"), ("extra_hosts", "l"),
+    ("env_file", "l"), ("expose", "sl"), ("external_links", "l"), ("extra_hosts", "l"),
     ("hostname", "s"), ("healthcheck", ("ptr", _HEALTHCHECK)), ("image", "s"),
     ("init", "p"), ("ipc", "s"), ("isolation", "s"), ("labels", "map"), ("links", "l"),
     ("logging", ("ptr", (("driver", "s"), ("options", "map")))), ("mac_address", "s"),
@@ -103,6 +104,8 @@ def _value(kind, v):
     if kind == "m":
         size = parse_memory(v) if isinstance(v, str) else int(v or 0)
         return str(size) if size else _SKIP
+    if kind == "sl":
+        return [str(x) for x in v] if v else _SKIP
     if kind == "map":
         return dict(sorted(v.items())) if v else _SKIP
     if kind == "ulimits":
