@@ -126,7 +126,10 @@ def cmd_up(args) -> int:
     from provision.bootstrap import Options, up
     opts = Options(dry_run=args.dry_run, force=args.force,
                    accept_host_keys=set(args.accept_host_key or []), concurrency=args.concurrency,
-                   quiet=args.json, prune=args.prune)
+                   quiet=args.json, prune=args.prune, destroy_services=args.destroy_services)
+    if args.destroy_services and not args.force:
+        raise _flag_error("--destroy-services", "goes with --force (it only allows what --force "
+                          "would otherwise refuse)")
     _report(up(_cluster_path(args), opts), args.json)
     return 0
 
@@ -152,7 +155,7 @@ def cmd_down(args) -> int:
 def cmd_status(args) -> int:
     from provision import status
     from provision.dockerapi import cluster_client
-    st = status.gather(cluster_client(_cluster_path(args)))
+    st = status.gather(cluster_client(_cluster_path(args), args.accept_new_host_keys))
     if args.json:
         json.dump(st, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -163,16 +166,19 @@ def cmd_status(args) -> int:
 
 def cmd_image_load(args) -> int:
     """Put the busybox test image on every node (lab and tests: nothing can be pulled)."""
+    from provision.access import access
     from provision.command import Command
-    from provision.dockerapi import inventory_hosts, session_for
+    from provision.dockerapi import session_for
     from provision.images import IMAGE_NAME, build_busybox_tar, load_image
     from provision.parallel import each
 
+    path = _cluster_path(args)
+    hosts = access(path, args.accept_new_host_keys).hosts()
     tar = build_busybox_tar()
     name = args.image or IMAGE_NAME
 
     def load(host):
-        s = session_for(host)
+        s = session_for(host, path)
         try:
             def transport(_host, command, stdin):
                 r = s.run(Command.shell(command, stdin=stdin.read() if stdin else None), check=False)
@@ -181,7 +187,7 @@ def cmd_image_load(args) -> int:
         finally:
             s.close()
 
-    done = each(load, inventory_hosts(_cluster_path(args)))
+    done = each(load, hosts)
     changes = [f"{h}: imported {name}" for h, imported in sorted(done.items()) if imported]
     if args.json:
         json.dump({"image": name, "changes": changes}, sys.stdout)
@@ -191,6 +197,29 @@ def cmd_image_load(args) -> int:
         for c in changes:
             print(f"  ~ {c}")
     return 0
+
+
+def cmd_hostkeys(args) -> int:
+    """The cluster's pinned SSH host keys in known_hosts form, to commit beside the cluster file
+    (`ssh: {known_hosts: FILE}`) so runners with no local state verify every host."""
+    from inventory.hostkeys import known_hosts_line
+    from provision.access import access
+    acc = access(_cluster_path(args), args.accept_new_host_keys)
+    hosts = [h for h in acc.hosts() if h.host_key]
+    if args.json:
+        _print_json([{"name": h.name, "address": h.public_address, "port": h.port,
+                      "host_key": h.host_key} for h in hosts])
+        return 0
+    print(f"# swarmsmith cluster {acc.cluster.name}: SSH host keys (known_hosts form)")
+    for h in hosts:
+        print(known_hosts_line(h.public_address, h.port, h.host_key, h.name))
+    return 0
+
+
+def _accept_new(p) -> None:
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust hosts whose SSH key nothing pins (cluster file, local state, "
+                        "the swarm's record) on first use; a changed key is refused anyway")
 
 
 def _cluster_args(p, positional: bool = True) -> None:
@@ -207,6 +236,9 @@ def add_cluster_commands(sub) -> None:
     up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     up.add_argument("--force", action="store_true",
                     help="take over hosts that are in another swarm (they leave it first)")
+    up.add_argument("--destroy-services", action="store_true",
+                    help="with --force: also when a manager leaving would destroy a swarm that "
+                         "runs services (refused otherwise, naming them)")
     up.add_argument("--accept-host-key", action="append", metavar="HOST",
                     help="accept a changed SSH host key for HOST (after a rebuild)")
     up.add_argument("--concurrency", type=int, default=16, help="hosts handled at once")
@@ -218,6 +250,7 @@ def add_cluster_commands(sub) -> None:
     _cluster_args(plan)
     plan.add_argument("-c", "--compose-file", dest="compose_files", action="append",
                       metavar="FILE", help="plan a stack deploy instead (see deploy)")
+    _accept_new(plan)
     plan.add_argument("--env-file", default=None)
     plan.add_argument("--prune", action="store_true")
     plan.add_argument("--strict", action="store_true")
@@ -229,12 +262,20 @@ def add_cluster_commands(sub) -> None:
 
     status = sub.add_parser("status", help="nodes, quorum health and services of the cluster")
     _cluster_args(status)
+    _accept_new(status)
     status.set_defaults(func=cmd_status)
 
     image = sub.add_parser("image-load", help="put the tiny busybox test image on every node")
     _cluster_args(image)
+    _accept_new(image)
     image.add_argument("--image", default=None, help="image name (default swarmsmith/busybox:1)")
     image.set_defaults(func=cmd_image_load)
+
+    keys = sub.add_parser("hostkeys", help="print the cluster's pinned SSH host keys in "
+                          "known_hosts form (commit them; see ssh.known_hosts)")
+    _cluster_args(keys)
+    _accept_new(keys)
+    keys.set_defaults(func=cmd_hostkeys)
 
     down = sub.add_parser("down", help="remove what `up` made (lab: the hosts)")
     _cluster_args(down)
@@ -245,9 +286,14 @@ def add_cluster_commands(sub) -> None:
 # --- stacks: config, deploy, plan -c, redeploy, rollback, rm ----------------------------
 # Flags mirror `docker stack deploy/config/rm` where they exist.
 
+def _stack_cluster_args(p) -> None:
+    p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
+    _accept_new(p)
+
+
 def _compose_args(p, *, cluster: bool) -> None:
     if cluster:
-        p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
+        _stack_cluster_args(p)
     p.add_argument("-c", "--compose-file", dest="compose_files", action="append",
                    required=True, metavar="FILE",
                    help="compose file; repeat to merge several (later files override)")
@@ -340,6 +386,39 @@ def cmd_unlock(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from stacks.operations.audit import parse_since, read_audit_swarm
+    from stacks.operations.deploy import cluster_engine
+    since = None
+    if args.since:
+        try:
+            since = parse_since(args.since)
+        except ValueError as e:
+            raise _flag_error("--since", str(e)) from None
+    if args.stack:
+        from stacks.compose.validate import validate_stack_name
+        validate_stack_name(args.stack)
+    records = read_audit_swarm(cluster_engine(args).api, args.stack, since)
+    if args.json:
+        _print_json(records)
+        return 0
+    if not records:
+        print("no audit records" + (f" for stack {args.stack}" if args.stack else "")
+              + (f" since {since}" if since else ""))
+        return 0
+    print(f"{'TIME (UTC)':<20} {'STACK':<14} {'COMMAND':<9} {'PHASE':<6} {'EXIT':>4} {'SECS':>7} "
+          f"{'CHANGES':>7}  BY")
+    for r in records:
+        changes = r.get("changes", r.get("requested", []))
+        code = r.get("exit_code")
+        print(f"{str(r.get('ts', ''))[:19].replace('T', ' '):<20} {str(r.get('stack', '')):<14} "
+              f"{str(r.get('command', '')):<9} {str(r.get('phase', '-')):<6} "
+              f"{'-' if code is None else code:>4} "
+              f"{str(r.get('seconds', '-')):>7} {len(changes or []):>7}  "
+              f"{r.get('by', '?')} from {r.get('from', '?')}")
+    return 0
+
+
 def cmd_rm(args) -> int:
     from stacks.operations.deploy import run_rm
     return run_rm(args)
@@ -372,7 +451,7 @@ def add_stack_commands(subparsers) -> None:
 
     p = subparsers.add_parser("unlock", help="show who holds a stack's lock and remove it "
                               "(after a run that was killed)")
-    p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
+    _stack_cluster_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--force", action="store_true",
                    help="remove it even when its holder is a process still running here")
@@ -382,7 +461,7 @@ def add_stack_commands(subparsers) -> None:
     p = subparsers.add_parser("rollback", help="roll services of a stack back to their "
                               "previous spec and watch them (default: every service that "
                               "has one)")
-    p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
+    _stack_cluster_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=300,
                    help="seconds to wait for the rollback to finish (exit 12 after)")
@@ -394,10 +473,20 @@ def add_stack_commands(subparsers) -> None:
 
     p = subparsers.add_parser("rm", help="remove a stack (services, networks, secrets, "
                               "configs carrying its label)")
-    p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
+    _stack_cluster_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("stack", metavar="STACK")
     p.set_defaults(func=cmd_rm)
+
+    p = subparsers.add_parser("audit", help="the deploy/redeploy/rollback history kept in the "
+                              "swarm (from any machine; no local state needed)")
+    _stack_cluster_args(p)
+    p.add_argument("--json", action="store_true", help="the records as a JSON list")
+    p.add_argument("--since", metavar="WHEN", default=None,
+                   help="only records since WHEN: a duration (90s, 30m, 2h, 7d) or an ISO time")
+    p.add_argument("stack", metavar="STACK", nargs="?", default=None,
+                   help="one stack (default: every stack)")
+    p.set_defaults(func=cmd_audit)
 
 
 # --- parser ---------------------------------------------------------------------------

@@ -5,13 +5,14 @@ connection is opened; every error names the file and the key path (exit 2).
     provider: lab         # lab (default) | static | digitalocean
     managers: 1           # 1, 3 or 5 (quorum-safe sizes)
     workers: 2
-    ssh: {user: root, key: ~/.ssh/id_ed25519, port: 22, connect_timeout: 60}
+    ssh: {user: root, key: ~/.ssh/id_ed25519, port: 22, connect_timeout: 60,
+          known_hosts: FILE}         # pinned host keys, OpenSSH known_hosts form
     advertise_address: private   # private | public | a CIDR (10.0.0.0/8) | an interface (eth1)
     labels: {all: {...}, managers: {...}, workers: {...}, <host name>: {...}}
     engine: {install: auto|apt|get-docker|never, daemon: {<daemon.json keys>}}
     stacks: [{name: web, compose: [stack.yml], env_file: .env}]
     lab: {name: <lab name>}                 # provider settings sit under the provider's key
-    static: {hosts: [{name, address, private_address, role, port, user, key}]}
+    static: {hosts: [{name, address, private_address, role, port, user, key, host_key}]}
     digitalocean: {region, size, image, ssh_key, ...}   # see docs/digitalocean.md
 
 SSH keys with provider digitalocean: SSH uses ONE private key, and the droplets are created with
@@ -72,6 +73,16 @@ class ClusterFile:
     stacks: list[StackRef] = field(default_factory=list)
     provider_settings: dict = field(default_factory=dict)
     static_hosts: list[dict] = field(default_factory=list)
+    known_hosts: list = field(default_factory=list)    # inventory.hostkeys.KnownHost entries
+
+    def pinned_key(self, name: str, address: str, port: int = 22) -> str:
+        """The host key this file pins for a host ("" when none): its own `host_key:`, else a
+        `ssh.known_hosts` line for its address."""
+        from .hostkeys import lookup
+        for h in self.static_hosts:
+            if h["name"] == name and h.get("host_key"):
+                return h["host_key"]
+        return lookup(self.known_hosts, address, port) if address else ""
 
     @property
     def dir(self) -> str:
@@ -192,8 +203,10 @@ def validate(data, path: str) -> ClusterFile:
 
     ssh = data.get("ssh", {}) or {}
     ssh_user, ssh_key, ssh_port, timeout = "root", "", 22, 60.0
+    known_hosts: list = []
     if c.type(ssh, dict, "ssh", "a mapping"):
-        c.unknown(ssh, {"user", "key", "port", "connect_timeout"}, "ssh")
+        c.unknown(ssh, {"user", "key", "port", "connect_timeout", "known_hosts"}, "ssh")
+        known_hosts = _known_hosts(c, ssh.get("known_hosts"), path)
         ssh_user = ssh.get("user", "root")
         c.type(ssh_user, str, "ssh.user", "a string")
         ssh_key = _key_path(c, ssh.get("key", ""), "ssh.key", path)
@@ -316,7 +329,36 @@ def validate(data, path: str) -> ClusterFile:
                        ssh_user=ssh_user, ssh_key=ssh_key, ssh_port=ssh_port,
                        connect_timeout=float(timeout), advertise=advertise, labels=labels,
                        install=install, daemon=daemon, stacks=stacks,
-                       provider_settings=settings or {}, static_hosts=static_hosts)
+                       provider_settings=settings or {}, static_hosts=static_hosts,
+                       known_hosts=known_hosts)
+
+
+def _known_hosts(c: _Checker, value, path: str) -> list:
+    from .hostkeys import parse_known_hosts
+    if value is None:
+        return []
+    if not c.type(value, str, "ssh.known_hosts", "a path to a known_hosts file"):
+        return []
+    file = os.path.expanduser(value)
+    if not os.path.isabs(file):
+        file = os.path.join(os.path.dirname(os.path.abspath(path)), file)
+    try:
+        with open(file, "rb") as f:
+            text = f.read().decode("utf-8")
+    except FileNotFoundError:
+        c.err("ssh.known_hosts", f"no such file: {file}")
+        return []
+    except UnicodeDecodeError:
+        c.err("ssh.known_hosts", f"{file}: not UTF-8 text")
+        return []
+    except OSError as e:
+        c.err("ssh.known_hosts", f"{file}: {e.strerror}")
+        return []
+    try:
+        return parse_known_hosts(text)
+    except ValueError as e:
+        c.err("ssh.known_hosts", f"{file}: {e}")
+        return []
 
 
 def _digitalocean(c: _Checker, settings: dict, path: str, ssh, ssh_key: str,
@@ -382,7 +424,17 @@ def _static_hosts(c: _Checker, settings: dict, path: str) -> list[dict]:
         p = f"static.hosts[{i}]"
         if not c.type(h, dict, p, "a mapping with name, address and role"):
             continue
-        c.unknown(h, {"name", "address", "private_address", "role", "port", "user", "key"}, p)
+        c.unknown(h, {"name", "address", "private_address", "role", "port", "user", "key",
+                      "host_key"}, p)
+        host_key = h.get("host_key")
+        if host_key is not None:
+            from .hostkeys import parse_key
+            try:
+                host_key = parse_key(host_key) if c.type(host_key, str, f"{p}.host_key",
+                                                         '"KEYTYPE BASE64"') else None
+            except ValueError as e:
+                c.err(f"{p}.host_key", str(e))
+                host_key = None
         name = h.get("name")
         if not isinstance(name, str) or not HOSTNAME_RE.match(name):
             c.err(f"{p}.name", f"expected a host name, got {_show(name)}")
@@ -408,7 +460,8 @@ def _static_hosts(c: _Checker, settings: dict, path: str) -> list[dict]:
         key = _key_path(c, h.get("key"), f"{p}.key", path)
         out.append({"name": name, "address": h.get("address"),
                     "private_address": h.get("private_address"), "role": role,
-                    "port": port, "user": user, "key": key or None})
+                    "port": port, "user": user, "key": key or None,
+                    "host_key": host_key or ""})
     n = sum(1 for h in out if h["role"] == "manager")
     if out and n not in (1, 3, 5):
         c.err("static.hosts", f"expected 1, 3 or 5 hosts with role manager, got {n}")

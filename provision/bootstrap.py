@@ -17,8 +17,9 @@ from inventory.state import StateDir
 
 from . import engine, facts as F, providers
 from .addresses import choose
+from .cluster_record import NODE_LABEL
 from .command import Command
-from .errors import InputError, SwarmsmithError
+from .errors import HostKeyMismatchError, InputError, SwarmsmithError
 from .parallel import each
 from .ssh import Session, fingerprint
 
@@ -31,6 +32,7 @@ class Options:
     concurrency: int = 16
     quiet: bool = False
     prune: bool = False     # digitalocean: destroy droplets the cluster file no longer asks for
+    destroy_services: bool = False   # with force: let a manager leave a swarm that runs services
 
 
 class Progress:
@@ -56,6 +58,8 @@ class Run:
     progress: Progress
     changes: list = field(default_factory=list)
     sessions: dict = field(default_factory=dict)
+    record_api: object = None          # docker APIClient on a manager, for the swarm's record
+    record_base: tuple = (0, None)     # (version, record) read before the swarm step
 
     def save(self) -> None:
         if not self.opts.dry_run:
@@ -145,12 +149,14 @@ def _up(run: Run) -> dict:
     _connect(run, hosts)
     facts = each(lambda h: _engine(run, h), hosts, concurrency=run.opts.concurrency)
     addresses = {h.name: choose(h, facts[h.name]["interfaces"], cf.advertise) for h in hosts}
-    labels = {h.name: cf.labels_for(h.name, h.role) for h in hosts}
+    # every node carries the cluster's name: a lost or absent inventory can tell our swarm
+    labels = {h.name: {**cf.labels_for(h.name, h.role), NODE_LABEL: cf.name} for h in hosts}
     from .swarm import SwarmStep
     step = SwarmStep(run.sessions, hosts, addresses, labels, inv,
                      hostnames={h.name: facts[h.name].get("hostname", h.name) for h in hosts},
                      force=run.opts.force, progress=run.progress, save=run.save,
-                     concurrency=run.opts.concurrency)
+                     concurrency=run.opts.concurrency, cluster_name=cf.name,
+                     destroy_services=run.opts.destroy_services)
     nodes = step.converge()
     run.changes += step.changes
     leader = run.sessions[step.leader.name]
@@ -162,6 +168,7 @@ def _up(run: Run) -> dict:
     for n in nodes:
         inv["hosts"][n["name"]]["advertise_address"] = n["advertise_address"]
     run.save()
+    _write_record(run, step.leader)
     for ref in cf.stacks:
         run.changes += _deploy_stack(run, ref)
     return {"cluster": cf.name, "nodes": nodes, "changes": run.changes}
@@ -206,7 +213,8 @@ def _connect(run: Run, hosts) -> None:
 
     def connect(h):
         rec = inv["hosts"].setdefault(h.name, {})
-        s = Session(h, pinned_key=rec.get("host_key", ""),
+        pin = run.cluster.pinned_key(h.name, h.public_address, h.port) or rec.get("host_key", "")
+        s = Session(h, pinned_key=pin,
                     connect_deadline=run.cluster.connect_timeout,
                     accept_new_key=h.name in run.opts.accept_host_keys)
         s.connect()
@@ -215,19 +223,79 @@ def _connect(run: Run, hosts) -> None:
 
     try:
         each(connect, hosts, concurrency=run.opts.concurrency)
-    finally:
+    except BaseException:
         _pin_keys(run)
+        raise
+    _read_record(run, hosts)      # before pinning: a key the record disagrees with is refused
+    _pin_keys(run)
+
+
+def _read_record(run: Run, hosts) -> None:
+    """The cluster's record from the swarm, read from the first manager that is in one: it
+    tells a fresh folder (or a lost inventory) which swarm is ours, its node IDs and the host keys
+    recorded by earlier runs; a host showing another key than the record's is refused."""
+    from .cluster_record import RecordStore, merge_into_inventory
+    from .dockerapi import api_client
+    for h in hosts:
+        if h.role != "manager":
+            continue
+        s = run.sessions[h.name]
+        r = s.run(F.SWARM_FACTS, check=False)
+        if not r.ok:
+            continue       # no engine yet: nothing to read
+        f = F.parse_swarm_facts(r.stdout)
+        if f["state"] != "active" or not f["is_manager"]:
+            continue
+        api = api_client(s)
+        version, record = RecordStore(api, run.cluster.name).read()
+        if record is None:
+            run.record_api = api
+            continue
+        if record.get("cluster_id") != f["cluster_id"]:
+            continue       # a copy from another swarm cannot describe this one
+        run.record_api, run.record_base = api, (version, record)
+        for name, sess in run.sessions.items():
+            want = (record["hosts"].get(name) or {}).get("host_key")
+            if want and sess.seen_key != want and name not in run.opts.accept_host_keys:
+                raise HostKeyMismatchError(
+                    f"host key for {sess.host.public_address} is {fingerprint(sess.seen_key)}, "
+                    f"but the cluster's record in the swarm has {fingerprint(want)}. Refusing to "
+                    f"go on. If the host was rebuilt on purpose, run `swarmsmith up "
+                    f"--accept-host-key {name}`", host=name)
+        merge_into_inventory(run.inventory, record)
+        run.save()
+        return
+
+
+def _write_record(run: Run, leader) -> None:
+    """The inventory's durable facts into the swarm (a new version only when they changed)."""
+    from .cluster_record import RecordStore, from_inventory
+    from .dockerapi import api_client
+    api = run.record_api or api_client(run.sessions[leader.name])
+    try:
+        version = RecordStore(api, run.cluster.name).save(
+            from_inventory(run.inventory, run.cluster.name), run.record_base)
+    except SwarmsmithError as e:
+        e.host = e.host or leader.name
+        raise
+    if version is not None:
+        run.changes.append(f"cluster record version {version} written to the swarm")
+        run.progress(leader.name, f"cluster record version {version} written")
 
 
 def _pin_keys(run: Run) -> None:
     """Keys of hosts that answered are pinned even when another host failed."""
     inv = run.inventory
+    recorded = (run.record_base[1] or {}).get("hosts") or {}
     for name, s in run.sessions.items():
         rec = inv["hosts"][name]
         if rec.get("host_key") != s.seen_key:
+            known = {run.cluster.pinned_key(name, s.host.public_address, s.host.port),
+                     (recorded.get(name) or {}).get("host_key")}
             action = "replaced (accepted)" if rec.get("host_key") else "pinned"
             rec["host_key"] = s.seen_key
-            run.changes.append(f"{name}: host key {fingerprint(s.seen_key)} {action}")
+            if s.seen_key not in known:    # a key the cluster file or record pins is no news
+                run.changes.append(f"{name}: host key {fingerprint(s.seen_key)} {action}")
     run.save()
 
 

@@ -14,7 +14,7 @@ import socket
 import tempfile
 import threading
 
-from .errors import HostKeyMismatchError, SwarmsmithError, UnreachableError
+from .errors import SwarmsmithError, UnreachableError
 from .ssh import Session
 
 
@@ -200,58 +200,26 @@ def _operation(method: str) -> str:
 
 
 def inventory_hosts(cluster_path: str, role: str | None = None) -> list:
-    """Hosts recorded by `up`, with the SSH key the cluster uses and their pinned keys."""
-    from inventory import clusterfile
-    from inventory.state import StateDir
-    from .hosts import Host
-
-    cf = clusterfile.load(cluster_path)
-    inv = StateDir(cluster_path, cf.name).load()
-    key_path = cf.ssh_key
-    lab_key = None
-    if cf.provider == "lab":
-        from .lab.lab import Lab
-        lab = Lab(cf.provider_settings.get("name") or cf.name)
-        lab_key = key_path = lab.layout.key_path if lab.exists else ""
-    hosts = []
-    for name, rec in sorted(inv.get("hosts", {}).items()):
-        if not rec.get("node_id") or (role and rec.get("role") != role):
-            continue
-        # the port and key `up` used for this host (a static host may name its own)
-        hosts.append(Host(name=name, public_address=rec["public_address"],
-                          private_address=rec.get("private_address"),
-                          user=rec.get("user", cf.ssh_user),
-                          key_path=lab_key if lab_key is not None else (rec.get("key") or key_path),
-                          port=rec.get("port") or cf.ssh_port,
-                          host_key=rec.get("host_key", ""), role=rec.get("role", "")))
-    if not hosts:
-        raise SwarmsmithError(f"cluster {cf.name} has no {role or 'host'} in its inventory: run "
-                              f"`swarmsmith up {cluster_path}` first")
-    return hosts
+    """The cluster's hosts (local cache, else the swarm's record), each with the key it must show."""
+    from .access import access
+    return access(cluster_path).hosts(role)
 
 
-def session_for(host) -> Session:
-    # host.host_key here is the key pinned in the inventory: a mismatch is refused
-    return Session(host, pinned_key=host.host_key, connect_deadline=10)
+def session_for(host, cluster_path: str | None = None) -> Session:
+    """A session that requires the host's pinned key (host.host_key); unpinned hosts are refused
+    unless the cluster was opened with accept_new."""
+    if cluster_path is not None:
+        from .access import access
+        return access(cluster_path).session(host)
+    return Session(host, pinned_key=host.host_key, connect_deadline=10, require_pin=True)
 
 
-def manager_session(cluster_path: str) -> Session:
-    """A session to a reachable manager of the cluster, host key verified against the inventory."""
-    errors: list[SwarmsmithError] = []
-    for host in inventory_hosts(cluster_path, "manager"):
-        s = session_for(host)
-        try:
-            s.connect()
-            return s
-        except HostKeyMismatchError:
-            raise       # not a reason to try the next manager: someone may be in between
-        except SwarmsmithError as e:
-            errors.append(e)
-    text = "no manager reachable:\n  " + "\n  ".join(str(e) for e in errors)
-    if all(isinstance(e, UnreachableError) for e in errors):
-        raise UnreachableError(text)
-    raise SwarmsmithError(text)
+def manager_session(cluster_path: str, accept_new: bool | None = None) -> Session:
+    """A session to a reachable manager of the cluster, host key verified."""
+    from .access import access
+    return access(cluster_path, accept_new).manager_session()
 
 
-def cluster_client(cluster_path: str):
-    return api_client(manager_session(cluster_path))
+def cluster_client(cluster_path: str, accept_new: bool | None = None):
+    from .access import access
+    return access(cluster_path, accept_new).client()

@@ -65,6 +65,10 @@ class HostKeyMismatchError(UnreachableError):
     pass
 
 
+class HostKeyUnknownError(UnreachableError):
+    """No pin for a host where one is required (a runner without --accept-new-host-keys)."""
+
+
 class LockedError(SwarmsmithError):
     exit_code = EXIT_LOCKED
 

@@ -1,8 +1,10 @@
 """The one executor: every remote command runs through Session.run. Only this module (and the
 docker socket forwarder) touches fabric/paramiko.
 
-Host keys: a key pinned in the inventory is required to match; a key the provider knows out of
-band (the lab) is checked on first contact; otherwise the first key seen is pinned (TOFU).
+Host keys: a pinned key (cluster file, inventory, the swarm's record) is required to match; a key
+the provider knows out of band (the lab) is checked on first contact. A host with neither is
+refused when the session requires a pin (every command but `up`, unless --accept-new-host-keys);
+`up` pins the first key seen.
 """
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ import time
 from dataclasses import dataclass
 
 from .command import Command
-from .errors import HostKeyMismatchError, InputError, RemoteCommandError, UnreachableError
+from .errors import (HostKeyMismatchError, HostKeyUnknownError, InputError, RemoteCommandError,
+                     UnreachableError)
+
+ACCEPT_NEW_FLAG = "--accept-new-host-keys"
 from .hosts import Host
 
 
@@ -55,10 +60,17 @@ class Session:
     """One SSH connection to one host, opened lazily and reused for the whole run."""
 
     def __init__(self, host: Host, pinned_key: str = "", connect_deadline: float = 60.0,
-                 accept_new_key: bool = False, clock=time.monotonic, sleep=time.sleep):
+                 accept_new_key: bool = False, require_pin: bool = False,
+                 mismatch_hint: str = "", clock=time.monotonic, sleep=time.sleep):
         self.host = host
         self.pinned_key = pinned_key
         self.accept_new_key = accept_new_key
+        # require_pin: a host with no known key is refused (before authenticating) instead of
+        # trusted on first use
+        self.require_pin = require_pin and not accept_new_key
+        self.mismatch_hint = mismatch_hint or (
+            "If the host was rebuilt on purpose, accept the new key with "
+            f"`swarmsmith up --accept-host-key {host.name}`")
         self.connect_deadline = connect_deadline
         self.clock, self.sleep = clock, sleep
         self.seen_key = ""          # "type base64" the server presented
@@ -95,11 +107,19 @@ class Session:
                 break
             except paramiko.BadHostKeyException as e:
                 got = f"{e.key.get_name()} {e.key.get_base64()}"
+                client.close()
                 raise HostKeyMismatchError(
                     f"host key for {self.host.public_address} changed: expected "
-                    f"{fingerprint(expected)}, got {fingerprint(got)}. Refusing to connect. If the "
-                    f"host was rebuilt on purpose, accept the new key with "
-                    f"`swarmsmith up --accept-host-key {self.host.name}`", host=self.host.name)
+                    f"{fingerprint(expected)}, got {fingerprint(got)}. Refusing to connect. "
+                    f"{self.mismatch_hint}", host=self.host.name)
+            except _UnpinnedKey as e:
+                client.close()
+                raise HostKeyUnknownError(
+                    f"no pinned host key for {self.host.public_address} (it offers "
+                    f"{fingerprint(e.key)}); refusing to trust it on first use. Pin it in the "
+                    "cluster file (static.hosts[].host_key or ssh.known_hosts; `swarmsmith "
+                    "hostkeys` prints the keys of a cluster) or pass "
+                    f"{ACCEPT_NEW_FLAG}", host=self.host.name)
             except paramiko.AuthenticationException as e:
                 raise UnreachableError(f"SSH authentication as {self.host.user} failed with key "
                                        f"{self.host.key_path or '(none)'}: {e}", host=self.host.name)
@@ -229,11 +249,20 @@ def _drain_stderr(chan, buf: bytearray) -> None:
         return
 
 
+class _UnpinnedKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
 class _RecordPolicy:
-    """Missing-key policy for first contact: remember the key, let the connection proceed."""
+    """Missing-key policy for first contact: remember the key; let the connection proceed
+    unless the session requires a pin (then stop before authenticating)."""
 
     def __init__(self, session: Session):
         self.session = session
 
     def missing_host_key(self, client, hostname, key):
         self.session.seen_key = f"{key.get_name()} {key.get_base64()}"
+        if self.session.require_pin:
+            raise _UnpinnedKey(self.session.seen_key)

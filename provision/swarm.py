@@ -8,13 +8,15 @@ body, so it is never in any process's arguments either.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 from . import facts as F
+from .cluster_record import NODE_LABEL
 from .command import Command, Secret
 from .dockerapi import api_client
-from .errors import SwarmsmithError
+from .errors import EXIT_BAD_INPUT, SwarmsmithError
 from .hosts import Host
 from .parallel import each
 from .ssh import DEBUG
@@ -24,11 +26,17 @@ class ForeignSwarmError(SwarmsmithError):
     pass
 
 
+class DestroyRefused(SwarmsmithError):
+    """--force would destroy a swarm's services: needs --destroy-services as well."""
+    exit_code = EXIT_BAD_INPUT
+
+
 class SwarmStep:
     def __init__(self, sessions: dict, hosts: list[Host], addresses: dict[str, str],
                  labels: dict[str, dict], inventory: dict, hostnames: dict[str, str] | None = None,
                  force: bool = False,
                  progress=None, save=None, concurrency: int = 16,
+                 cluster_name: str = "", destroy_services: bool = False,
                  clock=time.monotonic, sleep=time.sleep, engine_api=None):
         self.s = sessions
         self.hosts = hosts
@@ -43,6 +51,8 @@ class SwarmStep:
         self.hostnames = hostnames or {}
         # the docker SDK's APIClient on one host, over that host's SSH session
         self.engine_api = engine_api or (lambda host: api_client(self.s[host.name]))
+        self.cluster_name = cluster_name
+        self.destroy_services = destroy_services
         self.changes: list[str] = []
         self._rejoined: set[str] = set()
         self.managers = [h for h in hosts if h.role == "manager"]
@@ -90,6 +100,7 @@ class SwarmStep:
                         f"managers {', '.join(f['remote_managers']) or 'unknown'}); refusing to "
                         "take it over. Make it leave (docker swarm leave --force) or run with --force",
                         host=h.name)
+                self._check_destroy(h, f)
                 plan_join.append((h, "leave"))
             elif f["state"] in ("pending", "error", "locked"):
                 plan_join.append((h, "leave"))
@@ -157,7 +168,8 @@ class SwarmStep:
         for m in self.managers:
             f = facts[m.name]
             if f["state"] == "active" and f["is_manager"]:
-                if f["cluster_id"] == known or (not known and journal == m.name):
+                if f["cluster_id"] == known or (not known and journal == m.name) or \
+                        (not known and self._labelled_ours(m)):
                     self.inv["cluster_id"] = f["cluster_id"]
                     self.inv.pop("init_started_on", None)
                     self.save()
@@ -166,10 +178,13 @@ class SwarmStep:
         f = facts[first.name]
         if f["state"] == "active":
             if not self.force:
+                owner = self._cluster_label(first) if f["is_manager"] else ""
                 raise ForeignSwarmError(
-                    f"this host is already in another swarm (cluster {f['cluster_id'][:12] or '?'}) "
+                    f"this host is already in another swarm (cluster {f['cluster_id'][:12] or '?'}"
+                    + (f", swarmsmith cluster {owner}" if owner else "") + ") "
                     "that this cluster's inventory does not know; refusing to take it over. "
                     "Make it leave (docker swarm leave --force) or run with --force", host=first.name)
+            self._check_destroy(first, f)
             self.run(first, Command.of("docker", "swarm", "leave", "--force",
                                        description="leave the foreign swarm (--force)"))
             self.change(first, "left its previous swarm (--force)")
@@ -189,6 +204,41 @@ class SwarmStep:
         facts[first.name] = info
         self.save()
         return first
+
+    def _labelled_ours(self, m: Host) -> bool:
+        """A manager whose own node carries our cluster label is ours (lost inventory, no record)."""
+        if not self.cluster_name:
+            return False
+        return self._cluster_label(m) == self.cluster_name
+
+    def _cluster_label(self, m: Host) -> str:
+        r = self.run(m, Command.of("docker", "node", "inspect", "self", "--format",
+                                   "{{json .Spec.Labels}}", description="read the node's labels"),
+                     check=False)
+        try:
+            labels = (json.loads(r.stdout or "null") or {}) if r.ok else {}
+        except ValueError:
+            return ""
+        return str(labels.get(NODE_LABEL, "")) if isinstance(labels, dict) else ""
+
+    def _check_destroy(self, h: Host, f: dict) -> None:
+        """A manager leaving with --force takes its swarm's services with it when it is the last
+        one; say what would go and ask for --destroy-services as well."""
+        if not f.get("is_manager") or self.destroy_services:
+            return
+        r = self.run(h, Command.of("docker", "service", "ls", "--format", "{{.Name}}",
+                                   description="list the services of the swarm to leave"),
+                     check=False)
+        services = sorted(r.stdout.split()) if r.ok else []
+        if services:
+            shown = ", ".join(services[:10]) + (f" and {len(services) - 10} more"
+                                                if len(services) > 10 else "")
+            raise DestroyRefused(
+                f"--force would make this manager leave swarm {f['cluster_id'][:12] or '?'}, which "
+                f"runs {len(services)} service(s): {shown}. When it is that swarm's last manager, "
+                "the swarm and everything in it (services, their networks, secrets and configs) "
+                "is destroyed. Nothing was changed; to do it anyway add --destroy-services",
+                host=h.name)
 
     def _join(self, h: Host, leader: Host, role: str, leader_addr: str, leave_first: bool,
               token: Secret | None = None) -> None:

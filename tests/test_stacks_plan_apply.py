@@ -378,7 +378,10 @@ def test_rm_removes_what_carries_the_label(files):
     api.networks_["other"] = {"Id": "other", "Name": "unrelated", "Labels": {}}
     out = io.StringIO()
     run_rm(argparse.Namespace(stack="st", cluster=None, json=False), engine=EngineAPI(api), out=out)
-    assert not api.services_ and not api.secrets_ and not api.configs_
+    assert not api.services_ and not api.secrets_
+    # the deploy's audit record stays: the history outlives the stack
+    assert api.configs_ and all(c["Spec"]["Name"].startswith("swarmsmith-audit-st-")
+                                for c in api.configs_.values())
     assert list(api.networks_) == ["other"]
 
 
@@ -513,7 +516,8 @@ def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
     api = FakeAPI()
     deploy(api, f)
     secret = next(iter(api.secrets_.values()))["Spec"]
-    config = next(iter(api.configs_.values()))["Spec"]
+    config = next(c for c in api.configs_.values()      # not the deploy's audit records
+                  if not c["Spec"]["Name"].startswith("swarmsmith-audit-"))["Spec"]
     plain = content_hash("st", "pw", b"hunter2-secret-content", None, None)
     assert plain[:10] not in secret["Name"] and secret["Labels"][CONTENT_LABEL] != plain
     assert config["Labels"][CONTENT_LABEL] == content_hash("st", "conf", b"a=1", None, None)

@@ -202,7 +202,7 @@ def ssh_lister(cluster_path: str) -> Lister:
 
         def ask(item):
             node_id, host = item
-            s = session_for(host)
+            s = session_for(host, cluster_path)
             try:
                 r = s.run(Command.shell(LIST_IMAGES), check=False, timeout=60)
                 if r.exit_status != 0:

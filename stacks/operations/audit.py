@@ -1,9 +1,11 @@
-"""Audit trail: one JSON line per deploy/redeploy/rollback run.
+"""Audit trail: one record per deploy/redeploy/rollback run.
 
-Kept beside the inventory as `audit.jsonl` (append_audit), and optionally in
-the swarm as one small config per entry (append_audit_swarm, pruned to the last
-`keep`).  Records are scrubbed: values under keys that look like secrets are
-replaced by "***" before anything is written.
+Kept in the swarm, one small config per record (append_audit_swarm, the last
+KEEP per stack), so every machine that deploys appends to the same history and
+`swarmsmith audit` reads it from anywhere (read_audit_swarm).  A copy goes to
+`audit.jsonl` beside the inventory when that folder exists (append_audit).
+Records are scrubbed: values under keys that look like secrets are replaced by
+"***" before anything is written.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ SECRET_HINTS = ("password", "passwd", "secret", "token", "auth", "credential", "
                 "api_key", "private_key")
 AUDIT_PREFIX = "swarmsmith-audit-"
 L_AUDIT = "com.swarmsmith.audit.stack"
+KEEP = 100
+# where a run came from, when a CI system says so (values are URLs or ids, never secrets)
+CI_VARS = ("CI_JOB_URL", "BUILD_URL", "GITHUB_RUN_ID", "GITHUB_REPOSITORY", "CI_PIPELINE_ID")
 
 
 def _utc_now() -> str:
@@ -38,7 +43,12 @@ def audit_record(command: str, stack: str, report=None, **extra) -> dict:
     """A record from a run: command, stack, who, outcome per service, exit code."""
     from stacks.operations.lock import default_owner
 
-    rec = {"ts": _utc_now(), "command": command, "stack": stack, "by": default_owner()}
+    import socket
+    rec = {"ts": _utc_now(), "command": command, "stack": stack, "by": default_owner(),
+           "from": socket.gethostname()}
+    ci = {k: os.environ[k] for k in CI_VARS if os.environ.get(k)}
+    if ci:
+        rec["ci"] = ci
     if report is not None:
         rec["exit_code"] = report.exit_code
         rec["seconds"] = round(report.seconds, 2)
@@ -78,7 +88,7 @@ def read_audit(path, limit: int | None = None) -> list[dict]:
     return [json.loads(ln) for ln in lines]
 
 
-def append_audit_swarm(api, stack: str, record: dict, keep: int = 50) -> str:
+def append_audit_swarm(api, stack: str, record: dict, keep: int = KEEP) -> str:
     """Store one entry as a swarm config (readable with `docker config inspect`); prune old ones."""
     data = _line(record)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -95,3 +105,74 @@ def append_audit_swarm(api, stack: str, record: dict, keep: int = 50) -> str:
         except Exception:
             pass  # pruning is best effort
     return cid
+
+
+def read_audit_swarm(api, stack: str | None = None, since: str | None = None) -> list[dict]:
+    """The records kept in the swarm (one stack, or all), oldest first; `since`: an ISO time
+    (records at or after it)."""
+    import base64
+    since = parse_since(since) if since else None
+    filters = {"label": [f"{L_AUDIT}={stack}" if stack else L_AUDIT]}
+    out = []
+    for c in api.configs(filters=filters):
+        spec = c.get("Spec") or {}
+        if not (spec.get("Name") or "").startswith(AUDIT_PREFIX):
+            continue
+        data = spec.get("Data")
+        if data is None:
+            data = (api.inspect_config(c["ID"]).get("Spec") or {}).get("Data", "")
+        raw = data if isinstance(data, (bytes, bytearray)) else base64.b64decode(data)
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue       # not ours after all, or damaged: skip it rather than fail the listing
+        if isinstance(rec, dict) and (since is None or str(rec.get("ts", "")) >= since):
+            out.append(rec)
+    return sorted(out, key=lambda r: str(r.get("ts", "")))
+
+
+def parse_since(text: str, now: datetime | None = None) -> str:
+    """`2h`, `30m`, `7d`, `90s` or an ISO date/time -> the ISO UTC form records carry.
+    ValueError on anything else."""
+    import re
+    from datetime import timedelta
+    now = now or datetime.now(timezone.utc)
+    m = re.fullmatch(r"(\d{1,6})([smhd])", text.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        when = now - timedelta(**{unit: int(m.group(1))})
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f'expected a duration like 2h, 30m, 7d or an ISO time, got "{text}"') \
+                from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def live_images(api, stack: str) -> dict[str, str]:
+    """service -> the image swarm runs now (with the digest swarm pinned, when it could)."""
+    from stacks.specs.convert import STACK_LABEL
+    out = {}
+    for s in api.services(filters={"label": f"{STACK_LABEL}={stack}"}):
+        spec = s.get("Spec") or {}
+        out[spec.get("Name", "?")] = ((spec.get("TaskTemplate") or {}).get("ContainerSpec")
+                                      or {}).get("Image", "")
+    return out
+
+
+def keep_record(api, state_path: str | None, record: dict, warn) -> None:
+    """Append a run's record to the swarm's history and, when the local state folder exists, to
+    its audit.jsonl. The run itself is over: a failure here is a warning, never its outcome."""
+    if api is not None:
+        try:
+            append_audit_swarm(api, record["stack"], record)
+        except Exception as e:
+            warn(f"could not append to the audit history in the swarm: {e}")
+    if state_path and os.path.isdir(state_path):
+        try:
+            append_audit(os.path.join(state_path, "audit.jsonl"), record)
+        except OSError as e:
+            warn(f"could not write {state_path}/audit.jsonl: {e}")

@@ -21,7 +21,7 @@ def cluster_engine(args) -> EngineAPI:
     from inventory.clusterfile import find          # lazy: docker, paramiko behind it
     from provision.dockerapi import cluster_client
     path = getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
-    return EngineAPI(cluster_client(path))
+    return EngineAPI(cluster_client(path, getattr(args, "accept_new_host_keys", False)))
 
 
 def _stack_name(args) -> str:
@@ -129,14 +129,14 @@ def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
         _print_plan(plan, args, out)
         started = time.monotonic()
         if plan.has_changes:    # a run killed while applying still leaves a trace
-            _audit(args, plan, None, None, command, phase="start", exit_code=None, seconds=0.0)
+            _audit(args, plan, None, None, command, engine, phase="start", exit_code=None, seconds=0.0)
         try:
             result, report, changed = _apply_and_watch(args, plan, engine, out, timeout)
         except SwarmsmithError as e:
-            _audit(args, plan, None, None, command, phase="end", exit_code=e.exit_code,
+            _audit(args, plan, None, None, command, engine, phase="end", exit_code=e.exit_code,
                    seconds=time.monotonic() - started, error=str(e).splitlines()[0])
             raise
-    _audit(args, plan, result, report, command, phase="end",
+    _audit(args, plan, result, report, command, engine, phase="end",
            exit_code=report.exit_code if report else 0, seconds=time.monotonic() - started)
     if getattr(args, "json", False):
         json.dump({"plan": plan.to_dict(), "applied": result.to_dict(),
@@ -181,28 +181,36 @@ def _apply_and_watch(args, plan: Plan, engine: EngineAPI, out, timeout: float):
 
 
 def _audit(args, plan: Plan, result: ApplyResult | None, report, command: str = "deploy",
-           **fields) -> None:
-    """JSON lines beside the inventory (never secrets: names and outcomes only): one with
-    phase "start" before applying, one with phase "end" after, each with exit_code and
-    seconds (null and 0 at the start), so an interrupted run is visible too."""
-    import os
+           engine: EngineAPI | None = None, **fields) -> None:
+    """Records of a run (never secrets: names, outcomes, images): one with phase "start" before
+    applying, one with phase "end" after, each with exit_code and seconds (null and 0 at the
+    start), so an interrupted run is visible too. Kept in the swarm (the history every machine
+    shares) and in the local audit.jsonl when the state folder exists."""
+    from stacks.operations.audit import audit_record, keep_record, live_images
 
+    extra = dict(getattr(args, "audit_extra", {}))
+    if fields.get("phase") == "end" and engine is not None:
+        try:    # what runs now, with the digests swarm pinned
+            extra["images"] = {**live_images(engine.api, args.stack), **extra.get("images", {})}
+        except Exception as e:
+            _say(f"warning: could not read the stack's images for the audit record: {e}")
+    extra.update({k: round(v, 2) if isinstance(v, float) else v for k, v in fields.items()})
+    rec = audit_record(command, args.stack, report,
+                       changes=result.done if result else
+                       [f"{a.action} {a.kind} {a.name}" for a in plan.actions
+                        if a.action != UNCHANGED], **extra)
+    keep_record(engine.api if engine is not None else None, _state_path(args), rec,
+                lambda msg: _say(f"warning: {msg}"))
+
+
+def _state_path(args) -> str | None:
     from inventory import clusterfile
     from inventory.state import StateDir
-    from stacks.operations.audit import append_audit, audit_record
     try:
         path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
-        state = StateDir(path, clusterfile.load(path).name)
-        append_audit(os.path.join(state.path, "audit.jsonl"),
-                     audit_record(command, args.stack, report,
-                                  changes=result.done if result else
-                                  [f"{a.action} {a.kind} {a.name}" for a in plan.actions
-                                   if a.action != UNCHANGED],
-                                  **getattr(args, "audit_extra", {}),
-                                  **{k: round(v, 2) if isinstance(v, float) else v
-                                     for k, v in fields.items()}))
-    except Exception as e:   # the deploy itself succeeded or failed already; say so, go on
-        print(f"warning: could not write the audit trail: {e}", file=sys.stderr)
+        return StateDir(path, clusterfile.load(path).name).path
+    except Exception:
+        return None
 
 
 def _wait_gone(engine: EngineAPI, stack: str, timeout: float, clock=None, sleep=None) -> list:

@@ -103,6 +103,8 @@ def run_rollback(args, *, api=None, out=None) -> int:
     from stacks.operations.lock import SwarmLock
     from stacks.compose.validate import validate_stack_name
     from stacks.watch.watcher import WatchPolicy
+    import time
+    t0 = time.monotonic()
     out = out or sys.stdout
     validate_stack_name(args.stack)
     if api is None:
@@ -124,7 +126,7 @@ def run_rollback(args, *, api=None, out=None) -> int:
                                            on_progress=show, **kwargs)
         else:
             result = rollback_services(api, args.stack, args.services or None, **kwargs)
-    _audit_rollback(args, result)
+    _audit_rollback(args, result, api, time.monotonic() - t0)
     if as_json:
         json.dump(result.to_dict(), out, indent=2)
         out.write("\n")
@@ -140,19 +142,21 @@ def run_rollback(args, *, api=None, out=None) -> int:
     return result.exit_code
 
 
-def _audit_rollback(args, result: RollbackResult) -> None:
-    import os
+def _audit_rollback(args, result: RollbackResult, api=None, seconds: float | None = None) -> None:
     import sys
 
-    from inventory import clusterfile
-    from inventory.state import StateDir
-    from stacks.operations.audit import append_audit, audit_record
+    from stacks.operations.deploy import _state_path
+    from stacks.operations.audit import audit_record, keep_record, live_images
+
+    def warn(msg):
+        print(f"warning: {msg}", file=sys.stderr)
     try:
-        path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
-        state = StateDir(path, clusterfile.load(path).name)
-        append_audit(os.path.join(state.path, "audit.jsonl"),
-                     audit_record("rollback", args.stack, result.report,
-                                  requested=result.requested, skipped=result.skipped,
-                                  phase="end", exit_code=result.exit_code))
-    except Exception as e:
-        print(f"warning: could not write the audit trail: {e}", file=sys.stderr)
+        images = live_images(api, args.stack) if api is not None else {}
+    except Exception:
+        images = {}
+    rec = audit_record("rollback", args.stack, result.report, requested=result.requested,
+                       skipped=result.skipped, images=images, phase="end")
+    rec["exit_code"] = result.exit_code
+    if seconds is not None:
+        rec["seconds"] = round(seconds, 2)
+    keep_record(api, _state_path(args), rec, warn)

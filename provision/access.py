@@ -1,0 +1,194 @@
+"""Reaching an existing cluster with or without a local state folder.
+
+Managers are looked for in the local cache (`.swarmsmith/<name>/inventory.json`, when present),
+then from the provider: the cluster file's static hosts, the lab's hosts, DigitalOcean droplets
+by tag. The first one whose host key verifies and that is a swarm manager is used. Every other
+host (image checks, image-load) comes from the cache or, without one, from the cluster's record
+in the swarm, whose host keys are trusted because the manager's key was verified first.
+
+Host keys, first match wins: the cluster file (`host_key:` / `ssh.known_hosts`), the local
+cache, the swarm's record, the provider (the lab knows its hosts' keys). A host with none is
+refused (exit 3) unless accept_new (`--accept-new-host-keys`); a changed key is refused always.
+Nothing is written locally.
+"""
+from __future__ import annotations
+
+import os
+
+from .errors import HostKeyMismatchError, HostKeyUnknownError, SwarmsmithError, UnreachableError
+from .hosts import Host
+from .ssh import Session
+
+_CACHE: dict[str, "ClusterAccess"] = {}
+MISMATCH_HINT = ("If the host was rebuilt on purpose, update its pin in the cluster file, or "
+                 "accept the new key on the machine that ran `up` with `swarmsmith up "
+                 "--accept-host-key HOST`")
+
+
+def access(cluster_path: str, accept_new: bool | None = None) -> "ClusterAccess":
+    """One ClusterAccess per cluster file and process (the deploy, its image check and its audit
+    share the manager connection and the record read)."""
+    key = os.path.abspath(cluster_path)
+    if key not in _CACHE:
+        _CACHE[key] = ClusterAccess(cluster_path)
+    if accept_new is not None:
+        _CACHE[key].accept_new = accept_new
+    return _CACHE[key]
+
+
+class ClusterAccess:
+    def __init__(self, cluster_path: str, accept_new: bool = False):
+        from inventory import clusterfile
+        from inventory.state import StateDir
+        self.path = cluster_path
+        self.cluster = clusterfile.load(cluster_path)
+        self.inventory = StateDir(cluster_path, self.cluster.name).load()
+        self.accept_new = accept_new
+        self.manager: Host | None = None
+        self._session: Session | None = None
+        self._client = None
+        self._record: dict | None = None
+        self._record_read = False
+
+    # --- host records -------------------------------------------------------------------
+    def _key_path(self) -> str | None:
+        """The lab's own key (every lab host takes it); None for other providers."""
+        if self.cluster.provider == "lab":
+            from .lab.lab import Lab
+            lab = Lab(self.cluster.provider_settings.get("name") or self.cluster.name)
+            return lab.layout.key_path if lab.exists else ""
+        return None
+
+    def _cached_hosts(self, role: str | None) -> list[Host]:
+        key_path = self._key_path()
+        out = []
+        for name, rec in sorted((self.inventory.get("hosts") or {}).items()):
+            if not rec.get("node_id") or (role and rec.get("role") != role):
+                continue
+            out.append(self._host(name, rec, key_path))
+        return out
+
+    def _host(self, name: str, rec: dict, key_path: str | None) -> Host:
+        static = next((h for h in self.cluster.static_hosts if h["name"] == name), {})
+        host = Host(name=name, public_address=rec["public_address"],
+                    private_address=rec.get("private_address"),
+                    user=rec.get("user") or self.cluster.ssh_user,
+                    # the key `up` used for this host: the lab's, a static host's own, the file's
+                    key_path=key_path if key_path is not None else (
+                        rec.get("key") or static.get("key") or self.cluster.ssh_key),
+                    port=rec.get("port") or static.get("port") or self.cluster.ssh_port,
+                    host_key=rec.get("host_key", ""), role=rec.get("role", ""))
+        host.host_key = self.pin_for(host)
+        return host
+
+    def provider_hosts(self, role: str | None = "manager") -> list[Host]:
+        """The hosts the provider knows, without any local state."""
+        cf = self.cluster
+        if cf.provider == "static":
+            return [Host(name=h["name"], public_address=h["address"],
+                         private_address=h.get("private_address"),
+                         user=h.get("user") or cf.ssh_user, key_path=h.get("key") or cf.ssh_key,
+                         port=h.get("port") or cf.ssh_port, role=h["role"])
+                    for h in cf.static_hosts if not role or h["role"] == role]
+        if cf.provider == "lab":
+            from .lab.lab import Lab
+            lab = Lab(cf.provider_settings.get("name") or cf.name)
+            hosts = lab.hosts()
+            for h in hosts:
+                h.role = "manager" if "-manager-" in h.name else "worker"
+            return [h for h in hosts if not role or h.role == role]
+        from . import providers
+        provider = providers.make(cf, self.inventory.get("provider_state", {}))
+        return [h for h in provider.existing() if not role or h.role == role]
+
+    def pin_for(self, host: Host) -> str:
+        """The key a host must show ("" when nothing pins it)."""
+        cf_pin = self.cluster.pinned_key(host.name, host.public_address, host.port)
+        cached = ((self.inventory.get("hosts") or {}).get(host.name) or {}).get("host_key", "")
+        recorded = (((self._record or {}).get("hosts") or {}).get(host.name) or {}).get("host_key", "")
+        return cf_pin or cached or recorded or host.host_key
+
+    def session(self, host: Host, connect_deadline: float = 10) -> Session:
+        # accept_new trusts a host nothing pins; a pinned key is required to match either way
+        return Session(host, pinned_key=self.pin_for(host), connect_deadline=connect_deadline,
+                       require_pin=not self.accept_new, mismatch_hint=MISMATCH_HINT)
+
+    # --- the manager ----------------------------------------------------------------------
+    def candidates(self) -> list[Host]:
+        seen, out = set(), []
+        for h in self._cached_hosts("manager") + self.provider_hosts("manager"):
+            where = (h.public_address, h.port)
+            if where not in seen:
+                seen.add(where)
+                out.append(h)
+        # hosts with a pin first: an unpinned one is tried only when no pinned one answers
+        return sorted(out, key=lambda h: not self.pin_for(h))
+
+    def client(self):
+        """A docker APIClient on a verified manager of the cluster."""
+        if self._client is not None:
+            return self._client
+        from .dockerapi import api_client
+        errors: list[str] = []
+        unknown: HostKeyUnknownError | None = None
+        hosts = self.candidates()
+        if not hosts:
+            raise SwarmsmithError(f"cluster {self.cluster.name}: no manager found (no local "
+                                  f"state, and the {self.cluster.provider} provider lists none); "
+                                  f"run `swarmsmith up {self.path}` first")
+        for host in hosts:
+            s = self.session(host)
+            try:
+                s.connect()
+            except HostKeyMismatchError:
+                raise            # never fall back to another host past a changed key
+            except HostKeyUnknownError as e:
+                unknown = unknown or e
+                continue
+            except UnreachableError as e:
+                errors.append(str(e))
+                continue
+            client = api_client(s)
+            try:
+                control = (client.info().get("Swarm") or {}).get("ControlAvailable")
+            except Exception as e:   # docker not answering on that host
+                errors.append(f"{host.name}: the Docker engine does not answer: {e}")
+                control = None
+            if not control:
+                if control is not None:
+                    errors.append(f"{host.name}: not a swarm manager")
+                s.close()
+                continue
+            self.manager, self._session, self._client = host, s, client
+            return client
+        if unknown is not None:
+            raise unknown
+        raise UnreachableError(f"cluster {self.cluster.name}: no manager reachable:\n  "
+                               + "\n  ".join(errors))
+
+    def manager_session(self) -> Session:
+        self.client()
+        return self._session
+
+    # --- the record -----------------------------------------------------------------------
+    def record(self) -> dict | None:
+        if not self._record_read:
+            from .cluster_record import RecordStore
+            _, self._record = RecordStore(self.client(), self.cluster.name).read()
+            self._record_read = True
+        return self._record
+
+    def hosts(self, role: str | None = None) -> list[Host]:
+        """Every node host of the cluster: the local cache, else the swarm's record."""
+        hosts = self._cached_hosts(role)
+        if hosts:
+            return hosts
+        rec = self.record() or {}
+        key_path = self._key_path()
+        hosts = [self._host(name, h, key_path) for name, h in sorted(rec.get("hosts", {}).items())
+                 if h.get("public_address") and (not role or h.get("role") == role)]
+        if not hosts:
+            raise SwarmsmithError(f"cluster {self.cluster.name} has no {role or 'host'} in its "
+                                  f"local state nor in the swarm's record: run "
+                                  f"`swarmsmith up {self.path}` first")
+        return hosts

@@ -1,0 +1,173 @@
+"""The cluster's record, kept in the swarm: hosts, roles, addresses, node IDs, pinned host keys,
+provider facts. Never a token, password or key that opens anything (tests grep for them).
+
+Stored as versioned swarm configs `swarmsmith-cluster-<name>-<N>` labelled with the cluster name
+and N. Configs cannot change, and the managers' raft store refuses a second config of a name
+(HTTP 409), so creating version N+1 is a compare-and-swap: of two writers that read version N,
+one create fails; that writer re-reads, merges and tries N+2 (or finds nothing left to write).
+The last KEEP versions are kept, older ones removed.
+
+The local `.swarmsmith/<name>/inventory.json` is a cache of this record.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import socket
+
+from .errors import SwarmsmithError
+
+PREFIX = "swarmsmith-cluster-"
+L_CLUSTER = "com.swarmsmith.cluster"
+L_VERSION = "com.swarmsmith.cluster.version"
+L_WRITER = "com.swarmsmith.cluster.written-by"
+NODE_LABEL = "swarmsmith.cluster"     # on every node `up` manages
+FORMAT = 1
+KEEP = 5
+HOST_FIELDS = ("role", "public_address", "private_address", "user", "port", "node_id",
+               "host_key", "advertise_address", "labels")
+
+
+class RecordConflict(SwarmsmithError):
+    """Another writer created the version this one meant to create."""
+
+
+def config_name(cluster: str, version: int) -> str:
+    return f"{PREFIX}{cluster}-{version}"
+
+
+def from_inventory(inv: dict, cluster: str) -> dict:
+    """What goes into the swarm: the inventory's durable facts (no journal, no local paths)."""
+    hosts = {}
+    for name, rec in sorted((inv.get("hosts") or {}).items()):
+        if not rec.get("node_id"):
+            continue          # not (yet) a node of this swarm
+        hosts[name] = {k: rec[k] for k in HOST_FIELDS if rec.get(k) not in (None, "")}
+    return {"format": FORMAT, "name": cluster, "provider": inv.get("provider", ""),
+            "cluster_id": inv.get("cluster_id", ""), "hosts": hosts,
+            "provider_state": inv.get("provider_state") or {}}
+
+
+def merge_into_inventory(inv: dict, record: dict) -> list[str]:
+    """Refresh the local cache from the record (a fresh folder, a lost or stale inventory): the
+    record names the swarm; host facts fill what the cache lacks; managed label keys are the
+    union (so a label either side set can be removed). Host keys are not copied here: the caller
+    compares them with the keys it saw."""
+    filled = []
+    if record.get("cluster_id") and inv.get("cluster_id") != record["cluster_id"]:
+        inv["cluster_id"] = record["cluster_id"]
+        inv.pop("init_started_on", None)
+        filled.append("cluster_id")
+    if not inv.get("provider_state") and record.get("provider_state"):
+        inv["provider_state"] = record["provider_state"]
+    for name, rec in (record.get("hosts") or {}).items():
+        mine = inv.setdefault("hosts", {}).setdefault(name, {})
+        for k in ("node_id", "advertise_address", "role", "public_address",
+                  "private_address", "user"):
+            if k in rec and k not in mine:
+                mine[k] = rec[k]
+        if rec.get("labels"):
+            mine["labels"] = sorted(set(mine.get("labels") or []) | set(rec["labels"]))
+    return filled
+
+
+def merge(latest: dict, ours: dict) -> dict:
+    """On a conflict: the hosts this run observed win, hosts only the other writer knew stay."""
+    out = dict(latest)
+    out.update({k: v for k, v in ours.items() if k != "hosts"})
+    out["hosts"] = {**(latest.get("hosts") or {}), **(ours.get("hosts") or {})}
+    return out
+
+
+def encode(record: dict) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode(data: bytes | str, where: str) -> dict:
+    try:
+        rec = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SwarmsmithError(f"cluster record {where} is not JSON: {e}") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("hosts"), dict):
+        raise SwarmsmithError(f"cluster record {where} has no hosts mapping")
+    return rec
+
+
+def _version(cfg: dict) -> int:
+    try:
+        return int(((cfg.get("Spec") or {}).get("Labels") or {}).get(L_VERSION, "0"))
+    except ValueError:
+        return 0
+
+
+class RecordStore:
+    """The record's configs through a docker APIClient (or a fake with the same methods)."""
+
+    def __init__(self, api, cluster: str):
+        self.api, self.cluster = api, cluster
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:   # docker.errors.APIError, the guarded client's errors
+            status = getattr(exc, "status_code", None) or \
+                getattr(getattr(exc, "response", None), "status_code", None)
+            if status == 409 or "already exists" in str(exc).lower():
+                raise RecordConflict(f"{what}: another run wrote it first") from exc
+            if isinstance(exc, SwarmsmithError):
+                raise
+            explanation = getattr(exc, "explanation", None) or str(exc)
+            raise SwarmsmithError(f"{what}: {explanation}") from exc
+
+    def versions(self) -> list[dict]:
+        found = self._call("list cluster records", self.api.configs,
+                           filters={"label": [f"{L_CLUSTER}={self.cluster}"]})
+        mine = [c for c in found
+                if ((c.get("Spec") or {}).get("Name") or "").startswith(PREFIX + self.cluster + "-")
+                and _version(c) > 0]
+        return sorted(mine, key=_version)
+
+    def read(self) -> tuple[int, dict | None]:
+        """(version, record) of the newest version; (0, None) when the swarm has none."""
+        found = self.versions()
+        if not found:
+            return 0, None
+        cfg = found[-1]
+        data = (cfg.get("Spec") or {}).get("Data")
+        if data is None:     # a list without data: inspect the one config
+            cfg = self._call("read the cluster record", self.api.inspect_config, cfg["ID"])
+            data = cfg["Spec"].get("Data", "")
+        return _version(cfg), decode(base64.b64decode(data), cfg["Spec"]["Name"])
+
+    def create(self, version: int, record: dict) -> None:
+        labels = {L_CLUSTER: self.cluster, L_VERSION: str(version),
+                  L_WRITER: socket.gethostname()}
+        self._call(f"write cluster record version {version}", self.api.create_config,
+                   config_name(self.cluster, version), encode(record), labels=labels)
+
+    def prune(self, keep: int = KEEP) -> None:
+        for old in self.versions()[:-keep]:
+            try:
+                self.api.remove_config(old["ID"])
+            except Exception:
+                pass     # another writer pruned it first; pruning is best effort
+
+    def save(self, record: dict, base: tuple[int, dict | None], attempts: int = 5) -> int | None:
+        """Write `record` as the version after `base` (version, record read earlier) unless it
+        equals the newest; on a conflict re-read, merge and retry. The version written, or None
+        when nothing needed writing."""
+        version, latest = base
+        for _ in range(attempts):
+            if latest is not None:
+                record = merge(latest, record) if version != base[0] else record
+                if encode(record) == encode(latest):
+                    return None
+            try:
+                self.create(version + 1, record)
+            except RecordConflict:
+                version, latest = self.read()
+                continue
+            self.prune()
+            return version + 1
+        raise SwarmsmithError(f"cluster record of {self.cluster}: {attempts} writers raced; "
+                              "run again")

@@ -1,0 +1,244 @@
+"""Cluster state in the swarm, without a lab: host-key pins in the cluster file, the versioned
+record (compare-and-swap on create), the audit history, adoption by node label and the guard on
+`up --force`."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+
+import pytest
+
+from inventory import clusterfile
+from inventory.hostkeys import (known_hosts_line, lookup, parse_key, parse_known_hosts)
+from provision.cluster_record import (KEEP, RecordStore, config_name, from_inventory,
+                                      merge_into_inventory)
+from provision.command import Command
+from provision.errors import EXIT_BAD_INPUT, InputError
+from provision.hosts import Host
+from provision.ssh import Result
+from provision.swarm import DestroyRefused, ForeignSwarmError, SwarmStep
+from stacks.operations.audit import append_audit_swarm, parse_since, read_audit_swarm
+from tests.test_watch_lock import FakeConfigs as _LockConfigs
+
+
+class FakeConfigs(_LockConfigs):
+    """As the engine answers: data comes back base64 in the list, a label filter without a
+    value matches any config carrying the label."""
+
+    def create_config(self, name, data, labels=None, templating=None):
+        return super().create_config(name, base64.b64encode(data).decode(), labels, templating)
+
+    def configs(self, filters=None):
+        filters = dict(filters or {})
+        keys = [f for f in filters.get("label", []) if "=" not in f]
+        filters["label"] = [f for f in filters.get("label", []) if "=" in f]
+        return [c for c in super().configs(filters) if all(k in c["Spec"]["Labels"] for k in keys)]
+
+
+def ed25519_line(seed: bytes = b"k") -> str:
+    blob = (len(b"ssh-ed25519").to_bytes(4, "big") + b"ssh-ed25519" + (32).to_bytes(4, "big")
+            + hashlib.sha256(seed).digest())
+    return "ssh-ed25519 " + base64.b64encode(blob).decode()
+
+
+KEY1, KEY2 = ed25519_line(b"1"), ed25519_line(b"2")
+
+
+# --- host keys --------------------------------------------------------------------------------
+
+def test_parse_key_keeps_type_and_blob_only():
+    assert parse_key(KEY1 + " root@host") == KEY1
+
+
+@pytest.mark.parametrize("text,words", [
+    ("AAAA", "KEYTYPE BASE64"),
+    ("ssh-foo AAAA", "unknown key type"),
+    ("ssh-ed25519 not*base64", "not valid base64"),
+    (KEY1.replace("ssh-ed25519", "ssh-rsa"), "not a ssh-rsa key"),
+])
+def test_parse_key_refuses(text, words):
+    with pytest.raises(ValueError, match=words):
+        parse_key(text)
+
+
+def test_known_hosts_plain_port_and_hashed_names():
+    salt = os.urandom(20)
+    mac = hmac.new(salt, b"10.0.0.3", hashlib.sha1).digest()
+    hashed = f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(mac).decode()}"
+    text = (f"# comment\n10.0.0.1,web {KEY1}\n[10.0.0.2]:2222 {KEY2} c\n{hashed} {KEY2}\n"
+            f"@cert-authority *.example {KEY1}\n")
+    entries = parse_known_hosts(text)
+    assert lookup(entries, "10.0.0.1") == KEY1
+    assert lookup(entries, "10.0.0.2", 2222) == KEY2 and lookup(entries, "10.0.0.2") == ""
+    assert lookup(entries, "10.0.0.3") == KEY2
+    assert lookup(entries, "10.0.0.9") == ""
+    assert known_hosts_line("10.0.0.2", 2222, KEY2, "m1") == f"[10.0.0.2]:2222 {KEY2} m1"
+
+
+def test_known_hosts_bad_line_is_named():
+    with pytest.raises(ValueError, match="line 2: the key is not valid base64"):
+        parse_known_hosts(f"10.0.0.1 {KEY1}\n10.0.0.2 ssh-ed25519 @@@\n")
+
+
+def _static(tmp_path, host_extra: str = "", ssh_extra: str = "") -> str:
+    key = tmp_path / "id"
+    key.write_text("x")
+    path = tmp_path / "c.yml"
+    path.write_text(f"name: st0\nprovider: static\nssh: {{key: {key}{ssh_extra}}}\nstatic:\n"
+                    f"  hosts:\n    - {{name: m1, address: 10.0.0.1, role: manager{host_extra}}}\n"
+                    f"    - {{name: w1, address: 10.0.0.2, role: worker}}\n")
+    return str(path)
+
+
+def test_cluster_file_pins(tmp_path):
+    (tmp_path / "known").write_text(f"10.0.0.2 {KEY2}\n")
+    cf = clusterfile.load(_static(tmp_path, f', host_key: "{KEY1} c"', ", known_hosts: known"))
+    assert cf.pinned_key("m1", "10.0.0.1") == KEY1
+    assert cf.pinned_key("w1", "10.0.0.2") == KEY2
+    assert cf.pinned_key("w1", "10.0.0.2", 2222) == ""
+
+
+@pytest.mark.parametrize("host_extra,ssh_extra,words", [
+    (', host_key: "ssh-ed25519 !!"', "", "static.hosts[0].host_key: the key is not valid base64"),
+    (", host_key: 5", "", "static.hosts[0].host_key: expected"),
+    ("", ", known_hosts: nope", "ssh.known_hosts: no such file"),
+])
+def test_bad_pins_are_bad_input(tmp_path, host_extra, ssh_extra, words):
+    with pytest.raises(InputError) as e:
+        clusterfile.load(_static(tmp_path, host_extra, ssh_extra))
+    assert e.value.exit_code == EXIT_BAD_INPUT and words in str(e.value)
+
+
+def test_bad_known_hosts_line_names_file_and_line(tmp_path):
+    (tmp_path / "known").write_text("10.0.0.1 ssh-ed25519\n")
+    with pytest.raises(InputError, match=r"ssh.known_hosts: .*known: line 1: expected HOSTS"):
+        clusterfile.load(_static(tmp_path, "", ", known_hosts: known"))
+
+
+# --- the record -------------------------------------------------------------------------------
+
+INV = {"name": "st0", "provider": "static", "cluster_id": "c1", "init_started_on": "m1",
+       "hosts": {"m1": {"role": "manager", "public_address": "10.0.0.1", "node_id": "n1",
+                        "host_key": KEY1, "labels": ["zone"], "advertise_address": "10.0.0.1"},
+                 "w9": {"role": "worker", "public_address": "10.0.0.9"}}}
+
+
+def test_record_holds_durable_facts_only():
+    rec = from_inventory(INV, "st0")
+    assert rec["cluster_id"] == "c1" and list(rec["hosts"]) == ["m1"]   # w9 is no node yet
+    assert "init_started_on" not in json.dumps(rec)
+    assert rec["hosts"]["m1"]["host_key"] == KEY1
+
+
+def test_versions_are_created_not_overwritten_and_pruned():
+    api, store = FakeConfigs(), None
+    store = RecordStore(api, "st0")
+    rec = from_inventory(INV, "st0")
+    assert store.save(rec, store.read()) == 1
+    assert store.save(rec, store.read()) is None            # unchanged: nothing written
+    for i in range(KEEP + 2):
+        rec = {**rec, "cluster_id": f"c{i + 2}"}
+        store.save(rec, store.read())
+    names = sorted(c["Spec"]["Name"] for c in api.items.values())
+    assert len(names) == KEEP and config_name("st0", KEEP + 3) in names
+    assert store.read()[1]["cluster_id"] == f"c{KEEP + 3}"
+
+
+def test_second_writer_loses_the_create_and_converges():
+    api = FakeConfigs()
+    store = RecordStore(api, "st0")
+    base = store.read()
+    other = from_inventory({**INV, "hosts": {"w1": {"role": "worker", "public_address": "x",
+                                                     "node_id": "n2"}}}, "st0")
+    # between our read and our create, another run writes version 1
+    api.before_create = lambda: RecordStore(api, "st0").create(1, other)
+    assert store.save(from_inventory(INV, "st0"), base) == 2
+    version, rec = store.read()
+    assert version == 2 and set(rec["hosts"]) == {"m1", "w1"}   # both runs' hosts kept
+
+
+def test_record_refreshes_a_lost_inventory():
+    inv = {"hosts": {}}
+    merge_into_inventory(inv, from_inventory(INV, "st0"))
+    assert inv["cluster_id"] == "c1" and inv["hosts"]["m1"]["node_id"] == "n1"
+    assert "host_key" not in inv["hosts"]["m1"]     # keys are compared by the caller, not copied
+
+
+# --- audit in the swarm -----------------------------------------------------------------------
+
+def test_audit_history_read_back_by_stack_and_since():
+    api = FakeConfigs()
+    append_audit_swarm(api, "web", {"ts": "2026-01-01T00:00:00.000000Z", "stack": "web", "n": 1})
+    append_audit_swarm(api, "api", {"ts": "2026-01-02T00:00:00.000000Z", "stack": "api", "n": 2})
+    append_audit_swarm(api, "web", {"ts": "2026-01-03T00:00:00.000000Z", "stack": "web", "n": 3})
+    assert [r["n"] for r in read_audit_swarm(api)] == [1, 2, 3]
+    assert [r["n"] for r in read_audit_swarm(api, "web")] == [1, 3]
+    assert [r["n"] for r in read_audit_swarm(api, None, "2026-01-02T00:00:00Z")] == [2, 3]
+
+
+def test_parse_since():
+    from datetime import datetime, timezone
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+    assert parse_since("2h", now) == "2026-01-02T10:00:00.000000Z"
+    assert parse_since("2026-01-01", now) == "2026-01-01T00:00:00.000000Z"
+    with pytest.raises(ValueError, match="2h, 30m, 7d"):
+        parse_since("yesterday", now)
+
+
+# --- adoption and the --force guard -----------------------------------------------------------
+
+class Node:
+    """A host answering the few commands the swarm step sends before changing anything."""
+
+    def __init__(self, swarm: dict, labels: dict | None = None, services: str = ""):
+        self.swarm, self.labels, self.services = swarm, labels or {}, services
+        self.sent: list[str] = []
+
+    def run(self, cmd: Command, check: bool = True, timeout=None):
+        wire = cmd.wire()
+        self.sent.append(wire)
+        if "docker info" in wire:
+            return Result(json.dumps(self.swarm), "", 0)
+        if "node inspect self" in wire:
+            return Result(json.dumps(self.labels), "", 0)
+        if "service ls" in wire:
+            return Result(self.services, "", 0)
+        raise AssertionError(f"unexpected command {wire}")
+
+
+ACTIVE = {"LocalNodeState": "active", "NodeID": "n1", "ControlAvailable": True,
+          "Cluster": {"ID": "swarm1"}}
+
+
+def _step(node, inv, **kw):
+    m1 = Host("m1", "10.0.0.1", role="manager")
+    return SwarmStep({"m1": node}, [m1], {"m1": "10.0.0.1"}, {}, inv, cluster_name="st0", **kw)
+
+
+def test_a_lost_inventory_adopts_the_swarm_its_label_names():
+    node = Node(ACTIVE, labels={"swarmsmith.cluster": "st0"})
+    inv = {"hosts": {}}
+    step = _step(node, inv)
+    leader = step._find_or_init_leader({"m1": step.swarm_facts(step.hosts[0])})
+    assert leader.name == "m1" and inv["cluster_id"] == "swarm1"
+    assert not any("leave" in c or "init" in c for c in node.sent)
+
+
+def test_another_clusters_swarm_is_refused_naming_it():
+    node = Node(ACTIVE, labels={"swarmsmith.cluster": "other"})
+    step = _step(node, {"hosts": {}})
+    with pytest.raises(ForeignSwarmError, match="swarmsmith cluster other"):
+        step._find_or_init_leader({"m1": step.swarm_facts(step.hosts[0])})
+
+
+def test_force_on_a_swarm_with_services_names_them_and_needs_destroy_services():
+    node = Node(ACTIVE, services="web_app\nweb_db\n")
+    step = _step(node, {"hosts": {}}, force=True)
+    with pytest.raises(DestroyRefused) as e:
+        step._find_or_init_leader({"m1": step.swarm_facts(step.hosts[0])})
+    assert e.value.exit_code == EXIT_BAD_INPUT
+    assert "2 service(s): web_app, web_db" in str(e.value) and "--destroy-services" in str(e.value)
+    assert not any("leave" in c for c in node.sent)
