@@ -192,7 +192,7 @@ class StatusAPI:
 def test_status_exit_code(monkeypatch, capsys, tmp_path, api, problem):
     import cli
     from provision import dockerapi
-    monkeypatch.setattr(dockerapi, "cluster_client", lambda path: api)
+    monkeypatch.setattr(dockerapi, "cluster_client", lambda path, accept_new=None: api)
     code = cli.main(["status", "--cluster", str(tmp_path / "c.yml"), "--json"])
     st = json.loads(capsys.readouterr().out)
     if problem is None:
