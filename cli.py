@@ -17,7 +17,8 @@ EXIT_CODES_HELP = """exit codes:
   0  success (or nothing to change)
   1  an operation failed (remote command, API, engine)
   2  bad input (YAML, cluster file, compose file, flags); nothing was changed
-  3  a host was unreachable, refused our key, or showed a changed host key
+  3  a host was unreachable, refused our key, showed a changed host key, or has
+     no pinned key (--accept-new-host-keys trusts unpinned keys on first use)
   4  another run holds the lock (swarmsmith unlock STACK removes a dead run's)
   5  status: degraded (a node down, quorum lost, a service short of replicas)
   10 deploy: a service failed or was paused
