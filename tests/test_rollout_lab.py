@@ -498,28 +498,54 @@ def test_two_redeploys_at_once_one_waits_or_exits_4(lab, registry):
     assert _lock_id(lab, "rl") is None
 
 
-def test_lock_of_a_killed_run_expires_after_its_ttl(lab, registry):
-    ref = f"{registry}/bb:v1"
-    f = lab.compose("kill", REG_APP.format(image=ref))
-    assert redeploy(lab, f, "rk", registry=registry)[0] == 0
-    victim = _start(lab, f, "rk", registry, "--lock-ttl", "10", run=1)
+FAILING = """
+version: "3.8"
+services:
+  app:
+    image: swarmsmith/busybox:1
+    command: ["sh", "-c", "{command}"]
+    deploy:
+      replicas: 2
+      endpoint_mode: dnsrr
+      update_config: {{parallelism: 1, delay: 0s, failure_action: pause, monitor: 60s,
+                      order: stop-first}}
+"""
+
+
+def test_deploy_killed_mid_update_next_neither_waits_nor_says_ok(lab):
+    """SIGKILL a deploy while its update runs (the new tasks fail after a few seconds; the
+    update pauses). The next deploy of the same files: the dead run's lock is broken at once
+    (same host, pid gone; not after the 30-minute TTL), the plan is empty, and the paused
+    update is reported with exit 10, never 0. The killed run left its audit start line; its
+    socket folder is removed by the next run."""
+    good = lab.compose("k1", FAILING.format(command="sleep 100000"))
+    assert lab.deploy(good, "rk")[0] == 0
+    bad = lab.compose("k2", FAILING.format(command="sleep 6; exit 1"))
+    victim = subprocess.Popen([sys.executable, os.path.join(REPO, "cli.py"), "deploy",
+                               "--cluster", lab.path, "-c", bad, "rk"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL)
     t0 = time.monotonic()
-    while _lock_id(lab, "rk") is None:
+    while (lab.service("rk_app").get("UpdateStatus") or {}).get("State") != "updating":
         assert time.monotonic() - t0 < 60 and victim.poll() is None
-        time.sleep(0.2)
+        time.sleep(0.1)
+    assert victim.poll() is None        # killed mid-update, still watching
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    stale = _lock_id(lab, "rk")
-    assert stale is not None   # the killed run could not release it
-    # at once: still held
-    p = cli("redeploy", "--cluster", lab.path, "-c", f, "--insecure-registry", registry,
-            "--lock-wait", "0", "rk", env={"RUN": "2"})
-    assert p.returncode == 4 and "held by" in p.stderr, p.stderr
-    # waiting past the TTL: the stale lock is broken and the run proceeds
-    t1 = time.monotonic()
-    p = cli("redeploy", "--cluster", lab.path, "-c", f, "--insecure-registry", registry,
-            "--lock-wait", "60", "rk", env={"RUN": "2"})
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert time.monotonic() - t0 >= 10 and time.monotonic() - t1 < 60
+    assert _lock_id(lab, "rk") is not None     # the killed run could not release it
+    socket_dirs = [d for d in os.listdir("/tmp")
+                   if d.startswith(f"swarmsmith-docker-{victim.pid}-")]
+    assert socket_dirs                         # atexit never ran
+
+    p = cli("deploy", "--cluster", lab.path, "-c", bad, "--lock-wait", "0", "--timeout", "120",
+            "rk")
+    assert p.returncode == 10, p.stdout + p.stderr
+    assert "broke the lock of a run that is gone" in p.stderr and "pid" in p.stderr
+    assert "0 to create, 0 to update" in p.stdout
+    assert "not settled, watching too: rk_app" in p.stdout and "paused" in p.stdout
     assert _lock_id(lab, "rk") is None
-    assert "RUN=2" in env_of(lab.service("rk_app")["Spec"])
+    assert not any(os.path.exists(os.path.join("/tmp", d)) for d in socket_dirs)
+    mine = [r for r in lab.audit() if r["stack"] == "rk"]
+    assert [r["phase"] for r in mine[-3:]] == ["end", "start", "end"]   # killed: no end
+    assert mine[-1]["exit_code"] == 10 and mine[-2]["exit_code"] is None
+    lab.rm("rk")

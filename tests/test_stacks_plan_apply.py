@@ -560,3 +560,76 @@ def test_audit_line_before_applying_and_after_with_code_and_seconds(files):
         deploy(api, f, cluster_file=str(tmp / "c.yml"))
     last = read_audit(audit)[-1]
     assert last["phase"] == "end" and last["exit_code"] == 1 and "no such image" in last["error"]
+
+
+class SwarmWithTasks(FakeAPI):
+    """FakeAPI plus tasks: every service runs its replicas (global: one per node), unless a
+    test scripts UpdateStatus and running counts per poll of tasks()."""
+
+    def __init__(self):
+        super().__init__()
+        self.script = []        # per tasks() call: {service name: (update state, running)}
+        self.task_calls = 0
+
+    def tasks(self, filters=None):
+        step = self.script[min(self.task_calls, len(self.script) - 1)] if self.script else {}
+        self.task_calls += 1
+        wanted = set((filters or {}).get("service", []))
+        out = []
+        for sid, s in self.services_.items():
+            if wanted and sid not in wanted:
+                continue
+            name = s["Spec"]["Name"]
+            mode = s["Spec"].get("Mode") or {}
+            n = (mode.get("Replicated") or {}).get("Replicas", 1) if "Replicated" in mode else 3
+            state, running = step.get(name, (None, n))
+            if state:
+                s["UpdateStatus"] = {"State": state, "Message": state}
+            for slot in range(1, n + 1):
+                out.append({"ID": f"{sid}-t{slot}", "ServiceID": sid, "Slot": slot,
+                            "NodeID": f"n{slot}", "DesiredState": "running",
+                            "Spec": copy.deepcopy(s["Spec"]["TaskTemplate"]),
+                            "Status": {"State": "running" if slot <= running else "starting",
+                                       "Timestamp": "2026-01-01T00:00:00Z"}})
+        return out
+
+
+def _update_status(api, name, state):
+    svc = next(s for s in api.services_.values() if s["Spec"]["Name"] == name)
+    svc["UpdateStatus"] = {"State": state, "Message": state}
+
+
+def test_no_changes_with_everything_settled_still_says_no_changes(files):
+    _, f = files
+    api = SwarmWithTasks()
+    deploy(api, f)
+    code, out = deploy(api, f, detach=False)
+    assert code == 0 and "stack st: no changes" in out and "not settled" not in out
+    assert api.task_calls == 1          # one look at the stack's tasks
+
+
+def test_no_changes_does_not_hide_a_paused_update(files):
+    """A deploy killed mid-update left st_web's update paused: the next deploy with the same
+    files plans nothing, but reports the pause and exits 10, not 0."""
+    _, f = files
+    api = SwarmWithTasks()
+    deploy(api, f)
+    _update_status(api, "st_web", "paused")
+    api.script = [{"st_web": (None, 1)}]
+    code, out = deploy(api, f, detach=False)
+    assert code == 10, out
+    assert "not settled, watching too: st_web (paused, 1/2 running" in out
+    assert "no changes" not in out
+
+
+def test_no_changes_watches_an_update_in_flight_to_its_end(files):
+    _, f = files
+    api = SwarmWithTasks()
+    deploy(api, f)
+    _update_status(api, "st_web", "updating")
+    # UpdateStatus set in a tasks() answer shows from the next services() answer on
+    api.script = [{"st_web": (None, 1)}, {"st_web": (None, 1)}, {"st_web": ("completed", 2)},
+                  {"st_web": (None, 2)}]
+    code, out = deploy(api, f, detach=False)
+    assert code == 0 and "not settled, watching too: st_web (updating, 1/2" in out
+    assert "converged" in out and api.task_calls >= 3

@@ -157,17 +157,31 @@ def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
 
 def _apply_and_watch(args, plan: Plan, engine: EngineAPI, out, timeout: float):
     from stacks.watch.watcher import WatchPolicy, snapshot_versions, watch_stack
+    from stacks.watch.in_flight import unsettled
     from stacks.watch.render import progress_renderer
 
     as_json = getattr(args, "json", False)
-    if not plan.has_changes and not plan.problems:
+    detach = getattr(args, "detach", False)
+    if not plan.has_changes and not plan.problems and detach:
         return ApplyResult(), None, []
     baseline = snapshot_versions(engine.api, args.stack)
-    result = apply(plan, engine, on_step=None if as_json else
-                   (lambda s: print(f"  done: {s}", file=out)))
+    result = ApplyResult()
+    if plan.has_changes or plan.problems:
+        result = apply(plan, engine, on_step=None if as_json else
+                       (lambda s: print(f"  done: {s}", file=out)))
     changed = [a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)]
     report = None
-    if changed and not getattr(args, "detach", False):
+    if detach:
+        return result, report, changed
+    # unchanged services may still be moving (a killed deploy's update, a pause, missing
+    # replicas): their outcome is this run's too, so "no changes" cannot hide a failing rollout
+    in_flight = unsettled(engine.api, args.stack,
+                          [a.name for a in plan.of("service") if a.action == UNCHANGED])
+    for name, why in in_flight:
+        if not as_json:
+            print(f"  not settled, watching too: {name} ({why})", file=out)
+    changed = changed + [name for name, _ in in_flight]
+    if changed:
         renderer = progress_renderer(sys.stderr) if not as_json else None
         watch = dict(services=changed, baseline=baseline,
                      policy=WatchPolicy(timeout=timeout),
