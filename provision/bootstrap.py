@@ -341,7 +341,8 @@ def _plan(run: Run, provider, wanted) -> dict:
             plan.append(f"{w.name}: engine set up, join swarm as {w.role}")
             continue
         h.role = w.role
-        pinned = inv["hosts"].get(w.name, {}).get("host_key", "")
+        pinned = cf.pinned_key(w.name, h.public_address, h.port) or \
+            inv["hosts"].get(w.name, {}).get("host_key", "")
         s = Session(h, pinned_key=pinned, connect_deadline=5)
         run.sessions[w.name] = s
         try:

@@ -242,3 +242,48 @@ def test_force_on_a_swarm_with_services_names_them_and_needs_destroy_services():
     assert e.value.exit_code == EXIT_BAD_INPUT
     assert "2 service(s): web_app, web_db" in str(e.value) and "--destroy-services" in str(e.value)
     assert not any("leave" in c for c in node.sent)
+
+
+# --- finding managers without local state -----------------------------------------------------
+
+def test_static_managers_come_from_the_cluster_file_pinned_first(tmp_path):
+    from provision.access import ClusterAccess
+    key = tmp_path / "id"
+    key.write_text("x")
+    (tmp_path / "c.yml").write_text(
+        f"name: st0\nprovider: static\nssh: {{key: {key}}}\nstatic:\n  hosts:\n"
+        f"    - {{name: m1, address: 10.0.0.1, role: manager}}\n"
+        f"    - {{name: m2, address: 10.0.0.2, role: manager, host_key: \"{KEY1}\"}}\n"
+        f"    - {{name: m3, address: 10.0.0.3, role: manager, port: 2222}}\n"
+        f"    - {{name: w1, address: 10.0.0.9, role: worker}}\n")
+    acc = ClusterAccess(str(tmp_path / "c.yml"))
+    got = [(h.name, h.port, acc.pin_for(h)) for h in acc.candidates()]
+    assert got == [("m2", 22, KEY1), ("m1", 22, ""), ("m3", 2222, "")]
+    assert not (tmp_path / ".swarmsmith").exists()
+
+
+def test_digitalocean_managers_are_found_by_tag(tmp_path, monkeypatch):
+    from provision.access import ClusterAccess
+    from provision.hosts import WantedHost
+    from tests.do_emulator import DOEmulator
+    from tests.do_emulator.testing import FakeTime, settings, write_public_key
+    from tests.test_do_provider import TOKEN
+    ft = FakeTime()
+    pub = write_public_key(tmp_path)
+    emu = DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, activation_delay=0).start()
+    try:
+        monkeypatch.setenv("DIGITALOCEAN_TOKEN", TOKEN)
+        monkeypatch.setenv("DIGITALOCEAN_END_POINT", emu.url)
+        from provision.digitalocean import DigitalOceanProvider
+        made, _ = DigitalOceanProvider(
+            "st0", settings(pub), {}, clock=ft.clock, sleep=ft.sleep, wall_clock=ft.clock,
+            ssh_check=lambda address, port: True).ensure(
+            [WantedHost("st0-manager-1", "manager"), WantedHost("st0-worker-1", "worker")])
+        (tmp_path / "c.yml").write_text(
+            f"name: st0\nprovider: digitalocean\ndigitalocean: {{region: fra1, "
+            f"size: s-1vcpu-1gb, image: ubuntu-24-04-x64, ssh_key: {pub}}}\n")
+        found = ClusterAccess(str(tmp_path / "c.yml")).candidates()
+        assert [(h.name, h.public_address) for h in found] == [
+            ("st0-manager-1", made[0].public_address)]
+    finally:
+        emu.stop()

@@ -94,6 +94,9 @@ def test_fresh_folder_with_pinned_keys_deploys_and_redeploys(env):
     p = sw(b, "redeploy", "-c", "stack.yml", "web")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "stack web: no changes" in p.stdout
+    # every node reached through the swarm's record (keys trusted after the manager's)
+    p = sw(b, "image-load")
+    assert p.returncode == 0 and "no changes" in p.stdout, p.stdout + p.stderr
     assert sorted(os.listdir(b)) == ["stack.yml", "swarmsmith.yml"]     # nothing written locally
 
 
