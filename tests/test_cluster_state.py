@@ -287,3 +287,45 @@ def test_digitalocean_managers_are_found_by_tag(tmp_path, monkeypatch):
             ("st0-manager-1", made[0].public_address)]
     finally:
         emu.stop()
+
+
+# --- up reads the record before trusting first-seen keys --------------------------------------
+
+class KeySession(Node):
+    def __init__(self, host, seen_key):
+        super().__init__(ACTIVE)
+        self.host, self.seen_key = host, seen_key
+
+
+def _run_with_record(tmp_path, monkeypatch, seen: str, accept=()):
+    from provision import bootstrap, dockerapi
+    from provision.bootstrap import Options, Progress, Run
+    from inventory.state import StateDir
+    api = FakeConfigs()
+    rec = from_inventory({**INV, "cluster_id": "swarm1"}, "st0")
+    RecordStore(api, "st0").create(1, rec)
+    monkeypatch.setattr(dockerapi, "api_client", lambda session: api)
+    cf = clusterfile.load(_static(tmp_path))
+    m1 = Host("m1", "10.0.0.1", role="manager")
+    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}},
+              Options(accept_host_keys=set(accept)), Progress(quiet=True))
+    run.sessions = {"m1": KeySession(m1, seen)}
+    bootstrap._read_record(run, [m1])
+    return run
+
+
+def test_up_refuses_a_first_seen_key_the_record_disagrees_with(tmp_path, monkeypatch):
+    from provision.errors import HostKeyMismatchError
+    with pytest.raises(HostKeyMismatchError, match="the cluster's record in the swarm has"):
+        _run_with_record(tmp_path, monkeypatch, KEY2)
+    assert not (tmp_path / ".swarmsmith").exists()       # nothing pinned, nothing saved
+
+
+def test_up_fills_a_fresh_inventory_from_the_record(tmp_path, monkeypatch):
+    run = _run_with_record(tmp_path, monkeypatch, KEY1)
+    assert run.inventory["cluster_id"] == "swarm1"
+    assert run.inventory["hosts"]["m1"]["node_id"] == "n1"
+    assert run.record_base[0] == 1
+    # a rebuilt host is accepted on purpose with --accept-host-key
+    run = _run_with_record(tmp_path, monkeypatch, KEY2, accept=("m1",))
+    assert run.inventory["cluster_id"] == "swarm1"
