@@ -58,8 +58,14 @@ def merge_into_inventory(inv: dict, record: dict) -> list[str]:
         inv["cluster_id"] = record["cluster_id"]
         inv.pop("init_started_on", None)
         filled.append("cluster_id")
-    if not inv.get("provider_state") and record.get("provider_state"):
-        inv["provider_state"] = record["provider_state"]
+    # what the provider created (DigitalOcean: VPC, firewall, key, with `created` flags that
+    # decide what `down` may remove): the record's facts fill what this run's provider lacks
+    mine = inv.setdefault("provider_state", {})
+    for resource, facts in (record.get("provider_state") or {}).items():
+        if isinstance(facts, dict):
+            mine[resource] = {**facts, **(mine.get(resource) or {})}
+    if not mine:
+        inv.pop("provider_state")
     for name, rec in (record.get("hosts") or {}).items():
         mine = inv.setdefault("hosts", {}).setdefault(name, {})
         for k in ("node_id", "advertise_address", "role", "public_address",

@@ -161,8 +161,12 @@ def test_second_writer_loses_the_create_and_converges():
 
 
 def test_record_refreshes_a_lost_inventory():
-    inv = {"hosts": {}}
-    merge_into_inventory(inv, from_inventory(INV, "st0"))
+    inv = {"hosts": {}, "provider_state": {"vpc": {"id": "v1"}}}
+    merge_into_inventory(inv, from_inventory({**INV, "provider_state": {
+        "vpc": {"id": "v1", "created": True}, "firewall": {"id": "f1", "created": True}}}, "st0"))
+    # a fresh run's provider found the VPC by name; the record remembers that we created it
+    assert inv["provider_state"] == {"vpc": {"id": "v1", "created": True},
+                                     "firewall": {"id": "f1", "created": True}}
     assert inv["cluster_id"] == "c1" and inv["hosts"]["m1"]["node_id"] == "n1"
     assert "host_key" not in inv["hosts"]["m1"]     # keys are compared by the caller, not copied
 
