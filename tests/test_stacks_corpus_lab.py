@@ -62,7 +62,7 @@ class Lab:
         self.hosts = inventory_hosts(path)
 
     def sh(self, script: str, check: bool = True):
-        from provision.commands import Command
+        from provision.command import Command
         r = self.session.run(Command.shell(script), check=False, timeout=300)
         if check and r.exit_status != 0:
             raise AssertionError(f"manager: {script}\n-> {r.exit_status}\n{r.stdout}\n{r.stderr}")
