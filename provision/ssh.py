@@ -179,9 +179,13 @@ class Session:
         per-character stdin pump is both slow and text-only. `source` (a binary file object)
         is streamed as stdin instead of `cmd.stdin`, calling `on_sent(total bytes sent)`
         after each chunk, so big uploads need no memory and can show progress."""
+        paramiko = load_ssh_stack()[0]
         transport = self.connect().client.get_transport()
         t0 = time.monotonic()
-        chan = transport.open_session(timeout=30)
+        try:
+            chan = transport.open_session(timeout=30)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise self._lost(cmd, e) from None
         chan.settimeout(timeout)
         out, err = bytearray(), bytearray()
         try:
@@ -213,6 +217,8 @@ class Session:
         except socket.timeout:
             raise RemoteCommandError(f"command timed out after {timeout}s", host=self.host.name,
                                      command=cmd.masked(), exit_status=None)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise self._lost(cmd, e) from None
         finally:
             chan.close()
         res = Result(cmd.scrub(out.decode(errors="replace")), cmd.scrub(err.decode(errors="replace")),
@@ -225,6 +231,12 @@ class Session:
                                      command=cmd.masked(), exit_status=res.exit_status,
                                      output=res.stdout + res.stderr)
         return res
+
+    def _lost(self, cmd: Command, e: BaseException) -> UnreachableError:
+        """The SSH connection failed under a command: exit 3, naming host and operation."""
+        what = cmd.description or cmd.masked()[:80]
+        return UnreachableError(f"{what}: the SSH connection failed ({type(e).__name__}: "
+                                f"{cmd.scrub(str(e)) or '-'})", host=self.host.name)
 
     def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
         sftp = self.connect().client.open_sftp()

@@ -200,3 +200,23 @@ def test_status_exit_code(monkeypatch, capsys, tmp_path, api, problem):
     else:
         assert code == EXIT_DEGRADED == 5
         assert any(p.startswith(problem) for p in st["problems"]), st["problems"]
+
+
+def test_ssh_connection_lost_under_a_command_is_exit_3_naming_host_and_operation():
+    import paramiko
+    from types import SimpleNamespace
+
+    from provision.command import Command
+    from provision.hosts import Host
+    from provision.ssh import Session
+
+    class Transport:
+        def open_session(self, timeout=None):
+            raise paramiko.SSHException("SSH session not active")
+    s = Session(Host("w1", "10.0.0.2"))
+    s._conn = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: Transport()))
+    with pytest.raises(UnreachableError) as e:
+        s.run(Command.of("docker", "info", description="read engine facts"))
+    assert str(e.value) == ("w1: read engine facts: the SSH connection failed "
+                            "(SSHException: SSH session not active)")
+    assert e.value.exit_code == EXIT_UNREACHABLE
