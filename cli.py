@@ -447,7 +447,8 @@ def add_stack_commands(subparsers) -> None:
                    help="which images to resolve: those naming a registry host (default), "
                         "also Docker Hub ones, or none")
     p.add_argument("--insecure-registry", action="append", metavar="HOST:PORT", default=[],
-                   help="a registry spoken to over plain HTTP (repeat for several)")
+                   help="accepted for compatibility and ignored: digests are resolved by the "
+                        "manager's daemon, which uses its own insecure-registries list")
     p.set_defaults(func=cmd_redeploy)
 
     p = subparsers.add_parser("unlock", help="show who holds a stack's lock and remove it "

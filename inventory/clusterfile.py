@@ -40,7 +40,7 @@ from provision.yaml_keys import refuse_duplicate_keys
 
 PROVIDERS = ("lab", "static", "digitalocean")
 TOP_KEYS = {"name", "provider", "managers", "workers", "ssh", "advertise_address", "labels",
-            "engine", "stacks", *PROVIDERS}
+            "engine", "stacks", "registries", "images", *PROVIDERS}
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
@@ -71,6 +71,9 @@ class ClusterFile:
     install: str = "auto"
     daemon: dict = field(default_factory=dict)
     stacks: list[StackRef] = field(default_factory=list)
+    # registry host -> {username, password_env | password_file}: where the password is, never it
+    registries: dict = field(default_factory=dict)
+    push_missing_images: bool = False
     provider_settings: dict = field(default_factory=dict)
     static_hosts: list[dict] = field(default_factory=list)
     known_hosts: list = field(default_factory=list)    # inventory.hostkeys.KnownHost entries
@@ -284,6 +287,15 @@ def validate(data, path: str) -> ClusterFile:
                 env_file = os.path.join(base, env_file)
             stacks.append(StackRef(s.get("name"), files, env_file))
 
+    registries = _registries(c, data.get("registries", {}) or {}, path)
+    images = data.get("images", {}) or {}
+    push_missing = False
+    if c.type(images, dict, "images", "a mapping"):
+        c.unknown(images, {"push_missing"}, "images")
+        push_missing = images.get("push_missing", False)
+        if not c.type(push_missing, bool, "images.push_missing", "true or false"):
+            push_missing = False
+
     settings = data.get(provider, {}) if isinstance(provider, str) else {}
     static_hosts: list[dict] = []
     if settings is None:
@@ -329,6 +341,7 @@ def validate(data, path: str) -> ClusterFile:
                        ssh_user=ssh_user, ssh_key=ssh_key, ssh_port=ssh_port,
                        connect_timeout=float(timeout), advertise=advertise, labels=labels,
                        install=install, daemon=daemon, stacks=stacks,
+                       registries=registries, push_missing_images=push_missing,
                        provider_settings=settings or {}, static_hosts=static_hosts,
                        known_hosts=known_hosts)
 
@@ -359,6 +372,47 @@ def _known_hosts(c: _Checker, value, path: str) -> list:
     except ValueError as e:
         c.err("ssh.known_hosts", f"{file}: {e}")
         return []
+
+
+REGISTRY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?$")
+
+
+def _registries(c: _Checker, raw, path: str) -> dict:
+    """`registries: {HOST: {username, password_env | password_file}}`. A password written in
+    the cluster file itself is refused: the file is often committed."""
+    out: dict = {}
+    if not c.type(raw, dict, "registries", "a mapping of registry hosts"):
+        return out
+    for host, entry in raw.items():
+        p = f"registries.{host}"
+        if not isinstance(host, str) or not REGISTRY_RE.match(host):
+            c.err(p, "expected a registry host (ghcr.io, registry.example:5000)")
+            continue
+        if not c.type(entry, dict, p, "a mapping with username and password_env or password_file"):
+            continue
+        c.unknown(entry, {"username", "password_env", "password_file", "password"}, p)
+        if "password" in entry:
+            c.err(f"{p}.password", "a password does not belong in the cluster file: name an "
+                                   "environment variable (password_env) or a file (password_file)")
+            continue
+        user = entry.get("username")
+        if not isinstance(user, str) or not user:
+            c.err(f"{p}.username", f"expected a user name, got {_show(user)}")
+            continue
+        sources = [k for k in ("password_env", "password_file") if k in entry]
+        if len(sources) != 1:
+            c.err(p, "expected exactly one of password_env, password_file")
+            continue
+        value = entry[sources[0]]
+        if not isinstance(value, str) or not value:
+            c.err(f"{p}.{sources[0]}", f"expected a name, got {_show(value)}")
+            continue
+        if sources[0] == "password_file":
+            value = os.path.expanduser(value)
+            if not os.path.isabs(value):
+                value = os.path.join(os.path.dirname(os.path.abspath(path)), value)
+        out[host] = {"username": user, sources[0]: value}
+    return out
 
 
 def _digitalocean(c: _Checker, settings: dict, path: str, ssh, ssh_key: str,

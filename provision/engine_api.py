@@ -5,8 +5,12 @@ Lists use APIClient's own methods; creates and updates post the spec dicts
 from stacks/specs/convert.py as they are (`_post_json`, as stacks/operations/rollback.py
 does), so what is sent is exactly what the plan showed: docker-py's
 create_service/create_secret would rebuild the bodies and drop fields
-(Templating, Runtime config references).  Registry credentials
-(X-Registry-Auth) are not sent yet.
+(Templating, Runtime config references).  Creates and updates of services
+carry the image's registry credentials in X-Registry-Auth when there are any
+(provision/registry_auth.py), as `docker stack deploy --with-registry-auth`;
+swarm hands them to the nodes that pull.  Digests come from the manager's
+daemon (distribution inspect), with the same credentials and the daemon's own
+insecure-registries list.
 """
 from __future__ import annotations
 
@@ -15,8 +19,13 @@ from stacks.plan_apply.plan import Current
 
 
 class EngineAPI:
-    def __init__(self, api):
+    def __init__(self, api, credentials=None):
         self.api = api
+        self.credentials = credentials     # provision.registry_auth.Credentials or None
+
+    def auth_headers(self, image: str) -> dict:
+        header = self.credentials.header(image) if self.credentials and image else None
+        return {"X-Registry-Auth": header} if header else {}
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
@@ -30,9 +39,11 @@ class EngineAPI:
             raise SwarmsmithError(f"{what}: {explanation}") from exc
 
     def _post(self, what: str, path: str, body: dict, params: dict | None = None,
-              *args) -> dict:
+              *args, headers: dict | None = None) -> dict:
         def go():
-            resp = self.api._post_json(self.api._url(path, *args), data=body, params=params)
+            extra = {"headers": headers} if headers else {}
+            resp = self.api._post_json(self.api._url(path, *args), data=body, params=params,
+                                       **extra)
             return self.api._result(resp, json=True) or {}
         return self._call(what, go)
 
@@ -86,14 +97,56 @@ class EngineAPI:
                    {"version": version}, id_)
 
     def create_service(self, spec: dict) -> str:
-        return self._post(f"create service {spec['Name']}", "/services/create", spec)["ID"]
+        return self._post(f"create service {spec['Name']}", "/services/create", spec,
+                          headers=self.auth_headers(_image(spec)))["ID"]
 
     def update_service(self, id_: str, version: int, spec: dict) -> list:
         out = self._post(f"update service {spec['Name']}", "/services/{0}/update", spec,
-                         {"version": version}, id_)
+                         {"version": version}, id_, headers=self.auth_headers(_image(spec)))
         return out.get("Warnings") or []
+
+    def distribution_digest(self, image: str) -> str:
+        """The manifest digest behind `image` in its registry now, as the manager's daemon
+        sees it (GET /distribution/NAME/json). Raises RegistryAccessError (refused: 401/403)
+        or SwarmsmithError (anything else)."""
+        headers = self.auth_headers(image)     # a missing password is bad input: raised here
+
+        def go():
+            resp = self.api._get(self.api._url("/distribution/{0}/json", image),
+                                 headers=headers)
+            return self.api._result(resp, json=True)
+        try:
+            out = go()
+        except Exception as exc:
+            text = (getattr(exc, "detail", None) or getattr(exc, "explanation", None)
+                    or str(exc))
+            status = getattr(exc, "status_code", None) or \
+                getattr(getattr(exc, "response", None), "status_code", None)
+            if status in (401, 403) or any(w in text.lower() for w in (
+                    "unauthorized", "authentication required", "denied", "no basic auth")):
+                hint = self.credentials.explain_refusal(image) if self.credentials else ""
+                raise RegistryAccessError(image, text, hint) from None
+            raise SwarmsmithError(f"image {image}: the manager could not ask its registry: "
+                                  f"{text}") from None
+        digest = ((out or {}).get("Descriptor") or {}).get("digest", "")
+        if not digest.startswith("sha256:"):
+            raise SwarmsmithError(f"image {image}: the registry gave no digest")
+        return digest
 
     def remove(self, kind: str, id_: str, name: str) -> None:
         fn = {"service": self.api.remove_service, "network": self.api.remove_network,
               "secret": self.api.remove_secret, "config": self.api.remove_config}[kind]
         self._call(f"remove {kind} {name}", fn, id_)
+
+
+def _image(spec: dict) -> str:
+    return ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image") or ""
+
+
+class RegistryAccessError(SwarmsmithError):
+    """The registry refused the manager (no or wrong credentials)."""
+
+    def __init__(self, image: str, detail: str, hint: str = ""):
+        self.image = image
+        super().__init__(hint or f"image {image}: the registry refused access "
+                                 f"({detail.strip()[:120]})")

@@ -20,6 +20,16 @@ CLUSTER = "img1"
 
 
 def cli(*args, env=None, timeout=600):
+    import time
+    t0 = time.monotonic()
+    try:
+        return _cli(*args, env=env, timeout=timeout)
+    finally:
+        if os.environ.get("IMG_TIMING"):
+            print(f"\n[{time.monotonic() - t0:.1f}s] {' '.join(args[:2])}")
+
+
+def _cli(*args, env=None, timeout=600):
     return subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
@@ -44,7 +54,8 @@ class Lab:
             s.close()
 
     def cli(self, *args, env=None):
-        return cli(*args[:2], "--cluster", self.path, *args[2:], env=env)
+        n = 2 if args[0] == "images" else 1        # --cluster after the command's words
+        return cli(*args[:n], "--cluster", self.path, *args[n:], env=env)
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +189,151 @@ def test_bad_inputs_change_nothing(lab, tmp_path):
     assert p.returncode == 2
     p = lab.cli("images", "push")
     assert p.returncode == 2 and "not both or neither" in p.stderr
+
+
+# --- a private registry with basic auth -------------------------------------------------------
+
+PASSWORD = "Reg-pa55word-must-never-show"
+PRIVATE_APP = """
+version: "3.8"
+services:
+  app:
+    image: {image}
+    command: ["sleep", "100000"]
+    deploy:
+      replicas: 2
+      endpoint_mode: dnsrr
+      placement:
+        constraints: [node.role == worker]
+        max_replicas_per_node: 1
+      update_config: {parallelism: 0, monitor: 1s, order: stop-first}
+      rollback_config: {parallelism: 0, monitor: 1s}
+"""
+
+
+@pytest.fixture(scope="module")
+def private_registry(lab, archive):
+    """docker-registry (Debian's package) with htpasswd auth inside the manager's namespaces;
+    an image only there, pushed with a throw-away Docker config (no node keeps a login)."""
+    import signal
+    import time
+
+    import bcrypt
+    import requests
+    addr = lab.manager.public_address
+    root = lab.dir / "registry"
+    root.mkdir()
+    (root / "htpasswd").write_text(
+        "ci:" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode() + "\n")
+    (root / "config.yml").write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage:\n  filesystem: {{rootdirectory: {root}/data}}\n"
+        f"http:\n  addr: {addr}:5000\n"
+        f"auth:\n  htpasswd: {{realm: swarmsmith-test, path: {root}/htpasswd}}\n")
+    m = lab.manager.name
+    lab.ssh(m, f"setsid sh -c 'exec /usr/bin/docker-registry serve {root}/config.yml "
+               f">{root}/log 2>&1' & echo $! > {root}/pid")
+    pid = int((root / "pid").read_text())
+    try:
+        for _ in range(50):
+            try:
+                if requests.get(f"http://{addr}:5000/v2/", timeout=2).status_code == 401:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("registry did not answer")
+        reg = f"{addr}:5000"
+        image = f"{reg}/private/app:1"
+        lab.cli("images", "push", "--file", archive[0], "--nodes", m)
+        lab.ssh(m, "printf 'FROM imgtest/bb:1\\nENV PRIVATE=1\\n' | docker build -q -t "
+                   f"{image} - >/dev/null && export DOCKER_CONFIG=$(mktemp -d) && "
+                   f"printf '%s' '{PASSWORD}' | docker login -u ci --password-stdin {reg} "
+                   f">/dev/null && docker push -q {image} >/dev/null; rc=$?; "
+                   f"rm -rf \"$DOCKER_CONFIG\"; docker rmi -f {image} >/dev/null; exit $rc")
+        yield reg, image
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+def _docker_config(tmp_path, reg=None) -> str:
+    import base64
+    d = tmp_path / "dockercfg"
+    d.mkdir(exist_ok=True)
+    auths = {}
+    if reg:
+        auths[reg] = {"auth": base64.b64encode(f"ci:{PASSWORD}".encode()).decode()}
+    (d / "config.json").write_text(json.dumps({"auths": auths}))
+    return str(d)
+
+
+def _everything_written(lab) -> str:
+    """Every file swarmsmith keeps beside the cluster file (inventory, audit trail, locks)."""
+    out = []
+    for dirpath, _, files in os.walk(lab.dir / ".swarmsmith"):
+        for f in files:
+            with open(os.path.join(dirpath, f), errors="replace") as fh:
+                out.append(fh.read())
+    return "\n".join(out)
+
+
+def test_private_registry_without_credentials_says_how_to_provide_them(lab, private_registry,
+                                                                       tmp_path):
+    reg, image = private_registry
+    f = tmp_path / "private.yml"
+    f.write_text(PRIVATE_APP.replace("{image}", image))
+    p = lab.cli("deploy", "-c", str(f), "pv0",
+                env={"DOCKER_CONFIG": _docker_config(tmp_path)})
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert f"registry {reg} refused access to {image}" in p.stderr
+    assert f"docker login {reg}" in p.stderr and "password_env" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert lab.ssh(lab.manager.name, "docker service ls -q --filter name=pv0_").strip() == ""
+
+
+def test_private_image_deploys_on_nodes_that_never_logged_in(lab, private_registry, tmp_path):
+    reg, image = private_registry
+    for w in lab.workers:   # no login anywhere, and the image is not on the workers
+        assert lab.ssh(w, "cat /root/.docker/config.json 2>/dev/null || true").strip() in ("", "{}")
+        assert _ids(lab, w, image) == ""
+    f = tmp_path / "private.yml"
+    f.write_text(PRIVATE_APP.replace("{image}", image))
+    env = {"DOCKER_CONFIG": _docker_config(tmp_path, reg), "SWARMSMITH_DEBUG": "1"}
+    outputs = []
+    p = lab.cli("deploy", "-c", str(f), "pv1", "--timeout", "120", env=env)
+    outputs.append(p.stdout + p.stderr)
+    assert p.returncode == 0, p.stdout + p.stderr
+    running = lab.ssh(lab.manager.name, "docker service ps pv1_app --filter desired-state=running "
+                      "--format '{{.Node}} {{.CurrentState}}'")
+    assert sorted(l.split()[0] for l in running.splitlines()) == lab.workers, running
+    for w in lab.workers:
+        assert lab.ssh(w, "docker ps --filter name=pv1_app -q").strip()
+
+    # the cluster file's registries (password from an environment variable) for redeploy:
+    # the manager's daemon resolves the digest with those credentials
+    second = lab.dir / "with-registry.yml"
+    second.write_text(open(lab.path).read() +
+                      f"registries:\n  \"{reg}\": {{username: ci, password_env: IMG_REG_PW}}\n")
+    empty = {"DOCKER_CONFIG": _docker_config(tmp_path / "empty")} if (tmp_path / "empty").mkdir() \
+        is None else {}
+    p = cli("redeploy", "--cluster", str(second), "-c", str(f), "pv1", "--json",
+            env={**empty, "IMG_REG_PW": PASSWORD})
+    outputs.append(p.stdout + p.stderr)
+    assert p.returncode == 0, p.stdout + p.stderr
+    pins = json.loads(p.stdout)["images"]
+    assert pins["pv1_app"].startswith(f"{image}@sha256:")
+    p = cli("rollback", "--cluster", str(second), "pv1", env={**empty, "IMG_REG_PW": PASSWORD})
+    outputs.append(p.stdout + p.stderr)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+    # without the variable: one line naming the key, nothing changed
+    p = cli("redeploy", "--cluster", str(second), "-c", str(f), "pv1",
+            env={**empty, "IMG_REG_PW": ""})
+    outputs.append(p.stdout + p.stderr)
+    assert p.returncode == 2 and f"registries.{reg}.password_env" in p.stderr
+
+    inspect = lab.ssh(lab.manager.name, "docker service inspect pv1_app")
+    for text in outputs + [_everything_written(lab), inspect]:
+        assert PASSWORD not in text
+    lab.cli("rm", "pv1")

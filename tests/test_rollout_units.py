@@ -9,7 +9,7 @@ import pytest
 from stacks.specs.convert import StackSpec
 from stacks.watch.outcomes import Outcome
 from stacks.operations.redeploy import ImagePinner
-from stacks.images.registry import RegistryError, parse_reference, resolve_digest
+from stacks.images.registry import parse_reference
 from stacks.specs.update_defaults import MONITOR_NS, apply_update_defaults, with_update_defaults
 from stacks.watch.watcher import WatchPolicy, watch_stack
 from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
@@ -83,55 +83,10 @@ def test_pinned_form_keeps_the_familiar_name():
     assert parse_reference("busybox").pinned(DIGEST_A) == f"busybox:latest@{DIGEST_A}"
 
 
-class FakeResp:
-    def __init__(self, status, headers=None, body=None):
-        self.status_code, self.headers, self._body = status, headers or {}, body
-
-    def json(self):
-        return self._body
-
-
-class FakeSession:
-    def __init__(self, *answers):
-        self.answers, self.calls = list(answers), []
-
-    def head(self, url, headers=None, **kw):
-        self.calls.append(("HEAD", url, headers))
-        return self.answers.pop(0)
-
-    def get(self, url, params=None, **kw):
-        self.calls.append(("GET", url, params))
-        return self.answers.pop(0)
-
-
-def test_resolve_digest_http_for_insecure_and_accept_headers():
-    s = FakeSession(FakeResp(200, {"Docker-Content-Digest": DIGEST_A}))
-    assert resolve_digest("198.18.3.2:5000/bb:v1", insecure=["198.18.3.2:5000"], session=s) \
-        == DIGEST_A
-    method, url, headers = s.calls[0]
-    assert url == "http://198.18.3.2:5000/v2/bb/manifests/v1"
-    assert "application/vnd.docker.distribution.manifest.v2+json" in headers["Accept"]
-    assert "application/vnd.oci.image.index.v1+json" in headers["Accept"]
-
-
-def test_resolve_digest_anonymous_bearer_token_and_errors():
-    s = FakeSession(FakeResp(401, {"WWW-Authenticate":
-                                   'Bearer realm="https://auth.example/token",service="reg",'
-                                   'scope="repository:o/app:pull"'}),
-                    FakeResp(200, body={"token": "T"}),
-                    FakeResp(200, {"Docker-Content-Digest": DIGEST_B}))
-    assert resolve_digest("reg.example/o/app:2", session=s) == DIGEST_B
-    assert s.calls[0][1].startswith("https://reg.example/v2/o/app/manifests/2")
-    assert s.calls[1][2] == {"service": "reg", "scope": "repository:o/app:pull"}
-    assert s.calls[2][2]["Authorization"] == "Bearer T"
-    with pytest.raises(RegistryError, match="no such tag"):
-        resolve_digest("reg.example/o/app:3", session=FakeSession(FakeResp(404)))
-
-
 def test_pinner_resolves_registry_images_once_and_skips_hub_ones():
     asked = []
 
-    def resolve(ref, insecure=()):
+    def resolve(ref):
         asked.append(ref.name())
         return DIGEST_A
     desired = StackSpec("st", services={

@@ -184,6 +184,49 @@ def check_images(compose, desired, plan, nodes: list[dict], lister: Lister) -> t
     return problems, warnings
 
 
+def registry_problems(compose, desired, plan, engine) -> tuple[list, list]:
+    """For services to create or update whose image names a registry: ask the manager's
+    daemon for the image's digest with the credentials swarmsmith will send. A refusal is a
+    problem naming the registry and how to provide credentials (nodes would fail to pull
+    for the same reason); any other failure is only a warning (the check cannot vouch)."""
+    from provision.errors import InputError
+    from provision.engine_api import RegistryAccessError
+    from stacks.plan_apply.plan import CREATE, UPDATE
+    creds = getattr(engine, "credentials", None)
+    if creds is None or not hasattr(engine, "distribution_digest"):
+        return [], []
+    problems, warnings, seen = [], [], {}
+    changing = {a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)}
+    for name in sorted(changing):
+        spec = desired.services[name]
+        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        written = (spec.get("Labels") or {}).get("com.docker.stack.image", image)
+        if not names_registry(written):
+            continue
+        if image not in seen:
+            try:
+                engine.distribution_digest(image)
+                seen[image] = None
+            except RegistryAccessError as e:
+                seen[image] = e
+            except InputError:
+                raise
+            except Exception as e:   # unreachable, no such tag: pulls will tell; warn only
+                seen[image] = str(e)
+        got = seen[image]
+        if got is None:
+            continue
+        key = name[len(desired.stack) + 1:]
+        file, line = compose.locate(("services", key, "image")) if compose else (None, None)
+        where = ": ".join(x for x in (file, f"services.{key}.image") if x)
+        if isinstance(got, RegistryAccessError):
+            why = creds.explain_refusal(written)
+            problems.append(f"{where}: {why}" + (f" (line {line})" if line else ""))
+        elif got not in warnings:
+            warnings.append(f"{where}: could not check the image in its registry: {got}")
+    return problems, warnings
+
+
 def ssh_lister(cluster_path: str) -> Lister:
     """Ask each node with one SSH command, in parallel; nodes matched to inventory hosts by
     hostname, then by address."""
@@ -229,5 +272,8 @@ def for_plan(args, compose, desired, plan, engine) -> None:
                             or find(getattr(args, "cluster", None)))
     nodes = engine._call("list nodes", engine.api.nodes)
     problems, warnings = check_images(compose, desired, plan, nodes, lister)
+    plan.problems += problems
+    plan.warnings += warnings
+    problems, warnings = registry_problems(compose, desired, plan, engine)
     plan.problems += problems
     plan.warnings += warnings

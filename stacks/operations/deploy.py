@@ -20,8 +20,10 @@ from stacks.plan_apply.apply import ApplyResult, apply, rm_plan
 def cluster_engine(args) -> EngineAPI:
     from inventory.clusterfile import find          # lazy: docker, paramiko behind it
     from provision.dockerapi import cluster_client
+    from provision.registry_auth import Credentials
     path = getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
-    return EngineAPI(cluster_client(path, getattr(args, "accept_new_host_keys", False)))
+    return EngineAPI(cluster_client(path, getattr(args, "accept_new_host_keys", False)),
+                     credentials=Credentials.for_cluster(path))
 
 
 def _stack_name(args) -> str:
@@ -54,6 +56,9 @@ def plan_for(args, engine: EngineAPI | None) -> tuple[Plan, EngineAPI]:
     node_count = engine.node_count()
     compose, warnings, desired = prepare(args, node_count=node_count,
                                          secret_key=naming_key() if naming_key else None)
+    resolver = getattr(args, "image_resolver", None)
+    if hasattr(resolver, "bind"):
+        resolver.bind(engine)
     adjust_desired(args, desired)
     plan = make_plan(desired, engine.current(), prune=getattr(args, "prune", False))
     plan.warnings[:0] = warnings

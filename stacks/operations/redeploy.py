@@ -4,7 +4,9 @@ pushed under the same tag.
 What it adds to `deploy` (stacks/operations/deploy.py run_deploy, which it calls):
 - every image whose name carries a registry host (`reg.example:5000/app:1`;
   `--resolve-image always` adds Docker Hub images) is resolved to the digest
-  its tag points at now (stacks/images/registry.py) and the service spec is pinned to
+  its tag points at now, by the manager's daemon (Engine API distribution
+  inspect: the same registry credentials as the deploy, and the daemon's own
+  insecure-registries list), and the service spec is pinned to
   `name:tag@sha256:...`, so the plan shows `old digest -> new digest` and swarm
   rolls the service exactly when the digest moved;
 - the stack lock is waited for up to `--lock-wait` seconds (default 60), then
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import sys
 
-from stacks.images.registry import RegistryError, parse_reference, resolve_digest
+from provision.errors import SwarmsmithError
+from stacks.images.registry import RegistryError, parse_reference
 
 RESOLVE_MODES = ("registry", "always", "never")
 
@@ -25,9 +28,9 @@ RESOLVE_MODES = ("registry", "always", "never")
 class ImagePinner:
     """Called with the desired StackSpec (stacks/operations/deploy.py adjust_desired); pins images."""
 
-    def __init__(self, mode: str = "registry", insecure=(), *, resolve=resolve_digest,
-                 out=None):
-        self.mode, self.insecure, self.resolve, self.out = mode, tuple(insecure), resolve, out
+    def __init__(self, mode: str = "registry", *, resolve=None, out=None):
+        # resolve(ImageRef) -> digest; bound to the cluster's engine when not given
+        self.mode, self.resolve, self.out = mode, resolve, out
         self.pins: dict[str, str] = {}      # service -> name:tag@digest
         self.skipped: dict[str, str] = {}   # service -> why not resolved
 
@@ -39,6 +42,11 @@ class ImagePinner:
         if self.mode == "registry" and not ref.explicit_registry:
             return "no registry host in the image name (use --resolve-image always)"
         return None
+
+    def bind(self, engine) -> None:
+        """Resolve through the manager's daemon (provision/engine_api.py distribution_digest)."""
+        if self.resolve is None:
+            self.resolve = lambda ref: engine.distribution_digest(f"{ref.name()}:{ref.tag}")
 
     def __call__(self, desired) -> None:
         cache: dict[tuple, str] = {}
@@ -52,20 +60,21 @@ class ImagePinner:
             key = (ref.registry, ref.repository, ref.tag)
             if key not in cache:
                 try:
-                    cache[key] = self.resolve(ref, insecure=self.insecure)
-                except RegistryError as exc:
-                    raise RegistryError(f"service {name}: {exc}; nothing was changed") from exc
+                    cache[key] = self.resolve(ref)
+                except SwarmsmithError as exc:
+                    err = RegistryError(f"service {name}: {exc}; nothing was changed")
+                    err.exit_code = exc.exit_code     # bad input stays exit 2
+                    raise err from exc
             cs["Image"] = ref.pinned(cache[key])
             self.pins[name] = cs["Image"]
             if self.out is not None:
                 print(f"  image {name}: {ref.name()}:{ref.tag} is {cache[key]}", file=self.out)
 
 
-def run_redeploy(args, *, engine=None, out=sys.stdout, resolve=resolve_digest) -> int:
+def run_redeploy(args, *, engine=None, out=sys.stdout, resolve=None) -> int:
     from stacks.operations.deploy import run_deploy
     as_json = getattr(args, "json", False)
     pinner = ImagePinner(getattr(args, "resolve_image", None) or "registry",
-                         getattr(args, "insecure_registry", None) or (),
                          resolve=resolve, out=None if as_json else out)
     args.image_resolver = pinner
     args.audit_extra = {"images": pinner.pins}

@@ -60,14 +60,16 @@ def plan_rollback(found: list[dict], stack: str, names=None) -> tuple[list[dict]
     return chosen, skipped
 
 
-def request_rollback(api, service: dict) -> dict:
-    """One rollback request (docker.APIClient); retried once if the version moved."""
+def request_rollback(api, service: dict, headers: dict | None = None) -> dict:
+    """One rollback request (docker.APIClient); retried once if the version moved.
+    `headers`: the previous image's registry credentials (X-Registry-Auth), if any."""
     for attempt in (1, 2):
         url = api._url("/services/{0}/update", service["ID"])
         try:
+            extra = {"headers": headers} if headers else {}
             resp = api._post_json(url, data=service["Spec"],
                                   params={"version": service["Version"]["Index"],
-                                          "rollback": "previous"})
+                                          "rollback": "previous"}, **extra)
             return api._result(resp, json=True)
         except Exception as exc:
             if attempt == 1 and "out of sequence" in str(exc):
@@ -78,7 +80,7 @@ def request_rollback(api, service: dict) -> dict:
 
 
 def rollback_services(api, stack: str, services=None, *, watch: bool = True,
-                      **watch_kwargs) -> RollbackResult:
+                      auth_headers=None, **watch_kwargs) -> RollbackResult:
     """Roll back `services` of `stack` (names short or full; default: every service
     that has a previous spec) and watch them.  A completed rollback is success
     here (allow_rollback=True): exit 0; paused or failed 10; timed out 12.
@@ -87,7 +89,9 @@ def rollback_services(api, stack: str, services=None, *, watch: bool = True,
     chosen, skipped = plan_rollback(stack_services(api, stack), stack, services)
     result = RollbackResult(skipped=skipped)
     for s in chosen:
-        request_rollback(api, s)
+        prev_image = ((s.get("PreviousSpec") or {}).get("TaskTemplate") or {}).get(
+            "ContainerSpec", {}).get("Image", "")
+        request_rollback(api, s, auth_headers(prev_image) if auth_headers else None)
         result.requested.append(s["Spec"]["Name"])
     if watch and chosen:
         watch_kwargs.setdefault("allow_rollback", True)
@@ -107,9 +111,12 @@ def run_rollback(args, *, api=None, out=None) -> int:
     t0 = time.monotonic()
     out = out or sys.stdout
     validate_stack_name(args.stack)
+    auth_headers = None
     if api is None:
         from stacks.operations.deploy import cluster_engine
-        api = cluster_engine(args).api
+        engine = cluster_engine(args)
+        api, auth_headers = engine.api, engine.auth_headers
+    kwargs_auth = {"auth_headers": auth_headers}
     as_json = getattr(args, "json", False)
     timeout = getattr(args, "timeout", None) or 300
     kwargs = {"policy": WatchPolicy(timeout=timeout)}
@@ -123,9 +130,10 @@ def run_rollback(args, *, api=None, out=None) -> int:
         if renderer is not None:
             with renderer as show:
                 result = rollback_services(api, args.stack, args.services or None,
-                                           on_progress=show, **kwargs)
+                                           on_progress=show, **kwargs_auth, **kwargs)
         else:
-            result = rollback_services(api, args.stack, args.services or None, **kwargs)
+            result = rollback_services(api, args.stack, args.services or None,
+                                       **kwargs_auth, **kwargs)
     _audit_rollback(args, result, api, time.monotonic() - t0)
     if as_json:
         json.dump(result.to_dict(), out, indent=2)
