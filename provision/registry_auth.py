@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from .commands import Secret
+from .command import Secret
 from .errors import InputError
 
 DOCKER_HUB = "docker.io"
