@@ -185,3 +185,30 @@ def test_force_on_a_swarm_with_services_needs_destroy_services(env):
     assert p.returncode == 2, p.stdout + p.stderr
     assert "web_app" in p.stderr and "--destroy-services" in p.stderr
     assert env.services() == before
+
+
+def test_two_ups_at_once_write_one_record_version(env):
+    """Both runs read version N and both see the record must change (a new label): the swarm
+    refuses the second create of N+1, that run re-reads, finds it says the same, writes nothing."""
+    def versions():
+        return sorted(int(name.rsplit("-", 1)[1]) for name in _config_names(env)
+                      if name.startswith(f"swarmsmith-cluster-{LAB}-"))
+
+    before = versions()
+    text = cluster_file(env.hosts, env.pins) + "labels: {all: {zone: race}}\n"
+    one, two = env.folder("race1", text, None), env.folder("race2", text, None)
+    procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "cli.py"), "up", "--json"],
+                              cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL) for d in (one, two)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    after = versions()
+    assert after[-1] == before[-1] + 1, (before, after, outs)
+    written = [c for out, _ in outs for c in json.loads(out)["changes"] if "cluster record" in c]
+    assert written == [f"cluster record version {before[-1] + 1} written to the swarm"]
+
+
+def _config_names(env) -> list[str]:
+    from provision.access import ClusterAccess
+    acc = ClusterAccess(str(env.root / "b" / "swarmsmith.yml"))   # pinned, no local state
+    return [c["Spec"]["Name"] for c in acc.client().configs()]
