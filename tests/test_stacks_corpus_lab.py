@@ -137,14 +137,14 @@ def runs(lab):
     """Both deploys of every corpus file, and swarmsmith's plans against the CLI stacks:
     {"cli": {file: snapshot}, "ours": {file: snapshot}, "plans": {file: {flags: plan}}}."""
     folder = tempfile.mkdtemp(prefix="swarmsmith-corpus-", dir="/tmp")
-    shutil.rmtree(folder)
-    shutil.copytree(CORPUS, folder)
-    tags = " ".join(f"-t {shlex.quote(i)}" for i in corpus_images())
-    lab.on_every_node(f"printf %s {shlex.quote(SLEEPER)} | {DOCKER} build -q {tags} - >/dev/null")
-    lab.sh(f"{DOCKER} network create -d overlay --attachable corpus_public >/dev/null && "
-           f"printf k | {DOCKER} secret create session_key - >/dev/null")
     out: dict = {"cli": {}, "ours": {}, "plans": {}}
     try:
+        shutil.copytree(CORPUS, folder, dirs_exist_ok=True)
+        tags = " ".join(f"-t {shlex.quote(i)}" for i in corpus_images())
+        lab.on_every_node(f"printf %s {shlex.quote(SLEEPER)} | {DOCKER} build -q {tags} - "
+                          ">/dev/null")
+        lab.sh(f"{DOCKER} network create -d overlay --attachable corpus_public >/dev/null && "
+               f"printf k | {DOCKER} secret create session_key - >/dev/null")
         for name, stack in STACKS.items():
             lab.sh(f"cd {shlex.quote(folder)} && HOME={HOME} {DOCKER} stack deploy "
                    f"--resolve-image never -c {name}.yml {stack}")
