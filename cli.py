@@ -322,6 +322,16 @@ def _deploy_args(p) -> None:
     p.add_argument("stack", metavar="STACK")
 
 
+def _push_images_arg(p) -> None:
+    p.add_argument("--push-images", action="store_true",
+                   help="push images the image check finds missing on nodes (over SSH, from "
+                        "the local engine unless --push-from), then deploy; the cluster "
+                        "file's images: {push_missing: true} does the same")
+    p.add_argument("--push-from", metavar="SOURCE", default=None,
+                   help="where --push-images takes images from: a docker save archive or an "
+                        "image file (swarmsmith images build); implies --push-images")
+
+
 def _lock_args(p, wait: float) -> None:
     p.add_argument("--lock-wait", type=float, default=wait,
                    help="seconds to wait for another run's lock on the stack (exit 4 after; "
@@ -434,6 +444,7 @@ def add_stack_commands(subparsers) -> None:
     p = subparsers.add_parser("deploy", help="deploy or update a stack: plan, apply, watch "
                               "until converged (exit codes: see swarmsmith --help)")
     _deploy_args(p)
+    _push_images_arg(p)
     _watch_args(p)
     p.set_defaults(func=cmd_deploy)
 
@@ -441,6 +452,7 @@ def add_stack_commands(subparsers) -> None:
                               "re-resolved to digests (a new image behind the same tag is "
                               "rolled out), waits for the stack lock, audit line per run")
     _deploy_args(p)
+    _push_images_arg(p)
     _watch_args(p, lock_wait=60)
     p.add_argument("--resolve-image", choices=("registry", "always", "never"),
                    default="registry",

@@ -262,7 +262,8 @@ def build(path: str, cache: str = CACHE_DIR, progress: Progress | None = None,
     """The `docker save` archive for the image file at `path` (built or from the cache)."""
     t0 = clock()
     f = load(path)
-    name = os.path.splitext(os.path.basename(path))[0]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = f"{os.path.basename(f.dir)}-{stem}"          # examples/tutorial/images.yml
     out = os.path.join(cache, f"{name}-{archive_key(f)}.images.tar")
     if os.path.isfile(out):
         return Built(out, read_images(out), True, clock() - t0)

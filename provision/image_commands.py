@@ -1,4 +1,4 @@
-"""CLI commands for images: `images push` (and `images build`). Registered by cli.py; heavy
+"""CLI commands for images: `images push` and `images build`. Registered by cli.py; heavy
 imports happen inside the commands."""
 from __future__ import annotations
 
@@ -95,6 +95,38 @@ def cmd_images_push(args) -> int:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    _print_push(result)
+    return 0
+
+
+def cmd_images_build(args) -> int:
+    """Build images from Debian packages (provision/debian_images.py), optionally push them."""
+    from .debian_images import build, load
+    load(args.file)                       # bad input fails before anything is built
+    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    built = build(args.file, progress=say)
+    report = {"build": built.to_dict()}
+    if not args.json:
+        how = "from the cache" if built.cached else f"built in {built.seconds:.1f} s"
+        print(f"{os.path.basename(args.file)}: {len(built.images)} images {how}: {built.archive}")
+        for i in built.images:
+            print(f"  {', '.join(i.tags)}  {i.id[:19]}")
+    if args.push:
+        from .dockerapi import inventory_hosts, session_for
+        from .image_push import push_archive
+        hosts = select_hosts(inventory_hosts(_cluster_path(args)), args.nodes)
+        result = push_archive(built.archive, hosts, session_for,
+                              progress=None if args.json else ProgressPrinter())
+        report["push"] = result.to_dict()
+        if not args.json:
+            _print_push(result)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0
+
+
+def _print_push(result) -> None:
     names = ", ".join(t for i in result.images for t in i.tags) or "images"
     changes = result.changes
     print(f"{names}: " + (f"{len(changes)} changes" if changes else "no changes "
@@ -108,7 +140,6 @@ def cmd_images_push(args) -> int:
             rate = n.bytes_sent / n.seconds / 1e6 if n.seconds else 0
             print(f"  ~ {n.host}: loaded, {_mb(n.bytes_sent)} sent in {n.seconds:.1f} s "
                   f"({rate:.1f} MB/s)")
-    return 0
 
 
 def add_commands(sub) -> None:
@@ -127,3 +158,14 @@ def add_commands(sub) -> None:
                       help="send the archive as it is (default: gzip on the wire)")
     push.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     push.set_defaults(func=cmd_images_push)
+
+    build = isub.add_parser("build", help="build images from Debian packages (mmdebstrap, no "
+                            "engine needed; cached), optionally push them to the nodes")
+    build.add_argument("file", metavar="IMAGES.yml", help="image file (see "
+                       "examples/tutorial/images.yml)")
+    build.add_argument("--push", action="store_true", help="push the images to the nodes")
+    build.add_argument("--nodes", nargs="+", metavar="NODE", default=["all"],
+                       help="with --push: all (default), managers, workers, or node names")
+    build.add_argument("--cluster", metavar="FILE", help="cluster file (with --push)")
+    build.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    build.set_defaults(func=cmd_images_build)

@@ -141,8 +141,10 @@ def parse_listing(text: str) -> set[str]:
 Lister = Callable[[list], dict]
 
 
-def check_images(compose, desired, plan, nodes: list[dict], lister: Lister) -> tuple[list, list]:
-    """(problems, warnings) for the services the plan creates or updates."""
+def check_images(compose, desired, plan, nodes: list[dict], lister: Lister,
+                 missing_out: dict | None = None) -> tuple[list, list]:
+    """(problems, warnings) for the services the plan creates or updates; `missing_out`
+    collects {image: {node hostname, ...}} for `deploy --push-images`."""
     from stacks.plan_apply.plan import CREATE, UPDATE
     changing = {a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)}
     wanted = []   # (service key, image, candidate nodes)
@@ -172,13 +174,15 @@ def check_images(compose, desired, plan, nodes: list[dict], lister: Lister) -> t
             else:
                 unknown.add((n.hostname or n.id, str(got) if got else "not in the inventory"))
         if missing:
+            if missing_out is not None:
+                missing_out.setdefault(image, set()).update(missing)
             file, line = compose.locate(("services", key, "image")) if compose else (None, None)
             where = ": ".join(x for x in (file, f"services.{key}.image") if x)
             problems.append(
                 f"{where}: image {image} is not on node(s) {', '.join(sorted(missing))} "
                 f"that may run it ({len(cands)} candidate node(s)) and names no registry to "
-                "pull from; load it on those nodes (docker load, swarmsmith image-load) or "
-                "use an image from a registry" + (f" (line {line})" if line else ""))
+                "pull from; put it there (swarmsmith images push, or deploy --push-images) "
+                "or use an image from a registry" + (f" (line {line})" if line else ""))
     for host, why in sorted(unknown):
         warnings.append(f"images on node {host} could not be checked: {why}")
     return problems, warnings
@@ -271,7 +275,9 @@ def for_plan(args, compose, desired, plan, engine) -> None:
         lister = ssh_lister(getattr(args, "cluster_file", None)
                             or find(getattr(args, "cluster", None)))
     nodes = engine._call("list nodes", engine.api.nodes)
-    problems, warnings = check_images(compose, desired, plan, nodes, lister)
+    missing: dict = {}
+    problems, warnings = check_images(compose, desired, plan, nodes, lister, missing)
+    plan.missing_images = missing      # for deploy --push-images
     plan.problems += problems
     plan.warnings += warnings
     problems, warnings = registry_problems(compose, desired, plan, engine)

@@ -126,11 +126,20 @@ def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
     from stacks.operations.lock import SwarmLock
 
     prepare(args)  # offline checks first: bad files never open a connection (nor the lock)
+    from stacks.images import push_missing as pm
+    pm.check_source(getattr(args, "push_from", None))
     engine = engine or cluster_engine(args)
     timeout = getattr(args, "timeout", None) or 300
     with SwarmLock(engine.api, args.stack, ttl=lock_ttl(args, timeout),
                    wait=getattr(args, "lock_wait", 0) or 0, notify=_say):
         plan, engine = plan_for(args, engine)   # planned under the lock: nobody moves it
+        missing = getattr(plan, "missing_images", None)
+        if missing:
+            path = _cluster_path(args)
+            source = pm.source_of(args, path)
+            if source and path:   # push what the image check found missing, then plan again
+                pm.push_missing(missing, source, path, quiet=getattr(args, "json", False))
+                plan, engine = plan_for(args, engine)
         _print_plan(plan, args, out)
         started = time.monotonic()
         if plan.has_changes:    # a run killed while applying still leaves a trace
@@ -272,3 +281,8 @@ def run_rm(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
         for w in result.warnings:
             print(f"  warning: {w}", file=out)
     return 0
+
+
+def _cluster_path(args) -> str:
+    from inventory.clusterfile import find
+    return getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))

@@ -1,0 +1,80 @@
+"""`deploy --push-images [--push-from SOURCE]` (or the cluster file's `images: {push_missing: true}`):
+images the plan's image check finds missing on nodes are pushed there over SSH
+(provision/image_push.py) and the deploy plans again, instead of stopping.
+
+SOURCE: by default the local engine (DOCKER_HOST); else a `docker save` archive or an image file
+(provision/debian_images.py: built, or taken from the cache).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from provision.errors import InputError
+
+LOCAL_ENGINE = "local"
+
+
+def source_of(args, cluster_path: str | None) -> str | None:
+    """What to push from: the flags, else the cluster file's setting, else None."""
+    if getattr(args, "push_from", None):
+        return args.push_from
+    if getattr(args, "push_images", False):
+        return LOCAL_ENGINE
+    if not cluster_path or not os.path.isfile(cluster_path):
+        return None          # an engine handed in by a caller: no cluster file to ask
+    from inventory.clusterfile import load
+    return LOCAL_ENGINE if load(cluster_path).push_missing_images else None
+
+
+def check_source(source: str | None) -> None:
+    """Offline: a named archive or image file must exist (exit 2 before any connection)."""
+    if source and source != LOCAL_ENGINE and not os.path.isfile(source):
+        raise InputError("no such file", file=source, path="--push-from")
+
+
+def push_missing(missing: dict, source: str, cluster_path: str, *, quiet: bool = False,
+                 err=sys.stderr) -> list[str]:
+    """Push the images of `missing` ({image: {hostname}}) to those nodes; returns changes."""
+    from provision.dockerapi import inventory_hosts, session_for
+    from provision.image_archive import read_images
+    from provision.image_commands import ProgressPrinter
+    from provision.image_push import push_archive
+
+    images = sorted(missing)
+    say = (lambda m: None) if quiet else (lambda m: print(m, file=err, flush=True))
+    saved = None
+    try:
+        if source == LOCAL_ENGINE:
+            from provision.local_engine import save
+            say(f"saving {' '.join(images)} from the local engine")
+            archive = saved = save(images)
+        elif source.endswith((".yml", ".yaml")):
+            from provision.debian_images import build
+            archive = build(source, progress=say).archive
+        else:
+            archive = source
+        have = {t for i in read_images(archive) for t in i.tags}
+        lacking = [i for i in images if _full(i) not in have]
+        if lacking:
+            raise InputError(f"{', '.join(lacking)} not in it (it has: "
+                             f"{', '.join(sorted(have)) or 'no tagged image'})",
+                             file=archive, path="--push-from")
+        wanted = set().union(*missing.values())
+        hosts = [h for h in inventory_hosts(cluster_path) if h.name in wanted]
+        if not hosts:
+            raise InputError(f"nodes {', '.join(sorted(wanted))} are not in the inventory",
+                             path="--push-images")
+        say(f"pushing {', '.join(images)} to {', '.join(h.name for h in hosts)}")
+        result = push_archive(archive, hosts, session_for,
+                              progress=None if quiet else ProgressPrinter(err))
+        return result.changes
+    finally:
+        if saved:
+            os.unlink(saved)
+
+
+def _full(image: str) -> str:
+    """`name` -> `name:latest`, as archives list tags."""
+    last = image.rsplit("/", 1)[-1]
+    return image if ":" in last or "@" in last else f"{image}:latest"
