@@ -158,6 +158,13 @@ def test_deploys_from_two_folders_share_one_audit_history(env):
     assert all(r["images"]["web_app"].startswith("swarmsmith/busybox:1") for r in last)
     table = sw(third, "audit", "web").stdout
     assert table.count(" deploy    end ") >= 3    # the first test's deploy, and these two
+    # a rollback from a third folder goes to the same history
+    p = sw(third, "rollback", "web")
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = sw(b, "audit", "--json", "--since", "10m", "web")
+    last = json.loads(p.stdout)[-1]
+    assert last["command"] == "rollback" and last["requested"] == ["web_app"]
+    assert last["exit_code"] == 0
     assert not (third / ".swarmsmith").exists()
 
 
