@@ -5,6 +5,9 @@ apply() needs only an EngineAPI, so tests drive it with a fake APIClient.
 Order of apply (the CLI's, with removals last so nothing in use is removed
 first): networks -> secrets -> configs -> services created or updated ->
 (prune) services removed -> secrets/configs removed -> networks removed.
+Before all of them, the label updates of secrets taken over from `docker stack
+deploy` whose content the plan could not check (stacks/plan_apply/takeover.py):
+swarm checks it then, and a refusal stops the deploy before anything changed.
 Unchanged services are not sent at all (no version bump, no task restart).
 """
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from provision.errors import InputError, SwarmsmithError
-from stacks.specs.convert import STACK_LABEL, is_placeholder
+from stacks.specs.convert import CONTENT_LABEL, STACK_LABEL, is_placeholder
 from provision.engine_api import EngineAPI
 from stacks.plan_apply.plan import (CREATE, REMOVE, UPDATE, Action, Current, Plan,
                                     comparable_current)
@@ -82,6 +85,10 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
         if on_step:
             on_step(text)
 
+    for a in plan.of("secret", UPDATE):
+        if a.unchecked:
+            _record_takeover_label(engine, a)
+            step(f"update secret {a.name} (labels: content hash recorded)")
     for a in plan.of("network", CREATE):
         engine.create_network(a.spec)
         step(f"create network {a.name}")
@@ -92,7 +99,7 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
             if a.action == CREATE:
                 ids[(kind, a.name)] = create(a.spec)
                 step(f"create {kind} {a.name}")
-            elif a.action == UPDATE:
+            elif a.action == UPDATE and not a.unchecked:
                 update(a.id, a.version, a.spec)   # labels only; content changes are problems
                 step(f"update {kind} {a.name} (labels)")
     for a in plan.of("service"):
@@ -107,6 +114,28 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
             engine.remove(kind, a.id, a.name)
             step(f"remove {kind} {a.name}")
     return result
+
+
+def _record_takeover_label(engine: EngineAPI, a: Action) -> None:
+    """The labels-only update of a secret docker stack deploy made, carrying the file's
+    content so that swarm compares it. When swarm refuses (other content), the secret is
+    labelled as differing (labels only, no content sent), so the next plan does not take it
+    over but moves the services to a new secret with the file's content."""
+    from stacks.plan_apply.takeover import MISMATCH, REFUSED
+    try:
+        engine.update_secret(a.id, a.version, a.spec)
+    except SwarmsmithError as exc:
+        if REFUSED not in str(exc):
+            raise
+        marked = {k: v for k, v in a.spec.items() if k != "Data"}
+        marked["Labels"] = {**a.spec["Labels"], CONTENT_LABEL: MISMATCH}
+        engine.update_secret(a.id, a.version, marked)
+        raise SwarmsmithError(
+            f"secret {a.name} (made by docker stack deploy) holds other content than its "
+            "file: swarm refused to record the file's content hash on it. Nothing else was "
+            "changed; the secret is now labelled as differing, so the next deploy creates a "
+            "new secret with the file's content and moves the services to it (their tasks "
+            "restart)") from None
 
 
 def rm_plan(current: Current, stack: str) -> Plan:

@@ -16,6 +16,8 @@ from typing import Any
 from stacks.operations.audit import SECRET_HINTS
 from stacks.specs.convert import CONTENT_LABEL, IMAGE_LABEL, STACK_LABEL, StackSpec
 from stacks.specs.normalize import effective_spec
+from stacks.plan_apply.takeover import (UNCHECKED as TAKEOVER_UNCHECKED, Takeover,
+                                        find_takeovers, note as takeover_note, with_takeovers)
 
 CREATE, UPDATE, UNCHANGED, REMOVE = "create", "update", "unchanged", "remove"
 KINDS = ("network", "secret", "config", "service")
@@ -43,6 +45,9 @@ class Action:
     spec: dict | None = None     # what to send (secrets/configs: with Data)
     current: dict | None = None  # live Spec (services)
     note: str = ""
+    # a secret made by docker stack deploy whose content the plan could not check; its
+    # labels-only update carries the file's content, which swarm refuses if it differs
+    unchecked: bool = False
 
     def to_dict(self) -> dict:
         out = {"kind": self.kind, "name": self.name, "action": self.action}
@@ -52,6 +57,8 @@ class Action:
             out["id"] = self.id
         if self.note:
             out["note"] = self.note
+        if self.unchecked:
+            out["content_checked"] = False
         return out
 
 
@@ -154,6 +161,10 @@ def comparable_current(desired: dict, current: dict) -> dict:
 def make_plan(desired: StackSpec, current: Current, *, prune: bool = False) -> Plan:
     plan = Plan(desired.stack)
     stack = desired.stack
+    # objects `docker stack deploy` made under its names are kept while they hold the files'
+    # content, so taking over a CLI stack restarts no task (stacks/plan_apply/takeover.py)
+    takeovers = find_takeovers(desired, current.secrets, current.configs)
+    desired = with_takeovers(desired, takeovers)
     net_by_name = {n.get("Name"): n for n in current.networks}
     net_names = {n.get("Id") or n.get("ID"): n.get("Name") for n in current.networks}
     cfg_names = {c["ID"]: c["Spec"]["Name"] for c in current.configs}
@@ -163,7 +174,8 @@ def make_plan(desired: StackSpec, current: Current, *, prune: bool = False) -> P
     for kind, want, have, externals in (
             ("secret", desired.secrets, current.secrets, desired.external_secrets),
             ("config", desired.configs, current.configs, desired.external_configs)):
-        _plan_objects(plan, kind, want, have, externals, stack, prune)
+        taken = {t.name: t for t in takeovers if t.kind == kind}
+        _plan_objects(plan, kind, want, have, externals, stack, prune, taken)
     mine = {s["Spec"]["Name"]: s for s in current.services
             if (s["Spec"].get("Labels") or {}).get(STACK_LABEL) == stack}
     others = {s["Spec"]["Name"] for s in current.services} - set(mine)
@@ -239,8 +251,34 @@ def _net_view(n: dict, want: dict | None = None) -> dict:
             "Labels": n.get("Labels") or {}, "Subnets": subnets}
 
 
+_KEYED_HASH = "(keyed hash of the file)"
+
+
+def _label_changes(kind: str, old_labels: dict, new_labels: dict) -> list[Change]:
+    changes = diff({"Labels": old_labels}, {"Labels": new_labels})
+    if kind == "secret":    # a hash of a secret's content is not shown, keyed or not
+        for c in changes:
+            if c.path == f"Labels.{CONTENT_LABEL}":
+                c.old, c.new = (None if v is None else _KEYED_HASH for v in (c.old, c.new))
+    return changes
+
+
+def _takeover_action(plan: Plan, kind: str, t: Takeover, obj: dict, spec: dict) -> Action:
+    changes = _label_changes(kind, obj["Spec"].get("Labels") or {}, spec["Labels"])
+    unchecked = t.how == TAKEOVER_UNCHECKED
+    if unchecked:
+        plan.warnings.append(
+            f"{kind} {t.name} was made by docker stack deploy and its content could not be "
+            "checked against the file (swarm never returns it); it is kept under its name "
+            "and the deploy records the file's content hash on it, which swarm refuses if "
+            "the content differs")
+    return Action(kind, t.name, UPDATE if changes else UNCHANGED, changes, obj["ID"],
+                  obj["Version"]["Index"], spec=spec, note=takeover_note(t),
+                  unchecked=unchecked)
+
+
 def _plan_objects(plan: Plan, kind: str, want: dict, have: list, externals: list,
-                  stack: str, prune: bool) -> None:
+                  stack: str, prune: bool, taken: dict | None = None) -> None:
     live = {o["Spec"]["Name"]: o for o in have}
     for name in externals:
         if name not in live:
@@ -249,6 +287,9 @@ def _plan_objects(plan: Plan, kind: str, want: dict, have: list, externals: list
         obj = live.get(name)
         if obj is None:
             plan.actions.append(Action(kind, name, CREATE, spec=spec))
+            continue
+        if name in (taken or {}):
+            plan.actions.append(_takeover_action(plan, kind, taken[name], obj, spec))
             continue
         old_labels = obj["Spec"].get("Labels") or {}
         old_hash, new_hash = old_labels.get(CONTENT_LABEL), spec["Labels"].get(CONTENT_LABEL)
@@ -267,7 +308,7 @@ def _plan_objects(plan: Plan, kind: str, want: dict, have: list, externals: list
             if data is None:
                 plan.warnings.append(f"{kind} {name} was not made by swarmsmith and swarm does "
                                      "not return its content: a changed file is not noticed")
-        changes = diff({"Labels": old_labels}, {"Labels": spec["Labels"]})
+        changes = _label_changes(kind, old_labels, spec["Labels"])
         plan.actions.append(Action(kind, name, UPDATE if changes else UNCHANGED, changes,
                                    obj["ID"], obj["Version"]["Index"], spec=spec))
     if prune:

@@ -57,6 +57,9 @@ class StackSpec:
     external_networks: list = field(default_factory=list)
     external_secrets: list = field(default_factory=list)
     external_configs: list = field(default_factory=list)
+    # (kind, versioned name) -> the name `docker stack deploy` gives that object
+    # (`<stack>_<key>`), so a plan can take over what the CLI made (stacks/plan_apply/takeover.py)
+    cli_names: dict = field(default_factory=dict)
 
 
 def _drop_none(d: dict) -> dict:
@@ -151,6 +154,7 @@ class _Converter:
         spec["Labels"][CONTENT_LABEL] = digest
         name = obj.get("name") or self.scope(key)
         if self.versioned and not obj.get("name"):
+            self.out.cli_names[(kind[:-1], versioned_name(name, digest))] = name
             name = versioned_name(name, digest)   # QUIRK: see module docstring
         store[name] = {"Name": name, **spec}
         return name
