@@ -200,7 +200,8 @@ def test_bt1_comes_up_with_roles_labels_private_addresses(bt1):
         node = nodes[r["node_id"]]
         assert node["hostname"] == r["name"] and node["role"] == want_roles[r["name"]]
         assert node["state"] == "ready" and node["availability"] == "active"
-        want = {"zone": "lab"} | ({"tier": "app"} if r["role"] == "worker" else {})
+        want = {"zone": "lab", "swarmsmith.cluster": "bt1"} | (
+            {"tier": "app"} if r["role"] == "worker" else {})
         assert node["labels"] == want
         # the address the swarm uses for the node is the private one
         assert bt1.ssh(r["name"], "docker info -f '{{.Swarm.NodeAddr}}'").strip() == \
@@ -356,7 +357,8 @@ def test_foreign_swarm_refused_then_forced(bt1):
     nodes = bt1.nodes()
     assert len(nodes) == 3 and all(n["state"] == "ready" for n in nodes)
     new = next(n for n in nodes if n["hostname"] == "bt1-worker-2")
-    assert new["id"] != old_id and new["labels"] == {"zone": "lab", "tier": "app"}
+    assert new["id"] != old_id and new["labels"] == {"zone": "lab", "tier": "app",
+                                                     "swarmsmith.cluster": "bt1"}
     assert bt1.inventory()["hosts"]["bt1-worker-2"]["node_id"] == new["id"]
     assert bt1.up()["changes"] == []
 
