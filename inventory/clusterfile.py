@@ -9,9 +9,11 @@ connection is opened; every error names the file and the key path (exit 2).
           known_hosts: FILE}         # pinned host keys, OpenSSH known_hosts form
     advertise_address: private   # private | public | a CIDR (10.0.0.0/8) | an interface (eth1)
     labels: {all: {...}, managers: {...}, workers: {...}, <host name>: {...}}
-    engine: {install: auto|apt|get-docker|never, daemon: {<daemon.json keys>}}
+    engine: {install: auto|distro|docker-repo|get-docker|never, version: "24.0",
+             apt_proxy: http://proxy:3142, apt_mirror: http://mirror/debian,
+             daemon: {<daemon.json keys>}}
     stacks: [{name: web, compose: [stack.yml], env_file: .env}]
-    lab: {name: <lab name>}                 # provider settings sit under the provider's key
+    lab: {name: <lab name>, image: default|debian-12}   # provider settings sit under its key
     static: {hosts: [{name, address, private_address, role, port, user, key, host_key}]}
     digitalocean: {region, size, image, ssh_key, ...}   # see docs/digitalocean.md
 
@@ -46,6 +48,9 @@ HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 MAX_CONNECT_TIMEOUT = 3600
+VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+~:-]{0,63}$")
+URL_RE = re.compile(r"^https?://[^\s#\"'\\;]+$")
+INSTALLS = ("auto", "distro", "docker-repo", "get-docker", "never")
 
 
 @dataclass
@@ -70,6 +75,9 @@ class ClusterFile:
     labels: dict = field(default_factory=dict)
     install: str = "auto"
     daemon: dict = field(default_factory=dict)
+    version: str = ""           # engine version wanted ("" = whatever the install brings)
+    apt_proxy: str = ""
+    apt_mirror: str = ""
     stacks: list[StackRef] = field(default_factory=list)
     # registry host -> {username, password_env | password_file}: where the password is, never it
     registries: dict = field(default_factory=dict)
@@ -247,15 +255,30 @@ def validate(data, path: str) -> ClusterFile:
                   if isinstance(kv, dict)}
 
     engine = data.get("engine", {}) or {}
-    install, daemon = "auto", {}
+    install, daemon, version, apt_proxy, apt_mirror = "auto", {}, "", "", ""
     if c.type(engine, dict, "engine", "a mapping"):
-        c.unknown(engine, {"install", "daemon"}, "engine")
+        c.unknown(engine, {"install", "daemon", "version", "apt_proxy", "apt_mirror"}, "engine")
         install = engine.get("install", "auto")
-        if c.type(install, str, "engine.install", "auto, apt, get-docker or never") and \
-                install not in ("auto", "apt", "get-docker", "never"):
-            c.err("engine.install", f'expected auto, apt, get-docker or never, got "{install}"')
+        if c.type(install, str, "engine.install", ", ".join(INSTALLS)):
+            install = {"apt": "docker-repo"}.get(install, install)     # the older name
+            if install not in INSTALLS:
+                c.err("engine.install", f'expected one of {", ".join(INSTALLS)}, got "{install}"')
         daemon = engine.get("daemon", {}) or {}
         c.type(daemon, dict, "engine.daemon", "a mapping (daemon.json contents)")
+        version = engine.get("version", "")
+        if isinstance(version, (int, float)) and not isinstance(version, bool):
+            c.err("engine.version", f'expected a quoted version like "24.0", got {version!r} '
+                                    "(YAML reads an unquoted 24.0 as a number)")
+        elif c.type(version, str, "engine.version", 'a version like "24.0"') and version \
+                and not VERSION_RE.match(version):
+            c.err("engine.version", f'expected a version like "24.0" or "20.10.24", got "{version}"')
+        for key in ("apt_proxy", "apt_mirror"):
+            v = engine.get(key, "")
+            if c.type(v, str, f"engine.{key}", "an http(s) URL") and v and not URL_RE.match(v):
+                c.err(f"engine.{key}", f'expected an http:// or https:// URL, got "{v}"')
+        apt_proxy, apt_mirror = engine.get("apt_proxy", ""), engine.get("apt_mirror", "")
+        if isinstance(apt_mirror, str):
+            apt_mirror = apt_mirror.rstrip("/")
 
     stacks: list[StackRef] = []
     raw_stacks = data.get("stacks", []) or []
@@ -302,7 +325,9 @@ def validate(data, path: str) -> ClusterFile:
         settings = {}
     if c.type(settings, dict, str(provider), "a mapping of provider settings"):
         if provider == "lab":
-            c.unknown(settings, {"name"}, "lab")
+            c.unknown(settings, {"name", "image"}, "lab")
+            if "image" in settings and settings["image"] not in ("default", "debian-12"):
+                c.err("lab.image", f"expected default or debian-12, got {_show(settings['image'])}")
             if "name" in settings and (not isinstance(settings["name"], str)
                                        or not NAME_RE.match(settings["name"])):
                 c.err("lab.name", f"expected a lab name (lowercase letters, digits, '-'), "
@@ -340,7 +365,8 @@ def validate(data, path: str) -> ClusterFile:
     return ClusterFile(path=path, name=name, provider=provider, managers=managers, workers=workers,
                        ssh_user=ssh_user, ssh_key=ssh_key, ssh_port=ssh_port,
                        connect_timeout=float(timeout), advertise=advertise, labels=labels,
-                       install=install, daemon=daemon, stacks=stacks,
+                       install=install, daemon=daemon, version=version, apt_proxy=apt_proxy,
+                       apt_mirror=apt_mirror, stacks=stacks,
                        registries=registries, push_missing_images=push_missing,
                        provider_settings=settings or {}, static_hosts=static_hosts,
                        known_hosts=known_hosts)

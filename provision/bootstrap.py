@@ -57,6 +57,7 @@ class Run:
     opts: Options
     progress: Progress
     changes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
     sessions: dict = field(default_factory=dict)
     record_api: object = None          # docker APIClient on a manager, for the swarm's record
     record_base: tuple = (0, None)     # (version, record) read before the swarm step
@@ -171,7 +172,10 @@ def _up(run: Run) -> dict:
     _write_record(run, step.leader)
     for ref in cf.stacks:
         run.changes += _deploy_stack(run, ref)
-    return {"cluster": cf.name, "nodes": nodes, "changes": run.changes}
+    out = {"cluster": cf.name, "nodes": nodes, "changes": run.changes}
+    if run.warnings:
+        out["warnings"] = run.warnings
+    return out
 
 
 def _stack_args(run: Run, ref):
@@ -308,20 +312,38 @@ def _engine(run: Run, h) -> dict:
         raise
 
 
+def _apt(cf, h) -> engine.AptSettings:
+    return engine.AptSettings(proxy=cf.apt_proxy or h.apt_proxy, mirror=cf.apt_mirror)
+
+
 def _engine_step(run: Run, h) -> dict:
     s = run.sessions[h.name]
+    cf = run.cluster
     facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
-    daemon = engine.desired_daemon(h.engine_defaults, run.cluster.daemon)
-    steps = engine.plan(facts, daemon, run.cluster.install)
-    for st in steps:
-        s.run(st.command)
-        if st.change:
-            run.changes.append(f"{h.name}: {st.change}")
-            run.progress(h.name, st.change)
-    if steps:
-        facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
+    daemon = engine.desired_daemon(h.engine_defaults, cf.daemon)
+    for _ in range(2):      # once more after an install: the package decides how to start
+        steps = engine.plan(facts, daemon, cf.install, _apt(cf, h), cf.version)
+        for st in steps:
+            if st.change.startswith("engine installed"):
+                run.progress(h.name, "installing the engine")
+            r = s.run(st.command)
+            change = engine.fallback_change(r.stdout) or st.change
+            if change:
+                run.changes.append(f"{h.name}: {change}")
+                run.progress(h.name, change)
+            if st.change.startswith("engine installed"):
+                break
+        if steps:
+            facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
+        if not steps or not facts.get("dockerd") or facts.get("server"):
+            break
     if not facts.get("server"):
         raise SwarmsmithError("the Docker engine does not answer after start", host=h.name)
+    if not engine.version_matches(facts["server"], cf.version):
+        note = (f"{h.name}: engine {facts['server']} runs, engine.version is {cf.version} "
+                "(swarmsmith engine upgrade installs it node by node)")
+        run.warnings.append(note)
+        run.progress(h.name, note.split(": ", 1)[1])
     return facts
 
 
@@ -351,7 +373,8 @@ def _plan(run: Run, provider, wanted) -> dict:
             plan.append(f"{w.name}: cannot read state ({e.message})")
             continue
         daemon = engine.desired_daemon(h.engine_defaults, cf.daemon)
-        plan += [f"{w.name}: {st.change}" for st in engine.plan(facts, daemon, cf.install) if st.change]
+        plan += [f"{w.name}: {st.change}" for st in
+                 engine.plan(facts, daemon, cf.install, _apt(cf, h), cf.version) if st.change]
         entry["advertise_address"] = choose(h, facts["interfaces"], cf.advertise)
         sw = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout) if facts.get("server") else {"state": "inactive"}
         if sw["state"] == "active":

@@ -5,6 +5,7 @@ Planning is pure (facts in, steps out) so it is tested with tables; apply runs t
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 
 from .command import Command
@@ -16,23 +17,142 @@ WAIT_SERVER = Command.shell(
     "2>/dev/null; exit 1; }; sleep 0.1; done",
     description="wait until the Docker engine answers (30 s)")
 
-APT_INSTALL = r"""set -e
-export DEBIAN_FRONTEND=noninteractive
+# apt-get that never asks: keep configuration files already on the host (the admin's or the
+# provider's), take the package's defaults elsewhere
+APT_GET = "apt-get -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+
+# The newest candidate of package $1 whose version starts with $V (an epoch like "5:" aside),
+# so `version: "24.0"` finds 5:24.0.7-1~debian.12~bookworm and "20.10.24" 20.10.24+dfsg1-1.
+PICK_VERSION = r"""pick() {
+  ve=$(printf %s "$V" | sed 's/[.+]/[&]/g')
+  apt-cache madison "$1" | awk -v re="^([0-9]+:)?$ve([.+~-]|\$)" '$3 ~ re {print $3; exit}'
+}
+"""
+
+DISTRO_INSTALL = r"""set -e
+apt-get update -qq
+pkg=docker.io
+if [ -n "$V" ]; then
+  found=$(pick docker.io)
+  [ -n "$found" ] || { echo "docker.io $V is not available from this host's apt sources" \
+    "(available: $(apt-cache madison docker.io | awk '{print $3}' | tr '\n' ' '))" >&2; exit 1; }
+  pkg="docker.io=$found"
+fi
+$APT_GET install --allow-downgrades $REINSTALL "$pkg" >/dev/null
+"""
+
+DOCKER_REPO_INSTALL = r"""set -e
 . /etc/os-release
 apt-get update -qq
-apt-get install -y -qq ca-certificates curl >/dev/null
+$APT_GET install ca-certificates curl >/dev/null
 install -m 0755 -d /etc/apt/keyrings
-curl -fsSL "https://download.docker.com/linux/$ID/gpg" -o /etc/apt/keyrings/docker.asc
+if ! curl -fsSL --max-time 30 "https://download.docker.com/linux/$ID/gpg" -o /etc/apt/keyrings/docker.asc.tmp; then
+  rm -f /etc/apt/keyrings/docker.asc.tmp
+  [ "$FALLBACK" = 1 ] || { echo "Docker's apt repository (download.docker.com) is unreachable" >&2; exit 1; }
+  echo "FALLBACK: Docker's apt repository (download.docker.com) is unreachable"
+  DISTRO
+  exit 0
+fi
+mv /etc/apt/keyrings/docker.asc.tmp /etc/apt/keyrings/docker.asc
 chmod a+r /etc/apt/keyrings/docker.asc
 echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/$ID $VERSION_CODENAME stable" > /etc/apt/sources.list.d/docker.list
 apt-get update -qq
-apt-get install -y -qq docker-ce docker-ce-cli containerd.io >/dev/null
+pkgs="docker-ce docker-ce-cli containerd.io"
+if [ -n "$V" ]; then
+  ce=$(pick docker-ce); cli=$(pick docker-ce-cli)
+  [ -n "$ce" ] && [ -n "$cli" ] || { echo "docker-ce $V is not in Docker's apt repository" >&2; exit 1; }
+  pkgs="docker-ce=$ce docker-ce-cli=$cli containerd.io"
+fi
+$APT_GET install --allow-downgrades $REINSTALL $pkgs >/dev/null
 """
+
 # a private folder (mktemp -d: mode 0700, unpredictable name): a fixed path in /tmp lets
 # another local user plant or swap the script that then runs as root
 GET_DOCKER_INSTALL = ("set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
                       "curl -fsSL https://get.docker.com -o \"$d/get-docker.sh\"; "
-                      "sh \"$d/get-docker.sh\"")
+                      "VERSION=\"$V\" sh \"$d/get-docker.sh\"")
+
+FALLBACK_MARK = "FALLBACK: "
+INSTALLS = ("auto", "distro", "docker-repo", "get-docker", "never")
+ALIASES = {"apt": "docker-repo"}     # the older name
+
+
+@dataclass(frozen=True)
+class AptSettings:
+    """How the host reaches packages: a proxy (Acquire::http(s)::Proxy) and/or a Debian/Ubuntu
+    mirror that replaces the archive URLs of its sources."""
+    proxy: str = ""
+    mirror: str = ""
+
+
+PROXY_FILE = "/etc/apt/apt.conf.d/90swarmsmith-proxy"
+MIRROR_FILE = "/etc/apt/swarmsmith-mirror"
+MIRROR_SCRIPT = r"""set -e
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+  [ -f "$f" ] || continue
+  sed -i -E "s#https?://[^ ]+/(debian|ubuntu)/?( |\$)#$M\2#" "$f"
+done
+printf '%s\n' "$M" > """ + MIRROR_FILE + "\n"
+
+
+def _sh_assign(name: str, value: str) -> str:
+    return f"{name}={shlex.quote(value)}\n"
+
+
+def install_script(install: str, os_family: set[str], version: str = "",
+                   reinstall: bool = False) -> tuple[str, str]:
+    """(change text, shell script) for installing the engine; pure."""
+    install = ALIASES.get(install, install)
+    head = ("export DEBIAN_FRONTEND=noninteractive\n" + _sh_assign("V", version) + _sh_assign("APT_GET", APT_GET)
+            + _sh_assign("REINSTALL", "--reinstall" if reinstall else "") + PICK_VERSION)
+    debianish = bool(os_family & {"debian", "ubuntu"})
+    if install == "distro":
+        return "engine installed (the distribution's docker.io)", head + DISTRO_INSTALL
+    if install == "docker-repo" or (install == "auto" and debianish):
+        fallback = "1" if install == "auto" else "0"
+        distro = DISTRO_INSTALL.replace("set -e\n", "")
+        return ("engine installed (Docker apt repository)",
+                head + _sh_assign("FALLBACK", fallback)
+                + DOCKER_REPO_INSTALL.replace("  DISTRO\n", distro))
+    return ("engine installed (get.docker.com" + ("" if install == "get-docker" else
+            f"; {'/'.join(sorted(os_family - {''})) or 'this OS'} is not Debian or Ubuntu") + ")",
+            head + GET_DOCKER_INSTALL)
+
+
+def fallback_change(stdout: str) -> str | None:
+    """The install's own account when auto fell back to the distribution's package."""
+    for line in stdout.splitlines():
+        if line.startswith(FALLBACK_MARK):
+            return f"engine installed (the distribution's docker.io: {line[len(FALLBACK_MARK):]})"
+    return None
+
+
+def apt_steps(facts: dict, apt: AptSettings) -> list["Step"]:
+    """Proxy and mirror, before anything is installed; only where the host differs."""
+    if not facts.get("apt"):
+        return []
+    steps = []
+    if apt.mirror and facts.get("apt_mirror") != apt.mirror:
+        steps.append(Step(f"apt mirror set to {apt.mirror}", Command.shell(
+            _sh_assign("M", apt.mirror) + MIRROR_SCRIPT, description="point apt at the mirror")))
+    if (facts.get("apt_proxy") or "") != apt.proxy:
+        if apt.proxy:
+            body = (f'Acquire::http::Proxy "{apt.proxy}";\n'
+                    f'Acquire::https::Proxy "{apt.proxy}";\n').encode()
+            steps.append(Step(f"apt proxy set to {apt.proxy}", Command.shell(
+                f"cat > {PROXY_FILE}.tmp && mv {PROXY_FILE}.tmp {PROXY_FILE}",
+                description="write apt's proxy setting", stdin=body)))
+        else:
+            steps.append(Step("apt proxy setting removed", Command.shell(
+                f"rm -f {PROXY_FILE}", description="remove apt's proxy setting")))
+    return steps
+
+
+def version_matches(running: str, wanted: str) -> bool:
+    """`wanted` "24.0" matches 24.0.7; "20.10.24" matches 20.10.24+dfsg1."""
+    if not wanted:
+        return True
+    return running == wanted or any(running.startswith(wanted + sep) for sep in ".+~-")
 
 
 @dataclass(frozen=True)
@@ -46,8 +166,11 @@ def desired_daemon(engine_defaults: dict, user_daemon: dict) -> dict:
     return {**engine_defaults, **user_daemon}
 
 
-def plan(facts: dict, daemon: dict, install: str) -> list[Step]:
-    steps: list[Step] = []
+def plan(facts: dict, daemon: dict, install: str, apt: AptSettings | None = None,
+         version: str = "") -> list[Step]:
+    """Steps in order. An install step's successors are a guess from facts gathered before it
+    (the package decides between systemd and an init script): apply() plans again after it."""
+    steps: list[Step] = list(apt_steps(facts, apt or AptSettings()))
     write = facts.get("daemon_json") != daemon and (daemon or facts.get("daemon_json_present"))
     if write:
         # before the install: the packages start dockerd themselves (systemd), and a daemon.json
@@ -58,7 +181,7 @@ def plan(facts: dict, daemon: dict, install: str) -> list[Step]:
                                         "mv /etc/docker/daemon.json.tmp /etc/docker/daemon.json",
                                         description="write /etc/docker/daemon.json", stdin=body)))
     if not facts.get("dockerd"):
-        steps.append(_install_step(facts, install))
+        steps.append(_install_step(facts, install, version))
     running = bool(facts.get("server"))
     if not running:
         steps.append(Step(f"engine started ({_manager(facts)})", _start(facts)))
@@ -69,15 +192,12 @@ def plan(facts: dict, daemon: dict, install: str) -> list[Step]:
     return steps
 
 
-def _install_step(facts: dict, install: str) -> Step:
+def _install_step(facts: dict, install: str, version: str = "") -> Step:
     if install == "never":
         raise SwarmsmithError("Docker is not installed and engine.install is never")
     family = {facts.get("os", "")} | set(facts.get("os_like", "").split())
-    if install == "apt" or (install == "auto" and family & {"debian", "ubuntu"}):
-        return Step("engine installed (Docker apt repository)",
-                    Command.shell(APT_INSTALL, description="install Docker from its apt repository"))
-    return Step("engine installed (get.docker.com)",
-                Command.shell(GET_DOCKER_INSTALL, description="install Docker with get.docker.com"))
+    change, script = install_script(install, family, version)
+    return Step(change, Command.shell(script, description="install the Docker engine"))
 
 
 def _manager(facts: dict) -> str:

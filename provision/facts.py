@@ -13,6 +13,9 @@ echo "dockerd=$(command -v dockerd || true)"
 if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
 if [ -x /etc/init.d/docker ]; then echo initscript=1; else echo initscript=0; fi
 echo "server=$(docker version -f '{{.Server.Version}}' 2>/dev/null || true)"
+if command -v apt-get >/dev/null; then echo apt=1; else echo apt=0; fi
+echo "apt_proxy=$(sed -n 's/^Acquire::http::Proxy "\(.*\)";$/\1/p' /etc/apt/apt.conf.d/90swarmsmith-proxy 2>/dev/null)"
+echo "apt_mirror=$(cat /etc/apt/swarmsmith-mirror 2>/dev/null)"
 echo "addresses=$(ip -4 -o addr show 2>/dev/null | awk '{print $2"="$4}' | tr '\n' ' ')"
 echo "---daemon.json---"
 cat /etc/docker/daemon.json 2>/dev/null || true
@@ -28,6 +31,7 @@ def parse_engine_facts(out: str) -> dict:
             facts[k.strip()] = v.strip()
     facts["systemd"] = facts.get("systemd") == "1"
     facts["initscript"] = facts.get("initscript") == "1"
+    facts["apt"] = facts.get("apt") == "1"
     facts["interfaces"] = {}
     for item in facts.pop("addresses", "").split():
         dev, _, cidr = item.partition("=")

@@ -19,6 +19,9 @@ class Host:
     role: str = ""                 # "manager" | "worker", set by the cluster plan
     # daemon.json keys the provider needs (lab: cgroup-parent); user settings win.
     engine_defaults: dict = field(default_factory=dict)
+    # apt proxy the host needs to reach packages (lab hosts with their own root); the cluster
+    # file's engine.apt_proxy wins
+    apt_proxy: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -57,6 +57,37 @@ mount --bind "$HOSTDIR/resolv.conf" /etc/resolv.conf
 """
 
 
+# Runs inside the new mount+UTS namespaces of a host with its own root: an overlayfs over the
+# shared image, the kernel's file systems inside it, then pivot_root so that whoever enters
+# the mount namespace (nsenter, sshd's sessions) sees only the host's own root.
+OWN_ROOT_SCRIPT = r"""
+hostname "$HOSTNAME_"
+R="$MERGED"
+mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$UPPER,workdir=$WORK" "$R"
+mount --rbind /dev "$R/dev"
+mount -t proc proc "$R/proc"
+mount -t sysfs sysfs "$R/sys"
+mount --rbind /sys/fs/cgroup "$R/sys/fs/cgroup"
+mount -t tmpfs -o mode=755 tmpfs "$R/run"
+mkdir -p "$R/run/sshd" "$R/run/lock"
+for pair in $BINDS; do
+  mkdir -p "$R${pair#*=}"
+  mount --bind "${pair%%=*}" "$R${pair#*=}"
+done
+mount --bind "$HOSTDIR/hosts" "$R/etc/hosts"
+mount --bind "$HOSTDIR/resolv.conf" "$R/etc/resolv.conf"
+mkdir -p "$R/.machine"
+cd "$R"
+pivot_root . .machine
+cd /
+# the machine's mounts (and other hosts' namespace files) are dropped with the old root
+umount -l /.machine
+rmdir /.machine
+"""
+
+APT_PROXY_NAME = "apt-proxy.lab"
+
+
 def _write(path: str, text: str, mode: int = 0o644) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -67,7 +98,6 @@ def prepare_files(h: HostLayout, authorized_key: str) -> None:
     """Private folders and their contents; existing data (/var/lib/docker) is kept."""
     for src in h.private_dirs():
         os.makedirs(src, exist_ok=True)
-    os.chmod(os.path.join(h.dir, "root-home"), 0o700)
     etc_ssh = os.path.join(h.dir, "etc-ssh")
     etc_default = os.path.join(h.dir, "etc-default")
     key = os.path.join(etc_ssh, "ssh_host_ed25519_key")
@@ -76,13 +106,22 @@ def prepare_files(h: HostLayout, authorized_key: str) -> None:
     _write(os.path.join(etc_ssh, "sshd_config"),
            SSHD_CONFIG.format(public=h.public_address, private=h.private_address))
     _write(os.path.join(etc_ssh, "authorized_keys"), authorized_key, 0o600)
+    hosts = f"127.0.0.1\tlocalhost\n{h.private_address}\t{h.name}\n"
+    if h.own_root:
+        for d in (h.root_upper, h.root_work, h.root_merged):
+            os.makedirs(d, exist_ok=True)
+        # the lab's apt proxy under a name a cluster file can use on any lab
+        _write(h.hosts_file, hosts + f"{h.lab.public_gateway}\t{APT_PROXY_NAME}\n")
+        _write(h.resolv_file, "# lab hosts have no DNS and no route out\nnameserver 127.0.0.1\n")
+        return
+    os.chmod(os.path.join(h.dir, "root-home"), 0o700)
     if not os.path.exists(os.path.join(etc_default, "locale")) and os.path.isdir("/etc/default"):
         for entry in os.listdir("/etc/default"):
             src = os.path.join("/etc/default", entry)
             if os.path.isfile(src):
                 shutil.copy2(src, os.path.join(etc_default, entry))
     _write(os.path.join(etc_default, "docker"), DOCKER_DEFAULTS)
-    _write(h.hosts_file, f"127.0.0.1\tlocalhost\n{h.private_address}\t{h.name}\n")
+    _write(h.hosts_file, hosts)
     _write(h.resolv_file, "# lab hosts have no DNS and no route out\nnameserver 127.0.0.1\n")
 
 
@@ -148,9 +187,14 @@ def create_namespaces(h: HostLayout) -> None:
         open(f, "a").close()
     binds = " ".join(f"{src}={dst}" for src, dst in h.private_dirs().items())
     env = dict(os.environ, HOSTNAME_=h.name, BINDS=binds, NSDIR=h.lab.ns_dir, HOSTDIR=h.dir)
+    script = SETUP_SCRIPT
+    if h.own_root:
+        script = OWN_ROOT_SCRIPT
+        env.update(MERGED=h.root_merged, LOWER=h.lab.image_root, UPPER=h.root_upper,
+                   WORK=h.root_work)
     proc = subprocess.run(
         ["nsenter", f"--net=/run/netns/{h.netns}", "unshare", f"--mount={h.mnt_file}",
-         f"--uts={h.uts_file}", "--propagation", "private", "sh", "-ec", SETUP_SCRIPT],
+         f"--uts={h.uts_file}", "--propagation", "private", "sh", "-ec", script],
         env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SwarmsmithError(f"could not set up namespaces: {proc.stderr.strip()}", host=h.name)

@@ -12,7 +12,7 @@ from ..errors import InputError, SwarmsmithError
 from ..hosts import Host
 from ..localrun import ok, run
 from ..ssh import fingerprint  # noqa: F401  (re-exported: lab ls prints it)
-from . import hostns, preflight
+from . import aptproxy, hostns, image as images, preflight
 from .layout import MAX_HOSTS, MAX_INDEX, ROOT, HostLayout, LabLayout, valid_name
 
 MACHINE_MARKER = os.path.join(ROOT, ".created-var-lib-docker")
@@ -52,9 +52,18 @@ class Lab:
         try:
             with open(self._path()) as f:
                 self.state = json.load(f)
-            self.layout = LabLayout(self.name, self.state["index"])
+            self.layout = self._layout()
         except FileNotFoundError:
             self.state, self.layout = None, None
+
+    def _layout(self) -> LabLayout:
+        name = self.state.get("image", images.DEFAULT)
+        root = images.IMAGES[name].path if name != images.DEFAULT else None
+        return LabLayout(self.name, self.state["index"], root)
+
+    @property
+    def image(self) -> str:
+        return (self.state or {}).get("image", images.DEFAULT)
 
     def _save(self) -> None:
         tmp = self._path() + ".tmp"
@@ -81,19 +90,38 @@ class Lab:
         return [self.layout.host(h["slot"], h["name"]) for h in self.state["hosts"]]
 
     # --- up ---------------------------------------------------------------------------
-    def up(self, names: list[str], progress=None) -> tuple[list[Host], list[str]]:
+    def up(self, names: list[str], progress=None,
+           image: str | None = None) -> tuple[list[Host], list[str]]:
+        """`image` None keeps the lab's image (the default for a new lab)."""
         preflight.check()
         changes: list[str] = []
+        image = image or self.image
+        if image not in images.NAMES:
+            raise InputError(f"unknown lab image {image!r} (known: {', '.join(images.NAMES)})",
+                             path="lab.image")
+        if self.exists and image != self.image:
+            raise InputError(f"lab {self.name} was made with image {self.image}, not {image}: "
+                             f"remove it first (swarmsmith lab down --name {self.name})",
+                             path="lab.image")
+        # built outside the machine lock (half a minute), under the image cache's own lock
+        images.ensure(image, progress)
         with machine_lock():
             if not self.exists:
                 os.makedirs(os.path.join(ROOT, self.name), mode=0o700, exist_ok=True)
                 self.state = {"name": self.name, "index": self._allocate_index(), "hosts": []}
-                self.layout = LabLayout(self.name, self.state["index"])
+                if image != images.DEFAULT:
+                    self.state["image"] = image
+                self.layout = self._layout()
                 self._save()
                 changes.append(f"lab {self.name}: created (subnets {self.layout.public_gateway}/24,"
-                               f" {self.layout.private_gateway}/24)")
+                               f" {self.layout.private_gateway}/24"
+                               + (f", image {image})" if image != images.DEFAULT else ")"))
             self._machine_setup(changes)
             self._lab_setup(changes)
+            if self.layout.image_root:
+                change = aptproxy.ensure(self.layout)
+                if change:
+                    changes.append(change)
             known = {h["name"]: h["slot"] for h in self.state["hosts"]}
             for name in names:
                 if name not in known:
@@ -157,9 +185,13 @@ class Lab:
 
     # --- records ----------------------------------------------------------------------
     def host_record(self, h: HostLayout) -> Host:
-        return Host(name=h.name, public_address=h.public_address, private_address=h.private_address,
+        host = Host(name=h.name, public_address=h.public_address, private_address=h.private_address,
                     user="root", key_path=self.layout.key_path, host_key=hostns.host_key_line(h),
                     engine_defaults={"storage-driver": "overlay2", "cgroup-parent": h.cgroup_parent})
+        if h.own_root:
+            # no route out: packages come through the lab's proxy unless the cluster file says
+            host.apt_proxy = f"http://{hostns.APT_PROXY_NAME}:{aptproxy.PORT}"
+        return host
 
     def hosts(self) -> list[Host]:
         if not self.exists:
@@ -185,6 +217,8 @@ class Lab:
         changes = self.remove_hosts([h["name"] for h in self.state["hosts"]])
         L = self.layout
         with machine_lock():
+            if aptproxy.stop(L):
+                changes.append(f"lab {self.name}: apt proxy stopped")
             for bridge in (L.public_bridge, L.private_bridge):
                 rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
                 while ok(["iptables", "-C", *rule]):

@@ -24,6 +24,7 @@ def valid_name(name: str) -> bool:
 class LabLayout:
     name: str
     index: int          # picks the subnets and interface names; unique per machine
+    image_root: str | None = None   # hosts' shared read-only root; None: the machine's own
 
     @property
     def dir(self) -> str:
@@ -103,8 +104,29 @@ class HostLayout:
     def cgroup_parent(self) -> str:
         return f"/swarmsmith-{self.lab.name}-{self.slot}"
 
+    @property
+    def own_root(self) -> bool:
+        return self.lab.image_root is not None
+
+    @property
+    def root_upper(self) -> str:
+        return os.path.join(self.dir, "root-upper")
+
+    @property
+    def root_work(self) -> str:
+        return os.path.join(self.dir, "root-work")
+
+    @property
+    def root_merged(self) -> str:
+        return os.path.join(self.dir, "root")
+
     # host path -> path inside the host (bind mounted folders private to the host)
     def private_dirs(self) -> dict[str, str]:
+        if self.own_root:
+            # everything else lives in the host's own copy-on-write root; /var/lib/docker must
+            # not (overlay2 refuses an overlayfs upper layer), /etc/ssh holds this host's key
+            return {os.path.join(self.dir, leaf): target for leaf, target in (
+                ("var-lib-docker", "/var/lib/docker"), ("etc-ssh", "/etc/ssh"))}
         return {os.path.join(self.dir, leaf): target for leaf, target in (
             ("var-lib-docker", "/var/lib/docker"),
             ("etc-docker", "/etc/docker"),

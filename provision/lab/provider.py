@@ -10,14 +10,19 @@ class LabProvider:
 
     def __init__(self, cluster_name: str, settings: dict | None = None):
         self.lab_name = (settings or {}).get("name") or cluster_name
+        self.image = (settings or {}).get("image", "default")
         self.lab = Lab(self.lab_name)
 
     def plan(self, wanted: list[WantedHost]) -> list[str]:
+        from . import image
+        out = []
+        if not image.ready(self.image):
+            out.append(f"image {self.image}: build from Debian packages (about half a minute)")
         existing = {h.name for h in self.lab.hosts()}
-        return [f"host {w.name}: create lab host" for w in wanted if w.name not in existing]
+        return out + [f"host {w.name}: create lab host" for w in wanted if w.name not in existing]
 
     def ensure(self, wanted: list[WantedHost], progress=None) -> tuple[list[Host], list[str]]:
-        hosts, changes = self.lab.up([w.name for w in wanted], progress=progress)
+        hosts, changes = self.lab.up([w.name for w in wanted], progress=progress, image=self.image)
         for h, w in zip(hosts, wanted):
             h.role = w.role
         return hosts, changes
