@@ -21,11 +21,16 @@ WAIT_SERVER = Command.shell(
 # provider's), take the package's defaults elsewhere
 APT_GET = "apt-get -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 
-# The newest candidate of package $1 whose version starts with $V (an epoch like "5:" aside),
-# so `version: "24.0"` finds 5:24.0.7-1~debian.12~bookworm and "20.10.24" 20.10.24+dfsg1-1.
+# Package $1's version $V exactly if apt has it, else the newest whose version starts with $V
+# at a boundary (an epoch like "5:" aside): `version: "24.0"` finds 5:24.0.7-1~debian.12~bookworm
+# and "20.10.24" 20.10.24+dfsg1-1+deb12u1.
 PICK_VERSION = r"""pick() {
   ve=$(printf %s "$V" | sed 's/[.+]/[&]/g')
-  apt-cache madison "$1" | awk -v re="^([0-9]+:)?$ve([.+~-]|\$)" '$3 ~ re {print $3; exit}'
+  apt-cache madison "$1" | awk -v v="$V" -v re="^([0-9]+:)?$ve([.+~-]|\$)" '
+    { x = $3; sub(/^[0-9]+:/, "", x) }
+    x == v && e == "" { e = $3 }
+    $3 ~ re && p == "" { p = $3 }
+    END { print (e != "" ? e : p) }'
 }
 """
 

@@ -97,14 +97,30 @@ def ensure(lab: LabLayout, deadline: float = 10.0) -> str | None:
     return f"lab {lab.name}: apt proxy on {url(lab)} started"
 
 
+def _running(n: int) -> bool:
+    """Any thread of process n still runs: when the main thread has exited its other threads
+    may still hold the listening socket (and the cmdline already reads empty)."""
+    try:
+        with open(f"/proc/{n}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return False
+    return not fields.get("State", "").strip().startswith("Z") or \
+        int(fields.get("Threads", "1")) > 1
+
+
 def stop(lab: LabLayout, deadline: float = 10.0) -> bool:
     n = pid(lab)
     if n is None:
         return False
     os.kill(n, signal.SIGTERM)
     end = time.monotonic() + deadline
-    while pid(lab) == n:
+    while _running(n) or answers(lab, timeout=0.1):
         if time.monotonic() > end:
-            os.kill(n, signal.SIGKILL)
+            try:
+                os.kill(n, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            end += deadline
         time.sleep(0.05)
     return True
