@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 iptables busybox-static util-linux
-              docker-registry procps curl mmdebstrap)
+              docker-registry procps curl mmdebstrap apt-cacher-ng)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +18,15 @@ fi
 # the lab starts engines over SSH, never on the machine itself: make sure no service auto-started
 if command -v systemctl >/dev/null && systemctl is-active -q docker 2>/dev/null; then
   systemctl disable --now docker.socket docker.service containerd.service >/dev/null 2>&1 || true
+fi
+# the lab starts its own apt-cacher-ng per lab (bound to the lab's bridge) when a lab uses
+# `image: debian-12`; the package's machine-wide service would hold port 3142 on every address
+if [ -x /etc/init.d/apt-cacher-ng ]; then
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
+  else
+    /etc/init.d/apt-cacher-ng stop >/dev/null 2>&1 || true
+  fi
 fi
 # Debian's docker-registry package may start a registry on the machine; the lab runs its own
 if [ -x /etc/init.d/docker-registry ] && [ ! -d /run/systemd/system ]; then

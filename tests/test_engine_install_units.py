@@ -68,7 +68,7 @@ def test_version_picker(tmp_path, package, version, want):
     ("auto", {"debian"}, "engine installed (Docker apt repository)",
      ["download.docker.com/linux/$ID", "FALLBACK=1", "pkg=docker.io"], ["get.docker.com"]),
     ("get-docker", {"debian"}, "engine installed (get.docker.com)",
-     ['VERSION="$V" sh /tmp/get-docker.sh'], ["download.docker.com/linux"]),
+     ['VERSION="$V" sh "$d/get-docker.sh"'], ["download.docker.com/linux"]),
     ("auto", {"alpine"}, "engine installed (get.docker.com; alpine is not Debian or Ubuntu)",
      ["https://get.docker.com"], []),
 ])
