@@ -172,6 +172,35 @@ def cmd_status(args) -> int:
     return EXIT_DEGRADED if st["problems"] else 0
 
 
+def cmd_engine_upgrade(args) -> int:
+    from provision.engine_upgrade import UpgradeOptions, upgrade
+    from provision.bootstrap import Progress
+    if args.batch is not None and args.batch < 1:
+        raise _flag_error("--batch", "must be at least 1")
+    if args.version is not None:
+        from inventory.clusterfile import VERSION_RE
+        if not VERSION_RE.match(args.version):
+            raise _flag_error("--version", f'expected a version like "24.0", got "{args.version}"')
+    opts = UpgradeOptions(version=args.version or "", dry_run=args.dry_run,
+                          max_batch=args.batch or 0)
+    progress = Progress(quiet=args.json)
+    res = upgrade(_cluster_path(args), opts, progress=progress)
+    if args.json:
+        _print_json(res.to_dict())
+        return 0
+    target = res.version or "the newest the install method offers"
+    if res.dry_run:
+        print(f"cluster {res.cluster}: engine upgrade to {target}, in this order "
+              "(worker batches are re-chosen from the live placement):")
+        for i, batch in enumerate(res.order, 1):
+            print(f"  {i}. " + ", ".join(f"{n} ({res.versions.get(n) or '?'})" for n in batch))
+        return 0
+    print(f"cluster {res.cluster}: engine upgraded to {target} on {len(res.done)} nodes")
+    for c in res.changes:
+        print(f"  ~ {c}")
+    return 0
+
+
 def cmd_image_load(args) -> int:
     """Put the busybox test image on every node (lab and tests: nothing can be pulled)."""
     from provision.access import access
@@ -272,6 +301,20 @@ def add_cluster_commands(sub) -> None:
     _cluster_args(status)
     _accept_new(status)
     status.set_defaults(func=cmd_status)
+
+    eng = sub.add_parser("engine", help="the Docker engine on the cluster's nodes")
+    esub = eng.add_subparsers(dest="engine_command", metavar="ENGINE_COMMAND", parser_class=_Parser)
+    esub.required = True
+    upg = esub.add_parser("upgrade", help="install an engine version node by node (workers in "
+                          "safe batches, then managers one at a time keeping quorum)")
+    _cluster_args(upg)
+    upg.add_argument("--version", default=None,
+                     help="engine version (default: engine.version of the cluster file, else "
+                          "the newest available); the same version is re-installed")
+    upg.add_argument("--dry-run", action="store_true", help="show the order, change nothing")
+    upg.add_argument("--batch", type=int, default=None,
+                     help="at most this many workers at once (default: half of them)")
+    upg.set_defaults(func=cmd_engine_upgrade)
 
     image = sub.add_parser("image-load", help="put the tiny busybox test image on every node")
     _cluster_args(image)

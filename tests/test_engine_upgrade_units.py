@@ -1,0 +1,172 @@
+"""Units of `swarmsmith engine upgrade`: batch choice from a placement, constraints, quorum
+arithmetic, order, and the run against a fake swarm (which node is where when it stops). No
+root, no network."""
+from __future__ import annotations
+
+import pytest
+
+from provision import engine_upgrade as U
+
+
+def node(name, role="worker", leader=False, reach="reachable", state="ready",
+         availability="active", labels=None):
+    n = {"ID": f"id-{name}", "Version": {"Index": 1},
+         "Description": {"Hostname": name, "Platform": {"OS": "linux", "Architecture": "x86_64"}},
+         "Spec": {"Role": role, "Availability": availability, "Labels": labels or {}},
+         "Status": {"State": state}}
+    if role == "manager":
+        n["ManagerStatus"] = {"Leader": leader, "Reachability": reach}
+    return n
+
+
+def service(name, replicas=None, constraints=(), max_per_node=0, host_port=False):
+    mode = {"Replicated": {"Replicas": replicas}} if replicas is not None else {"Global": {}}
+    spec = {"Name": name, "Mode": mode,
+            "TaskTemplate": {"Placement": {"Constraints": list(constraints),
+                                           **({"MaxReplicas": max_per_node} if max_per_node else {})}}}
+    if host_port:
+        spec["EndpointSpec"] = {"Ports": [{"PublishMode": "host", "PublishedPort": 80}]}
+    return {"ID": f"svc-{name}", "Spec": spec}
+
+
+def task(svc, on, state="running"):
+    return {"ServiceID": f"svc-{svc}", "NodeID": f"id-{on}", "DesiredState": "running",
+            "Status": {"State": state}}
+
+
+M3 = [node("m1", "manager", leader=True), node("m2", "manager"), node("m3", "manager")]
+W4 = [node(f"w{i}") for i in range(1, 5)]
+
+
+def names(batch):
+    return [U._name(n) for n in batch]
+
+
+def test_one_task_per_service_per_batch():
+    nodes = M3 + W4
+    svcs = [service("web", 3)]
+    tasks = [task("web", "w1"), task("web", "w2"), task("web", "w3")]
+    # w1 and w2 both run web: not in one batch; w4 runs nothing
+    assert names(U.next_worker_batch(W4, nodes, svcs, tasks, 2)) == ["w1", "w4"]
+    assert names(U.next_worker_batch(W4, nodes, svcs, tasks, 4)) == ["w1", "w4"]
+    assert U.plan_order(nodes, svcs, tasks, 2) == [["w1", "w4"], ["w2"], ["w3"],
+                                                   ["m2"], ["m3"], ["m1"]]
+
+
+def test_room_left_for_constrained_and_host_port_services():
+    nodes = M3 + W4[:2]
+    workers_only = service("api", 2, constraints=["node.role==worker"], max_per_node=1)
+    # two workers, two replicas, one per node: neither worker can go without leaving no room
+    with pytest.raises(U.UpgradeRefused, match="api needs room for 2 replicas"):
+        U.next_worker_batch(W4[:2], nodes, [workers_only], [], 1)
+    # without the per-node cap the other worker holds both
+    relaxed = service("api", 2, constraints=["node.role==worker"])
+    assert names(U.next_worker_batch(W4[:2], nodes, [relaxed], [], 1)) == ["w1"]
+    # a host-mode port caps at one per node: 5 nodes, 4 replicas -> one node at a time
+    ports = service("edge", 4, host_port=True)
+    assert names(U.next_worker_batch(W4, M3[:1] + W4, [ports], [], 4)) == ["w1"]
+    assert names(U.next_worker_batch(W4, M3 + W4, [ports], [], 4)) == ["w1", "w2", "w3"]
+
+
+@pytest.mark.parametrize("expr,ok", [
+    ("node.role==worker", True), ("node.role!=worker", False), ("node.role == manager", False),
+    ("node.hostname==w1", True), ("node.labels.zone==a", True), ("node.labels.zone!=a", False),
+    ("node.labels.tier==db", False), ("node.platform.os==linux", True),
+    ("engine.labels.ssd==true", True),
+])
+def test_constraints(expr, ok):
+    assert U.constraint_ok(node("w1", labels={"zone": "a"}), expr) is ok
+
+
+def test_drained_and_down_nodes_are_no_room():
+    nodes = M3 + [node("w1"), node("w2", availability="drain"), node("w3", state="down")]
+    svc = service("api", 1, constraints=["node.role==worker"])
+    assert U.batch_problem([nodes[3]], nodes, [svc], []) == (
+        "api needs room for 1 replicas; without w1 the nodes it may run on hold 0")
+
+
+@pytest.mark.parametrize("managers,ok", [
+    ([node("m1", "manager", True), node("m2", "manager"), node("m3", "manager")], True),
+    ([node("m1", "manager", True), node("m2", "manager"),
+      node("m3", "manager", reach="unreachable")], False),
+    ([node("m1", "manager", True)], True),           # a single manager: nothing to keep
+    ([node("m1", "manager", True)] + [node(f"m{i}", "manager") for i in range(2, 6)], True),
+])
+def test_quorum_after_losing_one(managers, ok):
+    assert U.quorum_after_losing_one(managers)[0] is ok
+
+
+def test_managers_followers_first_leader_last():
+    ms = [node("m1", "manager"), node("m2", "manager", leader=True), node("m3", "manager")]
+    assert names(U.managers_in_order(ms)) == ["m1", "m3", "m2"]
+
+
+# --- the run against a fake swarm -----------------------------------------------------------
+
+class FakeSwarm:
+    def __init__(self, nodes, services, tasks):
+        self._nodes, self._services, self._tasks = nodes, services, tasks
+        self.managers = [U._name(n) for n in nodes if U._role(n) == "manager"]
+        self.busy = set()
+        self.log = []
+
+    def nodes(self):
+        return self._nodes
+
+    def services(self):
+        return self._services
+
+    def tasks(self):
+        return [t for t in self._tasks if t["NodeID"] not in self._drained()]
+
+    def _drained(self):
+        return {n["ID"] for n in self._nodes if n["Spec"]["Availability"] == "drain"}
+
+    def set_availability(self, node_id, availability):
+        self.log.append((node_id[3:], availability))
+        for n in self._nodes:
+            if n["ID"] == node_id:
+                n["Spec"]["Availability"] = availability
+
+
+class FakeUpgrader(U.Upgrader):
+    def __init__(self, swarm, fail_on=None):
+        super().__init__(swarm, {}, {}, "distro", "20.10.24", U.UpgradeOptions(poll=0),
+                         lambda node, msg: None, clock=iter(range(0, 10**6)).__next__,
+                         sleep=lambda s: None)
+        self.fail_on = fail_on
+
+    def install_on(self, name):
+        self.swarm.log.append((name, "install"))
+        if name == self.fail_on:
+            raise U.UpgradeError("install failed: E: Unable to locate package", host=name)
+
+
+def test_run_order_drain_install_activate():
+    swarm = FakeSwarm([node("m1", "manager", True)] + [node("w1"), node("w2")],
+                      [service("web", 2)], [task("web", "w1"), task("web", "w2")])
+    res = FakeUpgrader(swarm).run(U.UpgradeResult("c", "20.10.24", [], {"m1": "", "w1": "",
+                                                                       "w2": ""}))
+    assert res.done == ["w1", "w2", "m1"]
+    assert swarm.log == [("w1", "drain"), ("w1", "install"), ("w1", "active"),
+                         ("w2", "drain"), ("w2", "install"), ("w2", "active"),
+                         ("m1", "drain"), ("m1", "install"), ("m1", "active")]
+
+
+def test_a_failure_stops_the_run_and_says_where_each_node_is():
+    swarm = FakeSwarm([node("m1", "manager", True)] + [node("w1"), node("w2")], [], [])
+    up = FakeUpgrader(swarm, fail_on="w2")
+    with pytest.raises(U.UpgradeError) as e:
+        up.run(U.UpgradeResult("c", "20.10.24", [], {"m1": "", "w1": "", "w2": ""}))
+    msg = str(e.value)
+    assert msg == ("engine upgrade stopped at w2: w2: install failed: E: Unable to locate "
+                   "package. w2 is drained, engine being installed. Upgraded: w1; not started: m1")
+    assert ("m1", "drain") not in swarm.log        # nothing after the failure
+
+
+def test_refuses_to_start_without_whole_quorum():
+    swarm = FakeSwarm([node("m1", "manager", True), node("m2", "manager"),
+                       node("m3", "manager", reach="unreachable")], [], [])
+    with pytest.raises(U.UpgradeRefused, match="not every manager is reachable") as e:
+        FakeUpgrader(swarm).run(U.UpgradeResult("c", "", [], {}))
+    assert e.value.exit_code == 5 and swarm.log == []
