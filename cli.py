@@ -20,7 +20,8 @@ EXIT_CODES_HELP = """exit codes:
   3  a host was unreachable, refused our key, showed a changed host key, or has
      no pinned key (--accept-new-host-keys trusts unpinned keys on first use)
   4  another run holds the lock (swarmsmith unlock STACK removes a dead run's)
-  5  status: degraded (a node down, quorum lost, a service short of replicas)
+  5  status: degraded (a node down, quorum lost, a service short of replicas);
+     engine upgrade: refused (quorum or a service's room would be lost)
   10 deploy: a service failed or was paused
   11 deploy: an update was rolled back (0 with --allow-rollback)
   12 deploy: timed out
@@ -183,7 +184,7 @@ def cmd_engine_upgrade(args) -> int:
             raise _flag_error("--version", f'expected a version like "24.0", got "{args.version}"')
     opts = UpgradeOptions(version=args.version or "", dry_run=args.dry_run,
                           max_batch=args.batch or 0)
-    progress = Progress(quiet=args.json)
+    progress = Progress()      # on stderr even with --json: a long run is never silent
     res = upgrade(_cluster_path(args), opts, progress=progress)
     if args.json:
         _print_json(res.to_dict())

@@ -265,6 +265,30 @@ class Swarm:
 
 # --- the run ------------------------------------------------------------------------------
 
+BUSY_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting",
+               "running")
+
+
+def drain(swarm, nodes: list[dict], timeout: float, poll: float = 0.5,
+          progress: Progress | None = None, clock=time.monotonic, sleep=time.sleep) -> None:
+    """Set `nodes` to drain and wait (bounded) until none of them runs a service task. `swarm`
+    is anything with set_availability(id, availability) and tasks() (running-desired tasks as
+    the Engine API shows them)."""
+    ids = {n["ID"] for n in nodes}
+    names = ", ".join(_name(n) for n in nodes)
+    for n in nodes:
+        if n["Spec"].get("Availability") != "drain":
+            swarm.set_availability(n["ID"], "drain")
+        if progress:
+            progress(_name(n), "drained")
+
+    def tasks_left():
+        here = [t for t in swarm.tasks() if t.get("NodeID") in ids
+                and (t.get("Status") or {}).get("State") in BUSY_STATES]
+        return f"{len(here)} task(s) still on {names}" if here else None
+    _wait(f"drain {names}", tasks_left, timeout, poll, clock, sleep)
+
+
 def _wait(what: str, check: Callable[[], str | None], timeout: float, poll: float,
           clock=time.monotonic, sleep=time.sleep) -> None:
     """Poll `check` (None when done, else what is still awaited) until done or the deadline."""
@@ -315,16 +339,8 @@ class Upgrader:
         before = {n["ID"]: n["Spec"].get("Availability", "active") for n in nodes}
         for n in nodes:
             self.where[_name(n)] = "being drained"
-            self.swarm.set_availability(n["ID"], "drain")
-            self.say(_name(n), "drained")
-        ids = set(before)
-
-        def tasks_left():
-            here = [t for t in self.swarm.tasks() if t.get("NodeID") in ids
-                    and (t.get("Status") or {}).get("State") in ("running", "starting",
-                                                                 "preparing", "assigned")]
-            return f"{len(here)} task(s) still on {', '.join(names)}" if here else None
-        self.wait(f"drain {', '.join(names)}", tasks_left, self.opts.drain_timeout)
+        drain(self.swarm, nodes, self.opts.drain_timeout, self.opts.poll, self.say,
+              self.clock, self.sleep)
         for name in names:
             self.where[name] = "drained, engine being installed"
             self.install_on(name)
