@@ -170,3 +170,16 @@ def test_refuses_to_start_without_whole_quorum():
     with pytest.raises(U.UpgradeRefused, match="not every manager is reachable") as e:
         FakeUpgrader(swarm).run(U.UpgradeResult("c", "", [], {}))
     assert e.value.exit_code == 5 and swarm.log == []
+
+
+def test_refused_on_default_image_lab_hosts_before_any_connection(tmp_path):
+    """Those hosts share the machine's /usr and dpkg database."""
+    from tests.conftest import REPO
+    import subprocess
+    import sys
+    (tmp_path / "swarmsmith.yml").write_text("name: frx\nmanagers: 1\n")
+    proc = subprocess.run([sys.executable, f"{REPO}/cli.py", "engine", "upgrade"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "swarmsmith.yml: lab.image: lab hosts with the default image share" in proc.stderr
+    assert not (tmp_path / ".swarmsmith").exists()
