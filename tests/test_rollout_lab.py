@@ -498,7 +498,7 @@ def test_two_redeploys_at_once_one_waits_or_exits_4(lab, registry):
     assert _lock_id(lab, "rl") is None
 
 
-FAILING = """
+PAUSING = """
 version: "3.8"
 services:
   app:
@@ -518,9 +518,9 @@ def test_deploy_killed_mid_update_next_neither_waits_nor_says_ok(lab):
     (same host, pid gone; not after the 30-minute TTL), the plan is empty, and the paused
     update is reported with exit 10, never 0. The killed run left its audit start line; its
     socket folder is removed by the next run."""
-    good = lab.compose("k1", FAILING.format(command="sleep 100000"))
+    good = lab.compose("k1", PAUSING.format(command="sleep 100000"))
     assert lab.deploy(good, "rk")[0] == 0
-    bad = lab.compose("k2", FAILING.format(command="sleep 6; exit 1"))
+    bad = lab.compose("k2", PAUSING.format(command="sleep 6; exit 1"))
     victim = subprocess.Popen([sys.executable, os.path.join(REPO, "cli.py"), "deploy",
                                "--cluster", lab.path, "-c", bad, "rk"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
