@@ -334,6 +334,8 @@ def test_private_image_deploys_on_nodes_that_never_logged_in(lab, private_regist
     assert p.returncode == 2 and f"registries.{reg}.password_env" in p.stderr
 
     inspect = lab.ssh(lab.manager.name, "docker service inspect pv1_app")
-    for text in outputs + [_everything_written(lab), inspect]:
+    audit = lab.cli("audit", "pv1", "--json")           # the history kept in the swarm
+    assert audit.returncode == 0 and "redeploy" in audit.stdout, audit.stderr
+    for text in outputs + [_everything_written(lab), inspect, audit.stdout]:
         assert PASSWORD not in text
     lab.cli("rm", "pv1")

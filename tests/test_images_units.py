@@ -118,3 +118,114 @@ def test_select_hosts():
     assert names(select_hosts(hosts, ["managers", "w2"])) == ["m1", "w2"]
     with pytest.raises(InputError, match="no node named w9"):
         select_hosts(hosts, ["w9"])
+
+
+# --- image files (images build) ------------------------------------------------------------
+
+def _imagefile(tmp_path, text: str) -> str:
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    p = tmp_path / "images.yml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("text,where", [
+    ("packages: [python3]\n", "images"),
+    ("packages: [Bad_Name]\nimages: {a/b:1: {}}\n", "packages"),
+    ("images: {A/b:1: {}}\n", "images.A/b:1"),
+    ("images: {a/b:1: {cmd: run}}\n", "images.a/b:1.cmd"),
+    ("images: {a/b:1: {files: {nosuch.py: /app/x.py}}}\n", "images.a/b:1.files.nosuch.py"),
+    ("images: {a/b:1: {files: {app.py: app/x.py}}}\n", "images.a/b:1.files.app.py"),
+    ("images: {a/b:1: {bogus: 1}}\n", "images.a/b:1.bogus"),
+    ("suite: [x]\nimages: {a/b:1: {}}\n", "suite"),
+    ("images: {a/b:1: {}}\nextra: 1\n", "extra"),
+    (": : :\n", "not valid YAML"),
+])
+def test_image_file_errors_name_file_and_key(tmp_path, text, where):
+    from provision.debian_images import load
+    path = _imagefile(tmp_path, text)
+    with pytest.raises(InputError) as e:
+        load(path)
+    assert str(e.value).startswith(path) and where in str(e.value)
+
+
+def test_image_file_layers_are_reproducible(tmp_path, rootfs):
+    from provision import debian_images as di
+    path = _imagefile(tmp_path, "packages: [python3]\nimages:\n  a/b:1:\n"
+                      "    files: {app.py: /app/app.py}\n    cmd: [python3, /app/app.py]\n"
+                      "    env: {VERSION: '1.0'}\n    expose: [3894]\n")
+    f = di.load(path)
+    di.files_layer(f, f.images["a/b:1"]["files"], str(tmp_path / "l1.tar"))
+    di.files_layer(f, f.images["a/b:1"]["files"], str(tmp_path / "l2.tar"))
+    assert (tmp_path / "l1.tar").read_bytes() == (tmp_path / "l2.tar").read_bytes()
+    with tarfile.open(tmp_path / "l1.tar") as tar:
+        assert tar.getnames() == ["app", "app/app.py"]
+    key = di.archive_key(f)
+    (tmp_path / "app.py").write_text("print('changed')\n")
+    assert di.archive_key(di.load(path)) != key       # a changed file is a new archive
+    cfg = di._config("a/b:1", f.images["a/b:1"], [rootfs])
+    assert "VERSION=1.0" in cfg.env and cfg.exposed_ports == ["3894/tcp"]
+    cmd = di.mmdebstrap_command(f, "/out.tar")
+    assert cmd[0] == "mmdebstrap" and "--include=python3" in cmd and cmd[-2:] == ["bookworm", "/out.tar"]
+
+
+def test_build_uses_the_cached_base_and_archive(tmp_path, rootfs, monkeypatch):
+    """With the base layer in the cache no mmdebstrap runs; a second build is the cached one."""
+    import shutil
+    from provision import debian_images as di
+    path = _imagefile(tmp_path, "packages: [python3]\nimages:\n  a/b:1:\n"
+                      "    files: {app.py: /app/app.py}\n  a/c:1: {cmd: [sh]}\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    f = di.load(path)
+    shutil.copy(rootfs, cache / f"debian-bookworm-{di.base_key(f)}.rootfs.tar")
+    monkeypatch.setattr(di.shutil, "which", lambda _n: None)    # mmdebstrap must not be needed
+    first = di.build(path, cache=str(cache))
+    again = di.build(path, cache=str(cache))
+    assert not first.cached and again.cached and first.images == again.images
+    assert sorted(t for i in first.images for t in i.tags) == ["a/b:1", "a/c:1"]
+
+
+# --- deploy --push-images ------------------------------------------------------------------
+
+def test_push_source_from_flags_and_cluster_file(tmp_path):
+    from types import SimpleNamespace as NS
+    from stacks.images.push_missing import LOCAL_ENGINE, check_source, source_of
+    cf = tmp_path / "c.yml"
+    cf.write_text("name: c\nprovider: lab\nmanagers: 1\nworkers: 0\n")
+    assert source_of(NS(), str(cf)) is None
+    assert source_of(NS(push_images=True), str(cf)) == LOCAL_ENGINE
+    assert source_of(NS(push_images=True, push_from="x.tar"), str(cf)) == "x.tar"
+    assert source_of(NS(), str(tmp_path / "none.yml")) is None
+    cf.write_text("name: c\nprovider: lab\nmanagers: 1\nworkers: 0\nimages: {push_missing: true}\n")
+    assert source_of(NS(), str(cf)) == LOCAL_ENGINE
+    with pytest.raises(InputError, match="--push-from"):
+        check_source(str(tmp_path / "missing.tar"))
+    check_source(None)
+    check_source(LOCAL_ENGINE)
+
+
+def test_push_missing_refuses_an_archive_without_the_image(tmp_path, rootfs):
+    from stacks.images.push_missing import push_missing
+    archive = tmp_path / "a.tar"
+    write_archive(str(archive), [ImageConfig("t/a:1", [rootfs])])
+    with pytest.raises(InputError) as e:
+        push_missing({"t/other:2": {"w1"}}, str(archive), str(tmp_path / "c.yml"), quiet=True)
+    assert "t/other:2 not in it" in str(e.value) and "t/a:1" in str(e.value)
+
+
+def test_missing_images_are_collected_for_push(tmp_path):
+    from stacks.images.check import check_images
+    from stacks.plan_apply.plan import CREATE, Action, Plan
+    from stacks.specs.convert import StackSpec
+    desired = StackSpec("st", services={"st_web": {
+        "Name": "st_web", "TaskTemplate": {"ContainerSpec": {"Image": "app:1"}}}})
+    plan = Plan("st")
+    plan.actions.append(Action("service", "st_web", CREATE, spec=desired.services["st_web"]))
+    nodes = [{"ID": n, "Description": {"Hostname": n}, "Spec": {"Role": "worker"},
+              "Status": {"State": "ready"}} for n in ("w1", "w2")]
+    missing: dict = {}
+    problems, _ = check_images(None, desired, plan, nodes,
+                               lambda ns: {"w1": {"app:1"}, "w2": set()}, missing)
+    assert missing == {"app:1": {"w2"}}
+    assert "deploy --push-images" in problems[0]
