@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 T=examples/tutorial
-export SWARMSMITH_CLUSTER=$T/swarmsmith.yml
+export SWARMSMITH_CLUSTER=${SWARMSMITH_CLUSTER:-$T/swarmsmith.yml}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "bootstrap: lab hosts, engines over SSH, swarm init (private advertise address), joins"
