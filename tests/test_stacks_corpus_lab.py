@@ -1,7 +1,10 @@
 """Parity on real-world-style stack files (tests/fixtures/stacks/corpus/): each file is
 deployed by the 20.10 `docker stack deploy` on a lab manager, planned by swarmsmith against
-that CLI stack (no changes), removed, deployed by swarmsmith under the same stack name, and
-the stored specs of both deploys compared (services, networks, secrets, configs).
+that CLI stack (no changes), taken over by a swarmsmith deploy with only
+`--no-update-defaults` (no service updated, no task restarted, nothing left to change),
+removed, deployed by swarmsmith under the same stack name, and the stored specs of both
+deploys compared (services, networks, secrets, configs).  One more small CLI stack checks
+that swarm itself refuses the take-over of a secret whose content is not the file's.
 
 One module-scoped lab `par1` (1 manager + 1 worker), always brought down at the end.  The
 corpus images are only names: every node gets them as tags of one image built from the
@@ -36,6 +39,7 @@ DOCKER = "/usr/bin/docker"      # the 20.10 CLI of apt's docker.io, on the manag
 STACKS = {"monitoring": "pcmon", "proxy": "pcprx", "app": "pcapp", "agents": "pcagt",
           "paths": "pcpth"}
 AS_CLI = ("--no-versioned-names", "--no-update-defaults")
+TAKEOVER = "--no-update-defaults"
 # variables the corpus interpolates with defaults: unset for both deploys
 CORPUS_VARS = ("RETENTION", "PUBLIC_NETWORK", "ACME_EMAIL", "LOG_LEVEL")
 HOME = "/root"                  # the manager's SSH session has this HOME too (`~` in paths.yml)
@@ -105,6 +109,15 @@ class Lab:
                 out[kind][spec["Name"]] = spec
         return out
 
+    def tasks(self, stack: str) -> tuple[dict, list]:
+        """({service: version}, sorted IDs of the tasks meant to run) of a stack."""
+        label = {"label": f"com.docker.stack.namespace={stack}"}
+        services = {s["ID"]: (s["Spec"]["Name"], s["Version"]["Index"])
+                    for s in self.api.services(filters=label)}
+        tasks = sorted(t["ID"] for t in self.api.tasks()
+                       if t["ServiceID"] in services and t["DesiredState"] == "running")
+        return dict(services.values()), tasks
+
     def wait_gone(self, stacks, deadline: float = 90) -> None:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
@@ -134,10 +147,11 @@ def lab():
 
 @pytest.fixture(scope="module")
 def runs(lab):
-    """Both deploys of every corpus file, and swarmsmith's plans against the CLI stacks:
-    {"cli": {file: snapshot}, "ours": {file: snapshot}, "plans": {file: {flags: plan}}}."""
+    """Both deploys of every corpus file, swarmsmith's plans against the CLI stacks, and its
+    take-over of them: {"cli": {file: snapshot}, "ours": {file: snapshot}, "plans": {file:
+    {flags: plan}}, "takeover": {file: {"before"/"after": Lab.tasks(), "replan": plan}}}."""
     folder = tempfile.mkdtemp(prefix="swarmsmith-corpus-", dir="/tmp")
-    out: dict = {"cli": {}, "ours": {}, "plans": {}}
+    out: dict = {"cli": {}, "ours": {}, "plans": {}, "takeover": {}}
     try:
         shutil.copytree(CORPUS, folder, dirs_exist_ok=True)
         tags = " ".join(f"-t {shlex.quote(i)}" for i in corpus_images())
@@ -152,8 +166,15 @@ def runs(lab):
             out["cli"][name] = lab.snapshot(stack)
             file = os.path.join(folder, f"{name}.yml")
             out["plans"][name] = {
-                flags: lab.swarmsmith(*flags, "--dry-run", "--json", stack=stack, file=file)
-                for flags in (AS_CLI, ("--no-update-defaults",))}
+                AS_CLI: lab.swarmsmith(*AS_CLI, "--dry-run", "--json", stack=stack, file=file)}
+            # the take-over: a real deploy (its plan is the one checked), then a second plan
+            before = lab.tasks(stack)
+            run = lab.swarmsmith(TAKEOVER, "--detach", "--json", stack=stack, file=file)
+            out["plans"][name][(TAKEOVER,)] = run["plan"]
+            out["takeover"][name] = {
+                "before": before, "after": lab.tasks(stack),
+                "replan": lab.swarmsmith(TAKEOVER, "--dry-run", "--json", stack=stack,
+                                         file=file)}
         lab.sh(" && ".join(f"{DOCKER} stack rm {s} >/dev/null" for s in STACKS.values()))
         lab.wait_gone(STACKS.values())
         for name, stack in STACKS.items():
@@ -191,17 +212,63 @@ def test_plan_of_the_cli_stack_shows_no_changes(runs, name):
     for flags, plan in runs["plans"][name].items():
         changed = [(a["kind"], a["name"], a["action"], a.get("changes"))
                    for a in plan["actions"] if a["action"] != "unchanged"]
-        if flags == AS_CLI or name not in ("app", "monitoring"):
+        assert not plan["problems"], plan["problems"]
+        if flags == AS_CLI or name != "app":
             assert changed == [], (flags, changed)
         else:
-            # versioned names (the default): secrets/configs read from files move to new
-            # names; everything else is unchanged (docs/stacks.md, "Secret and config names")
-            assert {c[0] for c in changed} <= {"secret", "config", "service"}, changed
-            for kind, _, action, changes in changed:
-                if kind == "service":
-                    assert action == "update" and {c["path"].split("[")[0] for c in changes} \
-                        <= {"TaskTemplate.ContainerSpec.Secrets",
-                            "TaskTemplate.ContainerSpec.Configs"}, changes
+            # versioned names (the default): the CLI's configs are kept (same data); its
+            # secret is kept and only gets swarmsmith's content-hash label, which the plan
+            # says it could not check (docs/stacks.md, "Taking over a CLI stack")
+            assert changed == [("secret", "pcapp_db_password", "update", [{
+                "path": f"Labels.{CONTENT_LABEL}", "old": None,
+                "new": "(keyed hash of the file)"}])], changed
+            secret = next(a for a in plan["actions"] if a["name"] == "pcapp_db_password")
+            assert secret["content_checked"] is False and "could not be" in secret["note"]
+
+
+@pytest.mark.parametrize("name", list(STACKS))
+def test_takeover_of_the_cli_stack_restarts_no_task(runs, name):
+    """The CLI's stack deployed by swarmsmith with only --no-update-defaults: not one service
+    updated (same versions), the same tasks run, and a second plan has nothing to change."""
+    run = runs["takeover"][name]
+    (versions, tasks), after = run["before"], run["after"]
+    assert versions and tasks and after == (versions, tasks)
+    replan = run["replan"]
+    assert replan["counts"]["create"] == replan["counts"]["update"] == 0, replan
+    assert not [w for w in replan["warnings"] if "could not be checked" in w], replan
+    kept = {a["name"] for a in replan["actions"] if a["kind"] in ("secret", "config")}
+    assert kept == set(runs["cli"][name]["secrets"]) | set(runs["cli"][name]["configs"])
+
+
+def test_takeover_of_a_secret_with_other_content_is_refused_by_swarm(lab):
+    """A CLI secret whose file changed since: swarm refuses the label update carrying the
+    file's content (exit 1, no service touched); the next deploy moves to a new secret."""
+    folder = tempfile.mkdtemp(prefix="swarmsmith-tkref-", dir="/tmp")
+    stack = "tkref"
+    try:
+        file = os.path.join(folder, "s.yml")
+        with open(file, "w") as f:
+            f.write('version: "3.8"\nservices:\n  app:\n    image: swarmsmith/busybox:1\n'
+                    '    command: sleep 1000000\n    secrets: [pw]\n'
+                    'secrets:\n  pw: {file: ./pw.txt}\n')
+        with open(os.path.join(folder, "pw.txt"), "w") as f:
+            f.write("first")
+        lab.sh(f"cd {folder} && {DOCKER} stack deploy --resolve-image never -c s.yml {stack}")
+        with open(os.path.join(folder, "pw.txt"), "w") as f:
+            f.write("second")
+        before = lab.tasks(stack)[0]
+        proc = swarmsmith("deploy", "--cluster", lab.path, TAKEOVER, "--detach", "-c", file,
+                          stack)
+        assert proc.returncode == 1 and "holds other content than its file" in proc.stderr, \
+            (proc.stdout, proc.stderr)
+        assert lab.tasks(stack)[0] == before
+        lab.swarmsmith(TAKEOVER, "--detach", stack=stack, file=file)
+        spec = lab.api.services(filters={"name": f"{stack}_app"})[0]["Spec"]
+        ref = spec["TaskTemplate"]["ContainerSpec"]["Secrets"][0]
+        assert ref["SecretName"].startswith(f"{stack}_pw-"), ref
+    finally:
+        lab.sh(f"{DOCKER} stack rm {stack} >/dev/null", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_bind_sources_reach_the_swarm_as_the_cli_sends_them(runs):
