@@ -39,11 +39,14 @@ class EngineAPI:
             raise SwarmsmithError(f"{what}: {explanation}") from exc
 
     def _post(self, what: str, path: str, body: dict, params: dict | None = None,
-              *args, headers: dict | None = None) -> dict:
+              *args, headers: dict | None = None, answer: bool = True) -> dict:
         def go():
             extra = {"headers": headers} if headers else {}
             resp = self.api._post_json(self.api._url(path, *args), data=body, params=params,
                                        **extra)
+            if not answer:      # secret and config updates answer 200 with an empty body
+                self.api._result(resp)          # still raises on an error status
+                return {}
             return self.api._result(resp, json=True) or {}
         return self._call(what, go)
 
@@ -87,14 +90,14 @@ class EngineAPI:
 
     def update_secret(self, id_: str, version: int, spec: dict) -> None:
         self._post(f"update secret {spec['Name']}", "/secrets/{0}/update", spec,
-                   {"version": version}, id_)
+                   {"version": version}, id_, answer=False)
 
     def create_config(self, spec: dict) -> str:
         return self._post(f"create config {spec['Name']}", "/configs/create", spec)["ID"]
 
     def update_config(self, id_: str, version: int, spec: dict) -> None:
         self._post(f"update config {spec['Name']}", "/configs/{0}/update", spec,
-                   {"version": version}, id_)
+                   {"version": version}, id_, answer=False)
 
     def create_service(self, spec: dict) -> str:
         return self._post(f"create service {spec['Name']}", "/services/create", spec,

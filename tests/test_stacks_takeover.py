@@ -17,7 +17,8 @@ AS_CLI = dict(no_versioned_names=True, no_update_defaults=True)
 
 class Swarmkit(FakeAPI):
     """FakeAPI that keeps secret data (never returned) and answers updates as swarmkit's
-    UpdateSecret/UpdateConfig do: only labels may change; data sent must equal the stored."""
+    UpdateSecret/UpdateConfig do: only labels may change; data sent must equal the stored;
+    the answer is an empty body, as the Engine API's."""
 
     def __init__(self):
         super().__init__()
@@ -36,7 +37,12 @@ class Swarmkit(FakeAPI):
         out = super()._post_json(url, data, params)
         if parts[0] == "secrets" and parts[1] == "create":
             self.data[out["ID"]] = data.get("Data")
-        return out
+        return "" if parts[0] in ("secrets", "configs") and parts[1] != "create" else out
+
+    def _result(self, resp, json=False):
+        if json and resp == "":
+            raise ValueError("Expecting value: line 1 column 1 (char 0)")
+        return resp
 
 
 def cli_stack(f) -> Swarmkit:
