@@ -2,6 +2,8 @@
 live ones (as the Engine API lists them), per service, network, secret and
 config: create / update (changed fields, old -> new) / unchanged / remove
 (only with prune).  Pure: no API calls here; provision/engine_api.py fetches.
+Secrets and configs `docker stack deploy` made under its names are kept while
+they hold the files' content (stacks/plan_apply/takeover.py).
 
 Never holds secret contents in what it shows: secret/config Data stays in
 `Action.spec` (needed to create them) and is left out of to_dict() and the
