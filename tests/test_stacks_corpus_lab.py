@@ -236,7 +236,8 @@ def test_takeover_of_the_cli_stack_restarts_no_task(runs, name):
     replan = run["replan"]
     assert replan["counts"]["create"] == replan["counts"]["update"] == 0, replan
     assert not [w for w in replan["warnings"] if "could not be checked" in w], replan
-    kept = {a["name"] for a in replan["actions"] if a["kind"] in ("secret", "config")}
+    kept = {a["name"].replace(STACKS[name], "STACK", 1) for a in replan["actions"]
+            if a["kind"] in ("secret", "config")}
     assert kept == set(runs["cli"][name]["secrets"]) | set(runs["cli"][name]["configs"])
 
 
