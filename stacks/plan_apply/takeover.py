@@ -124,7 +124,6 @@ def note(t: Takeover) -> str:
         return "made by docker stack deploy with the file's content: kept under its name"
     if t.how == BY_LABEL:
         return "kept under its name: its content-hash label matches the file"
-    return ("made by docker stack deploy; swarm never returns a secret's content, so it could "
-            "not be checked against the file: kept under its name, and the file's content "
-            "hash is recorded as a label (labels only, no task restarts; swarm refuses it "
-            "if the content differs)")
+    return ("made by docker stack deploy; its content could not be checked, swarm never "
+            "returns it: kept under its name, the file's content hash recorded as a label, "
+            "no task restarts")
