@@ -53,6 +53,10 @@ class ProgressPrinter:
         key = host or phase
         self.start.setdefault(key, now)
         final = phase == "done" or (phase == "compress" and done >= total)
+        if phase == "send" and done == 0:      # the start: nothing to show yet
+            self.start[key] = now
+            self.last[key] = now
+            return
         if not final and now - self.last.get(key, -1e9) < self.every:
             return
         self.last[key] = now
@@ -115,7 +119,7 @@ def cmd_images_build(args) -> int:
         from .dockerapi import inventory_hosts, session_for
         from .image_push import push_archive
         hosts = select_hosts(inventory_hosts(_cluster_path(args)), args.nodes)
-        result = push_archive(built.archive, hosts, session_for,
+        result = push_archive(built.archive, hosts, session_for, keep_compressed=True,
                               progress=None if args.json else ProgressPrinter())
         report["push"] = result.to_dict()
         if not args.json:

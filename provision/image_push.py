@@ -106,21 +106,27 @@ def compress(path: str, out_dir: str, progress: Progress | None = None) -> str:
     total = os.path.getsize(path)
     fd, out = tempfile.mkstemp(prefix=".push-", suffix=".tar.gz", dir=out_dir)
     done = 0
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1,
-                                                   mtime=0) as gz, open(path, "rb") as src:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            gz.write(chunk)
-            done += len(chunk)
-            if progress:
-                progress("", "compress", done, total)
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1,
+                                                       mtime=0) as gz, open(path, "rb") as src:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                gz.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress("", "compress", done, total)
+    except BaseException:
+        os.unlink(out)
+        raise
     return out
 
 
 def push_archive(path: str, hosts: list, session_for, *, progress: Progress | None = None,
-                 compress_wire: bool = True, concurrency: int = 16,
+                 compress_wire: bool = True, concurrency: int = 16, keep_compressed: bool = False,
                  clock=time.monotonic) -> PushResult:
     """Push the archive at `path` to `hosts` (provision.hosts.Host); `session_for(host)` gives
-    an SSH session (provision.ssh.Session). Raises GroupError naming every failed host."""
+    an SSH session (provision.ssh.Session). Raises GroupError naming every failed host.
+    `keep_compressed`: the archive never changes (a cached build), so its gzip copy is kept
+    beside it as `<path>.gz` and reused by the next push."""
     from .parallel import each
 
     images = read_images(path)
@@ -135,8 +141,14 @@ def push_archive(path: str, hosts: list, session_for, *, progress: Progress | No
         todo = {h.name: decide(images, seen[h.name]) for h in hosts}
         wire, tmpdir = path, None
         if LOAD in todo.values() and compress_wire and not is_gzip(path):
-            tmpdir = tempfile.mkdtemp(prefix="swarmsmith-push-")
-            wire = compress(path, tmpdir, progress)
+            if keep_compressed:
+                wire = path + ".gz"
+                if not os.path.isfile(wire):
+                    os.replace(compress(path, os.path.dirname(os.path.abspath(path)),
+                                        progress), wire)
+            else:
+                tmpdir = tempfile.mkdtemp(prefix="swarmsmith-push-")
+                wire = compress(path, tmpdir, progress)
         result.wire_bytes = os.path.getsize(wire) if LOAD in todo.values() else 0
         lock = threading.Lock()
 
@@ -152,6 +164,9 @@ def push_archive(path: str, hosts: list, session_for, *, progress: Progress | No
                         s.run(Command.of("docker", "tag", i.id, t, description="tag image"))
             else:
                 total = result.wire_bytes
+                if progress:             # the rate is measured from here
+                    with lock:
+                        progress(host.name, "send", 0, total)
 
                 def on_sent(n: int) -> None:
                     nonlocal sent

@@ -34,7 +34,7 @@ echo "$reply"
 step "rolling update to VERSION=2.0 (start-first, one task at a time) while a request loop counts failures"
 VERSION=2.0 python3 scripts/request_loop.py "$url" --max-seconds 240 -- swarmsmith deploy -c $T/stack.yml tutorial
 step "after the update: every answer carries app-version 2.0"
-for _ in 1 2 3; do curl -s --max-time 2 "$url"; echo; done
+for _ in 1 2 3; do curl -s --max-time 2 "$url"; done
 
 step "status"
 swarmsmith status

@@ -210,7 +210,7 @@ def test_push_missing_refuses_an_archive_without_the_image(tmp_path, rootfs):
     archive = tmp_path / "a.tar"
     write_archive(str(archive), [ImageConfig("t/a:1", [rootfs])])
     with pytest.raises(InputError) as e:
-        push_missing({"t/other:2": {"w1"}}, str(archive), str(tmp_path / "c.yml"), quiet=True)
+        push_missing({"t/other:2": {"w1"}}, str(archive), str(tmp_path / "c.yml"))
     assert "t/other:2 not in it" in str(e.value) and "t/a:1" in str(e.value)
 
 
@@ -229,3 +229,17 @@ def test_missing_images_are_collected_for_push(tmp_path):
                                lambda ns: {"w1": {"app:1"}, "w2": set()}, missing)
     assert missing == {"app:1": {"w2"}}
     assert "deploy --push-images" in problems[0]
+
+
+def test_progress_lines_start_at_the_first_byte():
+    import io as _io
+    from provision.image_commands import ProgressPrinter
+    now = [100.0]
+    out = _io.StringIO()
+    pp = ProgressPrinter(out, clock=lambda: now[0])
+    pp("w1", "send", 0, 10_000_000)
+    now[0] += 2.0
+    pp("w1", "send", 4_000_000, 10_000_000)
+    now[0] += 0.3
+    pp("w1", "send", 5_000_000, 10_000_000)       # within a second: not shown
+    assert out.getvalue().splitlines() == ["  w1: sending 4.0 MB / 10.0 MB  2.0 MB/s"]

@@ -8,7 +8,7 @@ SOURCE: by default the local engine (DOCKER_HOST); else a `docker save` archive 
 from __future__ import annotations
 
 import os
-import sys
+from typing import Callable
 
 from provision.errors import InputError
 
@@ -33,17 +33,18 @@ def check_source(source: str | None) -> None:
         raise InputError("no such file", file=source, path="--push-from")
 
 
-def push_missing(missing: dict, source: str, cluster_path: str, *, quiet: bool = False,
-                 err=sys.stderr) -> list[str]:
-    """Push the images of `missing` ({image: {hostname}}) to those nodes; returns changes."""
+def push_missing(missing: dict, source: str, cluster_path: str, *,
+                 say: Callable[[str], None] | None = None, progress=None) -> list[str]:
+    """Push the images of `missing` ({image: {hostname}}) to those nodes; returns changes.
+    `say(line)` gets what is being done, `progress` the per-node byte counts
+    (provision/image_push.py Progress); both optional."""
     from provision.dockerapi import inventory_hosts, session_for
     from provision.image_archive import read_images
-    from provision.image_commands import ProgressPrinter
     from provision.image_push import push_archive
 
     images = sorted(missing)
-    say = (lambda m: None) if quiet else (lambda m: print(m, file=err, flush=True))
-    saved = None
+    say = say or (lambda _m: None)
+    saved, cached = None, False
     try:
         if source == LOCAL_ENGINE:
             from provision.local_engine import save
@@ -52,6 +53,7 @@ def push_missing(missing: dict, source: str, cluster_path: str, *, quiet: bool =
         elif source.endswith((".yml", ".yaml")):
             from provision.debian_images import build
             archive = build(source, progress=say).archive
+            cached = True
         else:
             archive = source
         have = {t for i in read_images(archive) for t in i.tags}
@@ -66,8 +68,8 @@ def push_missing(missing: dict, source: str, cluster_path: str, *, quiet: bool =
             raise InputError(f"nodes {', '.join(sorted(wanted))} are not in the inventory",
                              path="--push-images")
         say(f"pushing {', '.join(images)} to {', '.join(h.name for h in hosts)}")
-        result = push_archive(archive, hosts, session_for,
-                              progress=None if quiet else ProgressPrinter(err))
+        result = push_archive(archive, hosts, session_for, progress=progress,
+                              keep_compressed=cached)
         return result.changes
     finally:
         if saved:

@@ -138,7 +138,10 @@ def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
             path = _cluster_path(args)
             source = pm.source_of(args, path)
             if source and path:   # push what the image check found missing, then plan again
-                pm.push_missing(missing, source, path, quiet=getattr(args, "json", False))
+                quiet = getattr(args, "json", False)
+                from provision.image_commands import ProgressPrinter
+                pm.push_missing(missing, source, path, say=None if quiet else _say,
+                                progress=None if quiet else ProgressPrinter())
                 plan, engine = plan_for(args, engine)
         _print_plan(plan, args, out)
         started = time.monotonic()
