@@ -66,6 +66,9 @@ class ProgressPrinter:
         elif phase == "send":
             print(f"  {host}: sending {_mb(done)} / {_mb(total)}  {done / secs / 1e6:.1f} MB/s",
                   file=self.out)
+        elif phase == "done":
+            print(f"  {host}: {_mb(done)} sent, loaded and checked in {secs:.1f} s "
+                  f"({done / secs / 1e6:.1f} MB/s)", file=self.out)
         self.out.flush()
 
 

@@ -189,7 +189,7 @@ def push_archive(path: str, hosts: list, session_for, *, progress: Progress | No
                                          "archive's: " + "; ".join(bad), host=host.name,
                                          command="docker image inspect", exit_status=0)
             res = NodeResult(host.name, action, sent, clock() - t0)
-            if progress:
+            if progress and action == LOAD:
                 with lock:
                     progress(host.name, "done", sent, result.wire_bytes)
             return res

@@ -243,3 +243,17 @@ def test_progress_lines_start_at_the_first_byte():
     now[0] += 0.3
     pp("w1", "send", 5_000_000, 10_000_000)       # within a second: not shown
     assert out.getvalue().splitlines() == ["  w1: sending 4.0 MB / 10.0 MB  2.0 MB/s"]
+
+
+def test_progress_ends_with_a_line_per_node_even_for_one_chunk():
+    import io as _io
+    from provision.image_commands import ProgressPrinter
+    now = [0.0]
+    out = _io.StringIO()
+    pp = ProgressPrinter(out, clock=lambda: now[0])
+    pp("w2", "send", 0, 1_000_000)
+    pp("w2", "send", 1_000_000, 1_000_000)
+    now[0] += 0.5
+    pp("w2", "done", 1_000_000, 1_000_000)
+    assert out.getvalue().splitlines() == [
+        "  w2: 1.0 MB sent, loaded and checked in 0.5 s (2.0 MB/s)"]
