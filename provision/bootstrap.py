@@ -20,7 +20,7 @@ from .addresses import choose
 from .cluster_record import NODE_LABEL
 from .command import Command
 from .errors import HostKeyMismatchError, InputError, SwarmsmithError
-from .parallel import each
+from .parallel import each, ticking
 from .ssh import Session, fingerprint
 
 
@@ -324,14 +324,16 @@ def _engine_step(run: Run, h) -> dict:
     for _ in range(2):      # once more after an install: the package decides how to start
         steps = engine.plan(facts, daemon, cf.install, _apt(cf, h), cf.version)
         for st in steps:
-            if st.change.startswith("engine installed"):
-                run.progress(h.name, "installing the engine")
-            r = s.run(st.command)
+            if st.installs:
+                with ticking(run.progress, h.name, "installing the engine"):
+                    r = s.run(st.command, timeout=st.timeout)
+            else:
+                r = s.run(st.command, timeout=st.timeout)
             change = engine.fallback_change(r.stdout) or st.change
             if change:
                 run.changes.append(f"{h.name}: {change}")
                 run.progress(h.name, change)
-            if st.change.startswith("engine installed"):
+            if st.installs:
                 break
         if steps:
             facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)

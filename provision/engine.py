@@ -164,6 +164,14 @@ def version_matches(running: str, wanted: str) -> bool:
 class Step:
     change: str          # what the summary says
     command: Command
+    timeout: float = 300.0
+
+    @property
+    def installs(self) -> bool:
+        return self.change.startswith("engine installed")
+
+
+INSTALL_TIMEOUT = 1800.0    # a slow mirror or a busy host: apt may take minutes
 
 
 def desired_daemon(engine_defaults: dict, user_daemon: dict) -> dict:
@@ -202,7 +210,8 @@ def _install_step(facts: dict, install: str, version: str = "") -> Step:
         raise SwarmsmithError("Docker is not installed and engine.install is never")
     family = {facts.get("os", "")} | set(facts.get("os_like", "").split())
     change, script = install_script(install, family, version)
-    return Step(change, Command.shell(script, description="install the Docker engine"))
+    return Step(change, Command.shell(script, description="install the Docker engine"),
+                timeout=INSTALL_TIMEOUT)
 
 
 def _manager(facts: dict) -> str:

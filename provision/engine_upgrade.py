@@ -373,9 +373,10 @@ class Upgrader:
         family = {facts.get("os", "")} | set(facts.get("os_like", "").split())
         same = bool(self.version) and engine.version_matches(facts.get("server", ""), self.version)
         change, script = engine.install_script(self.install, family, self.version, reinstall=same)
-        self.say(name, ("re-installing" if same else "installing") + " the engine")
-        r = s.run(Command.shell(script, description="install the Docker engine"), check=False,
-                  timeout=900)
+        from .parallel import ticking
+        with ticking(self.say, name, ("re-installing" if same else "installing") + " the engine"):
+            r = s.run(Command.shell(script, description="install the Docker engine"),
+                      check=False, timeout=engine.INSTALL_TIMEOUT)
         if not r.ok:
             raise UpgradeError(f"install failed: {(r.stderr or r.stdout).strip()[-400:]}",
                                host=name)

@@ -1,6 +1,9 @@
 """Run one function per host concurrently; collect every failure into one GroupError."""
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import GroupError
@@ -22,3 +25,21 @@ def each(fn, items: list, key=lambda x: x.name, concurrency: int = 16) -> dict:
             raise next(iter(errors.values()))
         raise GroupError(errors)
     return results
+
+
+@contextlib.contextmanager
+def ticking(progress, host: str, what: str, every: float = 10.0, clock=time.monotonic):
+    """Report `what` now and every few seconds until the block ends (an install takes
+    minutes: never a silent one)."""
+    done = threading.Event()
+    t0 = clock()
+    progress(host, what)
+
+    def tick():
+        while not done.wait(every):
+            progress(host, f"{what} ({clock() - t0:.0f}s)")
+    threading.Thread(target=tick, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
