@@ -183,3 +183,15 @@ def test_refused_on_default_image_lab_hosts_before_any_connection(tmp_path):
     assert proc.returncode == 2
     assert "swarmsmith.yml: lab.image: lab hosts with the default image share" in proc.stderr
     assert not (tmp_path / ".swarmsmith").exists()
+
+
+def test_ticking_reports_until_the_block_ends():
+    import time as _time
+    from provision.parallel import ticking
+    seen = []
+    with ticking(lambda host, msg: seen.append((host, msg)), "h1", "installing", every=0.02):
+        _time.sleep(0.15)
+    n = len(seen)
+    _time.sleep(0.1)
+    assert seen[0] == ("h1", "installing") and n >= 3 and len(seen) == n
+    assert all(m.startswith("installing (") and m.endswith("s)") for _, m in seen[1:])
