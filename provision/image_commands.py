@@ -159,7 +159,7 @@ def add_commands(sub) -> None:
                       help="image names or IDs in the local engine (DOCKER_HOST)")
     push.add_argument("--file", metavar="ARCHIVE.tar", help="a `docker save` archive instead")
     push.add_argument("--nodes", nargs="+", metavar="NODE", default=["all"],
-                      help="all (default), managers, workers, or node names")
+                      help="all (default), managers, workers, or node names (after the IMAGEs)")
     push.add_argument("--cluster", metavar="FILE", help="cluster file")
     push.add_argument("--no-compress", action="store_true",
                       help="send the archive as it is (default: gzip on the wire)")
