@@ -144,8 +144,9 @@ def push_archive(path: str, hosts: list, session_for, *, progress: Progress | No
             if keep_compressed:
                 wire = path + ".gz"
                 if not os.path.isfile(wire):
-                    os.replace(compress(path, os.path.dirname(os.path.abspath(path)),
-                                        progress), wire)
+                    tmp = compress(path, os.path.dirname(os.path.abspath(path)), progress)
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, wire)
             else:
                 tmpdir = tempfile.mkdtemp(prefix="swarmsmith-push-")
                 wire = compress(path, tmpdir, progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -257,3 +258,72 @@ def test_progress_ends_with_a_line_per_node_even_for_one_chunk():
     pp("w2", "done", 1_000_000, 1_000_000)
     assert out.getvalue().splitlines() == [
         "  w2: 1.0 MB sent, loaded and checked in 0.5 s (2.0 MB/s)"]
+
+
+class FakeNode:
+    """A node's image store behind a fake SSH session: answers the probe, takes `docker load`
+    (reads the gzip stream it is sent) and `docker tag`."""
+
+    def __init__(self, name, images=None):
+        self.name, self.tags, self.ids, self.received = name, dict(images or {}), set(), 0
+        self.ids |= set(self.tags.values())
+
+    def session(self):
+        node = self
+
+        class S:
+            def run(self, cmd, check=True, timeout=None, source=None, on_sent=None):
+                from provision.ssh import Result
+                argv = list(cmd.argv)
+                if argv[:2] == ["sh", "-c"]:            # the probe
+                    refs = argv[4:]
+                    out = "".join(f"{r} {node.tags.get(r) or (r if r in node.ids else '-')}\n"
+                                  for r in refs)
+                    return Result(out, "", 0)
+                if argv[:2] == ["docker", "load"]:
+                    data = source.read()
+                    node.received += len(data)
+                    on_sent(len(data))
+                    names = gzip.decompress(data)          # a real gzip stream
+                    with tarfile.open(fileobj=io.BytesIO(names)) as tar:
+                        manifest = json.load(tar.extractfile("manifest.json"))
+                    for m in manifest:
+                        iid = "sha256:" + m["Config"][:-5]
+                        node.ids.add(iid)
+                        for t in m["RepoTags"]:
+                            node.tags[t] = iid
+                    return Result("", "", 0)
+                if argv[:2] == ["docker", "tag"]:
+                    node.tags[argv[3]] = argv[2]
+                    return Result("", "", 0)
+                raise AssertionError(argv)
+
+            def close(self):
+                pass
+        return S()
+
+
+def test_push_archive_loads_tags_skips_and_keeps_the_gzip(rootfs, tmp_path):
+    from provision.image_push import push_archive
+    archive = tmp_path / "a.tar"
+    [img] = write_archive(str(archive), [ImageConfig("t/a:1", [rootfs])])
+    nodes = {"m1": FakeNode("m1"), "w1": FakeNode("w1", {"t/a:1": img.id}),
+             "w2": FakeNode("w2", {"old/a:1": img.id})}
+    hosts = [Host(n, "x") for n in nodes]
+    seen = []
+    r = push_archive(str(archive), hosts, lambda h: nodes[h.name].session(),
+                     keep_compressed=True, progress=lambda *a: seen.append(a))
+    assert [(n.host, n.action) for n in r.nodes] == [("m1", "loaded"), ("w1", "present"),
+                                                     ("w2", "tagged")]
+    assert nodes["m1"].received == r.wire_bytes == os.path.getsize(str(archive) + ".gz")
+    assert nodes["w1"].received == nodes["w2"].received == 0
+    assert nodes["w2"].tags["t/a:1"] == img.id
+    assert ("m1", "done", r.wire_bytes, r.wire_bytes) in seen
+    mtime = os.path.getmtime(str(archive) + ".gz")
+    nodes["m2"] = FakeNode("m2")
+    r = push_archive(str(archive), [Host("m2", "x")], lambda h: nodes[h.name].session(),
+                     keep_compressed=True)
+    assert r.nodes[0].action == "loaded"
+    assert os.path.getmtime(str(archive) + ".gz") == mtime     # reused, not rebuilt
+    r = push_archive(str(archive), hosts, lambda h: nodes[h.name].session())
+    assert r.changes == [] and r.wire_bytes == 0
