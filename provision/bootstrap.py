@@ -297,8 +297,11 @@ def _pin_keys(run: Run) -> None:
             known = {run.cluster.pinned_key(name, s.host.public_address, s.host.port),
                      (recorded.get(name) or {}).get("host_key")}
             action = "replaced (accepted)" if rec.get("host_key") else "pinned"
+            # a first local pin of a key the cluster file or the record already pins is no news;
+            # replacing a local pin always is
+            report = rec.get("host_key") or s.seen_key not in known
             rec["host_key"] = s.seen_key
-            if s.seen_key not in known:    # a key the cluster file or record pins is no news
+            if report:
                 run.changes.append(f"{name}: host key {fingerprint(s.seen_key)} {action}")
     run.save()
 
