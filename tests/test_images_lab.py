@@ -339,3 +339,36 @@ def test_private_image_deploys_on_nodes_that_never_logged_in(lab, private_regist
     for text in outputs + [_everything_written(lab), inspect, audit.stdout]:
         assert PASSWORD not in text
     lab.cli("rm", "pv1")
+
+
+def test_deploy_pushes_missing_images_when_the_cluster_file_says_so(lab, archive, tmp_path):
+    """`images: {push_missing: true}`: the image check finds the image missing on the workers,
+    the deploy saves it from the local engine (here the manager's, through DOCKER_HOST) and
+    pushes it to them, then goes on."""
+    from provision.dockerapi import SocketForwarder, session_for
+    m = lab.manager.name
+    lab.cli("images", "push", "--file", archive[0], "--nodes", m)
+    lab.ssh(m, "printf 'FROM imgtest/bb:1\\nENV BUILT=deploy\\n' | docker build -q -t imgtest/dep:1 -")
+    for w in lab.workers:
+        assert _ids(lab, w, "imgtest/dep:1") == ""
+    stack = tmp_path / "dep.yml"
+    stack.write_text(PRIVATE_APP.replace("{image}", "imgtest/dep:1"))
+    f = lab.dir / "push-missing.yml"
+    f.write_text(open(lab.path).read() + "images: {push_missing: true}\n")
+    plain = cli("deploy", "--cluster", lab.path, "-c", str(stack), "dep")
+    assert plain.returncode == 2 and "deploy --push-images" in plain.stderr     # not asked to
+    s = session_for(lab.manager)
+    fwd = SocketForwarder(s)
+    try:
+        p = cli("deploy", "--cluster", str(f), "-c", str(stack), "--timeout", "120", "dep",
+                env={"DOCKER_HOST": f"unix://{fwd.path}"})
+    finally:
+        fwd.close()
+        s.close()
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "pushing imgtest/dep:1 to" in p.stderr
+    want = _ids(lab, m, "imgtest/dep:1")
+    for w in lab.workers:
+        assert _ids(lab, w, "imgtest/dep:1") == want
+        assert lab.ssh(w, "docker ps --filter name=dep_app -q").strip()
+    lab.cli("rm", "dep")
