@@ -21,10 +21,11 @@ EXIT_CODES_HELP = """exit codes:
      no pinned key (--accept-new-host-keys trusts unpinned keys on first use)
   4  another run holds the lock (swarmsmith unlock STACK removes a dead run's)
   5  status: degraded (a node down, quorum lost, a service short of replicas);
-     engine upgrade: refused (quorum or a service's room would be lost)
-  10 deploy: a service failed or was paused
+     refused because quorum, the last manager or a service's room would be lost
+     (engine upgrade, node demote/rm/promote, backup); nothing changed
+  10 deploy/scale: a service failed or was paused; node drain: a service could not be placed
   11 deploy: an update was rolled back (0 with --allow-rollback)
-  12 deploy: timed out
+  12 deploy/scale/drain/ca rotate: timed out
 """
 
 
@@ -162,9 +163,25 @@ def cmd_down(args) -> int:
 
 
 def cmd_status(args) -> int:
+    import os
+
     from provision import status
-    from provision.dockerapi import cluster_client
-    st = status.gather(cluster_client(_cluster_path(args), args.accept_new_host_keys))
+    from provision.managers import NoManagerError, connect_manager
+    pos = args.cluster_file
+    stack = None
+    if pos and not pos.endswith((".yml", ".yaml")) and not os.path.isfile(pos):
+        stack, args.cluster_file = pos, None       # `status STACK`
+    try:
+        conn = connect_manager(_cluster_path(args), accept_new=args.accept_new_host_keys)
+    except NoManagerError as e:
+        if e.all_unreachable:
+            raise
+        st = status.unavailable(e.reasons, e.facts)
+    else:
+        try:
+            st = status.gather(conn.api, stack)
+        finally:
+            conn.close()
     if args.json:
         json.dump(st, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -298,8 +315,11 @@ def add_cluster_commands(sub) -> None:
                       help="no default update_config for services without one")
     plan.set_defaults(func=cmd_plan)
 
-    status = sub.add_parser("status", help="nodes, quorum health and services of the cluster")
-    _cluster_args(status)
+    status = sub.add_parser("status", help="nodes, quorum health (how many more manager losses it "
+                            "survives), services, ports, failing tasks; exit 5 when degraded")
+    status.add_argument("cluster_file", nargs="?", metavar="STACK|CLUSTER.yml",
+                        help="a stack to show (else every service), or the cluster file")
+    _cluster_args(status, positional=False)
     _accept_new(status)
     status.set_defaults(func=cmd_status)
 
@@ -602,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_commands(sub)    # `plan` is the cluster's, and with -c the stack's
     from provision import image_commands
     image_commands.add_commands(sub)
+    from provision import ops_commands
+    ops_commands.add_commands(sub)
+    from stacks import service_commands
+    service_commands.add_commands(sub)
     add_stack_commands(sub)
     return p
 

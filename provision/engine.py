@@ -238,3 +238,22 @@ def _restart(facts: dict) -> Command:
         return Command.shell("/etc/init.d/docker restart >/dev/null", description="restart Docker (init script)")
     return Command.shell("kill $(cat /var/run/docker.pid) && while [ -e /var/run/docker.pid ]; do sleep 0.1; done; "
                          "setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null", description="restart dockerd")
+
+
+def stop_command(facts: dict) -> Command:
+    """Stop the engine the way it was started (systemd also holds docker.socket, which would
+    start it again on the next API call). Waits until dockerd is gone."""
+    if facts.get("systemd"):
+        return Command.of("systemctl", "stop", "docker.socket", "docker",
+                          description="stop Docker (systemd)")
+    wait = ("i=0; while [ -e /var/run/docker.pid ] && kill -0 $(cat /var/run/docker.pid) "
+            "2>/dev/null; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.1; done")
+    if facts.get("initscript"):
+        return Command.shell(f"/etc/init.d/docker stop >/dev/null; {wait}",
+                             description="stop Docker (init script)")
+    return Command.shell(f"kill $(cat /var/run/docker.pid); {wait}", description="stop dockerd")
+
+
+def start_commands(facts: dict) -> list[Command]:
+    """Start the engine and wait until it answers."""
+    return [_start(facts), WAIT_SERVER]

@@ -19,9 +19,10 @@ from stacks.plan_apply.plan import Current
 
 
 class EngineAPI:
-    def __init__(self, api, credentials=None):
+    def __init__(self, api, credentials=None, where: str = ""):
         self.api = api
         self.credentials = credentials     # provision.registry_auth.Credentials or None
+        self.where = where                 # the manager spoken to, named in errors
 
     def auth_headers(self, image: str) -> dict:
         header = self.credentials.header(image) if self.credentials and image else None
@@ -36,7 +37,7 @@ class EngineAPI:
             raise
         except Exception as exc:  # docker.errors.APIError and transport errors
             explanation = getattr(exc, "explanation", None) or str(exc)
-            raise SwarmsmithError(f"{what}: {explanation}") from exc
+            raise SwarmsmithError(f"{what}: {explanation}", host=self.where or None) from exc
 
     def _post(self, what: str, path: str, body: dict, params: dict | None = None,
               *args, headers: dict | None = None, answer: bool = True) -> dict:
@@ -140,6 +141,55 @@ class EngineAPI:
         fn = {"service": self.api.remove_service, "network": self.api.remove_network,
               "secret": self.api.remove_secret, "config": self.api.remove_config}[kind]
         self._call(f"remove {kind} {name}", fn, id_)
+
+    # --- day two: nodes, tasks, logs, swarm settings ------------------------------------
+    def nodes(self) -> list[dict]:
+        return self._call("list nodes", self.api.nodes)
+
+    def node(self, node_id: str) -> dict:
+        return self._call(f"inspect node {node_id[:12]}", self.api.inspect_node, node_id)
+
+    def services(self, filters: dict | None = None) -> list[dict]:
+        return self._call("list services", self.api.services, filters=filters)
+
+    def service(self, service_id: str) -> dict:
+        return self._call(f"inspect service {service_id}", self.api.inspect_service, service_id)
+
+    def tasks(self, filters: dict | None = None) -> list[dict]:
+        return self._call("list tasks", self.api.tasks, filters=filters)
+
+    def secrets(self) -> list[dict]:
+        return self._call("list secrets", self.api.secrets)
+
+    def configs(self) -> list[dict]:
+        return self._call("list configs", self.api.configs)
+
+    def swarm(self) -> dict:
+        return self._call("inspect the swarm", self.api.inspect_swarm)
+
+    def service_logs(self, service_id: str, **kwargs):
+        """Raw log stream (bytes chunks) of a service; kwargs as docker.APIClient.service_logs."""
+        return self._call(f"logs of {service_id}", self.api.service_logs, service_id, **kwargs)
+
+    def unlock_key(self) -> str:
+        out = self._call("read the unlock key", self.api.get_unlock_key) or {}
+        return out.get("UnlockKey", "")
+
+    def update_node(self, node_id: str, version: int, spec: dict) -> None:
+        self._call(f"update node {node_id[:12]}", self.api.update_node, node_id, version, spec)
+
+    def remove_node(self, node_id: str, force: bool = False) -> None:
+        self._call(f"remove node {node_id[:12]}", self.api.remove_node, node_id, force=force)
+
+    def update_swarm(self, *, spec: dict | None = None, rotate_worker_token: bool = False,
+                     rotate_manager_token: bool = False, rotate_unlock_key: bool = False,
+                     what: str = "update the swarm's settings") -> None:
+        sw = self.swarm()
+        self._call(what, self.api.update_swarm, sw["Version"]["Index"],
+                   swarm_spec=spec if spec is not None else sw["Spec"],
+                   rotate_worker_token=rotate_worker_token,
+                   rotate_manager_token=rotate_manager_token,
+                   rotate_manager_unlock_key=rotate_unlock_key)
 
 
 def _image(spec: dict) -> str:

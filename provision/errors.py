@@ -11,6 +11,7 @@ EXIT_BAD_INPUT = 2       # bad YAML, cluster file, compose file or flags; nothin
 EXIT_UNREACHABLE = 3     # SSH connect/auth failed, host key mismatch
 EXIT_LOCKED = 4          # another run holds the lock
 EXIT_DEGRADED = 5        # status: a node is down, quorum is lost or a service is short of replicas
+EXIT_REFUSED = 5         # refused: quorum or the last manager would be lost; nothing changed
 EXIT_DEPLOY_FAILED = 10  # a service failed or was paused
 EXIT_ROLLED_BACK = 11    # an update was rolled back (unless --allow-rollback)
 EXIT_TIMED_OUT = 12      # a watch ran into its deadline

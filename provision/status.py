@@ -1,29 +1,46 @@
-"""`swarmsmith status`: nodes with quorum health, and services with running/desired replicas."""
+"""`swarmsmith status` (exit 5 when degraded): nodes (engine version, manager reachability), quorum health with the
+number of further manager losses it survives, services with running/desired replicas, published
+ports and update state, and the tasks that are failing (error and node)."""
 from __future__ import annotations
 
+from .quorum import quorum_of
 
-def gather(api) -> dict:
+FAILING = ("failed", "rejected")
+STACK_LABEL = "com.docker.stack.namespace"
+
+
+def gather(api, stack: str | None = None) -> dict:
+    raw_nodes = api.nodes()
+    names = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12]) for n in raw_nodes}
     nodes = []
-    for n in api.nodes():
+    for n in raw_nodes:
         ms = n.get("ManagerStatus") or {}
+        desc = n.get("Description") or {}
         nodes.append({
-            "hostname": (n.get("Description") or {}).get("Hostname", n["ID"][:12]), "id": n["ID"],
+            "hostname": names[n["ID"]], "id": n["ID"],
             "role": n["Spec"].get("Role"), "availability": n["Spec"].get("Availability"),
             "state": n["Status"].get("State"), "addr": n["Status"].get("Addr"),
             "manager": ("leader" if ms.get("Leader") else ms.get("Reachability", "")) if ms else "",
+            "engine": (desc.get("Engine") or {}).get("EngineVersion", ""),
             "labels": n["Spec"].get("Labels") or {},
         })
-    managers = [n for n in nodes if n["role"] == "manager"]
-    reachable = sum(1 for n in managers if n["manager"] in ("leader", "reachable"))
-    tasks = api.tasks(filters={"desired-state": "running"})
+    q = quorum_of(raw_nodes)
+    all_services = api.services()
+    if stack:
+        all_services = [s for s in all_services
+                        if (s["Spec"].get("Labels") or {}).get(STACK_LABEL) == stack]
+    ids = {s["ID"] for s in all_services}
+    tasks = [t for t in api.tasks() if t.get("ServiceID") in ids]
     running: dict[str, int] = {}
     wanted: dict[str, int] = {}
     for t in tasks:
+        if t.get("DesiredState") != "running":
+            continue
         wanted[t["ServiceID"]] = wanted.get(t["ServiceID"], 0) + 1
         if t["Status"]["State"] == "running":
             running[t["ServiceID"]] = running.get(t["ServiceID"], 0) + 1
     services = []
-    for s in api.services():
+    for s in all_services:
         mode = s["Spec"].get("Mode", {})
         if "Replicated" in mode:
             desired = mode["Replicated"].get("Replicas", 1)
@@ -36,13 +53,15 @@ def gather(api) -> dict:
         services.append({
             "name": s["Spec"]["Name"], "mode": kind, "running": running.get(s["ID"], 0),
             "desired": desired, "image": s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0],
-            "stack": (s["Spec"].get("Labels") or {}).get("com.docker.stack.namespace", ""),
+            "stack": (s["Spec"].get("Labels") or {}).get(STACK_LABEL, ""),
             "update": (s.get("UpdateStatus") or {}).get("State", ""),
+            "ports": published_ports(s),
         })
+    svc_names = {s["ID"]: s["Spec"]["Name"] for s in all_services}
     st = {"nodes": sorted(nodes, key=lambda n: (n["role"] != "manager", n["hostname"])),
-          "quorum": {"managers": len(managers), "reachable": reachable,
-                     "ok": reachable > len(managers) // 2},
-          "services": sorted(services, key=lambda s: s["name"])}
+          "quorum": q.to_dict(),
+          "services": sorted(services, key=lambda s: s["name"]),
+          "failing": failing_tasks(tasks, svc_names, names, services)}
     st["problems"] = problems(st)
     return st
 
@@ -66,21 +85,96 @@ def problems(st: dict) -> list[str]:
     return out
 
 
+def published_ports(service: dict) -> list[str]:
+    ports = (service.get("Endpoint") or {}).get("Ports") or \
+        ((service.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
+    out = []
+    for p in ports:
+        if not p.get("PublishedPort"):
+            continue
+        text = f"{p['PublishedPort']}:{p.get('TargetPort')}/{p.get('Protocol', 'tcp')}"
+        if p.get("PublishMode") == "host":
+            text += " (host)"
+        out.append(text)
+    return out
+
+
+def failing_tasks(tasks: list[dict], svc_names: dict, node_names: dict, services: list[dict],
+                  limit: int = 3) -> list[dict]:
+    """The newest failed/rejected tasks of services that are short of replicas or updating,
+    at most `limit` per service: what an operator needs to see first."""
+    short = {s["name"] for s in services
+             if (s["desired"] is not None and s["running"] < s["desired"])
+             or s["update"] in ("paused", "rollback_started", "rollback_paused", "updating")}
+    per: dict[str, list[dict]] = {}
+    for t in tasks:
+        name = svc_names.get(t.get("ServiceID"))
+        st = t.get("Status") or {}
+        if name not in short or st.get("State") not in FAILING:
+            continue
+        per.setdefault(name, []).append(t)
+    out = []
+    for name, ts in sorted(per.items()):
+        ts.sort(key=lambda t: (t.get("Status") or {}).get("Timestamp", ""), reverse=True)
+        for t in ts[:limit]:
+            st = t["Status"]
+            out.append({"service": name, "task": task_name(name, t), "id": t["ID"],
+                        "node": node_names.get(t.get("NodeID"), (t.get("NodeID") or "")[:12]),
+                        "state": st.get("State"),
+                        "error": st.get("Err") or st.get("Message", ""),
+                        "since": st.get("Timestamp", "")})
+    return out
+
+
+def task_name(service_name: str, task: dict) -> str:
+    """`web.2` for a replicated task, `web.<node id>` for a global one (as docker service ps)."""
+    slot = task.get("Slot")
+    return f"{service_name}.{slot}" if slot else f"{service_name}.{(task.get('NodeID') or '')[:12]}"
+
+
+def unavailable(reasons: dict[str, str], facts: dict[str, dict]) -> dict:
+    """A status when no manager answers: what SSH showed of each manager."""
+    return {"nodes": [{"hostname": h, "id": facts.get(h, {}).get("node_id", ""), "role": "manager",
+                       "availability": "", "state": facts.get(h, {}).get("state", "unreachable"),
+                       "addr": facts.get(h, {}).get("node_addr", ""), "manager": "unknown",
+                       "engine": "", "labels": {}, "error": why}
+                      for h, why in sorted(reasons.items())],
+            "quorum": {"managers": len(reasons), "reachable": 0, "majority": len(reasons) // 2 + 1,
+                       "ok": False, "state": "lost", "survives": 0},
+            "services": [], "failing": [],
+            "problems": [f"quorum lost: no manager answers swarm calls ({len(reasons)} tried)"],
+            "error": "no manager answers swarm calls (quorum lost, engines down or swarm locked); "
+                     "see `swarmsmith recover` or `swarmsmith unlock`"}
+
+
 def render(st: dict) -> str:
+    from .quorum import Quorum
     q = st["quorum"]
-    lines = [f"managers: {q['reachable']}/{q['managers']} reachable "
-             f"({'quorum ok' if q['ok'] else 'QUORUM LOST'})", "",
-             f"{'NODE':<22} {'ROLE':<8} {'STATE':<7} {'AVAIL':<7} {'MANAGER':<10} {'ADDR':<15} LABELS"]
+    lines = [f"managers: {Quorum(q['managers'], q['reachable']).text()}"]
+    if st.get("error"):
+        lines.append(st["error"])
+    lines += ["", f"{'NODE':<22} {'ROLE':<8} {'STATE':<7} {'AVAIL':<7} {'MANAGER':<11} "
+                  f"{'ENGINE':<9} {'ADDR':<15} LABELS"]
     for n in st["nodes"]:
         labels = ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))
-        lines.append(f"{n['hostname']:<22} {n['role']:<8} {n['state']:<7} {n['availability']:<7} "
-                     f"{n['manager'] or '-':<10} {n['addr']:<15} {labels}")
-    lines += ["", f"{'SERVICE':<28} {'MODE':<11} {'REPLICAS':<9} {'UPDATE':<18} IMAGE"]
+        lines.append(f"{n['hostname']:<22} {n['role']:<8} {n['state']:<7} {n['availability'] or '-':<7} "
+                     f"{n['manager'] or '-':<11} {n['engine'] or '-':<9} {n['addr'] or '-':<15} "
+                     f"{labels or n.get('error', '')}")
+    if st.get("error"):
+        lines += ["", "DEGRADED:"] + [f"  {p}" for p in st.get("problems", [])]
+        return "\n".join(lines)
+    lines += ["", f"{'SERVICE':<28} {'MODE':<11} {'REPLICAS':<9} {'UPDATE':<18} {'PORTS':<18} IMAGE"]
     for s in st["services"]:
         rep = f"{s['running']}/{s['desired']}" if s["desired"] is not None else f"{s['running']}"
-        lines.append(f"{s['name']:<28} {s['mode']:<11} {rep:<9} {s['update'] or '-':<18} {s['image']}")
+        ports = ",".join(s.get("ports") or []) or "-"
+        lines.append(f"{s['name']:<28} {s['mode']:<11} {rep:<9} {s['update'] or '-':<18} "
+                     f"{ports:<18} {s['image']}")
     if not st["services"]:
         lines.append("(no services)")
+    if st.get("failing"):
+        lines += ["", "failing tasks:"]
+        for f in st["failing"]:
+            lines.append(f"  {f['task']} on {f['node'] or '?'}: {f['state']}: {f['error']}")
     if st.get("problems"):
         lines += ["", "DEGRADED:"] + [f"  {p}" for p in st["problems"]]
     return "\n".join(lines)

@@ -193,9 +193,11 @@ def make_plan(desired: StackSpec, current: Current, *, prune: bool = False) -> P
         cur = comparable_current(spec, live["Spec"])
         changes = diff(effective_spec(cur, network_names=net_names, config_names=cfg_names),
                        effective_spec(spec, network_names=net_names, config_names=cfg_names))
+        from stacks.operations.service_ops import scaled_note
         plan.actions.append(Action("service", name, UPDATE if changes else UNCHANGED,
                                    _mask(changes), live["ID"], live["Version"]["Index"],
-                                   spec=spec, current=live["Spec"]))
+                                   spec=spec, current=live["Spec"],
+                                   note=scaled_note(live["Spec"]) if changes else ""))
     for name, live in sorted(mine.items()):
         if name not in desired.services and prune:
             plan.actions.append(Action("service", name, REMOVE, id=live["ID"]))

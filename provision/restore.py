@@ -1,0 +1,327 @@
+"""Restore a backup onto a host of the cluster, and re-form a swarm that lost quorum.
+
+Both end with one manager holding the swarm's state (services, secrets, configs, networks,
+workers) after `docker swarm init --force-new-cluster`; the managers it had before are removed
+from it, and `swarmsmith up` (which `recover` runs itself) joins the cluster file's hosts again.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import facts as F
+from .backup import (engine_facts, put_swarm_dir, read_archive, retarget_payload, start_engine,
+                     stop_engine)
+from .command import Command
+from .errors import EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
+from .managers import host_swarm_facts
+from .quorum import Quorum, is_manager, node_name
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RestoreResult:
+    host: str
+    swarm_id: str = ""
+    services: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _inventory(cluster_path: str):
+    from inventory import clusterfile
+    from inventory.state import StateDir
+    cf = clusterfile.load(cluster_path)
+    return cf, StateDir(cluster_path, cf.name)
+
+
+def _host_of(cluster_path: str, name: str):
+    from .dockerapi import inventory_hosts
+    hosts = {h.name: h for h in inventory_hosts(cluster_path)}
+    if name not in hosts:
+        raise InputError(f"--to {name}: not a host of this cluster's inventory (hosts: "
+                         f"{', '.join(sorted(hosts))}); `swarmsmith up` creates the cluster "
+                         "file's hosts first")
+    return hosts[name]
+
+
+def _advertise(cluster_path: str, host) -> str:
+    _, state = _inventory(cluster_path)
+    rec = state.load().get("hosts", {}).get(host.name, {})
+    return rec.get("advertise_address") or host.private_address or host.public_address
+
+
+def _force_new_cluster(session, addr: str) -> None:
+    session.run(Command.of("docker", "swarm", "init", "--force-new-cluster", "--advertise-addr",
+                           addr, "--listen-addr", f"{addr}:2377",
+                           description="re-form the swarm with this node as its only manager"),
+                timeout=120)
+
+
+def _local_api(session, where: str, timeout: float = 60.0, clock=time.monotonic,
+               sleep=time.sleep):
+    """The Engine API of this host once it answers swarm calls as the leader."""
+    from .dockerapi import api_client
+    from .engine_api import EngineAPI
+    api = EngineAPI(api_client(session, timeout=30), where=where)
+    end = clock() + timeout
+    while True:
+        try:
+            api.nodes()
+            return api
+        except SwarmsmithError:
+            if clock() >= end:
+                raise
+            sleep(0.5)
+
+
+def _drop_old_managers(api, self_id: str, changes: list[str]) -> list[str]:
+    """After --force-new-cluster the other managers are no raft members but still listed as
+    managers: demote and remove them (a host that comes back joins anew)."""
+    gone = []
+    for n in api.nodes():
+        if n["ID"] == self_id or not is_manager(n):
+            continue
+        spec = {**n["Spec"], "Role": "worker"}
+        api.update_node(n["ID"], n["Version"]["Index"], spec)
+        api.remove_node(n["ID"], force=True)
+        gone.append(node_name(n))
+        changes.append(f"{node_name(n)}: old manager removed from the swarm ({n['ID'][:12]})")
+    return gone
+
+
+def _record(cluster_path: str, host_name: str, swarm_id: str, node_id: str, addr: str,
+            removed_hosts: list[str]) -> None:
+    _, state = _inventory(cluster_path)
+    with state.lock(wait=30):
+        inv = state.load()
+        inv["cluster_id"] = swarm_id
+        rec = inv.setdefault("hosts", {}).setdefault(host_name, {})
+        rec.update(node_id=node_id, advertise_address=addr)
+        for other in removed_hosts:
+            if other != host_name and other in inv["hosts"]:
+                inv["hosts"][other].pop("node_id", None)
+        state.save(inv)
+
+
+def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
+            unlock_key: str | None = None, on_progress: Progress | None = None) -> RestoreResult:
+    from .dockerapi import session_for
+    say = on_progress or (lambda msg: None)
+    manifest, payload = read_archive(archive)          # exit 2 before any connection
+    host = _host_of(cluster_path, to)
+    addr = _advertise(cluster_path, host)
+    res = RestoreResult(to)
+    s = session_for(host)
+    try:
+        facts = engine_facts(s)
+        if not facts.get("server"):
+            start_engine(s, facts)
+        sw = host_swarm_facts(s)
+        if sw.get("state") == "active" and not force:
+            others = _other_ready_nodes(s, sw)
+            if others:
+                raise SwarmsmithError(
+                    f"{to} is in a swarm with {len(others)} other ready node(s) "
+                    f"({', '.join(others[:5])}); restoring replaces that swarm. Pass --force to "
+                    "do it anyway", host=to)
+        say(f"{to}: stopping the engine")
+        stop_engine(s, facts)
+        try:
+            put_swarm_dir(s, retarget_payload(payload, addr))
+            res.changes.append(f"{to}: swarm state of {manifest['node']} "
+                               f"({manifest['taken_at']}) put in place")
+        finally:
+            say(f"{to}: starting the engine")
+            start_engine(s, facts)
+        sw = host_swarm_facts(s)
+        if sw.get("state") == "locked":
+            if not unlock_key:
+                raise SwarmsmithError("the restored swarm is autolocked: pass the unlock key of "
+                                      "the time of the backup (--key-file or "
+                                      "$SWARMSMITH_UNLOCK_KEY) and run restore again", host=to)
+            s.run(Command.of("docker", "swarm", "unlock", stdin=(unlock_key + "\n").encode(),
+                             description="unlock the restored swarm"))
+        say(f"{to}: swarm init --force-new-cluster (advertise {addr})")
+        _force_new_cluster(s, addr)
+        res.changes.append(f"{to}: swarm re-formed with this node as its only manager "
+                           f"(advertise {addr})")
+        api = _local_api(s, to)
+        me = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout)
+        removed = _drop_old_managers(api, me["node_id"], res.changes)
+        res.swarm_id = me["cluster_id"]
+        res.services = sorted(x["Spec"]["Name"] for x in api.services())
+        res.secrets = sorted(x["Spec"]["Name"] for x in api.secrets())
+        res.configs = sorted(x["Spec"]["Name"] for x in api.configs())
+        _record(cluster_path, to, me["cluster_id"], me["node_id"], addr, removed)
+        res.changes += _leave_replaced_swarm(cluster_path, to, api)
+        res.notes.append("run `swarmsmith up` to join the cluster file's other hosts")
+        if manifest.get("autolock"):
+            res.notes.append("rotate the unlock key (`swarmsmith unlock-key --rotate`): the "
+                             "backup's key still unlocks this swarm")
+        return res
+    finally:
+        s.close()
+
+
+def _other_ready_nodes(session, sw: dict) -> list[str]:
+    if not sw.get("is_manager"):
+        return ["(this host is a worker of another swarm)"]
+    r = session.run(F.NODES, check=False)
+    if r.exit_status != 0:
+        return []
+    return [n["hostname"] for n in F.parse_nodes(r.stdout)
+            if n["id"] != sw.get("node_id") and n["state"] == "ready"]
+
+
+def _leave_replaced_swarm(cluster_path: str, to: str, api) -> list[str]:
+    """Hosts of the inventory still in the swarm this restore replaced (not nodes of the
+    restored one) leave it, so `up` can join them."""
+    from .dockerapi import inventory_hosts, session_for
+    known = {n["ID"] for n in api.nodes()}
+    changes = []
+    for h in inventory_hosts(cluster_path):
+        if h.name == to:
+            continue
+        s = session_for(h)
+        try:
+            f = host_swarm_facts(s)
+            if f.get("state") in ("active", "pending", "error", "locked") and \
+                    f.get("node_id") not in known:
+                s.run(Command.of("docker", "swarm", "leave", "--force",
+                                 description="leave the swarm the restore replaced"))
+                changes.append(f"{h.name}: left the swarm the restore replaced")
+        except UnreachableError:
+            continue
+        finally:
+            s.close()
+    return changes
+
+
+# --- recover ------------------------------------------------------------------------------
+
+@dataclass
+class RecoverResult:
+    managers: dict[str, str] = field(default_factory=dict)    # host -> what was seen
+    quorum: dict = field(default_factory=dict)
+    survivor: str = ""
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = True,
+            on_progress: Progress | None = None) -> RecoverResult:
+    """Explain a swarm's manager state; with force_new_cluster and quorum lost, re-form it on a
+    surviving manager, make the other managers' hosts leave the old swarm, and run `up` to join
+    them again as managers (back to the cluster file's count)."""
+    from .dockerapi import inventory_hosts, session_for
+    from .managers import NoManagerError, connect_manager
+    say = on_progress or (lambda msg: None)
+    res = RecoverResult()
+    try:
+        conn = connect_manager(cluster_path)
+    except NoManagerError:
+        conn = None
+    if conn is not None:
+        try:
+            from .quorum import quorum_of
+            q = quorum_of(conn.api.nodes())
+        finally:
+            conn.close()
+        res.quorum = q.to_dict()
+        res.notes.append(f"{q.text()}: nothing to recover"
+                         + ("; `swarmsmith up` restarts stopped managers' engines" if q.degraded
+                            else ""))
+        return res
+
+    hosts = inventory_hosts(cluster_path, "manager")
+    seen: dict[str, dict] = {}
+    sessions = {}
+    for h in hosts:
+        s = session_for(h)
+        try:
+            s.connect()
+            sessions[h.name] = s
+            f = seen[h.name] = host_swarm_facts(s)
+            res.managers[h.name] = _describe(f)
+        except UnreachableError as e:
+            res.managers[h.name] = f"unreachable over SSH ({e.message})"
+    try:
+        alive = [h for h in hosts if seen.get(h.name, {}).get("state") == "active"]
+        res.quorum = Quorum(len(hosts), 0).to_dict() | {"reachable": len(alive)}
+        if not force_new_cluster:
+            res.exit_code = EXIT_FAILED
+            res.notes += [
+                f"quorum lost: a majority of {len(hosts) // 2 + 1} of {len(hosts)} managers is "
+                f"needed; {len(alive)} engine(s) still run a manager",
+                "if the lost managers' hosts still exist, `swarmsmith up` starts their engines "
+                "and quorum comes back with nothing lost",
+                "otherwise `swarmsmith recover --force-new-cluster` re-forms the swarm on "
+                f"{alive[0].name if alive else 'a surviving manager'} (services, secrets, configs "
+                "and workers are kept) and joins the other managers again"]
+            return res
+        if not alive:
+            raise SwarmsmithError("no manager's engine holds the swarm's state any more: restore "
+                                  "a backup (`swarmsmith restore FILE --to HOST`)")
+        survivor = alive[0]
+        res.survivor = survivor.name
+        s = sessions[survivor.name]
+        addr = _advertise(cluster_path, survivor)
+        say(f"{survivor.name}: swarm init --force-new-cluster (advertise {addr})")
+        _force_new_cluster(s, addr)
+        res.changes.append(f"{survivor.name}: swarm re-formed with it as the only manager")
+        api = _local_api(s, survivor.name)
+        me = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout)
+        for other in hosts:
+            if other.name == survivor.name or other.name not in sessions:
+                continue
+            _reset_lost_manager(sessions[other.name], other.name, res.changes, say)
+        _drop_old_managers(api, me["node_id"], res.changes)
+        _record(cluster_path, survivor.name, me["cluster_id"], me["node_id"], addr,
+                [h.name for h in hosts])
+    finally:
+        for s in sessions.values():
+            s.close()
+    if grow:
+        from .bootstrap import Options, up
+        say("swarmsmith up: joining the other managers again")
+        out = up(cluster_path, Options(quiet=on_progress is None))
+        res.changes += out.get("changes", [])
+    return res
+
+
+def _describe(f: dict) -> str:
+    st = f.get("state")
+    if st == "engine-down":
+        return "engine down"
+    if st == "active":
+        return "manager, engine running (no quorum)" if not f.get("is_manager") or f.get("error") \
+            else "manager, engine running"
+    return f"swarm state {st}"
+
+
+def _reset_lost_manager(session, name: str, changes: list[str], say: Progress) -> None:
+    """A lost manager that comes back still believes in the old raft membership: start its
+    engine if needed and make it leave, so it can join the re-formed swarm."""
+    facts = engine_facts(session)
+    if not facts.get("server"):
+        say(f"{name}: starting the engine")
+        start_engine(session, facts)
+        changes.append(f"{name}: engine started")
+    f = host_swarm_facts(session)
+    if f.get("state") != "inactive":
+        session.run(Command.of("docker", "swarm", "leave", "--force",
+                               description="leave the old swarm membership"))
+        changes.append(f"{name}: left the old swarm membership")

@@ -1,0 +1,268 @@
+"""Service commands for operators: ps (tasks with node, state, error), logs (through the Engine
+API, each line prefixed by task and node, optionally followed) and scale (watched like a deploy,
+same outcomes and exit codes, recorded on the service so the next deploy's plan shows the drift).
+
+Functions take an EngineAPI (provision/engine_api.py or a fake with its methods) and return typed
+results; nothing here prints. Output of logs goes through a callback, one line at a time.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from provision.errors import InputError
+from stacks.watch import task_reasons as tr
+from stacks.watch.outcomes import WatchReport
+
+STACK_LABEL = "com.docker.stack.namespace"
+SCALED_LABEL = "com.swarmsmith.scaled"     # "<replicas> <utc time>": a scale outside the files
+
+
+# --- finding services -----------------------------------------------------------------
+
+def resolve_services(api, target: str) -> tuple[str, list[dict]]:
+    """(stack or "", services) for a STACK name or a SERVICE name (full, or stack_service)."""
+    found = api.services()
+    stack = [s for s in found if (s["Spec"].get("Labels") or {}).get(STACK_LABEL) == target]
+    if stack:
+        return target, sorted(stack, key=lambda s: s["Spec"]["Name"])
+    one = [s for s in found if s["Spec"]["Name"] == target or s["ID"] == target]
+    if one:
+        return (one[0]["Spec"].get("Labels") or {}).get(STACK_LABEL, ""), one
+    names = ", ".join(sorted(s["Spec"]["Name"] for s in found)) or "none"
+    raise InputError(f"{target}: no stack or service of that name (services: {names})")
+
+
+def one_service(api, name: str) -> dict:
+    stack, services = resolve_services(api, name)
+    if len(services) != 1 or services[0]["Spec"]["Name"] != name and services[0]["ID"] != name:
+        raise InputError(f"{name}: a stack, not a service; name one of "
+                         f"{', '.join(s['Spec']['Name'] for s in services)}")
+    return services[0]
+
+
+# --- ps -------------------------------------------------------------------------------
+
+@dataclass
+class TaskRow:
+    task: str           # web.2 / web.<node id>
+    id: str
+    service: str
+    node: str
+    desired: str
+    state: str
+    since: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def ps(api, target: str, *, all_tasks: bool = False) -> list[TaskRow]:
+    """Tasks of a stack or service, newest first per slot. Without all_tasks: the tasks swarm
+    still wants, and the latest ended one of each slot whose current task is not running (the
+    error an operator looks for)."""
+    from provision.status import task_name
+    _, services = resolve_services(api, target)
+    names = {s["ID"]: s["Spec"]["Name"] for s in services}
+    nodes = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12])
+             for n in api.nodes()}
+    tasks = api.tasks(filters={"service": list(names)})
+    slots: dict[tuple, list[dict]] = {}
+    for t in tasks:
+        key = (t["ServiceID"], t.get("Slot") or t.get("NodeID"))
+        slots.setdefault(key, []).append(t)
+    rows = []
+    for key in sorted(slots, key=lambda k: (names[k[0]], str(k[1]))):
+        ts = sorted(slots[key], key=tr.age_key, reverse=True)
+        if not all_tasks:
+            live = [t for t in ts if tr.is_live(t)]
+            ended = [t for t in ts if not tr.is_live(t)]
+            keep = live[:1]
+            if not live or tr.state(live[0]) != "running":
+                keep += ended[:1]
+            ts = keep
+        for t in ts:
+            st = t.get("Status") or {}
+            rows.append(TaskRow(task_name(names[t["ServiceID"]], t), t["ID"], names[t["ServiceID"]],
+                                nodes.get(t.get("NodeID"), (t.get("NodeID") or "-")[:12]),
+                                t.get("DesiredState", ""), st.get("State", ""),
+                                st.get("Timestamp", ""), tr.describe(t) or st.get("Err", "")))
+    return rows
+
+
+# --- logs -----------------------------------------------------------------------------
+
+@dataclass
+class LogOptions:
+    since: str | None = None        # "10m", "2h", "30s", or an RFC 3339 / unix time
+    tail: int | None = None         # lines per task
+    follow: bool = False
+    timestamps: bool = False
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+
+
+def since_epoch(since: str | None, now: float) -> int:
+    """--since as a unix time: a duration back from now, a unix time, or an RFC 3339 time."""
+    if not since:
+        return 0
+    m = _DURATION.match(since)
+    if m:
+        return int(now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
+    if since.isdigit():
+        return int(since)
+    try:
+        return int(datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        raise InputError(f"--since {since}: expected a duration (30s, 10m, 2h, 1d), a unix "
+                         "time or an RFC 3339 time") from None
+
+
+def logs(api, service_name: str, opts: LogOptions, emit: Callable[[str], None], *,
+         now: Callable[[], float] = time.time) -> int:
+    """Stream a service's logs to `emit`, one line at a time, each as `task@node | message`.
+    Returns the number of lines emitted (follow: runs until the stream ends or is interrupted)."""
+    svc = one_service(api, service_name)
+    name = svc["Spec"]["Name"]
+    nodes = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12])
+             for n in api.nodes()}
+    tasks = {t["ID"]: t for t in api.tasks(filters={"service": [svc["ID"]]})}
+    tty = bool(((svc["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("TTY"))
+    stream = api.service_logs(svc["ID"], details=True, stdout=True, stderr=True,
+                              follow=opts.follow, since=since_epoch(opts.since, now()),
+                              timestamps=opts.timestamps,
+                              tail=opts.tail if opts.tail is not None else "all", is_tty=tty)
+    if isinstance(stream, (bytes, str)):
+        stream = [stream]
+    count = 0
+    for line in _lines(stream):
+        emit(prefix_line(line, name, tasks, nodes, api, svc["ID"]))
+        count += 1
+    return count
+
+
+def _lines(chunks: Iterable) -> Iterable[str]:
+    buf = ""
+    for c in chunks:
+        buf += c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+        while "\n" in buf:
+            line, buf = buf.split("\n", 1)
+            yield line
+    if buf:
+        yield buf
+
+
+def prefix_line(raw: str, service: str, tasks: dict, nodes: dict, api=None,
+                service_id: str = "") -> str:
+    """`web.2@node-1 | message` from a details=True log line (timestamps stay in front of the
+    message when asked for). A task started after the stream opened is looked up once."""
+    from provision.status import task_name
+    ts = ""
+    head, sep, rest = raw.partition(" ")
+    if re.match(r"^\d{4}-\d\d-\d\dT", head):      # timestamps=True puts the time first
+        ts, raw = head + " ", rest
+    tid, message = tr.split_log_line(raw)
+    attrs = dict(p.partition("=")[::2] for p in raw.partition(" ")[0].split(",")) if tid else {}
+    if tid and tid not in tasks and api is not None:
+        for t in api.tasks(filters={"service": [service_id]}):
+            tasks.setdefault(t["ID"], t)
+    t = tasks.get(tid or "")
+    label = task_name(service, t) if t else (f"{service}.{tid[:12]}" if tid else service)
+    node = nodes.get(attrs.get("com.docker.swarm.node.id", "")) or \
+        nodes.get((t or {}).get("NodeID", ""), "?")
+    return f"{label}@{node} | {ts}{message}"
+
+
+# --- scale ----------------------------------------------------------------------------
+
+@dataclass
+class ScaleResult:
+    changed: dict[str, tuple[int, int]] = field(default_factory=dict)   # name -> (old, new)
+    unchanged: list[str] = field(default_factory=list)
+    report: WatchReport | None = None
+    stack: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return self.report.exit_code if self.report else 0
+
+    def to_dict(self) -> dict:
+        return {"changed": {k: {"from": a, "to": b} for k, (a, b) in self.changed.items()},
+                "unchanged": self.unchanged,
+                "watch": self.report.to_dict() if self.report else None,
+                "exit_code": self.exit_code}
+
+
+def parse_scale_args(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, num = item.partition("=")
+        if not sep or not name or not num.isdigit():
+            raise InputError(f"{item}: expected SERVICE=REPLICAS with REPLICAS a whole number")
+        n = int(num)
+        if n > 10000:
+            raise InputError(f"{item}: {n} replicas is more than swarmsmith accepts (10000)")
+        out[name] = n
+    return out
+
+
+def plan_scale(api, wanted: dict[str, int]) -> tuple[list[tuple[dict, int]], list[str], str]:
+    """Validate before changing anything: every service exists and is replicated; one stack."""
+    todo, same, stacks = [], [], set()
+    for name, n in wanted.items():
+        svc = one_service(api, name)
+        mode = svc["Spec"].get("Mode") or {}
+        if "Replicated" not in mode:
+            raise InputError(f"{name}: a {next(iter(mode), 'unknown').lower()} service cannot be "
+                             "scaled (only replicated services have a replica count)")
+        stacks.add((svc["Spec"].get("Labels") or {}).get(STACK_LABEL, ""))
+        if mode["Replicated"].get("Replicas", 1) == n:
+            same.append(svc["Spec"]["Name"])
+        else:
+            todo.append((svc, n))
+    if len(stacks) > 1:
+        raise InputError("scale services of one stack at a time (its lock is taken): "
+                         + ", ".join(sorted(s or "(no stack)" for s in stacks)))
+    return todo, same, next(iter(stacks), "")
+
+
+def scaled_spec(svc: dict, n: int, when: str) -> dict:
+    spec = {**svc["Spec"]}
+    spec["Mode"] = {"Replicated": {**spec["Mode"]["Replicated"], "Replicas": n}}
+    spec["Labels"] = {**(spec.get("Labels") or {}), SCALED_LABEL: f"{n} {when}"}
+    return spec
+
+
+def scale(api, todo: list[tuple[dict, int]], *, stack: str = "", watch: bool = True,
+          utcnow: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+          **watch_kwargs) -> ScaleResult:
+    """Set the replica counts and watch the changed services (watch_kwargs go to
+    stacks.watch.watch_services: policy, on_progress, log_fetcher, clock, sleep)."""
+    from stacks.watch.watcher import watch_services
+    res = ScaleResult(stack=stack)
+    when = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    baseline = {}
+    for svc, n in todo:
+        fresh = api.service(svc["ID"])
+        baseline[svc["ID"]] = fresh["Version"]["Index"]
+        old = fresh["Spec"]["Mode"]["Replicated"].get("Replicas", 1)
+        api.update_service(fresh["ID"], fresh["Version"]["Index"], scaled_spec(fresh, n, when))
+        res.changed[fresh["Spec"]["Name"]] = (old, n)
+    if watch and todo:
+        res.report = watch_services(api, [s["ID"] for s, _ in todo], stack=stack,
+                                    baseline=baseline, **watch_kwargs)
+    return res
+
+
+def scaled_note(live_spec: dict) -> str:
+    """For the deploy plan: the drift a `scale` left on a service, or ""."""
+    mark = (live_spec.get("Labels") or {}).get(SCALED_LABEL)
+    if not mark:
+        return ""
+    n, _, when = mark.partition(" ")
+    return f"scaled by hand to {n} replicas at {when} (swarmsmith scale); this deploy sets the files' count"

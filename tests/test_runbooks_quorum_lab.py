@@ -1,0 +1,187 @@
+"""Quorum runbooks on a real 3-manager lab swarm `run3`: a stopped manager (degraded quorum,
+demote refused, `up` brings it back), backup from a non-leader manager, two managers killed and
+`recover --force-new-cluster`, and a restore into a fresh one-manager swarm that `up` grows back.
+The tests build on each other in file order; every swarmsmith output is checked for join tokens.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.lab
+
+NAME = "run3"
+TOKEN_MARK = "SWMTKN-"
+CLUSTER = f"name: {NAME}\nprovider: lab\nmanagers: {{n}}\nworkers: 0\n"
+STACK = """\
+services:
+  app:
+    image: swarmsmith/busybox:1
+    command: ["sleep", "100000"]
+    secrets: [token]
+    configs: [{source: settings, target: /settings}]
+    deploy: {replicas: 2}
+secrets:
+  token: {file: ./token.txt}
+configs:
+  settings: {file: ./settings.txt}
+"""
+STOP_ENGINE = ("kill $(cat /var/run/docker.pid); i=0; while [ -e /var/run/docker.pid ] && "
+               "kill -0 $(cat /var/run/docker.pid) 2>/dev/null; do i=$((i+1)); "
+               "[ $i -gt 600 ] && exit 1; sleep 0.1; done")
+
+
+class C:
+    def __init__(self, d):
+        self.dir = str(d)
+        self.file = os.path.join(self.dir, "swarmsmith.yml")
+        self.managers(3)
+
+    def managers(self, n: int) -> None:
+        with open(self.file, "w") as f:
+            f.write(CLUSTER.format(n=n))
+
+    def cli(self, *args, timeout=600, check=None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
+        p = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args], cwd=self.dir,
+                           env=env, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+        assert TOKEN_MARK not in p.stdout + p.stderr, f"token printed by {args}"
+        if check is not None:
+            assert p.returncode == check, (args, p.returncode, p.stdout, p.stderr)
+        return p
+
+    def json(self, *args, check=0):
+        p = self.cli(*args, "--json", check=check)
+        return json.loads(p.stdout)
+
+    def ssh(self, host: str, command: str, check: bool = True) -> str:
+        from provision.images import ssh_exec
+        from provision.lab.lab import Lab
+        h = {x.name: x for x in Lab(NAME).hosts()}[host]
+        rc, out, err = ssh_exec(h, command, timeout=120)
+        if check and rc != 0:
+            raise AssertionError(f"{host}: {command!r} -> {rc}\n{out}{err}")
+        return out
+
+    def stop_engine(self, host: str) -> None:
+        self.ssh(host, STOP_ENGINE)
+
+    def wait_quorum(self, reachable: int, tries: int = 60) -> dict:
+        import time
+        for _ in range(tries):
+            st = json.loads(self.cli("status", "--json").stdout)
+            if st["quorum"]["reachable"] == reachable:
+                return st
+            time.sleep(1)
+        raise AssertionError(st["quorum"])
+
+
+@pytest.fixture(scope="module")
+def c(tmp_path_factory):
+    d = tmp_path_factory.mktemp(NAME)
+    c = C(d)
+    for name, text in (("stack.yml", STACK), ("token.txt", "s3cr3t-value\n"),
+                       ("settings.txt", "a=1\n")):
+        with open(os.path.join(c.dir, name), "w") as f:
+            f.write(text)
+    try:
+        c.cli("up", check=0)
+        c.cli("image-load", check=0)
+        c.cli("deploy", "-c", "stack.yml", "--timeout", "120", "st", check=0)
+        yield c
+    finally:
+        c.cli("down")
+
+
+def test_one_manager_stopped_degrades_quorum_and_demote_is_refused(c):
+    st = c.json("status")
+    assert st["quorum"]["state"] == "healthy" and st["quorum"]["survives"] == 1
+    c.stop_engine(f"{NAME}-manager-3")
+    st = c.wait_quorum(2)
+    assert st["quorum"] == {"managers": 3, "reachable": 2, "majority": 2, "ok": True,
+                            "state": "degraded", "survives": 0}
+    text = c.cli("status", check=0).stdout
+    assert "quorum degraded (2/3 managers reachable, survives 0 more manager losses)" in text
+    r = c.cli("node", "demote", f"{NAME}-manager-2")
+    assert r.returncode == 5 and "refusing to demote" in r.stderr, r.stderr
+    assert {n["hostname"]: n["role"] for n in c.json("node", "ls")["nodes"]}[
+        f"{NAME}-manager-2"] == "manager"
+    # runbook "a manager lost": up starts its engine again
+    c.cli("up", check=0)
+    st = c.wait_quorum(3)
+    assert st["quorum"]["survives"] == 1
+
+
+def test_backup_from_a_non_leader_manager(c):
+    out = os.path.join(c.dir, "b.tar")
+    r = c.json("backup", "--out", out)
+    leader = next(n["hostname"] for n in c.json("node", "ls")["nodes"] if n["manager"] == "leader")
+    assert r["host"] != leader
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    with tarfile.open(out) as tar:
+        assert sorted(tar.getnames()) == ["manifest.json", "swarm.tar.gz"]
+        m = json.loads(tar.extractfile("manifest.json").read())
+    assert m["cluster"] == NAME and m["node"] == r["host"] and m["managers"] == 3
+    assert m["services"] == ["st_app"] and len(m["secrets"]) == 1 and len(m["configs"]) == 1
+    assert m["engine_version"]
+    with open(out, "rb") as f:
+        assert b"s3cr3t-value" not in f.read()        # compressed raft store, not plain files
+    st = c.wait_quorum(3)
+    assert st["quorum"]["state"] == "healthy"
+    bad = os.path.join(c.dir, "bad.tar")
+    with open(bad, "wb") as f:
+        f.write(b"not a tar")
+    r = c.cli("restore", bad, "--to", f"{NAME}-manager-1")
+    assert r.returncode == 2 and "bad.tar" in r.stderr
+
+
+def test_two_managers_killed_recover_force_new_cluster(c):
+    for n in (2, 3):
+        c.stop_engine(f"{NAME}-manager-{n}")
+    import time
+    for _ in range(60):         # raft notices the lost majority after its election timeout
+        st = c.cli("status", "--json")
+        if st.returncode == 1:
+            break
+        time.sleep(1)
+    assert st.returncode == 1 and json.loads(st.stdout)["quorum"]["ok"] is False, st.stdout
+    r = c.cli("recover")
+    assert r.returncode == 1 and "--force-new-cluster" in r.stdout
+    r = c.cli("recover", "--force-new-cluster", check=0)
+    st = c.wait_quorum(3)
+    assert st["quorum"] == {"managers": 3, "reachable": 3, "majority": 2, "ok": True,
+                            "state": "healthy", "survives": 1}
+    app = {s["name"]: s for s in st["services"]}["st_app"]
+    assert app["running"] == app["desired"] == 2
+
+
+def test_restore_into_a_fresh_one_manager_swarm_then_up_grows_it(c):
+    c.cli("down", check=0)
+    c.managers(1)
+    c.cli("up", check=0)
+    c.cli("image-load", check=0)
+    assert c.json("status")["services"] == []
+    r = c.json("restore", os.path.join(c.dir, "b.tar"), "--to", f"{NAME}-manager-1")
+    assert r["services"] == ["st_app"] and len(r["secrets"]) == 1 and len(r["configs"]) == 1
+    secrets = c.ssh(f"{NAME}-manager-1", "docker secret ls --format '{{.Name}}'").split()
+    assert secrets == r["secrets"]
+    nodes = c.json("node", "ls")["nodes"]
+    assert [(n["hostname"], n["role"], n["state"]) for n in nodes] == \
+        [(f"{NAME}-manager-1", "manager", "ready")]
+    own = c.ssh(f"{NAME}-manager-1", "docker info -f '{{.Swarm.NodeAddr}}'").strip()
+    assert nodes[0]["addr"] == own
+    c.managers(3)
+    c.cli("up", check=0)
+    st = c.wait_quorum(3)
+    assert st["quorum"]["managers"] == 3 and st["quorum"]["state"] == "healthy"
+    app = {s["name"]: s for s in st["services"]}["st_app"]
+    assert app["running"] == app["desired"] == 2

@@ -1,0 +1,286 @@
+"""Units of the day-two commands with fakes: quorum arithmetic and refusals, node lookup, drain's
+waiting, promote/demote/label, scale parsing and specs, log line prefixes, backup archives."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from provision import nodes as N
+from provision.backup import (build_manifest, pick_backup_node, read_archive, retarget_payload,
+                              write_archive)
+from provision.errors import EXIT_DEPLOY_FAILED, EXIT_TIMED_OUT, InputError
+from provision.quorum import Quorum, QuorumRefused, check_manager_removal, quorum_of
+from stacks.operations import service_ops as S
+
+
+def node(name, role="worker", reach=None, leader=False, state="ready", avail="active", idx=1):
+    n = {"ID": f"{name}-id-0000000000000", "Version": {"Index": idx},
+         "Spec": {"Role": role, "Availability": avail, "Labels": {}},
+         "Status": {"State": state, "Addr": "10.0.0.1"},
+         "Description": {"Hostname": name, "Engine": {"EngineVersion": "20.10.24"}}}
+    if role == "manager":
+        n["ManagerStatus"] = {"Leader": leader, "Reachability": reach or "reachable"}
+    return n
+
+
+def three(down: int = 0):
+    return [node("m1", "manager", leader=True),
+            node("m2", "manager", reach="unreachable" if down >= 1 else "reachable"),
+            node("m3", "manager", reach="unreachable" if down >= 2 else "reachable"),
+            node("w1")]
+
+
+# --- quorum -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("managers,reachable,ok,survives,state", [
+    (1, 1, True, 0, "healthy"), (3, 3, True, 1, "healthy"), (3, 2, True, 0, "degraded"),
+    (3, 1, False, 0, "lost"), (5, 5, True, 2, "healthy"), (5, 3, True, 0, "degraded"),
+    (2, 2, True, 0, "healthy"), (2, 1, False, 0, "lost"), (0, 0, False, 0, "lost")])
+def test_quorum_arithmetic(managers, reachable, ok, survives, state):
+    q = Quorum(managers, reachable)
+    assert (q.ok, q.survives, q.state) == (ok, survives, state)
+
+
+def test_quorum_of_counts_reachable_managers_only():
+    q = quorum_of(three(down=1))
+    assert (q.managers, q.reachable, q.survives) == (3, 2, 0)
+    assert "survives 0 more manager losses" in q.text()
+
+
+def test_demote_refusals():
+    nodes = three(down=1)
+    with pytest.raises(QuorumRefused) as e:
+        check_manager_removal(nodes, nodes[0], "demote")      # a reachable one of 2/3
+    assert e.value.exit_code == 5
+    after = check_manager_removal(nodes, nodes[1], "demote")  # the unreachable one: fine
+    assert (after.managers, after.reachable, after.ok) == (2, 2, True)
+    single = [node("m1", "manager", leader=True), node("w1")]
+    with pytest.raises(QuorumRefused, match="last manager"):
+        check_manager_removal(single, single[0], "demote")
+    assert check_manager_removal(single, single[1], "demote").managers == 1
+
+
+# --- a fake Engine API ------------------------------------------------------------------
+
+class FakeAPI:
+    def __init__(self, nodes, tasks=None, services=None):
+        self._nodes = {n["ID"]: n for n in nodes}
+        self._tasks = tasks or []
+        self._services = services or []
+        self.updates = []
+        self.removed = []
+        self.on_tasks = None          # called on every tasks() to move the world on
+
+    def nodes(self):
+        return list(self._nodes.values())
+
+    def node(self, nid):
+        return self._nodes[nid]
+
+    def update_node(self, nid, version, spec):
+        self.updates.append((nid, spec))
+        self._nodes[nid] = {**self._nodes[nid], "Spec": spec}
+
+    def remove_node(self, nid, force=False):
+        self.removed.append((nid, force))
+        del self._nodes[nid]
+
+    def services(self, filters=None):
+        return self._services
+
+    def tasks(self, filters=None):
+        if self.on_tasks:
+            self.on_tasks(self)
+        ts = self._tasks
+        if filters and "node" in filters:
+            ts = [t for t in ts if t["NodeID"] == filters["node"]]
+        if filters and "service" in filters:
+            want = filters["service"]
+            want = want if isinstance(want, list) else [want]
+            ts = [t for t in ts if t["ServiceID"] in want]
+        return ts
+
+
+def task(tid, sid, nid, state="running", desired="running", err="", slot=1):
+    return {"ID": tid, "ServiceID": sid, "NodeID": nid, "Slot": slot, "DesiredState": desired,
+            "Status": {"State": state, "Err": err, "Timestamp": "2026-01-01T00:00:00Z"}}
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.t += max(s, 0.01)
+
+
+SVC = {"ID": "s1", "Spec": {"Name": "st_web", "Mode": {"Replicated": {"Replicas": 2}}}}
+
+
+def test_find_node_by_name_or_id_prefix_and_unknown_is_input_error():
+    ns = three()
+    assert N.find_node(ns, "m2")["ID"] == ns[1]["ID"]
+    assert N.find_node(ns, "w1-id")["ID"] == ns[3]["ID"]
+    with pytest.raises(InputError, match="no such node"):
+        N.find_node(ns, "nope")
+
+
+def test_drain_waits_until_tasks_moved_and_reports_them():
+    ns = three()
+    w1 = ns[3]["ID"]
+    api = FakeAPI(ns, [task("t1", "s1", w1), task("t2", "s1", ns[0]["ID"], slot=2)], [SVC])
+    clock = Clock()
+    calls = {"n": 0}
+
+    def move(a):
+        calls["n"] += 1
+        if calls["n"] == 4:     # swarm reschedules t1 elsewhere after a few polls
+            a._tasks = [task("t1", "s1", w1, state="shutdown", desired="shutdown"),
+                        task("t3", "s1", ns[1]["ID"]), a._tasks[1]]
+    api.on_tasks = move
+    res = N.drain_node(api, "w1", N.DrainOptions(timeout=60), clock=clock, sleep=clock.sleep)
+    assert res.exit_code == 0 and res.moved == ["st_web"] and not res.unplaced
+    assert api.updates[0][1]["Availability"] == "drain"
+    assert res.changes == ["w1: availability active -> drain"]
+
+
+def test_drain_names_unplaceable_services_and_times_out_when_tasks_stay():
+    ns = three()
+    w1 = ns[3]["ID"]
+    api = FakeAPI(ns, [task("t1", "s1", w1)], [SVC])
+
+    def reschedule(a):      # after the drain: t1 stops, its replacement finds no node
+        if a._nodes[w1]["Spec"]["Availability"] == "drain":
+            a._tasks = [task("t1", "s1", w1, desired="shutdown", state="shutdown"),
+                        task("t3", "s1", "", state="pending",
+                             err="no suitable node (host-mode port already in use on 3 nodes)")]
+    api.on_tasks = reschedule
+    clock = Clock()
+    res = N.drain_node(api, "w1", N.DrainOptions(timeout=60, settle=5), clock=clock,
+                       sleep=clock.sleep)
+    assert res.exit_code == EXIT_DEPLOY_FAILED and "no suitable node" in res.unplaced["st_web"]
+    assert 5 <= clock.t < 60
+    stuck = FakeAPI(three(), [task("t1", "s1", three()[3]["ID"])], [SVC])
+    clock = Clock()
+    res = N.drain_node(stuck, "w1", N.DrainOptions(timeout=10), clock=clock, sleep=clock.sleep)
+    assert res.exit_code == EXIT_TIMED_OUT and res.remaining == ["st_web.1"]
+
+
+def test_promote_keeps_the_count_odd_unless_forced_and_demote_refuses():
+    ns = three()
+    api = FakeAPI(ns)
+    with pytest.raises(QuorumRefused, match="even"):
+        N.promote_node(api, "w1")
+    assert api.updates == []
+    assert N.promote_node(api, "w1", force=True).changes == ["w1: promoted to manager (4 managers)"]
+    api = FakeAPI(three(down=1))
+    with pytest.raises(QuorumRefused):
+        N.demote_node(api, "m1")
+    assert api.updates == []
+    assert N.demote_node(api, "m2").changes == ["m2: demoted to worker (2 managers left)"]
+
+
+def test_label_adds_and_removes_and_is_idempotent():
+    api = FakeAPI(three())
+    assert N.label_node(api, "w1", {"a": "1"}, []).changes == ["w1: labels a=1"]
+    assert N.label_node(api, "w1", {"a": "1"}, []).changes == []
+    assert N.label_node(api, "w1", {}, ["a"]).changes == ["w1: labels -a"]
+
+
+def test_rm_force_of_a_dead_node_explains_and_rm_refuses_down_without_force():
+    ns = three()
+    ns[3]["Status"]["State"] = "down"
+    api = FakeAPI(ns)
+    with pytest.raises(Exception, match="--force"):
+        N.remove_node(api, "w1")
+    res = N.remove_node(api, "w1", N.RemoveOptions(force=True))
+    assert api.removed == [(ns[3]["ID"], True)] and "docker swarm leave --force" in res.notes[0]
+
+
+# --- services -----------------------------------------------------------------------------
+
+def test_parse_scale_args():
+    assert S.parse_scale_args(["web=3", "st_api=0"]) == {"web": 3, "st_api": 0}
+    for bad in ("web", "web=-1", "web=x", "=3", "web=99999999"):
+        with pytest.raises(InputError):
+            S.parse_scale_args([bad])
+
+
+def test_scaled_spec_and_the_plan_note():
+    svc = {"Spec": {"Name": "st_web", "Mode": {"Replicated": {"Replicas": 2}}, "Labels": {"x": "1"}}}
+    spec = S.scaled_spec(svc, 5, "2026-01-01T00:00:00Z")
+    assert spec["Mode"]["Replicated"]["Replicas"] == 5 and spec["Labels"]["x"] == "1"
+    assert svc["Spec"]["Mode"]["Replicated"]["Replicas"] == 2        # not changed in place
+    assert "scaled by hand to 5 replicas" in S.scaled_note(spec)
+    assert S.scaled_note(svc["Spec"]) == ""
+
+
+def test_since_and_log_prefix():
+    assert S.since_epoch("10m", 1000.0) == 400
+    assert S.since_epoch("1700000000", 0) == 1700000000
+    with pytest.raises(InputError):
+        S.since_epoch("yesterday", 0)
+    tasks = {"abc": {"ID": "abc", "Slot": 2, "NodeID": "n1"}}
+    line = "com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s,com.docker.swarm.task.id=abc hello"
+    assert S.prefix_line(line, "st_web", tasks, {"n1": "w1"}) == "st_web.2@w1 | hello"
+    assert S.prefix_line("2026-01-01T00:00:00.1Z " + line, "st_web", tasks, {"n1": "w1"}) == \
+        "st_web.2@w1 | 2026-01-01T00:00:00.1Z hello"
+
+
+# --- backups ------------------------------------------------------------------------------
+
+def _payload(state: dict) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in (("swarm/docker-state.json", json.dumps(state).encode()),
+                           ("swarm/raft/wal", b"\x00\x01")):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_archive_round_trip_is_0600_and_damage_is_input_error(tmp_path):
+    from datetime import datetime, timezone
+    payload = _payload({"AdvertiseAddr": "10.0.0.2:2377"})
+    m = build_manifest(cluster="c", swarm={"ID": "sw"}, node=node("m2", "manager"),
+                       engine_version="20.10", services=[SVC], secrets=[], configs=[],
+                       managers=3, payload=payload, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    path = str(tmp_path / "b.tar")
+    write_archive(path, m, payload)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    got, data = read_archive(path)
+    assert got == m and data == payload and got["services"] == ["st_web"]
+    with open(path, "r+b") as f:
+        f.seek(1200)
+        f.write(b"XXXX")
+    with pytest.raises(InputError, match="b.tar"):
+        read_archive(path)
+    with pytest.raises(InputError, match="no such file"):
+        read_archive(str(tmp_path / "none.tar"))
+
+
+def test_retarget_rewrites_the_recorded_addresses():
+    out = retarget_payload(_payload({"AdvertiseAddr": "10.0.0.2:2377", "ListenAddr": "0.0.0.0:2377",
+                                     "LocalAddr": "10.0.0.2"}), "10.9.9.9")
+    with tarfile.open(fileobj=io.BytesIO(out), mode="r:gz") as tar:
+        st = json.loads(tar.extractfile("swarm/docker-state.json").read())
+        assert tar.extractfile("swarm/raft/wal").read() == b"\x00\x01"
+    assert st["AdvertiseAddr"] == "10.9.9.9:2377" and st["LocalAddr"] == "10.9.9.9"
+
+
+def test_backup_node_is_a_non_leader_and_quorum_is_kept():
+    hosts = {"m1": 1, "m2": 1, "m3": 1}
+    assert pick_backup_node(three(), hosts)["Description"]["Hostname"] == "m2"
+    with pytest.raises(QuorumRefused):
+        pick_backup_node(three(down=1), hosts)
+    single = [node("m1", "manager", leader=True)]
+    assert pick_backup_node(single, hosts)["Description"]["Hostname"] == "m1"
