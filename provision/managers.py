@@ -93,7 +93,7 @@ def _not_usable(f: dict) -> str | None:
     if state == "engine-down":
         return "the engine does not answer" + (f" ({f['error']})" if f.get("error") else "")
     if state == "locked":
-        return "the swarm is locked on this manager (`swarmsmith unlock`)"
+        return "the swarm is locked on this manager (`swarmsmith unlock-swarm`)"
     if state != "active":
         return f"not in a swarm (state {state})"
     if not f.get("is_manager"):

@@ -1,5 +1,5 @@
 """CLI commands for day two on a cluster: node ls/drain/activate/pause/promote/demote/label/rm,
-tokens rotate, ca rotate, autolock, unlock-key, unlock, backup, restore and recover.
+tokens rotate, ca rotate, autolock, unlock-key, unlock-swarm, backup, restore and recover.
 
 Only parsing and rendering live here; the work is in provision/nodes.py, rotation.py, backup.py
 and recover.py. Registered by cli.py; imports stay light so `swarmsmith --help` is fast.
@@ -320,7 +320,7 @@ def add_commands(sub) -> None:
     p.add_argument("--rotate", action="store_true")
     p.set_defaults(func=cmd_unlock_key)
 
-    p = sub.add_parser("unlock", help="unlock every locked manager (key from --key-file, "
+    p = sub.add_parser("unlock-swarm", help="unlock every locked manager (key from --key-file, "
                        "$SWARMSMITH_UNLOCK_KEY, stdin or a prompt; never an argument)")
     _common(p)
     p.add_argument("--key-file", metavar="FILE", default=None)

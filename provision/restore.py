@@ -90,9 +90,11 @@ def _drop_old_managers(api, self_id: str, changes: list[str]) -> list[str]:
     for n in api.nodes():
         if n["ID"] == self_id or not is_manager(n):
             continue
-        spec = {**n["Spec"], "Role": "worker"}
-        api.update_node(n["ID"], n["Version"]["Index"], spec)
-        api.remove_node(n["ID"], force=True)
+        try:
+            api.remove_node(n["ID"], force=True)    # no raft member any more: removable as is
+        except SwarmsmithError:
+            api.update_node(n["ID"], n["Version"]["Index"], {**n["Spec"], "Role": "worker"})
+            api.remove_node(n["ID"], force=True)
         gone.append(node_name(n))
         changes.append(f"{node_name(n)}: old manager removed from the swarm ({n['ID'][:12]})")
     return gone

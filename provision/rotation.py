@@ -99,7 +99,7 @@ def set_autolock(api, on: bool) -> RotationResult:
                      what=f"turn autolock {'on' if on else 'off'}")
     res.changes.append(f"autolock {'on' if on else 'off'}")
     if on:
-        res.notes.append("a restarted manager now stays locked until `swarmsmith unlock`; get "
+        res.notes.append("a restarted manager now stays locked until `swarmsmith unlock-swarm`; get "
                          "the key once with `swarmsmith unlock-key` and keep it in a password "
                          "manager (swarmsmith never stores it)")
     return res

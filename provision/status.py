@@ -144,7 +144,7 @@ def unavailable(reasons: dict[str, str], facts: dict[str, dict]) -> dict:
             "services": [], "failing": [],
             "problems": [f"quorum lost: no manager answers swarm calls ({len(reasons)} tried)"],
             "error": "no manager answers swarm calls (quorum lost, engines down or swarm locked); "
-                     "see `swarmsmith recover` or `swarmsmith unlock`"}
+                     "see `swarmsmith recover` or `swarmsmith unlock-swarm`"}
 
 
 def render(st: dict) -> str:
