@@ -180,6 +180,9 @@ def cmd_status(args) -> int:
     else:
         try:
             st = status.gather(conn.api, stack)
+        except SwarmsmithError as e:
+            # a leader that just lost its majority answers some calls, then none
+            st = status.unavailable({conn.host.name: e.message}, {conn.host.name: conn.facts})
         finally:
             conn.close()
     if args.json:

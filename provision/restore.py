@@ -242,11 +242,14 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
             q = quorum_of(conn.api.nodes())
         finally:
             conn.close()
-        res.quorum = q.to_dict()
-        res.notes.append(f"{q.text()}: nothing to recover"
-                         + ("; `swarmsmith up` restarts stopped managers' engines" if q.degraded
-                            else ""))
-        return res
+        if q.ok:
+            # a leader that just lost its majority still answers until it steps down: only a
+            # majority of reachable managers means there is nothing to recover
+            res.quorum = q.to_dict()
+            res.notes.append(f"{q.text()}: nothing to recover"
+                             + ("; `swarmsmith up` restarts stopped managers' engines"
+                                if q.degraded else ""))
+            return res
 
     hosts = inventory_hosts(cluster_path, "manager")
     seen: dict[str, dict] = {}

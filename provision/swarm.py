@@ -80,6 +80,12 @@ class SwarmStep:
     # --- the step ---------------------------------------------------------------------
     def converge(self) -> list[dict]:
         facts = each(self.swarm_facts, self.hosts, concurrency=self.concurrency)
+        locked = sorted(m.name for m in self.managers if facts[m.name]["state"] == "locked")
+        if locked:
+            # a locked manager (autolock, engine restarted) holds the swarm's state: leaving
+            # or re-initialising it would destroy the swarm
+            raise SwarmsmithError(f"the swarm is locked on {', '.join(locked)} (autolock): run "
+                                  "`swarmsmith unlock` first; nothing was changed")
         leader = self.leader = self._find_or_init_leader(facts)
         nodes = {n["id"]: n for n in self.nodes(leader)}
         cluster_id = self.inv["cluster_id"]

@@ -126,6 +126,7 @@ def test_backup_from_a_non_leader_manager(c):
     r = c.json("backup", "--out", out)
     leader = next(n["hostname"] for n in c.json("node", "ls")["nodes"] if n["manager"] == "leader")
     assert r["host"] != leader
+    print(f"backup: engine stopped {r['engine_stopped_seconds']:.2f} s, {r['seconds']:.2f} s in all")
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     with tarfile.open(out) as tar:
         assert sorted(tar.getnames()) == ["manifest.json", "swarm.tar.gz"]
@@ -156,7 +157,10 @@ def test_two_managers_killed_recover_force_new_cluster(c):
     assert st.returncode == 5 and json.loads(st.stdout)["quorum"]["ok"] is False, st.stdout
     r = c.cli("recover")
     assert r.returncode == 1 and "--force-new-cluster" in r.stdout
+    import time as _t
+    t0 = _t.monotonic()
     r = c.cli("recover", "--force-new-cluster", check=0)
+    print(f"recover --force-new-cluster: {_t.monotonic() - t0:.1f} s")
     st = c.wait_quorum(3)
     assert st["quorum"] == {"managers": 3, "reachable": 3, "majority": 2, "ok": True,
                             "state": "healthy", "survives": 1}
