@@ -34,7 +34,7 @@ def gather(api, stack: str | None = None) -> dict:
     running: dict[str, int] = {}
     wanted: dict[str, int] = {}
     for t in tasks:
-        if t.get("DesiredState") != "running":
+        if t.get("DesiredState", "running") != "running":
             continue
         wanted[t["ServiceID"]] = wanted.get(t["ServiceID"], 0) + 1
         if t["Status"]["State"] == "running":

@@ -191,8 +191,10 @@ class StatusAPI:
 ])
 def test_status_exit_code(monkeypatch, capsys, tmp_path, api, problem):
     import cli
-    from provision import dockerapi
-    monkeypatch.setattr(dockerapi, "cluster_client", lambda path, accept_new=None: api)
+    from provision import managers
+    conn = managers.ManagerConn(host=None, session=None, api=api)
+    monkeypatch.setattr(conn, "close", lambda: None)
+    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
     code = cli.main(["status", "--cluster", str(tmp_path / "c.yml"), "--json"])
     st = json.loads(capsys.readouterr().out)
     if problem is None:
