@@ -12,6 +12,10 @@ addresses are rewritten to the host's own (the backup's are another machine's, a
 `swarm init --force-new-cluster --advertise-addr` alone keeps the old ones), the engine started,
 and `swarm init --force-new-cluster` makes it the one manager of the restored swarm. The other
 nodes of the old swarm are removed from it; `swarmsmith up` then joins the cluster file's hosts.
+The raft store itself keeps the backed-up node's address as the manager's address, and swarm
+offers no way to change it: managers can join the restored swarm only when the host it is
+restored onto has that address (Docker's restore procedure has the same requirement), so a
+restore onto a host with another address is refused unless forced (it then stays one manager).
 """
 from __future__ import annotations
 
@@ -57,11 +61,20 @@ def default_out(cluster: str, now: datetime) -> str:
     return f"{cluster}-swarm-{now.strftime('%Y%m%dT%H%M%SZ')}.tar"
 
 
-def pick_backup_node(nodes: list[dict], hosts: dict[str, object]) -> dict:
-    """A reachable manager that is not the leader when there are several; refuse when stopping
-    it would lose quorum. `hosts`: hostname -> inventory host (only those can be reached)."""
+def pick_backup_node(nodes: list[dict], hosts: dict[str, object], want: str | None = None) -> dict:
+    """A reachable manager that is not the leader when there are several (or the one asked
+    for); refuse when stopping it would lose quorum. `hosts`: hostname -> inventory host."""
     managers = [n for n in nodes if (n.get("Spec") or {}).get("Role") == "manager"]
     q = quorum_of(nodes)
+    if want:
+        chosen = [n for n in managers if node_name(n) == want]
+        if not chosen or want not in hosts:
+            raise InputError(f"--node {want}: not a manager of this cluster's inventory "
+                             f"(managers: {', '.join(sorted(node_name(n) for n in managers))})")
+        if len(managers) > 1 and not (manager_reachable(chosen[0]) and q.after_losing(1, 0).ok):
+            raise QuorumRefused(f"refusing to back up from {want}: {q.text()}; stopping its "
+                                "engine for the copy would lose quorum")
+        return chosen[0]
     if len(managers) == 1:
         if node_name(managers[0]) not in hosts:
             raise SwarmsmithError(f"the only manager {node_name(managers[0])} is not a host of "
@@ -83,8 +96,10 @@ def build_manifest(*, cluster: str, swarm: dict, node: dict, engine_version: str
                    services: list[dict], secrets: list[dict], configs: list[dict],
                    managers: int, payload: bytes, now: datetime) -> dict:
     enc = ((swarm.get("Spec") or {}).get("EncryptionConfig") or {})
+    raft_addr = ((node.get("ManagerStatus") or {}).get("Addr") or "").rpartition(":")[0]
     return {"format": FORMAT, "cluster": cluster, "swarm_id": swarm.get("ID", ""),
             "node": node_name(node), "node_id": node["ID"],
+            "node_addr": raft_addr or (node.get("Status") or {}).get("Addr", ""),
             "taken_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "engine_version": engine_version,
             "managers": managers, "autolock": bool(enc.get("AutoLockManagers")),
             "services": sorted(s["Spec"]["Name"] for s in services),
@@ -196,6 +211,7 @@ def utcnow() -> datetime:
 @dataclass
 class BackupOptions:
     out: str | None = None          # archive path (default <cluster>-swarm-<time>.tar here)
+    node: str | None = None         # the manager to copy (default: a non-leader one)
     reachable_timeout: float = 120.0
 
 
@@ -220,13 +236,16 @@ def take_backup(cluster_path: str, opts: BackupOptions | None = None, *,
     try:
         api = conn.api
         nodes = api.nodes()
-        node = pick_backup_node(nodes, hosts)
+        node = pick_backup_node(nodes, hosts, opts.node)
         name = node_name(node)
         conn_other = conn.host.name != name
         swarm = api.swarm()
         services, secrets, configs = api.services(), api.secrets(), api.configs()
         managers = quorum_of(nodes).managers
         notes = []
+        if (node.get("ManagerStatus") or {}).get("Leader") and managers > 1:
+            notes.append("copied from the leader: the swarm elected another while its engine "
+                         "was stopped")
         if managers == 1:
             notes.append("single manager: the swarm could not be changed while its engine was "
                          "stopped for the copy (running tasks kept running)")

@@ -31,7 +31,7 @@ def _out(args, d: dict, lines: list[str]) -> None:
 
 def cmd_backup(args) -> int:
     from .backup import BackupOptions, take_backup
-    res = take_backup(_cluster_path(args), BackupOptions(out=args.out),
+    res = take_backup(_cluster_path(args), BackupOptions(out=args.out, node=args.node),
                       on_progress=_progress(args))
     m = res.manifest
     lines = [f"backup {res.path} (mode 0600) from {res.host}: {len(m['services'])} services, "
@@ -83,6 +83,9 @@ def add_commands(sub, common) -> None:
     common(p)
     p.add_argument("--out", metavar="FILE", default=None,
                    help="archive path or folder (default ./<cluster>-swarm-<time>.tar)")
+    p.add_argument("--node", metavar="HOST", default=None,
+                   help="the manager to copy (default: a non-leader one); a restore can grow "
+                        "back to several managers only on a host with this manager's address")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("restore", help="restore a backup onto a host of the cluster as the "
@@ -91,7 +94,8 @@ def add_commands(sub, common) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--to", required=True, metavar="HOST", help="a host of the cluster's inventory")
     p.add_argument("--force", action="store_true",
-                   help="restore even when HOST is in a swarm with other ready nodes")
+                   help="restore even when HOST is in a swarm with other ready nodes, or has "
+                        "another address than the backed-up manager (it then stays one manager)")
     p.add_argument("--key-file", metavar="FILE", default=None,
                    help="unlock key of the backup's swarm when it was autolocked")
     p.set_defaults(func=cmd_restore)

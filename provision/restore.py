@@ -122,6 +122,18 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
     host = _host_of(cluster_path, to)
     addr = _advertise(cluster_path, host)
     res = RestoreResult(to)
+    old_addr = manifest.get("node_addr", "")
+    if old_addr and old_addr != addr:
+        if not force:
+            raise InputError(
+                f"--to {to}: its address {addr} is not {old_addr}, the address of "
+                f"{manifest['node']} the backup was taken from. Swarm's raft store keeps that "
+                "address for the restored manager and cannot change it: on this host the "
+                "swarm could never add another manager. Restore onto the host that has "
+                f"{old_addr} (or `swarmsmith backup --node` the manager you will restore onto), "
+                "or pass --force to restore as a single manager anyway")
+        res.notes.append(f"restored onto {addr} while the raft store says {old_addr}: other "
+                         "managers cannot join this swarm (workers can)")
     s = session_for(host)
     try:
         facts = engine_facts(s)

@@ -123,9 +123,12 @@ def test_one_manager_stopped_degrades_quorum_and_demote_is_refused(c):
 
 def test_backup_from_a_non_leader_manager(c):
     out = os.path.join(c.dir, "b.tar")
-    r = c.json("backup", "--out", out)
+    r = c.json("backup", "--out", os.path.join(c.dir, "other.tar"))
     leader = next(n["hostname"] for n in c.json("node", "ls")["nodes"] if n["manager"] == "leader")
     assert r["host"] != leader
+    # the one a restore onto run3-manager-1 (the fresh one-manager swarm below) can grow from
+    r = c.json("backup", "--out", out, "--node", f"{NAME}-manager-1")
+    assert r["host"] == f"{NAME}-manager-1"
     print(f"backup: engine stopped {r['engine_stopped_seconds']:.2f} s, {r['seconds']:.2f} s in all")
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
     with tarfile.open(out) as tar:
@@ -174,6 +177,8 @@ def test_restore_into_a_fresh_one_manager_swarm_then_up_grows_it(c):
     c.cli("up", check=0)
     c.cli("image-load", check=0)
     assert c.json("status")["services"] == []
+    wrong = c.cli("restore", os.path.join(c.dir, "other.tar"), "--to", f"{NAME}-manager-1")
+    assert wrong.returncode == 2 and "cannot change it" in wrong.stderr, wrong.stderr
     r = c.json("restore", os.path.join(c.dir, "b.tar"), "--to", f"{NAME}-manager-1")
     assert r["services"] == ["st_app"] and len(r["secrets"]) == 1 and len(r["configs"]) == 1
     secrets = c.ssh(f"{NAME}-manager-1", "docker secret ls --format '{{.Name}}'").split()

@@ -284,3 +284,12 @@ def test_backup_node_is_a_non_leader_and_quorum_is_kept():
         pick_backup_node(three(down=1), hosts)
     single = [node("m1", "manager", leader=True)]
     assert pick_backup_node(single, hosts)["Description"]["Hostname"] == "m1"
+
+
+def test_backup_node_asked_for_is_checked():
+    hosts = {"m1": 1, "m2": 1, "m3": 1}
+    assert pick_backup_node(three(), hosts, "m1")["Description"]["Hostname"] == "m1"
+    with pytest.raises(InputError, match="--node w1"):
+        pick_backup_node(three(), hosts, "w1")
+    with pytest.raises(QuorumRefused):
+        pick_backup_node(three(down=1), hosts, "m1")
