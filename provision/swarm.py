@@ -85,7 +85,7 @@ class SwarmStep:
             # a locked manager (autolock, engine restarted) holds the swarm's state: leaving
             # or re-initialising it would destroy the swarm
             raise SwarmsmithError(f"the swarm is locked on {', '.join(locked)} (autolock): run "
-                                  "`swarmsmith unlock` first; nothing was changed")
+                                  "`swarmsmith unlock-swarm` first; nothing was changed")
         leader = self.leader = self._find_or_init_leader(facts)
         nodes = {n["id"]: n for n in self.nodes(leader)}
         cluster_id = self.inv["cluster_id"]

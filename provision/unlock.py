@@ -1,4 +1,4 @@
-"""`swarmsmith unlock`: unlock every manager that restarted while autolock is on.
+"""`swarmsmith unlock-swarm`: unlock every manager that restarted while autolock is on.
 
 The key reaches `docker swarm unlock` on its standard input (never an argument, never logged).
 """
