@@ -76,8 +76,8 @@ def cmd_scale(args) -> int:
                 from stacks.watch.render import progress_renderer
                 with progress_renderer(sys.stderr) as show:
                     res = scale(m.api, todo, stack=stack, on_progress=show, **kwargs)
-    res.unchanged = same
-    _audit(args, stack, res)
+        res.unchanged = same
+        _audit(args, stack, res, m.api.api)
     if args.json:
         json.dump(res.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -94,23 +94,20 @@ def cmd_scale(args) -> int:
     return res.exit_code if res.report else EXIT_OK
 
 
-def _audit(args, stack: str, res) -> None:
-    import os
-
-    from inventory import clusterfile
-    from inventory.state import StateDir
-    from stacks.operations.audit import append_audit, audit_record
+def _audit(args, stack: str, res, api) -> None:
+    """The scale goes to the stack's audit history (in the swarm, and audit.jsonl when the state
+    folder exists), like a deploy's."""
+    from stacks.operations.audit import audit_record, keep_record
+    from stacks.operations.deploy import _state_path
     if not res.changed:
         return
-    try:
-        path = clusterfile.find(args.cluster)
-        state = StateDir(path, clusterfile.load(path).name)
-        os.makedirs(state.path, mode=0o700, exist_ok=True)
-        append_audit(os.path.join(state.path, "audit.jsonl"),
-                     audit_record("scale", stack, res.report,
-                                  replicas={k: v[1] for k, v in res.changed.items()}))
-    except Exception as e:
-        print(f"warning: could not write the audit trail: {e}", file=sys.stderr)
+
+    def warn(msg):
+        print(f"warning: {msg}", file=sys.stderr)
+    rec = audit_record("scale", stack or "-", res.report,
+                       replicas={k: v[1] for k, v in res.changed.items()}, phase="end")
+    rec["exit_code"] = res.exit_code
+    keep_record(api, _state_path(args), rec, warn)
 
 
 def add_commands(sub) -> None:

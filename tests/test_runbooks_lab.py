@@ -156,6 +156,8 @@ def test_scale_watches_like_deploy_and_the_next_plan_shows_the_drift(c):
     assert "scaled by hand to 3 replicas" in plan and "Replicas: 3 -> 2" in plan, plan
     again = c.cli("scale", "st_web=3", check=0)
     assert "already at 3" in again.stdout
+    audit = [r for r in c.json("audit", "st") if r.get("command") == "scale"]
+    assert audit and audit[-1]["replicas"] == {"st_web": 3} and audit[-1]["exit_code"] == 0
     bad = c.cli("scale", "st_web=three")
     assert bad.returncode == 2 and "SERVICE=REPLICAS" in bad.stderr
     c.cli("deploy", "-c", "stack.yml", "st", check=0)
