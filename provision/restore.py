@@ -176,6 +176,9 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
         res.secrets = sorted(x["Spec"]["Name"] for x in api.secrets())
         res.configs = sorted(x["Spec"]["Name"] for x in api.configs())
         _record(cluster_path, to, me["cluster_id"], me["node_id"], addr, removed)
+        if _replace_cluster_record(cluster_path, api):
+            res.changes.append("cluster record in the swarm replaced: the backup's described "
+                               "the hosts of before")
         res.changes += _leave_replaced_swarm(cluster_path, to, api)
         res.notes.append("run `swarmsmith up` to join the cluster file's other hosts")
         if manifest.get("autolock"):
@@ -184,6 +187,20 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
         return res
     finally:
         s.close()
+
+
+def _replace_cluster_record(cluster_path: str, api) -> bool:
+    """The restored swarm carries the cluster's record (hosts, their SSH keys, node IDs) of the
+    time of the backup; `up` would trust it over this host. A new version from the local state
+    (which the restore just updated) takes its place; older versions stay as history."""
+    from .cluster_record import RecordStore, from_inventory
+    cf, state = _inventory(cluster_path)
+    store = RecordStore(api.api, cf.name)
+    version, record = store.read()
+    if record is None:
+        return False
+    store.create(version + 1, from_inventory(state.load(), cf.name))
+    return True
 
 
 def _other_ready_nodes(session, sw: dict) -> list[str]:
