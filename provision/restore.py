@@ -122,18 +122,8 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
     host = _host_of(cluster_path, to)
     addr = _advertise(cluster_path, host)
     res = RestoreResult(to)
-    old_addr = manifest.get("node_addr", "")
-    if old_addr and old_addr != addr:
-        if not force:
-            raise InputError(
-                f"--to {to}: its address {addr} is not {old_addr}, the address of "
-                f"{manifest['node']} the backup was taken from. Swarm's raft store keeps that "
-                "address for the restored manager and cannot change it: on this host the "
-                "swarm could never add another manager. Restore onto the host that has "
-                f"{old_addr} (or `swarmsmith backup --node` the manager you will restore onto), "
-                "or pass --force to restore as a single manager anyway")
-        res.notes.append(f"restored onto {addr} while the raft store says {old_addr}: other "
-                         "managers cannot join this swarm (workers can)")
+    check_restore_address(manifest, to, addr, _other_addresses(cluster_path, to), force,
+                          res.notes)
     s = session_for(host)
     try:
         facts = engine_facts(s)
@@ -187,6 +177,44 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
         return res
     finally:
         s.close()
+
+
+def check_restore_address(manifest: dict, to: str, addr: str, others: dict[str, str],
+                          force: bool, notes: list[str]) -> None:
+    """The raft store keeps the backed-up manager's address for the restored one. Swarm copes
+    with a changed address, but not when that old address now belongs to another host of the
+    cluster: managers joining later would reach that host instead. Refused then (unless forced)."""
+    old = manifest.get("node_addr", "")
+    if not old or old == addr:
+        return
+    taken = others.get(old)
+    if taken and not force:
+        raise InputError(
+            f"--to {to}: the backup's manager {manifest['node']} had the address {old}, which "
+            f"is now {taken}'s; swarm's raft store keeps that address for the restored manager "
+            "and cannot change it, so managers joining later would reach "
+            f"{taken} instead. Restore onto {taken} (or back up the manager you will restore "
+            "onto with `swarmsmith backup --node`), or pass --force to stay one manager")
+    notes.append(f"the raft store records {old} for this manager (the backup's); swarm follows "
+                 f"the manager to {addr} once others talk to it")
+
+
+def _other_addresses(cluster_path: str, to: str) -> dict[str, str]:
+    """address -> host name, for the cluster's other hosts (local state and provider)."""
+    from .access import access
+    acc = access(cluster_path)
+    out: dict[str, str] = {}
+    hosts = acc._cached_hosts(None)
+    try:
+        hosts += acc.provider_hosts(None)
+    except SwarmsmithError:
+        pass
+    for h in hosts:
+        if h.name != to:
+            for a in (h.private_address, h.public_address):
+                if a:
+                    out[a] = h.name
+    return out
 
 
 def _replace_cluster_record(cluster_path: str, api) -> bool:

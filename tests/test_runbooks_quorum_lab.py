@@ -126,7 +126,7 @@ def test_backup_from_a_non_leader_manager(c):
     r = c.json("backup", "--out", os.path.join(c.dir, "other.tar"))
     leader = next(n["hostname"] for n in c.json("node", "ls")["nodes"] if n["manager"] == "leader")
     assert r["host"] != leader
-    # the one a restore onto run3-manager-1 (the fresh one-manager swarm below) can grow from
+    # the manager whose address the fresh one-manager swarm below gets back (restore's rule)
     r = c.json("backup", "--out", out, "--node", f"{NAME}-manager-1")
     assert r["host"] == f"{NAME}-manager-1"
     print(f"backup: engine stopped {r['engine_stopped_seconds']:.2f} s, {r['seconds']:.2f} s in all")
@@ -179,8 +179,6 @@ def test_restore_into_a_fresh_one_manager_swarm_then_up_grows_it(c):
     c.cli("up", check=0)
     c.cli("image-load", check=0)
     assert c.json("status")["services"] == []
-    wrong = c.cli("restore", os.path.join(c.dir, "other.tar"), "--to", f"{NAME}-manager-1")
-    assert wrong.returncode == 2 and "cannot change it" in wrong.stderr, wrong.stderr
     r = c.json("restore", os.path.join(c.dir, "b.tar"), "--to", f"{NAME}-manager-1")
     assert r["services"] == ["st_app"] and len(r["secrets"]) == 1
     assert len([x for x in r["configs"] if x.startswith("st_")]) == 1

@@ -293,3 +293,16 @@ def test_backup_node_asked_for_is_checked():
         pick_backup_node(three(), hosts, "w1")
     with pytest.raises(QuorumRefused):
         pick_backup_node(three(down=1), hosts, "m1")
+
+
+def test_restore_address_rule():
+    from provision.restore import check_restore_address
+    m = {"node": "m2", "node_addr": "10.0.0.3"}
+    notes = []
+    check_restore_address(m, "m1", "10.0.0.3", {}, False, notes)
+    assert notes == []
+    check_restore_address(m, "m1", "10.9.0.2", {"10.9.0.3": "m2"}, False, notes)
+    assert "10.0.0.3" in notes[0]
+    with pytest.raises(InputError, match="now m2's"):
+        check_restore_address(m, "m1", "10.0.0.2", {"10.0.0.3": "m2"}, False, [])
+    check_restore_address(m, "m1", "10.0.0.2", {"10.0.0.3": "m2"}, True, [])
