@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from provision.errors import EXIT_DEGRADED, EXIT_FAILED, SwarmsmithError
+from provision.errors import EXIT_FAILED, SwarmsmithError
 
 EXIT_CODES_HELP = """exit codes:
   0  success (or nothing to change)
@@ -104,28 +104,82 @@ def cmd_lab_ls(args) -> int:
     return 0
 
 
+# --- progress: events from the library -> the lines the commands print -------------------
+
+class _Renderer:
+    """The `on_progress` callback of every command: host steps and the watch table on stderr,
+    the plan and applied steps on stdout; with --json only warnings (stderr)."""
+
+    def __init__(self, as_json: bool = False):
+        import time
+        self.as_json = as_json
+        self.clock = time.monotonic
+        self.t0 = self.clock()
+        self.watch = None
+        self.transfer = None
+
+    def __call__(self, event) -> None:
+        from provision.progress import HostProgress, OperationWarning
+        if isinstance(event, OperationWarning):
+            print(f"warning: {event.message}", file=sys.stderr)
+        elif self.as_json:
+            return
+        elif isinstance(event, HostProgress):
+            print(f"[{self.clock() - self.t0:6.2f}s] {event.host:<22} {event.message}",
+                  file=sys.stderr, flush=True)
+        else:
+            self._stack_event(event)
+
+    def _stack_event(self, event) -> None:
+        from stacks import events as ev
+        if isinstance(event, ev.PlanReady):
+            from stacks.plan_apply.plan_render import render_text
+            print(render_text(event.plan, show_unchanged=True))
+        elif isinstance(event, ev.ImageResolved):
+            print(f"  image {event.service}: {event.image} is {event.digest}")
+        elif isinstance(event, ev.StepDone):
+            print(f"  done: {event.text}")
+        elif isinstance(event, ev.UnsettledService):
+            print(f"  not settled, watching too: {event.service} ({event.reason})")
+        elif isinstance(event, ev.ImagePush):
+            print(event.message, file=sys.stderr, flush=True)
+        elif isinstance(event, ev.TransferProgress):
+            if self.transfer is None:
+                from provision.image_commands import ProgressPrinter
+                self.transfer = ProgressPrinter(sys.stderr)
+            self.transfer(event.host, event.phase, event.done, event.total)
+        elif isinstance(event, ev.WatchStarted):
+            from stacks.watch.render import progress_renderer
+            self.watch = progress_renderer(sys.stderr)
+            self.show = self.watch.__enter__()
+        elif isinstance(event, ev.WatchProgress) and self.watch is not None:
+            self.show(event.report)
+        elif isinstance(event, ev.WatchFinished) and self.watch is not None:
+            self.watch.__exit__(None, None, None)
+            self.watch = None
+
+
 # --- clusters: up, plan, status, image-load, down -------------------------------------
 
-def _cluster_path(args) -> str:
-    from inventory.clusterfile import find
-    return getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
+def _cluster_file(args) -> str | None:
+    return getattr(args, "cluster_file", None) or getattr(args, "cluster", None)
 
 
-def _report(result: dict, as_json: bool) -> None:
+def _report(result, as_json: bool) -> None:
     if as_json:
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json(result.to_json())
         return
-    verb = "planned changes" if result.get("dry_run") else "changes"
-    changes = result.get("changes", [])
-    print(f"cluster {result.get('cluster')}: " + (f"{len(changes)} {verb}" if changes else
-          ("nothing to do" if result.get("dry_run") else "no changes")))
+    dry = result.dry_run
+    verb = "planned changes" if dry else "changes"
+    changes = result.changes
+    print(f"cluster {result.cluster}: " + (f"{len(changes)} {verb}" if changes else
+          ("nothing to do" if dry else "no changes")))
     for c in changes:
-        print(f"  {'+' if result.get('dry_run') else '~'} {c}")
-    for w in result.get("warnings") or []:
+        print(f"  {'+' if dry else '~'} {c}")
+    for w in getattr(result, "warnings", None) or []:
         print(f"  ! {w}")
-    nodes = result.get("nodes") or []
-    if nodes and not result.get("dry_run"):
+    nodes = getattr(result, "nodes", None) or []
+    if nodes and not dry:
         print(f"  {'NODE':<24} {'ROLE':<8} {'ADVERTISE':<16} NODE ID")
         for n in nodes:
             print(f"  {n['name']:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
@@ -133,69 +187,57 @@ def _report(result: dict, as_json: bool) -> None:
 
 
 def cmd_up(args) -> int:
-    from provision.bootstrap import Options, up
-    opts = Options(dry_run=args.dry_run, force=args.force,
-                   accept_host_keys=set(args.accept_host_key or []), concurrency=args.concurrency,
-                   quiet=args.json, prune=args.prune, destroy_services=args.destroy_services)
+    from stacks import api
+    opts = api.UpOptions(dry_run=args.dry_run, force=args.force,
+                         accept_host_keys=set(args.accept_host_key or []),
+                         concurrency=args.concurrency, prune=args.prune,
+                         destroy_services=args.destroy_services)
     if args.destroy_services and not args.force:
         raise _flag_error("--destroy-services", "goes with --force (it only allows what --force "
                           "would otherwise refuse)")
-    _report(up(_cluster_path(args), opts), args.json)
+    _report(api.up(_cluster_file(args), opts, on_progress=_Renderer(as_json=args.json)),
+            args.json)
     return 0
 
 
 def cmd_plan(args) -> int:
-    if getattr(args, "compose_files", None):
+    if args.compose_files:
         # `plan -c FILE STACK`: the positional is the stack, the cluster comes from --cluster
         args.stack, args.cluster_file = args.cluster_file, None
-        args.dry_run = True
-        return cmd_stack_plan(args)
-    from provision.bootstrap import Options, up
-    _report(up(_cluster_path(args), Options(dry_run=True, quiet=True, prune=args.prune)),
+        return _stack_plan(args, _stack_options(args))
+    from stacks import api
+    _report(api.up(_cluster_file(args), api.UpOptions(dry_run=True, prune=args.prune)),
             args.json)
     return 0
 
 
 def cmd_down(args) -> int:
-    from provision.bootstrap import Options, down
-    _report(down(_cluster_path(args), Options(dry_run=args.dry_run)), args.json)
+    from stacks import api
+    _report(api.down(_cluster_file(args), api.DownOptions(dry_run=args.dry_run)), args.json)
     return 0
 
 
 def cmd_status(args) -> int:
     import os
 
-    from provision import status
-    from provision.managers import NoManagerError, connect_manager
+    from stacks import api
     pos = args.cluster_file
     stack = None
     if pos and not pos.endswith((".yml", ".yaml")) and not os.path.isfile(pos):
         stack, args.cluster_file = pos, None       # `status STACK`
-    try:
-        conn = connect_manager(_cluster_path(args), accept_new=args.accept_new_host_keys)
-    except NoManagerError as e:
-        if e.all_unreachable:
-            raise
-        st = status.unavailable(e.reasons, e.facts)
-    else:
-        try:
-            st = status.gather(conn.api, stack)
-        except SwarmsmithError as e:
-            # a leader that just lost its majority answers some calls, then none
-            st = status.unavailable({conn.host.name: e.message}, {conn.host.name: conn.facts})
-        finally:
-            conn.close()
+    st = api.status(_cluster_file(args), stack=stack,
+                    accept_new_host_keys=args.accept_new_host_keys)
     if args.json:
-        json.dump(st, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json(st.to_json())
     else:
-        print(status.render(st))
-    return EXIT_DEGRADED if st["problems"] else 0
+        print(st.render())
+    return st.exit_code
 
 
 def cmd_engine_upgrade(args) -> int:
+    from provision.clusters import find_cluster_file
     from provision.engine_upgrade import UpgradeOptions, upgrade
-    from provision.bootstrap import Progress
+    from provision.progress import HostProgress
     if args.batch is not None and args.batch < 1:
         raise _flag_error("--batch", "must be at least 1")
     if args.version is not None:
@@ -204,8 +246,9 @@ def cmd_engine_upgrade(args) -> int:
             raise _flag_error("--version", f'expected a version like "24.0", got "{args.version}"')
     opts = UpgradeOptions(version=args.version or "", dry_run=args.dry_run,
                           max_batch=args.batch or 0)
-    progress = Progress()      # on stderr even with --json: a long run is never silent
-    res = upgrade(_cluster_path(args), opts, progress=progress)
+    show = _Renderer()         # on stderr even with --json: a long run is never silent
+    res = upgrade(find_cluster_file(_cluster_file(args)), opts,
+                  progress=lambda host, message: show(HostProgress(host, message)))
     if args.json:
         _print_json(res.to_dict())
         return 0
@@ -224,34 +267,16 @@ def cmd_engine_upgrade(args) -> int:
 
 def cmd_image_load(args) -> int:
     """Put the busybox test image on every node (lab and tests: nothing can be pulled)."""
-    from provision.access import access
-    from provision.command import Command
-    from provision.dockerapi import session_for
-    from provision.images import IMAGE_NAME, build_busybox_tar, load_image
-    from provision.parallel import each
-
-    path = _cluster_path(args)
-    hosts = access(path, args.accept_new_host_keys).hosts()
-    tar = build_busybox_tar()
-    name = args.image or IMAGE_NAME
-
-    def load(host):
-        s = session_for(host, path)
-        try:
-            def transport(_host, command, stdin):
-                r = s.run(Command.shell(command, stdin=stdin.read() if stdin else None), check=False)
-                return r.exit_status, r.stdout, r.stderr
-            return load_image(host, tar.path, name, transport=transport, sha256=tar.sha256)
-        finally:
-            s.close()
-
-    done = each(load, hosts)
-    changes = [f"{h}: imported {name}" for h, imported in sorted(done.items()) if imported]
+    from provision.clusters import find_cluster_file
+    from provision.images import load_on_cluster
+    result = load_on_cluster(find_cluster_file(_cluster_file(args)), args.image,
+                             accept_new_host_keys=args.accept_new_host_keys)
     if args.json:
-        json.dump({"image": name, "changes": changes}, sys.stdout)
+        json.dump(result.to_json(), sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(f"image {name}: " + (f"{len(changes)} changes" if changes else "no changes"))
+        changes = result.changes
+        print(f"image {result.image}: " + (f"{len(changes)} changes" if changes else "no changes"))
         for c in changes:
             print(f"  ~ {c}")
     return 0
@@ -262,7 +287,8 @@ def cmd_hostkeys(args) -> int:
     (`ssh: {known_hosts: FILE}`) so runners with no local state verify every host."""
     from inventory.hostkeys import known_hosts_line
     from provision.access import access
-    acc = access(_cluster_path(args), args.accept_new_host_keys)
+    from provision.clusters import find_cluster_file
+    acc = access(find_cluster_file(_cluster_file(args)), args.accept_new_host_keys)
     hosts = [h for h in acc.hosts() if h.host_key]
     if args.json:
         _print_json([{"name": h.name, "address": h.public_address, "port": h.port,
@@ -425,35 +451,111 @@ def _watch_args(p, lock_wait: float = 0) -> None:
     _lock_args(p, lock_wait)
 
 
+def _stack_options(args, kind=None):
+    """Options for plan/deploy/redeploy from their flags (`kind`: the options class)."""
+    from stacks import api
+    kind = kind or api.StackOptions
+    common = dict(cluster_file=args.cluster, accept_new_host_keys=args.accept_new_host_keys,
+                  env_file=args.env_file, strict=args.strict,
+                  prune=args.prune, versioned_names=not args.no_versioned_names,
+                  update_defaults=not args.no_update_defaults)
+    if kind is api.StackOptions:
+        return kind(**common)
+    extra = dict(timeout=args.timeout or 300, allow_rollback=args.allow_rollback,
+                 detach=args.detach, lock_wait=args.lock_wait or 0, lock_ttl=args.lock_ttl,
+                 push_images=args.push_images, push_from=args.push_from)
+    if kind is api.RedeployOptions:
+        extra.update(resolve_image=args.resolve_image or "registry")
+    return kind(**common, **extra)
+
+
+def _stack_plan(args, options) -> int:
+    from provision.errors import InputError
+    from stacks import api
+    result = api.plan(args.stack, args.compose_files, options,
+                      on_progress=_Renderer(as_json=args.json))
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        from stacks.plan_apply.plan_render import render_text
+        print(render_text(result.plan, show_unchanged=True))
+    if result.problems:
+        raise InputError("the plan has problems; nothing was changed:\n  "
+                         + "\n  ".join(result.problems))
+    return 0
+
+
+def _print_deploy(result, as_json: bool) -> int:
+    if as_json:
+        _print_json(result.to_json())
+        return result.exit_code
+    for w in result.applied.warnings:
+        print(f"  warning: {w}")
+    if result.watch is not None:
+        print(result.watch.summary())
+    elif not result.plan.has_changes:
+        print(f"stack {result.stack}: no changes")
+    elif not result.changed_services:
+        print(f"stack {result.stack}: no service changed; nothing to watch")
+    return result.exit_code
+
+
 def cmd_config(args) -> int:
-    from stacks.compose.config_view import run_config
-    return run_config(args)
+    from stacks import api
+    result = api.config(args.compose_files,
+                        api.ConfigOptions(env_file=args.env_file, strict=args.strict))
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    sys.stdout.write(result.text())
+    return 0
 
 
 def cmd_deploy(args) -> int:
-    from stacks.operations.deploy import run_deploy
-    return run_deploy(args)
-
-
-def cmd_stack_plan(args) -> int:
-    from stacks.operations.deploy import run_plan
-    return run_plan(args)
+    from stacks import api
+    options = _stack_options(args, api.DeployOptions)
+    if args.dry_run:
+        return _stack_plan(args, options)
+    result = api.deploy(args.stack, args.compose_files, options,
+                        on_progress=_Renderer(as_json=args.json))
+    return _print_deploy(result, args.json)
 
 
 def cmd_redeploy(args) -> int:
-    from stacks.operations.redeploy import run_redeploy
-    return run_redeploy(args)
+    from stacks import api
+    options = _stack_options(args, api.RedeployOptions)
+    if args.dry_run:
+        return _stack_plan(args, options)
+    result = api.redeploy(args.stack, args.compose_files, options,
+                          on_progress=_Renderer(as_json=args.json))
+    return _print_deploy(result, args.json)
 
 
 def cmd_rollback(args) -> int:
-    from stacks.operations.rollback import run_rollback
-    return run_rollback(args)
+    from stacks import api
+    options = api.RollbackOptions(cluster_file=args.cluster,
+                                  accept_new_host_keys=args.accept_new_host_keys,
+                                  services=tuple(args.services),
+                                  timeout=args.timeout or 300, lock_wait=args.lock_wait or 0,
+                                  lock_ttl=args.lock_ttl)
+    result = api.rollback(args.stack, options, on_progress=_Renderer(as_json=args.json))
+    if args.json:
+        _print_json(result.to_json())
+        return result.exit_code
+    for name in result.requested:
+        print(f"  rollback requested: {name}")
+    for name, why in sorted(result.skipped.items()):
+        print(f"  skipped {name}: {why}")
+    if result.report is not None:
+        print(result.report.summary())
+    elif not result.requested:
+        print(f"stack {args.stack}: nothing to roll back")
+    return result.exit_code
 
 
 def cmd_unlock(args) -> int:
-    from stacks.operations.deploy import cluster_engine
+    from provision.engine_api import connect
     from stacks.operations.lock import SwarmLock
-    lock = SwarmLock(cluster_engine(args).api, args.stack)
+    lock = SwarmLock(connect(args.cluster, args.accept_new_host_keys).api, args.stack)
     info = lock.unlock(force=args.force)
     now = lock.clock()
     if args.json:
@@ -472,8 +574,8 @@ def cmd_unlock(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    from provision.engine_api import connect
     from stacks.operations.audit import parse_since, read_audit_swarm
-    from stacks.operations.deploy import cluster_engine
     since = None
     if args.since:
         try:
@@ -483,7 +585,8 @@ def cmd_audit(args) -> int:
     if args.stack:
         from stacks.compose.validate import validate_stack_name
         validate_stack_name(args.stack)
-    records = read_audit_swarm(cluster_engine(args).api, args.stack, since)
+    records = read_audit_swarm(connect(args.cluster, args.accept_new_host_keys).api, args.stack,
+                               since)
     if args.json:
         _print_json(records)
         return 0
@@ -505,8 +608,20 @@ def cmd_audit(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    from stacks.operations.deploy import run_rm
-    return run_rm(args)
+    from stacks import api
+    result = api.rm(args.stack, api.RmOptions(cluster_file=args.cluster,
+                                              accept_new_host_keys=args.accept_new_host_keys))
+    if not result.found:
+        print(f"nothing found in stack: {args.stack}")
+        return 0
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    for s in result.applied.done:
+        print(f"  {s}")
+    for w in result.applied.warnings:
+        print(f"  warning: {w}")
+    return 0
 
 
 def add_stack_commands(subparsers) -> None:

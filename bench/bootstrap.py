@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from provision.bootstrap import Options, down, up  # noqa: E402
+from stacks.api import UpOptions, down, up  # noqa: E402
 
 ANSIBLE_COLD, ANSIBLE_NOOP = 7.1, 5.9
 
@@ -31,7 +31,7 @@ def cluster_file(folder: str, name: str, workers: int) -> str:
 
 def timed_up(path: str, concurrency: int) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    result = up(path, Options(quiet=True, concurrency=concurrency))
+    result = up(path, UpOptions(concurrency=concurrency)).to_json()
     return time.perf_counter() - t0, result
 
 
@@ -47,7 +47,7 @@ def run(name: str, workers: int, concurrency: int, noop: bool) -> dict:
                 assert again["changes"] == [], again["changes"]
             return out
         finally:
-            down(path, Options())
+            down(path)
 
 
 def main() -> int:

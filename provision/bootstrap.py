@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-import time
 from dataclasses import dataclass, field
 
 from inventory import clusterfile
@@ -21,32 +19,60 @@ from .cluster_record import NODE_LABEL
 from .command import Command
 from .errors import HostKeyMismatchError, InputError, SwarmsmithError
 from .parallel import each, ticking
+from .progress import HostProgress, ProgressCallback
 from .ssh import Session, fingerprint
 
 
 @dataclass
-class Options:
-    dry_run: bool = False
-    force: bool = False
-    accept_host_keys: set = field(default_factory=set)
-    concurrency: int = 16
-    quiet: bool = False
+class UpOptions:
+    dry_run: bool = False   # plan only: read what exists, change nothing
+    force: bool = False     # take over hosts that are in another swarm
+    accept_host_keys: set = field(default_factory=set)   # hosts whose changed key is accepted
+    concurrency: int = 16   # hosts handled at once
     prune: bool = False     # digitalocean: destroy droplets the cluster file no longer asks for
     destroy_services: bool = False   # with force: let a manager leave a swarm that runs services
 
 
-class Progress:
-    """Live per-node progress on stderr; one line per event so logs and terminals both work."""
+@dataclass
+class DownOptions:
+    dry_run: bool = False
 
-    def __init__(self, quiet: bool = False, stream=None):
-        self.quiet = quiet
-        self.stream = stream or sys.stderr
-        self.t0 = time.monotonic()
 
-    def __call__(self, host: str, msg: str) -> None:
-        if not self.quiet:
-            print(f"[{time.monotonic() - self.t0:6.2f}s] {host:<22} {msg}", file=self.stream,
-                  flush=True)
+@dataclass
+class UpResult:
+    cluster: str
+    changes: list = field(default_factory=list)     # what was done (or, dry run, would be)
+    nodes: list = field(default_factory=list)       # {name, role, advertise_address, node_id}
+    dry_run: bool = False
+    warnings: list = field(default_factory=list)    # e.g. an engine version other than asked
+    stacks: list = field(default_factory=list)      # DeployResult per stack (stacks/api.py up)
+
+    def to_json(self) -> dict:
+        out = {"cluster": self.cluster, "nodes": self.nodes, "changes": self.changes}
+        if self.warnings:
+            out["warnings"] = self.warnings
+        if self.dry_run:
+            out["dry_run"] = True
+        return out
+
+
+@dataclass
+class DownResult:
+    cluster: str
+    changes: list = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_json(self) -> dict:
+        return {"cluster": self.cluster, "changes": self.changes,
+                **({"dry_run": True} if self.dry_run else {})}
+
+
+def _reporter(on_progress: ProgressCallback | None):
+    """The (host, message) callable the steps and providers call, as HostProgress events."""
+    def report(host: str, message: str) -> None:
+        if on_progress is not None:
+            on_progress(HostProgress(host, message))
+    return report
 
 
 @dataclass
@@ -54,8 +80,8 @@ class Run:
     cluster: clusterfile.ClusterFile
     state: StateDir
     inventory: dict
-    opts: Options
-    progress: Progress
+    opts: UpOptions
+    progress: object        # (host, message) -> None
     changes: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     sessions: dict = field(default_factory=dict)
@@ -67,9 +93,9 @@ class Run:
             self.state.save(self.inventory)
 
 
-def _open(cluster_path: str, opts: Options) -> tuple[clusterfile.ClusterFile, StateDir]:
-    cf = clusterfile.load(cluster_path)
-    return cf, StateDir(cluster_path, cf.name)
+def _open(cluster) -> tuple[clusterfile.ClusterFile, StateDir]:
+    cf = cluster if isinstance(cluster, clusterfile.ClusterFile) else clusterfile.load(cluster)
+    return cf, StateDir(cf.path, cf.name)
 
 
 def _preload() -> None:
@@ -80,8 +106,13 @@ def _preload() -> None:
     threading.Thread(target=load_ssh_stack, daemon=True).start()
 
 
-def up(cluster_path: str, opts: Options) -> dict:
-    cf, state = _open(cluster_path, opts)
+def up(cluster, opts: UpOptions | None = None,
+       on_progress: ProgressCallback | None = None) -> UpResult:
+    """Bring the cluster to what its file asks for (hosts, engine, swarm); `cluster` is the
+    cluster file's path or its loaded ClusterFile. The file's `stacks:` are deployed above
+    this layer (stacks/api.py up)."""
+    opts = opts or UpOptions()
+    cf, state = _open(cluster)
     if opts.dry_run and not os.path.isdir(state.path):
         # plan / --dry-run change nothing, not even by creating the state folder for its lock
         lock = contextlib.nullcontext()
@@ -92,7 +123,7 @@ def up(cluster_path: str, opts: Options) -> dict:
         inv = state.load()
         inv.setdefault("hosts", {})
         inv.update(name=cf.name, provider=cf.provider)
-        run = Run(cf, state, inv, opts, Progress(opts.quiet))
+        run = Run(cf, state, inv, opts, _reporter(on_progress))
         try:
             return _up(run)
         finally:
@@ -100,7 +131,7 @@ def up(cluster_path: str, opts: Options) -> dict:
                 s.close()
 
 
-def _up(run: Run) -> dict:
+def _up(run: Run) -> UpResult:
     cf, inv = run.cluster, run.inventory
     def save_provider_state(provider_state: dict) -> None:
         inv["provider_state"] = provider_state
@@ -108,10 +139,6 @@ def _up(run: Run) -> dict:
     provider = providers.make(cf, inv.get("provider_state", {}), prune=run.opts.prune,
                               on_state=save_provider_state)
     wanted = cf.wanted_hosts()
-    if cf.stacks:
-        from stacks.operations.deploy import prepare
-        for ref in cf.stacks:      # compose files are checked before any host is touched
-            prepare(_stack_args(run, ref))
     if run.opts.dry_run:
         return _plan(run, provider, wanted)
 
@@ -127,12 +154,11 @@ def _up(run: Run) -> dict:
         hosts, changes = provider.ensure(wanted, progress=run.progress)
     finally:
         # a key, VPC or firewall may exist before a later step fails: record it either way
-        if hasattr(provider, "state"):
-            inv["provider_state"] = provider.state
-            run.save()
+        inv["provider_state"] = provider.state
+        run.save()
     run.changes += changes
     pruned_nodes = []
-    if getattr(provider, "prune", False):
+    if provider.prune:
         names = {w.name for w in wanted}
         for name in [n for n in inv["hosts"] if n not in names]:
             # destroyed by ensure(); its node is removed from the swarm after the swarm step
@@ -170,46 +196,7 @@ def _up(run: Run) -> dict:
         inv["hosts"][n["name"]]["advertise_address"] = n["advertise_address"]
     run.save()
     _write_record(run, step.leader)
-    for ref in cf.stacks:
-        run.changes += _deploy_stack(run, ref)
-    out = {"cluster": cf.name, "nodes": nodes, "changes": run.changes}
-    if run.warnings:
-        out["warnings"] = run.warnings
-    return out
-
-
-def _stack_args(run: Run, ref):
-    import argparse
-    return argparse.Namespace(stack=ref.name, compose_files=ref.compose, env_file=ref.env_file,
-                              cluster_file=run.cluster.path, cluster=None, json=True,
-                              strict=False, prune=False, dry_run=False, detach=False,
-                              timeout=300, allow_rollback=False, lock_wait=60)
-
-
-def _deploy_stack(run: Run, ref) -> list[str]:
-    """The cluster file's `stacks:`, deployed after the swarm step exactly as `swarmsmith deploy`
-    would (plan, apply under the stack lock, watch); a failed rollout fails `up` with its code."""
-    import io
-    import json
-
-    from stacks.operations.deploy import run_deploy
-
-    args = _stack_args(run, ref)
-    run.progress(f"stack {ref.name}", "deploying")
-    buf = io.StringIO()
-    code = run_deploy(args, out=buf)
-    report = json.loads(buf.getvalue() or "{}")
-    done = [f"stack {ref.name}: {d}" for d in (report.get("applied") or {}).get("done", [])]
-    for d in done:
-        run.progress(f"stack {ref.name}", d.split(": ", 1)[1])
-    if code != 0:
-        watch = report.get("watch") or {}
-        reasons = [f"{s['name']}: {s['outcome']} ({s.get('reason') or ''})"
-                   for s in watch.get("services", []) if s.get("outcome") not in ("converged", "done")]
-        err = SwarmsmithError(f"stack {ref.name} did not converge: " + "; ".join(reasons))
-        err.exit_code = code
-        raise err
-    return done
+    return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
 
 
 def _connect(run: Run, hosts) -> None:
@@ -352,11 +339,11 @@ def _engine_step(run: Run, h) -> dict:
     return facts
 
 
-def _plan(run: Run, provider, wanted) -> dict:
+def _plan(run: Run, provider, wanted) -> UpResult:
     """--dry-run / plan: what up would change. Reads hosts that exist; changes nothing."""
     cf, inv = run.cluster, run.inventory
     plan = list(provider.plan(wanted))
-    existing = {h.name: h for h in (provider.existing() if hasattr(provider, "existing") else [])}
+    existing = {h.name: h for h in provider.existing()}
     nodes = []
     manager_active = False
     for w in wanted:
@@ -392,24 +379,26 @@ def _plan(run: Run, provider, wanted) -> dict:
                 f"{first.name}: swarm init" for p in plan]
         if not any(p.startswith(f"{first.name}: swarm init") for p in plan):
             plan.append(f"{first.name}: swarm init")
-    return {"cluster": cf.name, "nodes": nodes, "changes": plan, "dry_run": True}
+    return UpResult(cluster=cf.name, nodes=nodes, changes=plan, dry_run=True)
 
 
-def down(cluster_path: str, opts: Options) -> dict:
-    cf, state = _open(cluster_path, opts)
+def down(cluster, opts: DownOptions | None = None,
+         on_progress: ProgressCallback | None = None) -> DownResult:
+    """Remove what `up` made (lab: the hosts; digitalocean: the droplets, key, VPC, firewall)."""
+    opts = opts or DownOptions()
+    cf, state = _open(cluster)
     with state.lock():
         inv = state.load()
         provider = providers.make(cf, inv.get("provider_state", {}))
         if opts.dry_run:
-            return {"cluster": cf.name, "changes": [f"remove {n}" for n in inv.get("hosts", {})],
-                    "dry_run": True}
+            return DownResult(cf.name, [f"remove {n}" for n in inv.get("hosts", {})],
+                              dry_run=True)
         try:
-            changes = provider.destroy()
+            changes = provider.destroy(progress=_reporter(on_progress))
         finally:
-            if hasattr(provider, "state"):     # empty once everything is gone
-                inv["provider_state"] = provider.state
-                state.save(inv)
+            inv["provider_state"] = provider.state    # empty once everything is gone
+            state.save(inv)
         inv["hosts"] = {}
         inv.pop("cluster_id", None)
         state.save(inv)
-        return {"cluster": cf.name, "changes": changes}
+        return DownResult(cf.name, changes)

@@ -18,6 +18,17 @@ from provision.errors import SwarmsmithError
 from stacks.plan_apply.plan import Current
 
 
+def connect(cluster_file: str | None = None, accept_new_host_keys: bool = False) -> "EngineAPI":
+    """The Engine API of a reachable manager of the cluster, through our SSH session (host key
+    checked against what pins it). `cluster_file` None: the usual lookup."""
+    from provision.clusters import find_cluster_file
+    from provision.dockerapi import cluster_client
+    from provision.registry_auth import Credentials
+    path = find_cluster_file(cluster_file)
+    return EngineAPI(cluster_client(path, accept_new_host_keys),
+                     credentials=Credentials.for_cluster(path))
+
+
 class EngineAPI:
     def __init__(self, api, credentials=None, where: str = ""):
         self.api = api

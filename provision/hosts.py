@@ -34,9 +34,20 @@ class WantedHost:
 
 
 class Provider(Protocol):
-    """One module per provider. All methods are idempotent."""
+    """One module per provider. All methods are idempotent. `progress`, where taken, is a
+    (host, message) callable for long steps."""
 
     name: str
+    prune: bool     # ensure() also destroys machines the cluster file no longer asks for
+
+    @property
+    def state(self) -> dict:
+        """What the provider created and must find again (kept in the inventory as
+        `provider_state`, handed back to the next run); {} when it keeps nothing."""
+
+    def existing(self) -> list[Host]:
+        """Hosts that exist now and that `plan` may connect to read; [] when the provider
+        does not look (static hosts are not probed by a plan)."""
 
     def plan(self, wanted: list[WantedHost]) -> list[str]:
         """Human-readable changes ensure() would make; empty when nothing to do."""
@@ -44,5 +55,5 @@ class Provider(Protocol):
     def ensure(self, wanted: list[WantedHost], progress=None) -> tuple[list[Host], list[str]]:
         """Create what is missing, reuse what exists; return hosts (in `wanted` order) and changes."""
 
-    def destroy(self) -> list[str]:
+    def destroy(self, progress=None) -> list[str]:
         """Remove everything this provider created for the cluster; return changes."""

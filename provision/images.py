@@ -159,3 +159,40 @@ def load_image(host: Host, tar_path: str, name: str = IMAGE_NAME,
         raise RemoteCommandError("imported image does not carry the expected content label",
                                  host=host.name, command=cmd, exit_status=rc, output=out + err)
     return True
+
+
+@dataclass
+class ImageLoadResult:
+    image: str
+    changes: list
+
+    def to_json(self) -> dict:
+        return {"image": self.image, "changes": self.changes}
+
+
+def load_on_cluster(cluster_file: str, name: str | None = None, *,
+                    accept_new_host_keys: bool = False) -> ImageLoadResult:
+    """Put the busybox test image on every node of the cluster, through the SSH executor
+    (host keys checked against what pins them); nodes that have it are skipped."""
+    from .access import access
+    from .command import Command
+    from .dockerapi import session_for
+    from .parallel import each
+
+    hosts = access(cluster_file, accept_new_host_keys).hosts()
+    tar = build_busybox_tar()
+    name = name or IMAGE_NAME
+
+    def load(host):
+        s = session_for(host, cluster_file)
+        try:
+            def transport(_host, command, stdin):
+                r = s.run(Command.shell(command, stdin=stdin.read() if stdin else None), check=False)
+                return r.exit_status, r.stdout, r.stderr
+            return load_image(host, tar.path, name, transport=transport, sha256=tar.sha256)
+        finally:
+            s.close()
+
+    done = each(load, hosts)
+    return ImageLoadResult(name, [f"{h}: imported {name}"
+                                  for h, imported in sorted(done.items()) if imported])

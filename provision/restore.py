@@ -357,10 +357,11 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
         for s in sessions.values():
             s.close()
     if grow:
-        from .bootstrap import Options, up
+        from .bootstrap import UpOptions, up
         say("swarmsmith up: joining the other managers again")
-        out = up(cluster_path, Options(quiet=on_progress is None))
-        res.changes += out.get("changes", [])
+        out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
+                 (lambda event: say(f"{event.host:<22} {event.message}")))
+        res.changes += out.changes
     return res
 
 

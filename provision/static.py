@@ -7,9 +7,17 @@ from .hosts import Host, WantedHost
 
 class StaticProvider:
     name = "static"
+    prune = False       # never: the machines are not ours
 
     def __init__(self, cluster, settings: dict | None = None):
         self.cluster = cluster
+
+    @property
+    def state(self) -> dict:
+        return {}       # nothing created, nothing to remember
+
+    def existing(self) -> list[Host]:
+        return []       # a plan does not connect to static hosts; it says what up would do
 
     def plan(self, wanted: list[WantedHost]) -> list[str]:
         return []
@@ -28,5 +36,5 @@ class StaticProvider:
                               port=h.get("port") or self.cluster.ssh_port, role=w.role))
         return hosts, []
 
-    def destroy(self) -> list[str]:
+    def destroy(self, progress=None) -> list[str]:
         return []   # we never delete machines we did not create

@@ -3,7 +3,64 @@ number of further manager losses it survives, services with running/desired repl
 ports and update state, and the tasks that are failing (error and node)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from .errors import EXIT_DEGRADED, EXIT_OK, SwarmsmithError
 from .quorum import quorum_of
+
+
+@dataclass
+class ClusterStatus:
+    """What `status --json` prints (nodes, quorum, services, failing tasks, problems)."""
+    data: dict
+
+    @property
+    def nodes(self) -> list:
+        return self.data["nodes"]
+
+    @property
+    def quorum(self) -> dict:
+        return self.data["quorum"]
+
+    @property
+    def services(self) -> list:
+        return self.data["services"]
+
+    @property
+    def problems(self) -> list:
+        """Why the cluster is degraded; empty when it is not."""
+        return self.data.get("problems") or []
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_DEGRADED if self.problems else EXIT_OK
+
+    def to_json(self) -> dict:
+        return self.data
+
+    def render(self) -> str:
+        return render(self.data)
+
+
+def status(cluster_file: str, stack: str | None = None,
+           accept_new_host_keys: bool = False) -> ClusterStatus:
+    """Ask a reachable manager of the cluster (host key checked against what pins it); when
+    none answers swarm calls, what SSH showed of each (quorum lost)."""
+    from .managers import NoManagerError, connect_manager
+    try:
+        conn = connect_manager(cluster_file, accept_new=accept_new_host_keys)
+    except NoManagerError as e:
+        if e.all_unreachable:
+            raise
+        return ClusterStatus(unavailable(e.reasons, e.facts))
+    try:
+        return ClusterStatus(gather(conn.api, stack))
+    except SwarmsmithError as e:
+        # a leader that just lost its majority answers some calls, then none
+        return ClusterStatus(unavailable({conn.host.name: e.message},
+                                         {conn.host.name: conn.facts}))
+    finally:
+        conn.close()
 
 FAILING = ("failed", "rejected")
 STACK_LABEL = "com.docker.stack.namespace"

@@ -303,7 +303,7 @@ class KeySession(Node):
 
 def _run_with_record(tmp_path, monkeypatch, seen: str, accept=()):
     from provision import bootstrap, dockerapi
-    from provision.bootstrap import Options, Progress, Run
+    from provision.bootstrap import Run, UpOptions
     from inventory.state import StateDir
     api = FakeConfigs()
     rec = from_inventory({**INV, "cluster_id": "swarm1"}, "st0")
@@ -312,7 +312,7 @@ def _run_with_record(tmp_path, monkeypatch, seen: str, accept=()):
     cf = clusterfile.load(_static(tmp_path))
     m1 = Host("m1", "10.0.0.1", role="manager")
     run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}},
-              Options(accept_host_keys=set(accept)), Progress(quiet=True))
+              UpOptions(accept_host_keys=set(accept)), lambda host, message: None)
     run.sessions = {"m1": KeySession(m1, seen)}
     bootstrap._read_record(run, [m1])
     return run

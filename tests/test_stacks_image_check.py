@@ -3,14 +3,13 @@ node listings, and the plan problems it adds through plan_for with a fake engine
 test is in tests/test_stacks_parity_lab.py."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from provision.errors import InputError
 from provision.engine_api import EngineAPI
 from stacks.images.check import Node, matches, names_registry, parse_listing, present
-from tests.test_stacks_plan_apply import FakeAPI, args_for, plan_of, run_deploy
+from tests.test_stacks_plan_apply import FakeAPI, deploy_result, plan_of, plan_result
 
 
 def node(hostname, role="worker", labels=None, **kw):
@@ -105,7 +104,7 @@ def test_missing_image_is_a_plan_problem_and_nothing_changes(tmp_path):
     f.write_text(STACK)
     api = NodeAPI({"m": {"app:1"}, "w1": set(), "w2": {"app:1"}})
     with pytest.raises(InputError) as err:
-        run_deploy(args_for(f), engine=engine_for(api))
+        deploy_result(f, engine_for(api))
     msg = str(err.value)
     assert "stack.yml: services.web.image: image app:1 is not on node(s) w1 " in msg
     assert "admin" not in msg
@@ -118,10 +117,10 @@ def test_present_everywhere_deploys_and_unchanged_services_are_not_checked(tmp_p
     f.write_text(STACK)
     api = NodeAPI({"m": {"app:1"}, "w1": {"app:1"}, "w2": {"app:1"}})
     engine = engine_for(api)
-    assert run_deploy(args_for(f), engine=engine, out=open("/dev/null", "w")) == 0
+    assert deploy_result(f, engine).exit_code == 0
     assert len(api.services_) == 2 and len(api.asked) == 1
     api.images = {}                                   # gone from every node
-    assert run_deploy(args_for(f), engine=engine, out=open("/dev/null", "w")) == 0
+    assert deploy_result(f, engine).exit_code == 0
     assert len(api.asked) == 1                        # nothing to create or update: no listing
 
 
@@ -129,11 +128,7 @@ def test_unreachable_node_is_a_warning(tmp_path):
     f = tmp_path / "stack.yml"
     f.write_text(STACK)
     api = NodeAPI({"m": {"app:1"}, "w1": {"app:1"}})  # w2 cannot be asked
-    import io
-    out = io.StringIO()
-    from stacks.operations.deploy import run_plan
-    run_plan(args_for(f, json=True), engine=engine_for(api), out=out)
-    plan = json.loads(out.getvalue())
+    plan = plan_result(f, engine_for(api)).to_json()
     assert plan["problems"] == []
     assert any("node w2 could not be checked: unreachable" in w for w in plan["warnings"])
 
@@ -144,8 +139,7 @@ def test_registry_images_and_plain_fake_engines_are_not_checked(tmp_path):
     api = NodeAPI({})
     plan = plan_of(api, f)                            # plain EngineAPI: no lister, no check
     assert plan["problems"] == []
-    out = open("/dev/null", "w")
-    assert run_deploy(args_for(f), engine=engine_for(api), out=out) == 0
+    assert deploy_result(f, engine_for(api)).exit_code == 0
     assert api.asked == []                            # names a registry: pullable
 
 
@@ -166,12 +160,9 @@ def test_cli_made_secret_keeps_its_labels(tmp_path):
     api.configs_["c1"] = {"ID": "c1", "Version": {"Index": 4},
                           "Spec": {"Name": "st_c", "Labels": {"com.docker.stack.namespace": "st"},
                                    "Data": base64.b64encode(b"old").decode()}}
-    import io
-    from stacks.operations.deploy import run_plan
-    out = io.StringIO()
-    with pytest.raises(InputError):
-        run_plan(args_for(f, json=True, no_versioned_names=True), engine=EngineAPI(api), out=out)
-    plan = json.loads(out.getvalue())
+    result = plan_result(f, EngineAPI(api), versioned_names=False)
+    assert result.exit_code == 2                      # the command line refuses such a plan
+    plan = result.to_json()
     actions = {(a["kind"], a["name"]): a["action"] for a in plan["actions"]}
     assert actions[("secret", "st_pw")] == "unchanged"
     assert any("secret st_pw was not made by swarmsmith" in w for w in plan["warnings"])

@@ -1,7 +1,6 @@
 """Plan against live specs, apply through a fake APIClient, config and CLI wiring."""
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
@@ -14,7 +13,7 @@ import pytest
 
 from provision.errors import InputError, SwarmsmithError
 from stacks.plan_apply.apply import apply, resolve_ids, rm_plan
-from stacks.operations.deploy import run_deploy, run_plan, run_rm
+from stacks import api as stacks_api
 from provision.engine_api import EngineAPI
 from stacks.plan_apply.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Current, make_plan
 from stacks.plan_apply.plan_render import render_text
@@ -184,23 +183,36 @@ def files(tmp_path):
     return tmp_path, f
 
 
-def args_for(f, **kw):
-    base = dict(stack="st", compose_files=[str(f)], env_file=None, strict=False, prune=False,
-                dry_run=False, json=False, cluster=None, detach=True)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def opts_for(**kw) -> stacks_api.DeployOptions:
+    kw.setdefault("detach", True)
+    return stacks_api.DeployOptions(**kw)
+
+
+def deploy_result(f, engine, **kw) -> stacks_api.DeployResult:
+    return stacks_api.deploy("st", [str(f)], opts_for(**kw), engine=engine)
 
 
 def deploy(api, f, **kw):
+    """(exit code, what `swarmsmith deploy` prints on stdout) of a deploy of stack st through
+    the API, rendered by the command line's renderer."""
+    import contextlib
+
+    import cli
     out = io.StringIO()
-    code = run_deploy(args_for(f, **kw), engine=EngineAPI(api), out=out)
+    with contextlib.redirect_stdout(out):
+        result = stacks_api.deploy("st", [str(f)], opts_for(**kw), engine=EngineAPI(api),
+                                   on_progress=cli._Renderer())
+        code = cli._print_deploy(result, as_json=False)
+    assert code == result.exit_code
     return code, out.getvalue()
 
 
+def plan_result(f, engine, **kw) -> stacks_api.PlanResult:
+    return stacks_api.plan("st", [str(f)], opts_for(**kw), engine=engine)
+
+
 def plan_of(api, f, **kw):
-    out = io.StringIO()
-    run_plan(args_for(f, json=True, **kw), engine=EngineAPI(api), out=out)
-    return json.loads(out.getvalue())
+    return plan_result(f, EngineAPI(api), **kw).to_json()
 
 
 def test_first_deploy_creates_everything_in_order(files):
@@ -341,7 +353,7 @@ def test_bad_files_never_reach_the_cluster(files):
         def __getattr__(self, name):
             raise AssertionError(f"cluster touched: {name}")
     with pytest.raises(InputError, match="replicas: expected an integer"):
-        run_deploy(args_for(f), engine=EngineAPI(Exploding()), out=io.StringIO())
+        deploy_result(f, EngineAPI(Exploding()))
 
 
 def test_deadlock_refuses_only_an_update_and_uses_live_node_count(files):
@@ -366,9 +378,8 @@ def test_deadlock_refuses_only_an_update_and_uses_live_node_count(files):
 def test_dry_run_changes_nothing(files):
     _, f = files
     api = FakeAPI()
-    code, out = deploy(api, f, dry_run=True, json=True)
-    assert code == 0 and api.calls == []
-    assert json.loads(out)["counts"]["create"] == 6
+    plan = plan_of(api, f)
+    assert api.calls == [] and plan["counts"]["create"] == 6
 
 
 def test_rm_removes_what_carries_the_label(files):
@@ -376,8 +387,8 @@ def test_rm_removes_what_carries_the_label(files):
     api = FakeAPI()
     deploy(api, f)
     api.networks_["other"] = {"Id": "other", "Name": "unrelated", "Labels": {}}
-    out = io.StringIO()
-    run_rm(argparse.Namespace(stack="st", cluster=None, json=False), engine=EngineAPI(api), out=out)
+    result = stacks_api.rm("st", engine=EngineAPI(api))
+    assert result.found and "remove service st_web" in result.applied.done
     assert not api.services_ and not api.secrets_
     # the deploy's audit record stays: the history outlives the stack
     assert api.configs_ and all(c["Spec"]["Name"].startswith("swarmsmith-audit-st-")
@@ -400,8 +411,7 @@ def test_render_text(files):
     api = FakeAPI()
     deploy(api, f)
     f.write_text(STACK.replace("replicas: 2", "replicas: 5"))
-    from stacks.operations.deploy import plan_for
-    plan, _ = plan_for(args_for(f), EngineAPI(api))
+    plan = plan_result(f, EngineAPI(api)).plan
     text = render_text(plan)
     assert "stack st: 0 to create, 1 to update, 0 to remove, 5 unchanged" in text
     assert "  ~ service st_web" in text
@@ -499,10 +509,9 @@ def test_update_config_explicit_zero_parallelism_differs_from_absent():
 
 def test_render_rich_smoke(files):
     from rich.console import Console
-    from stacks.operations.deploy import plan_for
     from stacks.plan_apply.plan_render import render_rich
     _, f = files
-    plan, _ = plan_for(args_for(f), EngineAPI(FakeAPI()))
+    plan = plan_result(f, EngineAPI(FakeAPI())).plan
     console = Console(file=io.StringIO(), width=120, color_system=None)
     render_rich(plan, console)
     assert "+ service st_web" in console.file.getvalue()

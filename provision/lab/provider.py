@@ -7,11 +7,16 @@ from .lab import Lab
 
 class LabProvider:
     name = "lab"
+    prune = False       # lab hosts of other names are left alone
 
     def __init__(self, cluster_name: str, settings: dict | None = None):
         self.lab_name = (settings or {}).get("name") or cluster_name
         self.image = (settings or {}).get("image", "default")
         self.lab = Lab(self.lab_name)
+
+    @property
+    def state(self) -> dict:
+        return {}       # the lab keeps its own state file
 
     def plan(self, wanted: list[WantedHost]) -> list[str]:
         from . import image
@@ -30,5 +35,5 @@ class LabProvider:
     def existing(self) -> list[Host]:
         return self.lab.hosts()
 
-    def destroy(self) -> list[str]:
+    def destroy(self, progress=None) -> list[str]:
         return self.lab.down()

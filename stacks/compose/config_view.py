@@ -17,6 +17,8 @@ Keys the Docker CLI has no field for are still printed (`oom_score_adj` after
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from stacks.compose.loader import Compose
 from stacks.compose.values import format_duration, parse_duration, parse_memory
 from stacks.compose.yaml_source import dump_like_go
@@ -186,13 +188,32 @@ def render_config(compose: Compose) -> str:
     return dump_like_go(config_document(compose))
 
 
-def run_config(args, out=None, err=None) -> int:
-    import sys
+@dataclass
+class ConfigOptions:
+    env_file: str | None = None     # ${VAR} values (default: .env beside the first file)
+    strict: bool = False            # refuse keys swarm ignores
+
+
+@dataclass
+class ConfigResult:
+    document: dict                  # the merged stack, in `docker stack config`'s shape
+    warnings: list = field(default_factory=list)
+
+    exit_code = 0
+
+    def text(self) -> str:
+        """The YAML `docker stack config` would print."""
+        return dump_like_go(self.document)
+
+    def to_json(self) -> dict:
+        return {"config": self.document, "warnings": self.warnings}
+
+
+def config_stack(compose_files, options: ConfigOptions | None = None) -> ConfigResult:
+    """Load, merge and check the files (no cluster needed); raises InputError (exit 2)."""
     from stacks.compose.loader import load
     from stacks.compose.validate import validate
-    out, err = out or sys.stdout, err or sys.stderr
-    compose = load(args.compose_files, env_file=args.env_file)
-    for w in validate(compose, strict=args.strict):
-        print(f"warning: {w}", file=err)
-    out.write(render_config(compose))
-    return 0
+    options = options or ConfigOptions()
+    compose = load(list(compose_files), env_file=options.env_file)
+    warnings = validate(compose, strict=options.strict)
+    return ConfigResult(config_document(compose), warnings)

@@ -35,6 +35,15 @@ def validate_stack_name(stack: str) -> None:
 
 def validate(compose: Compose, *, stack: str = "", strict: bool = False,
              node_count: int | None = None, versioned_objects: bool = True) -> list[str]:
+    """check_stack() and the deadlock warnings for `node_count` nodes (None: unknown)."""
+    return (check_stack(compose, stack=stack, strict=strict, versioned_objects=versioned_objects)
+            + deadlock_warnings(compose, node_count))
+
+
+def check_stack(compose: Compose, *, stack: str = "", strict: bool = False,
+                versioned_objects: bool = True) -> list[str]:
+    """Every check that needs no cluster: raises one InputError listing every problem,
+    returns the warnings."""
     p = Problems(compose.locate)
     warnings = list(compose.warnings)
     m = compose.model
@@ -50,12 +59,15 @@ def validate(compose: Compose, *, stack: str = "", strict: bool = False,
                 if bad in vol:
                     p.add(("volumes", key, bad), "cannot be set on an external volume")
     for name, svc in services.items():
-        _check_service(p, warnings, m, name, svc, stack, strict, node_count)
+        _check_service(p, warnings, m, name, svc, stack, strict)
     _check_ingress_conflicts(p, services)
     p.raise_if_any()
-    for problem in update_deadlocks(compose, node_count).values():
-        warnings.append(f"{problem} (creating the service is fine; an update of it is refused)")
     return warnings
+
+
+def deadlock_warnings(compose: Compose, node_count: int | None) -> list[str]:
+    return [f"{problem} (creating the service is fine; an update of it is refused)"
+            for problem in update_deadlocks(compose, node_count).values()]
 
 
 def _check_file_object(p, kind, key, obj, stack, versioned):
@@ -80,7 +92,7 @@ def _check_file_object(p, kind, key, obj, stack, versioned):
                     f"{MAX_OBJECT_NAME} characters of letters, digits, '-', '_', '.')")
 
 
-def _check_service(p, warnings, m, name, svc, stack, strict, node_count):
+def _check_service(p, warnings, m, name, svc, stack, strict):
     path = ("services", name)
     fmt = f"services.{name}"
     if stack and len(f"{stack}_{name}") > MAX_SERVICE_NAME:
@@ -108,7 +120,7 @@ def _check_service(p, warnings, m, name, svc, stack, strict, node_count):
     _check_refs(p, m, name, svc)
     _check_volumes(p, m, path, svc.get("volumes") or [])
     _check_healthcheck(p, path, svc.get("healthcheck"))
-    _check_deploy(p, path, svc, node_count)
+    _check_deploy(p, path, svc)
     cred = svc.get("credential_spec") or {}
     if len([k for k in ("config", "file", "registry") if cred.get(k)]) > 1:
         p.add(path + ("credential_spec",), "set only one of config, file and registry")
@@ -193,7 +205,7 @@ def _check_healthcheck(p, path, hc):
                                               f"or NONE, got \"{test[0]}\"")
 
 
-def _check_deploy(p, path, svc, node_count):
+def _check_deploy(p, path, svc):
     d = svc.get("deploy") or {}
     dp = path + ("deploy",)
     mode = d.get("mode") or "replicated"

@@ -263,17 +263,16 @@ def ssh_lister(cluster_path: str) -> Lister:
     return run
 
 
-def for_plan(args, compose, desired, plan, engine) -> None:
-    """The one call from stacks/apply.plan_for: adds problems and warnings to the plan.
+def for_plan(cluster_file: str | None, compose, desired, plan, engine) -> None:
+    """The one call from make_stack_plan: adds problems and warnings to the plan.
     An engine may carry its own `node_images` lister (tests); otherwise nodes are asked
     over SSH when the engine talks to a swarmsmith cluster; any other engine is not checked."""
     lister = getattr(engine, "node_images", None)
     if lister is None:
         if not hasattr(getattr(engine, "api", None), "_swarmsmith_forwarder"):
             return
-        from inventory.clusterfile import find
-        lister = ssh_lister(getattr(args, "cluster_file", None)
-                            or find(getattr(args, "cluster", None)))
+        from provision.clusters import find_cluster_file
+        lister = ssh_lister(find_cluster_file(cluster_file))
     nodes = engine._call("list nodes", engine.api.nodes)
     missing: dict = {}
     problems, warnings = check_images(compose, desired, plan, nodes, lister, missing)

@@ -15,16 +15,16 @@ from provision.errors import InputError
 LOCAL_ENGINE = "local"
 
 
-def source_of(args, cluster_path: str | None) -> str | None:
-    """What to push from: the flags, else the cluster file's setting, else None."""
-    if getattr(args, "push_from", None):
-        return args.push_from
-    if getattr(args, "push_images", False):
+def source_of(push_from: str | None, push_images: bool, cluster_path: str | None) -> str | None:
+    """What to push from: the options, else the cluster file's setting, else None."""
+    if push_from:
+        return push_from
+    if push_images:
         return LOCAL_ENGINE
     if not cluster_path or not os.path.isfile(cluster_path):
         return None          # an engine handed in by a caller: no cluster file to ask
-    from inventory.clusterfile import load
-    return LOCAL_ENGINE if load(cluster_path).push_missing_images else None
+    from provision.clusters import load_cluster
+    return LOCAL_ENGINE if load_cluster(cluster_path).push_missing_images else None
 
 
 def check_source(source: str | None) -> None:

@@ -1,71 +1,173 @@
-"""Deploy, plan and rm for the command line.
+"""Plan, deploy and rm of one stack: typed options in, typed results out (the public names are
+re-exported by stacks/api.py).
 
-run_* functions: load + validate + convert offline (nothing touches a cluster
-before the files are known good), then connect, read the live state, plan,
-print, and (deploy only) apply.
+A deploy reads and checks its compose files once, offline (load_stack: nothing touches a
+cluster before the files are known good); then connects, takes the stack lock, reads the live
+state, plans, reports the plan (PlanReady), applies and watches. Progress goes to the
+`on_progress` callback (stacks/events.py); nothing here prints.
 """
 from __future__ import annotations
 
-import json
-import sys
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
-from provision.errors import InputError, SwarmsmithError
-from stacks.specs.convert import STACK_LABEL, convert
-from provision.engine_api import EngineAPI
-from stacks.plan_apply.plan import CREATE, UNCHANGED, UPDATE, Plan, make_plan
+from provision.engine_api import EngineAPI, connect
+from provision.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, SwarmsmithError
+from stacks.compose.loader import Compose
+from stacks.events import (ImagePush, Notice, OperationWarning, PlanReady, ProgressCallback,
+                           StepDone, TransferProgress, UnsettledService, WatchFinished,
+                           WatchProgress, WatchStarted, emit)
 from stacks.plan_apply.apply import ApplyResult, apply, rm_plan
+from stacks.plan_apply.plan import CREATE, UNCHANGED, UPDATE, Plan, make_plan
+from stacks.specs.convert import STACK_LABEL
 
 
-def cluster_engine(args) -> EngineAPI:
-    from inventory.clusterfile import find          # lazy: docker, paramiko behind it
-    from provision.dockerapi import cluster_client
-    from provision.registry_auth import Credentials
-    path = getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
-    return EngineAPI(cluster_client(path, getattr(args, "accept_new_host_keys", False)),
-                     credentials=Credentials.for_cluster(path))
+@dataclass
+class StackOptions:
+    """What plan and deploy share: where the cluster is and how the files are read."""
+    cluster_file: str | None = None     # None: $SWARMSMITH_CLUSTER, then ./swarmsmith.yml
+    accept_new_host_keys: bool = False  # trust hosts nothing pins on first use
+    env_file: str | None = None         # ${VAR} values (default: .env beside the first file)
+    strict: bool = False                # refuse keys swarm ignores (build, depends_on, ...)
+    prune: bool = False                 # remove what the files no longer have
+    versioned_names: bool = True        # secrets/configs get a content hash in their name
+    update_defaults: bool = True        # swarmsmith's rolling-update defaults (docs/rollouts.md)
 
 
-def _stack_name(args) -> str:
-    stack = getattr(args, "stack", None)
-    if not stack:
+@dataclass
+class DeployOptions(StackOptions):
+    timeout: float = 300                # seconds to wait for the services (then exit 12)
+    allow_rollback: bool = False        # a rolled-back update counts as success (exit 0)
+    detach: bool = False                # apply and return without watching
+    lock_wait: float = 0                # seconds to wait for another run's stack lock
+    lock_ttl: float | None = None       # default max(1800, 2 x timeout + 300)
+    push_images: bool = False           # push images the image check finds missing, then deploy
+    push_from: str | None = None        # their source: archive or image file (else local engine)
+
+
+@dataclass
+class RmOptions:
+    cluster_file: str | None = None
+    accept_new_host_keys: bool = False
+    timeout: float = 60                 # seconds to wait for swarm to remove the networks
+
+
+@dataclass
+class LoadedStack:
+    """A stack's compose files, read and checked once (offline)."""
+    name: str
+    compose: Compose
+    warnings: list              # from the files alone; node-count checks come at plan time
+    versioned_names: bool = True
+
+
+@dataclass
+class PlanResult:
+    stack: str
+    plan: Plan
+
+    @property
+    def problems(self) -> list:
+        return self.plan.problems
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_BAD_INPUT if self.plan.problems else EXIT_OK
+
+    def to_json(self) -> dict:
+        return self.plan.to_dict()
+
+
+@dataclass
+class DeployResult:
+    stack: str
+    plan: Plan
+    applied: ApplyResult = field(default_factory=ApplyResult)
+    watch: object | None = None                         # WatchReport; None: nothing watched
+    changed_services: list = field(default_factory=list)
+    images: dict | None = None          # redeploy: service -> name:tag@digest pinned
+    not_resolved: dict | None = None    # redeploy: service -> why its image was not resolved
+
+    @property
+    def exit_code(self) -> int:
+        """The watch's: 0 converged, 10 failed/paused, 11 rolled back, 12 timed out."""
+        return self.watch.exit_code if self.watch is not None else EXIT_OK
+
+    @property
+    def outcomes(self) -> dict:
+        """Service name -> outcome ("converged", "failed", ...) of every watched service."""
+        if self.watch is None:
+            return {}
+        return {s.name: str(s.outcome) if s.outcome else None for s in self.watch.services}
+
+    def to_json(self) -> dict:
+        out = {"plan": self.plan.to_dict(), "applied": self.applied.to_dict(),
+               "watch": self.watch.to_dict() if self.watch is not None else None}
+        if self.images is not None:
+            out.update(images=self.images, not_resolved=self.not_resolved or {})
+        return out
+
+
+@dataclass
+class RmResult:
+    stack: str
+    applied: ApplyResult = field(default_factory=ApplyResult)
+    found: bool = False         # anything carried the stack's label
+
+    exit_code = EXIT_OK
+
+    def to_json(self) -> dict:
+        return self.applied.to_dict()
+
+
+# --- reading the files --------------------------------------------------------------------
+
+def load_stack(name: str, compose_files, options: StackOptions | None = None) -> LoadedStack:
+    """Read, interpolate, merge and check the compose files; raises InputError (exit 2)."""
+    from stacks.compose.loader import load
+    from stacks.compose.validate import check_stack, validate_stack_name
+    options = options or StackOptions()
+    if not name:
         raise InputError("a stack name is needed: swarmsmith plan -c FILE STACK "
                          "(or deploy --dry-run -c FILE STACK)")
-    return stack
+    validate_stack_name(name)
+    compose = load(list(compose_files), env_file=options.env_file)
+    warnings = check_stack(compose, stack=name, strict=options.strict,
+                           versioned_objects=options.versioned_names)
+    return LoadedStack(name, compose, warnings, options.versioned_names)
 
 
-def prepare(args, node_count: int | None = None, secret_key: bytes | None = None):
-    """(compose, warnings, desired StackSpec) from the files; raises InputError.
-    Without secret_key (the offline pass) secret names are not the cluster's."""
-    from stacks.compose.loader import load
-    from stacks.compose.validate import validate, validate_stack_name
-    validate_stack_name(_stack_name(args))
-    compose = load(args.compose_files, env_file=getattr(args, "env_file", None))
-    versioned = not getattr(args, "no_versioned_names", False)
-    warnings = validate(compose, stack=args.stack, strict=getattr(args, "strict", False),
-                        node_count=node_count,
-                        versioned_objects=versioned)
-    return compose, warnings, convert(compose, args.stack, versioned_objects=versioned,
-                                      secret_key=secret_key)
+def _loaded(stack, compose_files, options: StackOptions) -> LoadedStack:
+    return stack if isinstance(stack, LoadedStack) else load_stack(stack, compose_files, options)
 
 
-def plan_for(args, engine: EngineAPI | None) -> tuple[Plan, EngineAPI]:
-    prepare(args)  # offline checks first: bad files never open a connection
-    engine = engine or cluster_engine(args)
-    naming_key = getattr(engine, "secret_naming_key", None)   # test fakes may have none
-    node_count = engine.node_count()
-    compose, warnings, desired = prepare(args, node_count=node_count,
-                                         secret_key=naming_key() if naming_key else None)
-    resolver = getattr(args, "image_resolver", None)
-    if hasattr(resolver, "bind"):
-        resolver.bind(engine)
-    adjust_desired(args, desired)
-    plan = make_plan(desired, engine.current(), prune=getattr(args, "prune", False))
-    plan.warnings[:0] = warnings
-    refuse_update_deadlocks(plan, compose, args.stack, node_count)
+# --- planning -----------------------------------------------------------------------------
+
+# called with the desired StackSpec and the EngineAPI before planning (redeploy pins images)
+DesiredHook = Callable[[object, EngineAPI], None]
+
+
+def make_stack_plan(loaded: LoadedStack, engine: EngineAPI, options: StackOptions,
+                    adjust: DesiredHook | None = None) -> Plan:
+    """Convert with the cluster's secret naming key, add swarmsmith's update defaults (and
+    `adjust`, e.g. redeploy's image pins), plan against the live state, check images."""
+    from stacks.compose.validate import deadlock_warnings
     from stacks.images.check import for_plan
-    for_plan(args, compose, desired, plan, engine)  # images on the nodes (issue 5 item 7)
-    return plan, engine
+    from stacks.specs.convert import convert
+    from stacks.specs.update_defaults import apply_update_defaults
+
+    node_count = engine.node_count()
+    desired = convert(loaded.compose, loaded.name, versioned_objects=loaded.versioned_names,
+                      secret_key=engine.secret_naming_key())
+    apply_update_defaults(desired, enabled=options.update_defaults)
+    if adjust is not None:
+        adjust(desired, engine)
+    plan = make_plan(desired, engine.current(), prune=options.prune)
+    plan.warnings[:0] = loaded.warnings + deadlock_warnings(loaded.compose, node_count)
+    refuse_update_deadlocks(plan, loaded.compose, loaded.name, node_count)
+    for_plan(options.cluster_file, loaded.compose, desired, plan, engine)
+    return plan
 
 
 def refuse_update_deadlocks(plan: Plan, compose, stack: str, node_count: int) -> None:
@@ -77,172 +179,138 @@ def refuse_update_deadlocks(plan: Plan, compose, stack: str, node_count: int) ->
             plan.problems.append(str(risky[a.name]))
 
 
-def _print_plan(plan: Plan, args, out) -> None:
-    if getattr(args, "json", False):
-        return
-    from stacks.plan_apply.plan_render import render_text
-    print(render_text(plan, show_unchanged=True), file=out)
+def plan_stack(stack, compose_files=(), options: StackOptions | None = None, *,
+               engine: EngineAPI | None = None,
+               adjust: DesiredHook | None = None) -> PlanResult:
+    """What a deploy would change; changes nothing. Problems are in the result (exit 2)."""
+    options = options or StackOptions()
+    loaded = _loaded(stack, compose_files, options)
+    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    return PlanResult(loaded.name, make_stack_plan(loaded, engine, options, adjust))
 
 
-def run_plan(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
-    plan, engine = plan_for(args, engine)
-    if getattr(args, "json", False):
-        json.dump(plan.to_dict(), out, indent=2)
-        out.write("\n")
-    else:
-        _print_plan(plan, args, out)
-    if plan.problems:
-        raise InputError("the plan has problems; nothing was changed:\n  "
-                         + "\n  ".join(plan.problems))
-    return 0
+# --- deploying ----------------------------------------------------------------------------
+
+def lock_ttl(options: DeployOptions) -> float:
+    return options.lock_ttl or max(1800, 2 * options.timeout + 300)
 
 
-def adjust_desired(args, desired) -> None:
-    """swarmsmith's additions to the converted specs, before planning (issue 6):
-    rolling-update defaults (stacks/update_defaults.py; off with
-    --no-update-defaults) and, for redeploy, images pinned to the digests their
-    tags resolve to now (args.image_resolver, see stacks/redeploy.py)."""
-    from stacks.specs.update_defaults import apply_update_defaults
-    apply_update_defaults(desired, enabled=not getattr(args, "no_update_defaults", False))
-    resolver = getattr(args, "image_resolver", None)
-    if resolver is not None:
-        resolver(desired)
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def lock_ttl(args, timeout: float) -> float:
-    return getattr(args, "lock_ttl", None) or max(1800, 2 * timeout + 300)
-
-
-def run_deploy(args, *, engine: EngineAPI | None = None, out=sys.stdout,
-               command: str = "deploy") -> int:
+def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, *,
+                 engine: EngineAPI | None = None, on_progress: ProgressCallback | None = None,
+                 adjust: DesiredHook | None = None, command: str = "deploy",
+                 audit_extra: Callable[[], dict] | None = None) -> DeployResult:
     """Take the stack's lock, plan, apply, then watch every changed service until it
-    converged, rolled back, failed or timed out. The exit code is the watch's."""
-    if getattr(args, "dry_run", False):
-        return run_plan(args, engine=engine, out=out)
-    from stacks.operations.lock import SwarmLock
-
-    prepare(args)  # offline checks first: bad files never open a connection (nor the lock)
+    converged, rolled back, failed or timed out. Raises InputError (after PlanReady) when
+    the plan has problems; nothing is changed then."""
     from stacks.images import push_missing as pm
-    pm.check_source(getattr(args, "push_from", None))
-    engine = engine or cluster_engine(args)
-    timeout = getattr(args, "timeout", None) or 300
-    with SwarmLock(engine.api, args.stack, ttl=lock_ttl(args, timeout),
-                   wait=getattr(args, "lock_wait", 0) or 0, notify=_say):
-        plan, engine = plan_for(args, engine)   # planned under the lock: nobody moves it
-        missing = getattr(plan, "missing_images", None)
-        if missing:
-            path = _cluster_path(args)
-            source = pm.source_of(args, path)
+    from stacks.operations.lock import SwarmLock
+    options = options or DeployOptions()
+    loaded = _loaded(stack, compose_files, options)    # bad files never open a connection
+    pm.check_source(options.push_from)
+    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    name = loaded.name
+
+    def record(result, **fields):
+        extra = audit_extra() if audit_extra else {}
+        changes = result.applied.done if result else [
+            f"{a.action} {a.kind} {a.name}" for a in plan.actions if a.action != UNCHANGED]
+        audit_run(options.cluster_file, command, name, result.watch if result else None,
+                  {"changes": changes, **extra, **fields}, on_progress, engine)
+
+    with SwarmLock(engine.api, name, ttl=lock_ttl(options), wait=options.lock_wait,
+                   notify=lambda line: emit(on_progress, Notice(line))):
+        plan = make_stack_plan(loaded, engine, options, adjust)   # under the lock
+        if getattr(plan, "missing_images", None):
+            path = _cluster_path_if_any(options.cluster_file)
+            source = pm.source_of(options.push_from, options.push_images, path)
             if source and path:   # push what the image check found missing, then plan again
-                quiet = getattr(args, "json", False)
-                from provision.image_commands import ProgressPrinter
-                pm.push_missing(missing, source, path, say=None if quiet else _say,
-                                progress=None if quiet else ProgressPrinter())
-                plan, engine = plan_for(args, engine)
-        _print_plan(plan, args, out)
+                pm.push_missing(plan.missing_images, source, path,
+                                say=lambda m: emit(on_progress, ImagePush(m)),
+                                progress=lambda *a: emit(on_progress, TransferProgress(*a)))
+                plan = make_stack_plan(loaded, engine, options, adjust)
+        emit(on_progress, PlanReady(plan))
         started = time.monotonic()
         if plan.has_changes:    # a run killed while applying still leaves a trace
-            _audit(args, plan, None, None, command, engine, phase="start", exit_code=None, seconds=0.0)
+            record(None, phase="start", exit_code=None, seconds=0.0)
         try:
-            result, report, changed = _apply_and_watch(args, plan, engine, out, timeout)
+            result = _apply_and_watch(name, plan, engine, options, on_progress)
         except SwarmsmithError as e:
-            _audit(args, plan, None, None, command, engine, phase="end", exit_code=e.exit_code,
+            record(None, phase="end", exit_code=e.exit_code,
                    seconds=time.monotonic() - started, error=str(e).splitlines()[0])
             raise
-    _audit(args, plan, result, report, command, engine, phase="end",
-           exit_code=report.exit_code if report else 0, seconds=time.monotonic() - started)
-    if getattr(args, "json", False):
-        json.dump({"plan": plan.to_dict(), "applied": result.to_dict(),
-                   "watch": report.to_dict() if report else None,
-                   **getattr(args, "extra_json", {})}, out, indent=2)
-        out.write("\n")
-    else:
-        for w in result.warnings:
-            print(f"  warning: {w}", file=out)
-        if report is not None:
-            print(report.summary(), file=out)
-        elif not plan.has_changes:
-            print(f"stack {args.stack}: no changes", file=out)
-        elif not changed:
-            print(f"stack {args.stack}: no service changed; nothing to watch", file=out)
-    return report.exit_code if report else 0
+    record(result, phase="end", exit_code=result.exit_code, seconds=time.monotonic() - started)
+    return result
 
 
-def _apply_and_watch(args, plan: Plan, engine: EngineAPI, out, timeout: float):
-    from stacks.watch.watcher import WatchPolicy, snapshot_versions, watch_stack
-    from stacks.watch.in_flight import unsettled
-    from stacks.watch.render import progress_renderer
-
-    as_json = getattr(args, "json", False)
-    detach = getattr(args, "detach", False)
-    if not plan.has_changes and not plan.problems and detach:
-        return ApplyResult(), None, []
-    baseline = snapshot_versions(engine.api, args.stack)
-    result = ApplyResult()
-    if plan.has_changes or plan.problems:
-        result = apply(plan, engine, on_step=None if as_json else
-                       (lambda s: print(f"  done: {s}", file=out)))
-    changed = [a.name for a in plan.of("service") if a.action in (CREATE, UPDATE)]
-    report = None
-    if detach:
-        return result, report, changed
-    # unchanged services may still be moving (a killed deploy's update, a pause, missing
-    # replicas): their outcome is this run's too, so "no changes" cannot hide a failing rollout
-    in_flight = unsettled(engine.api, args.stack,
-                          [a.name for a in plan.of("service") if a.action == UNCHANGED])
-    for name, why in in_flight:
-        if not as_json:
-            print(f"  not settled, watching too: {name} ({why})", file=out)
-    changed = changed + [name for name, _ in in_flight]
-    if changed:
-        renderer = progress_renderer(sys.stderr) if not as_json else None
-        watch = dict(services=changed, baseline=baseline,
-                     policy=WatchPolicy(timeout=timeout),
-                     allow_rollback=getattr(args, "allow_rollback", False))
-        if renderer is not None:
-            with renderer as show:
-                report = watch_stack(engine.api, args.stack, on_progress=show, **watch)
-        else:
-            report = watch_stack(engine.api, args.stack, **watch)
-    return result, report, changed
-
-
-def _audit(args, plan: Plan, result: ApplyResult | None, report, command: str = "deploy",
-           engine: EngineAPI | None = None, **fields) -> None:
-    """Records of a run (never secrets: names, outcomes, images): one with phase "start" before
-    applying, one with phase "end" after, each with exit_code and seconds (null and 0 at the
-    start), so an interrupted run is visible too. Kept in the swarm (the history every machine
-    shares) and in the local audit.jsonl when the state folder exists."""
-    from stacks.operations.audit import audit_record, keep_record, live_images
-
-    extra = dict(getattr(args, "audit_extra", {}))
-    if fields.get("phase") == "end" and engine is not None:
-        try:    # what runs now, with the digests swarm pinned
-            extra["images"] = {**live_images(engine.api, args.stack), **extra.get("images", {})}
-        except Exception as e:
-            _say(f"warning: could not read the stack's images for the audit record: {e}")
-    extra.update({k: round(v, 2) if isinstance(v, float) else v for k, v in fields.items()})
-    rec = audit_record(command, args.stack, report,
-                       changes=result.done if result else
-                       [f"{a.action} {a.kind} {a.name}" for a in plan.actions
-                        if a.action != UNCHANGED], **extra)
-    keep_record(engine.api if engine is not None else None, _state_path(args), rec,
-                lambda msg: _say(f"warning: {msg}"))
-
-
-def _state_path(args) -> str | None:
-    from inventory import clusterfile
-    from inventory.state import StateDir
+def _cluster_path_if_any(cluster_file: str | None) -> str | None:
+    from provision.clusters import find_cluster_file
     try:
-        path = getattr(args, "cluster_file", None) or clusterfile.find(getattr(args, "cluster", None))
-        return StateDir(path, clusterfile.load(path).name).path
-    except Exception:
+        return find_cluster_file(cluster_file)
+    except SwarmsmithError:
         return None
 
+
+def _apply_and_watch(stack: str, plan: Plan, engine: EngineAPI, options: DeployOptions,
+                     on_progress: ProgressCallback | None) -> DeployResult:
+    from stacks.watch.in_flight import unsettled
+    from stacks.watch.watcher import WatchPolicy, snapshot_versions, watch_stack
+
+    result = DeployResult(stack, plan)
+    if not plan.has_changes and not plan.problems and options.detach:
+        return result
+    baseline = snapshot_versions(engine.api, stack)
+    if plan.has_changes or plan.problems:
+        result.applied = apply(plan, engine, on_step=lambda s: emit(on_progress, StepDone(s)))
+    result.changed_services = [a.name for a in plan.of("service")
+                               if a.action in (CREATE, UPDATE)]
+    if options.detach:
+        return result
+    # unchanged services may still be moving (a killed deploy's update, a pause, missing
+    # replicas): their outcome is this run's too, so "no changes" cannot hide a failing rollout
+    in_flight = unsettled(engine.api, stack,
+                          [a.name for a in plan.of("service") if a.action == UNCHANGED])
+    for name, why in in_flight:
+        emit(on_progress, UnsettledService(name, why))
+    watched = result.changed_services + [name for name, _ in in_flight]
+    if watched:
+        emit(on_progress, WatchStarted(stack, list(watched)))
+        try:
+            result.watch = watch_stack(
+                engine.api, stack, services=watched, baseline=baseline,
+                policy=WatchPolicy(timeout=options.timeout),
+                allow_rollback=options.allow_rollback,
+                on_progress=None if on_progress is None else
+                (lambda report: on_progress(WatchProgress(report))))
+        finally:
+            emit(on_progress, WatchFinished(result.watch))
+    return result
+
+
+def audit_run(cluster_file: str | None, command: str, stack: str, report, extra: dict,
+              on_progress: ProgressCallback | None, engine: EngineAPI | None = None) -> None:
+    """Records of a run (never secrets: names, outcomes, images): deploys write one with phase
+    "start" before applying and one with phase "end" after, each with exit_code and seconds
+    (null and 0 at the start), so an interrupted run is visible too. Kept in the swarm (the
+    history every machine shares) and in the local audit.jsonl when the state folder exists."""
+    from provision.clusters import state_path_if_any
+    from stacks.operations.audit import audit_record, keep_record, live_images
+
+    def warn(message: str) -> None:
+        emit(on_progress, OperationWarning(message))
+
+    extra = dict(extra)
+    if extra.get("phase") == "end" and engine is not None:
+        try:    # what runs now, with the digests swarm pinned
+            extra["images"] = {**live_images(engine.api, stack), **extra.get("images", {})}
+        except Exception as e:
+            warn(f"could not read the stack's images for the audit record: {e}")
+    extra = {k: round(v, 2) if isinstance(v, float) else v for k, v in extra.items()}
+    rec = audit_record(command, stack, report, **extra)
+    keep_record(engine.api if engine is not None else None, state_path_if_any(cluster_file),
+                rec, warn)
+
+
+# --- removing -----------------------------------------------------------------------------
 
 def _wait_gone(engine: EngineAPI, stack: str, timeout: float, clock=None, sleep=None) -> list:
     """Swarm removes a stack's networks only after its tasks are gone: wait (bounded), so a
@@ -263,29 +331,19 @@ def _wait_gone(engine: EngineAPI, stack: str, timeout: float, clock=None, sleep=
         delay = min(delay * 1.5, 2.0)
 
 
-def run_rm(args, *, engine: EngineAPI | None = None, out=sys.stdout) -> int:
+def rm_stack(stack: str, options: RmOptions | None = None, *,
+             engine: EngineAPI | None = None,
+             on_progress: ProgressCallback | None = None) -> RmResult:
+    """Remove everything carrying the stack's label (what `docker stack rm` removes)."""
     from stacks.compose.validate import validate_stack_name
-    validate_stack_name(args.stack)
-    engine = engine or cluster_engine(args)
-    plan = rm_plan(engine.current(), args.stack)
+    options = options or RmOptions()
+    validate_stack_name(stack)
+    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    plan = rm_plan(engine.current(), stack)
     if not plan.actions:
-        print(f"nothing found in stack: {args.stack}", file=out)
-        return 0
-    result = apply(plan, engine)
-    leftover = _wait_gone(engine, args.stack, timeout=getattr(args, "timeout", None) or 60)
+        return RmResult(stack)
+    applied = apply(plan, engine, on_step=lambda s: emit(on_progress, StepDone(s)))
+    leftover = _wait_gone(engine, stack, timeout=options.timeout)
     if leftover:
-        result.warnings.append("still being removed by swarm: " + ", ".join(leftover))
-    if getattr(args, "json", False):
-        json.dump(result.to_dict(), out, indent=2)
-        out.write("\n")
-    else:
-        for s in result.done:
-            print(f"  {s}", file=out)
-        for w in result.warnings:
-            print(f"  warning: {w}", file=out)
-    return 0
-
-
-def _cluster_path(args) -> str:
-    from inventory.clusterfile import find
-    return getattr(args, "cluster_file", None) or find(getattr(args, "cluster", None))
+        applied.warnings.append("still being removed by swarm: " + ", ".join(leftover))
+    return RmResult(stack, applied, found=True)

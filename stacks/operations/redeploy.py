@@ -1,7 +1,7 @@
 """`swarmsmith redeploy`: deploy again from cron or CI, rolling out new images
 pushed under the same tag.
 
-What it adds to `deploy` (stacks/operations/deploy.py run_deploy, which it calls):
+What it adds to `deploy` (stacks/operations/deploy.py deploy_stack, which it calls):
 - every image whose name carries a registry host (`reg.example:5000/app:1`;
   `--resolve-image always` adds Docker Hub images) is resolved to the digest
   its tag points at now, by the manager's daemon (Engine API distribution
@@ -17,20 +17,30 @@ What it adds to `deploy` (stacks/operations/deploy.py run_deploy, which it calls
 """
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 
 from provision.errors import SwarmsmithError
+from stacks.events import ImageResolved, ProgressCallback, emit
 from stacks.images.registry import RegistryError, parse_reference
+from stacks.operations.deploy import (DeployOptions, DeployResult, PlanResult, deploy_stack,
+                                      plan_stack)
 
 RESOLVE_MODES = ("registry", "always", "never")
 
 
-class ImagePinner:
-    """Called with the desired StackSpec (stacks/operations/deploy.py adjust_desired); pins images."""
+@dataclass
+class RedeployOptions(DeployOptions):
+    lock_wait: float = 60               # cron and CI runs queue behind each other
+    resolve_image: str = "registry"     # registry | always (Docker Hub too) | never
 
-    def __init__(self, mode: str = "registry", *, resolve=None, out=None):
+
+class ImagePinner:
+    """The deploy's DesiredHook for redeploy: pins images to the digests their tags resolve to."""
+
+    def __init__(self, mode: str = "registry", *, resolve=None,
+                 on_progress: ProgressCallback | None = None):
         # resolve(ImageRef) -> digest; bound to the cluster's engine when not given
-        self.mode, self.resolve, self.out = mode, resolve, out
+        self.mode, self.resolve, self.on_progress = mode, resolve, on_progress
         self.pins: dict[str, str] = {}      # service -> name:tag@digest
         self.skipped: dict[str, str] = {}   # service -> why not resolved
 
@@ -48,7 +58,9 @@ class ImagePinner:
         if self.resolve is None:
             self.resolve = lambda ref: engine.distribution_digest(f"{ref.name()}:{ref.tag}")
 
-    def __call__(self, desired) -> None:
+    def __call__(self, desired, engine=None) -> None:
+        if engine is not None:
+            self.bind(engine)
         cache: dict[tuple, str] = {}
         for name, spec in sorted(desired.services.items()):
             cs = spec["TaskTemplate"]["ContainerSpec"]
@@ -67,16 +79,27 @@ class ImagePinner:
                     raise err from exc
             cs["Image"] = ref.pinned(cache[key])
             self.pins[name] = cs["Image"]
-            if self.out is not None:
-                print(f"  image {name}: {ref.name()}:{ref.tag} is {cache[key]}", file=self.out)
+            emit(self.on_progress, ImageResolved(name, f"{ref.name()}:{ref.tag}", cache[key]))
 
 
-def run_redeploy(args, *, engine=None, out=sys.stdout, resolve=None) -> int:
-    from stacks.operations.deploy import run_deploy
-    as_json = getattr(args, "json", False)
-    pinner = ImagePinner(getattr(args, "resolve_image", None) or "registry",
-                         resolve=resolve, out=None if as_json else out)
-    args.image_resolver = pinner
-    args.audit_extra = {"images": pinner.pins}
-    args.extra_json = {"images": pinner.pins, "not_resolved": pinner.skipped}
-    return run_deploy(args, engine=engine, out=out, command="redeploy")
+def redeploy_stack(stack, compose_files=(), options: RedeployOptions | None = None, *,
+                   engine=None, on_progress: ProgressCallback | None = None,
+                   resolve=None) -> DeployResult:
+    """deploy_stack with image tags re-resolved to digests, as command "redeploy" in the
+    audit trail; the result carries the pins (images) and what was not resolved."""
+    options = options or RedeployOptions()
+    pinner = ImagePinner(options.resolve_image, resolve=resolve, on_progress=on_progress)
+    result = deploy_stack(stack, compose_files, options, engine=engine, on_progress=on_progress,
+                          adjust=pinner, command="redeploy",
+                          audit_extra=lambda: {"images": pinner.pins})
+    result.images, result.not_resolved = pinner.pins, pinner.skipped
+    return result
+
+
+def plan_redeploy_stack(stack, compose_files=(), options: RedeployOptions | None = None, *,
+                        engine=None, on_progress: ProgressCallback | None = None,
+                        resolve=None) -> PlanResult:
+    """What redeploy would change (tags resolved to digests now); changes nothing."""
+    options = options or RedeployOptions()
+    pinner = ImagePinner(options.resolve_image, resolve=resolve, on_progress=on_progress)
+    return plan_stack(stack, compose_files, options, engine=engine, adjust=pinner)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from provision.errors import EXIT_OK, InputError, SwarmsmithError
+from stacks.events import ProgressCallback, WatchFinished, WatchProgress, WatchStarted, emit
 from stacks.watch.outcomes import WatchReport
 from stacks.watch.watcher import _short, stack_services, watch_services
 
@@ -27,7 +28,7 @@ class RollbackResult:
     def exit_code(self) -> int:
         return self.report.exit_code if self.report else EXIT_OK
 
-    def to_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {"requested": self.requested, "skipped": self.skipped,
                 "watch": self.report.to_dict() if self.report else None,
                 "exit_code": self.exit_code}
@@ -80,11 +81,14 @@ def request_rollback(api, service: dict, headers: dict | None = None) -> dict:
 
 
 def rollback_services(api, stack: str, services=None, *, watch: bool = True,
-                      auth_headers=None, **watch_kwargs) -> RollbackResult:
+                      on_progress: ProgressCallback | None = None, auth_headers=None,
+                      **watch_kwargs) -> RollbackResult:
     """Roll back `services` of `stack` (names short or full; default: every service
     that has a previous spec) and watch them.  A completed rollback is success
     here (allow_rollback=True): exit 0; paused or failed 10; timed out 12.
-    watch_kwargs go to watch_services (policy, on_progress, log_fetcher, clock, sleep).
+    on_progress gets the watch events (stacks/events.py); auth_headers(image) gives the
+    previous image's registry credentials; watch_kwargs go to watch_services (policy,
+    log_fetcher, clock, sleep).
     """
     chosen, skipped = plan_rollback(stack_services(api, stack), stack, services)
     result = RollbackResult(skipped=skipped)
@@ -95,76 +99,52 @@ def rollback_services(api, stack: str, services=None, *, watch: bool = True,
         result.requested.append(s["Spec"]["Name"])
     if watch and chosen:
         watch_kwargs.setdefault("allow_rollback", True)
-        result.report = watch_services(api, [s["ID"] for s in chosen], stack=stack,
-                                       **watch_kwargs)
+        emit(on_progress, WatchStarted(stack, list(result.requested)))
+        try:
+            result.report = watch_services(
+                api, [s["ID"] for s in chosen], stack=stack,
+                on_progress=None if on_progress is None else
+                (lambda report: on_progress(WatchProgress(report))), **watch_kwargs)
+        finally:
+            emit(on_progress, WatchFinished(result.report))
     return result
 
 
-def run_rollback(args, *, api=None, out=None) -> int:
-    """`swarmsmith rollback [--cluster F] STACK [SERVICE...]` under the stack's lock."""
-    import sys
+@dataclass
+class RollbackOptions:
+    cluster_file: str | None = None
+    accept_new_host_keys: bool = False
+    services: tuple = ()            # short or full names; empty: every service with a previous spec
+    timeout: float = 300            # seconds to wait for the rollback to finish (then exit 12)
+    lock_wait: float = 0
+    lock_ttl: float | None = None   # default max(1800, 2 x timeout + 300)
 
-    from stacks.operations.lock import SwarmLock
-    from stacks.compose.validate import validate_stack_name
-    from stacks.watch.watcher import WatchPolicy
+
+def rollback_stack(stack: str, options: RollbackOptions | None = None, *, engine=None,
+                   on_progress: ProgressCallback | None = None) -> RollbackResult:
+    """Roll services of `stack` back under the stack's lock, watch them, and write the
+    audit line."""
     import time
-    t0 = time.monotonic()
-    out = out or sys.stdout
-    validate_stack_name(args.stack)
-    auth_headers = None
-    if api is None:
-        from stacks.operations.deploy import cluster_engine
-        engine = cluster_engine(args)
-        api, auth_headers = engine.api, engine.auth_headers
-    kwargs_auth = {"auth_headers": auth_headers}
-    as_json = getattr(args, "json", False)
-    timeout = getattr(args, "timeout", None) or 300
-    kwargs = {"policy": WatchPolicy(timeout=timeout)}
-    renderer = None
-    if not as_json:
-        from stacks.watch.render import progress_renderer
-        renderer = progress_renderer(sys.stderr)
-    with SwarmLock(api, args.stack, ttl=getattr(args, "lock_ttl", None) or max(1800, 2 * timeout + 300),
-                   wait=getattr(args, "lock_wait", 0) or 0,
-                   notify=lambda line: print(line, file=sys.stderr, flush=True)):
-        if renderer is not None:
-            with renderer as show:
-                result = rollback_services(api, args.stack, args.services or None,
-                                           on_progress=show, **kwargs_auth, **kwargs)
-        else:
-            result = rollback_services(api, args.stack, args.services or None,
-                                       **kwargs_auth, **kwargs)
-    _audit_rollback(args, result, api, time.monotonic() - t0)
-    if as_json:
-        json.dump(result.to_dict(), out, indent=2)
-        out.write("\n")
-    else:
-        for name in result.requested:
-            print(f"  rollback requested: {name}", file=out)
-        for name, why in sorted(result.skipped.items()):
-            print(f"  skipped {name}: {why}", file=out)
-        if result.report is not None:
-            print(result.report.summary(), file=out)
-        elif not result.requested:
-            print(f"stack {args.stack}: nothing to roll back", file=out)
-    return result.exit_code
 
-
-def _audit_rollback(args, result: RollbackResult, api=None, seconds: float | None = None) -> None:
-    import sys
-
-    from stacks.operations.deploy import _state_path
-    from stacks.operations.audit import audit_record, keep_record, live_images
-
-    def warn(msg):
-        print(f"warning: {msg}", file=sys.stderr)
-    try:
-        images = live_images(api, args.stack) if api is not None else {}
-    except Exception:
-        images = {}
-    rec = audit_record("rollback", args.stack, result.report, requested=result.requested,
-                       skipped=result.skipped, images=images, phase="end")
-    rec["exit_code"] = result.exit_code
-    if seconds is not None:
-        rec["seconds"] = round(seconds, 2)
-    keep_record(api, _state_path(args), rec, warn)
+    from provision.engine_api import connect
+    from stacks.compose.validate import validate_stack_name
+    from stacks.events import Notice
+    from stacks.operations.deploy import audit_run
+    from stacks.operations.lock import SwarmLock
+    from stacks.watch.watcher import WatchPolicy
+    options = options or RollbackOptions()
+    started = time.monotonic()
+    validate_stack_name(stack)
+    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    api = engine.api
+    ttl = options.lock_ttl or max(1800, 2 * options.timeout + 300)
+    with SwarmLock(api, stack, ttl=ttl, wait=options.lock_wait,
+                   notify=lambda line: emit(on_progress, Notice(line))):
+        result = rollback_services(api, stack, list(options.services) or None,
+                                   policy=WatchPolicy(timeout=options.timeout),
+                                   on_progress=on_progress, auth_headers=engine.auth_headers)
+    audit_run(options.cluster_file, "rollback", stack, result.report,
+              {"requested": result.requested, "skipped": result.skipped, "phase": "end",
+               "exit_code": result.exit_code, "seconds": time.monotonic() - started},
+              on_progress, engine)
+    return result

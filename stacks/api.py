@@ -1,0 +1,169 @@
+"""swarmsmith as a library: typed options in, typed results out, progress to a callback.
+
+    from stacks import api
+    result = api.deploy("web", ["stack.yml"], api.DeployOptions(cluster_file="cluster.yml"))
+    if result.exit_code:
+        ...   # result.outcomes, result.watch, result.to_json()
+
+Clusters: up, status, down. Stacks: config, plan, deploy, redeploy, rollback, rm.
+Every function takes an options dataclass (defaults as the command line's) and returns a
+result dataclass with `to_json()` (what `--json` prints) and, where it has one, `exit_code`
+(the command line's). Errors are SwarmsmithError subclasses (provision/errors.py) carrying
+their exit code. Nothing here prints: pass `on_progress` to receive the events of
+stacks/events.py (the command line renders them).
+
+`up` lives here rather than in provision/ because it deploys the cluster file's `stacks:`
+after the swarm step, through the same deploy() as `swarmsmith deploy`: it is orchestrated
+above both layers. See docs/api.md.
+"""
+from __future__ import annotations
+
+from provision.bootstrap import DownOptions, DownResult, UpOptions, UpResult
+from provision.errors import SwarmsmithError
+from provision.status import ClusterStatus
+from stacks.compose.config_view import ConfigOptions, ConfigResult
+from stacks.events import (HostProgress, ImageResolved, PlanReady, ProgressCallback, StepDone,
+                           WatchFinished, WatchProgress, WatchStarted, emit)
+from stacks.operations.deploy import (DeployOptions, DeployResult, LoadedStack, PlanResult,
+                                      RmOptions, RmResult, StackOptions)
+from stacks.operations.redeploy import RedeployOptions
+from stacks.operations.rollback import RollbackOptions, RollbackResult
+
+__all__ = [
+    "up", "status", "down", "config", "load", "plan", "deploy", "redeploy", "rollback", "rm",
+    "UpOptions", "UpResult", "DownOptions", "DownResult", "ClusterStatus",
+    "ConfigOptions", "ConfigResult", "StackOptions", "DeployOptions", "RedeployOptions",
+    "RollbackOptions", "RmOptions", "LoadedStack", "PlanResult", "DeployResult",
+    "RollbackResult", "RmResult",
+]
+
+
+# --- clusters -----------------------------------------------------------------------------
+
+def up(cluster_file: str | None = None, options: UpOptions | None = None, *,
+       on_progress: ProgressCallback | None = None) -> UpResult:
+    """Create or converge the cluster (hosts, engine, swarm), then deploy its `stacks:`.
+
+    The stacks' compose files are read and checked before any host is touched. A stack
+    whose rollout does not converge raises SwarmsmithError with that deploy's exit code;
+    `UpResult.stacks` holds the DeployResult of each stack deployed."""
+    from provision import bootstrap
+    from provision.clusters import find_cluster_file, load_cluster
+    options = options or UpOptions()
+    path = find_cluster_file(cluster_file)
+    cluster = load_cluster(path)
+    stacks = [load(ref.name, ref.compose, StackOptions(cluster_file=path, env_file=ref.env_file))
+              for ref in cluster.stacks]
+    result = bootstrap.up(cluster, options, on_progress)
+    if result.dry_run:
+        return result
+    for loaded in stacks:
+        result.changes += _deploy_cluster_stack(loaded, path, result, on_progress)
+    return result
+
+
+# what `up` does not show of its stacks' deploys (as before: their steps only)
+_DEPLOY_DETAIL = (PlanReady, ImageResolved, WatchStarted, WatchProgress, WatchFinished)
+
+
+def _deploy_cluster_stack(loaded: LoadedStack, cluster_file: str, result: UpResult,
+                          on_progress: ProgressCallback | None) -> list[str]:
+    """One of the cluster file's stacks, deployed as `swarmsmith deploy` would (plan, apply
+    under the stack lock, watch); its applied steps are reported as the stack's progress."""
+    who = f"stack {loaded.name}"
+
+    def forward(event) -> None:
+        if isinstance(event, StepDone):
+            emit(on_progress, HostProgress(who, event.text))
+        elif not isinstance(event, _DEPLOY_DETAIL):
+            emit(on_progress, event)       # warnings (audit trail) go through
+
+    emit(on_progress, HostProgress(who, "deploying"))
+    deployed = deploy(loaded, options=DeployOptions(cluster_file=cluster_file, lock_wait=60),
+                      on_progress=forward)
+    result.stacks.append(deployed)
+    if deployed.exit_code != 0:
+        services = (deployed.watch.to_dict() if deployed.watch else {}).get("services", [])
+        reasons = [f"{s['name']}: {s['outcome']} ({s.get('reason') or ''})"
+                   for s in services if s.get("outcome") not in ("converged", "done")]
+        err = SwarmsmithError(f"stack {loaded.name} did not converge: " + "; ".join(reasons))
+        err.exit_code = deployed.exit_code
+        raise err
+    return [f"{who}: {d}" for d in deployed.applied.done]
+
+
+def status(cluster_file: str | None = None, *, stack: str | None = None,
+           accept_new_host_keys: bool = False) -> ClusterStatus:
+    """Nodes with quorum health, services with running/desired replicas (of one stack, if
+    given), failing tasks; exit_code 5 when degraded (`problems` says why)."""
+    from provision.clusters import find_cluster_file
+    from provision.status import status as cluster_status
+    return cluster_status(find_cluster_file(cluster_file), stack, accept_new_host_keys)
+
+
+def down(cluster_file: str | None = None, options: DownOptions | None = None, *,
+         on_progress: ProgressCallback | None = None) -> DownResult:
+    """Remove what `up` made (lab: the hosts; digitalocean: droplets, key, VPC, firewall)."""
+    from provision import bootstrap
+    from provision.clusters import find_cluster_file
+    return bootstrap.down(find_cluster_file(cluster_file), options, on_progress)
+
+
+# --- stacks -------------------------------------------------------------------------------
+
+def config(compose_files, options: ConfigOptions | None = None) -> ConfigResult:
+    """The merged, interpolated stack as `docker stack config` prints it; no cluster needed."""
+    from stacks.compose.config_view import config_stack
+    return config_stack(compose_files, options)
+
+
+def load(stack: str, compose_files, options: StackOptions | None = None) -> LoadedStack:
+    """Read and check a stack's compose files once, offline; plan() and deploy() accept the
+    result in place of a name and files."""
+    from stacks.operations.deploy import load_stack
+    return load_stack(stack, compose_files, options)
+
+
+def plan(stack: str | LoadedStack, compose_files=(), options: StackOptions | None = None, *,
+         engine=None, on_progress: ProgressCallback | None = None) -> PlanResult:
+    """What deploy would change; changes nothing. With RedeployOptions, what redeploy would
+    change (image tags resolved to digests now). Problems are in `result.problems`."""
+    from stacks.operations.deploy import plan_stack
+    from stacks.operations.redeploy import plan_redeploy_stack
+    if isinstance(options, RedeployOptions):
+        return plan_redeploy_stack(stack, compose_files, options, engine=engine,
+                                   on_progress=on_progress)
+    return plan_stack(stack, compose_files, options, engine=engine)
+
+
+def deploy(stack: str | LoadedStack, compose_files=(), options: DeployOptions | None = None, *,
+           engine=None, on_progress: ProgressCallback | None = None) -> DeployResult:
+    """Plan, apply under the stack lock, watch the changed services. `result.exit_code` is
+    the command line's (0, 10 failed, 11 rolled back, 12 timed out); a plan with problems
+    raises InputError (exit 2) before anything changes."""
+    from stacks.operations.deploy import deploy_stack
+    return deploy_stack(stack, compose_files, options, engine=engine, on_progress=on_progress)
+
+
+def redeploy(stack: str | LoadedStack, compose_files=(),
+             options: RedeployOptions | None = None, *, engine=None,
+             on_progress: ProgressCallback | None = None) -> DeployResult:
+    """deploy() with image tags re-resolved to digests (a new image behind the same tag is
+    rolled out); waits up to options.lock_wait (60 s) for the stack lock."""
+    from stacks.operations.redeploy import redeploy_stack
+    return redeploy_stack(stack, compose_files, options, engine=engine, on_progress=on_progress)
+
+
+def rollback(stack: str, options: RollbackOptions | None = None, *, engine=None,
+             on_progress: ProgressCallback | None = None) -> RollbackResult:
+    """Roll services back to their previous spec and watch them (a completed rollback is
+    exit 0 here)."""
+    from stacks.operations.rollback import rollback_stack
+    return rollback_stack(stack, options, engine=engine, on_progress=on_progress)
+
+
+def rm(stack: str, options: RmOptions | None = None, *, engine=None,
+       on_progress: ProgressCallback | None = None) -> RmResult:
+    """Remove the stack's services, networks, secrets and configs."""
+    from stacks.operations.deploy import rm_stack
+    return rm_stack(stack, options, engine=engine, on_progress=on_progress)
