@@ -119,9 +119,11 @@ class _Renderer:
         self.transfer = None
 
     def __call__(self, event) -> None:
-        from provision.progress import HostProgress, OperationWarning
+        from provision.progress import HostProgress, Notice, OperationWarning
         if isinstance(event, OperationWarning):
-            print(f"warning: {event.message}", file=sys.stderr)
+            print(f"warning: {event.message}", file=sys.stderr, flush=True)
+        elif isinstance(event, Notice):
+            print(event.message, file=sys.stderr, flush=True)
         elif self.as_json:
             return
         elif isinstance(event, HostProgress):
