@@ -184,7 +184,11 @@ def files(tmp_path):
 
 
 def opts_for(**kw) -> stacks_api.DeployOptions:
+    """DeployOptions (detached unless told); the command line's no_* flag names work too."""
     kw.setdefault("detach", True)
+    for flag in ("no_versioned_names", "no_update_defaults"):
+        if flag in kw:
+            kw[flag[3:]] = not kw.pop(flag)
     return stacks_api.DeployOptions(**kw)
 
 
