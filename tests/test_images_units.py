@@ -190,16 +190,15 @@ def test_build_uses_the_cached_base_and_archive(tmp_path, rootfs, monkeypatch):
 # --- deploy --push-images ------------------------------------------------------------------
 
 def test_push_source_from_flags_and_cluster_file(tmp_path):
-    from types import SimpleNamespace as NS
     from stacks.images.push_missing import LOCAL_ENGINE, check_source, source_of
     cf = tmp_path / "c.yml"
     cf.write_text("name: c\nprovider: lab\nmanagers: 1\nworkers: 0\n")
-    assert source_of(NS(), str(cf)) is None
-    assert source_of(NS(push_images=True), str(cf)) == LOCAL_ENGINE
-    assert source_of(NS(push_images=True, push_from="x.tar"), str(cf)) == "x.tar"
-    assert source_of(NS(), str(tmp_path / "none.yml")) is None
+    assert source_of(None, False, str(cf)) is None
+    assert source_of(None, True, str(cf)) == LOCAL_ENGINE
+    assert source_of("x.tar", True, str(cf)) == "x.tar"
+    assert source_of(None, False, str(tmp_path / "none.yml")) is None
     cf.write_text("name: c\nprovider: lab\nmanagers: 1\nworkers: 0\nimages: {push_missing: true}\n")
-    assert source_of(NS(), str(cf)) == LOCAL_ENGINE
+    assert source_of(None, False, str(cf)) == LOCAL_ENGINE
     with pytest.raises(InputError, match="--push-from"):
         check_source(str(tmp_path / "missing.tar"))
     check_source(None)
