@@ -97,8 +97,8 @@ def cmd_scale(args) -> int:
 def _audit(args, stack: str, res, api) -> None:
     """The scale goes to the stack's audit history (in the swarm, and audit.jsonl when the state
     folder exists), like a deploy's."""
+    from provision.clusters import state_path_if_any
     from stacks.operations.audit import audit_record, keep_record
-    from stacks.operations.deploy import _state_path
     if not res.changed:
         return
 
@@ -107,7 +107,7 @@ def _audit(args, stack: str, res, api) -> None:
     rec = audit_record("scale", stack or "-", res.report,
                        replicas={k: v[1] for k, v in res.changed.items()}, phase="end")
     rec["exit_code"] = res.exit_code
-    keep_record(api, _state_path(args), rec, warn)
+    keep_record(api, state_path_if_any(getattr(args, "cluster", None)), rec, warn)
 
 
 def add_commands(sub) -> None:
