@@ -3,6 +3,8 @@ arithmetic, order, and the run against a fake swarm (which node is where when it
 root, no network."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from provision import engine_upgrade as U
@@ -195,3 +197,27 @@ def test_ticking_reports_until_the_block_ends():
     _time.sleep(0.1)
     assert seen[0] == ("h1", "installing") and n >= 3 and len(seen) == n
     assert all(m.startswith("installing (") and m.endswith("s)") for _, m in seen[1:])
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--batch", "0"], "--batch: must be at least 1"),
+    (["--version", "24.0;reboot"], '--version: expected a version like "24.0"'),
+    (["--batch", "x"], "invalid int value"),
+])
+def test_bad_flags_exit_2_before_anything(tmp_path, args, words):
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    proc = subprocess.run([sys.executable, f"{REPO}/cli.py", "engine", "upgrade", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_lab_up_unknown_image_exits_2():
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    proc = subprocess.run([sys.executable, f"{REPO}/cli.py", "lab", "up", "--name", "frz",
+                           "--image", "debian-11"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "invalid choice: 'debian-11'" in proc.stderr
