@@ -87,6 +87,8 @@ class Run:
     sessions: dict = field(default_factory=dict)
     record_api: object = None          # docker APIClient on a manager, for the swarm's record
     record_base: tuple = (0, None)     # (version, record) read before the swarm step
+    pruned: list = field(default_factory=list)   # (host, node ID) destroyed by --prune
+    pruning: bool = False              # the provider destroys hosts the file no longer asks for
 
     def save(self) -> None:
         if not self.opts.dry_run:
@@ -157,8 +159,9 @@ def _up(run: Run) -> UpResult:
         inv["provider_state"] = provider.state
         run.save()
     run.changes += changes
-    pruned_nodes = []
-    if provider.prune:
+    pruned_nodes = run.pruned
+    run.pruning = bool(provider.prune)
+    if run.pruning:
         names = {w.name for w in wanted}
         for name in [n for n in inv["hosts"] if n not in names]:
             # destroyed by ensure(); its node is removed from the swarm after the swarm step
@@ -253,7 +256,18 @@ def _read_record(run: Run, hosts) -> None:
                     f"but the cluster's record in the swarm has {fingerprint(want)}. Refusing to "
                     f"go on. If the host was rebuilt on purpose, run `swarmsmith up "
                     f"--accept-host-key {name}`", host=name)
-        merge_into_inventory(run.inventory, record)
+        skip = set()
+        if run.pruning:
+            # hosts the record knows and the file no longer asks for were destroyed by the
+            # provider just now (a fresh folder's cache never knew them): their nodes go too
+            wanted = {w.name for w in hosts}
+            known = {name for name, _ in run.pruned}
+            for name, h in record["hosts"].items():
+                if name not in wanted:
+                    skip.add(name)
+                    if name not in known and h.get("node_id"):
+                        run.pruned.append((name, h["node_id"]))
+        merge_into_inventory(run.inventory, record, skip=skip)
         run.save()
         return
 

@@ -48,11 +48,11 @@ def from_inventory(inv: dict, cluster: str) -> dict:
             "provider_state": inv.get("provider_state") or {}}
 
 
-def merge_into_inventory(inv: dict, record: dict) -> list[str]:
+def merge_into_inventory(inv: dict, record: dict, skip=()) -> list[str]:
     """Refresh the local cache from the record (a fresh folder, a lost or stale inventory): the
     record names the swarm; host facts fill what the cache lacks; managed label keys are the
-    union (so a label either side set can be removed). Host keys are not copied here: the caller
-    compares them with the keys it saw."""
+    union (so a label either side set can be removed). Hosts in `skip` are left out. Host keys
+    are not copied here: the caller compares them with the keys it saw."""
     filled = []
     if record.get("cluster_id") and inv.get("cluster_id") != record["cluster_id"]:
         inv["cluster_id"] = record["cluster_id"]
@@ -67,6 +67,8 @@ def merge_into_inventory(inv: dict, record: dict) -> list[str]:
     if not mine:
         inv.pop("provider_state")
     for name, rec in (record.get("hosts") or {}).items():
+        if name in skip:          # gone from the cluster (pruned): not brought back
+            continue
         mine = inv.setdefault("hosts", {}).setdefault(name, {})
         for k in ("node_id", "advertise_address", "role", "public_address",
                   "private_address", "user"):

@@ -333,3 +333,28 @@ def test_up_fills_a_fresh_inventory_from_the_record(tmp_path, monkeypatch):
     # a rebuilt host is accepted on purpose with --accept-host-key
     run = _run_with_record(tmp_path, monkeypatch, KEY2, accept=("m1",))
     assert run.inventory["cluster_id"] == "swarm1"
+
+
+def test_a_pruned_host_is_not_brought_back_from_the_record(tmp_path, monkeypatch):
+    from provision import bootstrap, dockerapi
+    from provision.bootstrap import Options, Progress, Run
+    from inventory.state import StateDir
+    api = FakeConfigs()
+    hosts = {"m1": {"role": "manager", "public_address": "10.0.0.1", "node_id": "n1"},
+             "w9": {"role": "worker", "public_address": "10.0.0.9", "node_id": "n9"}}
+    RecordStore(api, "st0").create(1, {"format": 1, "name": "st0", "cluster_id": "swarm1",
+                                       "hosts": hosts})
+    monkeypatch.setattr(dockerapi, "api_client", lambda session: api)
+    cf = clusterfile.load(_static(tmp_path))
+    m1 = Host("m1", "10.0.0.1", role="manager")
+    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}}, Options(prune=True),
+              Progress(quiet=True), pruning=True)
+    run.sessions = {"m1": KeySession(m1, KEY1)}
+    bootstrap._read_record(run, [m1])
+    assert "w9" not in run.inventory["hosts"] and run.pruned == [("w9", "n9")]
+    # without pruning, a host the file no longer names stays known (its node is left alone)
+    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}}, Options(),
+              Progress(quiet=True))
+    run.sessions = {"m1": KeySession(m1, KEY1)}
+    bootstrap._read_record(run, [m1])
+    assert run.inventory["hosts"]["w9"]["node_id"] == "n9" and run.pruned == []
