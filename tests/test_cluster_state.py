@@ -337,7 +337,7 @@ def test_up_fills_a_fresh_inventory_from_the_record(tmp_path, monkeypatch):
 
 def test_a_pruned_host_is_not_brought_back_from_the_record(tmp_path, monkeypatch):
     from provision import bootstrap, dockerapi
-    from provision.bootstrap import Options, Progress, Run
+    from provision.bootstrap import Run, UpOptions
     from inventory.state import StateDir
     api = FakeConfigs()
     hosts = {"m1": {"role": "manager", "public_address": "10.0.0.1", "node_id": "n1"},
@@ -347,14 +347,14 @@ def test_a_pruned_host_is_not_brought_back_from_the_record(tmp_path, monkeypatch
     monkeypatch.setattr(dockerapi, "api_client", lambda session: api)
     cf = clusterfile.load(_static(tmp_path))
     m1 = Host("m1", "10.0.0.1", role="manager")
-    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}}, Options(prune=True),
-              Progress(quiet=True), pruning=True)
+    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}}, UpOptions(prune=True),
+              lambda host, message: None, pruning=True)
     run.sessions = {"m1": KeySession(m1, KEY1)}
     bootstrap._read_record(run, [m1])
     assert "w9" not in run.inventory["hosts"] and run.pruned == [("w9", "n9")]
     # without pruning, a host the file no longer names stays known (its node is left alone)
-    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}}, Options(),
-              Progress(quiet=True))
+    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}}, UpOptions(),
+              lambda host, message: None)
     run.sessions = {"m1": KeySession(m1, KEY1)}
     bootstrap._read_record(run, [m1])
     assert run.inventory["hosts"]["w9"]["node_id"] == "n9" and run.pruned == []
