@@ -269,8 +269,9 @@ def label_node(api, ref: str, add: dict[str, str], remove: list[str]) -> NodeCha
 
 FORCE_MEANING = ("--force removes the node from the swarm's records without it leaving: its "
                  "tasks were already rescheduled when it went down; if the host comes back, its "
-                 "engine still believes it is in the swarm and must `docker swarm leave --force` "
-                 "before it can join again (`swarmsmith up` does that for hosts of the cluster file)")
+                 "engine still believes it is in the swarm and must leave it before it can join "
+                 "again (`docker swarm leave --force` on it, or `swarmsmith up --force` for a host "
+                 "of the cluster file)")
 
 
 @dataclass
