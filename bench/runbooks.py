@@ -31,7 +31,7 @@ NAME = "runb"
 STACK = """services:
   tick:
     image: swarmsmith/busybox:1
-    command: ["sh", "-c", "while true; do echo tick $$(cut -d' ' -f1 /proc/uptime); sleep 0.2; done"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do echo tick $$(cut -d' ' -f1 /proc/uptime); sleep 0.2; done"]
     deploy: {replicas: 2, placement: {max_replicas_per_node: 2}}
 """
 
@@ -45,7 +45,7 @@ def sw(d, *args, check=True, timeout=600):
 
 
 def lags(argv: list[str], n: int) -> list[float]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             bufsize=1)
     start = time.clock_gettime(time.CLOCK_BOOTTIME)
     out: list[float] = []
@@ -67,6 +67,8 @@ def lags(argv: list[str], n: int) -> list[float]:
     t.join(120)
     proc.terminate()
     proc.wait(10)
+    if not out:
+        raise SystemExit(f"no new lines from {' '.join(argv[-4:])}: {proc.stderr.read()[-500:]}")
     return out
 
 
@@ -89,8 +91,8 @@ def main() -> None:
         m = hosts[f"{NAME}-manager-1"]
         ssh = ["ssh", "-i", m.key_path, "-o", "StrictHostKeyChecking=no", "-o",
                "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{m.public_address}"]
-        ours = lags([sys.executable, os.path.join(REPO, "cli.py"), "--cluster",
-                     os.path.join(d, "swarmsmith.yml"), "logs", "--follow", "--tail", "0", "b_tick"],
+        ours = lags([sys.executable, os.path.join(REPO, "cli.py"), "logs", "--cluster",
+                     os.path.join(d, "swarmsmith.yml"), "--follow", "--tail", "0", "b_tick"],
                     a.lines)
         base = lags(ssh + ["docker service logs --follow --tail 0 --raw b_tick"], a.lines)
         mo, mb = statistics.median(ours), statistics.median(base)
@@ -105,15 +107,21 @@ def main() -> None:
         sw(d, "node", "activate", worker)
         sw(d, "deploy", "-c", "stack.yml", "b")          # no-op; tasks stay where they are
         subprocess.run(ssh + ["docker service update --force -q b_tick >/dev/null"], check=True)
+        on_worker = subprocess.run(ssh + [f"docker node ps {worker} --filter desired-state=running -q"],
+                                   capture_output=True, text=True).stdout.split()
+        # the same end as swarmsmith's: nothing runs on the worker any more, and every task
+        # swarm wants runs on the manager
         loop = (f"docker node update --availability drain {worker} >/dev/null; "
-                "while docker service ps b_tick --filter desired-state=running "
+                f"while docker node ps {worker} --format '{{{{.CurrentState}}}}' | grep -q '^Running' "
+                "|| docker service ps b_tick --filter desired-state=running "
                 "--format '{{.Node}} {{.CurrentState}}' "
                 f"| grep -v '^{NAME}-manager-1 Running' | grep -q .; do sleep 0.5; done")
         t0 = time.monotonic()
         subprocess.run(ssh + [loop], check=True)
         base = time.monotonic() - t0
         print(f"node drain: swarmsmith {ours:.1f} s (moved {', '.join(r['moved']) or 'none'}); "
-              f"docker node update + polling loop {base:.1f} s; ratio {ours / base:.2f}")
+              f"docker node update + polling loop {base:.1f} s ({len(on_worker)} task(s) on the "
+              f"worker before); ratio {ours / base:.2f}")
         subprocess.run(ssh + [f"docker node update --availability active {worker} >/dev/null"],
                        check=True)
 
