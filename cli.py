@@ -555,24 +555,21 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_unlock(args) -> int:
-    from provision.engine_api import connect
-    from stacks.operations.lock import SwarmLock
-    lock = SwarmLock(connect(args.cluster, args.accept_new_host_keys).api, args.stack)
-    info = lock.unlock(force=args.force)
-    now = lock.clock()
+    from stacks import api
+    result = api.unlock(args.stack, api.UnlockOptions(
+        cluster_file=args.cluster, accept_new_host_keys=args.accept_new_host_keys,
+        force=args.force))
     if args.json:
-        _print_json({"stack": args.stack, "removed": info is not None,
-                     "holder": None if info is None else {
-                         "owner": info.owner, "acquired": info.acquired, "ttl": info.ttl,
-                         "state": info.local_state(lock.me, lock.alive)}})
-    elif info is None:
+        _print_json(result.to_json())
+    elif result.holder is None:
         print(f"stack {args.stack}: not locked")
     else:
+        import time
         where = {"dead": "a run on this host that is gone", "alive": "a RUNNING process on "
                  "this host (--force)", "elsewhere": "a run on another host"}
-        print(f"stack {args.stack}: removed the lock {info.describe(now)}; it was "
-              f"{where[info.local_state(lock.me, lock.alive)]}")
-    return 0
+        print(f"stack {args.stack}: removed the lock {result.holder.describe(time.time())}; "
+              f"it was {where[result.holder_state]}")
+    return result.exit_code
 
 
 def cmd_audit(args) -> int:

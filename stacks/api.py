@@ -5,7 +5,7 @@
     if result.exit_code:
         ...   # result.outcomes, result.watch, result.to_json()
 
-Clusters: up, status, down. Stacks: config, plan, deploy, redeploy, rollback, rm.
+Clusters: up, status, down. Stacks: config, plan, deploy, redeploy, rollback, rm, unlock.
 Every function takes an options dataclass (defaults as the command line's) and returns a
 result dataclass with `to_json()` (what `--json` prints) and, where it has one, `exit_code`
 (the command line's). Errors are SwarmsmithError subclasses (provision/errors.py) carrying
@@ -27,10 +27,12 @@ from stacks.events import (HostProgress, ImageResolved, PlanReady, ProgressCallb
 from stacks.operations.deploy import (DeployOptions, DeployResult, LoadedStack, PlanResult,
                                       RmOptions, RmResult, StackOptions)
 from stacks.operations.redeploy import RedeployOptions
+from stacks.operations.lock import UnlockOptions, UnlockResult
 from stacks.operations.rollback import RollbackOptions, RollbackResult
 
 __all__ = [
     "up", "status", "down", "config", "load", "plan", "deploy", "redeploy", "rollback", "rm",
+    "unlock", "UnlockOptions", "UnlockResult",
     "UpOptions", "UpResult", "DownOptions", "DownResult", "ClusterStatus",
     "ConfigOptions", "ConfigResult", "StackOptions", "DeployOptions", "RedeployOptions",
     "RollbackOptions", "RmOptions", "LoadedStack", "PlanResult", "DeployResult",
@@ -167,3 +169,10 @@ def rm(stack: str, options: RmOptions | None = None, *, engine=None,
     """Remove the stack's services, networks, secrets and configs."""
     from stacks.operations.deploy import rm_stack
     return rm_stack(stack, options, engine=engine, on_progress=on_progress)
+
+
+def unlock(stack: str, options: UnlockOptions | None = None, *, engine=None) -> UnlockResult:
+    """Show who holds the stack's lock and remove it (after a run that was killed); a process
+    still running on this host holds it on only without options.force (LockedError, exit 4)."""
+    from stacks.operations.lock import unlock_stack
+    return unlock_stack(stack, options, engine=engine)

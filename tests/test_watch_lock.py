@@ -232,3 +232,18 @@ def test_unlock_shows_the_holder_and_refuses_a_live_local_one_without_force():
     for holder in (Holder("other-host", "b", 5), Holder("ci-runner", "boot-1", 6)):
         _held_by(api, clock, holder)
         assert _me(clock, api=api).unlock().holder == holder and api.items == {}
+
+
+def test_api_unlock_typed_result():
+    from types import SimpleNamespace
+
+    from stacks import api as lib
+    from stacks.operations.lock import unlock_stack
+    configs, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    engine = SimpleNamespace(api=configs)
+    assert lib.unlock("web", engine=engine).to_json() == {"stack": "web", "removed": False,
+                                                          "holder": None}
+    _held_by(configs, clock, Holder("other-host", "b", 5))
+    result = unlock_stack("web", engine=engine, me=HERE, alive=lambda pid: True)
+    assert result.exit_code == 0 and result.holder_state == "elsewhere"
+    assert result.to_json()["holder"]["host"] == "other-host" and configs.items == {}

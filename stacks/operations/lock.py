@@ -273,3 +273,42 @@ class SwarmLock:
         except SwarmsmithError:
             if exc_type is None:
                 raise  # do not hide the run's own error behind a release error
+
+
+# --- `swarmsmith unlock STACK` ---------------------------------------------------------------
+
+@dataclass
+class UnlockOptions:
+    cluster_file: str | None = None
+    accept_new_host_keys: bool = False
+    force: bool = False         # also remove a lock whose holder still runs on this host
+
+
+@dataclass
+class UnlockResult:
+    stack: str
+    holder: LockInfo | None     # None: the stack was not locked
+    holder_state: str = ""      # dead | alive | elsewhere (see LockInfo.local_state)
+    exit_code = 0
+
+    def to_json(self) -> dict:
+        h = self.holder
+        return {"stack": self.stack, "removed": h is not None,
+                "holder": None if h is None else {
+                    "owner": h.owner, "acquired": _iso(h.acquired), "ttl": h.ttl,
+                    "host": h.holder.host if h.holder else None,
+                    "pid": h.holder.pid if h.holder else None, "state": self.holder_state}}
+
+
+def unlock_stack(stack: str, options: UnlockOptions | None = None, *, engine=None,
+                 me: Holder | None = None, alive: Callable[[int], bool] = pid_alive,
+                 clock: Callable[[], float] = time.time) -> UnlockResult:
+    """Show and remove the stack's lock; a live holder on this host only with force (else
+    LockedError, exit 4)."""
+    options = options or UnlockOptions()
+    if engine is None:
+        from provision.engine_api import connect
+        engine = connect(options.cluster_file, options.accept_new_host_keys)
+    lock = SwarmLock(engine.api, stack, me=me, alive=alive, clock=clock)
+    info = lock.unlock(force=options.force)
+    return UnlockResult(stack, info, info.local_state(lock.me, alive) if info else "")
