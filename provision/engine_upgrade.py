@@ -224,6 +224,19 @@ TASKS = Command.shell(
     "else echo '[]'; fi", description="list running tasks")
 
 
+# A node label that keeps a node's availability from before its drain, so a run that is killed
+# while the node is drained gives it back on the next run instead of taking "drain" for the
+# operator's choice.
+MARK = "swarmsmith.engine-upgrade.availability"
+
+
+def availability_before(node: dict) -> str:
+    labels = node["Spec"].get("Labels") or {}
+    if labels.get(MARK) in ("active", "pause", "drain"):
+        return labels[MARK]
+    return node["Spec"].get("Availability", "active")
+
+
 def set_availability(node_id: str, availability: str) -> Command:
     return Command.of("docker", "node", "update", "--availability", availability, node_id,
                       description=f"set node availability to {availability}")
@@ -261,6 +274,15 @@ class Swarm:
 
     def set_availability(self, node_id: str, availability: str) -> None:
         self._run(set_availability(node_id, availability))
+
+    def mark(self, node_id: str, availability: str) -> None:
+        self._run(Command.of("docker", "node", "update", "--label-add",
+                             f"{MARK}={availability}", node_id,
+                             description="remember the node's availability"))
+
+    def unmark(self, node_id: str) -> None:
+        self._run(Command.of("docker", "node", "update", "--label-rm", MARK, node_id,
+                             description="forget the remembered availability"))
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -336,9 +358,11 @@ class Upgrader:
                 raise UpgradeRefused(f"{names[0]}: not restarted: {why}")
             self.swarm.busy.update(n for n in names if n in self.swarm.managers
                                    and len(self.swarm.managers) > 1)
-        before = {n["ID"]: n["Spec"].get("Availability", "active") for n in nodes}
+        before = {n["ID"]: availability_before(n) for n in nodes}
         for n in nodes:
             self.where[_name(n)] = "being drained"
+            if MARK not in (n["Spec"].get("Labels") or {}):
+                self.swarm.mark(n["ID"], before[n["ID"]])
         drain(self.swarm, nodes, self.opts.drain_timeout, self.opts.poll, self.say,
               self.clock, self.sleep)
         for name in names:
@@ -363,6 +387,7 @@ class Upgrader:
             self.say(names[0], "Ready; quorum whole again (every manager reachable, a leader)")
         for n in nodes:
             self.swarm.set_availability(n["ID"], before[n["ID"]])
+            self.swarm.unmark(n["ID"])
             self.where[_name(n)] = f"upgraded, {before[n['ID']]}"
             self.say(_name(n), f"availability {before[n['ID']]} again")
         self.wait("services at full strength", lambda: services_short(self.swarm),

@@ -130,6 +130,16 @@ class FakeSwarm:
             if n["ID"] == node_id:
                 n["Spec"]["Availability"] = availability
 
+    def mark(self, node_id, availability):
+        for n in self._nodes:
+            if n["ID"] == node_id:
+                n["Spec"]["Labels"][U.MARK] = availability
+
+    def unmark(self, node_id):
+        for n in self._nodes:
+            if n["ID"] == node_id:
+                n["Spec"]["Labels"].pop(U.MARK, None)
+
 
 class FakeUpgrader(U.Upgrader):
     def __init__(self, swarm, fail_on=None):
@@ -221,3 +231,13 @@ def test_lab_up_unknown_image_exits_2():
     proc = subprocess.run([sys.executable, f"{REPO}/cli.py", "lab", "up", "--name", "frz",
                            "--image", "debian-11"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "invalid choice: 'debian-11'" in proc.stderr
+
+
+def test_a_node_left_drained_by_a_killed_run_gets_its_availability_back():
+    # the killed run drained w1 after marking it active; a paused w2 stays paused
+    w1 = node("w1", availability="drain", labels={U.MARK: "active"})
+    w2 = node("w2", availability="pause")
+    swarm = FakeSwarm([node("m1", "manager", True), w1, w2], [], [])
+    FakeUpgrader(swarm).run(U.UpgradeResult("c", "20.10.24", [], {}))
+    assert w1["Spec"]["Availability"] == "active" and U.MARK not in w1["Spec"]["Labels"]
+    assert w2["Spec"]["Availability"] == "pause" and U.MARK not in w2["Spec"]["Labels"]
