@@ -413,7 +413,8 @@ class Upgrader:
             raise UpgradeError(f"engine runs {now} after the install, not {self.version}",
                                host=name)
         was = facts.get("server", "")
-        text = f"engine {was} -> {now}" if was != now else f"engine {now} re-installed"
+        text = (f"engine {was} -> {now}" if was != now else
+                f"engine {now} re-installed" if same else f"engine {now} already the newest")
         self.result.changes.append(f"{name}: {text}")
         self.say(name, text + ", restarted")
 
