@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from provision.errors import InputError
-from provision.hosts import WantedHost
-from provision.yaml_keys import refuse_duplicate_keys
+from inventory.errors import InputError
+from inventory.yaml_keys import refuse_duplicate_keys
 
 PROVIDERS = ("lab", "static", "digitalocean")
 TOP_KEYS = {"name", "provider", "managers", "workers", "ssh", "advertise_address", "labels",
@@ -51,6 +50,12 @@ MAX_CONNECT_TIMEOUT = 3600
 VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+~:-]{0,63}$")
 URL_RE = re.compile(r"^https?://[^\s#\"'\\;]+$")
 INSTALLS = ("auto", "distro", "docker-repo", "get-docker", "never")
+
+
+@dataclass(frozen=True)
+class WantedHost:
+    name: str
+    role: str
 
 
 @dataclass
@@ -445,7 +450,7 @@ def _digitalocean(c: _Checker, settings: dict, path: str, ssh, ssh_key: str,
                   ssh_user: str) -> tuple[dict, str, str]:
     """The provider's settings with defaults, and the one private key and user SSH uses (see the
     module docstring)."""
-    from provision.digitalocean import md5_fingerprint, validate_settings
+    from inventory.digitalocean_settings import md5_fingerprint, validate_settings
 
     ssh = ssh if isinstance(ssh, dict) else {}
     given = dict(settings)

@@ -16,7 +16,7 @@ import struct
 import time
 from contextlib import contextmanager
 
-from provision.errors import InputError, LockedError
+from inventory.errors import InputError, LockedError
 
 INVENTORY = "inventory.json"
 

@@ -15,7 +15,17 @@ insecure-registries list.
 from __future__ import annotations
 
 from provision.errors import SwarmsmithError
-from stacks.plan_apply.plan import Current
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Current:
+    """The live state, as APIClient returns it: services() (all of them, for name
+    clashes), networks(), secrets(), configs()."""
+    services: list = field(default_factory=list)
+    networks: list = field(default_factory=list)
+    secrets: list = field(default_factory=list)
+    configs: list = field(default_factory=list)
 
 
 def connect(cluster_file: str | None = None, accept_new_host_keys: bool = False) -> "EngineAPI":

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, asdict
 from typing import Protocol
 
+from inventory.clusterfile import WantedHost  # noqa: F401  (what the cluster file asks for)
+
 
 @dataclass
 class Host:
@@ -25,12 +27,6 @@ class Host:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class WantedHost:
-    name: str
-    role: str
 
 
 class Provider(Protocol):

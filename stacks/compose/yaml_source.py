@@ -13,7 +13,7 @@ import re
 import yaml
 
 from provision.errors import InputError
-from provision.yaml_keys import refuse_duplicate_keys
+from inventory.yaml_keys import refuse_duplicate_keys
 
 Path = tuple  # ("services", "web", "ports", 0)
 

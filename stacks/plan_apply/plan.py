@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from provision.engine_api import Current  # noqa: F401  (the live state a plan compares with)
 from stacks.operations.audit import SECRET_HINTS
 from stacks.specs.convert import CONTENT_LABEL, IMAGE_LABEL, STACK_LABEL, StackSpec
 from stacks.specs.normalize import effective_spec
@@ -64,14 +65,6 @@ class Action:
         return out
 
 
-@dataclass
-class Current:
-    """The live state, as APIClient returns it: services() (all of them, for name
-    clashes), networks(), secrets(), configs()."""
-    services: list = field(default_factory=list)
-    networks: list = field(default_factory=list)
-    secrets: list = field(default_factory=list)
-    configs: list = field(default_factory=list)
 
 
 @dataclass

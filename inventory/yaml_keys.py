@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import yaml
 
-from .errors import InputError
+from inventory.errors import InputError
 
 
 def refuse_duplicate_keys(node, file: str) -> None:
