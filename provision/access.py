@@ -128,7 +128,7 @@ class ClusterAccess:
         """A docker APIClient on a verified manager of the cluster."""
         if self._client is not None:
             return self._client
-        from .dockerapi import api_client
+        from .docker_socket import api_client
         errors: list[str] = []
         unknown: HostKeyUnknownError | None = None
         hosts = self.candidates()

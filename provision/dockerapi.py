@@ -1,207 +1,17 @@
-"""The docker SDK on a cluster manager, through our own SSH session.
-
-docker-py's ssh:// transport opens its own paramiko connection and reads ~/.ssh/known_hosts;
-we want the inventory's pinned host key and one connection per host. So the SDK talks to a
-private unix socket here, and each connection on it becomes an SSH channel running
-`docker system dial-stdio` on the manager (what the Docker CLI does over ssh://).
-"""
+"""A cluster's managers and hosts by name: the docker SDK through our SSH session
+(provision/docker_socket.py, re-exported here) with host keys checked against what pins them
+(provision/access.py)."""
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import socket
-import tempfile
-import threading
-
-from .errors import SwarmsmithError, UnreachableError
+from .access import access
+from .docker_socket import (  # noqa: F401
+    DIR_PREFIX, EngineAPIError, EngineUnreachableError, GuardedAPI, SocketForwarder, api_client,
+    engine_error, remove_dead_forwarder_dirs)
 from .ssh import Session
-
-
-DIR_PREFIX = "swarmsmith-docker-"
-
-
-def remove_dead_forwarder_dirs(tmp: str | None = None, pid_alive=None) -> list[str]:
-    """A run killed with SIGKILL never reaches atexit: its socket folder stays behind. The
-    folder name carries the owner's pid; folders of pids that are gone (ours only) go."""
-    tmp = tmp or tempfile.gettempdir()
-    alive = pid_alive or _pid_alive
-    removed = []
-    try:
-        names = os.listdir(tmp)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith(DIR_PREFIX):
-            continue
-        pid = name[len(DIR_PREFIX):].split("-", 1)[0]
-        path = os.path.join(tmp, name)
-        try:
-            if not pid.isdigit() or alive(int(pid)) or os.stat(path).st_uid != os.getuid():
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class SocketForwarder:
-    def __init__(self, session: Session):
-        self.session = session
-        remove_dead_forwarder_dirs()
-        self.dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
-        os.chmod(self.dir, 0o700)
-        self.path = os.path.join(self.dir, "docker.sock")
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(self.path)
-        self.server.listen(32)
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            chan = self.session.transport.open_session()
-            chan.exec_command("docker system dial-stdio")
-        except Exception:
-            conn.close()
-            return
-
-        def upstream():
-            try:
-                while True:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    chan.sendall(data)
-            except OSError:
-                pass
-            finally:
-                try:
-                    chan.shutdown_write()
-                except Exception:
-                    pass
-
-        threading.Thread(target=upstream, daemon=True).start()
-        try:
-            while True:
-                data = chan.recv(65536)
-                if not data:
-                    break
-                conn.sendall(data)
-        except (OSError, EOFError):
-            pass
-        finally:
-            # the SSH transport may already be gone (host down, run ending): nothing to tell it
-            for closer in (chan.close, conn.close):
-                try:
-                    closer()
-                except (OSError, EOFError):
-                    pass
-
-    def close(self) -> None:
-        self.closed = True
-        try:
-            self.server.close()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def api_client(session: Session, timeout: int = 60) -> "GuardedAPI":
-    import docker
-    fwd = SocketForwarder(session)
-    try:
-        client = docker.APIClient(base_url=f"unix://{fwd.path}", version="auto",
-                                  timeout=timeout)
-    except Exception as e:      # version="auto" asks the engine at once
-        fwd.close()
-        raise engine_error(session.host.name, "connect to the Engine API", e) from None
-    atexit.register(fwd.close)
-
-    def close_forwarder():
-        client.close()
-        fwd.close()
-    guarded = GuardedAPI(client, session.host.name)
-    guarded.close_forwarder = close_forwarder
-    guarded._swarmsmith_forwarder = fwd   # keep it alive as long as the client
-    return guarded
-
-
-class EngineAPIError(SwarmsmithError):
-    """The Engine answered with an error; `status_code` kept (409 conflict, 404 not found)."""
-
-    def __init__(self, message: str, *, host: str | None = None, status_code=None):
-        super().__init__(message, host=host)
-        self.status_code = status_code
-
-
-class EngineUnreachableError(UnreachableError):
-    pass
-
-
-def engine_error(host: str, operation: str, exc: BaseException) -> SwarmsmithError:
-    """A docker SDK, requests or paramiko error as a swarmsmith error naming host and operation:
-    an answer with an HTTP status is exit 1, a lost connection exit 3."""
-    if isinstance(exc, SwarmsmithError):
-        return exc
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status is not None:
-        detail = f"{getattr(exc, 'explanation', None) or exc} (HTTP {status})"
-        err = EngineAPIError(f"Engine API {operation}: {detail}", host=host, status_code=status)
-    else:
-        detail = (f"the connection to the manager failed ({type(exc).__name__}: "
-                  f"{(str(exc) or '-')[:300]})")
-        err = EngineUnreachableError(f"Engine API {operation}: {detail}", host=host)
-    err.detail = detail     # callers that know the operation better put it in front
-    return err
-
-
-class GuardedAPI:
-    """docker.APIClient with every call's library errors turned into swarmsmith errors that
-    name the manager and the call (status, planning and watching alike)."""
-
-    def __init__(self, client, host: str):
-        self._client = client
-        self._host = host
-
-    def __getattr__(self, name):
-        value = getattr(self._client, name)
-        if not callable(value) or name.startswith("__") or name in ("_url",):
-            return value
-
-        def call(*args, **kwargs):
-            try:
-                return value(*args, **kwargs)
-            except Exception as e:
-                raise engine_error(self._host, _operation(name), e) from None
-        return call
-
-
-def _operation(method: str) -> str:
-    return method.strip("_").replace("_", " ")
 
 
 def inventory_hosts(cluster_path: str, role: str | None = None) -> list:
     """The cluster's hosts (local cache, else the swarm's record), each with the key it must show."""
-    from .access import access
     return access(cluster_path).hosts(role)
 
 
@@ -209,17 +19,14 @@ def session_for(host, cluster_path: str | None = None) -> Session:
     """A session that requires the host's pinned key (host.host_key); unpinned hosts are refused
     unless the cluster was opened with accept_new."""
     if cluster_path is not None:
-        from .access import access
         return access(cluster_path).session(host)
     return Session(host, pinned_key=host.host_key, connect_deadline=10, require_pin=True)
 
 
 def manager_session(cluster_path: str, accept_new: bool | None = None) -> Session:
     """A session to a reachable manager of the cluster, host key verified."""
-    from .access import access
     return access(cluster_path, accept_new).manager_session()
 
 
 def cluster_client(cluster_path: str, accept_new: bool | None = None):
-    from .access import access
     return access(cluster_path, accept_new).client()
