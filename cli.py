@@ -749,6 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.environ.get("SWARMSMITH_DEBUG"):
+        import logging
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="[debug] %(message)s")
     try:
         return args.func(args)
     except SwarmsmithError as e:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
+import logging
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ ACCEPT_NEW_FLAG = "--accept-new-host-keys"
 from .hosts import Host
 
 
-DEBUG = bool(os.environ.get("SWARMSMITH_DEBUG"))
+log = logging.getLogger("swarmsmith.ssh")     # SWARMSMITH_DEBUG=1: cli.py shows debug lines
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -136,8 +135,7 @@ class Session:
                                        host=self.host.name)
             self.sleep(delay)
             delay = min(delay * 1.5, 2.0)
-        if DEBUG:
-            print(f"[debug] {self.host.name}: connected", file=sys.stderr)
+        log.debug("%s: connected", self.host.name)
         if not self.seen_key:
             k = client.get_transport().get_remote_server_key()
             self.seen_key = f"{k.get_name()} {k.get_base64()}"
@@ -223,9 +221,8 @@ class Session:
             chan.close()
         res = Result(cmd.scrub(out.decode(errors="replace")), cmd.scrub(err.decode(errors="replace")),
                      status)
-        if DEBUG:
-            print(f"[debug] {self.host.name}: {cmd.masked()[:120]!r} -> {res.exit_status} "
-                  f"in {time.monotonic() - t0:.3f}s", file=sys.stderr)
+        log.debug("%s: %r -> %s in %.3fs", self.host.name, cmd.masked()[:120], res.exit_status,
+                  time.monotonic() - t0)
         if check and res.exit_status not in cmd.ok_codes:
             raise RemoteCommandError(cmd.description or "command failed", host=self.host.name,
                                      command=cmd.masked(), exit_status=res.exit_status,

@@ -9,7 +9,7 @@ body, so it is never in any process's arguments either.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 
 from . import facts as F
@@ -19,7 +19,8 @@ from .dockerapi import api_client
 from .errors import EXIT_BAD_INPUT, SwarmsmithError
 from .hosts import Host
 from .parallel import each
-from .ssh import DEBUG
+
+log = logging.getLogger("swarmsmith.swarm")     # SWARMSMITH_DEBUG=1: cli.py shows debug lines
 
 
 class ForeignSwarmError(SwarmsmithError):
@@ -263,8 +264,7 @@ class SwarmStep:
         """Join through the host's Engine API, the token in the request body: as an argument of
         `docker swarm join` it would be readable by every user of the host (ps, /proc)."""
         what = f"join the swarm as {role} (Engine API POST /swarm/join via {leader_addr}:2377)"
-        if DEBUG:
-            print(f"[debug] {h.name}: {what}, token ***", file=sys.stderr)
+        log.debug("%s: %s, token ***", h.name, what)
         api = self.engine_api(h)
         try:
             api.join_swarm([f"{leader_addr}:2377"], token.reveal(), listen_addr=f"{addr}:2377",

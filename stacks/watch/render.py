@@ -1,14 +1,14 @@
 """Show watch progress: a live table on a terminal, plain lines otherwise.
 
 Renderers are progress callbacks for watch_stack(on_progress=...) and know
-nothing about swarm.  Use as a context manager:
+nothing about swarm; they write to the stream they are given (the command line
+gives stderr).  Use as a context manager:
 
-    with progress_renderer(sys.stderr) as show:
+    with progress_renderer(stream) as show:
         report = watch_stack(api, stack, on_progress=show)
 """
 from __future__ import annotations
 
-import sys
 import time
 
 from stacks.watch.outcomes import ServiceReport, WatchReport
@@ -24,8 +24,8 @@ def _state_text(s: ServiceReport) -> str:
 class PlainRenderer:
     """One line per service whenever its counts, update state or outcome change."""
 
-    def __init__(self, stream=None, clock=time.strftime):
-        self.stream = stream or sys.stderr
+    def __init__(self, stream, clock=time.strftime):
+        self.stream = stream
         self.clock = clock
         self.last: dict[str, tuple] = {}
 
@@ -56,8 +56,8 @@ class PlainRenderer:
 class RichRenderer:
     """A live table (rich), refreshed on every poll; final logs printed below it."""
 
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
+    def __init__(self, stream):
+        self.stream = stream
         self.live = None
         self.report: WatchReport | None = None
 
@@ -106,7 +106,6 @@ class RichRenderer:
             self.live.update(self._table())
 
 
-def progress_renderer(stream=None, *, force_plain: bool = False):
-    stream = stream or sys.stderr
+def progress_renderer(stream, *, force_plain: bool = False):
     isatty = getattr(stream, "isatty", lambda: False)()
     return RichRenderer(stream) if isatty and not force_plain else PlainRenderer(stream)
