@@ -85,6 +85,7 @@ class Run:
     changes: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     sessions: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)   # host name -> engine and swarm facts
     record_api: object = None          # docker APIClient on a manager, for the swarm's record
     record_base: tuple = (0, None)     # (version, record) read before the swarm step
     pruned: list = field(default_factory=list)   # (host, node ID) destroyed by --prune
@@ -177,17 +178,18 @@ def _up(run: Run) -> UpResult:
     run.save()
 
     _connect(run, hosts)
-    facts = each(lambda h: _engine(run, h), hosts, concurrency=run.opts.concurrency)
-    addresses = {h.name: choose(h, facts[h.name]["interfaces"], cf.advertise) for h in hosts}
     # every node carries the cluster's name: a lost or absent inventory can tell our swarm
     labels = {h.name: {**cf.labels_for(h.name, h.role), NODE_LABEL: cf.name} for h in hosts}
     from .swarm import SwarmStep
-    step = SwarmStep(run.sessions, hosts, addresses, labels, inv,
-                     hostnames={h.name: facts[h.name].get("hostname", h.name) for h in hosts},
+    addresses: dict = {}
+    hostnames: dict = {}
+    step = SwarmStep(run.sessions, hosts, addresses, labels, inv, hostnames=hostnames,
                      force=run.opts.force, progress=run.progress, save=run.save,
                      concurrency=run.opts.concurrency, cluster_name=cf.name,
                      destroy_services=run.opts.destroy_services)
-    nodes = step.converge()
+    # hosts reach the swarm step as their engines answer: the first manager's init and the
+    # workers' joins do not wait for the slowest engine
+    nodes = step.converge(arrivals=_engines(run, hosts, addresses, hostnames))
     run.changes += step.changes
     leader = run.sessions[step.leader.name]
     for name, node_id in pruned_nodes:
@@ -202,7 +204,30 @@ def _up(run: Run) -> UpResult:
     return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
 
 
+def _engines(run: Run, hosts, addresses: dict, hostnames: dict):
+    """(host name, swarm facts) per host as soon as its engine step is done, or (host name,
+    error). Addresses and hostnames are filled in before a host is handed on. Closing the
+    generator cancels engine steps not yet started and waits for the running ones."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    pool = ThreadPoolExecutor(max_workers=max(1, min(run.opts.concurrency, len(hosts))))
+    try:
+        futures = {pool.submit(_engine, run, h): h for h in hosts}
+        for fut in as_completed(futures):
+            h = futures[fut]
+            try:
+                facts = fut.result()
+                addresses[h.name] = choose(h, facts["interfaces"], run.cluster.advertise)
+            except Exception as e:      # handed on: the swarm step decides what still runs
+                yield h.name, e
+                continue
+            hostnames[h.name] = facts.get("hostname") or h.name
+            yield h.name, facts["swarm"]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _connect(run: Run, hosts) -> None:
+    """Connect to every host and read its facts (one command) in parallel; then the record."""
     inv = run.inventory
 
     def connect(h):
@@ -213,6 +238,8 @@ def _connect(run: Run, hosts) -> None:
                     accept_new_key=h.name in run.opts.accept_host_keys)
         s.connect()
         run.sessions[h.name] = s
+        # reading changes nothing, so it may come before the record's key check
+        run.facts[h.name] = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
         return s
 
     try:
@@ -234,10 +261,11 @@ def _read_record(run: Run, hosts) -> None:
         if h.role != "manager":
             continue
         s = run.sessions[h.name]
-        r = s.run(F.SWARM_FACTS, check=False)
-        if not r.ok:
-            continue       # no engine yet: nothing to read
-        f = F.parse_swarm_facts(r.stdout)
+        if h.name in run.facts:
+            f = run.facts[h.name]["swarm"]      # inactive when no engine answers yet
+        else:
+            r = s.run(F.SWARM_FACTS, check=False)
+            f = F.parse_swarm_facts(r.stdout if r.ok else "")
         if f["state"] != "active" or not f["is_manager"]:
             continue
         api = api_client(s)
@@ -323,11 +351,14 @@ def _apt(cf, h) -> engine.AptSettings:
 def _engine_step(run: Run, h) -> dict:
     s = run.sessions[h.name]
     cf = run.cluster
-    facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
+    facts = run.facts[h.name]      # read when connecting
     daemon = engine.desired_daemon(h.engine_defaults, cf.daemon)
     for _ in range(2):      # once more after an install: the package decides how to start
         steps = engine.plan(facts, daemon, cf.install, _apt(cf, h), cf.version)
+        installed = False
         for st in steps:
+            if st.command is engine.WAIT_SERVER:
+                continue        # waited for below, with the facts, in one round trip
             if st.installs:
                 with ticking(run.progress, h.name, "installing the engine"):
                     r = s.run(st.command, timeout=st.timeout)
@@ -338,9 +369,14 @@ def _engine_step(run: Run, h) -> dict:
                 run.changes.append(f"{h.name}: {change}")
                 run.progress(h.name, change)
             if st.installs:
+                installed = True
                 break
-        if steps:
+        if steps and installed:
             facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
+        elif steps:
+            facts = F.parse_engine_facts(s.run(F.WAITED_FACTS).stdout)
+            run.progress(h.name, f"engine answers (Docker {facts.get('server') or '?'})")
+        run.facts[h.name] = facts
         if not steps or not facts.get("dockerd") or facts.get("server"):
             break
     if not facts.get("server"):
@@ -382,7 +418,7 @@ def _plan(run: Run, provider, wanted) -> UpResult:
         plan += [f"{w.name}: {st.change}" for st in
                  engine.plan(facts, daemon, cf.install, _apt(cf, h), cf.version) if st.change]
         entry["advertise_address"] = choose(h, facts["interfaces"], cf.advertise)
-        sw = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout) if facts.get("server") else {"state": "inactive"}
+        sw = facts["swarm"]
         if sw["state"] == "active":
             manager_active = manager_active or (w.role == "manager" and sw["is_manager"])
         else:

@@ -5,25 +5,38 @@ import json
 
 from .command import Command
 
-ENGINE_FACTS = Command.shell(r"""
+# engine and swarm state in one docker call (one round trip per host covers a no-op run)
+_FACTS_SCRIPT = r"""
 . /etc/os-release 2>/dev/null || true
 echo "os=${ID:-unknown}"; echo "os_like=${ID_LIKE:-}"; echo "codename=${VERSION_CODENAME:-}"
 echo "hostname=$(hostname)"
 echo "dockerd=$(command -v dockerd || true)"
 if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
 if [ -x /etc/init.d/docker ]; then echo initscript=1; else echo initscript=0; fi
-echo "server=$(docker version -f '{{.Server.Version}}' 2>/dev/null || true)"
+info=$(docker info -f '{{.ServerVersion}} {{json .Swarm}}' 2>/dev/null) || info=""
+echo "server=${info%% *}"
 if command -v apt-get >/dev/null; then echo apt=1; else echo apt=0; fi
 echo "apt_proxy=$(sed -n 's/^Acquire::http::Proxy "\(.*\)";$/\1/p' /etc/apt/apt.conf.d/90swarmsmith-proxy 2>/dev/null)"
 echo "apt_mirror=$(cat /etc/apt/swarmsmith-mirror 2>/dev/null)"
 echo "addresses=$(ip -4 -o addr show 2>/dev/null | awk '{print $2"="$4}' | tr '\n' ' ')"
+echo "---swarm---"
+printf '%s\n' "${info#* }"    # not echo: dash's echo turns the JSON's escapes into newlines
 echo "---daemon.json---"
 cat /etc/docker/daemon.json 2>/dev/null || true
-""", description="gather engine facts")
+"""
+ENGINE_FACTS = Command.shell(_FACTS_SCRIPT, description="gather engine and swarm facts")
+
+# right after starting an engine: wait until it answers, then the same facts, in one round trip
+WAITED_FACTS = Command.shell(
+    "i=0; while ! docker version -f '{{.Server.Version}}' >/dev/null 2>&1; do "
+    "i=$((i+1)); [ $i -gt 300 ] && { tail -n 20 /var/log/docker.log /var/log/dockerd.log "
+    "2>/dev/null; exit 1; }; sleep 0.1; done" + _FACTS_SCRIPT,
+    description="wait until the Docker engine answers (30 s), then gather its facts")
 
 
 def parse_engine_facts(out: str) -> dict:
     head, _, daemon = out.partition("---daemon.json---\n")
+    head, _, swarm = head.partition("---swarm---\n")
     facts: dict = {}
     for line in head.splitlines():
         k, sep, v = line.partition("=")
@@ -43,6 +56,12 @@ def parse_engine_facts(out: str) -> dict:
     except ValueError:
         facts["daemon_json"], facts["daemon_json_valid"] = None, False
     facts["daemon_json_present"] = bool(daemon)
+    swarm = swarm.strip() if facts.get("server") else ""
+    try:
+        facts["swarm"] = parse_swarm_facts(swarm if swarm.startswith("{") else "")
+    except ValueError:
+        facts["swarm"] = parse_swarm_facts("")
+        facts["swarm"]["state"] = "error"
     return facts
 
 

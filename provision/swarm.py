@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from . import facts as F
 from .cluster_record import NODE_LABEL
 from .command import Command, Secret
 from .dockerapi import api_client
-from .errors import EXIT_BAD_INPUT, SwarmsmithError
+from .errors import EXIT_BAD_INPUT, GroupError, SwarmsmithError
 from .hosts import Host
 from .parallel import each
 
@@ -79,79 +81,169 @@ class SwarmStep:
         return Secret(out.strip())
 
     # --- the step ---------------------------------------------------------------------
-    def converge(self) -> list[dict]:
-        facts = each(self.swarm_facts, self.hosts, concurrency=self.concurrency)
+    def converge(self, arrivals=None) -> list[dict]:
+        """`arrivals`: (host name, swarm facts or the error that host met) in the order hosts
+        become ready (their engines answer). The leader is found or the swarm initialised once
+        every manager has arrived; workers join as they arrive. Every host known at a point is
+        checked for a foreign swarm before anything changes, and each later one before its join.
+        Default: read every host's swarm facts now."""
+        if arrivals is None:
+            arrivals = self._read_all()
+        self._arrivals = iter(arrivals)
+        self._errors: dict = {}
+        facts: dict = {}
+        self._ids: dict = {}
+        manager_names = {m.name for m in self.managers}
+        while not manager_names <= facts.keys() | self._errors.keys():
+            self._take(facts)
+        if self._errors:
+            self._fail(facts)          # a manager that is not ready stops the swarm step
         locked = sorted(m.name for m in self.managers if facts[m.name]["state"] == "locked")
         if locked:
             # a locked manager (autolock, engine restarted) holds the swarm's state: leaving
             # or re-initialising it would destroy the swarm
             raise SwarmsmithError(f"the swarm is locked on {', '.join(locked)} (autolock): run "
                                   "`swarmsmith unlock-swarm` first; nothing was changed")
-        leader = self.leader = self._find_or_init_leader(facts)
+
+        leader = self.leader = self._find_leader(facts)
+        if leader is None:
+            for h in self.hosts:        # no swarm of ours yet: every active host is foreign
+                if h is not self.managers[0] and h.name in facts:
+                    self._classify(h, facts[h.name], {}, None)
+            leader = self.leader = self._init_leader(facts)
         nodes = {n["id"]: n for n in self.nodes(leader)}
         cluster_id = self.inv["cluster_id"]
 
-        # refuse foreign swarms before changing anything
-        plan_join = []
-        for h in self.hosts:
-            f = facts[h.name]
-            if h is leader:
-                continue
-            if f["state"] == "active":
-                ours = (f["cluster_id"] == cluster_id) if f["is_manager"] else (f["node_id"] in nodes)
-                if ours:
-                    continue
-                if not self.force:
-                    raise ForeignSwarmError(
-                        f"this host is already in another swarm (node {f['node_id'][:12]}, "
-                        f"managers {', '.join(f['remote_managers']) or 'unknown'}); refusing to "
-                        "take it over. Make it leave (docker swarm leave --force) or run with --force",
-                        host=h.name)
-                self._check_destroy(h, f)
-                plan_join.append((h, "leave"))
-            elif f["state"] in ("pending", "error", "locked"):
-                plan_join.append((h, "leave"))
-            else:
-                plan_join.append((h, "join"))
-        todo = {h.name: how for h, how in plan_join}
+        # refuse foreign swarms among the hosts known so far before changing anything
+        todo = {h.name: self._classify(h, facts[h.name], nodes, cluster_id)
+                for h in self.hosts if h is not leader and h.name in facts}
 
         leader_addr = self.addr[leader.name]
         for m in self.managers:
             if m is leader:
                 continue
-            if m.name in todo:
-                self._join(m, leader, "manager", leader_addr, todo[m.name] == "leave")
+            if todo[m.name]:
+                self._join(m, leader, "manager", leader_addr, todo[m.name] == "leave",
+                           known_nodes=nodes)
             else:
                 node = nodes.get(facts[m.name]["node_id"])
                 if node and node["role"] != "manager":
                     self.run(leader, Command.of("docker", "node", "promote", node["id"],
                                                 description="promote to manager"))
                     self.change(m, "promoted to manager")
-            self._wait_reachable(leader, m)
+                elif node and node["reachability"] == "reachable":
+                    continue        # listed reachable a moment ago: nothing to wait for
+            self._ids[m.name] = self._wait_reachable(leader, m)
+            if m.name in self._rejoined:
+                self._label(leader, m, {"labels": {}, "id": self._ids[m.name]})
 
-        joiners = [w for w in self.workers if w.name in todo]
-        if joiners:
-            token = self.token(leader, "worker")
-            each(lambda w: self._join(w, leader, "worker", leader_addr, todo[w.name] == "leave",
-                                      token), joiners, concurrency=self.concurrency)
+        self._joins(leader, leader_addr, facts, todo, nodes, cluster_id)
 
-        nodes_list = self.nodes(leader)
-        by_id = {n["id"]: n for n in nodes_list}
-        ids = {h.name: self._node_id(h, facts) for h in self.hosts}
+        for h in self.hosts:
+            self._ids.setdefault(h.name, facts[h.name]["node_id"])
         for w in self.workers:
-            node = by_id.get(ids[w.name])
+            node = nodes.get(self._ids[w.name]) if w.name not in self._rejoined else None
             if node and node["role"] == "manager":
                 self.run(leader, Command.of("docker", "node", "demote", node["id"],
                                             description="demote to worker"))
                 self.change(w, "demoted to worker")
-        self._apply_labels(leader, by_id, ids)
+        for h in self.hosts:
+            if h.name not in self._rejoined and self._ids[h.name] in nodes:
+                self._label(leader, h, nodes[self._ids[h.name]])
         result = []
         for h in self.hosts:
-            self.inv["hosts"].setdefault(h.name, {})["node_id"] = ids[h.name]
+            rec = self.inv["hosts"].setdefault(h.name, {})
+            rec["node_id"] = self._ids[h.name]
+            rec["labels"] = sorted(self.labels.get(h.name, {}))
             result.append({"name": h.name, "role": h.role, "advertise_address": self._address(h, facts),
-                           "node_id": ids[h.name]})
+                           "node_id": self._ids[h.name]})
         self.save()
         return result
+
+    def _read_all(self):
+        facts = each(self.swarm_facts, self.hosts, concurrency=self.concurrency)
+        return ((h.name, facts[h.name]) for h in self.hosts)
+
+    def _take(self, facts: dict) -> str:
+        name, f = next(self._arrivals)
+        if isinstance(f, BaseException):
+            self._errors[name] = f
+        else:
+            facts[name] = f
+        return name
+
+    def _fail(self, facts: dict):
+        """Wait for the hosts still on their way (their errors are reported too), then raise."""
+        while len(facts) + len(self._errors) < len(self.hosts):
+            self._take(facts)
+        errors = self._errors
+        if len(errors) == 1:
+            raise next(iter(errors.values()))
+        raise GroupError(errors)
+
+    def _classify(self, h: Host, f: dict, nodes: dict, cluster_id) -> str:
+        """'' when the node is ours, 'join', or 'leave' (then join); a host in another swarm is
+        refused unless force."""
+        if f["state"] == "active":
+            ours = cluster_id and ((f["cluster_id"] == cluster_id) if f["is_manager"]
+                                   else (f["node_id"] in nodes))
+            if ours:
+                return ""
+            if not self.force:
+                raise ForeignSwarmError(
+                    f"this host is already in another swarm (node {f['node_id'][:12]}, "
+                    f"managers {', '.join(f['remote_managers']) or 'unknown'}); refusing to "
+                    "take it over. Make it leave (docker swarm leave --force) or run with --force",
+                    host=h.name)
+            self._check_destroy(h, f)
+            return "leave"
+        if f["state"] in ("pending", "error", "locked"):
+            return "leave"
+        return "join"
+
+    def _joins(self, leader: Host, leader_addr: str, facts: dict, todo: dict, nodes: dict,
+               cluster_id: str) -> None:
+        """Workers join in parallel: those known now at once, the others as they arrive."""
+        token_lock = threading.Lock()
+        token: list = []
+
+        def worker_token() -> Secret:
+            with token_lock:
+                if not token:
+                    token.append(self.token(leader, "worker"))
+                return token[0]
+
+        def join(w: Host, how: str) -> None:
+            self._join(w, leader, "worker", leader_addr, how == "leave", worker_token(),
+                       known_nodes=nodes)
+            self._ids[w.name] = self.swarm_facts(w)["node_id"]
+            self._label(leader, w, {"labels": {}, "id": self._ids[w.name]})
+
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(self.workers))))
+        jobs = {}
+        try:
+            for w in self.workers:
+                if todo.get(w.name):
+                    jobs[w.name] = pool.submit(join, w, todo[w.name])
+            while len(facts) + len(self._errors) < len(self.hosts):
+                name = self._take(facts)
+                if name not in facts:
+                    continue
+                w = next(h for h in self.hosts if h.name == name)
+                try:
+                    how = self._classify(w, facts[name], nodes, cluster_id)
+                except SwarmsmithError as e:     # refused before anything changed on it
+                    self._errors[name] = e
+                    continue
+                if how:
+                    jobs[name] = pool.submit(join, w, how)
+        finally:
+            pool.shutdown(wait=True)
+        for name, fut in jobs.items():
+            if fut.exception() is not None:
+                self._errors[name] = fut.exception()
+        if self._errors:
+            self._fail(facts)
 
     def _address(self, h: Host, facts: dict) -> str:
         """The address the node really advertises. A node left alone keeps the one it joined
@@ -163,13 +255,11 @@ class SwarmStep:
                                   "it changes only when the node leaves and joins again")
         return have or self.addr[h.name]
 
-    def _node_id(self, h: Host, facts: dict) -> str:
-        f = facts[h.name]
-        if f["state"] == "active" and f["node_id"] and h.name not in self._rejoined:
-            return f["node_id"]
-        return self.swarm_facts(h)["node_id"]
-
     def _find_or_init_leader(self, facts: dict) -> Host:
+        return self._find_leader(facts) or self._init_leader(facts)
+
+    def _find_leader(self, facts: dict) -> Host | None:
+        """An active manager of our swarm (the inventory's, the journal's or our label's)."""
         known = self.inv.get("cluster_id")
         journal = self.inv.get("init_started_on")
         for m in self.managers:
@@ -181,6 +271,9 @@ class SwarmStep:
                     self.inv.pop("init_started_on", None)
                     self.save()
                     return m
+        return None
+
+    def _init_leader(self, facts: dict) -> Host:
         first = self.managers[0]
         f = facts[first.name]
         if f["state"] == "active":
@@ -248,12 +341,12 @@ class SwarmStep:
                 host=h.name)
 
     def _join(self, h: Host, leader: Host, role: str, leader_addr: str, leave_first: bool,
-              token: Secret | None = None) -> None:
+              token: Secret | None = None, known_nodes: dict | None = None) -> None:
         if leave_first:
             self.run(h, Command.of("docker", "swarm", "leave", "--force",
                                    description="leave the previous swarm"), check=False)
             self.change(h, "left its previous swarm")
-        self._remove_stale_nodes(leader, h)
+        self._remove_stale_nodes(leader, h, known_nodes)
         token = token or self.token(leader, role)
         addr = self.addr[h.name]
         self._engine_join(h, role, token, addr, leader_addr)
@@ -278,10 +371,11 @@ class SwarmStep:
             if close:
                 close()
 
-    def _remove_stale_nodes(self, leader: Host, h: Host) -> None:
-        """A rebuilt host leaves a Down node behind under the same hostname: remove it."""
+    def _remove_stale_nodes(self, leader: Host, h: Host, known: dict | None = None) -> None:
+        """A rebuilt host leaves a Down node behind under the same hostname: remove it.
+        `known`: the nodes listed once for all joins (a stale node is down before they start)."""
         hostname = self.hostnames.get(h.name, h.name)
-        for n in self.nodes(leader):
+        for n in (known.values() if known is not None else self.nodes(leader)):
             if n["hostname"] == hostname and n["state"] == "down":
                 if n["role"] == "manager":
                     self.run(leader, Command.of("docker", "node", "demote", n["id"],
@@ -290,14 +384,14 @@ class SwarmStep:
                                             description="remove a stale down node"))
                 self.change(h, f"removed stale node {n['id'][:12]}")
 
-    def _wait_reachable(self, leader: Host, m: Host, deadline: float = 60.0) -> None:
+    def _wait_reachable(self, leader: Host, m: Host, deadline: float = 60.0) -> str:
         node_id = self.swarm_facts(m)["node_id"]
         end = self.clock() + deadline
         delay = 0.1
         while True:
             node = {n["id"]: n for n in self.nodes(leader)}.get(node_id)
             if node and node["reachability"] == "reachable":
-                return
+                return node_id
             if self.clock() > end:
                 state = node["reachability"] if node else "not listed"
                 raise SwarmsmithError(f"manager not reachable after {deadline:.0f}s ({state}); "
@@ -305,23 +399,27 @@ class SwarmStep:
             self.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
-    def _apply_labels(self, leader: Host, by_id: dict, ids: dict) -> None:
-        for h in self.hosts:
-            node = by_id.get(ids[h.name])
-            if not node:
-                continue
-            want = self.labels.get(h.name, {})
-            managed = set(self.inv["hosts"].get(h.name, {}).get("labels", []))
-            have = node["labels"]
-            add = {k: v for k, v in want.items() if have.get(k) != v}
-            rm = sorted(k for k in managed - set(want) if k in have)
-            if add or rm:
-                argv = ["docker", "node", "update"]
-                for k, v in sorted(add.items()):
-                    argv += ["--label-add", f"{k}={v}"]
-                for k in rm:
-                    argv += ["--label-rm", k]
-                self.run(leader, Command.of(*argv, node["id"], description="update node labels"))
-                parts = [f"{k}={v}" for k, v in sorted(add.items())] + [f"-{k}" for k in rm]
-                self.change(h, "labels " + " ".join(parts))
-            self.inv["hosts"].setdefault(h.name, {})["labels"] = sorted(want)
+    def _label(self, leader: Host, h: Host, node: dict) -> None:
+        """The cluster file's labels on the node; labels we set before and no longer want go."""
+        want = self.labels.get(h.name, {})
+        managed = set(self.inv["hosts"].get(h.name, {}).get("labels", []))
+        have = node["labels"]
+        add = {k: v for k, v in want.items() if have.get(k) != v}
+        rm = sorted(k for k in managed - set(want) if k in have)
+        if add or rm:
+            argv = ["docker", "node", "update"]
+            for k, v in sorted(add.items()):
+                argv += ["--label-add", f"{k}={v}"]
+            for k in rm:
+                argv += ["--label-rm", k]
+            cmd = Command.of(*argv, node["id"], description="update node labels")
+            for attempt in range(10):
+                r = self.run(leader, cmd, check=attempt == 9)
+                # a node that joined a moment ago is still updating its own record
+                if r.ok or "out of sequence" not in r.stdout + r.stderr:
+                    break
+                self.sleep(0.1 * (attempt + 1))
+            if not r.ok:
+                self.run(leader, cmd)       # the error, named
+            parts = [f"{k}={v}" for k, v in sorted(add.items())] + [f"-{k}" for k in rm]
+            self.change(h, "labels " + " ".join(parts))

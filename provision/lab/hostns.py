@@ -220,7 +220,8 @@ def start_sshd(h: HostLayout, deadline: float = 10.0) -> None:
 
 
 def healthy(h: HostLayout) -> bool:
-    return namespaces_alive(h) and sshd_answers(h)
+    # a dead sshd refuses at once; a slow banner on a loaded machine is no reason to rebuild
+    return namespaces_alive(h) and sshd_answers(h, timeout=5.0)
 
 
 # --- teardown -------------------------------------------------------------------------
