@@ -189,7 +189,8 @@ def _up(run: Run) -> UpResult:
                      destroy_services=run.opts.destroy_services)
     # hosts reach the swarm step as their engines answer: the first manager's init and the
     # workers' joins do not wait for the slowest engine
-    nodes = step.converge(arrivals=_engines(run, hosts, addresses, hostnames))
+    nodes = step.converge(arrivals=_engines(run, hosts, addresses, hostnames),
+                          known={n: f["swarm"] for n, f in run.facts.items() if f.get("server")})
     run.changes += step.changes
     leader = run.sessions[step.leader.name]
     for name, node_id in pruned_nodes:

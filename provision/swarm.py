@@ -81,14 +81,16 @@ class SwarmStep:
         return Secret(out.strip())
 
     # --- the step ---------------------------------------------------------------------
-    def converge(self, arrivals=None) -> list[dict]:
+    def converge(self, arrivals=None, known: dict | None = None) -> list[dict]:
         """`arrivals`: (host name, swarm facts or the error that host met) in the order hosts
         become ready (their engines answer). The leader is found or the swarm initialised once
-        every manager has arrived; workers join as they arrive. Every host known at a point is
-        checked for a foreign swarm before anything changes, and each later one before its join.
+        every manager has arrived; workers join as they arrive. `known`: swarm facts read
+        earlier (engines that answered then). Every host known or arrived is checked for a
+        foreign swarm before anything changes, and each later one again before its join.
         Default: read every host's swarm facts now."""
         if arrivals is None:
             arrivals = self._read_all()
+        known = known or {}
         self._arrivals = iter(arrivals)
         self._errors: dict = {}
         facts: dict = {}
@@ -108,8 +110,9 @@ class SwarmStep:
         leader = self.leader = self._find_leader(facts)
         if leader is None:
             for h in self.hosts:        # no swarm of ours yet: every active host is foreign
-                if h is not self.managers[0] and h.name in facts:
-                    self._classify(h, facts[h.name], {}, None)
+                f = facts.get(h.name) or known.get(h.name)
+                if h is not self.managers[0] and f:
+                    self._classify(h, f, {}, None)
             leader = self.leader = self._init_leader(facts)
         nodes = {n["id"]: n for n in self.nodes(leader)}
         cluster_id = self.inv["cluster_id"]
@@ -117,6 +120,9 @@ class SwarmStep:
         # refuse foreign swarms among the hosts known so far before changing anything
         todo = {h.name: self._classify(h, facts[h.name], nodes, cluster_id)
                 for h in self.hosts if h is not leader and h.name in facts}
+        for h in self.hosts:
+            if h is not leader and h.name not in facts and h.name in known:
+                self._classify(h, known[h.name], nodes, cluster_id)
 
         leader_addr = self.addr[leader.name]
         for m in self.managers:

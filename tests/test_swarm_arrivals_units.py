@@ -1,0 +1,191 @@
+"""The swarm step takes hosts as their engines answer: init once the managers are ready (not
+after the slowest worker), workers joined as they arrive, a foreign swarm refused before anything
+changes on that host. A fake swarm stands in for the leader's CLI and the joiners' Engine API."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from provision import facts as F
+from provision.errors import GroupError, SwarmsmithError
+from provision.hosts import Host
+from provision.ssh import Result
+from provision.swarm import ForeignSwarmError, SwarmStep
+
+TOKEN = "SWMTKN-1-0000000000000000000000000000000000000000000000000-aaaaaaaaaaaaaaaaaaaaaaaaa"
+
+
+class FakeSwarm:
+    def __init__(self):
+        self.log: list[tuple[str, str]] = []
+        self.cluster_id = ""
+        self.nodes: dict[str, dict] = {}      # node id -> node inspect shape
+        self.state: dict[str, dict] = {}      # host name -> docker info .Swarm
+
+    def swarm_json(self, name: str) -> dict:
+        return self.state.get(name, {"LocalNodeState": "inactive"})
+
+    def add_node(self, name: str, role: str) -> str:
+        node_id = f"id-{name}"
+        self.nodes[node_id] = {"ID": node_id, "Description": {"Hostname": name},
+                               "Spec": {"Role": role, "Labels": {}},
+                               "Status": {"State": "ready", "Addr": name},
+                               "ManagerStatus": {"Reachability": "reachable"} if role == "manager"
+                               else None}
+        self.state[name] = {"LocalNodeState": "active", "NodeID": node_id,
+                            "ControlAvailable": role == "manager",
+                            "Cluster": {"ID": self.cluster_id} if role == "manager" else None}
+        return node_id
+
+
+class Session:
+    def __init__(self, swarm: FakeSwarm, name: str):
+        self.swarm, self.name = swarm, name
+
+    def run(self, cmd, check=True, timeout=300):
+        w = cmd.wire()
+        self.swarm.log.append((self.name, w))
+        if w.startswith("docker info"):
+            return Result(json.dumps(self.swarm.swarm_json(self.name)), "", 0)
+        if "swarm init" in w:
+            self.swarm.cluster_id = "cluster-1"
+            self.swarm.add_node(self.name, "manager")
+            return Result("", "", 0)
+        if "node inspect" in w and "node ls" in w:
+            return Result(json.dumps(list(self.swarm.nodes.values())), "", 0)
+        if "join-token" in w:
+            return Result(TOKEN + "\n", "", 0)
+        if "node update" in w:
+            argv = w.split()
+            node = self.swarm.nodes[argv[-1]]
+            for i, a in enumerate(argv):
+                if a == "--label-add":
+                    k, _, v = argv[i + 1].partition("=")
+                    node["Spec"]["Labels"][k] = v
+            return Result("", "", 0)
+        raise AssertionError(f"unexpected command {w}")
+
+
+class Engine:
+    def __init__(self, swarm: FakeSwarm, name: str):
+        self.swarm, self.name = swarm, name
+
+    def join_swarm(self, remote_addrs, join_token, listen_addr=None, advertise_addr=None):
+        assert join_token == TOKEN
+        self.swarm.log.append((self.name, "JOIN"))
+        self.swarm.add_node(self.name, "worker")
+
+    def close(self):
+        pass
+
+
+def make(names_roles, inv=None):
+    swarm = FakeSwarm()
+    hosts = [Host(n, f"10.0.0.{i}", role=r) for i, (n, r) in enumerate(names_roles, 1)]
+    sessions = {h.name: Session(swarm, h.name) for h in hosts}
+    step = SwarmStep(sessions, hosts, {h.name: h.public_address for h in hosts},
+                     {h.name: {"zone": "a"} for h in hosts}, inv or {"hosts": {}},
+                     engine_api=lambda h: Engine(swarm, h.name), sleep=lambda s: None)
+    return swarm, step
+
+
+def facts_of(swarm, name):
+    return F.parse_swarm_facts(json.dumps(swarm.swarm_json(name)))
+
+
+def test_init_and_joins_do_not_wait_for_the_slowest_worker():
+    swarm, step = make([("m1", "manager"), ("w1", "worker"), ("w2", "worker")])
+    seen_before_w2 = []
+
+    def arrivals():
+        yield "m1", facts_of(swarm, "m1")
+        yield "w1", facts_of(swarm, "w1")
+        seen_before_w2.extend(swarm.log)       # w2's engine is still starting here
+        yield "w2", facts_of(swarm, "w2")
+
+    nodes = step.converge(arrivals())
+    assert any("swarm init" in w for _, w in seen_before_w2)
+    assert ("w1", "JOIN") in seen_before_w2 or ("w1", "JOIN") in swarm.log
+    assert ("w2", "JOIN") in swarm.log
+    assert {n["name"]: n["node_id"] for n in nodes} == {"m1": "id-m1", "w1": "id-w1",
+                                                       "w2": "id-w2"}
+    assert all(n["Spec"]["Labels"] == {"zone": "a"} for n in swarm.nodes.values())
+    # one node listing for the whole step, one token fetch for all the workers
+    assert sum("node ls" in w for _, w in swarm.log) == 1
+    assert sum("join-token" in w for _, w in swarm.log) == 1
+
+
+def test_a_foreign_host_known_before_init_is_refused_before_init():
+    swarm, step = make([("m1", "manager"), ("w1", "worker"), ("w2", "worker")])
+    swarm.state["w1"] = {"LocalNodeState": "active", "NodeID": "other-node",
+                         "ControlAvailable": False, "RemoteManagers": [{"Addr": "9.9.9.9:2377"}]}
+
+    def arrivals():
+        yield "m1", facts_of(swarm, "m1")
+        yield "w2", facts_of(swarm, "w2")
+        yield "w1", facts_of(swarm, "w1")       # its engine answered when first read
+
+    with pytest.raises(ForeignSwarmError) as e:
+        step.converge(arrivals(), known={"w1": facts_of(swarm, "w1")})
+    assert e.value.host == "w1" and "9.9.9.9:2377" in str(e.value)
+    assert not any("swarm init" in w or w == "JOIN" for _, w in swarm.log)
+
+
+def test_a_foreign_worker_arriving_late_is_refused_and_the_others_join():
+    swarm, step = make([("m1", "manager"), ("w1", "worker"), ("w2", "worker")])
+
+    def arrivals():
+        yield "m1", facts_of(swarm, "m1")
+        yield "w1", facts_of(swarm, "w1")
+        # w2's engine came up in a swarm of its own
+        yield "w2", F.parse_swarm_facts(json.dumps({
+            "LocalNodeState": "active", "NodeID": "other-node", "ControlAvailable": True,
+            "Cluster": {"ID": "other-cluster"}}))
+
+    with pytest.raises(ForeignSwarmError) as e:
+        step.converge(arrivals())
+    assert e.value.host == "w2"
+    assert ("w1", "JOIN") in swarm.log
+    assert not any(name == "w2" for name, _ in swarm.log)      # nothing sent to w2
+
+
+def test_a_worker_whose_engine_failed_is_reported_after_the_others_joined():
+    swarm, step = make([("m1", "manager"), ("w1", "worker"), ("w2", "worker"),
+                        ("w3", "worker")])
+
+    def arrivals():
+        yield "m1", facts_of(swarm, "m1")
+        yield "w1", SwarmsmithError("engine did not start", host="w1")
+        yield "w2", facts_of(swarm, "w2")
+        yield "w3", SwarmsmithError("engine did not start", host="w3")
+
+    with pytest.raises(GroupError) as e:
+        step.converge(arrivals())
+    assert set(e.value.errors) == {"w1", "w3"}
+    assert ("w2", "JOIN") in swarm.log
+
+
+def test_a_manager_whose_engine_failed_stops_the_step_before_init():
+    swarm, step = make([("m1", "manager"), ("w1", "worker")])
+
+    def arrivals():
+        yield "w1", facts_of(swarm, "w1")
+        yield "m1", SwarmsmithError("engine did not start", host="m1")
+
+    with pytest.raises(SwarmsmithError, match="engine did not start"):
+        step.converge(arrivals())
+    assert swarm.log == []
+
+
+def test_a_no_op_reads_the_nodes_once_and_changes_nothing():
+    swarm, step = make([("m1", "manager"), ("w1", "worker")])
+    step.converge()
+    inv = step.inv
+    swarm.log.clear()
+    _, again = make([("m1", "manager"), ("w1", "worker")], inv=inv)
+    again.s = {n: Session(swarm, n) for n in ("m1", "w1")}
+    nodes = again.converge(iter([("m1", facts_of(swarm, "m1")), ("w1", facts_of(swarm, "w1"))]))
+    assert again.changes == []
+    assert [w for _, w in swarm.log] == [F.NODES.wire()]
+    assert [n["node_id"] for n in nodes] == ["id-m1", "id-w1"]
