@@ -117,20 +117,41 @@ class _Renderer:
         self.t0 = self.clock()
         self.watch = None
         self.transfer = None
+        self.last = self.t0          # when the last host line was printed
+        self.waiting = ""            # what the run waits for now (Waiting events)
+        self.beat = None
 
     def __call__(self, event) -> None:
-        from provision.progress import HostProgress, Notice, OperationWarning
-        if isinstance(event, OperationWarning):
+        from provision.progress import HostProgress, Notice, OperationWarning, Waiting
+        if isinstance(event, Waiting):
+            self.waiting = event.message
+            if self.beat is None and not self.as_json and event.message:
+                import threading
+                self.beat = threading.Thread(target=self._heartbeat, daemon=True)
+                self.beat.start()
+        elif isinstance(event, OperationWarning):
             print(f"warning: {event.message}", file=sys.stderr, flush=True)
         elif isinstance(event, Notice):
             print(event.message, file=sys.stderr, flush=True)
         elif self.as_json:
             return
         elif isinstance(event, HostProgress):
-            print(f"[{self.clock() - self.t0:6.2f}s] {event.host:<22} {event.message}",
-                  file=sys.stderr, flush=True)
+            self._host_line(event.host, event.message)
         else:
             self._stack_event(event)
+
+    def _host_line(self, host: str, message: str) -> None:
+        self.last = self.clock()
+        print(f"[{self.last - self.t0:6.2f}s] {host:<22} {message}", file=sys.stderr, flush=True)
+
+    def _heartbeat(self, every: float = 1.0) -> None:
+        """No silent second: what the run waits for, again, after a second without a line."""
+        import time
+        while True:
+            time.sleep(0.2)
+            waiting = self.waiting
+            if waiting and self.clock() - self.last >= every:
+                self._host_line("", f"... {waiting}")
 
     def _stack_event(self, event) -> None:
         from stacks import events as ev

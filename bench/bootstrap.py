@@ -1,50 +1,96 @@
-"""Wall time of `swarmsmith up` on lab hosts: cold 1+2 and 1+5 nodes, 1+5 with concurrency 1,
-and the no-op re-run of 1+2; ratios against each other and against the Ansible peers' figures
-(7.1 s cold, 5.9 s no-op for 1+2). Cold = lab hosts created, engines started, swarm formed, all
-in the timed call. In-process (provision.bootstrap.up), so interpreter start-up is not counted;
-each cluster is brought down after its run, whatever happens. Needs root.
+"""Wall time of `swarmsmith up` on lab hosts as the cluster grows: 1+2, 1+5, 1+15 and 3+3 nodes,
+cold and no-op, with ratios to 1+2 measured in the same run, and where the cold time goes
+(seconds from the start to each milestone, read from the progress events). Cold = lab hosts
+created, engines started, swarm formed, all in the timed call. In-process
+(provision.bootstrap.up), so interpreter start-up is not counted there; the no-op is also timed
+through the CLI (a new interpreter, as a user or cron runs it). Each cluster is brought down after
+its runs, whatever happens. Needs root.
 
-    python bench/bootstrap.py [--repeat N]
+    python bench/bootstrap.py [--repeat N] [--noop-runs N] [--sizes 1+2 1+5 1+15 3+3] [--prefix bb]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from provision.progress import HostProgress  # noqa: E402
 from stacks.api import UpOptions, down, up  # noqa: E402
 
-ANSIBLE_COLD, ANSIBLE_NOOP = 7.1, 5.9
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANSIBLE_COLD, ANSIBLE_NOOP = 7.1, 5.9     # the Ansible peers' 1+2 figures on the same lab
+# milestones of a cold run, from the progress events: (label, event text, first or last)
+MILESTONES = [("lab hosts ready", "ready", "last"),
+              ("first engine answers", "engine answers", "first"),
+              ("swarm initialised", "swarm initialised", "first"),
+              ("all engines answer", "engine answers", "last"),
+              ("last node joined", "joined as", "last")]
 
 
-def cluster_file(folder: str, name: str, workers: int) -> str:
+class Recorder:
+    """The progress callback: keeps (seconds, host, message) of every host event."""
+
+    def __init__(self):
+        self.t0, self.events = time.monotonic(), []
+
+    def __call__(self, event) -> None:
+        if isinstance(event, HostProgress):
+            self.events.append((time.monotonic() - self.t0, event.host, event.message))
+
+
+def cluster_file(folder: str, name: str, managers: int, workers: int) -> str:
     path = os.path.join(folder, "swarmsmith.yml")
     with open(path, "w") as f:
-        f.write(f"name: {name}\nprovider: lab\nmanagers: 1\nworkers: {workers}\n")
+        f.write(f"name: {name}\nprovider: lab\nmanagers: {managers}\nworkers: {workers}\n")
     return path
 
 
-def timed_up(path: str, concurrency: int) -> tuple[float, dict]:
+def timed_up(path: str, on_progress=None) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    result = up(path, UpOptions(concurrency=concurrency)).to_json()
+    result = up(path, UpOptions(), on_progress=on_progress).to_json()
     return time.perf_counter() - t0, result
 
 
-def run(name: str, workers: int, concurrency: int, noop: bool) -> dict:
+def timed_cli_up(path: str) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), "up", "--json", path],
+                          capture_output=True, text=True, env=env)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0 or json.loads(proc.stdout).get("changes") != []:
+        raise RuntimeError(f"CLI no-op up failed or changed something: {proc.stdout}{proc.stderr}")
+    return took
+
+
+def milestones(events: list) -> dict[str, float]:
+    out = {}
+    for label, text, which in MILESTONES:
+        times = [t for t, _, msg in events if (msg == text if text == "ready" else text in msg)]
+        if times:
+            out[label] = times[0] if which == "first" else times[-1]
+    return out
+
+
+def run(name: str, managers: int, workers: int, noop_runs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as d:
-        path = cluster_file(d, name, workers)
+        path = cluster_file(d, name, managers, workers)
         try:
-            cold, result = timed_up(path, concurrency)
-            assert len(result["nodes"]) == 1 + workers and result["changes"], result
-            out = {"cold": cold}
-            if noop:
-                out["noop"], again = timed_up(path, concurrency)
+            recorder = Recorder()
+            cold, result = timed_up(path, recorder)
+            assert len(result["nodes"]) == managers + workers and result["changes"], result
+            out = {"cold": cold, "phases": milestones(recorder.events), "noop": [], "cli": []}
+            for _ in range(noop_runs):
+                took, again = timed_up(path)
                 assert again["changes"] == [], again["changes"]
+                out["noop"].append(took)
+                out["cli"].append(timed_cli_up(path))
             return out
         finally:
             down(path)
@@ -52,33 +98,61 @@ def run(name: str, workers: int, concurrency: int, noop: bool) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=1, help="runs per figure (median reported)")
+    ap.add_argument("--repeat", type=int, default=1, help="cold runs per size (median reported)")
+    ap.add_argument("--noop-runs", type=int, default=3, help="no-op runs after each cold run")
+    ap.add_argument("--sizes", nargs="+", default=["1+2", "1+5", "1+15", "3+3"])
+    ap.add_argument("--prefix", default="bb", help="lab/cluster name prefix")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/bootstrap.py needs root (lab hosts)", file=sys.stderr)
         return 2
+    if "1+2" not in args.sizes:
+        args.sizes.insert(0, "1+2")        # the baseline of every ratio
 
-    cases = [("1+2", "bb3", 2, 16, True), ("1+5", "bb6", 5, 16, False),
-             ("1+5 concurrency 1", "bb6", 5, 1, False)]
-    figures: dict[str, list[float]] = {}
+    figures: dict[str, dict[str, list]] = {s: {"cold": [], "noop": [], "cli": [], "phases": []}
+                                          for s in args.sizes}
     for _ in range(args.repeat):
-        for label, name, workers, conc, noop in cases:
-            r = run(name, workers, conc, noop)
-            figures.setdefault(f"{label} cold", []).append(r["cold"])
-            if "noop" in r:
-                figures.setdefault("1+2 no-op", []).append(r["noop"])
-            print(f"  {label}: cold {r['cold']:.2f} s"
-                  + (f", no-op {r['noop']:.2f} s" if "noop" in r else ""), file=sys.stderr)
+        for size in args.sizes:
+            m, w = (int(x) for x in size.split("+"))
+            r = run(f"{args.prefix}{m}p{w}", m, w, args.noop_runs)
+            f = figures[size]
+            f["cold"].append(r["cold"])
+            f["noop"] += r["noop"]
+            f["cli"] += r["cli"]
+            f["phases"].append(r["phases"])
+            print(f"  {size}: cold {r['cold']:.2f} s, no-op "
+                  + ", ".join(f"{x:.2f}" for x in r["noop"]) + " s, CLI no-op "
+                  + ", ".join(f"{x:.2f}" for x in r["cli"]) + " s", file=sys.stderr)
 
-    med = {k: statistics.median(v) for k, v in figures.items()}
-    print(f"swarmsmith up on lab hosts (median of {args.repeat}):")
-    for k in ("1+2 cold", "1+5 cold", "1+5 concurrency 1 cold", "1+2 no-op"):
-        print(f"  {k:<24} {med[k]:6.2f} s")
-    print("ratios:")
-    print(f"  1+5 / 1+2 cold                {med['1+5 cold'] / med['1+2 cold']:5.2f}x")
-    print(f"  1+5 concurrency 1 / 16        {med['1+5 concurrency 1 cold'] / med['1+5 cold']:5.2f}x")
-    print(f"  1+2 cold / Ansible (7.1 s)    {med['1+2 cold'] / ANSIBLE_COLD:5.2f}x")
-    print(f"  1+2 no-op / Ansible (5.9 s)   {med['1+2 no-op'] / ANSIBLE_NOOP:5.2f}x")
+    med = {s: {k: statistics.median(v) for k, v in f.items() if k != "phases" and v}
+           for s, f in figures.items()}
+    base = med["1+2"]
+    print(f"swarmsmith up on lab hosts (medians: {args.repeat} cold, "
+          f"{args.repeat * args.noop_runs} no-op runs per size)")
+    print(f"  {'size':<6} {'cold':>8} {'×1+2':>6} {'no-op':>8} {'×1+2':>6} {'CLI no-op':>10} {'×1+2':>6}")
+    for s in args.sizes:
+        x = med[s]
+        print(f"  {s:<6} {x['cold']:7.2f}s {x['cold'] / base['cold']:5.2f}x {x['noop']:7.2f}s "
+              f"{x['noop'] / base['noop']:5.2f}x {x['cli']:9.2f}s {x['cli'] / base['cli']:5.2f}x")
+    print("cold run, seconds from the start to each milestone (median):")
+    print(f"  {'size':<6} " + " ".join(f"{label:>21}" for label, _, _ in MILESTONES) + f" {'done':>8}")
+    for s in args.sizes:
+        row = []
+        for label, _, _ in MILESTONES:
+            vals = [p[label] for p in figures[s]["phases"] if label in p]
+            row.append(f"{statistics.median(vals):20.2f}s" if vals else f"{'-':>21}")
+        print(f"  {s:<6} " + " ".join(row) + f" {med[s]['cold']:7.2f}s")
+    print("targets:")
+    checks = [("1+15 cold <= 2.5x 1+2 cold", "1+15", lambda: med["1+15"]["cold"] / base["cold"], 2.5),
+              ("3+3 cold <= 1.8x 1+2 cold", "3+3", lambda: med["3+3"]["cold"] / base["cold"], 1.8),
+              ("1+2 no-op (CLI) <= 0.8 s", "1+2", lambda: base["cli"], 0.8),
+              ("1+15 no-op <= 1.5x 1+2 no-op", "1+15", lambda: med["1+15"]["noop"] / base["noop"], 1.5)]
+    for text, size, value, limit in checks:
+        if size in med:
+            v = value()
+            print(f"  {text:<32} {v:6.2f}  {'met' if v <= limit else 'NOT met'}")
+    print(f"  1+2 cold / Ansible (7.1 s)        {base['cold'] / ANSIBLE_COLD:5.2f}x")
+    print(f"  1+2 no-op / Ansible (5.9 s)       {base['noop'] / ANSIBLE_NOOP:5.2f}x")
     # the lab shares this machine's cores: figures taken under load are not comparable
     print("load average (1/5/15 min) at the end: %.2f %.2f %.2f on %d cores"
           % (*os.getloadavg(), os.cpu_count()))

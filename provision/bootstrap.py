@@ -19,7 +19,7 @@ from .cluster_record import NODE_LABEL
 from .command import Command
 from .errors import HostKeyMismatchError, InputError, SwarmsmithError
 from .parallel import each, ticking
-from .progress import HostProgress, ProgressCallback
+from .progress import HostProgress, ProgressCallback, Waiting
 from .ssh import Session, fingerprint
 
 
@@ -75,6 +75,20 @@ def _reporter(on_progress: ProgressCallback | None):
     return report
 
 
+def _waiter(on_progress: ProgressCallback | None):
+    """The (text) callable that says what the run waits for now, as Waiting events: a renderer
+    repeats it when a second passes without a line."""
+    def waiting(text: str) -> None:
+        if on_progress is not None:
+            on_progress(Waiting(text))
+    return waiting
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    names = sorted(names)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 @dataclass
 class Run:
     cluster: clusterfile.ClusterFile
@@ -90,6 +104,7 @@ class Run:
     record_base: tuple = (0, None)     # (version, record) read before the swarm step
     pruned: list = field(default_factory=list)   # (host, node ID) destroyed by --prune
     pruning: bool = False              # the provider destroys hosts the file no longer asks for
+    waiting: object = None             # (what the run waits for) -> None; see _waiter
 
     def save(self) -> None:
         if not self.opts.dry_run:
@@ -126,10 +141,11 @@ def up(cluster, opts: UpOptions | None = None,
         inv = state.load()
         inv.setdefault("hosts", {})
         inv.update(name=cf.name, provider=cf.provider)
-        run = Run(cf, state, inv, opts, _reporter(on_progress))
+        run = Run(cf, state, inv, opts, _reporter(on_progress), waiting=_waiter(on_progress))
         try:
             return _up(run)
         finally:
+            run.waiting("")         # nothing to wait for any more: the renderer goes quiet
             for s in run.sessions.values():
                 s.close()
 
@@ -153,6 +169,7 @@ def _up(run: Run) -> UpResult:
             raise InputError(f"--prune would destroy manager(s) {', '.join(gone)}: reducing the "
                              "number of managers is not done by --prune (demote them first)",
                              file=cf.path, path="managers")
+    run.waiting(f"{cf.provider} provider: {len(wanted)} host(s)")
     try:
         hosts, changes = provider.ensure(wanted, progress=run.progress)
     finally:
@@ -177,6 +194,7 @@ def _up(run: Run) -> UpResult:
                    key=h.key_path or None)
     run.save()
 
+    run.waiting(f"connecting to {len(hosts)} host(s) and reading their facts")
     _connect(run, hosts)
     # every node carries the cluster's name: a lost or absent inventory can tell our swarm
     labels = {h.name: {**cf.labels_for(h.name, h.role), NODE_LABEL: cf.name} for h in hosts}
@@ -184,7 +202,8 @@ def _up(run: Run) -> UpResult:
     addresses: dict = {}
     hostnames: dict = {}
     step = SwarmStep(run.sessions, hosts, addresses, labels, inv, hostnames=hostnames,
-                     force=run.opts.force, progress=run.progress, save=run.save,
+                     force=run.opts.force, progress=run.progress, waiting=run.waiting,
+                     save=run.save,
                      concurrency=run.opts.concurrency, cluster_name=cf.name,
                      destroy_services=run.opts.destroy_services)
     # hosts reach the swarm step as their engines answer: the first manager's init and the
@@ -201,6 +220,7 @@ def _up(run: Run) -> UpResult:
     for n in nodes:
         inv["hosts"][n["name"]]["advertise_address"] = n["advertise_address"]
     run.save()
+    run.waiting("writing the cluster record")
     _write_record(run, step.leader)
     return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
 
@@ -213,8 +233,12 @@ def _engines(run: Run, hosts, addresses: dict, hostnames: dict):
     pool = ThreadPoolExecutor(max_workers=max(1, min(run.opts.concurrency, len(hosts))))
     try:
         futures = {pool.submit(_engine, run, h): h for h in hosts}
+        pending = {h.name for h in hosts}
+        run.waiting(f"engines on {_names(pending)}")
         for fut in as_completed(futures):
             h = futures[fut]
+            pending.discard(h.name)
+            run.waiting(f"engines on {_names(pending)}" if pending else "swarm step")
             try:
                 facts = fut.result()
                 addresses[h.name] = choose(h, facts["interfaces"], run.cluster.advertise)

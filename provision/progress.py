@@ -18,6 +18,14 @@ class HostProgress:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """What a long step waits for now (engines starting, joins, a manager to be reachable);
+    "" when it waits for nothing. A renderer says it again after a silent second, so a
+    terminal or a log never goes quiet for long."""
+    message: str
+
+
+@dataclass(frozen=True)
 class Notice:
     """A line worth showing as it happens (e.g. a stale lock broken)."""
     message: str

@@ -38,7 +38,7 @@ class SwarmStep:
     def __init__(self, sessions: dict, hosts: list[Host], addresses: dict[str, str],
                  labels: dict[str, dict], inventory: dict, hostnames: dict[str, str] | None = None,
                  force: bool = False,
-                 progress=None, save=None, concurrency: int = 16,
+                 progress=None, save=None, concurrency: int = 16, waiting=None,
                  cluster_name: str = "", destroy_services: bool = False,
                  clock=time.monotonic, sleep=time.sleep, engine_api=None):
         self.s = sessions
@@ -48,6 +48,7 @@ class SwarmStep:
         self.inv = inventory
         self.force = force
         self.progress = progress or (lambda host, msg: None)
+        self.waiting = waiting or (lambda text: None)
         self.save = save or (lambda: None)
         self.concurrency = concurrency
         self.clock, self.sleep = clock, sleep
@@ -70,6 +71,10 @@ class SwarmStep:
 
     def nodes(self, leader: Host) -> list[dict]:
         return F.parse_nodes(self.run(leader, F.NODES).stdout)
+
+    def phase(self, what: str) -> None:
+        """What the step waits for now (a renderer repeats it after a silent second)."""
+        self.waiting(what)
 
     def change(self, host: Host, what: str) -> None:
         self.changes.append(f"{host.name}: {what}")
@@ -231,6 +236,8 @@ class SwarmStep:
             for w in self.workers:
                 if todo.get(w.name):
                     jobs[w.name] = pool.submit(join, w, todo[w.name])
+            if jobs:
+                self.phase(f"{len(jobs)} worker(s) joining")
             while len(facts) + len(self._errors) < len(self.hosts):
                 name = self._take(facts)
                 if name not in facts:
@@ -301,6 +308,7 @@ class SwarmStep:
         self.inv["init_started_on"] = first.name
         self.save()
         addr = self.addr[first.name]
+        self.phase(f"swarm init on {first.name}")
         self.run(first, Command.of("docker", "swarm", "init", "--advertise-addr", addr,
                                    "--listen-addr", f"{addr}:2377", description="swarm init"))
         self.change(first, f"swarm initialised (advertise {addr})")
@@ -392,6 +400,7 @@ class SwarmStep:
 
     def _wait_reachable(self, leader: Host, m: Host, deadline: float = 60.0) -> str:
         node_id = self.swarm_facts(m)["node_id"]
+        self.phase(f"manager {m.name} to be reachable (managers join one at a time)")
         end = self.clock() + deadline
         delay = 0.1
         while True:
