@@ -108,6 +108,20 @@ def _version(cfg: dict) -> int:
         return 0
 
 
+class ConfigSnapshot:
+    """The record's configs as read earlier in one command (`docker config inspect`, the Engine
+    API's shape), for RecordStore.read without an Engine API connection."""
+
+    def __init__(self, configs: list[dict]):
+        self._configs = configs
+
+    def configs(self, filters=None) -> list[dict]:
+        return list(self._configs)
+
+    def inspect_config(self, id_: str) -> dict:
+        return next(c for c in self._configs if c.get("ID") == id_)
+
+
 class RecordStore:
     """The record's configs through a docker APIClient (or a fake with the same methods)."""
 

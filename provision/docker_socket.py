@@ -126,8 +126,17 @@ class SocketForwarder:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def load_docker_sdk():
+    """Import the docker SDK (~1 s with requests on a busy machine) under the lock the SSH
+    stack's imports share: a background preload and a first API call may race for it."""
+    from .ssh import _IMPORT_LOCK
+    with _IMPORT_LOCK:
+        import docker
+    return docker
+
+
 def api_client(session: Session, timeout: int = 60) -> "GuardedAPI":
-    import docker
+    docker = load_docker_sdk()
     fwd = SocketForwarder(session)
     try:
         client = docker.APIClient(base_url=f"unix://{fwd.path}", version="auto",

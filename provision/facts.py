@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 from .command import Command
 
@@ -26,6 +27,17 @@ cat /etc/docker/daemon.json 2>/dev/null || true
 """
 ENGINE_FACTS = Command.shell(_FACTS_SCRIPT, description="gather engine and swarm facts")
 
+
+def host_facts(cluster: str, label: str) -> Command:
+    """ENGINE_FACTS plus, on a manager, the configs labelled `label=cluster` (the cluster's
+    record): a no-op run reads the record in the same round trip, without the Engine API."""
+    sel = shlex.quote(f"{label}={cluster}")
+    return Command.shell(_FACTS_SCRIPT + f"""case "$info" in *'"ControlAvailable":true'*|*'"ControlAvailable": true'*)
+  echo; echo "---records---"
+  ids=$(docker config ls -q --filter label={sel}) && [ -n "$ids" ] && docker config inspect $ids
+esac
+""", description="gather engine and swarm facts, and the cluster's record")
+
 # right after starting an engine: wait until it answers, then the same facts, in one round trip
 WAITED_FACTS = Command.shell(
     "i=0; while ! docker version -f '{{.Server.Version}}' >/dev/null 2>&1; do "
@@ -37,6 +49,7 @@ WAITED_FACTS = Command.shell(
 def parse_engine_facts(out: str) -> dict:
     head, _, daemon = out.partition("---daemon.json---\n")
     head, _, swarm = head.partition("---swarm---\n")
+    daemon, records_sep, records = daemon.partition("---records---\n")
     facts: dict = {}
     for line in head.splitlines():
         k, sep, v = line.partition("=")
@@ -56,6 +69,14 @@ def parse_engine_facts(out: str) -> dict:
     except ValueError:
         facts["daemon_json"], facts["daemon_json_valid"] = None, False
     facts["daemon_json_present"] = bool(daemon)
+    # the record's configs as the Engine API lists them; None: not read (not a manager)
+    facts["records"] = None
+    if records_sep:
+        try:
+            listed = json.loads(records.strip() or "[]")
+            facts["records"] = listed if isinstance(listed, list) else None
+        except ValueError:
+            pass
     swarm = swarm.strip() if facts.get("server") else ""
     try:
         facts["swarm"] = parse_swarm_facts(swarm if swarm.startswith("{") else "")
