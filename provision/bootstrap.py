@@ -420,7 +420,7 @@ def _engine_step(run: Run, h) -> dict:
         if steps and installed:
             facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
         elif steps:
-            facts = F.parse_engine_facts(s.run(F.WAITED_FACTS).stdout)
+            facts = F.parse_engine_facts(s.run(F.after(engine.WAIT_SERVER)).stdout)
             run.progress(h.name, f"engine answers (Docker {facts.get('server') or '?'})")
         run.facts[h.name] = facts
         if not steps or not facts.get("dockerd") or facts.get("server"):

@@ -38,12 +38,10 @@ def host_facts(cluster: str, label: str) -> Command:
 esac
 """, description="gather engine and swarm facts, and the cluster's record")
 
-# right after starting an engine: wait until it answers, then the same facts, in one round trip
-WAITED_FACTS = Command.shell(
-    "i=0; while ! docker version -f '{{.Server.Version}}' >/dev/null 2>&1; do "
-    "i=$((i+1)); [ $i -gt 300 ] && { tail -n 20 /var/log/docker.log /var/log/dockerd.log "
-    "2>/dev/null; exit 1; }; sleep 0.1; done" + _FACTS_SCRIPT,
-    description="wait until the Docker engine answers (30 s), then gather its facts")
+def after(script: Command) -> Command:
+    """A shell command, then ENGINE_FACTS, in one round trip (wait for a started engine)."""
+    return Command.shell(script.argv[-1] + _FACTS_SCRIPT,
+                         description=f"{script.description}, then gather engine facts")
 
 
 def parse_engine_facts(out: str) -> dict:
