@@ -798,6 +798,8 @@ def run() -> None:
     imported module (docker, paramiko, cryptography), which costs a no-op run up to a second on a
     busy machine. Exit handlers (the Engine API forwarders' folders) still run first."""
     code = main()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)          # a profiler or coverage writes its data at the normal exit
     import atexit
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -1,11 +1,12 @@
-"""Stack deploy figures on a lab cluster `pb1` (1 manager + 2 workers): plan and apply of a
-20-service stack (busybox, dnsrr, replicas 1) and a no-op redeploy, with `swarmsmith` as a
-user runs it (a new process each time: start-up, SSH to the manager, image check over SSH
-to the nodes), and the 20.10 `docker stack deploy` of the same file on the manager as the
-baseline (timed on the manager: no SSH set-up in its figure).  Needs root; brings the
-cluster down at the end.
+"""Stack deploy figures on a lab cluster `pb1` (1 manager + 2 workers), per stack size (1, 20
+and 50 services by default: busybox, dnsrr, replicas 1): plan, apply, deploy-to-converged and a
+no-op redeploy, with `swarmsmith` as a user runs it (a new process each time: start-up, SSH to
+the manager, image check over SSH to the nodes), and the 20.10 `docker stack deploy` of the same
+file on the manager as the baseline (timed on the manager: no SSH set-up in its figure; 20.10
+has no --detach=false, so converged = deployed, then polled until every task runs, the same
+poll for both). Needs root; brings the cluster down at the end.
 
-    python bench/deploy.py [--rounds 3] [--services 20]
+    python bench/deploy.py [--rounds 3] [--services 1 20 50] [--name pb1]
 """
 from __future__ import annotations
 
@@ -47,27 +48,31 @@ def swarmsmith(*args: str) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--services", type=int, default=20)
+    ap.add_argument("--services", type=int, nargs="+", default=[1, 20, 50])
+    ap.add_argument("--name", default="pb1", help="lab/cluster name")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/deploy.py needs root (lab hosts)")
     from provision.command import Command
     from provision.dockerapi import manager_session
 
-    folder = tempfile.mkdtemp(prefix="swarmsmith-pb1-", dir="/tmp")  # /tmp: seen by lab hosts
+    name = opts.name
+    folder = tempfile.mkdtemp(prefix=f"swarmsmith-{name}-", dir="/tmp")  # /tmp: seen by lab hosts
     cluster = os.path.join(folder, "swarmsmith.yml")
     with open(cluster, "w") as f:
-        f.write("name: pb1\nprovider: lab\nmanagers: 1\nworkers: 2\n")
-    compose = os.path.join(folder, "stack.yml")
-    with open(compose, "w") as f:
-        f.write(stack_file(opts.services))
-    rows: dict[str, list[float]] = {}
+        f.write(f"name: {name}\nprovider: lab\nmanagers: 1\nworkers: 2\n")
+    composes = {}
+    for n in opts.services:
+        composes[n] = os.path.join(folder, f"stack{n}.yml")
+        with open(composes[n], "w") as f:
+            f.write(stack_file(n))
+    rows: dict[tuple, list[float]] = {}
     session = None
     try:
         t0 = time.monotonic()
         swarmsmith("up", cluster)
         swarmsmith("image-load", cluster)
-        print(f"cluster pb1 up with the image: {time.monotonic() - t0:.1f} s", flush=True)
+        print(f"cluster {name} up with the image: {time.monotonic() - t0:.1f} s", flush=True)
         session = manager_session(cluster)
 
         def on_manager(script: str) -> float:
@@ -78,7 +83,7 @@ def main() -> int:
                 raise SystemExit(f"manager: {script} -> {r.exit_status}\n{r.stdout}{r.stderr}")
             return dt
 
-        def settle(stack: str, t_start: float, deadline: float = 300) -> float:
+        def settle(stack: str, t_start: float, services: int, deadline: float = 300) -> float:
             """Seconds from t_start until every service of the stack runs its replica."""
             fmt = "{{.Replicas}}"
             while True:
@@ -86,7 +91,7 @@ def main() -> int:
                     f"{DOCKER} service ls --filter label=com.docker.stack.namespace={stack} "
                     f"--format '{fmt}'"), check=False)
                 reps = r.stdout.split()
-                if len(reps) == opts.services and all(x == "1/1" for x in reps):
+                if len(reps) == services and all(x == "1/1" for x in reps):
                     return time.monotonic() - t_start
                 if time.monotonic() - t_start > deadline:
                     raise SystemExit(f"stack {stack} did not converge: {reps}")
@@ -99,44 +104,54 @@ def main() -> int:
                     raise SystemExit("services still there after stack rm")
                 time.sleep(0.5)
 
-        def add(key: str, value: float) -> None:
-            rows.setdefault(key, []).append(value)
+        def add(n: int, key: str, value: float) -> None:
+            rows.setdefault((n, key), []).append(value)
 
-        cf = ["--cluster", cluster, "-c", compose]
         for i in range(1, opts.rounds + 1):
-            ss, cli = f"bs{i}", f"bc{i}"
-            add("swarmsmith plan (new stack)",
-                swarmsmith("plan", "--cluster", cluster, "-c", compose, ss))
-            t = time.monotonic()
-            add("swarmsmith deploy --detach (plan + apply)", swarmsmith("deploy", "--detach", *cf, ss))
-            add("swarmsmith deploy -> all tasks running", settle(ss, t))
-            add("swarmsmith deploy (no-op redeploy)", swarmsmith("deploy", "--detach", *cf, ss))
-            t = time.monotonic()
-            add("docker stack deploy (new stack)", on_manager(
-                f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} {cli}"))
-            add("docker stack deploy -> all tasks running", settle(cli, t))
-            add("docker stack deploy (redeploy, same file)", on_manager(
-                f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} {cli}"))
-            on_manager(f"{DOCKER} stack rm {ss} {cli} >/dev/null")
-            quiet()
-            print(f"round {i} done", flush=True)
+            for n in opts.services:
+                compose = composes[n]
+                cf = ["--cluster", cluster, "-c", compose]
+                ss, cli = f"bs{n}r{i}", f"bc{n}r{i}"
+                add(n, "swarmsmith plan (new stack)",
+                    swarmsmith("plan", "--cluster", cluster, "-c", compose, ss))
+                t = time.monotonic()
+                add(n, "swarmsmith deploy (to converged)", swarmsmith("deploy", *cf, ss))
+                add(n, "  converged, polled as for the CLI", settle(ss, t, n))
+                add(n, "swarmsmith deploy (no-op redeploy)", swarmsmith("deploy", *cf, ss))
+                t = time.monotonic()
+                add(n, "docker stack deploy (new stack)", on_manager(
+                    f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} {cli}"))
+                add(n, "docker stack deploy -> converged", settle(cli, t, n))
+                add(n, "docker stack deploy (redeploy, same file)", on_manager(
+                    f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} {cli}"))
+                on_manager(f"{DOCKER} stack rm {ss} {cli} >/dev/null")
+                quiet()
+                print(f"round {i}, {n} service(s) done", flush=True)
         print()
-        print(f"{opts.services}-service stack, {opts.rounds} rounds (median, min .. max, seconds)")
+        print(f"stack deploy on 1+2 lab nodes, {opts.rounds} rounds (median, min .. max, seconds)")
         med = {k: statistics.median(v) for k, v in rows.items()}
-        for k, v in rows.items():
-            print(f"  {k:<45} {med[k]:6.2f}   ({min(v):.2f} .. {max(v):.2f})")
-        print()
-        print("  ratio deploy, swarmsmith / docker stack deploy:   "
-              f"{med['swarmsmith deploy --detach (plan + apply)'] / med['docker stack deploy (new stack)']:.2f}")
-        print("  ratio redeploy, swarmsmith / docker stack deploy: "
-              f"{med['swarmsmith deploy (no-op redeploy)'] / med['docker stack deploy (redeploy, same file)']:.2f}")
+        for n in opts.services:
+            print(f"{n} service(s):")
+            for (m, k), v in rows.items():
+                if m == n:
+                    print(f"  {k:<45} {med[(n, k)]:6.2f}   ({min(v):.2f} .. {max(v):.2f})")
+        print("ratios, swarmsmith / docker stack deploy (medians):")
+        for n in opts.services:
+            conv = med[(n, "swarmsmith deploy (to converged)")] / med[(n, "docker stack deploy -> converged")]
+            redo = med[(n, "swarmsmith deploy (no-op redeploy)")] / \
+                med[(n, "docker stack deploy (redeploy, same file)")]
+            print(f"  {n:>3} service(s): deploy-to-converged {conv:5.2f}x   redeploy {redo:5.2f}x"
+                  + ("   (target <= 1.0: " + ("met" if conv <= 1.0 else "NOT met") + ")"
+                     if n >= 20 else ""))
         print("  (the CLI's redeploy updates all services; swarmsmith's updates none)")
+        print("load average (1/5/15 min) at the end: %.2f %.2f %.2f on %d cores"
+              % (*os.getloadavg(), os.cpu_count()))
     finally:
         if session is not None:
             session.close()
         p = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), "down", cluster],
                            capture_output=True, text=True, timeout=900)
-        print(f"cluster pb1 down: exit {p.returncode}", flush=True)
+        print(f"cluster {name} down: exit {p.returncode}", flush=True)
         shutil.rmtree(folder, ignore_errors=True)
     return 0
 

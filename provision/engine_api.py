@@ -74,10 +74,13 @@ class EngineAPI:
 
     # --- reading ----------------------------------------------------------------------
     def current(self) -> Current:
-        return Current(services=self._call("list services", self.api.services),
-                       networks=self._call("list networks", self.api.networks),
-                       secrets=self._call("list secrets", self.api.secrets),
-                       configs=self._call("list configs", self.api.configs))
+        """The four listings at once (one round trip to the manager instead of four in a row)."""
+        from concurrent.futures import ThreadPoolExecutor
+        kinds = ("services", "networks", "secrets", "configs")
+        with ThreadPoolExecutor(max_workers=len(kinds)) as pool:
+            futures = {k: pool.submit(self._call, f"list {k}", lambda k=k: getattr(self.api, k)())
+                       for k in kinds}
+        return Current(**{k: f.result() for k, f in futures.items()})   # first failure first
 
     def secret_naming_key(self) -> bytes:
         """The key of the keyed hash in versioned secret names (stacks/convert.py), derived

@@ -102,18 +102,45 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
             elif a.action == UPDATE and not a.unchecked:
                 update(a.id, a.version, a.spec)   # labels only; content changes are problems
                 step(f"update {kind} {a.name} (labels)")
-    for a in plan.of("service"):
-        if a.action == CREATE:
-            engine.create_service(resolve_ids(a.spec, ids))
-            step(f"create service {a.name}")
-        elif a.action == UPDATE:
-            result.warnings += engine.update_service(a.id, a.version, update_body(a, ids))
-            step(f"update service {a.name}")
+    _services(plan, engine, ids, result, step)
     for kind in ("service", "secret", "config", "network"):
         for a in plan.of(kind, REMOVE):
             engine.remove(kind, a.id, a.name)
             step(f"remove {kind} {a.name}")
     return result
+
+
+SERVICE_CONCURRENCY = 8
+
+
+def _services(plan: Plan, engine: EngineAPI, ids: dict, result: ApplyResult, step) -> None:
+    """Services are created and updated in parallel: each is its own object in the swarm (what
+    they use exists by now), and one at a time a 50-service stack pays 50 round trips to the
+    manager in a row. Steps are reported in plan order; the first failure is raised once every
+    request has been answered (a re-run converges the rest)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(a: Action) -> list:
+        if a.action == CREATE:
+            engine.create_service(resolve_ids(a.spec, ids))
+            return []
+        return engine.update_service(a.id, a.version, update_body(a, ids))
+
+    todo = [a for a in plan.of("service") if a.action in (CREATE, UPDATE)]
+    if not todo:
+        return
+    with ThreadPoolExecutor(max_workers=min(SERVICE_CONCURRENCY, len(todo))) as pool:
+        futures = [(a, pool.submit(send, a)) for a in todo]
+    failure = None
+    for a, fut in futures:
+        exc = fut.exception()
+        if exc is not None:
+            failure = failure or exc
+            continue
+        result.warnings += fut.result()
+        step(f"{'create' if a.action == CREATE else 'update'} service {a.name}")
+    if failure is not None:
+        raise failure
 
 
 def _record_takeover_label(engine: EngineAPI, a: Action) -> None:
