@@ -33,9 +33,12 @@ def host_facts(cluster: str, label: str) -> Command:
     record): a no-op run reads the record in the same round trip, without the Engine API."""
     sel = shlex.quote(f"{label}={cluster}")
     return Command.shell(_FACTS_SCRIPT + f"""case "$info" in *'"ControlAvailable":true'*|*'"ControlAvailable": true'*)
-  echo; echo "---records---"
-  ids=$(docker config ls -q --filter label={sel}) && [ -n "$ids" ] && docker config inspect $ids
+  if ids=$(docker config ls -q --filter label={sel}); then
+    echo; echo "---records---"
+    [ -z "$ids" ] || docker config inspect $ids
+  fi ;;
 esac
+true
 """, description="gather engine and swarm facts, and the cluster's record")
 
 def after(script: Command) -> Command:

@@ -25,14 +25,14 @@ log="$(dirname "$0")/calls"; echo "$*" >> "$log"
 [ -e "$(dirname "$0")/down" ] && { echo "Cannot connect to the Docker daemon" >&2; exit 1; }
 case "$1 $2" in
   "info -f") printf '%s\\n' "20.10.24 $SWARM_JSON" ;;
-  "config ls") echo cfg2 ;;
+  "config ls") [ -n "$NO_CONFIGS" ] || echo cfg2 ;;
   "config inspect") printf '%s\\n' "$CONFIG_JSON" ;;
   *) exit 3 ;;
 esac
 """
 
 
-def run_facts(tmp_path, cmd, swarm=SWARM, down=False):
+def run_facts(tmp_path, cmd, swarm=SWARM, down=False, no_configs=False):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "docker").write_text(FAKE_DOCKER)
@@ -41,7 +41,7 @@ def run_facts(tmp_path, cmd, swarm=SWARM, down=False):
         (bin_dir / "down").write_text("")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
                SWARM_JSON=json.dumps(swarm, separators=(",", ":")),    # as Go prints it
-               CONFIG_JSON=json.dumps([CONFIG]))
+               CONFIG_JSON=json.dumps([CONFIG]), NO_CONFIGS="1" if no_configs else "")
     out = subprocess.run(cmd.argv, env=env, capture_output=True, text=True, check=True).stdout
     calls = (bin_dir / "calls").read_text().splitlines()
     return F.parse_engine_facts(out), calls
@@ -70,3 +70,9 @@ def test_a_worker_and_a_stopped_engine_send_no_record(tmp_path):
     facts, _ = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER), down=True)
     assert facts["server"] == "" and facts["swarm"]["state"] == "inactive"
     assert facts["records"] is None
+
+
+def test_a_manager_without_a_record_says_so_and_the_command_succeeds(tmp_path):
+    facts, calls = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER), no_configs=True)
+    assert facts["records"] == [] and not any("inspect" in c for c in calls)
+    assert RecordStore(ConfigSnapshot(facts["records"]), "sp0").read() == (0, None)
