@@ -117,17 +117,22 @@ def _open(cluster) -> tuple[clusterfile.ClusterFile, StateDir]:
 
 
 def _preload() -> None:
-    """Import the SSH stack, then the docker SDK (the record, joins), in the background while
-    the provider works and the hosts answer: the imports overlap network waits."""
+    """Import the SSH stack in the background while the provider works (~0.4 s saved)."""
+    import threading
+
+    from .ssh import load_ssh_stack     # imports under a lock that Session.connect shares
+    threading.Thread(target=load_ssh_stack, daemon=True).start()
+
+
+def _preload_docker_sdk(run: Run) -> None:
+    """The docker SDK (joins, a record to write) in the background, only when the facts show
+    work to do: on a no-op run its import would only take CPU from the run."""
+    if all(f.get("server") and f["swarm"]["state"] == "active" for f in run.facts.values()):
+        return
     import threading
 
     from .docker_socket import load_docker_sdk
-    from .ssh import load_ssh_stack     # imports under a lock that Session.connect shares
-
-    def load():
-        load_ssh_stack()
-        load_docker_sdk()
-    threading.Thread(target=load, daemon=True).start()
+    threading.Thread(target=load_docker_sdk, daemon=True).start()
 
 
 def up(cluster, opts: UpOptions | None = None,
@@ -279,6 +284,8 @@ def _connect(run: Run, hosts) -> None:
     except BaseException:
         _pin_keys(run)
         raise
+    if run.facts:
+        _preload_docker_sdk(run)
     _read_record(run, hosts)      # before pinning: a key the record disagrees with is refused
     _pin_keys(run)
 

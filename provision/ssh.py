@@ -1,5 +1,6 @@
 """The one executor: every remote command runs through Session.run. Only this module (and the
-docker socket forwarder) touches fabric/paramiko.
+docker socket forwarder) touches paramiko (fabric is not needed: importing it
+and invoke cost a no-op run more than its whole work on a busy machine).
 
 Host keys: a pinned key (cluster file, inventory, the swarm's record) is required to match; a key
 the provider knows out of band (the lab) is checked on first contact. A host with neither is
@@ -30,13 +31,20 @@ _IMPORT_LOCK = threading.Lock()
 
 
 def load_ssh_stack():
-    """Import paramiko and fabric once, under a lock. Two threads importing paramiko at the same
+    """Import paramiko once, under a lock. Two threads importing paramiko at the same
     time (the background preload and a connect) can get a partially initialised module
     ("cannot import name 'Message' from partially initialized module"); `plan` hit it."""
     with _IMPORT_LOCK:
         import paramiko
-        from fabric import Config, Connection
-    return paramiko, Config, Connection
+    return paramiko
+
+
+class _Open:
+    """A session's open SSH client (paramiko's SSHClient; channels come from its transport)."""
+    __slots__ = ("client",)
+
+    def __init__(self, client):
+        self.client = client
 
 
 def fingerprint(key_line: str) -> str:
@@ -84,7 +92,7 @@ class Session:
     def connect(self):
         if self._conn is not None:
             return self._conn
-        paramiko, Config, Connection = load_ssh_stack()
+        paramiko = load_ssh_stack()
 
         expected = self._expected_key()
         deadline = self.clock() + self.connect_deadline
@@ -140,12 +148,8 @@ class Session:
             k = client.get_transport().get_remote_server_key()
             self.seen_key = f"{k.get_name()} {k.get_base64()}"
         client.get_transport().set_keepalive(15)
-        conn = Connection(self.host.public_address, user=self.host.user, port=self.host.port,
-                          config=Config(overrides={"load_ssh_configs": False}))
-        conn.client = client
-        conn.transport = client.get_transport()   # so fabric sees it open and never reconnects
-        self._conn = conn
-        return conn
+        self._conn = _Open(client)
+        return self._conn
 
     def _decode_key(self, paramiko, line: str):
         try:
@@ -177,7 +181,7 @@ class Session:
         per-character stdin pump is both slow and text-only. `source` (a binary file object)
         is streamed as stdin instead of `cmd.stdin`, calling `on_sent(total bytes sent)`
         after each chunk, so big uploads need no memory and can show progress."""
-        paramiko = load_ssh_stack()[0]
+        paramiko = load_ssh_stack()
         transport = self.connect().client.get_transport()
         t0 = time.monotonic()
         try:

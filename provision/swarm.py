@@ -114,11 +114,12 @@ class SwarmStep:
 
         leader = self.leader = self._find_leader(facts)
         if leader is None:
+            self._check_first(facts)
             for h in self.hosts:        # no swarm of ours yet: every active host is foreign
                 f = facts.get(h.name) or known.get(h.name)
                 if h is not self.managers[0] and f:
                     self._classify(h, f, {}, None)
-            leader = self.leader = self._init_leader(facts)
+            leader = self.leader = self._init_leader(facts, checked=True)
         nodes = {n["id"]: n for n in self.nodes(leader)}
         cluster_id = self.inv["cluster_id"]
 
@@ -286,18 +287,29 @@ class SwarmStep:
                     return m
         return None
 
-    def _init_leader(self, facts: dict) -> Host:
+    def _check_first(self, facts: dict) -> None:
+        """The first manager, in a swarm we do not know, is refused (naming the swarmsmith
+        cluster its node says it belongs to) unless force; force that would destroy services
+        needs destroy_services."""
+        first = self.managers[0]
+        f = facts[first.name]
+        if f["state"] != "active":
+            return
+        if not self.force:
+            owner = self._cluster_label(first) if f["is_manager"] else ""
+            raise ForeignSwarmError(
+                f"this host is already in another swarm (cluster {f['cluster_id'][:12] or '?'}"
+                + (f", swarmsmith cluster {owner}" if owner else "") + ") "
+                "that this cluster's inventory does not know; refusing to take it over. "
+                "Make it leave (docker swarm leave --force) or run with --force", host=first.name)
+        self._check_destroy(first, f)
+
+    def _init_leader(self, facts: dict, checked: bool = False) -> Host:
         first = self.managers[0]
         f = facts[first.name]
         if f["state"] == "active":
-            if not self.force:
-                owner = self._cluster_label(first) if f["is_manager"] else ""
-                raise ForeignSwarmError(
-                    f"this host is already in another swarm (cluster {f['cluster_id'][:12] or '?'}"
-                    + (f", swarmsmith cluster {owner}" if owner else "") + ") "
-                    "that this cluster's inventory does not know; refusing to take it over. "
-                    "Make it leave (docker swarm leave --force) or run with --force", host=first.name)
-            self._check_destroy(first, f)
+            if not checked:
+                self._check_first(facts)
             self.run(first, Command.of("docker", "swarm", "leave", "--force",
                                        description="leave the foreign swarm (--force)"))
             self.change(first, "left its previous swarm (--force)")
