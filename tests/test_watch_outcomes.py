@@ -205,9 +205,19 @@ def test_timeout_hits_exactly_at_the_deadline():
 
 def test_backoff_grows_while_nothing_changes_and_caps():
     api, clock, report = run(stuck_two_of_three(),
-                             policy=WatchPolicy(timeout=60, poll_min=0.5, poll_max=4, backoff=2))
+                             policy=WatchPolicy(timeout=60, poll_min=0.5, poll_max=4, backoff=2,
+                                                early=0))
     assert clock.sleeps[:4] == [0.5, 1.0, 2.0, 4.0]
     assert max(clock.sleeps) == 4
+
+
+def test_the_first_seconds_are_polled_at_least_every_second():
+    """New tasks start in a watch's first seconds: a backed-off poll would see them late."""
+    api, clock, report = run(stuck_two_of_three(),
+                             policy=WatchPolicy(timeout=60, poll_min=0.5, poll_max=4, backoff=2,
+                                                early=10))
+    assert clock.sleeps[:4] == [0.5, 1.0, 1.0, 1.0]
+    assert max(clock.sleeps) == 4          # past the early seconds the backoff goes on
 
 
 def test_global_counts_one_task_per_ready_node():

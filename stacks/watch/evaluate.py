@@ -37,6 +37,10 @@ class WatchPolicy:
     poll_min: float = 0.5
     poll_max: float = 5.0
     poll_max_updating: float = 0.5     # while swarm's updater runs: its end is not a task change
+    # the first seconds of a watch are when new tasks start: a backed-off poll there would
+    # report a converged stack seconds late
+    poll_max_early: float = 1.0
+    early: float = 30.0
     backoff: float = 1.5
     unschedulable_after: float = 15.0  # a task pending on "no suitable node" this long: failed
     stall_after: float = 60.0          # update in progress, no task changed (+ UpdateConfig delay/monitor)

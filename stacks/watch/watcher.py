@@ -166,6 +166,8 @@ class _Watch:
             interval = p.poll_min if changed else min(interval * p.backoff, p.poll_max)
             if any(r.update_state in IN_PROGRESS for r in pending):
                 interval = min(interval, p.poll_max_updating)
+            if now - start < p.early:
+                interval = min(interval, p.poll_max_early)
             next_deadline = min(self.deadlines[r.service_id] for r in pending)
             self.sleep(max(0.0, min(interval, next_deadline - self.clock())))
 
