@@ -185,7 +185,10 @@ def _up(run: Run) -> UpResult:
         hosts, changes = provider.ensure(wanted, progress=run.progress)
     finally:
         # a key, VPC or firewall may exist before a later step fails: record it either way
-        inv["provider_state"] = provider.state
+        # (an empty state is not written: the record's merge drops it, and a no-op run would
+        # then change the inventory)
+        if provider.state or "provider_state" in inv:
+            inv["provider_state"] = provider.state
         run.save()
     run.changes += changes
     pruned_nodes = run.pruned
