@@ -60,11 +60,12 @@ def merge_into_inventory(inv: dict, record: dict, skip=()) -> list[str]:
         filled.append("cluster_id")
     # what the provider created (DigitalOcean: VPC, firewall, key, with `created` flags that
     # decide what `down` may remove): the record's facts fill what this run's provider lacks
+    had_state = "provider_state" in inv
     mine = inv.setdefault("provider_state", {})
     for resource, facts in (record.get("provider_state") or {}).items():
         if isinstance(facts, dict):
             mine[resource] = {**facts, **(mine.get(resource) or {})}
-    if not mine:
+    if not mine and not had_state:     # a no-op run must leave the cache byte for byte as it was
         inv.pop("provider_state")
     for name, rec in (record.get("hosts") or {}).items():
         if name in skip:          # gone from the cluster (pruned): not brought back

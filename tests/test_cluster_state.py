@@ -358,3 +358,12 @@ def test_a_pruned_host_is_not_brought_back_from_the_record(tmp_path, monkeypatch
     run.sessions = {"m1": KeySession(m1, KEY1)}
     bootstrap._read_record(run, [m1])
     assert run.inventory["hosts"]["w9"]["node_id"] == "n9" and run.pruned == []
+
+
+def test_merging_an_unchanged_record_leaves_an_empty_provider_state_in_place():
+    inv = {"hosts": {}, "provider_state": {}}
+    merge_into_inventory(inv, {"hosts": {}, "provider_state": {}})
+    assert inv == {"hosts": {}, "provider_state": {}}
+    fresh = {"hosts": {}}
+    merge_into_inventory(fresh, {"hosts": {}, "provider_state": {}})
+    assert "provider_state" not in fresh
