@@ -307,8 +307,9 @@ def test_ls_json_keys(tlab):
     rows = json.loads(proc.stdout)
     assert [r["name"] for r in rows] == [h.name for h in tlab]
     for row, h in zip(rows, tlab):
-        assert set(row) == {"name", "public_address", "private_address", "user", "key_path",
-                            "host_key"}
+        assert set(row) == {"lab", "name", "public_address", "private_address", "user",
+                            "key_path", "host_key"}
+        assert row["lab"] == LAB
         assert row["public_address"] == h.public_address
         assert row["private_address"] == h.private_address
         assert row["user"] == "root"
