@@ -18,6 +18,11 @@ from provision.errors import SwarmsmithError
 from dataclasses import dataclass, field
 
 
+# the pinned key of versioned secret names (see EngineAPI.secret_naming_key)
+NAMING_KEY_CONFIG = "swarmsmith-secret-names-key"
+NAMING_KEY_LABEL = "com.swarmsmith.secret-names-key"
+
+
 @dataclass
 class Current:
     """The live state, as APIClient returns it: services() (all of them, for name
@@ -83,11 +88,43 @@ class EngineAPI:
         return Current(**{k: f.result() for k, f in futures.items()})   # first failure first
 
     def secret_naming_key(self) -> bytes:
-        """The key of the keyed hash in versioned secret names (stacks/convert.py), derived
-        from the swarm's manager join token: every runner of this cluster gets the same key
-        with no state of its own, nothing new is stored anywhere, and a name in a CI log
-        cannot be checked against guessed secret contents without that token. Rotating the
-        manager token changes the key, so versioned secrets get new names once."""
+        """The key of the keyed hash in versioned secret names (stacks/specs/convert.py).
+
+        Derived from the swarm's manager join token, so every runner of this cluster gets the
+        same key with no state of its own, and a name in a CI log cannot be checked against
+        guessed secret contents without that token. Rotating the manager token would change
+        it, so `swarmsmith tokens rotate` first pins today's key in a swarm config (readable
+        only with the manager access that can read the secrets themselves); once pinned, that
+        key is used. Reading it changes nothing, so plans stay read-only."""
+        return self._pinned_naming_key() or self._token_naming_key()
+
+    def pin_secret_naming_key(self) -> bool:
+        """Keep the key versioned secret names use today, before the manager token rotates.
+        True when it was pinned now, False when it already was."""
+        import base64
+        if self._pinned_naming_key():
+            return False
+        spec = {"Name": NAMING_KEY_CONFIG, "Labels": {NAMING_KEY_LABEL: "1"},
+                "Data": base64.b64encode(self._token_naming_key()).decode()}
+        try:
+            self._post(f"create config {NAMING_KEY_CONFIG}", "/configs/create", spec)
+        except SwarmsmithError:
+            if self._pinned_naming_key():      # another run pinned it first: same key
+                return False
+            raise
+        return True
+
+    def _pinned_naming_key(self) -> bytes | None:
+        import base64
+        configs = self._call("list configs", self.api.configs,
+                             filters={"name": NAMING_KEY_CONFIG})
+        for c in configs or []:
+            spec = c.get("Spec") or {}
+            if spec.get("Name") == NAMING_KEY_CONFIG and spec.get("Data"):
+                return base64.b64decode(spec["Data"])
+        return None
+
+    def _token_naming_key(self) -> bytes:
         import hashlib
         import hmac
         swarm = self._call("inspect the swarm", self.api.inspect_swarm)

@@ -32,9 +32,14 @@ def rotate_tokens(api, *, worker: bool, manager: bool) -> RotationResult:
     """New join tokens; the old ones stop working at once (nodes already joined are unaffected)."""
     if not (worker or manager):
         raise InputError("tokens rotate: nothing to rotate")
+    res = RotationResult()
+    if manager and api.pin_secret_naming_key():
+        # versioned secret names are keyed from the manager token: keep today's key, so the
+        # next deploy renames no secret and restarts no service
+        res.changes.append("key of versioned secret names pinned (config "
+                           "swarmsmith-secret-names-key): secret names stay as they are")
     api.update_swarm(rotate_worker_token=worker, rotate_manager_token=manager,
                      what="rotate join tokens")
-    res = RotationResult()
     for role, on in (("worker", worker), ("manager", manager)):
         if on:
             res.changes.append(f"{role} join token rotated (the old one no longer joins)")

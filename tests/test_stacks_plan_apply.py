@@ -646,3 +646,44 @@ def test_no_changes_watches_an_update_in_flight_to_its_end(files):
     code, out = deploy(api, f, detach=False)
     assert code == 0 and "not settled, watching too: st_web (updating, 1/2" in out
     assert "converged" in out and api.task_calls >= 3
+
+
+def test_rotating_the_manager_token_keeps_secret_names_once_the_key_is_pinned(files):
+    """Secret names are keyed from the manager token; `tokens rotate --manager` pins today's key
+    first, so the deploy after a rotation renames no secret and restarts no service."""
+    from provision.rotation import rotate_tokens
+    _, f = files
+    api = FakeAPI()
+    deploy(api, f)
+    names = sorted(s["Spec"]["Name"] for s in api.secrets_.values())
+
+    def rotated():
+        return {"ID": "swarm0001", "JoinTokens": {"Manager": "SWMTKN-1-rotated", "Worker": "w"}}
+
+    # without a pin, a new token means new names (what a rotation by hand does)
+    unpinned = copy.deepcopy(api)
+    unpinned.inspect_swarm = rotated
+    assert plan_of(unpinned, f)["counts"]["create"] >= 1
+
+    order = []
+
+    class Engine(EngineAPI):
+        def update_swarm(self, **kw):
+            order.append("rotate")
+            self.api.inspect_swarm = rotated
+
+        def pin_secret_naming_key(self):
+            order.append("pin")
+            return super().pin_secret_naming_key()
+
+    res = rotate_tokens(Engine(api), worker=False, manager=True)
+    assert order == ["pin", "rotate"]
+    assert any("pinned" in c for c in res.changes)
+    assert plan_of(api, f)["counts"]["create"] == 0
+    assert plan_of(api, f)["counts"]["update"] == 0
+    deploy(api, f)
+    assert sorted(s["Spec"]["Name"] for s in api.secrets_.values()) == names
+    # a second rotation pins nothing new and still changes no name
+    res = rotate_tokens(Engine(api), worker=True, manager=True)
+    assert not any("pinned" in c for c in res.changes)
+    assert plan_of(api, f)["counts"]["create"] == 0
