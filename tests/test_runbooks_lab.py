@@ -24,7 +24,7 @@ STACK = """\
 services:
   web:
     image: swarmsmith/busybox:1
-    command: ["sh", "-c", "i=0; while true; do i=$$((i+1)); echo tick $$i $$(cut -d' ' -f1 /proc/uptime); sleep 0.2; done"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; i=0; while true; do i=$$((i+1)); echo tick $$i $$(cut -d' ' -f1 /proc/uptime); sleep 0.2; done"]
     ports:
       - {target: 8080, published: 8080, protocol: tcp, mode: host}
     deploy:

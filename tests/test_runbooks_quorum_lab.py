@@ -25,7 +25,7 @@ STACK = """\
 services:
   app:
     image: swarmsmith/busybox:1
-    command: ["sleep", "100000"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
     secrets: [token]
     configs: [{source: settings, target: /settings}]
     deploy: {replicas: 2}
