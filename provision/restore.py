@@ -360,9 +360,17 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
         from .bootstrap import UpOptions, up
         say("swarmsmith up: joining the other managers again")
         out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
-                 (lambda event: say(f"{event.host:<22} {event.message}")))
+                 (lambda event: _say_event(say, event)))
         res.changes += out.changes
     return res
+
+
+def _say_event(say: Progress, event) -> None:
+    """`up`'s progress events (provision/progress.py) as lines: per-host steps, waits, notices."""
+    host = getattr(event, "host", None)
+    message = getattr(event, "message", "")
+    if message:
+        say(f"{host:<22} {message}" if host else message)
 
 
 def _describe(f: dict) -> str:

@@ -306,3 +306,12 @@ def test_restore_address_rule():
     with pytest.raises(InputError, match="now m2's"):
         check_restore_address(m, "m1", "10.0.0.2", {"10.0.0.3": "m2"}, False, [])
     check_restore_address(m, "m1", "10.0.0.2", {"10.0.0.3": "m2"}, True, [])
+
+
+def test_recover_renders_every_kind_of_up_event():
+    from provision.progress import HostProgress, Waiting
+    from provision.restore import _say_event
+    lines = []
+    for ev in (HostProgress("m1", "engine started"), Waiting("m2 to be reachable"), Waiting("")):
+        _say_event(lines.append, ev)
+    assert lines == [f"{'m1':<22} engine started", "m2 to be reachable"]
