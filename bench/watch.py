@@ -102,7 +102,7 @@ class Bench:
         self.manager = inventory_hosts(self.cluster, "manager")[0]
 
     def ssh(self, command: str) -> str:
-        from provision.images import ssh_exec
+        from tests.lab_ssh import ssh_exec
         rc, out, err = ssh_exec(self.manager, command, timeout=600)
         if rc != 0:
             raise SystemExit(f"manager: {command[:60]!r} -> {rc}: {err}")

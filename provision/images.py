@@ -7,7 +7,8 @@ same content hash. `load_image` streams the tarball to a host and runs `docker i
 labelled with that hash, and skips the import when the host already has an image of that
 name with the same label.
 
-The transport is one function (`ssh_exec`); swap it for the SSH executor when that lands.
+The transport is a function handed in: load_on_cluster gives it the SSH executor's sessions
+(host keys checked against what pins them).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from .errors import RemoteCommandError, UnreachableError
+from .errors import RemoteCommandError
 from .hosts import Host
 
 BUSYBOX = "/usr/bin/busybox"
@@ -97,39 +98,12 @@ def build_busybox_tar(cache_dir: str = CACHE_DIR, busybox: str = BUSYBOX) -> Ima
         raise
 
 
-# --- transport: the one place that knows how bytes and commands reach a host ----------
+# --- transport: (host, command, stdin) -> (exit status, stdout, stderr) -----------------
 
 Transport = Callable[[Host, str, "BinaryIO | None"], "tuple[int, str, str]"]
 
 
-def ssh_exec(host: Host, command: str, stdin: BinaryIO | None = None,
-             timeout: float = 300) -> tuple[int, str, str]:
-    """Run `command` on `host` with the ssh binary (stdin streamed from a file object);
-    returns (exit status, stdout, stderr). The provider's host key is pinned when known."""
-    with tempfile.TemporaryDirectory(prefix="swsm-ssh-") as tmp:
-        known = os.path.join(tmp, "known_hosts")
-        opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-                "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
-        if host.host_key:
-            with open(known, "w") as f:
-                target = host.public_address if host.port == 22 else \
-                    f"[{host.public_address}]:{host.port}"
-                f.write(f"{target} {host.host_key}\n")
-            opts += ["-o", "StrictHostKeyChecking=yes"]
-        else:
-            opts += ["-o", "StrictHostKeyChecking=accept-new"]
-        if host.key_path:
-            opts += ["-i", host.key_path, "-o", "IdentitiesOnly=yes"]
-        argv = ["ssh", *opts, "-p", str(host.port), f"{host.user}@{host.public_address}", command]
-        proc = subprocess.run(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout)
-    out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-    if proc.returncode == 255:
-        raise UnreachableError(f"ssh failed: {err.strip()}", host=host.name)
-    return proc.returncode, out, err
-
-
-def image_content(host: Host, name: str, transport: Transport = ssh_exec) -> str | None:
+def image_content(host: Host, name: str, transport: Transport) -> str | None:
     """The content label of image `name` on the host, "" if unlabelled, None if absent."""
     fmt = '{{index .Config.Labels "%s"}}' % CONTENT_LABEL
     rc, out, _ = transport(host, f"docker image inspect -f {shlex.quote(fmt)} {shlex.quote(name)}",
@@ -140,8 +114,8 @@ def image_content(host: Host, name: str, transport: Transport = ssh_exec) -> str
     return "" if value == "<no value>" else value
 
 
-def load_image(host: Host, tar_path: str, name: str = IMAGE_NAME,
-               transport: Transport = ssh_exec, sha256: str | None = None) -> bool:
+def load_image(host: Host, tar_path: str, name: str = IMAGE_NAME, *,
+               transport: Transport, sha256: str | None = None) -> bool:
     """Import the rootfs tarball as `name` on the host unless an image of that name with the
     same content is already there. True when it imported, False when it had nothing to do."""
     digest = sha256 or file_sha256(tar_path)

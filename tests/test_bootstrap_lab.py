@@ -1,4 +1,4 @@
-"""`swarmsmith up/plan/down` on real lab hosts (issue 3, "Done when"). swarmsmith runs as a
+"""`swarmsmith up/plan/down` on real lab hosts. swarmsmith runs as a
 subprocess in a temporary folder, as a user runs it; every run's stdout and stderr is checked for
 join tokens on the spot.
 
@@ -21,7 +21,7 @@ import time
 import pytest
 
 from provision import facts as F
-from provision.images import ssh_exec
+from tests.lab_ssh import ssh_exec
 from provision.lab.lab import Lab
 from tests.conftest import REPO
 

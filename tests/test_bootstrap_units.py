@@ -1,4 +1,4 @@
-"""Units of `swarmsmith up` (issue 3): engine planning, advertise-address policy, fact parsers,
+"""Units of `swarmsmith up`: engine planning, advertise-address policy, fact parsers,
 secret masking, cluster-file validation and discovery. No root, no network, no lab.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from provision.images import ssh_exec
+from tests.lab_ssh import ssh_exec
 from tests.test_bootstrap_lab import cluster
 
 pytestmark = pytest.mark.lab

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from provision.images import ssh_exec
+from tests.lab_ssh import ssh_exec
 from provision.lab import aptproxy, image as lab_image
 from provision.lab.lab import Lab
 from tests.test_bootstrap_lab import cluster

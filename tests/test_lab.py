@@ -1,4 +1,4 @@
-"""The local lab on real namespaces, sshd and dockerd (issue 2, "Done when").
+"""The local lab on real namespaces, sshd and dockerd.
 
 One module-scoped lab `tlab` (3 hosts) serves most tests; the teardown test uses its own
 one-host lab `tlab2` and runs first, before `tlab` exists. Needs root; skips only without it.
@@ -23,6 +23,7 @@ from provision.lab import hostns, preflight
 from provision.lab.lab import Lab, list_labs
 from provision.lab.layout import ROOT
 from tests.conftest import run_cli
+from tests.lab_ssh import ssh_exec
 
 pytestmark = pytest.mark.lab
 
@@ -43,7 +44,7 @@ def sh(argv: list[str] | str, check: bool = True) -> str:
 
 def ssh(host: Host, command: str, check: bool = True, timeout: float = 120) -> str:
     """Run on a lab host with the lab key and its pinned host key."""
-    rc, out, err = images.ssh_exec(host, command, timeout=timeout)
+    rc, out, err = ssh_exec(host, command, timeout=timeout)
     if check and rc != 0:
         raise AssertionError(f"{host.name}: {command!r} -> {rc}\n{out}\n{err}")
     return out
@@ -68,7 +69,7 @@ def start_engine(host: Host, deadline: float = 60) -> str:
               "/etc/init.d/docker start")
     end = time.monotonic() + deadline
     while True:
-        rc, out, err = images.ssh_exec(host, "docker info -f '{{.ID}}'")
+        rc, out, err = ssh_exec(host, "docker info -f '{{.ID}}'")
         if rc == 0 and out.strip():
             return out.strip()
         if time.monotonic() > end:
@@ -212,7 +213,7 @@ def test_down_leaves_machine_as_found(tmp_path):
         [host] = Lab(LAB2).up([f"{LAB2}-1"])[0]
         start_engine(host)
         tar = images.build_busybox_tar(str(tmp_path))
-        images.load_image(host, tar.path, sha256=tar.sha256)
+        images.load_image(host, tar.path, transport=ssh_exec, sha256=tar.sha256)
         cid = ssh(host, "docker run -d --name sleeper swarmsmith/busybox:1 sleep 600").strip()
         assert ssh(host, f"docker inspect -f '{{{{.State.Running}}}}' {cid}").strip() == "true"
         during = comparable(machine_snapshot())
@@ -369,8 +370,8 @@ def test_swarm_forms(tlab, swarm):
 def test_image_load_is_idempotent(tlab, engines, busybox_tar):
     again = images.build_busybox_tar(os.path.dirname(busybox_tar.path))
     assert again == busybox_tar                         # same bytes, same name
-    assert parallel(lambda h: images.load_image(h, busybox_tar.path), tlab) == [True] * 3
-    assert parallel(lambda h: images.load_image(h, busybox_tar.path), tlab) == [False] * 3
+    assert parallel(lambda h: images.load_image(h, busybox_tar.path, transport=ssh_exec), tlab) == [True] * 3
+    assert parallel(lambda h: images.load_image(h, busybox_tar.path, transport=ssh_exec), tlab) == [False] * 3
     h = tlab[0]
     out = ssh(h, "docker run --rm swarmsmith/busybox:1 sh -c 'echo $PATH; ls -l /bin/busybox; "
                  "readlink /bin/sh; wget --help 2>&1 | head -1'")
@@ -382,7 +383,7 @@ def test_image_load_is_idempotent(tlab, engines, busybox_tar):
 
 def test_overlay_carries_traffic_between_hosts(tlab, swarm, busybox_tar):
     server_host, client_host = tlab[1], tlab[2]
-    parallel(lambda h: images.load_image(h, busybox_tar.path), tlab)
+    parallel(lambda h: images.load_image(h, busybox_tar.path, transport=ssh_exec), tlab)
     ssh(swarm, "docker network create -d overlay --attachable swsmnet")
     ssh(swarm, f"docker service create --detach --no-resolve-image --name web --network swsmnet "
                f"--endpoint-mode dnsrr --constraint node.hostname=={server_host.name} "

@@ -1,4 +1,4 @@
-"""Rollouts on a real lab swarm (issue 6, "Done when").
+"""Rollouts on a real lab swarm.
 
 One module-scoped cluster `rt1` (1 manager, 2 workers, busybox image loaded,
 the lab's addresses trusted as insecure registries); `swarmsmith down` always
@@ -57,7 +57,7 @@ class Lab:
         self.manager = inventory_hosts(path, "manager")[0]
 
     def ssh(self, command: str, check: bool = True) -> str:
-        from provision.images import ssh_exec
+        from tests.lab_ssh import ssh_exec
         rc, out, err = ssh_exec(self.manager, command, timeout=120)
         assert not check or rc == 0, f"{command!r} -> {rc}: {err}"
         return out

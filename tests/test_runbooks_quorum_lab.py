@@ -64,7 +64,7 @@ class C:
         return json.loads(p.stdout)
 
     def ssh(self, host: str, command: str, check: bool = True) -> str:
-        from provision.images import ssh_exec
+        from tests.lab_ssh import ssh_exec
         from provision.lab.lab import Lab
         h = {x.name: x for x in Lab(NAME).hosts()}[host]
         rc, out, err = ssh_exec(h, command, timeout=120)

@@ -73,7 +73,7 @@ class Lab:
         return r
 
     def on_every_node(self, command: str) -> None:
-        from provision.images import ssh_exec
+        from tests.lab_ssh import ssh_exec
         for host in self.hosts:
             rc, out, err = ssh_exec(host, command, timeout=300)
             assert rc == 0, f"{host.name}: {command}\n{out}{err}"

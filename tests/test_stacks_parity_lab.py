@@ -1,4 +1,4 @@
-"""Stacks on a real swarm (issue 5, "Done when"): parity of swarmsmith's specs with the
+"""Stacks on a real swarm: parity of swarmsmith's specs with the
 20.10 `docker stack deploy` on a lab manager, CLI stacks updated by swarmsmith and
 swarmsmith stacks handled by `docker stack ls/ps/services/rm`, no-op redeploys, bad input
 that leaves the cluster unchanged, and the image check.
@@ -241,7 +241,7 @@ def test_service_specs_match_docker_stack_deploy(lab, stacks):
 
 def test_every_key_reached_the_specs(lab, stacks):
     """Guard against a fixture that silently stopped exercising a key: spot checks on
-    swarmsmith's specs for each key family of issue 5 item 3."""
+    swarmsmith's specs for each key family."""
     web = lab.services(B)["web"]["Spec"]
     cs, tt = web["TaskTemplate"]["ContainerSpec"], web["TaskTemplate"]
     assert "NODE_ID={{.Node.ID}}" in cs["Env"] and "FROM_FILE=yes" in cs["Env"]
@@ -461,7 +461,7 @@ def test_changed_secret_with_fixed_name_is_refused_unchanged(lab, stacks, tmp_pa
     lab.wait_gone("ptsec")
 
 
-# --- images (issue 5 item 7) ------------------------------------------------------------
+# --- images -----------------------------------------------------------------------------
 
 def test_image_missing_on_candidate_nodes_stops_before_any_change(lab, stacks, tmp_path):
     lab.sh(f"{DOCKER} tag swarmsmith/busybox:1 ptonly/manager:1")

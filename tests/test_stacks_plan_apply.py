@@ -511,16 +511,6 @@ def test_update_config_explicit_zero_parallelism_differs_from_absent():
     assert a["UpdateConfig"]["Parallelism"] == 0 and b["UpdateConfig"]["Parallelism"] == 1
 
 
-def test_render_rich_smoke(files):
-    from rich.console import Console
-    from stacks.plan_apply.plan_render import render_rich
-    _, f = files
-    plan = plan_result(f, EngineAPI(FakeAPI())).plan
-    console = Console(file=io.StringIO(), width=120, color_system=None)
-    render_rich(plan, console)
-    assert "+ service st_web" in console.file.getvalue()
-
-
 def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
     """A versioned secret name must not be an unkeyed hash of the content (a short secret could
     be guessed offline from a CI log); configs may keep the plain hash."""

@@ -323,20 +323,6 @@ def test_log_fetch_that_hangs_is_bounded():
     assert report.services[0].log_tail == ["(logs unavailable: no answer within 0.05 s)"]
 
 
-def test_raise_for_outcome_carries_exit_code_and_summary():
-    from stacks.watch.outcomes import WatchOutcomeError, raise_for_outcome
-    api, clock, report = run(rollback_after_exit_1(),
-                             logs={"badtask000000001": ["config missing: DB_URL"]})
-    with pytest.raises(WatchOutcomeError) as err:
-        raise_for_outcome(report)
-    assert err.value.exit_code == 11
-    text = str(err.value)
-    assert "st_web: rolled_back (3/3 running, update rollback_completed)" in text
-    assert "rolled back after: task exited with code 1" in text
-    assert "| config missing: DB_URL" in text
-    api, clock, report = run(converge_after_update())
-    assert raise_for_outcome(report) is report
-
 
 def test_rollback_is_reported_once_the_old_spec_runs_at_full_strength():
     """Swarm says rollback_completed while the last rolled-back task is still starting (seen on

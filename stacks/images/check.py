@@ -1,5 +1,5 @@
 """Before a deploy changes anything: is every image of a service that will be created
-or updated on each node that may run it, or can those nodes pull it? (issue 5 item 7)
+or updated on each node that may run it, or can those nodes pull it?
 
 - Nodes that may run a service: ready, active nodes that pass its placement
   constraints.  Simple constraints are evaluated here (node.id, node.hostname,

@@ -1,6 +1,6 @@
 """Compose model -> swarm specs, in the JSON shape the Engine API takes (and
 `docker service inspect` shows under Spec), as `docker stack deploy` builds
-them (docker/cli `cli/compose/convert`; /work/shared/stack-convert.md §1-2).
+them.
 
 Deliberate differences from the CLI, each marked QUIRK below:
 - secrets/configs read from files (or with a driver) get versioned names,
@@ -9,7 +9,8 @@ Deliberate differences from the CLI, each marked QUIRK below:
   HMAC-SHA256 under the cluster's naming key instead (engine_api.py
   secret_naming_key), so a name in a log gives no way to test guesses of a
   short secret offline.  A content change
-  makes a new object instead of a refused update (moby/moby#35048).  An
+  makes a new object instead of a refused update (swarm cannot update the data of a
+  secret or config in place).  An
   explicit `name:` is kept as written (the user chose that name).  Services
   still see the file under `target`, default the compose key.
 - Object IDs are not known offline: SecretID/ConfigID and

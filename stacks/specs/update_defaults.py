@@ -13,7 +13,7 @@ has no update_config.  swarmsmith sends these instead (docs/rollouts.md):
 
 stop-first instead of start-first when the service publishes a port in host
 mode (the new task would need the port the old one holds: it stays pending
-for ever, lab-notes.md) or caps tasks per node (max_replicas_per_node: the
+for ever) or caps tasks per node (max_replicas_per_node: the
 extra task may find no node).  Jobs (replicated-job, global-job) get nothing:
 swarm does not roll them.
 

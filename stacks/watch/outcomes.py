@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from provision.errors import (EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_ROLLED_BACK,
-                              EXIT_TIMED_OUT, SwarmsmithError)
+from provision.errors import EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_ROLLED_BACK, EXIT_TIMED_OUT
 
 
 class Outcome(str, Enum):
@@ -128,19 +127,3 @@ class WatchReport:
             "api_calls": self.api_calls,
             "services": [s.to_dict() for s in self.services],
         }
-
-
-class WatchOutcomeError(SwarmsmithError):
-    """A watch ended badly; exit code and message come from the report."""
-
-    def __init__(self, report: WatchReport):
-        self.report = report
-        self.exit_code = report.exit_code
-        super().__init__(report.summary())
-
-
-def raise_for_outcome(report: WatchReport) -> WatchReport:
-    """Return the report when every service is fine, else raise WatchOutcomeError."""
-    if report.exit_code != EXIT_OK:
-        raise WatchOutcomeError(report)
-    return report
