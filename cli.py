@@ -772,7 +772,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if os.environ.get("SWARMSMITH_DEBUG"):
         import logging
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="[debug] %(message)s")
+        # stamped with the milliseconds since start: the debug lines are the profile of a run
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="[debug] +%(relativeCreated)6.0fms %(message)s")
     try:
         return args.func(args)
     except SwarmsmithError as e:
