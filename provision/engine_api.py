@@ -2,8 +2,8 @@
 docker.APIClient (or any object with the same methods: tests use a fake).
 
 Lists use APIClient's own methods; creates and updates post the spec dicts
-from stacks/specs/convert.py as they are (`_post_json`, as stacks/operations/rollback.py
-does), so what is sent is exactly what the plan showed: docker-py's
+from stacks/specs/convert.py as they are (`_request`, through the client's public
+requests interface), so what is sent is exactly what the plan showed: docker-py's
 create_service/create_secret would rebuild the bodies and drop fields
 (Templating, Runtime config references).  Creates and updates of services
 carry the image's registry credentials in X-Registry-Auth when there are any
@@ -44,6 +44,22 @@ def connect(cluster_file: str | None = None, accept_new_host_keys: bool = False)
                      credentials=Credentials.for_cluster(path))
 
 
+def _status_error(where: str, what: str, resp) -> SwarmsmithError:
+    """An error answer as EngineAPIError: the daemon's message, the HTTP status kept (409 is a
+    conflict, 404 not found, 401/403 a registry refusal)."""
+    from provision.docker_socket import EngineAPIError
+    try:
+        message = (resp.json() or {}).get("message") or ""
+    except ValueError:
+        message = ""
+    message = message or (getattr(resp, "text", "") or "").strip()[:300] or "no message"
+    detail = f"{message} (HTTP {resp.status_code})"
+    err = EngineAPIError(f"Engine API {what}: {detail}", host=where or None,
+                         status_code=resp.status_code)
+    err.detail = detail
+    return err
+
+
 class EngineAPI:
     def __init__(self, api, credentials=None, where: str = ""):
         self.api = api
@@ -65,17 +81,33 @@ class EngineAPI:
             explanation = getattr(exc, "explanation", None) or str(exc)
             raise SwarmsmithError(f"{what}: {explanation}", host=self.where or None) from exc
 
-    def _post(self, what: str, path: str, body: dict, params: dict | None = None,
-              *args, headers: dict | None = None, answer: bool = True) -> dict:
+    def _request(self, what: str, method: str, path: str, *args, body: dict | None = None,
+                 params: dict | None = None, headers: dict | None = None) -> dict:
+        """One Engine API call with the body sent as it is (docker-py's create_service and
+        friends rebuild bodies and drop fields), through the client's public requests
+        interface; an error status becomes a SwarmsmithError naming the call (status kept)."""
+        from urllib.parse import quote
+
+        if isinstance(body, dict):      # as docker-py sends JSON: no top-level nulls
+            body = {k: v for k, v in body.items() if v is not None}
+
         def go():
-            extra = {"headers": headers} if headers else {}
-            resp = self.api._post_json(self.api._url(path, *args), data=body, params=params,
-                                       **extra)
-            if not answer:      # secret and config updates answer 200 with an empty body
-                self.api._result(resp)          # still raises on an error status
+            url = (f"{self.api.base_url}/v{self.api.api_version}"
+                   + path.format(*(quote(str(a), safe="/:") for a in args)))
+            resp = self.api.request(method, url, json=body, params=params,
+                                    headers=headers or None,
+                                    timeout=getattr(self.api, "timeout", None))
+            if resp.status_code >= 400:
+                raise _status_error(self.where, what, resp)
+            if not resp.content:    # secret and config updates answer an empty body
                 return {}
-            return self.api._result(resp, json=True) or {}
+            return resp.json() or {}
         return self._call(what, go)
+
+    def _post(self, what: str, path: str, body: dict, params: dict | None = None,
+              *args, headers: dict | None = None) -> dict:
+        return self._request(what, "POST", path, *args, body=body, params=params,
+                             headers=headers)
 
     # --- reading ----------------------------------------------------------------------
     def current(self) -> Current:
@@ -152,14 +184,14 @@ class EngineAPI:
 
     def update_secret(self, id_: str, version: int, spec: dict) -> None:
         self._post(f"update secret {spec['Name']}", "/secrets/{0}/update", spec,
-                   {"version": version}, id_, answer=False)
+                   {"version": version}, id_)
 
     def create_config(self, spec: dict) -> str:
         return self._post(f"create config {spec['Name']}", "/configs/create", spec)["ID"]
 
     def update_config(self, id_: str, version: int, spec: dict) -> None:
         self._post(f"update config {spec['Name']}", "/configs/{0}/update", spec,
-                   {"version": version}, id_, answer=False)
+                   {"version": version}, id_)
 
     def create_service(self, spec: dict) -> str:
         return self._post(f"create service {spec['Name']}", "/services/create", spec,
@@ -170,18 +202,34 @@ class EngineAPI:
                          {"version": version}, id_, headers=self.auth_headers(_image(spec)))
         return out.get("Warnings") or []
 
+    def rollback_service(self, service: dict, headers: dict | None = None) -> dict:
+        """Roll a service back to its PreviousSpec the way the docker CLI asks for it: the
+        current spec posted with `rollback=previous`; retried once if its version moved."""
+        name = service["Spec"]["Name"]
+        for attempt in (1, 2):
+            try:
+                return self._post(f"roll back service {name}", "/services/{0}/update",
+                                  service["Spec"], {"version": service["Version"]["Index"],
+                                                    "rollback": "previous"},
+                                  service["ID"], headers=headers)
+            except SwarmsmithError as exc:
+                if attempt == 1 and "out of sequence" in str(exc):
+                    service = self._call(f"inspect service {name}", self.api.inspect_service,
+                                         service["ID"])
+                    continue
+                raise SwarmsmithError(f"rollback of {name} refused: {exc.message}",
+                                      host=exc.host) from exc
+        raise AssertionError("unreachable")
+
     def distribution_digest(self, image: str) -> str:
         """The manifest digest behind `image` in its registry now, as the manager's daemon
         sees it (GET /distribution/NAME/json). Raises RegistryAccessError (refused: 401/403)
         or SwarmsmithError (anything else)."""
         headers = self.auth_headers(image)     # a missing password is bad input: raised here
 
-        def go():
-            resp = self.api._get(self.api._url("/distribution/{0}/json", image),
-                                 headers=headers)
-            return self.api._result(resp, json=True)
         try:
-            out = go()
+            out = self._request(f"inspect the distribution of {image}", "GET",
+                                "/distribution/{0}/json", image, headers=headers)
         except Exception as exc:
             text = (getattr(exc, "detail", None) or getattr(exc, "explanation", None)
                     or str(exc))

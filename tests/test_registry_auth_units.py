@@ -12,6 +12,7 @@ import pytest
 from provision.errors import InputError
 from provision.registry_auth import Credentials, registry_of
 from provision.engine_api import EngineAPI, RegistryAccessError
+from tests.fake_engine import RequestRoutes
 
 PASSWORD = "s3cret-Pa55-never-print"
 
@@ -128,7 +129,7 @@ def test_cluster_file_keeps_where_not_what(tmp_path):
 
 # --- the Engine API side -------------------------------------------------------------------
 
-class FakeAPI:
+class FakeAPI(RequestRoutes):
     def __init__(self, dist=None, error=None):
         self.posts, self.gets, self.dist, self.error = [], [], dist, error
 

@@ -14,6 +14,7 @@ import pytest
 from provision.errors import InputError, SwarmsmithError
 from stacks.plan_apply.apply import apply, resolve_ids, rm_plan
 from stacks import api as stacks_api
+from tests.fake_engine import RequestRoutes
 from provision.engine_api import EngineAPI
 from stacks.plan_apply.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Current, make_plan
 from stacks.plan_apply.plan_render import render_text
@@ -24,7 +25,7 @@ DIGEST = "@sha256:" + "c" * 64
 MANAGER_TOKEN = "SWMTKN-1-fakemanagertoken"
 
 
-class FakeAPI:
+class FakeAPI(RequestRoutes):
     """An in-memory swarm with the APIClient methods engine_api.py uses.  Stored
     specs get what a 20.10 daemon adds, so 'unchanged' is tested for real."""
 

@@ -9,25 +9,21 @@ from provision.errors import InputError
 from stacks.watch.outcomes import Outcome
 from stacks.operations.rollback import plan_rollback, rollback_services
 from stacks.watch.watcher import WatchPolicy
+from provision.engine_api import EngineAPI
+from tests.fake_engine import RequestRoutes
 from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
 
 
-class RollbackSwarm(FakeSwarm):
+class RollbackSwarm(RequestRoutes, FakeSwarm):
     """Answers POST /services/{id}/update?rollback=previous like docker.APIClient would."""
 
     def __init__(self, script, **kw):
         super().__init__(script, **kw)
         self.posts = []
 
-    def _url(self, fmt, *args):
-        return "http+docker://x/v1.41" + fmt.format(*args)
-
     def _post_json(self, url, data, **kwargs):
         self.posts.append((url, data, kwargs.get("params")))
         return {"Warnings": None}
-
-    def _result(self, resp, json=False):
-        return resp
 
 
 def _stack():
@@ -62,7 +58,7 @@ def test_rollback_request_and_watch():
     ]
     api = RollbackSwarm(script)
     clock = FakeClock()
-    result = rollback_services(api, STACK, policy=WatchPolicy(timeout=60), clock=clock,
+    result = rollback_services(EngineAPI(api), STACK, policy=WatchPolicy(timeout=60), clock=clock,
                                sleep=clock.sleep, log_fetcher=lambda *a: [])
     url, body, params = api.posts[0]
     assert url.endswith("/services/id_web/update")
@@ -81,7 +77,7 @@ def test_rollback_that_pauses_is_exit_10():
                  message="rollback paused due to failure or early termination of task abcdefabcdef1")
     api = RollbackSwarm([([changed], []), ([paused], [])])
     clock = FakeClock()
-    result = rollback_services(api, STACK, ["web"], clock=clock, sleep=clock.sleep,
+    result = rollback_services(EngineAPI(api), STACK, ["web"], clock=clock, sleep=clock.sleep,
                                log_fetcher=lambda *a: [])
     assert result.report.services[0].outcome is Outcome.PAUSED
     assert result.exit_code == 10
@@ -90,6 +86,6 @@ def test_rollback_that_pauses_is_exit_10():
 def test_nothing_to_roll_back_is_a_no_op():
     _, same, fresh = _stack()
     api = RollbackSwarm([([same, fresh], [])])
-    result = rollback_services(api, STACK)
+    result = rollback_services(EngineAPI(api), STACK)
     assert result.requested == [] and result.report is None and result.exit_code == 0
     assert api.posts == []

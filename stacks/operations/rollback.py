@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from provision.errors import EXIT_OK, InputError, SwarmsmithError
+from provision.errors import EXIT_OK, InputError
 from stacks.events import ProgressCallback, WatchFinished, WatchProgress, WatchStarted, emit
 from stacks.watch.outcomes import WatchReport
 from stacks.watch.watcher import _short, stack_services, watch_services
@@ -61,41 +61,23 @@ def plan_rollback(found: list[dict], stack: str, names=None) -> tuple[list[dict]
     return chosen, skipped
 
 
-def request_rollback(api, service: dict, headers: dict | None = None) -> dict:
-    """One rollback request (docker.APIClient); retried once if the version moved.
-    `headers`: the previous image's registry credentials (X-Registry-Auth), if any."""
-    for attempt in (1, 2):
-        url = api._url("/services/{0}/update", service["ID"])
-        try:
-            extra = {"headers": headers} if headers else {}
-            resp = api._post_json(url, data=service["Spec"],
-                                  params={"version": service["Version"]["Index"],
-                                          "rollback": "previous"}, **extra)
-            return api._result(resp, json=True)
-        except Exception as exc:
-            if attempt == 1 and "out of sequence" in str(exc):
-                service = api.inspect_service(service["ID"])
-                continue
-            raise SwarmsmithError(f"rollback of {service['Spec']['Name']} refused: {exc}") from exc
-    raise AssertionError("unreachable")
-
-
-def rollback_services(api, stack: str, services=None, *, watch: bool = True,
-                      on_progress: ProgressCallback | None = None, auth_headers=None,
+def rollback_services(engine, stack: str, services=None, *, watch: bool = True,
+                      on_progress: ProgressCallback | None = None,
                       **watch_kwargs) -> RollbackResult:
     """Roll back `services` of `stack` (names short or full; default: every service
     that has a previous spec) and watch them.  A completed rollback is success
     here (allow_rollback=True): exit 0; paused or failed 10; timed out 12.
-    on_progress gets the watch events (stacks/events.py); auth_headers(image) gives the
-    previous image's registry credentials; watch_kwargs go to watch_services (policy,
-    log_fetcher, clock, sleep).
+    `engine`: the EngineAPI adapter (requests carry the previous image's registry
+    credentials); on_progress gets the watch events (stacks/events.py); watch_kwargs go to
+    watch_services (policy, log_fetcher, clock, sleep).
     """
+    api = engine.api
     chosen, skipped = plan_rollback(stack_services(api, stack), stack, services)
     result = RollbackResult(skipped=skipped)
     for s in chosen:
         prev_image = ((s.get("PreviousSpec") or {}).get("TaskTemplate") or {}).get(
             "ContainerSpec", {}).get("Image", "")
-        request_rollback(api, s, auth_headers(prev_image) if auth_headers else None)
+        engine.rollback_service(s, engine.auth_headers(prev_image))
         result.requested.append(s["Spec"]["Name"])
     if watch and chosen:
         watch_kwargs.setdefault("allow_rollback", True)
@@ -140,9 +122,9 @@ def rollback_stack(stack: str, options: RollbackOptions | None = None, *, engine
     ttl = options.lock_ttl or max(1800, 2 * options.timeout + 300)
     with SwarmLock(api, stack, ttl=ttl, wait=options.lock_wait,
                    notify=lambda line: emit(on_progress, Notice(line))):
-        result = rollback_services(api, stack, list(options.services) or None,
+        result = rollback_services(engine, stack, list(options.services) or None,
                                    policy=WatchPolicy(timeout=options.timeout),
-                                   on_progress=on_progress, auth_headers=engine.auth_headers)
+                                   on_progress=on_progress)
     audit_run(options.cluster_file, "rollback", stack, result.report,
               {"requested": result.requested, "skipped": result.skipped, "phase": "end",
                "exit_code": result.exit_code, "seconds": time.monotonic() - started},
