@@ -1,6 +1,7 @@
 """The one executor: every remote command runs through Session.run. Only this module (and the
-docker socket forwarder) touches paramiko (fabric is not needed: importing it
-and invoke cost a no-op run more than its whole work on a busy machine).
+docker socket forwarder) touches paramiko and fabric. Commands run on raw paramiko channels
+(binary stdin, masked secrets, timeouts); fabric's file transfer carries files, imported only
+when a file moves, since importing fabric and invoke costs a no-op run more than its whole work.
 
 Host keys: a pinned key (cluster file, inventory, the swarm's record) is required to match; a key
 the provider knows out of band (the lab) is checked on first contact. A host with neither is
@@ -239,16 +240,29 @@ class Session:
         return UnreachableError(f"{what}: the SSH connection failed ({type(e).__name__}: "
                                 f"{cmd.scrub(str(e)) or '-'})", host=self.host.name)
 
+    def _fabric(self):
+        """A fabric Connection over this session's verified client: fabric never opens a
+        connection of its own, so the pinned host key is the one already checked."""
+        from fabric import Connection
+        client = self.connect().client
+        conn = Connection(self.host.public_address, user=self.host.user, port=self.host.port)
+        conn.client = client
+        conn.transport = client.get_transport()
+        return conn
+
     def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
-        sftp = self.connect().client.open_sftp()
-        try:
-            tmp = remote_path + ".swarmsmith-tmp"
-            with sftp.open(tmp, "wb") as f:
-                f.write(data)
-            sftp.chmod(tmp, mode)
-            sftp.posix_rename(tmp, remote_path)
-        finally:
-            sftp.close()
+        """Write a file atomically (a temporary name, then a rename), with `mode`."""
+        import io
+        conn = self._fabric()
+        tmp = remote_path + ".swarmsmith-tmp"
+        conn.put(io.BytesIO(data), remote=tmp, preserve_mode=False)
+        sftp = conn.sftp()
+        sftp.chmod(tmp, mode)
+        sftp.posix_rename(tmp, remote_path)
+
+    def get(self, remote_path: str, local) -> None:
+        """Copy a remote file into `local` (a path or a binary file object)."""
+        self._fabric().get(remote_path, local=local, preserve_mode=False)
 
 
 def _drain_stderr(chan, buf: bytearray) -> None:
