@@ -181,22 +181,23 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
 
 def check_restore_address(manifest: dict, to: str, addr: str, others: dict[str, str],
                           force: bool, notes: list[str]) -> None:
-    """The raft store keeps the backed-up manager's address for the restored one. Swarm copes
-    with a changed address, but not when that old address now belongs to another host of the
-    cluster: managers joining later would reach that host instead. Refused then (unless forced)."""
+    """The raft store keeps the backed-up manager's address for the restored one and swarm has
+    no way to change it: a manager joining later is sent to that old address (the lab saw those
+    joins time out). So a host with another address is refused unless forced; then the swarm
+    stays one manager (workers can join)."""
     old = manifest.get("node_addr", "")
     if not old or old == addr:
         return
-    taken = others.get(old)
-    if taken and not force:
+    taken = f", now {others[old]}'s" if old in others else ""
+    if not force:
         raise InputError(
-            f"--to {to}: the backup's manager {manifest['node']} had the address {old}, which "
-            f"is now {taken}'s; swarm's raft store keeps that address for the restored manager "
-            "and cannot change it, so managers joining later would reach "
-            f"{taken} instead. Restore onto {taken} (or back up the manager you will restore "
-            "onto with `swarmsmith backup --node`), or pass --force to stay one manager")
-    notes.append(f"the raft store records {old} for this manager (the backup's); swarm follows "
-                 f"the manager to {addr} once others talk to it")
+            f"--to {to}: the backup's manager {manifest['node']} had the address {old}{taken}; "
+            f"{to} has {addr}. Swarm's raft store keeps {old} for the restored manager and "
+            "cannot change it, so no manager could join the restored swarm. Restore onto the "
+            f"host with {old} (or back up the manager you will restore onto: `swarmsmith "
+            "backup --node`), or pass --force to stay one manager")
+    notes.append(f"restored onto {addr} while raft records {old}: managers cannot join this "
+                 "swarm (workers can)")
 
 
 def _other_addresses(cluster_path: str, to: str) -> dict[str, str]:

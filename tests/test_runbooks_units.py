@@ -301,11 +301,12 @@ def test_restore_address_rule():
     notes = []
     check_restore_address(m, "m1", "10.0.0.3", {}, False, notes)
     assert notes == []
-    check_restore_address(m, "m1", "10.9.0.2", {"10.9.0.3": "m2"}, False, notes)
-    assert "10.0.0.3" in notes[0]
+    with pytest.raises(InputError, match="cannot change it"):
+        check_restore_address(m, "m1", "10.9.0.2", {}, False, [])
     with pytest.raises(InputError, match="now m2's"):
         check_restore_address(m, "m1", "10.0.0.2", {"10.0.0.3": "m2"}, False, [])
-    check_restore_address(m, "m1", "10.0.0.2", {"10.0.0.3": "m2"}, True, [])
+    check_restore_address(m, "m1", "10.0.0.2", {"10.0.0.3": "m2"}, True, notes)
+    assert "managers cannot join" in notes[0]
 
 
 def test_recover_renders_every_kind_of_up_event():
