@@ -196,5 +196,10 @@ def test_restore_into_a_fresh_one_manager_swarm_then_up_grows_it(c):
     c.cli("up", check=0)
     st = c.wait_quorum(3)
     assert st["quorum"]["managers"] == 3 and st["quorum"]["state"] == "healthy"
-    app = {s["name"]: s for s in st["services"]}["st_app"]
-    assert app["running"] == app["desired"] == 2
+    import time
+    for _ in range(90):     # the restored service's tasks start again on the new nodes
+        app = {s["name"]: s for s in json.loads(c.cli("status", "--json").stdout)["services"]}
+        if app["st_app"]["running"] == 2:
+            break
+        time.sleep(1)
+    assert app["st_app"]["running"] == app["st_app"]["desired"] == 2, app
