@@ -41,7 +41,7 @@ def connect(cluster_file: str | None = None, accept_new_host_keys: bool = False)
     from provision.registry_auth import Credentials
     path = find_cluster_file(cluster_file)
     return EngineAPI(cluster_client(path, accept_new_host_keys),
-                     credentials=Credentials.for_cluster(path))
+                     credentials=Credentials.for_cluster(path), cluster_file=path)
 
 
 def _status_error(where: str, what: str, resp) -> SwarmsmithError:
@@ -61,10 +61,15 @@ def _status_error(where: str, what: str, resp) -> SwarmsmithError:
 
 
 class EngineAPI:
-    def __init__(self, api, credentials=None, where: str = ""):
+    def __init__(self, api, credentials=None, where: str = "", *, cluster_file: str = "",
+                 node_images=None):
         self.api = api
         self.credentials = credentials     # provision.registry_auth.Credentials or None
         self.where = where                 # the manager spoken to, named in errors
+        self.cluster_file = cluster_file   # set by connect(): the nodes can be asked over SSH
+        # nodes -> {node id: set of images}, for the pre-deploy image check; None: over SSH
+        # when cluster_file is known, else no check (an engine a caller handed in)
+        self.node_images = node_images
 
     def auth_headers(self, image: str) -> dict:
         header = self.credentials.header(image) if self.credentials and image else None

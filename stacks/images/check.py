@@ -263,17 +263,17 @@ def ssh_lister(cluster_path: str) -> Lister:
     return run
 
 
-def for_plan(cluster_file: str | None, compose, desired, plan, engine) -> None:
+def for_plan(compose, desired, plan, engine) -> None:
     """The one call from make_stack_plan: adds problems and warnings to the plan.
-    An engine may carry its own `node_images` lister (tests); otherwise nodes are asked
-    over SSH when the engine talks to a swarmsmith cluster; any other engine is not checked."""
-    lister = getattr(engine, "node_images", None)
+    The engine's `node_images` lister when it has one (tests); else the nodes are asked over
+    SSH when the engine was connected to a swarmsmith cluster (engine.cluster_file); an
+    engine a caller handed in without either is not checked."""
+    lister = engine.node_images
     if lister is None:
-        if not hasattr(getattr(engine, "api", None), "_swarmsmith_forwarder"):
+        if not engine.cluster_file:
             return
-        from provision.clusters import find_cluster_file
-        lister = ssh_lister(find_cluster_file(cluster_file))
-    nodes = engine._call("list nodes", engine.api.nodes)
+        lister = ssh_lister(engine.cluster_file)
+    nodes = engine.nodes()
     missing: dict = {}
     problems, warnings = check_images(compose, desired, plan, nodes, lister, missing)
     plan.missing_images = missing      # for deploy --push-images

@@ -166,7 +166,7 @@ def make_stack_plan(loaded: LoadedStack, engine: EngineAPI, options: StackOption
     plan = make_plan(desired, engine.current(), prune=options.prune)
     plan.warnings[:0] = loaded.warnings + deadlock_warnings(loaded.compose, node_count)
     refuse_update_deadlocks(plan, loaded.compose, loaded.name, node_count)
-    for_plan(options.cluster_file, loaded.compose, desired, plan, engine)
+    for_plan(loaded.compose, desired, plan, engine)
     return plan
 
 
