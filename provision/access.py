@@ -173,8 +173,11 @@ class ClusterAccess:
     # --- the record -----------------------------------------------------------------------
     def record(self) -> dict | None:
         if not self._record_read:
-            from .cluster_record import RecordStore
-            _, self._record = RecordStore(self.client(), self.cluster.name).read()
+            # one listing through the guarded client (errors name the manager), read as a
+            # snapshot: the Engine API adapter sits above this module (it connects through it)
+            from .cluster_record import ConfigSnapshot, RecordStore, record_filters
+            configs = self.client().configs(filters=record_filters(self.cluster.name))
+            _, self._record = RecordStore(ConfigSnapshot(configs), self.cluster.name).read()
             self._record_read = True
         return self._record
 

@@ -298,6 +298,7 @@ def _read_record(run: Run, hosts) -> None:
     tells a fresh folder (or a lost inventory) which swarm is ours, its node IDs and the host keys
     recorded by earlier runs; a host showing another key than the record's is refused."""
     from .cluster_record import ConfigSnapshot, RecordStore, merge_into_inventory
+    from .engine_api import EngineAPI
     from .dockerapi import api_client
     for h in hosts:
         if h.role != "manager":
@@ -312,7 +313,7 @@ def _read_record(run: Run, hosts) -> None:
             continue
         api = _Lazy(lambda s=s: api_client(s))      # connected only if the record is written
         records = run.facts.get(h.name, {}).get("records")
-        reader = ConfigSnapshot(records) if records is not None else api
+        reader = ConfigSnapshot(records) if records is not None else EngineAPI(api, where=h.name)
         version, record = RecordStore(reader, run.cluster.name).read()
         if record is None:
             run.record_api = api
@@ -360,9 +361,10 @@ def _write_record(run: Run, leader) -> None:
     """The inventory's durable facts into the swarm (a new version only when they changed)."""
     from .cluster_record import RecordStore, from_inventory
     from .dockerapi import api_client
+    from .engine_api import EngineAPI
     api = run.record_api or api_client(run.sessions[leader.name])
     try:
-        version = RecordStore(api, run.cluster.name).save(
+        version = RecordStore(EngineAPI(api, where=leader.name), run.cluster.name).save(
             from_inventory(run.inventory, run.cluster.name), run.record_base)
     except SwarmsmithError as e:
         e.host = e.host or leader.name

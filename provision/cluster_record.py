@@ -15,7 +15,7 @@ import base64
 import json
 import socket
 
-from .errors import SwarmsmithError
+from .errors import SwarmsmithError, is_conflict
 
 PREFIX = "swarmsmith-cluster-"
 L_CLUSTER = "com.swarmsmith.cluster"
@@ -109,6 +109,11 @@ def _version(cfg: dict) -> int:
         return 0
 
 
+def record_filters(cluster: str) -> dict:
+    """The config listing filter that finds a cluster's record versions."""
+    return {"label": [f"{L_CLUSTER}={cluster}"]}
+
+
 class ConfigSnapshot:
     """The record's configs as read earlier in one command (`docker config inspect`, the Engine
     API's shape), for RecordStore.read without an Engine API connection."""
@@ -119,12 +124,13 @@ class ConfigSnapshot:
     def configs(self, filters=None) -> list[dict]:
         return list(self._configs)
 
-    def inspect_config(self, id_: str) -> dict:
+    def config(self, id_: str) -> dict:
         return next(c for c in self._configs if c.get("ID") == id_)
 
 
 class RecordStore:
-    """The record's configs through a docker APIClient (or a fake with the same methods)."""
+    """The record's configs through the Engine API adapter (provision/engine_api.py's EngineAPI),
+    or read from a ConfigSnapshot."""
 
     def __init__(self, api, cluster: str):
         self.api, self.cluster = api, cluster
@@ -132,19 +138,13 @@ class RecordStore:
     def _call(self, what: str, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:   # docker.errors.APIError, the guarded client's errors
-            status = getattr(exc, "status_code", None) or \
-                getattr(getattr(exc, "response", None), "status_code", None)
-            if status == 409 or "already exists" in str(exc).lower():
+        except SwarmsmithError as exc:
+            if is_conflict(exc):
                 raise RecordConflict(f"{what}: another run wrote it first") from exc
-            if isinstance(exc, SwarmsmithError):
-                raise
-            explanation = getattr(exc, "explanation", None) or str(exc)
-            raise SwarmsmithError(f"{what}: {explanation}") from exc
+            raise
 
     def versions(self) -> list[dict]:
-        found = self._call("list cluster records", self.api.configs,
-                           filters={"label": [f"{L_CLUSTER}={self.cluster}"]})
+        found = self._call("list cluster records", self.api.configs, record_filters(self.cluster))
         mine = [c for c in found
                 if ((c.get("Spec") or {}).get("Name") or "").startswith(PREFIX + self.cluster + "-")
                 and _version(c) > 0]
@@ -158,20 +158,20 @@ class RecordStore:
         cfg = found[-1]
         data = (cfg.get("Spec") or {}).get("Data")
         if data is None:     # a list without data: inspect the one config
-            cfg = self._call("read the cluster record", self.api.inspect_config, cfg["ID"])
+            cfg = self._call("read the cluster record", self.api.config, cfg["ID"])
             data = cfg["Spec"].get("Data", "")
         return _version(cfg), decode(base64.b64decode(data), cfg["Spec"]["Name"])
 
     def create(self, version: int, record: dict) -> None:
         labels = {L_CLUSTER: self.cluster, L_VERSION: str(version),
                   L_WRITER: socket.gethostname()}
-        self._call(f"write cluster record version {version}", self.api.create_config,
-                   config_name(self.cluster, version), encode(record), labels=labels)
+        self._call(f"write cluster record version {version}", self.api.add_config,
+                   config_name(self.cluster, version), encode(record), labels)
 
     def prune(self, keep: int = KEEP) -> None:
         for old in self.versions()[:-keep]:
             try:
-                self.api.remove_config(old["ID"])
+                self.api.remove_config(old["ID"], old["Spec"]["Name"])
             except Exception:
                 pass     # another writer pruned it first; pruning is best effort
 

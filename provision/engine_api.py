@@ -14,7 +14,8 @@ insecure-registries list.
 """
 from __future__ import annotations
 
-from provision.errors import SwarmsmithError
+# the one conflict / not-found test, for every caller of this adapter (status kept in its errors)
+from provision.errors import SwarmsmithError, is_conflict, is_not_found, status_of  # noqa: F401
 from dataclasses import dataclass, field
 
 
@@ -42,6 +43,17 @@ def connect(cluster_file: str | None = None, accept_new_host_keys: bool = False)
     path = find_cluster_file(cluster_file)
     return EngineAPI(cluster_client(path, accept_new_host_keys),
                      credentials=Credentials.for_cluster(path), cluster_file=path)
+
+
+def as_engine(api, where: str = "") -> "EngineAPI":
+    """`api` itself when it already is an EngineAPI, else the adapter around that client (a
+    docker.APIClient, the guarded client, or a test's fake with the same methods)."""
+    return api if isinstance(api, EngineAPI) else EngineAPI(api, where=where)
+
+
+def _filters(filters: dict | None) -> dict:
+    # clients and fakes that take no filters are called without them
+    return {"filters": filters} if filters is not None else {}
 
 
 def _status_error(where: str, what: str, resp) -> SwarmsmithError:
@@ -83,8 +95,10 @@ class EngineAPI:
                 exc.message = f"Engine API {what}: {exc.detail}"
             raise
         except Exception as exc:  # docker.errors.APIError and transport errors
+            from provision.docker_socket import EngineAPIError
             explanation = getattr(exc, "explanation", None) or str(exc)
-            raise SwarmsmithError(f"{what}: {explanation}", host=self.where or None) from exc
+            raise EngineAPIError(f"{what}: {explanation}", host=self.where or None,
+                                 status_code=status_of(exc)) from exc
 
     def _request(self, what: str, method: str, path: str, *args, body: dict | None = None,
                  params: dict | None = None, headers: dict | None = None) -> dict:
@@ -145,17 +159,15 @@ class EngineAPI:
                 "Data": base64.b64encode(self._token_naming_key()).decode()}
         try:
             self._post(f"create config {NAMING_KEY_CONFIG}", "/configs/create", spec)
-        except SwarmsmithError:
-            if self._pinned_naming_key():      # another run pinned it first: same key
+        except SwarmsmithError as exc:
+            if is_conflict(exc) and self._pinned_naming_key():   # another run pinned it first
                 return False
             raise
         return True
 
     def _pinned_naming_key(self) -> bytes | None:
         import base64
-        configs = self._call("list configs", self.api.configs,
-                             filters={"name": NAMING_KEY_CONFIG})
-        for c in configs or []:
+        for c in self.configs({"name": NAMING_KEY_CONFIG}) or []:
             spec = c.get("Spec") or {}
             if spec.get("Name") == NAMING_KEY_CONFIG and spec.get("Data"):
                 return base64.b64decode(spec["Data"])
@@ -264,19 +276,33 @@ class EngineAPI:
         return self._call(f"inspect node {node_id[:12]}", self.api.inspect_node, node_id)
 
     def services(self, filters: dict | None = None) -> list[dict]:
-        return self._call("list services", self.api.services, filters=filters)
+        return self._call("list services", self.api.services, **_filters(filters))
 
     def service(self, service_id: str) -> dict:
         return self._call(f"inspect service {service_id}", self.api.inspect_service, service_id)
 
     def tasks(self, filters: dict | None = None) -> list[dict]:
-        return self._call("list tasks", self.api.tasks, filters=filters)
+        return self._call("list tasks", self.api.tasks, **_filters(filters))
 
     def secrets(self) -> list[dict]:
         return self._call("list secrets", self.api.secrets)
 
-    def configs(self) -> list[dict]:
-        return self._call("list configs", self.api.configs)
+    def configs(self, filters: dict | None = None) -> list[dict]:
+        return self._call("list configs", self.api.configs, **_filters(filters))
+
+    def config(self, config_id: str) -> dict:
+        return self._call(f"inspect config {config_id[:12]}", self.api.inspect_config,
+                          config_id)
+
+    def add_config(self, name: str, data: bytes, labels: dict) -> str:
+        """A small config of our own (a lock, a record, an audit entry), through the SDK's
+        create_config; its id. A taken name raises an error is_conflict() recognises."""
+        return self._call(f"create config {name}", self.api.create_config, name, data,
+                          labels=labels)["ID"]
+
+    def remove_config(self, config_id: str, name: str = "") -> None:
+        self._call(f"remove config {name or config_id[:12]}", self.api.remove_config,
+                   config_id)
 
     def swarm(self) -> dict:
         return self._call("inspect the swarm", self.api.inspect_swarm)

@@ -46,8 +46,12 @@ def save(images: list[str], out_dir: str | None = None, api=None) -> str:
     fd, path = tempfile.mkstemp(prefix="swarmsmith-save-", suffix=".tar", dir=out_dir)
     try:
         with os.fdopen(fd, "wb") as f:
-            resp = api._get(api._url("/images/get"), params={"names": images}, stream=True)
-            api._raise_for_status(resp)
+            # GET /images/get?names=A&names=B: all images in one archive, as `docker save A B`
+            # (the SDK's get_image takes one), through the client's public requests interface
+            resp = api.get(f"{api.base_url}/v{api.api_version}/images/get",
+                           params={"names": images}, stream=True,
+                           timeout=getattr(api, "timeout", None))
+            resp.raise_for_status()
             for chunk in resp.iter_content(1 << 20):
                 f.write(chunk)
     except BaseException as e:

@@ -224,7 +224,7 @@ def _replace_cluster_record(cluster_path: str, api) -> bool:
     (which the restore just updated) takes its place; older versions stay as history."""
     from .cluster_record import RecordStore, from_inventory
     cf, state = _inventory(cluster_path)
-    store = RecordStore(api.api, cf.name)
+    store = RecordStore(api, cf.name)
     version, record = store.read()
     if record is None:
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .engine_api import as_engine
 from .errors import EXIT_DEGRADED, EXIT_OK, SwarmsmithError
 from .quorum import quorum_of
 
@@ -67,6 +68,7 @@ STACK_LABEL = "com.docker.stack.namespace"
 
 
 def gather(api, stack: str | None = None) -> dict:
+    api = as_engine(api)
     raw_nodes = api.nodes()
     names = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12]) for n in raw_nodes}
     nodes = []

@@ -13,6 +13,7 @@ import pytest
 
 from inventory import clusterfile
 from inventory.hostkeys import (known_hosts_line, lookup, parse_key, parse_known_hosts)
+from provision.engine_api import EngineAPI
 from provision.cluster_record import (KEEP, RecordStore, config_name, from_inventory,
                                       merge_into_inventory)
 from provision.command import Command
@@ -135,7 +136,7 @@ def test_record_holds_durable_facts_only():
 
 def test_versions_are_created_not_overwritten_and_pruned():
     api, store = FakeConfigs(), None
-    store = RecordStore(api, "st0")
+    store = RecordStore(EngineAPI(api), "st0")
     rec = from_inventory(INV, "st0")
     assert store.save(rec, store.read()) == 1
     assert store.save(rec, store.read()) is None            # unchanged: nothing written
@@ -149,12 +150,12 @@ def test_versions_are_created_not_overwritten_and_pruned():
 
 def test_second_writer_loses_the_create_and_converges():
     api = FakeConfigs()
-    store = RecordStore(api, "st0")
+    store = RecordStore(EngineAPI(api), "st0")
     base = store.read()
     other = from_inventory({**INV, "hosts": {"w1": {"role": "worker", "public_address": "x",
                                                      "node_id": "n2"}}}, "st0")
     # between our read and our create, another run writes version 1
-    api.before_create = lambda: RecordStore(api, "st0").create(1, other)
+    api.before_create = lambda: RecordStore(EngineAPI(api), "st0").create(1, other)
     assert store.save(from_inventory(INV, "st0"), base) == 2
     version, rec = store.read()
     assert version == 2 and set(rec["hosts"]) == {"m1", "w1"}   # both runs' hosts kept
@@ -307,7 +308,7 @@ def _run_with_record(tmp_path, monkeypatch, seen: str, accept=()):
     from inventory.state import StateDir
     api = FakeConfigs()
     rec = from_inventory({**INV, "cluster_id": "swarm1"}, "st0")
-    RecordStore(api, "st0").create(1, rec)
+    RecordStore(EngineAPI(api), "st0").create(1, rec)
     monkeypatch.setattr(dockerapi, "api_client", lambda session: api)
     cf = clusterfile.load(_static(tmp_path))
     m1 = Host("m1", "10.0.0.1", role="manager")
@@ -342,7 +343,7 @@ def test_a_pruned_host_is_not_brought_back_from_the_record(tmp_path, monkeypatch
     api = FakeConfigs()
     hosts = {"m1": {"role": "manager", "public_address": "10.0.0.1", "node_id": "n1"},
              "w9": {"role": "worker", "public_address": "10.0.0.9", "node_id": "n9"}}
-    RecordStore(api, "st0").create(1, {"format": 1, "name": "st0", "cluster_id": "swarm1",
+    RecordStore(EngineAPI(api), "st0").create(1, {"format": 1, "name": "st0", "cluster_id": "swarm1",
                                        "hosts": hosts})
     monkeypatch.setattr(dockerapi, "api_client", lambda session: api)
     cf = clusterfile.load(_static(tmp_path))

@@ -97,7 +97,7 @@ def test_guarded_api_names_host_and_operation_and_keeps_the_status():
     import docker
     import requests
     from provision.dockerapi import GuardedAPI
-    from stacks.operations.lock import _is_not_found
+    from provision.engine_api import is_not_found as _is_not_found
 
     class Client:
         def nodes(self):

@@ -235,12 +235,11 @@ def test_unlock_shows_the_holder_and_refuses_a_live_local_one_without_force():
 
 
 def test_api_unlock_typed_result():
-    from types import SimpleNamespace
-
+    from provision.engine_api import EngineAPI
     from stacks import api as lib
     from stacks.operations.lock import unlock_stack
     configs, clock = FakeConfigs(), FakeClock(1_700_000_000)
-    engine = SimpleNamespace(api=configs)
+    engine = EngineAPI(configs)
     assert lib.unlock("web", engine=engine).to_json() == {"stack": "web", "removed": False,
                                                           "holder": None}
     _held_by(configs, clock, Holder("other-host", "b", 5))

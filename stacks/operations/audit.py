@@ -15,6 +15,8 @@ import os
 import stat
 from datetime import datetime, timezone
 
+from provision.engine_api import as_engine
+
 SECRET_HINTS = ("password", "passwd", "secret", "token", "auth", "credential", "apikey",
                 "api_key", "private_key")
 AUDIT_PREFIX = "swarmsmith-audit-"
@@ -95,13 +97,14 @@ def append_audit_swarm(api, stack: str, record: dict, keep: int = KEEP) -> str:
     tag = stack if len(AUDIT_PREFIX + stack) + 26 <= 64 else \
         hashlib.sha256(stack.encode()).hexdigest()[:12]
     name = f"{AUDIT_PREFIX}{tag}-{stamp}{os.urandom(2).hex()}"
-    cid = api.create_config(name, data, labels={L_AUDIT: stack})["ID"]
-    entries = [c for c in api.configs(filters={"label": [f"{L_AUDIT}={stack}"]})
+    api = as_engine(api)
+    cid = api.add_config(name, data, {L_AUDIT: stack})
+    entries = [c for c in api.configs({"label": [f"{L_AUDIT}={stack}"]})
                if ((c.get("Spec") or {}).get("Labels") or {}).get(L_AUDIT) == stack]
     entries.sort(key=lambda c: c["Spec"]["Name"])
     for old in entries[:-keep] if keep else []:
         try:
-            api.remove_config(old["ID"])
+            api.remove_config(old["ID"], old["Spec"]["Name"])
         except Exception:
             pass  # pruning is best effort
     return cid
@@ -114,13 +117,14 @@ def read_audit_swarm(api, stack: str | None = None, since: str | None = None) ->
     since = parse_since(since) if since else None
     filters = {"label": [f"{L_AUDIT}={stack}" if stack else L_AUDIT]}
     out = []
-    for c in api.configs(filters=filters):
+    api = as_engine(api)
+    for c in api.configs(filters):
         spec = c.get("Spec") or {}
         if not (spec.get("Name") or "").startswith(AUDIT_PREFIX):
             continue
         data = spec.get("Data")
         if data is None:
-            data = (api.inspect_config(c["ID"]).get("Spec") or {}).get("Data", "")
+            data = (api.config(c["ID"]).get("Spec") or {}).get("Data", "")
         raw = data if isinstance(data, (bytes, bytearray)) else base64.b64decode(data)
         try:
             rec = json.loads(raw)
@@ -156,7 +160,7 @@ def live_images(api, stack: str) -> dict[str, str]:
     """service -> the image swarm runs now (with the digest swarm pinned, when it could)."""
     from stacks.specs.convert import STACK_LABEL
     out = {}
-    for s in api.services(filters={"label": f"{STACK_LABEL}={stack}"}):
+    for s in as_engine(api).services({"label": f"{STACK_LABEL}={stack}"}):
         spec = s.get("Spec") or {}
         out[spec.get("Name", "?")] = ((spec.get("TaskTemplate") or {}).get("ContainerSpec")
                                       or {}).get("Image", "")

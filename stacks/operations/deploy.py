@@ -217,7 +217,7 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
         audit_run(options.cluster_file, command, name, result.watch if result else None,
                   {"changes": changes, **extra, **fields}, on_progress, engine)
 
-    with SwarmLock(engine.api, name, ttl=lock_ttl(options), wait=options.lock_wait,
+    with SwarmLock(engine, name, ttl=lock_ttl(options), wait=options.lock_wait,
                    notify=lambda line: emit(on_progress, Notice(line))):
         plan = make_stack_plan(loaded, engine, options, adjust)   # under the lock
         if getattr(plan, "missing_images", None):
@@ -258,7 +258,7 @@ def _apply_and_watch(stack: str, plan: Plan, engine: EngineAPI, options: DeployO
     result = DeployResult(stack, plan)
     if not plan.has_changes and not plan.problems and options.detach:
         return result
-    baseline = snapshot_versions(engine.api, stack)
+    baseline = snapshot_versions(engine, stack)
     if plan.has_changes or plan.problems:
         result.applied = apply(plan, engine, on_step=lambda s: emit(on_progress, StepDone(s)))
     result.changed_services = [a.name for a in plan.of("service")
@@ -267,7 +267,7 @@ def _apply_and_watch(stack: str, plan: Plan, engine: EngineAPI, options: DeployO
         return result
     # unchanged services may still be moving (a killed deploy's update, a pause, missing
     # replicas): their outcome is this run's too, so "no changes" cannot hide a failing rollout
-    in_flight = unsettled(engine.api, stack,
+    in_flight = unsettled(engine, stack,
                           [a.name for a in plan.of("service") if a.action == UNCHANGED])
     for name, why in in_flight:
         emit(on_progress, UnsettledService(name, why))
@@ -276,7 +276,7 @@ def _apply_and_watch(stack: str, plan: Plan, engine: EngineAPI, options: DeployO
         emit(on_progress, WatchStarted(stack, list(watched)))
         try:
             result.watch = watch_stack(
-                engine.api, stack, services=watched, baseline=baseline,
+                engine, stack, services=watched, baseline=baseline,
                 policy=WatchPolicy(timeout=options.timeout),
                 allow_rollback=options.allow_rollback,
                 on_progress=None if on_progress is None else
@@ -301,12 +301,12 @@ def audit_run(cluster_file: str | None, command: str, stack: str, report, extra:
     extra = dict(extra)
     if extra.get("phase") == "end" and engine is not None:
         try:    # what runs now, with the digests swarm pinned
-            extra["images"] = {**live_images(engine.api, stack), **extra.get("images", {})}
+            extra["images"] = {**live_images(engine, stack), **extra.get("images", {})}
         except Exception as e:
             warn(f"could not read the stack's images for the audit record: {e}")
     extra = {k: round(v, 2) if isinstance(v, float) else v for k, v in extra.items()}
     rec = audit_record(command, stack, report, **extra)
-    keep_record(engine.api if engine is not None else None, state_path_if_any(cluster_file),
+    keep_record(engine, state_path_if_any(cluster_file),
                 rec, warn)
 
 

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from provision.errors import LockedError, SwarmsmithError
+from provision.engine_api import as_engine, is_conflict, is_not_found
 
 PREFIX = "swarmsmith-lock-"
 L_STACK = "com.swarmsmith.lock.stack"
@@ -100,21 +101,6 @@ def _holder(labels: dict) -> Holder | None:
     return Holder(labels.get(L_HOST, ""), labels.get(L_BOOT, ""), pid)
 
 
-def _status(exc: BaseException) -> int | None:
-    code = getattr(exc, "status_code", None)
-    if code is None:
-        code = getattr(getattr(exc, "response", None), "status_code", None)
-    return code
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    return _status(exc) == 409 or "already exists" in str(exc).lower()
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    return _status(exc) == 404 or "not found" in str(exc).lower()
-
-
 @dataclass
 class LockInfo:
     id: str
@@ -147,7 +133,8 @@ class LockInfo:
 
 
 class SwarmLock:
-    """with SwarmLock(api, "web", ttl=1800, wait=120): ...   (api: docker.APIClient)
+    """with SwarmLock(engine, "web", ttl=1800, wait=120): ...   (engine: provision.engine_api's
+    EngineAPI, or a client it wraps)
 
     wait: seconds to wait for a held lock before LockedError (exit 4); 0 = fail at once.
     """
@@ -158,7 +145,7 @@ class SwarmLock:
                  sleep: Callable[[float], None] = time.sleep,
                  me: Holder | None = None, alive: Callable[[int], bool] = pid_alive,
                  notify: Callable[[str], None] | None = None):
-        self.api, self.stack = api, stack
+        self.api, self.stack = as_engine(api), stack
         self.name = lock_name(stack)
         self.ttl, self.wait, self.poll = float(ttl), float(wait), float(poll)
         self.owner = owner or default_owner()
@@ -170,7 +157,7 @@ class SwarmLock:
         self.notify = notify or (lambda line: None)
 
     def holder(self) -> LockInfo | None:
-        for c in self.api.configs(filters={"name": [self.name]}):
+        for c in self.api.configs({"name": [self.name]}):
             spec = c.get("Spec") or {}
             if spec.get("Name") != self.name:  # the name filter matches prefixes
                 continue
@@ -191,7 +178,7 @@ class SwarmLock:
                   L_HOST: self.me.host, L_BOOT: self.me.boot_id, L_PID: str(self.me.pid)}
         body = json.dumps({"stack": self.stack, "owner": self.owner,
                            "acquired": _iso(now), "ttl": self.ttl}, sort_keys=True)
-        return self.api.create_config(self.name, body.encode(), labels=labels)["ID"]
+        return self.api.add_config(self.name, body.encode(), labels)
 
     def acquire(self) -> "SwarmLock":
         if self.id:
@@ -203,7 +190,7 @@ class SwarmLock:
                 self.id = self._create()
                 return self
             except Exception as exc:
-                if not _is_conflict(exc):
+                if not is_conflict(exc):
                     raise SwarmsmithError(f"cannot create lock {self.name}: {exc}") from exc
             info = self.holder()
             now = self.clock()
@@ -245,10 +232,10 @@ class SwarmLock:
 
     def _break(self, info: LockInfo) -> None:
         try:
-            self.api.remove_config(info.id)
+            self.api.remove_config(info.id, self.name)
             self.broke.append(info)
         except Exception as exc:
-            if not _is_not_found(exc):  # another run broke it first: fine
+            if not is_not_found(exc):  # another run broke it first: fine
                 raise SwarmsmithError(f"cannot remove stale lock {self.name}: {exc}") from exc
 
     def release(self) -> bool:
@@ -257,10 +244,10 @@ class SwarmLock:
             return False
         lock_id, self.id = self.id, None
         try:
-            self.api.remove_config(lock_id)
+            self.api.remove_config(lock_id, self.name)
             return True
         except Exception as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return False
             raise SwarmsmithError(f"cannot release lock {self.name}: {exc}") from exc
 
@@ -309,6 +296,6 @@ def unlock_stack(stack: str, options: UnlockOptions | None = None, *, engine=Non
     if engine is None:
         from provision.engine_api import connect
         engine = connect(options.cluster_file, options.accept_new_host_keys)
-    lock = SwarmLock(engine.api, stack, me=me, alive=alive, clock=clock)
+    lock = SwarmLock(engine, stack, me=me, alive=alive, clock=clock)
     info = lock.unlock(force=options.force)
     return UnlockResult(stack, info, info.local_state(lock.me, alive) if info else "")

@@ -71,8 +71,7 @@ def rollback_services(engine, stack: str, services=None, *, watch: bool = True,
     credentials); on_progress gets the watch events (stacks/events.py); watch_kwargs go to
     watch_services (policy, log_fetcher, clock, sleep).
     """
-    api = engine.api
-    chosen, skipped = plan_rollback(stack_services(api, stack), stack, services)
+    chosen, skipped = plan_rollback(stack_services(engine, stack), stack, services)
     result = RollbackResult(skipped=skipped)
     for s in chosen:
         prev_image = ((s.get("PreviousSpec") or {}).get("TaskTemplate") or {}).get(
@@ -84,7 +83,7 @@ def rollback_services(engine, stack: str, services=None, *, watch: bool = True,
         emit(on_progress, WatchStarted(stack, list(result.requested)))
         try:
             result.report = watch_services(
-                api, [s["ID"] for s in chosen], stack=stack,
+                engine, [s["ID"] for s in chosen], stack=stack,
                 on_progress=None if on_progress is None else
                 (lambda report: on_progress(WatchProgress(report))), **watch_kwargs)
         finally:
@@ -118,9 +117,8 @@ def rollback_stack(stack: str, options: RollbackOptions | None = None, *, engine
     started = time.monotonic()
     validate_stack_name(stack)
     engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
-    api = engine.api
     ttl = options.lock_ttl or max(1800, 2 * options.timeout + 300)
-    with SwarmLock(api, stack, ttl=ttl, wait=options.lock_wait,
+    with SwarmLock(engine, stack, ttl=ttl, wait=options.lock_wait,
                    notify=lambda line: emit(on_progress, Notice(line))):
         result = rollback_services(engine, stack, list(options.services) or None,
                                    policy=WatchPolicy(timeout=options.timeout),

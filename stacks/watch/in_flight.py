@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
+from provision.engine_api import as_engine
 from stacks.watch.evaluate import Track, WatchPolicy, evaluate, service_mode
 from stacks.watch.outcomes import Outcome
 from stacks.watch.watcher import stack_services
@@ -26,7 +27,7 @@ def unsettled(api, stack: str, names: Iterable[str], *, policy: WatchPolicy | No
                 and not service_mode(s).endswith("job")]
     if not services:
         return []
-    tasks = api.tasks(filters={"service": [s["ID"] for s in services]})
+    tasks = as_engine(api).tasks({"service": [s["ID"] for s in services]})
     out = []
     for s in sorted(services, key=lambda s: s["Spec"]["Name"]):
         mine = [t for t in tasks if t.get("ServiceID") == s["ID"]]

@@ -3,11 +3,11 @@
 One poll loop per stack.  Each poll makes a fixed number of Engine API calls,
 whatever the number of services or tasks:
 
-    api.services(filters={"label": "com.docker.stack.namespace=STACK"})   (or {"id": [...]})
-    api.tasks(filters={"service": [ids of services not finished yet]})
-    api.nodes()            only while a global service or job is being watched
+    services({"label": "com.docker.stack.namespace=STACK"})   (or {"id": [...]})
+    tasks({"service": [ids of services not finished yet]})
+    nodes()            only while a global service or job is being watched
 
-`api` is a docker.APIClient (or anything with those methods).  Clock and sleep
+through provision/engine_api.py's EngineAPI (`api` is one, or a client it wraps).  Clock and sleep
 are injectable; polls back off from `poll_min` to `poll_max` while nothing
 changes and never sleep past the deadline.  Decisions per service live in
 stacks/watch/evaluate.py, outcomes and exit codes in stacks/watch/outcomes.py.
@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Callable, Iterable, Mapping
 
+from provision.engine_api import as_engine
 from provision.errors import SwarmsmithError
 from stacks.watch import task_reasons as tr
 from stacks.watch.outcomes import Outcome, ServiceReport, WatchReport
@@ -34,7 +35,7 @@ __all__ = ["WatchPolicy", "watch_stack", "watch_services", "snapshot_versions",
 
 
 def stack_services(api, stack: str) -> list[dict]:
-    return api.services(filters={"label": f"{STACK_LABEL}={stack}"})
+    return as_engine(api).services({"label": f"{STACK_LABEL}={stack}"})
 
 
 def snapshot_versions(api, stack: str) -> dict[str, int]:
@@ -45,6 +46,8 @@ def snapshot_versions(api, stack: str) -> dict[str, int]:
 def api_log_fetcher(api) -> LogFetcher:
     """Last lines of one task's logs, from the service log endpoint (details=True
     tags each line with its task id; tail applies per task)."""
+
+    api = as_engine(api)
 
     def fetch(service: dict, task_id: str, tail: int) -> list:
         spec = (service.get("Spec") or {}).get("TaskTemplate") or {}
@@ -71,6 +74,7 @@ def watch_stack(api, stack: str, *, services: Iterable[str] | None = None,
     timeouts: per-service deadlines in seconds (short or full names), else policy.timeout.
     Returns a WatchReport; `report.exit_code` is the code for the process.
     """
+    api = as_engine(api)
     return _Watch(api, stack, lambda: stack_services(api, stack), services, policy,
                   allow_rollback, baseline, timeouts, on_progress, log_fetcher,
                   clock, sleep).run()
@@ -86,7 +90,8 @@ def watch_services(api, service_ids: list[str], *, stack: str = "",
                    sleep: Callable[[float], None] = time.sleep) -> WatchReport:
     """Same as watch_stack for a given list of service ids (e.g. after a rollback)."""
     ids = list(service_ids)
-    return _Watch(api, stack, lambda: api.services(filters={"id": ids}), None, policy,
+    api = as_engine(api)
+    return _Watch(api, stack, lambda: api.services({"id": ids}), None, policy,
                   allow_rollback, baseline, timeouts, on_progress, log_fetcher,
                   clock, sleep).run()
 
@@ -175,7 +180,7 @@ class _Watch:
         by_id = {s["ID"]: s for s in found}
         pending = [r for r in self.report.services if not r.finished]
         ids = [r.service_id for r in pending if r.service_id in by_id]
-        tasks = self._call(self.api.tasks, filters={"service": ids}) if ids else []
+        tasks = self._call(self.api.tasks, {"service": ids}) if ids else []
         ready = None
         if any(r.mode.startswith("global") for r in pending):
             ready = {n["ID"] for n in self._call(self.api.nodes)
