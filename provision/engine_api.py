@@ -1,5 +1,7 @@
-"""The one place that talks to the Engine API for stacks, through a
-docker.APIClient (or any object with the same methods: tests use a fake).
+"""The one place that talks to the Engine API (plan, apply, watch, the stack lock, status, the
+cluster record, audit, rollback, image check), through a docker.APIClient (or any object with
+the same methods: tests use a fake).  Errors are translated here: they name the manager and the
+call and keep the HTTP status (is_conflict: 409, is_not_found: 404).
 
 Lists use APIClient's own methods; creates and updates post the spec dicts
 from stacks/specs/convert.py as they are (`_request`, through the client's public
