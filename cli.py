@@ -10,8 +10,9 @@ import argparse
 import json
 import os
 import sys
+import time
 
-from provision.errors import EXIT_FAILED, SwarmsmithError
+from provision.errors import EXIT_FAILED, InputError, SwarmsmithError
 
 EXIT_CODES_HELP = """exit codes:
   0  success (or nothing to change)
@@ -111,7 +112,6 @@ class _Renderer:
     the plan and applied steps on stdout; with --json only warnings (stderr)."""
 
     def __init__(self, as_json: bool = False):
-        import time
         self.as_json = as_json
         self.clock = time.monotonic
         self.t0 = self.clock()
@@ -146,7 +146,6 @@ class _Renderer:
 
     def _heartbeat(self, every: float = 1.0) -> None:
         """No silent second: what the run waits for, again, after a second without a line."""
-        import time
         while True:
             time.sleep(0.2)
             waiting = self.waiting
@@ -168,7 +167,6 @@ class _Renderer:
             print(event.message, file=sys.stderr, flush=True)
         elif isinstance(event, ev.TransferProgress):
             if self.transfer is None:
-                from provision.image_commands import ProgressPrinter
                 self.transfer = ProgressPrinter(sys.stderr)
             self.transfer(event.host, event.phase, event.done, event.total)
         elif isinstance(event, ev.WatchStarted):
@@ -493,7 +491,6 @@ def _stack_options(args, kind=None):
 
 
 def _stack_plan(args, options) -> int:
-    from provision.errors import InputError
     from stacks import api
     result = api.plan(args.stack, args.compose_files, options,
                       on_progress=_Renderer(as_json=args.json))
@@ -585,7 +582,6 @@ def cmd_unlock(args) -> int:
     elif result.holder is None:
         print(f"stack {args.stack}: not locked")
     else:
-        import time
         where = {"dead": "a run on this host that is gone", "alive": "a RUNNING process on "
                  "this host (--force)", "elsewhere": "a run on another host"}
         print(f"stack {args.stack}: removed the lock {result.holder.describe(time.time())}; "
@@ -712,6 +708,603 @@ def add_stack_commands(subparsers) -> None:
     p.set_defaults(func=cmd_audit)
 
 
+# --- images: push, build ----------------------------------------------------------------
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class ProgressPrinter:
+    """Per-node lines on stderr, at most one per node per second, plus the last one."""
+
+    def __init__(self, out=sys.stderr, clock=time.monotonic, every: float = 1.0):
+        self.out, self.clock, self.every = out, clock, every
+        self.last: dict[str, float] = {}
+        self.start: dict[str, float] = {}
+
+    def __call__(self, host: str, phase: str, done: int, total: int) -> None:
+        now = self.clock()
+        key = host or phase
+        self.start.setdefault(key, now)
+        final = phase == "done" or (phase == "compress" and done >= total)
+        if phase == "send" and done == 0:      # the start: nothing to show yet
+            self.start[key] = now
+            self.last[key] = now
+            return
+        if not final and now - self.last.get(key, -1e9) < self.every:
+            return
+        self.last[key] = now
+        secs = max(now - self.start[key], 1e-6)
+        if phase == "compress":
+            print(f"  compressing the archive: {_mb(done)} / {_mb(total)}", file=self.out)
+        elif phase == "send":
+            print(f"  {host}: sending {_mb(done)} / {_mb(total)}  {done / secs / 1e6:.1f} MB/s",
+                  file=self.out)
+        elif phase == "done":
+            print(f"  {host}: {_mb(done)} sent, loaded and checked in {secs:.1f} s "
+                  f"({done / secs / 1e6:.1f} MB/s)", file=self.out)
+        self.out.flush()
+
+
+def _found_cluster(args) -> str:
+    """--cluster, else $SWARMSMITH_CLUSTER, else ./swarmsmith.yml (commands with --cluster only)."""
+    from inventory.clusterfile import find
+    return find(getattr(args, "cluster", None))
+
+
+def _say(as_json: bool):
+    """A line on stderr as it happens; nothing with --json."""
+    if as_json:
+        return None
+    return lambda m: print(m, file=sys.stderr, flush=True)
+
+
+def cmd_images_push(args) -> int:
+    from provision.image_archive import read_images
+    from provision.image_push import push_to_cluster
+
+    if bool(args.file) == bool(args.images):
+        raise InputError("images push: give IMAGE names (from the local engine) or --file "
+                         "ARCHIVE.tar (from docker save), not both or neither")
+    if args.file:
+        read_images(args.file)        # a bad archive fails before any host is contacted
+    result = push_to_cluster(_found_cluster(args), archive=args.file, images=args.images,
+                             nodes=args.nodes, on_message=_say(args.json),
+                             progress=None if args.json else ProgressPrinter(),
+                             compress_wire=not args.no_compress)
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    _print_push(result)
+    return 0
+
+
+def cmd_images_build(args) -> int:
+    """Build images from Debian packages (provision/debian_images.py), optionally push them."""
+    from provision.debian_images import build, load
+    load(args.file)                       # bad input fails before anything is built
+    built = build(args.file, progress=_say(args.json) or (lambda m: None))
+    report = {"build": built.to_dict()}
+    if not args.json:
+        how = "from the cache" if built.cached else f"built in {built.seconds:.1f} s"
+        print(f"{os.path.basename(args.file)}: {len(built.images)} images {how}: {built.archive}")
+        for i in built.images:
+            print(f"  {', '.join(i.tags)}  {i.id[:19]}")
+    if args.push:
+        from provision.image_push import push_to_cluster
+        result = push_to_cluster(_found_cluster(args), archive=built.archive, nodes=args.nodes,
+                                 keep_compressed=True,
+                                 progress=None if args.json else ProgressPrinter())
+        report["push"] = result.to_dict()
+        if not args.json:
+            _print_push(result)
+    if args.json:
+        _print_json(report)
+    return 0
+
+
+def _print_push(result) -> None:
+    names = ", ".join(t for i in result.images for t in i.tags) or "images"
+    changes = result.changes
+    print(f"{names}: " + (f"{len(changes)} changes" if changes else "no changes "
+                          "(every node has the same image IDs)"))
+    for n in result.nodes:
+        if n.action == "present":
+            print(f"  = {n.host}: already there")
+        elif n.action == "tagged":
+            print(f"  ~ {n.host}: tagged (image already there)")
+        else:
+            rate = n.bytes_sent / n.seconds / 1e6 if n.seconds else 0
+            print(f"  ~ {n.host}: loaded, {_mb(n.bytes_sent)} sent in {n.seconds:.1f} s "
+                  f"({rate:.1f} MB/s)")
+
+
+def add_image_commands(sub) -> None:
+    images = sub.add_parser("images", help="put images on the nodes without a registry")
+    isub = images.add_subparsers(dest="images_command", metavar="IMAGES_COMMAND")
+    isub.required = True
+    push = isub.add_parser("push", help="send images from the local engine (or a docker save "
+                           "archive) to the nodes over SSH; nodes that have them are skipped")
+    push.add_argument("images", nargs="*", metavar="IMAGE",
+                      help="image names or IDs in the local engine (DOCKER_HOST)")
+    push.add_argument("--file", metavar="ARCHIVE.tar", help="a `docker save` archive instead")
+    push.add_argument("--nodes", nargs="+", metavar="NODE", default=["all"],
+                      help="all (default), managers, workers, or node names (after the IMAGEs)")
+    push.add_argument("--cluster", metavar="FILE", help="cluster file")
+    push.add_argument("--no-compress", action="store_true",
+                      help="send the archive as it is (default: gzip on the wire)")
+    push.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    push.set_defaults(func=cmd_images_push)
+
+    build = isub.add_parser("build", help="build images from Debian packages (mmdebstrap, no "
+                            "engine needed; cached), optionally push them to the nodes")
+    build.add_argument("file", metavar="IMAGES.yml", help="image file (see "
+                       "examples/tutorial/images.yml)")
+    build.add_argument("--push", action="store_true", help="push the images to the nodes")
+    build.add_argument("--nodes", nargs="+", metavar="NODE", default=["all"],
+                       help="with --push: all (default), managers, workers, or node names")
+    build.add_argument("--cluster", metavar="FILE", help="cluster file (with --push)")
+    build.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    build.set_defaults(func=cmd_images_build)
+
+
+# --- day two: node, tokens, ca, autolock, unlock-key, unlock-swarm, backup, restore, recover --
+# The work is in provision/nodes.py, rotation.py, unlock.py, backup.py and restore.py.
+
+def _manager(args):
+    from provision.managers import manager_session
+    return manager_session(_found_cluster(args))
+
+
+def _timed_lines(args):
+    """Progress lines on stderr stamped with the seconds since the start; none with --json."""
+    if getattr(args, "json", False):
+        return None
+    t0 = time.monotonic()
+    return lambda msg: print(f"[{time.monotonic() - t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _emit(args, result: dict, lines: list[str]) -> None:
+    if args.json:
+        _print_json(result)
+        return
+    for line in lines:
+        print(line)
+
+
+def _change_lines(res, none: str) -> list[str]:
+    lines = [f"  ~ {c}" for c in res.changes] or [none]
+    lines += [f"  note: {n}" for n in res.notes]
+    return lines
+
+
+def _positive(value: float, flag: str) -> None:
+    if not (0 < value <= 86400):
+        raise InputError(f"{flag} {value:g}: expected seconds between 0 and 86400")
+
+
+def cmd_node_ls(args) -> int:
+    from provision.nodes import list_nodes
+    from provision.quorum import Quorum
+    with _manager(args) as m:
+        out = list_nodes(m.api)
+    q = out["quorum"]
+    lines = [f"managers: {Quorum(q['managers'], q['reachable']).text()}", "",
+             f"{'NODE':<22} {'ID':<13} {'ROLE':<8} {'STATE':<7} {'AVAIL':<7} {'MANAGER':<11} "
+             f"{'ENGINE':<9} LABELS"]
+    for n in out["nodes"]:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))
+        lines.append(f"{n['hostname']:<22} {n['id'][:12]:<13} {n['role']:<8} {n['state']:<7} "
+                     f"{n['availability']:<7} {n['manager'] or '-':<11} {n['engine'] or '-':<9} "
+                     f"{labels}")
+    _emit(args, out, lines)
+    return 0
+
+
+def cmd_node_drain(args) -> int:
+    from provision.nodes import DrainOptions, drain_node
+    _positive(args.timeout, "--timeout")
+    with _manager(args) as m:
+        res = drain_node(m.api, args.node, DrainOptions(timeout=args.timeout),
+                         on_progress=_timed_lines(args))
+    lines = _change_lines(res, f"node {res.node}: already drained")
+    if res.moved:
+        lines.append(f"  tasks moved elsewhere: {', '.join(res.moved)}")
+    for svc, why in sorted(res.unplaced.items()):
+        lines.append(f"  could not be placed: {svc}: {why}")
+    if res.remaining:
+        lines.append(f"  timed out after {args.timeout:g} s; still on the node: "
+                     f"{', '.join(res.remaining)}")
+    if not res.remaining:
+        lines.append(f"node {res.node}: drained, no service task runs on it")
+    _emit(args, res.to_dict(), lines)
+    return res.exit_code
+
+
+def cmd_node_availability(args) -> int:
+    from provision.nodes import set_availability
+    with _manager(args) as m:
+        res = set_availability(m.api, args.node, availability=args.availability)
+    none = "already active" if args.availability == "active" else "already paused"
+    _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: {none}"))
+    return res.exit_code
+
+
+def cmd_node_promote(args) -> int:
+    from provision.nodes import promote_node
+    with _manager(args) as m:
+        res = promote_node(m.api, args.node, force=args.force)
+    _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a manager"))
+    return res.exit_code
+
+
+def cmd_node_demote(args) -> int:
+    from provision.nodes import demote_node
+    with _manager(args) as m:
+        res = demote_node(m.api, args.node)
+    _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a worker"))
+    return res.exit_code
+
+
+def cmd_node_label(args) -> int:
+    from provision.nodes import label_node
+    add, rm = {}, []
+    for item in args.labels:
+        if item.endswith("-") and "=" not in item:
+            rm.append(item[:-1])
+            continue
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise InputError(f"label {item}: expected KEY=VALUE to add or KEY- to remove")
+        add[k] = v
+    with _manager(args) as m:
+        res = label_node(m.api, args.node, add, rm)
+    _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: labels unchanged"))
+    return 0
+
+
+def cmd_node_rm(args) -> int:
+    from provision.nodes import DrainOptions, RemoveOptions, leave_over_ssh, remove_node
+    _positive(args.timeout, "--timeout")
+    with _manager(args) as m:
+        res = remove_node(m.api, args.node, RemoveOptions(force=args.force,
+                                                          drain=DrainOptions(timeout=args.timeout)),
+                          leave=leave_over_ssh(_found_cluster(args)),
+                          on_progress=_timed_lines(args))
+    lines = _change_lines(res, f"node {res.node}: nothing to do")
+    lines.append(f"  note: if the cluster file still lists {res.node}, the next `swarmsmith up` "
+                 "joins it again")
+    _emit(args, res.to_dict(), lines)
+    return 0
+
+
+def cmd_tokens_rotate(args) -> int:
+    from provision.rotation import rotate_tokens
+    both = not (args.worker or args.manager)
+    with _manager(args) as m:
+        res = rotate_tokens(m.api, worker=args.worker or both, manager=args.manager or both)
+    _emit(args, res.to_dict(), _change_lines(res, "no changes"))
+    return 0
+
+
+def cmd_ca_rotate(args) -> int:
+    from provision.rotation import rotate_ca
+    _positive(args.timeout, "--timeout")
+    with _manager(args) as m:
+        res = rotate_ca(m.api, timeout=args.timeout, on_progress=_timed_lines(args))
+    _emit(args, res.to_dict(), _change_lines(res, "no changes"))
+    return res.exit_code
+
+
+def cmd_autolock(args) -> int:
+    from provision.rotation import set_autolock
+    with _manager(args) as m:
+        res = set_autolock(m.api, args.state == "on")
+    _emit(args, res.to_dict(), _change_lines(res, f"autolock already {args.state}"))
+    return 0
+
+
+def cmd_unlock_key(args) -> int:
+    from provision.rotation import read_unlock_key, rotate_unlock_key
+    with _manager(args) as m:
+        key = rotate_unlock_key(m.api) if args.rotate else read_unlock_key(m.api)
+    if args.json:
+        _emit(args, {"unlock_key": key, "rotated": args.rotate}, [])
+        return 0
+    if args.rotate:
+        print("unlock key rotated; managers keep the old key valid until they restart. "
+              "The new key (shown once, not stored):", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def _key_from_file(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the unlock key: {e.strerror}") from None
+
+
+def _read_unlock_key(args) -> str:
+    """--key-file, else $SWARMSMITH_UNLOCK_KEY, else stdin when piped, else a prompt: never an
+    argument (process arguments are visible to every user of the machine)."""
+    if args.key_file:
+        key = _key_from_file(args.key_file)
+    elif os.environ.get("SWARMSMITH_UNLOCK_KEY"):
+        key = os.environ["SWARMSMITH_UNLOCK_KEY"].strip()
+    elif not sys.stdin.isatty():
+        key = sys.stdin.readline().strip()
+    else:
+        import getpass
+        key = getpass.getpass("unlock key: ").strip()
+    if not key.startswith("SWMKEY-"):
+        raise InputError("the unlock key should start with SWMKEY- (from `swarmsmith unlock-key`)")
+    return key
+
+
+def cmd_unlock_swarm(args) -> int:
+    from provision.unlock import unlock_managers
+    key = _read_unlock_key(args)
+    res = unlock_managers(_found_cluster(args), key, on_progress=_timed_lines(args))
+    _emit(args, res.to_dict(), _change_lines(res, "no locked manager"))
+    return res.exit_code
+
+
+def cmd_backup(args) -> int:
+    from provision.backup import BackupOptions, take_backup
+    res = take_backup(_found_cluster(args), BackupOptions(out=args.out, node=args.node),
+                      on_progress=_timed_lines(args))
+    m = res.manifest
+    lines = [f"backup {res.path} (mode 0600) from {res.host}: {len(m['services'])} services, "
+             f"{len(m['secrets'])} secrets, {len(m['configs'])} configs; engine stopped "
+             f"{res.engine_stopped_seconds:.1f} s",
+             "  the archive holds the swarm's keys and secrets: keep it like a password"]
+    lines += [f"  note: {n}" for n in res.notes]
+    _emit(args, res.to_dict(), ["\n".join(lines)])
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from provision.restore import restore
+    key = _key_from_file(args.key_file) if args.key_file else None
+    key = key or os.environ.get("SWARMSMITH_UNLOCK_KEY") or None
+    res = restore(_found_cluster(args), args.file, args.to, force=args.force, unlock_key=key,
+                  on_progress=_timed_lines(args))
+    lines = [f"  ~ {c}" for c in res.changes]
+    lines += [f"restored swarm {res.swarm_id[:12]} on {res.host}: "
+              f"{len(res.services)} services, {len(res.secrets)} secrets, "
+              f"{len(res.configs)} configs"]
+    lines += [f"  note: {n}" for n in res.notes]
+    _emit(args, res.to_dict(), ["\n".join(lines)])
+    return res.exit_code
+
+
+def cmd_recover(args) -> int:
+    from provision.restore import recover
+    res = recover(_found_cluster(args), force_new_cluster=args.force_new_cluster,
+                  on_progress=_timed_lines(args))
+    lines = [f"  {h}: {what}" for h, what in sorted(res.managers.items())]
+    lines += [f"  ~ {c}" for c in res.changes]
+    lines += [f"  {n}" for n in res.notes]
+    _emit(args, res.to_dict(), ["\n".join(lines)])
+    return res.exit_code
+
+
+def _cluster_json_args(p) -> None:
+    p.add_argument("--cluster", metavar="FILE", help="cluster file")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+
+
+def add_day_two_commands(sub) -> None:
+    node = sub.add_parser("node", help="swarm nodes: ls, drain, activate, pause, promote, "
+                          "demote, label, rm")
+    nsub = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND",
+                               parser_class=sub._parser_class)
+    nsub.required = True
+    p = nsub.add_parser("ls", help="nodes with role, state, availability, engine and quorum")
+    _cluster_json_args(p)
+    p.set_defaults(func=cmd_node_ls)
+    p = nsub.add_parser("drain", help="stop scheduling on a node and wait until its tasks run "
+                        "elsewhere (names services that could not be placed: exit 10; "
+                        "timeout: exit 12)")
+    _cluster_json_args(p)
+    p.add_argument("node", metavar="NODE", help="hostname or node ID")
+    p.add_argument("--timeout", type=float, default=300, help="seconds to wait (default 300)")
+    p.set_defaults(func=cmd_node_drain)
+    for verb, hlp in (("activate", "let swarm schedule tasks on the node again"),
+                      ("pause", "no new tasks on the node; running ones stay")):
+        p = nsub.add_parser(verb, help=hlp)
+        _cluster_json_args(p)
+        p.add_argument("node", metavar="NODE")
+        p.set_defaults(func=cmd_node_availability,
+                       availability="active" if verb == "activate" else "pause")
+    p = nsub.add_parser("promote", help="make a worker a manager (refused when the manager "
+                        "count would become even, unless --force)")
+    _cluster_json_args(p)
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("--force", action="store_true", help="allow an even number of managers")
+    p.set_defaults(func=cmd_node_promote)
+    p = nsub.add_parser("demote", help="make a manager a worker (refused when it would lose "
+                        "quorum or remove the last manager)")
+    _cluster_json_args(p)
+    p.add_argument("node", metavar="NODE")
+    p.set_defaults(func=cmd_node_demote)
+    p = nsub.add_parser("label", help="add (KEY=VALUE) or remove (KEY-) node labels")
+    _cluster_json_args(p)
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("labels", metavar="KEY=VALUE|KEY-", nargs="+")
+    p.set_defaults(func=cmd_node_label)
+    p = nsub.add_parser("rm", help="drain the node, make it leave, remove it (a manager is "
+                        "demoted first, refused when that loses quorum); --force for a dead node")
+    _cluster_json_args(p)
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("--force", action="store_true",
+                   help="remove a node that is down without it leaving (explains what it means)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds for the drain")
+    p.set_defaults(func=cmd_node_rm)
+
+    tokens = sub.add_parser("tokens", help="join tokens: rotate")
+    tsub = tokens.add_subparsers(dest="tokens_command", metavar="TOKENS_COMMAND",
+                                 parser_class=sub._parser_class)
+    tsub.required = True
+    p = tsub.add_parser("rotate", help="new join tokens (both unless --worker/--manager); "
+                        "tokens are never printed")
+    _cluster_json_args(p)
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--manager", action="store_true")
+    p.set_defaults(func=cmd_tokens_rotate)
+
+    ca = sub.add_parser("ca", help="the swarm's root CA: rotate")
+    csub = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", parser_class=sub._parser_class)
+    csub.required = True
+    p = csub.add_parser("rotate", help="new root CA and node certificates; waits until every "
+                        "node trusts the new root (exit 12 after --timeout)")
+    _cluster_json_args(p)
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(func=cmd_ca_rotate)
+
+    p = sub.add_parser("autolock", help="turn manager autolock on or off")
+    _cluster_json_args(p)
+    p.add_argument("state", choices=("on", "off"))
+    p.set_defaults(func=cmd_autolock)
+
+    p = sub.add_parser("unlock-key", help="print the unlock key (on request only; never "
+                       "stored); --rotate makes a new one")
+    _cluster_json_args(p)
+    p.add_argument("--rotate", action="store_true")
+    p.set_defaults(func=cmd_unlock_key)
+
+    p = sub.add_parser("unlock-swarm", help="unlock every locked manager (key from --key-file, "
+                       "$SWARMSMITH_UNLOCK_KEY, stdin or a prompt; never an argument)")
+    _cluster_json_args(p)
+    p.add_argument("--key-file", metavar="FILE", default=None)
+    p.set_defaults(func=cmd_unlock_swarm)
+
+    p = sub.add_parser("backup", help="copy a manager's swarm state (a non-leader one; its "
+                       "engine stopped only for the copy) into a 0600 archive with a manifest")
+    _cluster_json_args(p)
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="archive path or folder (default ./<cluster>-swarm-<time>.tar)")
+    p.add_argument("--node", metavar="HOST", default=None,
+                   help="the manager to copy (default: a non-leader one); a restore can grow "
+                        "back to several managers only on a host with this manager's address")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="restore a backup onto a host of the cluster as the "
+                       "only manager of the restored swarm; `up` then joins the others")
+    _cluster_json_args(p)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--to", required=True, metavar="HOST", help="a host of the cluster's inventory")
+    p.add_argument("--force", action="store_true",
+                   help="restore even when HOST is in a swarm with other ready nodes, or has "
+                        "another address than the backed-up manager (it then stays one manager)")
+    p.add_argument("--key-file", metavar="FILE", default=None,
+                   help="unlock key of the backup's swarm when it was autolocked")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("recover", help="explain a swarm that lost quorum; with "
+                       "--force-new-cluster re-form it on a surviving manager and join the "
+                       "other managers again")
+    _cluster_json_args(p)
+    p.add_argument("--force-new-cluster", action="store_true")
+    p.set_defaults(func=cmd_recover)
+
+
+# --- services: ps, logs, scale (stacks/operations/service_ops.py does the work) ----------
+
+def cmd_ps(args) -> int:
+    from stacks.operations.service_ops import ps
+    with _manager(args) as m:
+        rows = ps(m.api, args.target, all_tasks=args.all)
+    if args.json:
+        _print_json([r.to_dict() for r in rows])
+        return 0
+    print(f"{'TASK':<32} {'NODE':<22} {'DESIRED':<9} {'STATE':<10} {'SINCE':<21} ERROR")
+    for r in rows:
+        print(f"{r.task:<32} {r.node:<22} {r.desired:<9} {r.state:<10} {r.since[:19]:<21} {r.error}")
+    if not rows:
+        print(f"{args.target}: no tasks")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from stacks.operations.service_ops import LogOptions, logs, since_epoch
+    if args.tail is not None and not (0 <= args.tail <= 1_000_000):
+        raise InputError(f"--tail {args.tail}: expected 0 to 1000000 lines")
+    since_epoch(args.since, time.time())     # bad --since: exit 2 before connecting
+
+    def emit(line: str) -> None:
+        if args.json:
+            sys.stdout.write(json.dumps({"line": line}) + "\n")
+        else:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    with _manager(args) as m:
+        logs(m.api, args.service, LogOptions(since=args.since, tail=args.tail,
+                                             follow=args.follow, timestamps=args.timestamps), emit)
+    return 0
+
+
+def cmd_scale(args) -> int:
+    from provision.errors import EXIT_OK
+    from stacks.operations.service_ops import ScaleOptions, parse_scale_args, scale_services
+    wanted = parse_scale_args(args.pairs)
+    if not (0 < args.timeout <= 86400):
+        raise InputError(f"--timeout {args.timeout:g}: expected seconds between 0 and 86400")
+    res = scale_services(args.cluster, wanted,
+                         ScaleOptions(timeout=args.timeout, watch=not args.detach,
+                                      lock_wait=args.lock_wait),
+                         on_progress=_Renderer(as_json=args.json))
+    if args.json:
+        _print_json(res.to_dict())
+    else:
+        for name, (old, new) in sorted(res.changed.items()):
+            print(f"  ~ {name}: replicas {old} -> {new}")
+        for name in res.unchanged:
+            print(f"  = {name}: already at {wanted.get(name, wanted.get(name.split('_', 1)[-1]))}")
+        if res.report is not None:
+            print(res.report.summary())
+        if res.changed:
+            print("  note: the compose files still say otherwise; the next deploy's plan shows "
+                  "the difference and sets the files' count back")
+    return res.exit_code if res.report else EXIT_OK
+
+
+def add_service_commands(sub) -> None:
+    p = sub.add_parser("ps", help="tasks of a stack or service: node, state, error")
+    p.add_argument("--cluster", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="every task swarm remembers, not only the "
+                   "current one and the last failure of each slot")
+    p.add_argument("target", metavar="STACK|SERVICE")
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("logs", help="a service's logs through the Engine API, each line "
+                       "prefixed by task and node")
+    p.add_argument("--cluster", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--since", default=None, help="30s, 10m, 2h, 1d, a unix time or RFC 3339")
+    p.add_argument("--tail", type=int, default=None, help="last N lines of each task")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("-t", "--timestamps", action="store_true")
+    p.add_argument("service", metavar="SERVICE")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("scale", help="set replica counts and watch them like a deploy "
+                       "(same exit codes); the next deploy's plan shows the drift")
+    p.add_argument("--cluster", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=300,
+                   help="seconds to wait for the services (exit 12 after)")
+    p.add_argument("--detach", action="store_true", help="do not watch")
+    p.add_argument("--lock-wait", type=float, default=0,
+                   help="seconds to wait for the stack's lock (exit 4 after)")
+    p.add_argument("pairs", metavar="SERVICE=N", nargs="+")
+    p.set_defaults(func=cmd_scale)
+
+
 # --- parser ---------------------------------------------------------------------------
 
 class _FlagError(SwarmsmithError):
@@ -758,12 +1351,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_lab_ls)
 
     add_cluster_commands(sub)    # `plan` is the cluster's, and with -c the stack's
-    from provision import image_commands
-    image_commands.add_commands(sub)
-    from provision import ops_commands
-    ops_commands.add_commands(sub)
-    from stacks import service_commands
-    service_commands.add_commands(sub)
+    add_image_commands(sub)
+    add_day_two_commands(sub)
+    add_service_commands(sub)
     add_stack_commands(sub)
     return p
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .command import Command
-from .errors import RemoteCommandError
+from .errors import InputError, RemoteCommandError
 from .image_archive import ArchiveImage, read_images
 
 PRESENT, TAG, LOAD = "present", "tagged", "loaded"
@@ -205,3 +205,50 @@ def push_archive(path: str, hosts: list, session_for, *, progress: Progress | No
     finally:
         for s in sessions.values():
             s.close()
+
+
+# --- to a cluster's nodes -------------------------------------------------------------
+
+NODE_GROUPS = ("all", "managers", "workers")
+
+
+def select_hosts(hosts: list, wanted: list[str]) -> list:
+    """`--nodes all|managers|workers|NAME…` over the inventory's hosts (in inventory order)."""
+    wanted = wanted or ["all"]
+    names = {h.name for h in hosts}
+    unknown = [w for w in wanted if w not in NODE_GROUPS and w not in names]
+    if unknown:
+        raise InputError(f"--nodes: no node named {', '.join(unknown)} in the inventory "
+                         f"(nodes: {', '.join(sorted(names))}; or all, managers, workers)")
+    pick = set()
+    for w in wanted:
+        if w == "all":
+            pick |= names
+        elif w in ("managers", "workers"):
+            pick |= {h.name for h in hosts if h.role == w[:-1]}
+        else:
+            pick.add(w)
+    return [h for h in hosts if h.name in pick]
+
+
+def push_to_cluster(cluster_path: str, *, archive: str | None = None, images: list[str] = (),
+                    nodes: list[str] = ("all",), progress: Progress | None = None,
+                    on_message: Callable[[str], None] | None = None,
+                    compress_wire: bool = True, keep_compressed: bool = False) -> PushResult:
+    """Push a `docker save` archive, or the named images of the local engine (saved to a
+    temporary archive, removed after), to the cluster's nodes picked by `nodes` (select_hosts).
+    `on_message` hears what is done before the push starts (the save)."""
+    from .dockerapi import inventory_hosts, session_for
+    hosts = select_hosts(inventory_hosts(cluster_path), list(nodes))
+    saved = None
+    try:
+        if images:
+            from .local_engine import save
+            if on_message is not None:
+                on_message(f"saving {' '.join(images)} from the local engine")
+            saved = save(list(images))
+        return push_archive(archive or saved, hosts, session_for, progress=progress,
+                            compress_wire=compress_wire, keep_compressed=keep_compressed)
+    finally:
+        if saved:
+            os.unlink(saved)

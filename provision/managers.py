@@ -6,6 +6,7 @@ itself a manager with control available (the CLI's `docker node ls` would fail o
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from . import facts as F
@@ -86,6 +87,17 @@ def connect_manager(cluster_path: str, *, prefer: str | None = None,
         reasons[host.name] = why
         s.close()
     raise NoManagerError(reasons, seen)
+
+
+@contextlib.contextmanager
+def manager_session(cluster_path: str):
+    """A manager's connection (connect_manager) for the length of a `with` block, closed
+    however the block ends."""
+    conn = connect_manager(cluster_path)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def _not_usable(f: dict) -> str | None:

@@ -281,6 +281,25 @@ class RemoveOptions:
     down_timeout: float = 60.0      # seconds for the node to show down after it left
 
 
+def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
+    """The `leave` of remove_node for a cluster's inventory: `docker swarm leave` over SSH on
+    the host of that name; a node the inventory does not have cannot be made to leave."""
+    def leave(hostname: str) -> None:
+        from .command import Command
+        from .dockerapi import inventory_hosts, session_for
+        hosts = {h.name: h for h in inventory_hosts(cluster_path)}
+        host = hosts.get(hostname)
+        if host is None:
+            raise SwarmsmithError(f"node {hostname}: not a host of this cluster's inventory, so "
+                                  "swarmsmith cannot make it leave; use --force")
+        s = session_for(host)
+        try:
+            s.run(Command.of("docker", "swarm", "leave", description="leave the swarm"))
+        finally:
+            s.close()
+    return leave
+
+
 def remove_node(api, ref: str, opts: RemoveOptions | None = None, *,
                 leave: Callable[[str], None] | None = None,
                 on_progress: Progress | None = None,

@@ -11,7 +11,7 @@ import pytest
 
 from provision.errors import InputError
 from provision.image_archive import ImageConfig, read_images, write_archive
-from provision.image_commands import select_hosts
+from provision.image_push import select_hosts
 from provision.image_push import LOAD, PRESENT, TAG, decide, mismatches, parse_probe, \
     probe_command
 from provision.hosts import Host
@@ -233,7 +233,7 @@ def test_missing_images_are_collected_for_push(tmp_path):
 
 def test_progress_lines_start_at_the_first_byte():
     import io as _io
-    from provision.image_commands import ProgressPrinter
+    from cli import ProgressPrinter
     now = [100.0]
     out = _io.StringIO()
     pp = ProgressPrinter(out, clock=lambda: now[0])
@@ -247,7 +247,7 @@ def test_progress_lines_start_at_the_first_byte():
 
 def test_progress_ends_with_a_line_per_node_even_for_one_chunk():
     import io as _io
-    from provision.image_commands import ProgressPrinter
+    from cli import ProgressPrinter
     now = [0.0]
     out = _io.StringIO()
     pp = ProgressPrinter(out, clock=lambda: now[0])

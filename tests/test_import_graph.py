@@ -13,10 +13,7 @@ LIBRARY = ("inventory", "provision", "stacks")
 
 
 def layer(module: str) -> int:
-    """cli.py and the `*_commands` modules it registers (flags and rendering of a group of
-    commands, e.g. provision/image_commands.py) are the command line; the rest by package."""
-    if module.rpartition(".")[2].endswith("_commands"):
-        return LAYERS["cli"]
+    """cli.py is the command line; every module of the packages is library, by package."""
     return LAYERS[module.split(".")[0]]
 
 

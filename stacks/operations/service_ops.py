@@ -259,6 +259,63 @@ def scale(api, todo: list[tuple[dict, int]], *, stack: str = "", watch: bool = T
     return res
 
 
+@dataclass
+class ScaleOptions:
+    timeout: float = 300          # seconds to wait for the services (a timed-out watch: exit 12)
+    watch: bool = True            # False: set the counts and return
+    lock_wait: float = 0          # seconds to wait for the stack's lock (exit 4 after)
+
+
+def scale_services(cluster_file: str | None, wanted: dict[str, int],
+                   options: ScaleOptions | None = None, *,
+                   on_progress: Callable[[object], None] | None = None) -> ScaleResult:
+    """Set replica counts (parse_scale_args gives `wanted`) under the stack's lock and watch
+    them like a deploy. Progress: WatchStarted, WatchProgress, WatchFinished (stacks/events.py)
+    and OperationWarning. The scale goes to the stack's audit history like a deploy's."""
+    import contextlib
+
+    from inventory.clusterfile import find
+    from provision.managers import manager_session
+    from stacks.events import WatchFinished, WatchProgress, WatchStarted, emit
+    from stacks.operations.lock import SwarmLock
+    from stacks.watch.watcher import WatchPolicy
+    opts = options or ScaleOptions()
+    with manager_session(find(cluster_file)) as m:
+        todo, same, stack = plan_scale(m.api, wanted)
+        kwargs = {"policy": WatchPolicy(timeout=opts.timeout), "watch": opts.watch}
+        lock = SwarmLock(m.api.api, stack, ttl=max(1800, 2 * opts.timeout + 300),
+                         wait=opts.lock_wait) if stack and todo else contextlib.nullcontext()
+        with lock:
+            if on_progress is None or not todo or not opts.watch:
+                res = scale(m.api, todo, stack=stack, **kwargs)
+            else:
+                emit(on_progress, WatchStarted(stack, [s["Spec"]["Name"] for s, _ in todo]))
+                try:
+                    res = scale(m.api, todo, stack=stack,
+                                on_progress=lambda r: emit(on_progress, WatchProgress(r)),
+                                **kwargs)
+                finally:
+                    emit(on_progress, WatchFinished())
+        res.unchanged = same
+        _audit_scale(cluster_file, stack, res, m.api.api, on_progress)
+    return res
+
+
+def _audit_scale(cluster_file: str | None, stack: str, res: ScaleResult, api,
+                 on_progress) -> None:
+    """To the swarm, and audit.jsonl when the state folder exists."""
+    from provision.clusters import state_path_if_any
+    from provision.progress import OperationWarning, emit
+    from stacks.operations.audit import audit_record, keep_record
+    if not res.changed:
+        return
+    rec = audit_record("scale", stack or "-", res.report,
+                       replicas={k: v[1] for k, v in res.changed.items()}, phase="end")
+    rec["exit_code"] = res.exit_code
+    keep_record(api, state_path_if_any(cluster_file), rec,
+                lambda msg: emit(on_progress, OperationWarning(msg)))
+
+
 def scaled_note(live_spec: dict) -> str:
     """For the deploy plan: the drift a `scale` left on a service, or ""."""
     mark = (live_spec.get("Labels") or {}).get(SCALED_LABEL)
