@@ -316,3 +316,44 @@ def test_recover_renders_every_kind_of_up_event():
     for ev in (HostProgress("m1", "engine started"), Waiting("m2 to be reachable"), Waiting("")):
         _say_event(lines.append, ev)
     assert lines == [f"{'m1':<22} engine started", "m2 to be reachable"]
+
+
+class ScaleAPI(FakeAPI):
+    """FakeAPI plus the service calls scale makes; no low-level client (no lock, no swarm audit)."""
+    api = None
+
+    def service(self, sid):
+        return next(s for s in self._services if s["ID"] == sid)
+
+    def update_service(self, sid, version, spec):
+        self.updates.append((sid, spec))
+        svc = self.service(sid)
+        svc["Spec"], svc["Version"] = spec, {"Index": version + 1}
+
+
+def _fake_manager(monkeypatch, api):
+    from provision import managers
+    conn = managers.ManagerConn(host=None, session=None, api=api)
+    monkeypatch.setattr(conn, "close", lambda: None)
+    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
+
+
+def test_scale_and_node_ls_through_the_command_line(monkeypatch, capsys, tmp_path):
+    # the command line builds options, the library scales, the command line renders
+    import cli
+    svc = {"ID": "s1", "Version": {"Index": 7},
+           "Spec": {"Name": "web", "Mode": {"Replicated": {"Replicas": 1}}, "Labels": {}}}
+    api = ScaleAPI([node("m1", "manager", leader=True), node("w1")], services=[svc])
+    _fake_manager(monkeypatch, api)
+    cluster = str(tmp_path / "c.yml")
+    assert cli.main(["scale", "--cluster", cluster, "--detach", "web=3"]) == 0
+    out = capsys.readouterr().out
+    assert "  ~ web: replicas 1 -> 3\n" in out and "the next deploy's plan" in out
+    assert api.updates[-1][1]["Mode"]["Replicated"]["Replicas"] == 3
+    assert cli.main(["scale", "--cluster", cluster, "--json", "--detach", "web=3"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"changed": {}, "unchanged": ["web"],
+                                                   "watch": None, "exit_code": 0}
+    assert cli.main(["node", "ls", "--cluster", cluster]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("managers: ") and out[2].startswith("NODE ")
+    assert [line.split()[0] for line in out[3:]] == ["m1", "w1"]
