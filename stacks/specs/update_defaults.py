@@ -19,7 +19,7 @@ swarm does not roll them.
 
 Each key (update_config, rollback_config) is filled only when the file does
 not have it at all; a file's own block, even a partial one, is kept as
-written.  `--no-update-defaults` (args.no_update_defaults) turns this off, so
+written.  `update_defaults=False` in the stack options (`--no-update-defaults`) turns this off, so
 the specs are exactly what `docker stack deploy` would send.
 """
 from __future__ import annotations
