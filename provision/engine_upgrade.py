@@ -324,6 +324,14 @@ def _wait(what: str, check: Callable[[], str | None], timeout: float, poll: floa
         sleep(poll)
 
 
+def _not_ready(swarm: Swarm, wanted: dict) -> str | None:
+    """Which of `wanted` (node ID -> name) are not Ready now, or None."""
+    view = {n["ID"]: n for n in swarm.nodes()}
+    waiting = sorted(name for node_id, name in wanted.items()
+                     if (view.get(node_id, {}).get("Status") or {}).get("State") != "ready")
+    return "not Ready: " + ", ".join(waiting) if waiting else None
+
+
 def services_short(swarm: Swarm) -> str | None:
     services = {s["ID"]: s for s in swarm.services()}
     running: dict[str, int] = {}
@@ -428,6 +436,8 @@ class Upgrader:
         if short:
             raise UpgradeRefused(f"services are short of replicas before the upgrade ({short})")
         max_batch = self.opts.max_batch or default_max_batch(nodes)
+        ready_at_start = {n["ID"]: _name(n) for n in nodes
+                          if (n.get("Status") or {}).get("State") == "ready"}
         left = [n for n in nodes if _role(n) == "worker"]
         current = None
         try:
@@ -442,6 +452,11 @@ class Upgrader:
                 current = [m]
                 self.batch(current)
                 result.done.append(_name(m))
+            current = None
+            # a manager restart moves the leadership; the new leader sees the other nodes as
+            # down until they report to it again: the run ends on the cluster as it began
+            self.wait("every node Ready again", lambda: _not_ready(self.swarm, ready_at_start),
+                      self.opts.ready_timeout)
         except SwarmsmithError as e:
             raise self._stopped(e, current or []) from e
         return result

@@ -241,3 +241,24 @@ def test_a_node_left_drained_by_a_killed_run_gets_its_availability_back():
     FakeUpgrader(swarm).run(U.UpgradeResult("c", "20.10.24", [], {}))
     assert w1["Spec"]["Availability"] == "active" and U.MARK not in w1["Spec"]["Labels"]
     assert w2["Spec"]["Availability"] == "pause" and U.MARK not in w2["Spec"]["Labels"]
+
+
+def test_the_run_ends_only_when_every_node_ready_at_the_start_is_ready_again():
+    """After the leader's restart the new leader sees the workers as down for a while: the
+    upgrade waits for them instead of returning on a cluster that looks broken."""
+    swarm = FakeSwarm([node("m1", "manager", True)] + [node("w1"), node("w2")], [], [])
+    seen = {"polls": 0}
+    real_nodes = swarm.nodes
+
+    def nodes():
+        out = real_nodes()
+        if ("m1", "install") in swarm.log:
+            seen["polls"] += 1
+            if seen["polls"] <= 6:           # the new leader's view lags for a few polls
+                return [dict(n, Status={"State": "down"}) if U._name(n) == "w2" else n
+                        for n in out]
+        return out
+    swarm.nodes = nodes
+    res = FakeUpgrader(swarm).run(U.UpgradeResult("c", "20.10.24", [], {}))
+    assert res.done == ["w1", "w2", "m1"]
+    assert seen["polls"] > 6                 # it kept looking until w2 was Ready again
