@@ -298,8 +298,8 @@ def _read_record(run: Run, hosts) -> None:
     tells a fresh folder (or a lost inventory) which swarm is ours, its node IDs and the host keys
     recorded by earlier runs; a host showing another key than the record's is refused."""
     from .cluster_record import ConfigSnapshot, RecordStore, merge_into_inventory
-    from .engine_api import EngineAPI
     from .dockerapi import api_client
+    from .engine_api import EngineAPI
     for h in hosts:
         if h.role != "manager":
             continue
