@@ -30,14 +30,19 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_run_per_lab_module(request):
-    """Lab test modules use fixed lab names: two test runs on one machine (two checkouts) take
-    turns per module instead of tearing down each other's labs."""
+    """Lab modules run side by side (the suite runs modules in parallel workers) but each lab
+    module uses fixed lab names, so two runs of one module (two checkouts) take turns. A module
+    that checks machine-wide state (every mount, link or firewall rule of the machine) sets
+    MACHINE_WIDE = True and runs with no other lab module at the same time."""
     if not any("lab" in item.keywords for item in request.session.items
                if item.module is request.module) or os.geteuid() != 0:
         yield
         return
     import fcntl
-    path = f"/run/lock/swarmsmith-test-{request.module.__name__.rsplit('.', 1)[-1]}.lock"
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    exclusive = getattr(request.module, "MACHINE_WIDE", False)
+    with open("/run/lock/swarmsmith-test-machine.lock", "a") as machine, \
+            open(f"/run/lock/swarmsmith-test-{name}.lock", "a") as own:
+        fcntl.flock(own, fcntl.LOCK_EX)
+        fcntl.flock(machine, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield

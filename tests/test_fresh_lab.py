@@ -16,6 +16,9 @@ from provision.lab import aptproxy, image as lab_image
 from provision.lab.lab import Lab
 from tests.test_bootstrap_lab import cluster
 
+# its checks look at the whole machine (every mount, link, rule): no other lab module at once
+MACHINE_WIDE = True
+
 pytestmark = pytest.mark.lab
 
 FRI = """\

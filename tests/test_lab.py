@@ -25,6 +25,9 @@ from provision.lab.layout import ROOT
 from tests.conftest import run_cli
 from tests.lab_ssh import ssh_exec
 
+# its checks look at the whole machine (every mount, link, rule): no other lab module at once
+MACHINE_WIDE = True
+
 pytestmark = pytest.mark.lab
 
 LAB, LAB2 = "tlab", "tlab2"
