@@ -22,10 +22,22 @@ from .ssh import Session
 DIR_PREFIX = "swarmsmith-docker-"
 
 
+# a unix socket path holds at most 107 bytes: "<base>/<prefix><pid>-<8 random>/docker.sock"
+_SOCKET_PATH_MAX = 107
+
+
+def socket_base() -> str:
+    """Where socket folders go: the temporary folder, or /tmp when that one's path is too long
+    for a unix socket (a deep $TMPDIR, as CI runners and test runners set)."""
+    base = tempfile.gettempdir()
+    longest = len(os.path.join(base, f"{DIR_PREFIX}{2**22}-xxxxxxxx", "docker.sock"))
+    return base if longest <= _SOCKET_PATH_MAX else "/tmp"
+
+
 def remove_dead_forwarder_dirs(tmp: str | None = None, pid_alive=None) -> list[str]:
     """A run killed with SIGKILL never reaches atexit: its socket folder stays behind. The
     folder name carries the owner's pid; folders of pids that are gone (ours only) go."""
-    tmp = tmp or tempfile.gettempdir()
+    tmp = tmp or socket_base()
     alive = pid_alive or _pid_alive
     removed = []
     try:
@@ -61,7 +73,7 @@ class SocketForwarder:
     def __init__(self, session: Session):
         self.session = session
         remove_dead_forwarder_dirs()
-        self.dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
+        self.dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=socket_base())
         os.chmod(self.dir, 0o700)
         self.path = os.path.join(self.dir, "docker.sock")
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -32,7 +32,12 @@ def test_killed_runs_socket_folder_is_removed_by_the_next(tmp_path):
         killed.wait()
         assert os.path.isdir(dead_dir)              # atexit never ran
         from provision.dockerapi import remove_dead_forwarder_dirs
-        assert remove_dead_forwarder_dirs(str(tmp_path)) == [dead_dir]
+        # a deep $TMPDIR cannot hold a unix socket path: the folders then go to /tmp
+        from provision.docker_socket import DIR_PREFIX
+        fits = len(os.path.join(str(tmp_path), f"{DIR_PREFIX}4194304-xxxxxxxx",
+                                "docker.sock")) <= 107
+        assert os.path.dirname(dead_dir) == (str(tmp_path) if fits else "/tmp")
+        assert dead_dir in remove_dead_forwarder_dirs(os.path.dirname(dead_dir))
         assert not os.path.exists(dead_dir) and os.path.isdir(live_dir)
     finally:
         live.kill()

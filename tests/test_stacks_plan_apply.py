@@ -678,3 +678,23 @@ def test_rotating_the_manager_token_keeps_secret_names_once_the_key_is_pinned(fi
     res = rotate_tokens(Engine(api), worker=True, manager=True)
     assert not any("pinned" in c for c in res.changes)
     assert plan_of(api, f)["counts"]["create"] == 0
+
+
+def test_audit_history_keeps_changes_not_refusals_or_no_ops(files):
+    """A refused plan is bad input and changes nothing, not even the audit history; a deploy
+    with nothing to change or watch is not history either (cron's no-ops would push the real
+    changes out of the bounded record). A change writes its start and end records."""
+    _, f = files
+    api = FakeAPI()
+
+    def audit_names():
+        return sorted(c["Spec"]["Name"] for c in api.configs_.values()
+                      if c["Spec"]["Name"].startswith("swarmsmith-audit-"))
+    deploy(api, f)
+    first = audit_names()
+    assert len(first) == 2                                     # start and end
+    assert deploy(api, f)[0] == 0 and audit_names() == first   # nothing to change
+    f.write_text(STACK.replace("front: {attachable: true}", "front: {external: true}"))
+    with pytest.raises(InputError, match="network front is declared external"):
+        stacks_api.deploy("st", [str(f)], opts_for(), engine=EngineAPI(api))
+    assert audit_names() == first

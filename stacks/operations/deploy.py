@@ -18,7 +18,7 @@ from stacks.compose.loader import Compose
 from stacks.events import (ImagePush, Notice, OperationWarning, PlanReady, ProgressCallback,
                            StepDone, TransferProgress, UnsettledService, WatchFinished,
                            WatchProgress, WatchStarted, emit)
-from stacks.plan_apply.apply import ApplyResult, apply, rm_plan
+from stacks.plan_apply.apply import ApplyResult, apply, refuse_problems, rm_plan
 from stacks.plan_apply.plan import CREATE, UNCHANGED, UPDATE, Plan, make_plan
 from stacks.specs.convert import STACK_LABEL
 
@@ -229,6 +229,7 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
                                 progress=lambda *a: emit(on_progress, TransferProgress(*a)))
                 plan = make_stack_plan(loaded, engine, options, adjust)
         emit(on_progress, PlanReady(plan))
+        refuse_problems(plan)     # bad input changes nothing, not even the audit history
         started = time.monotonic()
         if plan.has_changes:    # a run killed while applying still leaves a trace
             record(None, phase="start", exit_code=None, seconds=0.0)
@@ -238,7 +239,11 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
             record(None, phase="end", exit_code=e.exit_code,
                    seconds=time.monotonic() - started, error=str(e).splitlines()[0])
             raise
-    record(result, phase="end", exit_code=result.exit_code, seconds=time.monotonic() - started)
+    if plan.has_changes or result.watch is not None or result.exit_code:
+        # a run that found nothing to change or to watch is not history: cron's every-few-
+        # minutes no-ops would push the real changes out of the bounded record
+        record(result, phase="end", exit_code=result.exit_code,
+               seconds=time.monotonic() - started)
     return result
 
 

@@ -72,11 +72,16 @@ def update_body(action: Action, ids: dict) -> dict:
     return body
 
 
-def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | None = None
-          ) -> ApplyResult:
+def refuse_problems(plan: Plan) -> None:
+    """A plan with problems is bad input: nothing of it is applied."""
     if plan.problems:
         raise InputError("the plan has problems; nothing was changed:\n  "
                          + "\n  ".join(plan.problems))
+
+
+def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | None = None
+          ) -> ApplyResult:
+    refuse_problems(plan)
     result = ApplyResult()
     ids = dict(plan.ids)
 
