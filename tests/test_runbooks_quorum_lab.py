@@ -170,7 +170,12 @@ def test_two_managers_killed_recover_force_new_cluster(c):
     st = c.wait_quorum(3)
     assert st["quorum"] == {"managers": 3, "reachable": 3, "majority": 2, "ok": True,
                             "state": "healthy", "survives": 1}
-    app = {s["name"]: s for s in st["services"]}["st_app"]
+    for _ in range(90):     # the lost managers' tasks are rescheduled after the re-forming
+        app = {s["name"]: s for s in st["services"]}["st_app"]
+        if app["running"] == app["desired"]:
+            break
+        time.sleep(1)
+        st = json.loads(c.cli("status", "--json").stdout)
     assert app["running"] == app["desired"] == 2
 
 
