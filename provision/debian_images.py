@@ -141,8 +141,9 @@ def mmdebstrap_command(f: ImageFile, out: str) -> list[str]:
 
 
 @contextmanager
-def _cache_lock(cache: str):
-    """One build at a time per machine; the kernel drops the lock when a killed build dies."""
+def cache_lock(cache: str):
+    """One build at a time per cache folder (flock on the folder itself: nothing to leave
+    behind); the kernel drops the lock when a killed build dies."""
     os.makedirs(cache, exist_ok=True)
     fd = os.open(cache, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -158,7 +159,7 @@ def build_base(f: ImageFile, cache: str = CACHE_DIR, progress: Progress | None =
     path = os.path.join(cache, f"debian-{f.suite}-{base_key(f)}.rootfs.tar")
     if os.path.isfile(path):
         return path
-    with _cache_lock(cache):
+    with cache_lock(cache):
         if os.path.isfile(path):
             return path
         if not shutil.which("mmdebstrap"):

@@ -7,7 +7,6 @@ every host as the lower layer of its own overlayfs root.
 """
 from __future__ import annotations
 
-import fcntl
 import glob
 import os
 import re
@@ -15,9 +14,9 @@ import shutil
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..debian_images import cache_lock
 from ..errors import SwarmsmithError
 from .layout import ROOT
 
@@ -82,19 +81,6 @@ def build_command(recipe: Recipe, out: str, mirror: str) -> list[str]:
             "--skip=output/dev", recipe.suite, out, *sources(mirror, recipe.suite)]
 
 
-@contextmanager
-def _cache_lock():
-    """One build at a time per machine. flock on the cache folder itself: nothing to leave
-    behind, and the kernel drops the lock when a killed build dies."""
-    os.makedirs(CACHE, exist_ok=True)
-    fd = os.open(CACHE, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def ready(name: str) -> bool:
     return name == DEFAULT or os.path.isfile(os.path.join(IMAGES[name].path, ".swarmsmith-image"))
 
@@ -107,7 +93,7 @@ def ensure(name: str, progress=None) -> str | None:
     recipe = IMAGES[name]
     if ready(name):
         return recipe.path
-    with _cache_lock():
+    with cache_lock(CACHE):
         if ready(name):        # another run built it while we waited
             return recipe.path
         _build(recipe, progress)
