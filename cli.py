@@ -532,21 +532,19 @@ def cmd_config(args) -> int:
 
 def cmd_deploy(args) -> int:
     from stacks import api
-    options = _stack_options(args, api.DeployOptions)
-    if args.dry_run:
-        return _stack_plan(args, options)
-    result = api.deploy(args.stack, args.compose_files, options,
-                        on_progress=_Renderer(as_json=args.json))
-    return _print_deploy(result, args.json)
+    return _deploy_like(args, api.DeployOptions, api.deploy)
 
 
 def cmd_redeploy(args) -> int:
     from stacks import api
-    options = _stack_options(args, api.RedeployOptions)
+    return _deploy_like(args, api.RedeployOptions, api.redeploy)
+
+
+def _deploy_like(args, options_class, run) -> int:
+    options = _stack_options(args, options_class)
     if args.dry_run:
         return _stack_plan(args, options)
-    result = api.redeploy(args.stack, args.compose_files, options,
-                          on_progress=_Renderer(as_json=args.json))
+    result = run(args.stack, args.compose_files, options, on_progress=_Renderer(as_json=args.json))
     return _print_deploy(result, args.json)
 
 
