@@ -36,3 +36,21 @@ def ssh_exec(host: Host, command: str, stdin: BinaryIO | None = None,
     if proc.returncode == 255:
         raise UnreachableError(f"ssh failed: {err.strip()}", host=host.name)
     return proc.returncode, out, err
+
+
+def remove_cli_stacks(sh, stacks, docker: str = "docker", deadline: float = 120) -> None:
+    """`docker stack rm` as an operator would run it, until it succeeds: the 20.10 CLI removes
+    a stack's networks right after its services, and swarm refuses that while their tasks are
+    still stopping ("network ... is in use by task"); run again, it removes what is left.
+    `sh(script, check=False)` runs a shell line on a manager and returns .exit_status etc."""
+    import shlex
+    import time
+    end = time.monotonic() + deadline
+    line = f"{docker} stack rm " + " ".join(shlex.quote(s) for s in stacks) + " >/dev/null"
+    while True:
+        r = sh(line, check=False)
+        if r.exit_status == 0:
+            return
+        if "in use by task" not in r.stdout + r.stderr or time.monotonic() > end:
+            raise AssertionError(f"{line}\n-> {r.exit_status}\n{r.stdout}\n{r.stderr}")
+        time.sleep(1)

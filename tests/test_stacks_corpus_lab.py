@@ -28,6 +28,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
+from tests.lab_ssh import remove_cli_stacks
 from tests.test_stacks_parity_lab import CONTENT_LABEL, grouped, normalise, ok, spec_diff, \
     swarmsmith
 
@@ -175,7 +176,7 @@ def runs(lab):
                 "before": before, "after": lab.tasks(stack),
                 "replan": lab.swarmsmith(TAKEOVER, "--dry-run", "--json", stack=stack,
                                          file=file)}
-        lab.sh(" && ".join(f"{DOCKER} stack rm {s} >/dev/null" for s in STACKS.values()))
+        remove_cli_stacks(lab.sh, STACKS.values(), DOCKER)
         lab.wait_gone(STACKS.values())
         for name, stack in STACKS.items():
             lab.swarmsmith(*AS_CLI, "--detach", stack=stack, file=os.path.join(folder, f"{name}.yml"))

@@ -698,3 +698,60 @@ def test_audit_history_keeps_changes_not_refusals_or_no_ops(files):
     with pytest.raises(InputError, match="network front is declared external"):
         stacks_api.deploy("st", [str(f)], opts_for(), engine=EngineAPI(api))
     assert audit_names() == first
+
+
+class NetworkHeldByTasks:
+    """Refuses a network removal as swarm does while tasks of just-removed services still
+    hold it, `held` times, then removes it."""
+
+    def __init__(self, held: int):
+        self.held, self.removed = held, []
+
+    def __getattr__(self, name):    # apply() looks up its create/update calls up front
+        return lambda *a, **k: pytest.fail(f"{name} called")
+
+    def remove(self, kind, id_, name):
+        if kind == "network" and self.held:
+            self.held -= 1
+            raise SwarmsmithError(f"remove network {name}: rpc error: code = FailedPrecondition "
+                                  f"desc = network {id_} is in use by task t1")
+        self.removed.append((kind, name))
+
+
+def _rm_network_plan() -> "Plan":
+    from stacks.plan_apply.plan import Action, Plan
+    return Plan("st", actions=[Action("service", "st_web", REMOVE, id="s1"),
+                               Action("network", "st_default", REMOVE, id="n1")])
+
+
+def test_network_still_held_by_stopping_tasks_is_removed_once_they_are_gone():
+    engine, now, slept = NetworkHeldByTasks(held=3), [0.0], []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+    result = apply(_rm_network_plan(), engine, clock=lambda: now[0], sleep=sleep)
+    assert engine.removed == [("service", "st_web"), ("network", "st_default")]
+    assert len(slept) == 3 and result.done[-1] == "remove network st_default"
+
+
+def test_network_held_past_the_deadline_is_an_error_naming_it():
+    engine, now = NetworkHeldByTasks(held=10**6), [0.0]
+
+    def sleep(s):
+        now[0] += s
+    with pytest.raises(SwarmsmithError, match="st_default.*in use by task"):
+        apply(_rm_network_plan(), engine, clock=lambda: now[0], sleep=sleep)
+    assert engine.removed == [("service", "st_web")]
+    assert now[0] >= 90
+
+
+def test_other_network_errors_are_not_retried():
+    class Refuses(NetworkHeldByTasks):
+        def remove(self, kind, id_, name):
+            if kind == "network":
+                raise SwarmsmithError("remove network st_default: permission denied")
+            self.removed.append((kind, name))
+    with pytest.raises(SwarmsmithError, match="permission denied"):
+        apply(_rm_network_plan(), Refuses(0), clock=lambda: 0.0,
+              sleep=lambda s: pytest.fail("slept"))

@@ -79,7 +79,8 @@ def refuse_problems(plan: Plan) -> None:
                          + "\n  ".join(plan.problems))
 
 
-def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | None = None
+def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | None = None,
+          clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None
           ) -> ApplyResult:
     refuse_problems(plan)
     result = ApplyResult()
@@ -108,11 +109,37 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
                 update(a.id, a.version, a.spec)   # labels only; content changes are problems
                 step(f"update {kind} {a.name} (labels)")
     _services(plan, engine, ids, result, step)
-    for kind in ("service", "secret", "config", "network"):
+    for kind in ("service", "secret", "config"):
         for a in plan.of(kind, REMOVE):
             engine.remove(kind, a.id, a.name)
             step(f"remove {kind} {a.name}")
+    for a in plan.of("network", REMOVE):
+        _remove_network(engine, a, clock, sleep)
+        step(f"remove network {a.name}")
     return result
+
+
+# How long a network whose services were just removed may stay attached to their stopping tasks.
+NETWORK_RELEASE_TIMEOUT = 90.0
+
+
+def _remove_network(engine: EngineAPI, a: Action, clock=None, sleep=None) -> None:
+    """Swarm refuses to remove a network while tasks of services removed a moment ago are
+    still shutting down on it ("in use by task"): `docker stack rm` then fails half-way.
+    Those tasks go on their own, so the removal is retried (bounded) until they have."""
+    import time
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    deadline = clock() + NETWORK_RELEASE_TIMEOUT
+    delay = 0.2
+    while True:
+        try:
+            engine.remove("network", a.id, a.name)
+            return
+        except SwarmsmithError as exc:
+            if "in use by task" not in str(exc) or clock() >= deadline:
+                raise
+        sleep(delay)
+        delay = min(delay * 1.5, 2.0)
 
 
 SERVICE_CONCURRENCY = 8
