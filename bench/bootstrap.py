@@ -52,6 +52,15 @@ def cluster_file(folder: str, name: str, managers: int, workers: int) -> str:
     return path
 
 
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has spent busy (every process: this one, the lab hosts'
+    sshd and engines), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_up(path: str, on_progress=None) -> tuple[float, dict]:
     t0 = time.perf_counter()
     result = up(path, UpOptions(), on_progress=on_progress).to_json()
@@ -83,9 +92,12 @@ def run(name: str, managers: int, workers: int, noop_runs: int) -> dict:
         path = cluster_file(d, name, managers, workers)
         try:
             recorder = Recorder()
+            cpu0 = machine_cpu()
             cold, result = timed_up(path, recorder)
+            cpu = machine_cpu() - cpu0
             assert len(result["nodes"]) == managers + workers and result["changes"], result
-            out = {"cold": cold, "phases": milestones(recorder.events), "noop": [], "cli": []}
+            out = {"cold": cold, "phases": milestones(recorder.events), "noop": [], "cli": [],
+                   "cpu": [cpu]}
             for _ in range(noop_runs):
                 took, again = timed_up(path)
                 assert again["changes"] == [], again["changes"]
@@ -109,7 +121,8 @@ def main() -> int:
     if "1+2" not in args.sizes:
         args.sizes.insert(0, "1+2")        # the baseline of every ratio
 
-    figures: dict[str, dict[str, list]] = {s: {"cold": [], "noop": [], "cli": [], "phases": []}
+    figures: dict[str, dict[str, list]] = {s: {"cold": [], "noop": [], "cli": [], "phases": [],
+                                               "cpu": []}
                                           for s in args.sizes}
     for _ in range(args.repeat):
         for size in args.sizes:
@@ -120,6 +133,7 @@ def main() -> int:
             f["noop"] += r["noop"]
             f["cli"] += r["cli"]
             f["phases"].append(r["phases"])
+            f["cpu"] += r["cpu"]
             print(f"  {size}: cold {r['cold']:.2f} s, no-op "
                   + ", ".join(f"{x:.2f}" for x in r["noop"]) + " s, CLI no-op "
                   + ", ".join(f"{x:.2f}" for x in r["cli"]) + " s", file=sys.stderr)
@@ -142,6 +156,13 @@ def main() -> int:
             vals = [p[label] for p in figures[s]["phases"] if label in p]
             row.append(f"{statistics.median(vals):20.2f}s" if vals else f"{'-':>21}")
         print(f"  {s:<6} " + " ".join(row) + f" {med[s]['cold']:7.2f}s")
+    # the lab hosts share this machine's cores with swarmsmith: a cold run whose CPU time is
+    # near wall time x cores waits on the CPU, not on swarmsmith
+    print(f"cold run, CPU time of the whole machine (median; {os.cpu_count()} cores):")
+    for s in args.sizes:
+        x = med[s]
+        print(f"  {s:<6} {x['cpu']:6.2f} CPU-s in {x['cold']:5.2f} s: "
+              f"{100 * x['cpu'] / (x['cold'] * os.cpu_count()):3.0f}% of the cores busy")
     print("targets:")
     checks = [("1+15 cold <= 2.5x 1+2 cold", "1+15", lambda: med["1+15"]["cold"] / base["cold"], 2.5),
               ("3+3 cold <= 1.8x 1+2 cold", "3+3", lambda: med["3+3"]["cold"] / base["cold"], 1.8),

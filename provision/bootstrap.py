@@ -222,6 +222,15 @@ def _up(run: Run) -> UpResult:
                      destroy_services=run.opts.destroy_services)
     # hosts reach the swarm step as their engines answer: the first manager's init and the
     # workers' joins do not wait for the slowest engine
+    try:
+        return _swarm_and_record(run, step, hosts, addresses, hostnames, pruned_nodes)
+    finally:
+        step.close()
+
+
+def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
+                      pruned_nodes: list) -> UpResult:
+    inv, cf = run.inventory, run.cluster
     nodes = step.converge(arrivals=_engines(run, hosts, addresses, hostnames),
                           known={n: f["swarm"] for n, f in run.facts.items() if f.get("server")})
     run.changes += step.changes
@@ -235,7 +244,7 @@ def _up(run: Run) -> UpResult:
         inv["hosts"][n["name"]]["advertise_address"] = n["advertise_address"]
     run.save()
     run.waiting("writing the cluster record")
-    _write_record(run, step.leader)
+    _write_record(run, step.leader, step)
     return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
 
 
@@ -357,12 +366,14 @@ class _Lazy:
         return getattr(self._api, name)
 
 
-def _write_record(run: Run, leader) -> None:
-    """The inventory's durable facts into the swarm (a new version only when they changed)."""
+def _write_record(run: Run, leader, step=None) -> None:
+    """The inventory's durable facts into the swarm (a new version only when they changed),
+    through the client the record was read with, else the swarm step's on the leader."""
     from .cluster_record import RecordStore, from_inventory
     from .dockerapi import api_client
     from .engine_api import EngineAPI
-    api = run.record_api or api_client(run.sessions[leader.name])
+    api = run.record_api or (step.leader_api(leader) if step is not None
+                             else api_client(run.sessions[leader.name]))
     try:
         version = RecordStore(EngineAPI(api, where=leader.name), run.cluster.name).save(
             from_inventory(run.inventory, run.cluster.name), run.record_base)

@@ -59,6 +59,8 @@ class SwarmStep:
         self.destroy_services = destroy_services
         self.changes: list[str] = []
         self._rejoined: set[str] = set()
+        self._leader_api = None
+        self._leader_api_lock = threading.Lock()
         self.managers = [h for h in hosts if h.role == "manager"]
         self.workers = [h for h in hosts if h.role == "worker"]
 
@@ -131,6 +133,45 @@ class SwarmStep:
                 self._classify(h, known[h.name], nodes, cluster_id)
 
         leader_addr = self.addr[leader.name]
+        # workers do not wait for the managers: only managers join one at a time (quorum), so
+        # workers join the leader meanwhile, and the leader gets its labels then too
+        background = ThreadPoolExecutor(max_workers=2)
+        pending = [background.submit(self._joins, leader, leader_addr, facts, todo, nodes,
+                                     cluster_id)]
+        if leader.name in facts and facts[leader.name]["node_id"] in nodes:
+            pending.append(background.submit(self._label, leader, leader,
+                                             nodes[facts[leader.name]["node_id"]]))
+        try:
+            self._join_managers(leader, leader_addr, facts, todo, nodes)
+        finally:
+            background.shutdown(wait=True)
+        for fut in pending:
+            fut.result()        # the workers' errors, once the managers are done
+
+        for h in self.hosts:
+            self._ids.setdefault(h.name, facts[h.name]["node_id"])
+        for w in self.workers:
+            node = nodes.get(self._ids[w.name]) if w.name not in self._rejoined else None
+            if node and node["role"] == "manager":
+                self.run(leader, Command.of("docker", "node", "demote", node["id"],
+                                            description="demote to worker"))
+                self.change(w, "demoted to worker")
+        for h in self.hosts:
+            if h is not leader and h.name not in self._rejoined and self._ids[h.name] in nodes:
+                self._label(leader, h, nodes[self._ids[h.name]])
+        result = []
+        for h in self.hosts:
+            rec = self.inv["hosts"].setdefault(h.name, {})
+            rec["node_id"] = self._ids[h.name]
+            rec["labels"] = sorted(self.labels.get(h.name, {}))
+            result.append({"name": h.name, "role": h.role, "advertise_address": self._address(h, facts),
+                           "node_id": self._ids[h.name]})
+        self.save()
+        return result
+
+    def _join_managers(self, leader: Host, leader_addr: str, facts: dict, todo: dict,
+                       nodes: dict) -> None:
+        """Managers one at a time, each waited for until Reachable (or promoted)."""
         for m in self.managers:
             if m is leader:
                 continue
@@ -148,29 +189,6 @@ class SwarmStep:
             self._ids[m.name] = self._wait_reachable(leader, m)
             if m.name in self._rejoined:
                 self._label(leader, m, {"labels": {}, "id": self._ids[m.name]})
-
-        self._joins(leader, leader_addr, facts, todo, nodes, cluster_id)
-
-        for h in self.hosts:
-            self._ids.setdefault(h.name, facts[h.name]["node_id"])
-        for w in self.workers:
-            node = nodes.get(self._ids[w.name]) if w.name not in self._rejoined else None
-            if node and node["role"] == "manager":
-                self.run(leader, Command.of("docker", "node", "demote", node["id"],
-                                            description="demote to worker"))
-                self.change(w, "demoted to worker")
-        for h in self.hosts:
-            if h.name not in self._rejoined and self._ids[h.name] in nodes:
-                self._label(leader, h, nodes[self._ids[h.name]])
-        result = []
-        for h in self.hosts:
-            rec = self.inv["hosts"].setdefault(h.name, {})
-            rec["node_id"] = self._ids[h.name]
-            rec["labels"] = sorted(self.labels.get(h.name, {}))
-            result.append({"name": h.name, "role": h.role, "advertise_address": self._address(h, facts),
-                           "node_id": self._ids[h.name]})
-        self.save()
-        return result
 
     def _read_all(self):
         facts = each(self.swarm_facts, self.hosts, concurrency=self.concurrency)
@@ -434,19 +452,46 @@ class SwarmStep:
         add = {k: v for k, v in want.items() if have.get(k) != v}
         rm = sorted(k for k in managed - set(want) if k in have)
         if add or rm:
-            argv = ["docker", "node", "update"]
-            for k, v in sorted(add.items()):
-                argv += ["--label-add", f"{k}={v}"]
-            for k in rm:
-                argv += ["--label-rm", k]
-            cmd = Command.of(*argv, node["id"], description="update node labels")
-            for attempt in range(10):
-                r = self.run(leader, cmd, check=attempt == 9)
-                # a node that joined a moment ago is still updating its own record
-                if r.ok or "out of sequence" not in r.stdout + r.stderr:
-                    break
-                self.sleep(0.1 * (attempt + 1))
-            if not r.ok:
-                self.run(leader, cmd)       # the error, named
+            self._update_node_labels(leader, node["id"], add, rm)
             parts = [f"{k}={v}" for k, v in sorted(add.items())] + [f"-{k}" for k in rm]
             self.change(h, "labels " + " ".join(parts))
+
+    def leader_api(self, leader: Host):
+        """One Engine API client on the leader for the whole step (labels, then the cluster
+        record): a `docker node update` per node is a CLI process on the manager each, which
+        the manager's CPU pays while a dozen engines start and join."""
+        with self._leader_api_lock:
+            if self._leader_api is None:
+                self._leader_api = self.engine_api(leader)
+            return self._leader_api
+
+    def close(self) -> None:
+        """Close the leader's Engine API client, if the step opened one."""
+        with self._leader_api_lock:
+            api, self._leader_api = self._leader_api, None
+        close = api is not None and (getattr(api, "close_forwarder", None)
+                                     or getattr(api, "close", None))
+        if close:
+            close()
+
+    def _update_node_labels(self, leader: Host, node_id: str, add: dict, rm: list) -> None:
+        api = self.leader_api(leader)
+        log.debug("%s: update node %s labels: add %s, remove %s", leader.name, node_id[:12],
+                  sorted(add), rm)
+        for attempt in range(10):
+            try:
+                node = api.inspect_node(node_id)
+                spec = dict(node.get("Spec") or {})
+                spec["Labels"] = {k: v for k, v in {**(spec.get("Labels") or {}), **add}.items()
+                                  if k not in rm}
+                api.update_node(node_id, node["Version"]["Index"], spec)
+                return
+            except Exception as e:      # docker.errors.APIError, or the guarded client's error
+                text = str(getattr(e, "detail", None) or getattr(e, "explanation", None) or e)
+                # a node that joined a moment ago is still updating its own record
+                if "out of sequence" in text and attempt < 9:
+                    self.sleep(0.1 * (attempt + 1))
+                    continue
+                raise SwarmsmithError(f"update the labels of node {node_id[:12]}: {text}",
+                                      host=leader.name) from None
+

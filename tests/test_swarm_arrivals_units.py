@@ -56,14 +56,6 @@ class Session:
             return Result(json.dumps(list(self.swarm.nodes.values())), "", 0)
         if "join-token" in w:
             return Result(TOKEN + "\n", "", 0)
-        if "node update" in w:
-            argv = w.split()
-            node = self.swarm.nodes[argv[-1]]
-            for i, a in enumerate(argv):
-                if a == "--label-add":
-                    k, _, v = argv[i + 1].partition("=")
-                    node["Spec"]["Labels"][k] = v
-            return Result("", "", 0)
         raise AssertionError(f"unexpected command {w}")
 
 
@@ -75,6 +67,17 @@ class Engine:
         assert join_token == TOKEN
         self.swarm.log.append((self.name, "JOIN"))
         self.swarm.add_node(self.name, "worker")
+
+    # labels go through the leader's Engine API
+    def inspect_node(self, node_id):
+        node = self.swarm.nodes[node_id]
+        return {**node, "Version": {"Index": node.get("Version", 1)}}
+
+    def update_node(self, node_id, version, node_spec):
+        node = self.swarm.nodes[node_id]
+        assert version == node.get("Version", 1), "update out of sequence"
+        self.swarm.log.append((self.name, f"NODE UPDATE {node_id}"))
+        node["Spec"], node["Version"] = node_spec, version + 1
 
     def close(self):
         pass
@@ -189,3 +192,59 @@ def test_a_no_op_reads_the_nodes_once_and_changes_nothing():
     assert again.changes == []
     assert [w for _, w in swarm.log] == [F.NODES.wire()]
     assert [n["node_id"] for n in nodes] == ["id-m1", "id-w1"]
+
+
+MANAGER_TOKEN = TOKEN.replace("aaaa", "mmmm")
+
+
+class ManagersFirstSwarm(FakeSwarm):
+    """A joining manager stays unreachable until a worker has joined: if the workers waited
+    for the managers' one-at-a-time joins, the managers would never become reachable."""
+
+    def reachable(self) -> bool:
+        return any(what == "JOIN" and name.startswith("w") for name, what in self.log)
+
+
+class ManagersFirstSession(Session):
+    def run(self, cmd, check=True, timeout=300):
+        w = cmd.wire()
+        if "join-token" in w and "manager" in w:
+            self.swarm.log.append((self.name, w))
+            return Result(MANAGER_TOKEN + "\n", "", 0)
+        if "node inspect" in w and "node ls" in w:
+            for n in self.swarm.nodes.values():
+                if n["ManagerStatus"] is not None and n["Description"]["Hostname"] != "m1":
+                    n["ManagerStatus"]["Reachability"] = ("reachable" if self.swarm.reachable()
+                                                          else "unknown")
+        return super().run(cmd, check, timeout)
+
+
+class ManagersFirstEngine(Engine):
+    def join_swarm(self, remote_addrs, join_token, listen_addr=None, advertise_addr=None):
+        role = "manager" if join_token == MANAGER_TOKEN else "worker"
+        self.swarm.log.append((self.name, "JOIN"))
+        self.swarm.add_node(self.name, role)
+
+
+def test_workers_join_while_the_managers_join_one_at_a_time():
+    import time as _time
+    swarm = ManagersFirstSwarm()
+    names = [("m1", "manager"), ("m2", "manager"), ("m3", "manager"), ("w1", "worker"),
+             ("w2", "worker")]
+    hosts = [Host(n, f"10.0.0.{i}", role=r) for i, (n, r) in enumerate(names, 1)]
+    now = [0.0]
+
+    def sleep(s):           # fake time (the reachability deadline), a real yield to the joins
+        now[0] += s
+        _time.sleep(0.002)
+    step = SwarmStep({h.name: ManagersFirstSession(swarm, h.name) for h in hosts}, hosts,
+                     {h.name: h.public_address for h in hosts},
+                     {h.name: {"zone": "a"} for h in hosts}, {"hosts": {}},
+                     engine_api=lambda h: ManagersFirstEngine(swarm, h.name),
+                     clock=lambda: now[0], sleep=sleep)
+    nodes = step.converge(iter([(h.name, facts_of(swarm, h.name)) for h in hosts]))
+    joins = [name for name, what in swarm.log if what == "JOIN"]
+    assert sorted(joins) == ["m2", "m3", "w1", "w2"]
+    assert joins.index("w1") < joins.index("m3") or joins.index("w2") < joins.index("m3")
+    assert {n["name"]: n["role"] for n in nodes} == dict(names)
+    assert all(n["Spec"]["Labels"] == {"zone": "a"} for n in swarm.nodes.values())

@@ -63,3 +63,55 @@ def test_join_failure_names_host_and_operation_without_the_token():
     text = str(e.value)
     assert text.startswith("w1: join the swarm as worker") and "connection refused" in text
     assert "SWMTKN-" not in text and engine.closed
+
+
+class NodeAPI(FakeEngine):
+    """The leader's Engine API as labels meet it: a node that joined a moment ago answers
+    'update out of sequence' while it is still updating its own record."""
+
+    def __init__(self, refusals: int, fail: str = ""):
+        super().__init__()
+        self.refusals, self.fail_with = refusals, fail
+        self.spec = {"Role": "worker", "Labels": {"old": "1", "keep": "x"}}
+        self.updates = []
+
+    def inspect_node(self, node_id):
+        return {"ID": node_id, "Version": {"Index": 7 + len(self.updates)}, "Spec": dict(self.spec)}
+
+    def update_node(self, node_id, version, node_spec):
+        if self.fail_with:
+            raise RuntimeError(self.fail_with)
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("rpc error: code = Unknown desc = update out of sequence")
+        self.updates.append((node_id, version, node_spec))
+        self.spec = node_spec
+
+
+def label_step(api, log):
+    m = Host("m1", "10.0.0.1", role="manager")
+    w = Host("w1", "10.0.0.2", role="worker")
+    slept = []
+    s = SwarmStep({"m1": FakeSession(log), "w1": FakeSession(log)}, [m, w],
+                  {"m1": "10.1.0.1", "w1": "10.1.0.2"}, {"w1": {"zone": "b"}},
+                  {"hosts": {"w1": {"labels": ["old"]}}}, engine_api=lambda host: api,
+                  sleep=slept.append)
+    return s, m, w, slept
+
+
+def test_labels_go_through_the_leaders_api_and_retry_a_node_still_settling():
+    log, api = [], NodeAPI(refusals=2)
+    s, m, w, slept = label_step(api, log)
+    s._label(m, w, {"id": "n-w1", "labels": {"old": "1", "keep": "x"}})
+    assert api.updates == [("n-w1", 7, {"Role": "worker", "Labels": {"keep": "x", "zone": "b"}})]
+    assert len(slept) == 2 and log == []            # no CLI process on the manager
+    assert s.changes == ["w1: labels zone=b -old"]
+
+
+def test_a_refused_label_update_names_the_node_and_the_leader():
+    log, api = [], NodeAPI(refusals=0, fail="node not found")
+    s, m, w, slept = label_step(api, log)
+    with pytest.raises(SwarmsmithError) as e:
+        s._label(m, w, {"id": "n-w1", "labels": {}})
+    assert e.value.host == "m1" and "labels of node n-w1" in str(e.value)
+    assert "node not found" in str(e.value) and slept == []
