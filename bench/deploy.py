@@ -97,6 +97,19 @@ def main() -> int:
                     raise SystemExit(f"stack {stack} did not converge: {reps}")
                 time.sleep(0.2)
 
+        def cli_stack_rm(stack: str, deadline: float = 120) -> None:
+            # the 20.10 CLI removes the networks right after the services and swarm refuses
+            # that while their tasks still stop ("in use by task"): run it again until it is done
+            end = time.monotonic() + deadline
+            while True:
+                r = session.run(Command.shell(f"{DOCKER} stack rm {stack} >/dev/null"),
+                                check=False, timeout=300)
+                if r.exit_status == 0:
+                    return
+                if "in use by task" not in r.stdout + r.stderr or time.monotonic() > end:
+                    raise SystemExit(f"docker stack rm {stack} -> {r.exit_status}\n{r.stderr}")
+                time.sleep(1)
+
         def quiet(deadline: float = 300) -> None:
             end = time.monotonic() + deadline
             while session.run(Command.shell(f"{DOCKER} service ls -q")).stdout.strip():
@@ -124,7 +137,8 @@ def main() -> int:
                 add(n, "docker stack deploy -> converged", settle(cli, t, n))
                 add(n, "docker stack deploy (redeploy, same file)", on_manager(
                     f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} {cli}"))
-                on_manager(f"{DOCKER} stack rm {ss} {cli} >/dev/null")
+                swarmsmith("rm", "--cluster", cluster, ss)
+                cli_stack_rm(cli)
                 quiet()
                 print(f"round {i}, {n} service(s) done", flush=True)
         print()
