@@ -4,7 +4,8 @@ no-op redeploy, with `swarmsmith` as a user runs it (a new process each time: st
 the manager, image check over SSH to the nodes), and the 20.10 `docker stack deploy` of the same
 file on the manager as the baseline (timed on the manager: no SSH set-up in its figure; 20.10
 has no --detach=false, so converged = deployed, then polled until every task runs, the same
-poll for both). Needs root; brings the cluster down at the end.
+poll for both). The two take turns going first, each after a few seconds of calm. Needs root;
+brings the cluster down at the end.
 
     python bench/deploy.py [--rounds 3] [--services 1 20 50] [--name pb1]
 """
@@ -24,6 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 DOCKER = "/usr/bin/docker"
+SETTLE = 3.0    # seconds of calm before each measured deploy: the last removal's tasks stop
 
 
 def stack_file(n: int) -> str:
@@ -127,16 +129,26 @@ def main() -> int:
                 ss, cli = f"bs{n}r{i}", f"bc{n}r{i}"
                 add(n, "swarmsmith plan (new stack)",
                     swarmsmith("plan", "--cluster", cluster, "-c", compose, ss))
-                t = time.monotonic()
-                add(n, "swarmsmith deploy (to converged)", swarmsmith("deploy", *cf, ss))
-                add(n, "  converged, polled as for the CLI", settle(ss, t, n))
-                add(n, "swarmsmith deploy (no-op redeploy)", swarmsmith("deploy", *cf, ss))
-                t = time.monotonic()
-                add(n, "docker stack deploy (new stack)", on_manager(
-                    f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} {cli}"))
-                add(n, "docker stack deploy -> converged", settle(cli, t, n))
-                add(n, "docker stack deploy (redeploy, same file)", on_manager(
-                    f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} {cli}"))
+
+                def ours() -> None:
+                    t = time.monotonic()
+                    add(n, "swarmsmith deploy (to converged)", swarmsmith("deploy", *cf, ss))
+                    add(n, "  converged, polled as for the CLI", settle(ss, t, n))
+                    add(n, "swarmsmith deploy (no-op redeploy)", swarmsmith("deploy", *cf, ss))
+
+                def theirs() -> None:
+                    t = time.monotonic()
+                    add(n, "docker stack deploy (new stack)", on_manager(
+                        f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} "
+                        f"{cli}"))
+                    add(n, "docker stack deploy -> converged", settle(cli, t, n))
+                    add(n, "docker stack deploy (redeploy, same file)", on_manager(
+                        f"{DOCKER} stack deploy --resolve-image never -c {shlex.quote(compose)} "
+                        f"{cli}"))
+                # turn about: the second of a pair starts beside the first one's running tasks
+                for measure in ((ours, theirs) if i % 2 else (theirs, ours)):
+                    time.sleep(SETTLE)
+                    measure()
                 swarmsmith("rm", "--cluster", cluster, ss)
                 cli_stack_rm(cli)
                 quiet()

@@ -18,17 +18,40 @@ above both layers. See docs/api.md.
 """
 from __future__ import annotations
 
-from provision.bootstrap import DownOptions, DownResult, UpOptions, UpResult
+import importlib
+from typing import TYPE_CHECKING
+
 from provision.errors import SwarmsmithError
-from provision.status import ClusterStatus
-from stacks.compose.config_view import ConfigOptions, ConfigResult
 from stacks.events import (HostProgress, ImageResolved, PlanReady, ProgressCallback, StepDone,
                            WatchFinished, WatchProgress, WatchStarted, emit)
 from stacks.operations.deploy import (DeployOptions, DeployResult, LoadedStack, PlanResult,
                                       RmOptions, RmResult, StackOptions)
 from stacks.operations.redeploy import RedeployOptions
 from stacks.operations.lock import UnlockOptions, UnlockResult
-from stacks.operations.rollback import RollbackOptions, RollbackResult
+
+if TYPE_CHECKING:
+    from provision.bootstrap import DownOptions, DownResult, UpOptions, UpResult
+    from provision.status import ClusterStatus
+    from stacks.compose.config_view import ConfigOptions, ConfigResult
+    from stacks.operations.rollback import RollbackOptions, RollbackResult
+
+# The cluster, config and rollback names are imported on first use: a scheduled deploy runs
+# as a new process each time, and the bootstrap's modules are a tenth of a second it need not pay.
+_LAZY = {"UpOptions": "provision.bootstrap", "UpResult": "provision.bootstrap",
+         "DownOptions": "provision.bootstrap", "DownResult": "provision.bootstrap",
+         "ClusterStatus": "provision.status",
+         "ConfigOptions": "stacks.compose.config_view",
+         "ConfigResult": "stacks.compose.config_view",
+         "RollbackOptions": "stacks.operations.rollback",
+         "RollbackResult": "stacks.operations.rollback"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "up", "status", "down", "config", "load", "plan", "deploy", "redeploy", "rollback", "rm",
@@ -51,7 +74,7 @@ def up(cluster_file: str | None = None, options: UpOptions | None = None, *,
     `UpResult.stacks` holds the DeployResult of each stack deployed."""
     from provision import bootstrap
     from provision.clusters import find_cluster_file, load_cluster
-    options = options or UpOptions()
+    options = options or bootstrap.UpOptions()
     path = find_cluster_file(cluster_file)
     cluster = load_cluster(path)
     stacks = [load(ref.name, ref.compose, StackOptions(cluster_file=path, env_file=ref.env_file))

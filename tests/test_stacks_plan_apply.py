@@ -755,3 +755,18 @@ def test_other_network_errors_are_not_retried():
     with pytest.raises(SwarmsmithError, match="permission denied"):
         apply(_rm_network_plan(), Refuses(0), clock=lambda: 0.0,
               sleep=lambda s: pytest.fail("slept"))
+
+
+def test_the_secret_naming_key_is_read_only_for_a_stack_with_secrets(files, monkeypatch):
+    folder, f = files
+    reads = []
+    real = EngineAPI.secret_naming_key
+    monkeypatch.setattr(EngineAPI, "secret_naming_key",
+                        lambda self: reads.append(1) or real(self))
+    plain = folder / "plain.yml"
+    plain.write_text('version: "3.8"\nservices:\n  web: {image: nginx:1.25}\n'
+                     'configs:\n  conf: {file: ./app.conf}\n')
+    assert plan_of(FakeAPI(), plain)["actions"] and reads == []
+    with_secret = plan_of(FakeAPI(), f)
+    assert reads == [1]         # once for the stack, however many secrets use it
+    assert any(a["kind"] == "secret" for a in with_secret["actions"])

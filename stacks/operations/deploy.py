@@ -159,7 +159,7 @@ def make_stack_plan(loaded: LoadedStack, engine: EngineAPI, options: StackOption
 
     node_count = engine.node_count()
     desired = convert(loaded.compose, loaded.name, versioned_objects=loaded.versioned_names,
-                      secret_key=engine.secret_naming_key())
+                      secret_key=engine.secret_naming_key)   # read only if needed
     apply_update_defaults(desired, enabled=options.update_defaults)
     if adjust is not None:
         adjust(desired, engine)

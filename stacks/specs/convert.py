@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
+from typing import Callable
 
 from stacks.compose.loader import Compose
 from stacks.compose.values import parse_cpus, parse_duration, parse_memory
@@ -72,18 +73,26 @@ def _ns(value) -> int | None:
 
 
 def convert(compose: Compose, stack: str, *, versioned_objects: bool = True,
-            secret_key: bytes | None = None) -> StackSpec:
+            secret_key: bytes | Callable[[], bytes] | None = None) -> StackSpec:
+    """`secret_key`: the key itself, or a function that gives it, called only when the stack
+    has a secret with content (reading the cluster's key costs two calls to the manager)."""
     c = _Converter(compose.model, stack, versioned_objects, secret_key)
     return c.run()
 
 
 class _Converter:
-    def __init__(self, model: dict, stack: str, versioned: bool, secret_key: bytes | None):
+    def __init__(self, model: dict, stack: str, versioned: bool,
+                 secret_key: bytes | Callable[[], bytes] | None):
         self.m, self.stack, self.versioned = model, stack, versioned
-        self.secret_key = secret_key
+        self._secret_key = secret_key
         self.out = StackSpec(stack)
         self.secret_names: dict = {}
         self.config_names: dict = {}
+
+    def secret_key(self) -> bytes | None:
+        if callable(self._secret_key):
+            self._secret_key = self._secret_key()
+        return self._secret_key
 
     def scope(self, key: str) -> str:
         return f"{self.stack}_{key}"
@@ -151,7 +160,7 @@ class _Converter:
         if obj.get("template_driver"):
             spec["Templating"] = {"Name": obj["template_driver"]}
         digest = content_hash(self.stack, key, data, spec.get("Driver"), spec.get("Templating"),
-                              self.secret_key if kind == "secrets" else None)
+                              self.secret_key() if kind == "secrets" else None)
         spec["Labels"][CONTENT_LABEL] = digest
         name = obj.get("name") or self.scope(key)
         if self.versioned and not obj.get("name"):
