@@ -770,3 +770,14 @@ def test_the_secret_naming_key_is_read_only_for_a_stack_with_secrets(files, monk
     with_secret = plan_of(FakeAPI(), f)
     assert reads == [1]         # once for the stack, however many secrets use it
     assert any(a["kind"] == "secret" for a in with_secret["actions"])
+
+
+def test_rm_waits_for_a_held_network_no_longer_than_its_timeout():
+    engine, now = NetworkHeldByTasks(held=10**6), [0.0]
+
+    def sleep(s):
+        now[0] += s
+    with pytest.raises(SwarmsmithError, match="in use by task"):
+        apply(_rm_network_plan(), engine, clock=lambda: now[0], sleep=sleep,
+              network_release_timeout=10)
+    assert 10 <= now[0] < 13

@@ -347,7 +347,8 @@ def rm_stack(stack: str, options: RmOptions | None = None, *,
     plan = rm_plan(engine.current(), stack)
     if not plan.actions:
         return RmResult(stack)
-    applied = apply(plan, engine, on_step=lambda s: emit(on_progress, StepDone(s)))
+    applied = apply(plan, engine, on_step=lambda s: emit(on_progress, StepDone(s)),
+                    network_release_timeout=options.timeout)
     leftover = _wait_gone(engine, stack, timeout=options.timeout)
     if leftover:
         applied.warnings.append("still being removed by swarm: " + ", ".join(leftover))

@@ -80,8 +80,8 @@ def refuse_problems(plan: Plan) -> None:
 
 
 def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | None = None,
-          clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None
-          ) -> ApplyResult:
+          clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None,
+          network_release_timeout: float | None = None) -> ApplyResult:
     refuse_problems(plan)
     result = ApplyResult()
     ids = dict(plan.ids)
@@ -114,7 +114,7 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
             engine.remove(kind, a.id, a.name)
             step(f"remove {kind} {a.name}")
     for a in plan.of("network", REMOVE):
-        _remove_network(engine, a, clock, sleep)
+        _remove_network(engine, a, clock, sleep, network_release_timeout)
         step(f"remove network {a.name}")
     return result
 
@@ -123,13 +123,14 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
 NETWORK_RELEASE_TIMEOUT = 90.0
 
 
-def _remove_network(engine: EngineAPI, a: Action, clock=None, sleep=None) -> None:
+def _remove_network(engine: EngineAPI, a: Action, clock=None, sleep=None,
+                    timeout: float | None = None) -> None:
     """Swarm refuses to remove a network while tasks of services removed a moment ago are
     still shutting down on it ("in use by task"): `docker stack rm` then fails half-way.
     Those tasks go on their own, so the removal is retried (bounded) until they have."""
     import time
     clock, sleep = clock or time.monotonic, sleep or time.sleep
-    deadline = clock() + NETWORK_RELEASE_TIMEOUT
+    deadline = clock() + (NETWORK_RELEASE_TIMEOUT if timeout is None else timeout)
     delay = 0.2
     while True:
         try:
