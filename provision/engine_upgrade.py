@@ -246,17 +246,24 @@ class Swarm:
     """Reads and changes the swarm through any manager that answers, skipping the ones that
     are being restarted."""
 
-    def __init__(self, sessions: dict, managers: list[str]):
+    def __init__(self, sessions: dict, managers: list[str], sleep=time.sleep):
         self.sessions = sessions
         self.managers = list(managers)
         self.busy: set[str] = set()
+        self.sleep = sleep
 
     def _run(self, cmd: Command):
         errors = []
         for name in [m for m in self.managers if m not in self.busy]:
-            r = self.sessions[name].run(cmd, check=False, timeout=60)
-            if r.ok:
-                return r
+            for attempt in range(1, 6):
+                r = self.sessions[name].run(cmd, check=False, timeout=60)
+                if r.ok:
+                    return r
+                # a node back from its restart updates its own record: `docker node update`
+                # read the version before that and is refused; it reads it again when re-run
+                if "out of sequence" not in r.stderr + r.stdout or attempt == 5:
+                    break
+                self.sleep(0.1 * attempt)
             errors.append(f"{name}: {r.stderr.strip()[-200:]}")
         raise UpgradeError(f"{cmd.description}: no manager answered ({'; '.join(errors)})")
 
@@ -510,7 +517,7 @@ def upgrade(cluster_path: str, opts: UpgradeOptions, progress: Progress | None =
                 return F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
             facts = each(connect, hosts)
             managers = [h.name for h in hosts if h.role == "manager"] or [h.name for h in hosts]
-            swarm = Swarm(sessions, managers)
+            swarm = Swarm(sessions, managers, sleep=sleep)
             nodes = swarm.nodes()
             known = {_name(n) for n in nodes}
             missing = sorted(set(facts) - known)

@@ -96,13 +96,26 @@ class DrainResult(NodeChange):
 
 # --- availability -------------------------------------------------------------------------
 
-def _set_spec(api, node: dict, **changes) -> bool:
-    spec = dict(node["Spec"])
-    if all(spec.get(k) == v for k, v in changes.items()):
-        return False
-    spec.update(changes)
-    api.update_node(node["ID"], node["Version"]["Index"], spec)
-    return True
+def _set_spec(api, node: dict, sleep: Callable[[float], None] = time.sleep, **changes) -> bool:
+    """Set spec fields of a node (a value may be a function of the node's current spec).
+    A node updates its own record now and then (status, certificates), and swarm refuses an
+    update made against the version before that ("update out of sequence"): read the node
+    again and redo the change, a few times."""
+    for attempt in range(1, 6):
+        spec = dict(node["Spec"])
+        new = {k: v(spec) if callable(v) else v for k, v in changes.items()}
+        if all(spec.get(k) == v for k, v in new.items()):
+            return False
+        spec.update(new)
+        try:
+            api.update_node(node["ID"], node["Version"]["Index"], spec)
+            return True
+        except SwarmsmithError as exc:
+            if "out of sequence" not in str(exc) or attempt == 5:
+                raise
+        sleep(0.1 * attempt)
+        node = api.node(node["ID"])
+    raise AssertionError("unreachable")
 
 
 def set_availability(api, ref: str, availability: str) -> NodeChange:
@@ -258,7 +271,8 @@ def label_node(api, ref: str, add: dict[str, str], remove: list[str]) -> NodeCha
     have = dict(node["Spec"].get("Labels") or {})
     want = {k: v for k, v in have.items() if k not in remove} | add
     if want != have:
-        _set_spec(api, node, Labels=want)
+        _set_spec(api, node, Labels=lambda spec: {
+            k: v for k, v in (spec.get("Labels") or {}).items() if k not in remove} | add)
         parts = [f"{k}={v}" for k, v in sorted(add.items()) if have.get(k) != v] + \
             [f"-{k}" for k in sorted(remove) if k in have]
         res.changes.append(f"{res.node}: labels " + " ".join(parts))

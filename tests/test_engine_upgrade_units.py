@@ -262,3 +262,31 @@ def test_the_run_ends_only_when_every_node_ready_at_the_start_is_ready_again():
     res = FakeUpgrader(swarm).run(U.UpgradeResult("c", "20.10.24", [], {}))
     assert res.done == ["w1", "w2", "m1"]
     assert seen["polls"] > 6                 # it kept looking until w2 was Ready again
+
+
+def test_a_node_update_refused_out_of_sequence_is_run_again():
+    from provision.command import Command
+    from provision.engine_upgrade import Swarm, UpgradeError
+    from provision.ssh import Result
+
+    class Session:
+        def __init__(self, refusals):
+            self.refusals, self.runs = refusals, 0
+
+        def run(self, cmd, check=True, timeout=60):
+            self.runs += 1
+            if self.refusals:
+                self.refusals -= 1
+                return Result("", "Error response from daemon: rpc error: code = Unknown "
+                                  "desc = update out of sequence", 1)
+            return Result("", "", 0)
+
+    slept = []
+    s = Session(refusals=2)
+    Swarm({"m1": s}, ["m1"], sleep=slept.append).unmark("w1-id")
+    assert s.runs == 3 and len(slept) == 2
+    other = Session(refusals=0)
+    other.run = lambda cmd, check=True, timeout=60: Result("", "node not found", 1)
+    with pytest.raises(UpgradeError, match="node not found"):
+        Swarm({"m1": other}, ["m1"], sleep=slept.append).unmark("w1-id")
+    assert len(slept) == 2          # another refusal is not retried

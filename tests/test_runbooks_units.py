@@ -357,3 +357,31 @@ def test_scale_and_node_ls_through_the_command_line(monkeypatch, capsys, tmp_pat
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("managers: ") and out[2].startswith("NODE ")
     assert [line.split()[0] for line in out[3:]] == ["m1", "w1"]
+
+
+def test_a_node_update_out_of_sequence_is_read_again_and_redone():
+    from provision.errors import SwarmsmithError
+
+    class Racing(FakeAPI):
+        """The node updates its own record once between our read and our write."""
+        raced = False
+
+        def update_node(self, nid, version, spec):
+            node = self._nodes[nid]
+            if not self.raced:
+                self.raced = True
+                self._nodes[nid] = {**node, "Version": {"Index": version + 1},
+                                    "Spec": {**node["Spec"],
+                                             "Labels": {**(node["Spec"].get("Labels") or {}),
+                                                        "set-meanwhile": "1"}}}
+            if version != self._nodes[nid]["Version"]["Index"]:
+                raise SwarmsmithError("m1: Engine API update node: rpc error: code = Unknown "
+                                      "desc = update out of sequence (HTTP 500)")
+            super().update_node(nid, version, spec)
+
+    api = Racing(three())
+    assert N.label_node(api, "w1", {"a": "1"}, []).changes == ["w1: labels a=1"]
+    # redone on the node as read again: the label set meanwhile is kept
+    nid = "w1-id-0000000000000"
+    assert len(api.updates) == 1 and api.updates[0][0] == nid
+    assert api.node(nid)["Spec"]["Labels"] == {"set-meanwhile": "1", "a": "1"}
