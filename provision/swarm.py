@@ -475,19 +475,20 @@ class SwarmStep:
             close()
 
     def _update_node_labels(self, leader: Host, node_id: str, add: dict, rm: list) -> None:
-        api = self.leader_api(leader)
+        from .engine_api import EngineAPI
+        api = EngineAPI(self.leader_api(leader), where=leader.name)
         log.debug("%s: update node %s labels: add %s, remove %s", leader.name, node_id[:12],
                   sorted(add), rm)
         for attempt in range(10):
             try:
-                node = api.inspect_node(node_id)
+                node = api.node(node_id)
                 spec = dict(node.get("Spec") or {})
                 spec["Labels"] = {k: v for k, v in {**(spec.get("Labels") or {}), **add}.items()
                                   if k not in rm}
                 api.update_node(node_id, node["Version"]["Index"], spec)
                 return
-            except Exception as e:      # docker.errors.APIError, or the guarded client's error
-                text = str(getattr(e, "detail", None) or getattr(e, "explanation", None) or e)
+            except SwarmsmithError as e:        # the adapter's, naming the call
+                text = str(getattr(e, "detail", None) or e.message)
                 # a node that joined a moment ago is still updating its own record
                 if "out of sequence" in text and attempt < 9:
                     self.sleep(0.1 * (attempt + 1))
