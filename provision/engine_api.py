@@ -17,7 +17,8 @@ insecure-registries list.
 from __future__ import annotations
 
 # the one conflict / not-found test, for every caller of this adapter (status kept in its errors)
-from provision.errors import SwarmsmithError, is_conflict, is_not_found, status_of  # noqa: F401
+from provision.errors import (SwarmsmithError, is_conflict, is_not_found,  # noqa: F401
+                              is_out_of_sequence, status_of)
 from dataclasses import dataclass, field
 
 
@@ -51,6 +52,31 @@ def as_engine(api, where: str = "") -> "EngineAPI":
     """`api` itself when it already is an EngineAPI, else the adapter around that client (a
     docker.APIClient, the guarded client, or a test's fake with the same methods)."""
     return api if isinstance(api, EngineAPI) else EngineAPI(api, where=where)
+
+
+def change_node(engine, node_id: str, change, *, node: dict | None = None, sleep=None,
+                attempts: int = 5) -> bool:
+    """Update a node's spec to `change(spec)` (None: nothing to change) through `engine` (an
+    EngineAPI, or anything with its node() and update_node()); False when there was nothing
+    to change. A node updates its own record now and then (status, certificates, just after
+    a join or a restart), and swarm refuses an update made against the version from before
+    that: the node is read again and the change redone. `node`: the node as already read."""
+    import time
+    sleep = sleep or time.sleep
+    for attempt in range(1, attempts + 1):
+        if node is None or attempt > 1:
+            node = engine.node(node_id)
+        spec = change(dict(node.get("Spec") or {}))
+        if spec is None:
+            return False
+        try:
+            engine.update_node(node_id, node["Version"]["Index"], spec)
+            return True
+        except SwarmsmithError as exc:
+            if not is_out_of_sequence(exc) or attempt == attempts:
+                raise
+        sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _filters(filters: dict | None) -> dict:
@@ -232,7 +258,7 @@ class EngineAPI:
                                                     "rollback": "previous"},
                                   service["ID"], headers=headers)
             except SwarmsmithError as exc:
-                if attempt == 1 and "out of sequence" in str(exc):
+                if attempt == 1 and is_out_of_sequence(exc):
                     service = self._call(f"inspect service {name}", self.api.inspect_service,
                                          service["ID"])
                     continue

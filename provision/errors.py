@@ -24,3 +24,9 @@ def is_conflict(exc: BaseException) -> bool:
 
 def is_not_found(exc: BaseException) -> bool:
     return status_of(exc) == 404 or "not found" in str(exc).lower()
+
+
+def is_out_of_sequence(exc: BaseException) -> bool:
+    """An update sent against an object's version from before its latest change (swarm's
+    optimistic locking): read the object again and redo the change."""
+    return "out of sequence" in str(exc).lower()

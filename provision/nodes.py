@@ -96,26 +96,16 @@ class DrainResult(NodeChange):
 
 # --- availability -------------------------------------------------------------------------
 
-def _set_spec(api, node: dict, sleep: Callable[[float], None] = time.sleep, **changes) -> bool:
-    """Set spec fields of a node (a value may be a function of the node's current spec).
-    A node updates its own record now and then (status, certificates), and swarm refuses an
-    update made against the version before that ("update out of sequence"): read the node
-    again and redo the change, a few times."""
-    for attempt in range(1, 6):
-        spec = dict(node["Spec"])
+def _set_spec(api, node: dict, **changes) -> bool:
+    """Set spec fields of a node (a value may be a function of the node's current spec),
+    through engine_api.change_node (which redoes a change swarm refused as out of sequence);
+    False when the node had them already."""
+    from .engine_api import change_node
+
+    def change(spec: dict) -> dict | None:
         new = {k: v(spec) if callable(v) else v for k, v in changes.items()}
-        if all(spec.get(k) == v for k, v in new.items()):
-            return False
-        spec.update(new)
-        try:
-            api.update_node(node["ID"], node["Version"]["Index"], spec)
-            return True
-        except SwarmsmithError as exc:
-            if "out of sequence" not in str(exc) or attempt == 5:
-                raise
-        sleep(0.1 * attempt)
-        node = api.node(node["ID"])
-    raise AssertionError("unreachable")
+        return None if all(spec.get(k) == v for k, v in new.items()) else {**spec, **new}
+    return change_node(api, node["ID"], change, node=node)
 
 
 def set_availability(api, ref: str, availability: str) -> NodeChange:

@@ -475,24 +475,18 @@ class SwarmStep:
             close()
 
     def _update_node_labels(self, leader: Host, node_id: str, add: dict, rm: list) -> None:
-        from .engine_api import EngineAPI
-        api = EngineAPI(self.leader_api(leader), where=leader.name)
+        from .engine_api import EngineAPI, change_node
         log.debug("%s: update node %s labels: add %s, remove %s", leader.name, node_id[:12],
                   sorted(add), rm)
-        for attempt in range(10):
-            try:
-                node = api.node(node_id)
-                spec = dict(node.get("Spec") or {})
-                spec["Labels"] = {k: v for k, v in {**(spec.get("Labels") or {}), **add}.items()
-                                  if k not in rm}
-                api.update_node(node_id, node["Version"]["Index"], spec)
-                return
-            except SwarmsmithError as e:        # the adapter's, naming the call
-                text = str(getattr(e, "detail", None) or e.message)
-                # a node that joined a moment ago is still updating its own record
-                if "out of sequence" in text and attempt < 9:
-                    self.sleep(0.1 * (attempt + 1))
-                    continue
-                raise SwarmsmithError(f"update the labels of node {node_id[:12]}: {text}",
-                                      host=leader.name) from None
 
+        def change(spec: dict) -> dict:
+            labels = {k: v for k, v in {**(spec.get("Labels") or {}), **add}.items()
+                      if k not in rm}
+            return {**spec, "Labels": labels}
+        try:
+            change_node(EngineAPI(self.leader_api(leader), where=leader.name), node_id, change,
+                        sleep=self.sleep, attempts=10)
+        except SwarmsmithError as e:        # the adapter's, naming the call
+            raise SwarmsmithError(f"update the labels of node {node_id[:12]}: "
+                                  f"{getattr(e, 'detail', None) or e.message}",
+                                  host=leader.name) from None
