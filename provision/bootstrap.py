@@ -422,7 +422,10 @@ def _engine_step(run: Run, h) -> dict:
     cf = run.cluster
     facts = run.facts[h.name]      # read when connecting
     daemon = engine.desired_daemon(h.engine_defaults, cf.daemon)
-    for _ in range(2):      # once more after an install: the package decides how to start
+    waits = 0
+    # once more after an install (the package decides how to start), and a second start and
+    # wait for an engine that answered `docker version` but not `docker info` (restarting)
+    for _ in range(3):
         steps = engine.plan(facts, daemon, cf.install, _apt(cf, h), cf.version)
         installed = False
         for st in steps:
@@ -444,12 +447,17 @@ def _engine_step(run: Run, h) -> dict:
             facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
         elif steps:
             facts = F.parse_engine_facts(s.run(F.after(engine.WAIT_SERVER)).stdout)
-            run.progress(h.name, f"engine answers (Docker {facts.get('server') or '?'})")
+            waits += 1
+            if facts.get("server"):
+                run.progress(h.name, f"engine answers (Docker {facts['server']})")
         run.facts[h.name] = facts
-        if not steps or not facts.get("dockerd") or facts.get("server"):
+        if not steps or not facts.get("dockerd") or facts.get("server") or waits == 2:
             break
     if not facts.get("server"):
-        raise SwarmsmithError("the Docker engine does not answer after start", host=h.name)
+        log = s.run(engine.LOG_TAIL, check=False, timeout=30).stdout.strip()
+        raise SwarmsmithError("the Docker engine does not answer after start"
+                              + (": its last log lines:\n    " + log.replace("\n", "\n    ") if log else ""),
+                              host=h.name)
     if not engine.version_matches(facts["server"], cf.version):
         note = (f"{h.name}: engine {facts['server']} runs, engine.version is {cf.version} "
                 "(swarmsmith engine upgrade installs it node by node)")

@@ -11,11 +11,25 @@ from dataclasses import dataclass
 from .command import Command
 from .errors import SwarmsmithError
 
+WAIT_SECONDS = 120      # a first start on a busy host sets up its iptables chains and storage
+# Until the engine answers, by the clock (not a count of tries: each `docker version` is slower
+# on a loaded host). Gives up early when no dockerd has been running for 5 s (it exited: waiting
+# longer cannot help), and in both cases prints the engine's last log lines as the reason.
+ENGINE_LOG_TAIL = (
+    "for f in /var/log/docker.log /var/log/dockerd.log; do [ -s $f ] && tail -n 6 $f; done; "
+    "[ -d /run/systemd/system ] && journalctl -u docker -n 6 --no-pager 2>/dev/null; true")
+LOG_TAIL = Command.shell(ENGINE_LOG_TAIL, description="read the Docker engine's last log lines")
 WAIT_SERVER = Command.shell(
-    "i=0; while ! docker version -f '{{.Server.Version}}' >/dev/null 2>&1; do "
-    "i=$((i+1)); [ $i -gt 300 ] && { tail -n 20 /var/log/docker.log /var/log/dockerd.log "
-    "2>/dev/null; exit 1; }; sleep 0.1; done",
-    description="wait until the Docker engine answers (30 s)")
+    f"end=$(($(date +%s) + {WAIT_SECONDS})); gone=0; "
+    "while ! timeout 20 docker version -f '{{.Server.Version}}' >/dev/null 2>&1; do "
+    "if ! command -v pgrep >/dev/null || pgrep -x dockerd >/dev/null; then gone=0; "
+    "else gone=$((gone+1)); fi; "
+    f"if [ $gone -ge 25 ] || [ $(date +%s) -ge $end ]; then "
+    "{ if [ $gone -ge 25 ]; then echo 'dockerd exited; its last log lines:'; "
+    f"else echo 'no answer within {WAIT_SECONDS} s; the last log lines:'; fi; "
+    f"{ENGINE_LOG_TAIL}; }} >&2; exit 1; fi; "
+    "sleep 0.2; done",
+    description=f"wait until the Docker engine answers ({WAIT_SECONDS} s)")
 
 # apt-get that never asks: keep configuration files already on the host (the admin's or the
 # provider's), take the package's defaults elsewhere

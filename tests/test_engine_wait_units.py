@@ -1,0 +1,101 @@
+"""The wait for a started engine: by the clock, giving up early when dockerd exited, and the
+engine's own last log lines as the reason; `up` waits once more for an engine that answered
+`docker version` but not `docker info`, and names the reason when it still does not answer."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from provision import bootstrap, engine
+from provision.errors import SwarmsmithError
+from provision.ssh import Result
+
+
+def _fake_bin(tmp_path, docker: str, pgrep: str) -> dict:
+    b = tmp_path / "bin"
+    b.mkdir()
+    for name, body in (("docker", docker), ("pgrep", pgrep)):
+        (b / name).write_text("#!/bin/sh\n" + body + "\n")
+        (b / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{b}:/usr/bin:/bin"}
+
+
+def test_wait_gives_up_early_when_dockerd_is_gone_and_says_why(tmp_path):
+    env = _fake_bin(tmp_path, "exit 1", "exit 1")
+    t0 = time.monotonic()
+    p = subprocess.run(["sh", "-c", engine.WAIT_SERVER.argv[-1]], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 1
+    assert p.stderr.startswith("dockerd exited; its last log lines:")
+    assert time.monotonic() - t0 < engine.WAIT_SECONDS / 4
+
+
+def test_wait_returns_once_the_engine_answers(tmp_path):
+    count = tmp_path / "count"
+    env = _fake_bin(tmp_path, f'n=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}; '
+                              '[ $n -ge 3 ]', "exit 0")
+    p = subprocess.run(["sh", "-c", engine.WAIT_SERVER.argv[-1]], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert count.read_text().strip() == "4"
+
+
+RUNNING = "dockerd=/usr/sbin/dockerd\nsystemd=0\ninitscript=1\nserver={server}\n---swarm---\n{{}}\n---daemon.json---\n"
+
+
+class Session:
+    """Answers the engine step's commands: facts after the wait come from `servers` in turn."""
+
+    def __init__(self, servers):
+        self.servers, self.ran = list(servers), []
+
+    def run(self, cmd, check=True, timeout=300):
+        self.ran.append(cmd.description)
+        if cmd is engine.LOG_TAIL:
+            return Result('level=error msg="failed to start daemon: no space left"\n', "", 0)
+        if cmd.description == "gather engine and swarm facts":     # after an install: not started
+            return Result(RUNNING.format(server=""), "", 0)
+        if "then gather engine facts" in cmd.description:
+            return Result(RUNNING.format(server=self.servers.pop(0)), "", 0)
+        return Result("", "", 0)
+
+
+def _run(session):
+    cf = SimpleNamespace(daemon={}, install="distro", apt_proxy="", apt_mirror="", version="")
+    h = SimpleNamespace(name="h1", engine_defaults={}, apt_proxy="")
+    facts = {"dockerd": "/usr/sbin/dockerd", "initscript": True, "server": "",
+             "daemon_json": None, "apt": False}
+    run = SimpleNamespace(cluster=cf, sessions={"h1": session}, facts={"h1": facts},
+                          changes=[], warnings=[], progress=lambda *a: None)
+    return run, h
+
+
+def test_an_engine_that_answers_late_is_waited_for_once_more():
+    s = Session(["", "20.10.24"])
+    run, h = _run(s)
+    assert bootstrap._engine_step(run, h)["server"] == "20.10.24"
+    assert sum("then gather engine facts" in d for d in s.ran) == 2
+    assert run.changes == ["h1: engine started (init script)"] * 2
+
+
+def test_an_engine_that_never_answers_fails_with_its_log_lines():
+    s = Session(["", ""])
+    run, h = _run(s)
+    with pytest.raises(SwarmsmithError) as e:
+        bootstrap._engine_step(run, h)
+    assert e.value.host == "h1"
+    assert "does not answer after start" in str(e.value)
+    assert "no space left" in str(e.value)
+
+
+def test_a_fresh_install_starts_and_is_waited_for_twice_at_most():
+    s = Session(["", "20.10.24"])
+    run, h = _run(s)
+    run.facts["h1"].update(dockerd="", os="debian")
+    assert bootstrap._engine_step(run, h)["server"] == "20.10.24"
+    assert s.ran.count("install the Docker engine") == 1
+    assert sum("then gather engine facts" in d for d in s.ran) == 2
