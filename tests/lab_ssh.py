@@ -41,7 +41,8 @@ def ssh_exec(host: Host, command: str, stdin: BinaryIO | None = None,
 def remove_cli_stacks(sh, stacks, docker: str = "docker", deadline: float = 120) -> None:
     """`docker stack rm` as an operator would run it, until it succeeds: the 20.10 CLI removes
     a stack's networks right after its services, and swarm refuses that while their tasks are
-    still stopping ("network ... is in use by task"); run again, it removes what is left.
+    still stopping ("network ... is in use by task"); run again, it removes what is left (and
+    may list a network the swarm has just removed: "not found", gone already).
     `sh(script, check=False)` runs a shell line on a manager and returns .exit_status etc."""
     import shlex
     import time
@@ -51,6 +52,7 @@ def remove_cli_stacks(sh, stacks, docker: str = "docker", deadline: float = 120)
         r = sh(line, check=False)
         if r.exit_status == 0:
             return
-        if "in use by task" not in r.stdout + r.stderr or time.monotonic() > end:
+        said = r.stdout + r.stderr
+        if not ("in use by task" in said or " not found" in said) or time.monotonic() > end:
             raise AssertionError(f"{line}\n-> {r.exit_status}\n{r.stdout}\n{r.stderr}")
         time.sleep(1)

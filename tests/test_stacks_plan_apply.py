@@ -757,6 +757,19 @@ def test_other_network_errors_are_not_retried():
               sleep=lambda s: pytest.fail("slept"))
 
 
+def test_a_network_gone_already_counts_as_removed():
+    class GoneAfterOneRefusal(NetworkHeldByTasks):
+        def remove(self, kind, id_, name):
+            if kind == "network":
+                self.held += 1
+                raise SwarmsmithError(f"remove network {name}: in use by task t1" if self.held == 1
+                                      else f"remove network {name}: network {id_} not found")
+            self.removed.append((kind, name))
+    engine = GoneAfterOneRefusal(0)
+    result = apply(_rm_network_plan(), engine, clock=lambda: 0.0, sleep=lambda s: None)
+    assert engine.held == 2 and result.done[-1] == "remove network st_default"
+
+
 def test_the_secret_naming_key_is_read_only_for_a_stack_with_secrets(files, monkeypatch):
     folder, f = files
     reads = []

@@ -16,7 +16,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
-from provision.errors import InputError, SwarmsmithError
+from provision.errors import InputError, SwarmsmithError, is_not_found
 from stacks.specs.convert import CONTENT_LABEL, STACK_LABEL, is_placeholder
 from provision.engine_api import EngineAPI
 from stacks.plan_apply.plan import (CREATE, REMOVE, UPDATE, Action, Current, Plan,
@@ -137,6 +137,8 @@ def _remove_network(engine: EngineAPI, a: Action, clock=None, sleep=None,
             engine.remove("network", a.id, a.name)
             return
         except SwarmsmithError as exc:
+            if is_not_found(exc):
+                return          # gone already (a retry after a lost answer, another remover)
             if "in use by task" not in str(exc) or clock() >= deadline:
                 raise
         sleep(delay)
