@@ -100,6 +100,13 @@ def _status_error(where: str, what: str, resp) -> SwarmsmithError:
     return err
 
 
+def schedulable(nodes: list[dict]) -> int:
+    """How many of `nodes` (a node listing) can take tasks now: ready and active."""
+    return sum(1 for n in nodes
+               if (n.get("Status") or {}).get("State") == "ready"
+               and (n.get("Spec") or {}).get("Availability", "active") == "active")
+
+
 class EngineAPI:
     def __init__(self, api, credentials=None, where: str = "", *, cluster_file: str = "",
                  node_images=None):
@@ -214,10 +221,7 @@ class EngineAPI:
 
     def node_count(self) -> int:
         """Nodes that can take tasks now (ready and active), for validate()."""
-        nodes = self._call("list nodes", self.api.nodes)
-        return sum(1 for n in nodes
-                   if (n.get("Status") or {}).get("State") == "ready"
-                   and (n.get("Spec") or {}).get("Availability", "active") == "active")
+        return schedulable(self.nodes())
 
     # --- writing ----------------------------------------------------------------------
     def create_network(self, spec: dict) -> str:

@@ -249,6 +249,16 @@ def test_redeploy_of_unchanged_stack_changes_nothing(files):
     assert {i: s["Version"]["Index"] for i, s in api.services_.items()} == versions
 
 
+def test_the_plan_keeps_the_live_versions_of_its_stack_services_for_the_watch():
+    from stacks.specs.convert import StackSpec
+    live = [{"ID": "a", "Version": {"Index": 7}, "Spec": {"Name": "st_web", "Labels": {
+                "com.docker.stack.namespace": "st"}}},
+            {"ID": "b", "Version": {"Index": 3}, "Spec": {"Name": "other_web", "Labels": {
+                "com.docker.stack.namespace": "other"}}}]
+    plan = make_plan(StackSpec("st"), Current(services=live, networks=[], secrets=[], configs=[]))
+    assert plan.versions == {"a": 7}
+
+
 def test_changes_show_fields_old_to_new_and_mask_secrets(files):
     tmp, f = files
     api = FakeAPI()

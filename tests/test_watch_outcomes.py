@@ -215,9 +215,16 @@ def test_the_first_seconds_are_polled_at_least_every_second():
     """New tasks start in a watch's first seconds: a backed-off poll would see them late."""
     api, clock, report = run(stuck_two_of_three(),
                              policy=WatchPolicy(timeout=60, poll_min=0.5, poll_max=4, backoff=2,
-                                                early=10))
+                                                early=10, poll_max_early=1.0))
     assert clock.sleeps[:4] == [0.5, 1.0, 1.0, 1.0]
     assert max(clock.sleeps) == 4          # past the early seconds the backoff goes on
+
+
+def test_by_default_the_first_seconds_are_polled_every_quarter_second():
+    api, clock, report = run(stuck_two_of_three(), policy=WatchPolicy(timeout=60))
+    assert clock.sleeps[:4] == [0.25] * 4
+    early = clock.sleeps[:120]
+    assert set(early) == {0.25} and clock.sleeps[121] > 0.25 and max(clock.sleeps) == 5.0
 
 
 def test_global_counts_one_task_per_ready_node():

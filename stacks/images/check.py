@@ -263,7 +263,7 @@ def ssh_lister(cluster_path: str) -> Lister:
     return run
 
 
-def for_plan(compose, desired, plan, engine) -> None:
+def for_plan(compose, desired, plan, engine, nodes: list[dict] | None = None) -> None:
     """The one call from make_stack_plan: adds problems and warnings to the plan.
     The engine's `node_images` lister when it has one (tests); else the nodes are asked over
     SSH when the engine was connected to a swarmsmith cluster (engine.cluster_file); an
@@ -273,7 +273,7 @@ def for_plan(compose, desired, plan, engine) -> None:
         if not engine.cluster_file:
             return
         lister = ssh_lister(engine.cluster_file)
-    nodes = engine.nodes()
+    nodes = engine.nodes() if nodes is None else nodes
     missing: dict = {}
     problems, warnings = check_images(compose, desired, plan, nodes, lister, missing)
     plan.missing_images = missing      # for deploy --push-images

@@ -157,7 +157,9 @@ def make_stack_plan(loaded: LoadedStack, engine: EngineAPI, options: StackOption
     from stacks.specs.convert import convert
     from stacks.specs.update_defaults import apply_update_defaults
 
-    node_count = engine.node_count()
+    from provision.engine_api import schedulable
+    nodes = engine.nodes()         # once: the deadlock check counts them, the image check asks them
+    node_count = schedulable(nodes)
     desired = convert(loaded.compose, loaded.name, versioned_objects=loaded.versioned_names,
                       secret_key=engine.secret_naming_key)   # read only if needed
     apply_update_defaults(desired, enabled=options.update_defaults)
@@ -166,7 +168,7 @@ def make_stack_plan(loaded: LoadedStack, engine: EngineAPI, options: StackOption
     plan = make_plan(desired, engine.current(), prune=options.prune)
     plan.warnings[:0] = loaded.warnings + deadlock_warnings(loaded.compose, node_count)
     refuse_update_deadlocks(plan, loaded.compose, loaded.name, node_count)
-    for_plan(loaded.compose, desired, plan, engine)
+    for_plan(loaded.compose, desired, plan, engine, nodes)
     return plan
 
 
@@ -258,12 +260,12 @@ def _cluster_path_if_any(cluster_file: str | None) -> str | None:
 def _apply_and_watch(stack: str, plan: Plan, engine: EngineAPI, options: DeployOptions,
                      on_progress: ProgressCallback | None) -> DeployResult:
     from stacks.watch.in_flight import unsettled
-    from stacks.watch.watcher import WatchPolicy, snapshot_versions, watch_stack
+    from stacks.watch.watcher import WatchPolicy, watch_stack
 
     result = DeployResult(stack, plan)
     if not plan.has_changes and not plan.problems and options.detach:
         return result
-    baseline = snapshot_versions(engine, stack)
+    baseline = plan.versions        # read with the plan, under the lock
     if plan.has_changes or plan.problems:
         result.applied = apply(plan, engine, on_step=lambda s: emit(on_progress, StepDone(s)))
     result.changed_services = [a.name for a in plan.of("service")

@@ -74,6 +74,9 @@ class Plan:
     problems: list = field(default_factory=list)   # stop the apply
     warnings: list = field(default_factory=list)
     ids: dict = field(default_factory=dict)        # (kind, name) -> live ID, for references
+    # service ID -> Version.Index of the stack's live services when planned: the watch's
+    # baseline (under the stack lock nothing else moves them before the apply)
+    versions: dict = field(default_factory=dict)
 
     def of(self, kind: str, action: str | None = None) -> list:
         return [a for a in self.actions if a.kind == kind and (action is None or a.action == action)]
@@ -174,6 +177,7 @@ def make_plan(desired: StackSpec, current: Current, *, prune: bool = False) -> P
     mine = {s["Spec"]["Name"]: s for s in current.services
             if (s["Spec"].get("Labels") or {}).get(STACK_LABEL) == stack}
     others = {s["Spec"]["Name"] for s in current.services} - set(mine)
+    plan.versions = {s["ID"]: (s.get("Version") or {}).get("Index", 0) for s in mine.values()}
     for name, spec in sorted(desired.services.items()):
         live = mine.get(name)
         if name in others:

@@ -38,8 +38,8 @@ class WatchPolicy:
     poll_max: float = 5.0
     poll_max_updating: float = 0.5     # while swarm's updater runs: its end is not a task change
     # the first seconds of a watch are when new tasks start: a backed-off poll there would
-    # report a converged stack seconds late
-    poll_max_early: float = 1.0
+    # report a converged stack seconds late (each poll is two listings, whatever the stack)
+    poll_max_early: float = 0.25
     early: float = 30.0
     backoff: float = 1.5
     unschedulable_after: float = 15.0  # a task pending on "no suitable node" this long: failed
