@@ -120,6 +120,15 @@ class _Renderer:
         self.last = self.t0          # when the last host line was printed
         self.waiting = ""            # what the run waits for now (Waiting events)
         self.beat = None
+        import threading
+        # host steps arrive from many threads: a line is written whole, in one call (print
+        # writes text and newline apart, and two threads' lines would run together)
+        self.lock = threading.Lock()
+
+    def _line(self, text: str) -> None:
+        with self.lock:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
 
     def __call__(self, event) -> None:
         from provision.progress import HostProgress, Notice, OperationWarning, Waiting
@@ -130,9 +139,9 @@ class _Renderer:
                 self.beat = threading.Thread(target=self._heartbeat, daemon=True)
                 self.beat.start()
         elif isinstance(event, OperationWarning):
-            print(f"warning: {event.message}", file=sys.stderr, flush=True)
+            self._line(f"warning: {event.message}")
         elif isinstance(event, Notice):
-            print(event.message, file=sys.stderr, flush=True)
+            self._line(event.message)
         elif self.as_json:
             return
         elif isinstance(event, HostProgress):
@@ -142,7 +151,7 @@ class _Renderer:
 
     def _host_line(self, host: str, message: str) -> None:
         self.last = self.clock()
-        print(f"[{self.last - self.t0:6.2f}s] {host:<22} {message}", file=sys.stderr, flush=True)
+        self._line(f"[{self.last - self.t0:6.2f}s] {host:<22} {message}")
 
     def _heartbeat(self, every: float = 1.0) -> None:
         """No silent second: what the run waits for, again, after a second without a line."""
