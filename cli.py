@@ -257,11 +257,60 @@ def cmd_status(args) -> int:
         stack, args.cluster_file = pos, None       # `status STACK`
     st = api.status(_cluster_file(args), stack=stack,
                     accept_new_host_keys=args.accept_new_host_keys)
-    if args.json:
-        _print_json(st.to_json())
-    else:
-        print(st.render())
+    _emit(args, st.to_json(), _status_lines(st.to_json()))
     return st.exit_code
+
+
+def _quorum_line(q: dict) -> str:
+    from provision.quorum import Quorum
+    return f"managers: {Quorum(q['managers'], q['reachable']).text()}"
+
+
+# node table columns: (header, width, value of a node row from the library)
+_NODE = ("NODE", 22, lambda n: n["hostname"])
+_ROLE = ("ROLE", 8, lambda n: n["role"])
+_STATE = ("STATE", 7, lambda n: n["state"])
+_AVAIL = ("AVAIL", 7, lambda n: n["availability"] or "-")
+_MANAGER = ("MANAGER", 11, lambda n: n["manager"] or "-")
+_ENGINE = ("ENGINE", 9, lambda n: n["engine"] or "-")
+
+
+def _labels(n: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))
+
+
+def _node_table(nodes: list[dict], columns) -> list[str]:
+    """`node ls` and `status` draw their node tables alike; the last column is not padded."""
+    def row(cells):
+        return " ".join(f"{c:<{w}}" for c, (_, w, _) in zip(cells, columns[:-1])) + f" {cells[-1]}"
+    return [row([h for h, _, _ in columns])] + [row([get(n) for _, _, get in columns])
+                                                for n in nodes]
+
+
+def _status_lines(st: dict) -> list[str]:
+    lines = [_quorum_line(st["quorum"])]
+    if st.get("error"):
+        lines.append(st["error"])
+    lines += [""] + _node_table(st["nodes"], (
+        _NODE, _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE, ("ADDR", 15, lambda n: n["addr"] or "-"),
+        ("LABELS", 0, lambda n: _labels(n) or n.get("error", ""))))
+    if st.get("error"):
+        return lines + ["", "DEGRADED:"] + [f"  {p}" for p in st.get("problems", [])]
+    lines += ["", f"{'SERVICE':<28} {'MODE':<11} {'REPLICAS':<9} {'UPDATE':<18} {'PORTS':<18} IMAGE"]
+    for s in st["services"]:
+        rep = f"{s['running']}/{s['desired']}" if s["desired"] is not None else f"{s['running']}"
+        ports = ",".join(s.get("ports") or []) or "-"
+        lines.append(f"{s['name']:<28} {s['mode']:<11} {rep:<9} {s['update'] or '-':<18} "
+                     f"{ports:<18} {s['image']}")
+    if not st["services"]:
+        lines.append("(no services)")
+    if st.get("failing"):
+        lines += ["", "failing tasks:"]
+        for f in st["failing"]:
+            lines.append(f"  {f['task']} on {f['node'] or '?'}: {f['state']}: {f['error']}")
+    if st.get("problems"):
+        lines += ["", "DEGRADED:"] + [f"  {p}" for p in st["problems"]]
+    return lines
 
 
 def cmd_engine_upgrade(args) -> int:
@@ -892,18 +941,11 @@ def _positive(value: float, flag: str) -> None:
 
 def cmd_node_ls(args) -> int:
     from provision.nodes import list_nodes
-    from provision.quorum import Quorum
     with _manager(args) as m:
         out = list_nodes(m.api)
-    q = out["quorum"]
-    lines = [f"managers: {Quorum(q['managers'], q['reachable']).text()}", "",
-             f"{'NODE':<22} {'ID':<13} {'ROLE':<8} {'STATE':<7} {'AVAIL':<7} {'MANAGER':<11} "
-             f"{'ENGINE':<9} LABELS"]
-    for n in out["nodes"]:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))
-        lines.append(f"{n['hostname']:<22} {n['id'][:12]:<13} {n['role']:<8} {n['state']:<7} "
-                     f"{n['availability']:<7} {n['manager'] or '-':<11} {n['engine'] or '-':<9} "
-                     f"{labels}")
+    lines = [_quorum_line(out["quorum"]), ""] + _node_table(out["nodes"], (
+        _NODE, ("ID", 13, lambda n: n["id"][:12]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE,
+        ("LABELS", 0, _labels)))
     _emit(args, out, lines)
     return 0
 

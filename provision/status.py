@@ -39,9 +39,6 @@ class ClusterStatus:
     def to_json(self) -> dict:
         return self.data
 
-    def render(self) -> str:
-        return render(self.data)
-
 
 def status(cluster_file: str, stack: str | None = None,
            accept_new_host_keys: bool = False) -> ClusterStatus:
@@ -204,36 +201,3 @@ def unavailable(reasons: dict[str, str], facts: dict[str, dict]) -> dict:
             "problems": [f"quorum lost: no manager answers swarm calls ({len(reasons)} tried)"],
             "error": "no manager answers swarm calls (quorum lost, engines down or swarm locked); "
                      "see `swarmsmith recover` or `swarmsmith unlock-swarm`"}
-
-
-def render(st: dict) -> str:
-    from .quorum import Quorum
-    q = st["quorum"]
-    lines = [f"managers: {Quorum(q['managers'], q['reachable']).text()}"]
-    if st.get("error"):
-        lines.append(st["error"])
-    lines += ["", f"{'NODE':<22} {'ROLE':<8} {'STATE':<7} {'AVAIL':<7} {'MANAGER':<11} "
-                  f"{'ENGINE':<9} {'ADDR':<15} LABELS"]
-    for n in st["nodes"]:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))
-        lines.append(f"{n['hostname']:<22} {n['role']:<8} {n['state']:<7} {n['availability'] or '-':<7} "
-                     f"{n['manager'] or '-':<11} {n['engine'] or '-':<9} {n['addr'] or '-':<15} "
-                     f"{labels or n.get('error', '')}")
-    if st.get("error"):
-        lines += ["", "DEGRADED:"] + [f"  {p}" for p in st.get("problems", [])]
-        return "\n".join(lines)
-    lines += ["", f"{'SERVICE':<28} {'MODE':<11} {'REPLICAS':<9} {'UPDATE':<18} {'PORTS':<18} IMAGE"]
-    for s in st["services"]:
-        rep = f"{s['running']}/{s['desired']}" if s["desired"] is not None else f"{s['running']}"
-        ports = ",".join(s.get("ports") or []) or "-"
-        lines.append(f"{s['name']:<28} {s['mode']:<11} {rep:<9} {s['update'] or '-':<18} "
-                     f"{ports:<18} {s['image']}")
-    if not st["services"]:
-        lines.append("(no services)")
-    if st.get("failing"):
-        lines += ["", "failing tasks:"]
-        for f in st["failing"]:
-            lines.append(f"  {f['task']} on {f['node'] or '?'}: {f['state']}: {f['error']}")
-    if st.get("problems"):
-        lines += ["", "DEGRADED:"] + [f"  {p}" for p in st["problems"]]
-    return "\n".join(lines)

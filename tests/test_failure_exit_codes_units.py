@@ -204,6 +204,26 @@ def test_status_exit_code(monkeypatch, capsys, tmp_path, api, problem):
         assert any(p.startswith(problem) for p in st["problems"]), st["problems"]
 
 
+def test_status_text_names_nodes_services_and_why_degraded(monkeypatch, capsys, tmp_path):
+    import cli
+    from provision import managers
+    api = StatusAPI([_node("m", "manager", reach="leader"), _node("w")], running=1)
+    conn = managers.ManagerConn(host=None, session=None, api=api)
+    monkeypatch.setattr(conn, "close", lambda: None)
+    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
+    code = cli.main(["status", "--cluster", str(tmp_path / "c.yml")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 5
+    assert lines[0].startswith("managers: quorum healthy (1/1")
+    header = next(x for x in lines if x.startswith("NODE"))
+    assert header.split() == ["NODE", "ROLE", "STATE", "AVAIL", "MANAGER", "ENGINE", "ADDR", "LABELS"]
+    m = next(x for x in lines if x.startswith("m "))
+    assert m.split()[:5] == ["m", "manager", "ready", "active", "leader"]
+    assert header.index("ROLE") == m.index("manager")        # columns line up
+    assert any(x.startswith("web_web ") and " 1/2 " in x for x in lines)
+    assert lines[lines.index("DEGRADED:") + 1].strip().startswith("service web_web: 1/2 running")
+
+
 def test_ssh_connection_lost_under_a_command_is_exit_3_naming_host_and_operation():
     import paramiko
     from types import SimpleNamespace
