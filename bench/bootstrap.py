@@ -3,8 +3,8 @@ cold and no-op, with ratios to 1+2 measured in the same run, and where the cold 
 (seconds from the start to each milestone, read from the progress events). Cold = lab hosts
 created, engines started, swarm formed, all in the timed call. In-process
 (provision.bootstrap.up), so interpreter start-up is not counted there; the no-op is also timed
-through the CLI (a new interpreter, as a user or cron runs it). Each cluster is brought down after
-its runs, whatever happens. Needs root.
+through the CLI (a new interpreter, as a user or cron runs it), once the machine is calm after
+the cold run. Each cluster is brought down after its runs, whatever happens. Needs root.
 
     python bench/bootstrap.py [--repeat N] [--noop-runs N] [--sizes 1+2 1+5 1+15 3+3] [--prefix bb]
 """
@@ -61,6 +61,21 @@ def machine_cpu() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(busy_below: float = 0.3, longest: float = 20.0) -> float:
+    """Wait until the machine is calm (under `busy_below` of its cores busy over half a second,
+    or `longest` seconds): right after a cold run the new nodes' engines still set up the
+    swarm's networks for some seconds, and a no-op timed then measures them, not swarmsmith
+    (a scheduled no-op runs long after the cluster was made). Returns the seconds waited."""
+    t0 = time.monotonic()
+    cores = os.cpu_count() or 1
+    while time.monotonic() - t0 < longest:
+        c0, w0 = machine_cpu(), time.monotonic()
+        time.sleep(0.5)
+        if (machine_cpu() - c0) / ((time.monotonic() - w0) * cores) < busy_below:
+            break
+    return time.monotonic() - t0
+
+
 def timed_up(path: str, on_progress=None) -> tuple[float, dict]:
     t0 = time.perf_counter()
     result = up(path, UpOptions(), on_progress=on_progress).to_json()
@@ -97,7 +112,7 @@ def run(name: str, managers: int, workers: int, noop_runs: int) -> dict:
             cpu = machine_cpu() - cpu0
             assert len(result["nodes"]) == managers + workers and result["changes"], result
             out = {"cold": cold, "phases": milestones(recorder.events), "noop": [], "cli": [],
-                   "cpu": [cpu]}
+                   "cpu": [cpu], "settled": settle()}
             for _ in range(noop_runs):
                 took, again = timed_up(path)
                 assert again["changes"] == [], again["changes"]
@@ -136,7 +151,8 @@ def main() -> int:
             f["cpu"] += r["cpu"]
             print(f"  {size}: cold {r['cold']:.2f} s, no-op "
                   + ", ".join(f"{x:.2f}" for x in r["noop"]) + " s, CLI no-op "
-                  + ", ".join(f"{x:.2f}" for x in r["cli"]) + " s", file=sys.stderr)
+                  + ", ".join(f"{x:.2f}" for x in r["cli"])
+                  + f" s (no-ops after {r['settled']:.1f} s of settling)", file=sys.stderr)
 
     med = {s: {k: statistics.median(v) for k, v in f.items() if k != "phases" and v}
            for s, f in figures.items()}

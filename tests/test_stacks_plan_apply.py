@@ -236,6 +236,26 @@ def test_first_deploy_creates_everything_in_order(files):
     assert "hunter2" not in out
 
 
+def test_a_deploy_reads_nodes_once_and_services_only_for_the_plan_and_the_watch(files):
+    """The plan's listings serve the deadlock check, the image check and the watch's
+    baseline: one node listing and one service listing before the apply (the audit record
+    lists the services once more afterwards, for the images they run now)."""
+    _, f = files
+    api = FakeAPI()
+    for i, n in enumerate(api.node_list):
+        n.update(ID=f"node{i}", Description={"Hostname": f"host{i}"})
+    reads = []
+    for name in ("nodes", "services"):
+        real = getattr(api, name)
+        setattr(api, name, lambda *a, _n=name, _r=real, **k: reads.append(_n) or _r(*a, **k))
+    images = []
+    engine = EngineAPI(api)
+    engine.node_images = lambda nodes: images.append(len(nodes)) or {}
+    stacks_api.deploy("st", [str(f)], opts_for(detach=True), engine=engine)
+    assert reads == ["nodes", "services", "services"]
+    assert images == [3]            # the image check was asked, with the one listing's nodes
+
+
 def test_redeploy_of_unchanged_stack_changes_nothing(files):
     _, f = files
     api = FakeAPI()
