@@ -108,8 +108,13 @@ NODES = Command.shell("ids=$(docker node ls -q) && docker node inspect $ids",
 
 
 def parse_nodes(out: str) -> list[dict]:
+    return node_rows(json.loads(out or "[]"))
+
+
+def node_rows(listing: list[dict]) -> list[dict]:
+    """The fields the swarm step uses, from `docker node inspect` or the Engine API's listing."""
     nodes = []
-    for n in json.loads(out or "[]"):
+    for n in listing:
         ms = n.get("ManagerStatus") or {}
         nodes.append({
             "id": n["ID"],

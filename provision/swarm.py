@@ -74,6 +74,12 @@ class SwarmStep:
     def nodes(self, leader: Host) -> list[dict]:
         return F.parse_nodes(self.run(leader, F.NODES).stdout)
 
+    def api_nodes(self, leader: Host) -> list[dict]:
+        """The node listing through the leader's Engine API client: no CLI process on the
+        leader, which a wait polling it would otherwise start again and again."""
+        from .engine_api import EngineAPI
+        return F.node_rows(EngineAPI(self.leader_api(leader), where=leader.name).nodes())
+
     def phase(self, what: str) -> None:
         """What the step waits for now (a renderer repeats it after a silent second)."""
         self.waiting(what)
@@ -135,14 +141,15 @@ class SwarmStep:
         leader_addr = self.addr[leader.name]
         # workers do not wait for the managers: only managers join one at a time (quorum), so
         # workers join the leader meanwhile, and the leader gets its labels then too
-        background = ThreadPoolExecutor(max_workers=2)
+        background = ThreadPoolExecutor(max_workers=3)
         pending = [background.submit(self._joins, leader, leader_addr, facts, todo, nodes,
                                      cluster_id)]
         if leader.name in facts and facts[leader.name]["node_id"] in nodes:
             pending.append(background.submit(self._label, leader, leader,
                                              nodes[facts[leader.name]["node_id"]]))
         try:
-            self._join_managers(leader, leader_addr, facts, todo, nodes)
+            self._join_managers(leader, leader_addr, facts, todo, nodes,
+                                later=lambda *a: pending.append(background.submit(*a)))
         finally:
             background.shutdown(wait=True)
         for fut in pending:
@@ -170,14 +177,19 @@ class SwarmStep:
         return result
 
     def _join_managers(self, leader: Host, leader_addr: str, facts: dict, todo: dict,
-                       nodes: dict) -> None:
-        """Managers one at a time, each waited for until Reachable (or promoted)."""
+                       nodes: dict, later=None) -> None:
+        """Managers one at a time, each waited for until Reachable (or promoted). Their labels
+        change nothing of the quorum: `later(fn, *args)` runs them beside the next join."""
+        later = later or (lambda fn, *args: fn(*args))
+        token = None
         for m in self.managers:
             if m is leader:
                 continue
+            joined = ""
             if todo[m.name]:
-                self._join(m, leader, "manager", leader_addr, todo[m.name] == "leave",
-                           known_nodes=nodes)
+                token = token or self.token(leader, "manager")      # once for all managers
+                joined = self._join(m, leader, "manager", leader_addr, todo[m.name] == "leave",
+                                    token, known_nodes=nodes)
             else:
                 node = nodes.get(facts[m.name]["node_id"])
                 if node and node["role"] != "manager":
@@ -186,9 +198,9 @@ class SwarmStep:
                     self.change(m, "promoted to manager")
                 elif node and node["reachability"] == "reachable":
                     continue        # listed reachable a moment ago: nothing to wait for
-            self._ids[m.name] = self._wait_reachable(leader, m)
+            self._ids[m.name] = self._wait_reachable(leader, m, joined)
             if m.name in self._rejoined:
-                self._label(leader, m, {"labels": {}, "id": self._ids[m.name]})
+                later(self._label, leader, m, {"labels": {}, "id": self._ids[m.name]})
 
     def _read_all(self):
         facts = each(self.swarm_facts, self.hosts, concurrency=self.concurrency)
@@ -244,9 +256,9 @@ class SwarmStep:
                 return token[0]
 
         def join(w: Host, how: str) -> None:
-            self._join(w, leader, "worker", leader_addr, how == "leave", worker_token(),
-                       known_nodes=nodes)
-            self._ids[w.name] = self.swarm_facts(w)["node_id"]
+            joined = self._join(w, leader, "worker", leader_addr, how == "leave", worker_token(),
+                                known_nodes=nodes)
+            self._ids[w.name] = joined or self.swarm_facts(w)["node_id"]
             self._label(leader, w, {"labels": {}, "id": self._ids[w.name]})
 
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(self.workers))))
@@ -385,7 +397,8 @@ class SwarmStep:
                 host=h.name)
 
     def _join(self, h: Host, leader: Host, role: str, leader_addr: str, leave_first: bool,
-              token: Secret | None = None, known_nodes: dict | None = None) -> None:
+              token: Secret | None = None, known_nodes: dict | None = None) -> str:
+        """Join `h`; returns its node ID when its engine told it with the join ("" if not)."""
         if leave_first:
             self.run(h, Command.of("docker", "swarm", "leave", "--force",
                                    description="leave the previous swarm"), check=False)
@@ -393,11 +406,12 @@ class SwarmStep:
         self._remove_stale_nodes(leader, h, known_nodes)
         token = token or self.token(leader, role)
         addr = self.addr[h.name]
-        self._engine_join(h, role, token, addr, leader_addr)
+        node_id = self._engine_join(h, role, token, addr, leader_addr)
         self._rejoined.add(h.name)
         self.change(h, f"joined as {role} (advertise {addr})")
+        return node_id
 
-    def _engine_join(self, h: Host, role: str, token: Secret, addr: str, leader_addr: str) -> None:
+    def _engine_join(self, h: Host, role: str, token: Secret, addr: str, leader_addr: str) -> str:
         """Join through the host's Engine API, the token in the request body: as an argument of
         `docker swarm join` it would be readable by every user of the host (ps, /proc)."""
         what = f"join the swarm as {role} (Engine API POST /swarm/join via {leader_addr}:2377)"
@@ -410,6 +424,12 @@ class SwarmStep:
             text = str(getattr(e, "detail", None) or getattr(e, "explanation", None) or e)
             text = text.replace(token.reveal(), "***")
             raise SwarmsmithError(f"{what} failed: {text}", host=h.name) from None
+        else:
+            # the new node's ID from the same connection: no `docker info` process on the host
+            try:
+                return ((api.info() or {}).get("Swarm") or {}).get("NodeID", "")
+            except Exception:       # the SSH facts tell it then
+                return ""
         finally:
             close = getattr(api, "close_forwarder", None) or getattr(api, "close", None)
             if close:
@@ -428,13 +448,14 @@ class SwarmStep:
                                             description="remove a stale down node"))
                 self.change(h, f"removed stale node {n['id'][:12]}")
 
-    def _wait_reachable(self, leader: Host, m: Host, deadline: float = 60.0) -> str:
-        node_id = self.swarm_facts(m)["node_id"]
+    def _wait_reachable(self, leader: Host, m: Host, node_id: str = "",
+                        deadline: float = 60.0) -> str:
+        node_id = node_id or self.swarm_facts(m)["node_id"]
         self.phase(f"manager {m.name} to be reachable (managers join one at a time)")
         end = self.clock() + deadline
         delay = 0.1
         while True:
-            node = {n["id"]: n for n in self.nodes(leader)}.get(node_id)
+            node = {n["id"]: n for n in self.api_nodes(leader)}.get(node_id)
             if node and node["reachability"] == "reachable":
                 return node_id
             if self.clock() > end:

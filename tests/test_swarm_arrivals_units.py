@@ -68,6 +68,9 @@ class Engine:
         self.swarm.log.append((self.name, "JOIN"))
         self.swarm.add_node(self.name, "worker")
 
+    def info(self):             # what the joiner's engine says of itself after the join
+        return {"Swarm": self.swarm.swarm_json(self.name)}
+
     # labels go through the leader's Engine API
     def inspect_node(self, node_id):
         node = self.swarm.nodes[node_id]
@@ -204,6 +207,12 @@ class ManagersFirstSwarm(FakeSwarm):
     def reachable(self) -> bool:
         return any(what == "JOIN" and name.startswith("w") for name, what in self.log)
 
+    def listed(self) -> list[dict]:
+        for n in self.nodes.values():
+            if n["ManagerStatus"] is not None and n["Description"]["Hostname"] != "m1":
+                n["ManagerStatus"]["Reachability"] = "reachable" if self.reachable() else "unknown"
+        return list(self.nodes.values())
+
 
 class ManagersFirstSession(Session):
     def run(self, cmd, check=True, timeout=300):
@@ -212,14 +221,15 @@ class ManagersFirstSession(Session):
             self.swarm.log.append((self.name, w))
             return Result(MANAGER_TOKEN + "\n", "", 0)
         if "node inspect" in w and "node ls" in w:
-            for n in self.swarm.nodes.values():
-                if n["ManagerStatus"] is not None and n["Description"]["Hostname"] != "m1":
-                    n["ManagerStatus"]["Reachability"] = ("reachable" if self.swarm.reachable()
-                                                          else "unknown")
+            self.swarm.listed()
         return super().run(cmd, check, timeout)
 
 
 class ManagersFirstEngine(Engine):
+    def nodes(self):            # the reachability wait lists nodes through the leader's API
+        self.swarm.log.append((self.name, "API NODES"))
+        return self.swarm.listed()
+
     def join_swarm(self, remote_addrs, join_token, listen_addr=None, advertise_addr=None):
         role = "manager" if join_token == MANAGER_TOKEN else "worker"
         self.swarm.log.append((self.name, "JOIN"))
@@ -248,3 +258,10 @@ def test_workers_join_while_the_managers_join_one_at_a_time():
     assert joins.index("w1") < joins.index("m3") or joins.index("w2") < joins.index("m3")
     assert {n["name"]: n["role"] for n in nodes} == dict(names)
     assert all(n["Spec"]["Labels"] == {"zone": "a"} for n in swarm.nodes.values())
+    # one manager token for both managers; the reachability waits list nodes through the
+    # leader's API, not with a CLI process each
+    assert sum("join-token" in w and "manager" in w for _, w in swarm.log) == 1
+    assert sum("node ls" in w for _, w in swarm.log) == 1
+    assert ("m1", "API NODES") in swarm.log
+    # a joined node's ID comes with the join's own connection, not a `docker info` over SSH
+    assert [n for n, w in swarm.log if w.startswith("docker info") and n != "m1"] == []
