@@ -939,6 +939,11 @@ def _positive(value: float, flag: str) -> None:
         raise InputError(f"{flag} {value:g}: expected seconds between 0 and 86400")
 
 
+def _positive_or_zero(value: float, flag: str) -> None:
+    if not (0 <= value <= 86400):
+        raise InputError(f"{flag} {value:g}: expected seconds from 0 to 86400")
+
+
 def cmd_node_ls(args) -> int:
     from provision.nodes import list_nodes
     with _manager(args) as m:
@@ -1131,8 +1136,9 @@ def cmd_restore(args) -> int:
 
 def cmd_recover(args) -> int:
     from provision.restore import recover
+    _positive_or_zero(args.wait, "--wait")
     res = recover(_found_cluster(args), force_new_cluster=args.force_new_cluster,
-                  on_progress=_timed_lines(args))
+                  on_progress=_timed_lines(args), services_timeout=args.wait)
     lines = [f"  {h}: {what}" for h, what in sorted(res.managers.items())]
     lines += [f"  ~ {c}" for c in res.changes]
     lines += [f"  {n}" for n in res.notes]
@@ -1257,6 +1263,9 @@ def add_day_two_commands(sub) -> None:
                        "other managers again")
     _cluster_json_args(p)
     p.add_argument("--force-new-cluster", action="store_true")
+    p.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                   help="after re-forming, wait this long for the services to run all their "
+                   "replicas again (0: do not wait; still short then: exit 5) (default 120)")
     p.set_defaults(func=cmd_recover)
 
 

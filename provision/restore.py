@@ -14,7 +14,7 @@ from . import facts as F
 from .backup import (engine_facts, put_swarm_dir, read_archive, retarget_payload, start_engine,
                      stop_engine)
 from .command import Command
-from .errors import EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
+from .errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
 from .managers import host_swarm_facts
 from .quorum import Quorum, is_manager, node_name
 
@@ -281,11 +281,19 @@ class RecoverResult:
         return dict(self.__dict__)
 
 
+SERVICES_BACK_TIMEOUT = 120.0
+
+
 def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = True,
-            on_progress: Progress | None = None) -> RecoverResult:
+            on_progress: Progress | None = None,
+            services_timeout: float = SERVICES_BACK_TIMEOUT,
+            clock: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] = time.sleep) -> RecoverResult:
     """Explain a swarm's manager state; with force_new_cluster and quorum lost, re-form it on a
     surviving manager, make the other managers' hosts leave the old swarm, and run `up` to join
-    them again as managers (back to the cluster file's count)."""
+    them again as managers (back to the cluster file's count); then wait up to
+    `services_timeout` seconds (0: not at all) for the services to run their replicas again
+    (the lost managers' tasks are rescheduled only now). Still short then: exit 5."""
     from .dockerapi import inventory_hosts, session_for
     from .managers import NoManagerError, connect_manager
     say = on_progress or (lambda msg: None)
@@ -363,7 +371,40 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
         out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
                  (lambda event: _say_event(say, event)))
         res.changes += out.changes
+    if services_timeout > 0:
+        _wait_services_back(cluster_path, res, say, services_timeout, clock, sleep)
     return res
+
+
+def _wait_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
+                        clock, sleep) -> None:
+    """Until no service is short of replicas (status's own test), or `timeout`."""
+    from .managers import connect_manager
+    from .status import gather
+    conn = connect_manager(cluster_path)
+    try:
+        start = clock()
+        delay, told = 0.5, ""
+        while True:
+            short = [p for p in gather(conn.api)["problems"] if p.startswith("service ")]
+            waited = clock() - start
+            if not short:
+                res.notes.append(f"services run all their replicas again ({waited:.0f} s after "
+                                 "the re-forming)")
+                return
+            if waited >= timeout:
+                res.exit_code = EXIT_DEGRADED
+                res.notes.append(f"after {timeout:.0f} s still short: {'; '.join(short)} "
+                                 "(`swarmsmith status` and `swarmsmith ps` say why)")
+                return
+            if short[0] != told:
+                say(f"waiting for the services' tasks to be rescheduled: {short[0]}"
+                    + (f" and {len(short) - 1} more" if len(short) > 1 else ""))
+                told = short[0]
+            sleep(min(delay, max(0.0, timeout - waited)))
+            delay = min(delay * 1.5, 3.0)
+    finally:
+        conn.close()
 
 
 def _say_event(say: Progress, event) -> None:

@@ -318,6 +318,49 @@ def test_recover_renders_every_kind_of_up_event():
     assert lines == [f"{'m1':<22} engine started", "m2 to be reachable"]
 
 
+class RescheduleAPI:
+    """A swarm whose service `app` runs 1 of 2 replicas until `after` listings have passed."""
+
+    def __init__(self, after: int):
+        self.after, self.listings = after, 0
+
+    def nodes(self):
+        return [{"ID": "n1", "Description": {"Hostname": "m1"}, "Spec": {"Role": "manager"},
+                 "Status": {"State": "ready"},
+                 "ManagerStatus": {"Leader": True, "Reachability": "reachable"}}]
+
+    def services(self, filters=None):
+        self.listings += 1
+        return [{"ID": "s1", "Spec": {"Name": "st_app", "Mode": {"Replicated": {"Replicas": 2}},
+                                      "TaskTemplate": {"ContainerSpec": {"Image": "app:1"}}}}]
+
+    def tasks(self, filters=None):
+        running = 2 if self.listings > self.after else 1
+        return [{"ServiceID": "s1", "DesiredState": "running", "Status": {"State": "running"}}
+                for _ in range(running)]
+
+
+@pytest.mark.parametrize("after, code, note", [
+    (3, 0, "services run all their replicas again"),
+    (10**6, 5, "still short: service st_app: 1/2 running")])
+def test_recover_waits_for_the_services_to_be_back(monkeypatch, after, code, note):
+    from types import SimpleNamespace
+
+    from provision import managers
+    from provision.restore import RecoverResult, _wait_services_back
+    api = RescheduleAPI(after)
+    closed = []
+    monkeypatch.setattr(managers, "connect_manager", lambda path: SimpleNamespace(
+        api=api, close=lambda: closed.append(1)))
+    now, said = [0.0], []
+    res = RecoverResult()
+    _wait_services_back("c.yml", res, said.append, 120, lambda: now[0],
+                        lambda s: now.__setitem__(0, now[0] + s))
+    assert res.exit_code == code and note in res.notes[-1] and closed == [1]
+    assert said == ["waiting for the services' tasks to be rescheduled: service st_app: 1/2 running"]
+    assert now[0] <= 120
+
+
 class ScaleAPI(FakeAPI):
     """FakeAPI plus the service calls scale makes; no low-level client (no lock, no swarm audit)."""
     api = None
@@ -385,3 +428,10 @@ def test_a_node_update_out_of_sequence_is_read_again_and_redone():
     nid = "w1-id-0000000000000"
     assert len(api.updates) == 1 and api.updates[0][0] == nid
     assert api.node(nid)["Spec"]["Labels"] == {"set-meanwhile": "1", "a": "1"}
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "1e9"])
+def test_recover_wait_out_of_range_exits_2_before_anything(tmp_path, capsys, value):
+    import cli
+    code = cli.main(["recover", "--cluster", str(tmp_path / "none.yml"), "--wait", value])
+    assert code == 2 and "--wait" in capsys.readouterr().err
