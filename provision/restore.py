@@ -378,7 +378,17 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
 
 def _wait_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
                         clock, sleep) -> None:
-    """Until no service is short of replicas (status's own test), or `timeout`."""
+    """Until no service is short of replicas (status's own test), or `timeout`. A failure
+    to look is reported (exit 5), not raised: the swarm was re-formed, and the report says so."""
+    try:
+        _poll_services_back(cluster_path, res, say, timeout, clock, sleep)
+    except SwarmsmithError as e:
+        res.exit_code = EXIT_DEGRADED
+        res.notes.append(f"the services could not be checked ({e}); see `swarmsmith status`")
+
+
+def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
+                        clock, sleep) -> None:
     from .managers import connect_manager
     from .status import gather
     conn = connect_manager(cluster_path)

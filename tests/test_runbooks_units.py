@@ -435,3 +435,17 @@ def test_recover_wait_out_of_range_exits_2_before_anything(tmp_path, capsys, val
     import cli
     code = cli.main(["recover", "--cluster", str(tmp_path / "none.yml"), "--wait", value])
     assert code == 2 and "--wait" in capsys.readouterr().err
+
+
+def test_recover_reports_services_it_could_not_check(monkeypatch):
+    from provision import managers
+    from provision.errors import SwarmsmithError
+    from provision.restore import RecoverResult, _wait_services_back
+
+    def refuse(path):
+        raise SwarmsmithError("no manager answers", host="m1")
+    monkeypatch.setattr(managers, "connect_manager", refuse)
+    res = RecoverResult(changes=["m1: swarm re-formed with it as the only manager"])
+    _wait_services_back("c.yml", res, lambda m: None, 120, lambda: 0.0, lambda s: None)
+    assert res.exit_code == 5 and "could not be checked (m1: no manager answers)" in res.notes[-1]
+    assert res.changes        # what was done stays in the report
