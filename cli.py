@@ -280,11 +280,14 @@ def _labels(n: dict) -> str:
 
 
 def _node_table(nodes: list[dict], columns) -> list[str]:
-    """`node ls` and `status` draw their node tables alike; the last column is not padded."""
-    def row(cells):
-        return " ".join(f"{c:<{w}}" for c, (_, w, _) in zip(cells, columns[:-1])) + f" {cells[-1]}"
-    return [row([h for h, _, _ in columns])] + [row([get(n) for _, _, get in columns])
-                                                for n in nodes]
+    """`node ls` and `status` draw their node tables alike: a column is as wide as its widest
+    value (an engine version like 20.10.24+dfsg1 too); the last one is not padded."""
+    rows = [[str(get(n)) for _, _, get in columns] for n in nodes]
+    widths = [max([w, len(h)] + [len(r[i]) for r in rows]) for i, (h, w, _) in enumerate(columns)]
+
+    def line(cells):
+        return " ".join(f"{c:<{w}}" for c, w in zip(cells, widths[:-1])) + f" {cells[-1]}"
+    return [line([h for h, _, _ in columns])] + [line(r) for r in rows]
 
 
 def _status_lines(st: dict) -> list[str]:

@@ -207,7 +207,9 @@ def test_status_exit_code(monkeypatch, capsys, tmp_path, api, problem):
 def test_status_text_names_nodes_services_and_why_degraded(monkeypatch, capsys, tmp_path):
     import cli
     from provision import managers
-    api = StatusAPI([_node("m", "manager", reach="leader"), _node("w")], running=1)
+    m = _node("m", "manager", reach="leader")
+    m["Description"]["Engine"] = {"EngineVersion": "20.10.24+dfsg1"}     # wider than its column
+    api = StatusAPI([m, _node("w")], running=1)
     conn = managers.ManagerConn(host=None, session=None, api=api)
     monkeypatch.setattr(conn, "close", lambda: None)
     monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
@@ -220,6 +222,7 @@ def test_status_text_names_nodes_services_and_why_degraded(monkeypatch, capsys, 
     m = next(x for x in lines if x.startswith("m "))
     assert m.split()[:5] == ["m", "manager", "ready", "active", "leader"]
     assert header.index("ROLE") == m.index("manager")        # columns line up
+    assert header.index("ADDR") == m.index("10.0.0.1")        # past the long engine version too
     assert any(x.startswith("web_web ") and " 1/2 " in x for x in lines)
     assert lines[lines.index("DEGRADED:") + 1].strip().startswith("service web_web: 1/2 running")
 
