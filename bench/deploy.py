@@ -99,18 +99,11 @@ def main() -> int:
                     raise SystemExit(f"stack {stack} did not converge: {reps}")
                 time.sleep(0.2)
 
-        def cli_stack_rm(stack: str, deadline: float = 120) -> None:
-            # the 20.10 CLI removes the networks right after the services and swarm refuses
-            # that while their tasks still stop ("in use by task"): run it again until it is done
-            end = time.monotonic() + deadline
-            while True:
-                r = session.run(Command.shell(f"{DOCKER} stack rm {stack} >/dev/null"),
-                                check=False, timeout=300)
-                if r.exit_status == 0:
-                    return
-                if "in use by task" not in r.stdout + r.stderr or time.monotonic() > end:
-                    raise SystemExit(f"docker stack rm {stack} -> {r.exit_status}\n{r.stderr}")
-                time.sleep(1)
+        def cli_stack_rm(stack: str) -> None:
+            # as the lab tests remove CLI stacks: run again past swarm's removal races
+            from tests.lab_ssh import remove_cli_stacks
+            remove_cli_stacks(lambda script, check=False: session.run(
+                Command.shell(script), check=check, timeout=300), [stack], DOCKER)
 
         def quiet(deadline: float = 300) -> None:
             end = time.monotonic() + deadline

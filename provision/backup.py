@@ -163,8 +163,9 @@ def stop_engine(session, facts: dict) -> None:
 
 
 def start_engine(session, facts: dict) -> None:
+    # past the wait's own deadline, so a failure ends with the engine's log lines, not a timeout
     for cmd in engine.start_commands(facts):
-        session.run(cmd, timeout=120)
+        session.run(cmd, timeout=engine.WAIT_SECONDS + 30)
 
 
 def copy_swarm_dir(session) -> bytes:

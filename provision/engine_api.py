@@ -219,10 +219,6 @@ class EngineAPI:
         return hmac.new(token.encode(), b"swarmsmith secret names v1\0" +
                         str(swarm.get("ID", "")).encode(), hashlib.sha256).digest()
 
-    def node_count(self) -> int:
-        """Nodes that can take tasks now (ready and active), for validate()."""
-        return schedulable(self.nodes())
-
     # --- writing ----------------------------------------------------------------------
     def create_network(self, spec: dict) -> str:
         body = {**spec, "CheckDuplicate": True}

@@ -421,8 +421,9 @@ class Upgrader:
             raise UpgradeError(f"install failed: {(r.stderr or r.stdout).strip()[-400:]}",
                                host=name)
         after = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
-        s.run(engine._restart(after) if after.get("server") else engine._start(after))
-        s.run(engine.WAIT_SERVER)
+        with ticking(self.say, name, "waiting for the engine to answer"):   # up to 2 minutes
+            s.run(engine._restart(after) if after.get("server") else engine._start(after))
+            s.run(engine.WAIT_SERVER)
         now = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout).get("server", "")
         if self.version and not engine.version_matches(now, self.version):
             raise UpgradeError(f"engine runs {now} after the install, not {self.version}",

@@ -394,7 +394,7 @@ def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
     conn = connect_manager(cluster_path)
     try:
         start = clock()
-        delay, told = 0.5, ""
+        delay = 0.5
         while True:
             short = [p for p in gather(conn.api)["problems"] if p.startswith("service ")]
             waited = clock() - start
@@ -407,12 +407,11 @@ def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
                 res.notes.append(f"after {timeout:.0f} s still short: {'; '.join(short)} "
                                  "(`swarmsmith status` and `swarmsmith ps` say why)")
                 return
-            if short[0] != told:
-                say(f"waiting for the services' tasks to be rescheduled: {short[0]}"
-                    + (f" and {len(short) - 1} more" if len(short) > 1 else ""))
-                told = short[0]
+            # a line every poll (at most a second apart): the operator sees what is still short
+            say(f"waiting for the services' tasks to be rescheduled ({waited:.0f} s): {short[0]}"
+                + (f" and {len(short) - 1} more" if len(short) > 1 else ""))
             sleep(min(delay, max(0.0, timeout - waited)))
-            delay = min(delay * 1.5, 3.0)
+            delay = min(delay * 1.5, 1.0)
     finally:
         conn.close()
 

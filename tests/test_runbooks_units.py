@@ -352,12 +352,17 @@ def test_recover_waits_for_the_services_to_be_back(monkeypatch, after, code, not
     closed = []
     monkeypatch.setattr(managers, "connect_manager", lambda path: SimpleNamespace(
         api=api, close=lambda: closed.append(1)))
-    now, said = [0.0], []
+    now, said, slept = [0.0], [], []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
     res = RecoverResult()
-    _wait_services_back("c.yml", res, said.append, 120, lambda: now[0],
-                        lambda s: now.__setitem__(0, now[0] + s))
+    _wait_services_back("c.yml", res, said.append, 120, lambda: now[0], sleep)
     assert res.exit_code == code and note in res.notes[-1] and closed == [1]
-    assert said == ["waiting for the services' tasks to be rescheduled: service st_app: 1/2 running"]
+    assert said and all(s.startswith("waiting for the services' tasks to be rescheduled (")
+                        and s.endswith("s): service st_app: 1/2 running") for s in said)
+    assert len(said) == len(slept) and max(slept) <= 1.0     # a line at least every second
     assert now[0] <= 120
 
 

@@ -30,17 +30,12 @@ STACK_LABEL = "com.docker.stack.namespace"
 LogFetcher = Callable[[dict, str, int], list]
 ProgressCallback = Callable[[WatchReport], None]
 
-__all__ = ["WatchPolicy", "watch_stack", "watch_services", "snapshot_versions",
+__all__ = ["WatchPolicy", "watch_stack", "watch_services",
            "api_log_fetcher", "stack_services", "STACK_LABEL"]
 
 
 def stack_services(api, stack: str) -> list[dict]:
     return as_engine(api).services({"label": f"{STACK_LABEL}={stack}"})
-
-
-def snapshot_versions(api, stack: str) -> dict[str, int]:
-    """Service id -> Version.Index; take it before an apply and pass it as `baseline`."""
-    return {s["ID"]: (s.get("Version") or {}).get("Index", 0) for s in stack_services(api, stack)}
 
 
 def api_log_fetcher(api) -> LogFetcher:
@@ -69,8 +64,8 @@ def watch_stack(api, stack: str, *, services: Iterable[str] | None = None,
                 sleep: Callable[[float], None] = time.sleep) -> WatchReport:
     """Watch the services of `stack` (all, or those named: "web" or "stack_web").
 
-    baseline: from snapshot_versions() before the apply; a service whose
-      version did not move keeps no rollback from an earlier run.
+    baseline: service id -> Version.Index before the apply (a deploy's Plan.versions); a
+      service whose version did not move keeps no rollback from an earlier run.
     timeouts: per-service deadlines in seconds (short or full names), else policy.timeout.
     Returns a WatchReport; `report.exit_code` is the code for the process.
     """
