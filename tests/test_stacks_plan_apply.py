@@ -800,6 +800,22 @@ def test_a_network_gone_already_counts_as_removed():
     assert engine.held == 2 and result.done[-1] == "remove network st_default"
 
 
+def test_rm_of_objects_already_gone_counts_them_removed():
+    from stacks.plan_apply.plan import Action, Plan
+
+    class Gone(NetworkHeldByTasks):
+        def remove(self, kind, id_, name):
+            self.removed.append((kind, name))
+            raise SwarmsmithError(f"remove {kind} {name}: {kind} {id_} not found (HTTP 404)")
+    plan = Plan("st", actions=[Action("service", "st_web", REMOVE, id="s1"),
+                               Action("secret", "st_pw", REMOVE, id="x1"),
+                               Action("network", "st_default", REMOVE, id="n1")])
+    engine = Gone(0)
+    result = apply(plan, engine, clock=lambda: 0.0, sleep=lambda s: pytest.fail("slept"))
+    assert result.done == ["remove service st_web", "remove secret st_pw",
+                           "remove network st_default"]
+
+
 def test_the_secret_naming_key_is_read_only_for_a_stack_with_secrets(files, monkeypatch):
     folder, f = files
     reads = []

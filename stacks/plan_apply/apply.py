@@ -111,7 +111,7 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
     _services(plan, engine, ids, result, step)
     for kind in ("service", "secret", "config"):
         for a in plan.of(kind, REMOVE):
-            engine.remove(kind, a.id, a.name)
+            _remove(engine, kind, a)
             step(f"remove {kind} {a.name}")
     for a in plan.of("network", REMOVE):
         _remove_network(engine, a, clock, sleep, network_release_timeout)
@@ -121,6 +121,16 @@ def apply(plan: Plan, engine: EngineAPI, *, on_step: Callable[[str], None] | Non
 
 # How long a network whose services were just removed may stay attached to their stopping tasks.
 NETWORK_RELEASE_TIMEOUT = 90.0
+
+
+def _remove(engine: EngineAPI, kind: str, a: Action) -> None:
+    """An object already gone counts as removed: a re-run after a kill or a lost answer, or
+    another remover (swarm's own clean-up, a concurrent `rm`), got there first."""
+    try:
+        engine.remove(kind, a.id, a.name)
+    except SwarmsmithError as exc:
+        if not is_not_found(exc):
+            raise
 
 
 def _remove_network(engine: EngineAPI, a: Action, clock=None, sleep=None,
@@ -134,11 +144,9 @@ def _remove_network(engine: EngineAPI, a: Action, clock=None, sleep=None,
     delay = 0.2
     while True:
         try:
-            engine.remove("network", a.id, a.name)
+            _remove(engine, "network", a)
             return
         except SwarmsmithError as exc:
-            if is_not_found(exc):
-                return          # gone already (a retry after a lost answer, another remover)
             if "in use by task" not in str(exc) or clock() >= deadline:
                 raise
         sleep(delay)
