@@ -46,10 +46,28 @@ PICK_VERSION = r"""pick() {
     $3 ~ re && p == "" { p = $3 }
     END { print (e != "" ? e : p) }'
 }
+# The network half of apt, bounded and tried three times: a proxy that drops a connection in the
+# middle of a transfer can leave apt waiting on it for good (seen with apt-cacher-ng under
+# concurrent fetches). Packages are downloaded first, so the install itself (dpkg, which must
+# never be killed half-way) runs from apt's cache with no network left to wait for.
+update() {
+  for t in 1 2 3; do
+    timeout 180 apt-get update -qq && return 0
+    echo "apt-get update failed or took over 180 s (try $t of 3)" >&2
+  done
+  return 1
+}
+fetch() {
+  for t in 1 2 3; do
+    timeout 600 $APT_GET install --download-only "$@" >/dev/null && return 0
+    echo "downloading $* failed or took over 600 s (try $t of 3)" >&2
+  done
+  return 1
+}
 """
 
 DISTRO_INSTALL = r"""set -e
-apt-get update -qq
+update
 pkg=docker.io
 if [ -n "$V" ]; then
   found=$(pick docker.io)
@@ -57,12 +75,14 @@ if [ -n "$V" ]; then
     "(available: $(apt-cache madison docker.io | awk '{print $3}' | tr '\n' ' '))" >&2; exit 1; }
   pkg="docker.io=$found"
 fi
+fetch --allow-downgrades $REINSTALL "$pkg"
 $APT_GET install --allow-downgrades $REINSTALL "$pkg" >/dev/null
 """
 
 DOCKER_REPO_INSTALL = r"""set -e
 . /etc/os-release
-apt-get update -qq
+update
+fetch ca-certificates curl
 $APT_GET install ca-certificates curl >/dev/null
 install -m 0755 -d /etc/apt/keyrings
 if ! curl -fsSL --max-time 30 "https://download.docker.com/linux/$ID/gpg" -o /etc/apt/keyrings/docker.asc.tmp; then
@@ -75,13 +95,14 @@ fi
 mv /etc/apt/keyrings/docker.asc.tmp /etc/apt/keyrings/docker.asc
 chmod a+r /etc/apt/keyrings/docker.asc
 echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/$ID $VERSION_CODENAME stable" > /etc/apt/sources.list.d/docker.list
-apt-get update -qq
+update
 pkgs="docker-ce docker-ce-cli containerd.io"
 if [ -n "$V" ]; then
   ce=$(pick docker-ce); cli=$(pick docker-ce-cli)
   [ -n "$ce" ] && [ -n "$cli" ] || { echo "docker-ce $V is not in Docker's apt repository" >&2; exit 1; }
   pkgs="docker-ce=$ce docker-ce-cli=$cli containerd.io"
 fi
+fetch --allow-downgrades $REINSTALL $pkgs
 $APT_GET install --allow-downgrades $REINSTALL $pkgs >/dev/null
 """
 

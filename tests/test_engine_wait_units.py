@@ -99,3 +99,39 @@ def test_a_fresh_install_starts_and_is_waited_for_twice_at_most():
     assert bootstrap._engine_step(run, h)["server"] == "20.10.24"
     assert s.ran.count("install the Docker engine") == 1
     assert sum("then gather engine facts" in d for d in s.ran) == 2
+
+
+def _apt_bin(tmp_path, stuck: int) -> dict:
+    """Fake `timeout` (the first `stuck` calls end as timed out, 124) and `apt-get` (logs its
+    arguments) for the install script."""
+    b = tmp_path / "aptbin"
+    b.mkdir()
+    log, count = tmp_path / "apt.log", tmp_path / "timeouts"
+    (b / "timeout").write_text(
+        f'#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}\n'
+        f'[ $n -lt {stuck} ] && exit 124\nshift; exec "$@"\n')
+    (b / "apt-get").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    for f in ("timeout", "apt-get"):
+        (b / f).chmod(0o755)
+    return {**os.environ, "PATH": f"{b}:/usr/bin:/bin"}
+
+
+def test_apt_network_steps_are_bounded_and_retried_and_dpkg_runs_offline(tmp_path):
+    _, script = engine.install_script("distro", {"debian"})
+    p = subprocess.run(["sh", "-c", script], env=_apt_bin(tmp_path, stuck=2),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "apt-get update failed or took over 180 s (try 1 of 3)" in p.stderr
+    assert "(try 2 of 3)" in p.stderr
+    calls = (tmp_path / "apt.log").read_text().splitlines()
+    assert calls[0] == "update -qq"
+    assert "--download-only" in calls[1] and calls[1].endswith("docker.io")
+    assert "--download-only" not in calls[2] and calls[2].endswith("docker.io")   # the install
+
+
+def test_apt_that_never_answers_fails_after_three_tries(tmp_path):
+    _, script = engine.install_script("distro", {"debian"})
+    p = subprocess.run(["sh", "-c", script], env=_apt_bin(tmp_path, stuck=99),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "(try 3 of 3)" in p.stderr
+    assert not (tmp_path / "apt.log").exists()       # nothing installed
