@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,12 @@ def machine_cpu() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu() -> float:
+    """CPU seconds this process (swarmsmith, in-process, every thread) has spent."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def settle(busy_below: float = 0.3, longest: float = 20.0) -> float:
     """Wait until the machine is calm (under `busy_below` of its cores busy over half a second,
     or `longest` seconds): right after a cold run the new nodes' engines still set up the
@@ -107,14 +114,18 @@ def run(name: str, managers: int, workers: int, noop_runs: int) -> dict:
         path = cluster_file(d, name, managers, workers)
         try:
             recorder = Recorder()
-            cpu0 = machine_cpu()
+            cpu0, own0 = machine_cpu(), own_cpu()
             cold, result = timed_up(path, recorder)
-            cpu = machine_cpu() - cpu0
+            cpu, own = machine_cpu() - cpu0, own_cpu() - own0
             assert len(result["nodes"]) == managers + workers and result["changes"], result
             out = {"cold": cold, "phases": milestones(recorder.events), "noop": [], "cli": [],
-                   "cpu": [cpu], "settled": settle()}
+                   "cpu": [cpu], "own": [own], "settled": settle()}
+            out["noop_cpu"], out["noop_own"] = [], []
             for _ in range(noop_runs):
+                cpu0, own0 = machine_cpu(), own_cpu()
                 took, again = timed_up(path)
+                out["noop_cpu"].append(machine_cpu() - cpu0)
+                out["noop_own"].append(own_cpu() - own0)
                 assert again["changes"] == [], again["changes"]
                 out["noop"].append(took)
                 out["cli"].append(timed_cli_up(path))
@@ -137,7 +148,8 @@ def main() -> int:
         args.sizes.insert(0, "1+2")        # the baseline of every ratio
 
     figures: dict[str, dict[str, list]] = {s: {"cold": [], "noop": [], "cli": [], "phases": [],
-                                               "cpu": []}
+                                               "cpu": [], "own": [], "noop_cpu": [],
+                                               "noop_own": []}
                                           for s in args.sizes}
     for _ in range(args.repeat):
         for size in args.sizes:
@@ -149,6 +161,9 @@ def main() -> int:
             f["cli"] += r["cli"]
             f["phases"].append(r["phases"])
             f["cpu"] += r["cpu"]
+            f["own"] += r["own"]
+            f["noop_cpu"] += r["noop_cpu"]
+            f["noop_own"] += r["noop_own"]
             print(f"  {size}: cold {r['cold']:.2f} s, no-op "
                   + ", ".join(f"{x:.2f}" for x in r["noop"]) + " s, CLI no-op "
                   + ", ".join(f"{x:.2f}" for x in r["cli"])
@@ -173,12 +188,26 @@ def main() -> int:
             row.append(f"{statistics.median(vals):20.2f}s" if vals else f"{'-':>21}")
         print(f"  {s:<6} " + " ".join(row) + f" {med[s]['cold']:7.2f}s")
     # the lab hosts share this machine's cores with swarmsmith: a cold run whose CPU time is
-    # near wall time x cores waits on the CPU, not on swarmsmith
-    print(f"cold run, CPU time of the whole machine (median; {os.cpu_count()} cores):")
+    # near wall time x cores waits on the CPU, not on swarmsmith. The machine's CPU time over
+    # its cores is the shortest the run could take here; what is not swarmsmith's own is the
+    # lab hosts' (their engines starting and joining, sshd, the commands run on them)
+    cores = os.cpu_count() or 1
+    print(f"cold run, CPU time of the whole machine (median; {cores} cores):")
     for s in args.sizes:
         x = med[s]
         print(f"  {s:<6} {x['cpu']:6.2f} CPU-s in {x['cold']:5.2f} s: "
-              f"{100 * x['cpu'] / (x['cold'] * os.cpu_count()):3.0f}% of the cores busy")
+              f"{100 * x['cpu'] / (x['cold'] * cores):3.0f}% of the cores busy; "
+              f"swarmsmith's process {x['own']:5.2f} CPU-s, the lab hosts {x['cpu'] - x['own']:5.2f}; "
+              f"no run shorter than {x['cpu'] / cores:5.2f} s here")
+    # a no-op is one SSH connection and one facts command per host: what each host costs the
+    # machine, and how much of it is swarmsmith's process (the rest: sshd, the shell, the engine)
+    print(f"no-op run (in-process), CPU time of the whole machine (median; {cores} cores):")
+    for s in args.sizes:
+        x = med[s]
+        n = sum(int(k) for k in s.split("+"))
+        print(f"  {s:<6} {x['noop_cpu']:6.2f} CPU-s in {x['noop']:5.2f} s, {1000 * x['noop_cpu'] / n:4.0f} ms "
+              f"per host, swarmsmith's process {1000 * x['noop_own'] / n:4.0f} ms of it; "
+              f"no run shorter than {x['noop_cpu'] / cores:5.2f} s here")
     print("targets:")
     checks = [("1+15 cold <= 2.5x 1+2 cold", "1+15", lambda: med["1+15"]["cold"] / base["cold"], 2.5),
               ("3+3 cold <= 1.8x 1+2 cold", "3+3", lambda: med["3+3"]["cold"] / base["cold"], 1.8),

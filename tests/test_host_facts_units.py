@@ -1,6 +1,7 @@
-"""The facts command, run for real by sh against a stand-in `docker`: engine and swarm state in
-one docker call, the swarm's JSON kept intact (its certificates carry escaped newlines), and on a
-manager the cluster's record read in the same round trip."""
+"""The facts command, run for real by sh against a stand-in `docker` and `curl`: engine and swarm
+state in one engine call (through the socket with curl where the host has it, else the CLI),
+the swarm's JSON kept intact (its certificates carry escaped newlines), and on a manager the
+cluster's record read in the same round trip."""
 from __future__ import annotations
 
 import base64
@@ -31,19 +32,38 @@ case "$1 $2" in
 esac
 """
 
+# the socket through curl: absent (exit 127, as the shell says of a missing command) unless
+# the test gives the host curl; then /info, /configs and /nodes answer as the engine does
+FAKE_CURL = """#!/bin/sh
+log="$(dirname "$0")/calls"; echo "curl $*" >> "$log"
+[ -n "$HAS_CURL" ] || exit 127
+[ -e "$(dirname "$0")/down" ] && exit 7
+for url; do :; done
+case "$url" in
+  http://localhost/info) printf '%s\\n' "$INFO_JSON" ;;
+  http://localhost/configs*) if [ -n "$NO_CONFIGS" ]; then echo "[]"; else printf '%s\\n' "$CONFIG_JSON"; fi ;;
+  *) exit 22 ;;
+esac
+"""
 
-def run_facts(tmp_path, cmd, swarm=SWARM, down=False, no_configs=False):
+
+def run_facts(tmp_path, cmd, swarm=SWARM, down=False, no_configs=False, curl=False):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "docker").write_text(FAKE_DOCKER)
-    (bin_dir / "docker").chmod(0o755)
+    for name, text in (("docker", FAKE_DOCKER), ("curl", FAKE_CURL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
     if down:
         (bin_dir / "down").write_text("")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
                SWARM_JSON=json.dumps(swarm, separators=(",", ":")),    # as Go prints it
-               CONFIG_JSON=json.dumps([CONFIG]), NO_CONFIGS="1" if no_configs else "")
+               INFO_JSON=json.dumps({"ServerVersion": "20.10.24", "Swarm": swarm},
+                                    separators=(",", ":")),
+               CONFIG_JSON=json.dumps([CONFIG]), NO_CONFIGS="1" if no_configs else "",
+               HAS_CURL="1" if curl else "")
     out = subprocess.run(cmd.argv, env=env, capture_output=True, text=True, check=True).stdout
-    calls = (bin_dir / "calls").read_text().splitlines()
+    calls = [c for c in (bin_dir / "calls").read_text().splitlines()
+             if curl or not c.startswith("curl ")]
     return F.parse_engine_facts(out), calls
 
 
@@ -76,3 +96,50 @@ def test_a_manager_without_a_record_says_so_and_the_command_succeeds(tmp_path):
     facts, calls = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER), no_configs=True)
     assert facts["records"] == [] and not any("inspect" in c for c in calls)
     assert RecordStore(ConfigSnapshot(facts["records"]), "sp0").read() == (0, None)
+
+
+def test_with_curl_the_socket_answers_and_no_docker_process_runs(tmp_path):
+    facts, calls = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER), curl=True)
+    assert facts["server"] == "20.10.24"
+    assert facts["swarm"]["state"] == "active" and facts["swarm"]["is_manager"]
+    assert facts["swarm"]["cluster_id"] == "c1" and facts["swarm"]["node_addr"] == "10.0.0.1"
+    assert RecordStore(ConfigSnapshot(facts["records"]), "sp0").read() == (2, RECORD)
+    assert all(c.startswith("curl ") for c in calls), calls
+    assert any(f"%22{L_CLUSTER}%3Dsp0%22" in c for c in calls)    # the filter, URL-encoded
+
+
+def test_with_curl_a_worker_sends_no_record_and_a_stopped_engine_falls_back_to_the_cli(tmp_path):
+    worker = {**SWARM, "ControlAvailable": False, "Cluster": None}
+    facts, calls = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER), swarm=worker, curl=True)
+    assert facts["records"] is None and facts["server"] == "20.10.24"
+    assert facts["swarm"]["state"] == "active" and not facts["swarm"]["is_manager"]
+    assert len(calls) == 1
+    facts, calls = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER), down=True, curl=True)
+    assert facts["server"] == "" and facts["swarm"]["state"] == "inactive"
+    assert [c.split()[0] for c in calls][-2:] == ["curl", "info"]     # the CLI says why not
+
+
+def test_the_facts_script_starts_no_process_but_ip_cat_and_the_engine_call(tmp_path):
+    """Every process the script starts is paid on every host on every run: the usual helpers
+    are wrapped to log themselves, and only ip, cat and curl may show."""
+    import shutil
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ip", "cat", "hostname", "sed", "awk", "tr", "head", "grep", "cut", "date"):
+        real = shutil.which(tool)
+        if real:
+            (bin_dir / tool).write_text(f'#!/bin/sh\necho {tool} >> "{bin_dir}/calls"\nexec {real} "$@"\n')
+            (bin_dir / tool).chmod(0o755)
+    facts, calls = run_facts(tmp_path, F.ENGINE_FACTS, curl=True)
+    assert facts["server"] == "20.10.24" and facts["hostname"]
+    assert {c.split()[0] for c in calls} <= {"cat", "curl", "ip"}, calls
+
+
+def test_parse_info_section_takes_server_and_swarm_and_a_broken_answer_means_no_engine():
+    info = {"ServerVersion": "24.0.7", "Swarm": {"LocalNodeState": "locked", "NodeID": "n9"}}
+    out = "hostname=h\n---info---\n" + json.dumps(info) + "\n---daemon.json---\n{}\n"
+    f = F.parse_engine_facts(out)
+    assert f["server"] == "24.0.7" and f["swarm"]["state"] == "locked"
+    assert f["swarm"]["node_id"] == "n9" and f["daemon_json"] == {}
+    f = F.parse_engine_facts("hostname=h\n---info---\nnot json\n---daemon.json---\n")
+    assert f["server"] == "" and f["swarm"]["state"] == "inactive"
