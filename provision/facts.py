@@ -32,14 +32,19 @@ echo "addresses=$(ip -4 -o addr show 2>/dev/null | while read -r _ dev _ cidr _;
 if info=$(CURL http://localhost/info 2>/dev/null); then
   api=1; echo "---info---"; printf '%s\n' "$info"
 else
-  api=0; info=$(docker info -f '{{.ServerVersion}} {{json .Swarm}}' 2>/dev/null) || info=""
+  # the CLI where curl is missing or the engine listens elsewhere; not for an engine that
+  # has neither its socket nor its pid file (stopped: the CLI would only fail, slower)
+  api=0; info=""
+  if [ -n "${DOCKER_HOST:-}" ] || [ -e SOCK ] || [ -e /var/run/docker.pid ]; then
+    info=$(docker info -f '{{.ServerVersion}} {{json .Swarm}}' 2>/dev/null) || info=""
+  fi
   echo "server=${info%% *}"
   echo "---swarm---"
   printf '%s\n' "${info#* }"    # not echo: dash's echo turns the JSON's escapes into newlines
 fi
 echo "---daemon.json---"
 cat /etc/docker/daemon.json 2>/dev/null || true
-""".replace("CURL", _CURL)
+""".replace("CURL", _CURL).replace("SOCK", SOCKET)
 ENGINE_FACTS = Command.shell(_FACTS_SCRIPT, description="gather engine and swarm facts")
 
 

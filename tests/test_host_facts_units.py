@@ -61,7 +61,15 @@ def run_facts(tmp_path, cmd, swarm=SWARM, down=False, no_configs=False, curl=Fal
                                     separators=(",", ":")),
                CONFIG_JSON=json.dumps([CONFIG]), NO_CONFIGS="1" if no_configs else "",
                HAS_CURL="1" if curl else "")
-    out = subprocess.run(cmd.argv, env=env, capture_output=True, text=True, check=True).stdout
+    # the engine's socket and pid file, here: present while the engine runs
+    sock, pid = tmp_path / "docker.sock", tmp_path / "docker.pid"
+    if down:
+        sock.unlink(missing_ok=True)
+    else:
+        sock.write_text("")
+    script = cmd.argv[-1].replace(F.SOCKET, str(sock)).replace("/var/run/docker.pid", str(pid))
+    out = subprocess.run([*cmd.argv[:-1], script], env=env, capture_output=True, text=True,
+                         check=True).stdout
     calls = [c for c in (bin_dir / "calls").read_text().splitlines()
              if curl or not c.startswith("curl ")]
     return F.parse_engine_facts(out), calls
@@ -80,6 +88,15 @@ def test_a_manager_sends_the_record_along_and_it_reads_without_the_engine_api(tm
     facts, calls = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER))
     assert f"config ls -q --filter label={L_CLUSTER}=sp0" in calls
     assert RecordStore(ConfigSnapshot(facts["records"]), "sp0").read() == (2, RECORD)
+
+
+def test_without_curl_the_cli_answers_and_a_stopped_engine_is_not_asked(tmp_path):
+    facts, calls = run_facts(tmp_path, F.ENGINE_FACTS)
+    assert facts["server"] == "20.10.24" and [c.split()[0] for c in calls] == ["info"]
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    facts, calls = run_facts(stopped, F.ENGINE_FACTS, down=True)
+    assert facts["server"] == "" and calls == []
 
 
 def test_a_worker_and_a_stopped_engine_send_no_record(tmp_path):
@@ -108,7 +125,7 @@ def test_with_curl_the_socket_answers_and_no_docker_process_runs(tmp_path):
     assert any(f"%22{L_CLUSTER}%3Dsp0%22" in c for c in calls)    # the filter, URL-encoded
 
 
-def test_with_curl_a_worker_sends_no_record_and_a_stopped_engine_falls_back_to_the_cli(tmp_path):
+def test_with_curl_a_worker_sends_no_record_and_a_stopped_engine_is_not_asked_twice(tmp_path):
     worker = {**SWARM, "ControlAvailable": False, "Cluster": None}
     facts, calls = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER), swarm=worker, curl=True)
     assert facts["records"] is None and facts["server"] == "20.10.24"
@@ -116,7 +133,8 @@ def test_with_curl_a_worker_sends_no_record_and_a_stopped_engine_falls_back_to_t
     assert len(calls) == 1
     facts, calls = run_facts(tmp_path, F.host_facts("sp0", L_CLUSTER), down=True, curl=True)
     assert facts["server"] == "" and facts["swarm"]["state"] == "inactive"
-    assert [c.split()[0] for c in calls][-2:] == ["curl", "info"]     # the CLI says why not
+    # neither socket nor pid file: the engine is stopped, and the CLI is not asked in vain
+    assert [c.split()[0] for c in calls][-1:] == ["curl"]
 
 
 def test_the_facts_script_starts_no_process_but_ip_cat_and_the_engine_call(tmp_path):

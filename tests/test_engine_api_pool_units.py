@@ -1,0 +1,84 @@
+"""The Engine API client keeps one pool of connections for every path: docker-py keys its pools
+by the request's whole URL, and through SSH each new connection is a channel and a
+`docker system dial-stdio` process on the host. An HTTP/1.1 engine stand-in on a unix socket
+counts the connections a client opens."""
+from __future__ import annotations
+
+import json
+import os
+import socketserver
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler
+from types import SimpleNamespace
+
+import docker
+
+from provision.docker_socket import _one_pool_adapter
+
+
+class _Engine(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"       # keep-alive, as dockerd
+
+    def do_GET(self):
+        body = json.dumps({"ApiVersion": "1.41", "ID": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path):
+        super().__init__(path, _Engine)
+        self.connections = 0
+
+    def process_request(self, request, client_address):
+        self.connections += 1
+        super().process_request(request, client_address)
+
+
+def _client(one_pool: bool):
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "docker.sock")
+    server = _Server(path)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = docker.APIClient(base_url=f"unix://{path}", version="auto", timeout=10)
+    if one_pool:
+        _one_pool_adapter(docker, client, SimpleNamespace(path=path), 10)
+    return client, server
+
+
+def _calls(client):
+    for node in ("n1", "n2", "n3", "n4"):
+        assert client.inspect_node(node)["ID"].endswith(f"/nodes/{node}")
+    client.info()
+
+
+def test_one_pool_reuses_one_connection_for_every_path():
+    client, server = _client(one_pool=True)
+    try:
+        _calls(client)
+        # the version check's connection, then one for the five calls
+        assert server.connections == 2
+    finally:
+        client.close()
+        server.shutdown()
+
+
+def test_docker_py_alone_opens_a_connection_per_new_path():
+    """What the adapter is for: without it every new path is a new connection (if docker-py
+    ever pools by host, this test says the adapter can go)."""
+    client, server = _client(one_pool=False)
+    try:
+        _calls(client)
+        assert server.connections == 6
+    finally:
+        client.close()
+        server.shutdown()
