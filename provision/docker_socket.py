@@ -141,8 +141,9 @@ class SocketForwarder:
 def load_docker_sdk():
     """Import the docker SDK (~1 s with requests on a busy machine) under the lock the SSH
     stack's imports share: a background preload and a first API call may race for it."""
-    from .ssh import _IMPORT_LOCK
+    from .ssh import _IMPORT_LOCK, import_paramiko
     with _IMPORT_LOCK:
+        import_paramiko()       # the SDK imports paramiko too: without invoke, as ours
         import docker
     return docker
 
@@ -163,17 +164,20 @@ def _one_pool_adapter(docker, client, fwd: SocketForwarder, timeout: int):
                       max_pool_size=docker.constants.DEFAULT_MAX_POOL_SIZE)
     client.mount("http+docker://", adapter)
     client._custom_adapter = adapter
-    old.close()         # the version check's connection
+    old.close()
 
 
 def api_client(session: Session, timeout: int = 60) -> "GuardedAPI":
     docker = load_docker_sdk()
     fwd = SocketForwarder(session)
     try:
-        client = docker.APIClient(base_url=f"unix://{fwd.path}", version="auto",
-                                  timeout=timeout)
+        # what version="auto" does, but after the pool is in place: the version check's
+        # connection is the one every later call reuses
+        client = docker.APIClient(base_url=f"unix://{fwd.path}", timeout=timeout,
+                                  version=docker.constants.MINIMUM_DOCKER_API_VERSION)
         _one_pool_adapter(docker, client, fwd, timeout)
-    except Exception as e:      # version="auto" asks the engine at once
+        client._version = client.version(api_version=False)["ApiVersion"]
+    except Exception as e:      # the engine does not answer, or not as an engine
         fwd.close()
         raise engine_error(session.host.name, "connect to the Engine API", e) from None
     atexit.register(fwd.close)

@@ -36,8 +36,38 @@ def load_ssh_stack():
     time (the background preload and a connect) can get a partially initialised module
     ("cannot import name 'Message' from partially initialized module"); `plan` hit it."""
     with _IMPORT_LOCK:
+        return import_paramiko()
+
+
+def import_paramiko():
+    """paramiko, imported without invoke (call under _IMPORT_LOCK). paramiko's ssh_config
+    support imports invoke (fabric's task runner, installed with fabric) for `Match exec`
+    lines, which swarmsmith never reads (hosts come from the cluster file, keys are pinned):
+    about a third of paramiko's import time (~65 ms idle, far more on a busy machine) in
+    every command. Hidden while paramiko loads; _fabric() restores it when a file moves."""
+    import sys
+    if "paramiko" in sys.modules:
+        return sys.modules["paramiko"]
+    hidden = "invoke" not in sys.modules
+    if hidden:
+        sys.modules["invoke"] = None        # `import invoke` raises ImportError
+    try:
         import paramiko
+    finally:
+        if hidden and sys.modules.get("invoke", 0) is None:
+            del sys.modules["invoke"]
     return paramiko
+
+
+def fabric_connection():
+    """fabric's Connection class, with invoke given back to paramiko's ssh_config support
+    (fabric reads the user's ssh_config, which may hold `Match exec`; see import_paramiko)."""
+    from fabric import Connection
+    import invoke
+    import paramiko.config
+    if paramiko.config.invoke is None:
+        paramiko.config.invoke = invoke
+    return Connection
 
 
 class _Open:
@@ -243,7 +273,7 @@ class Session:
     def _fabric(self):
         """A fabric Connection over this session's verified client: fabric never opens a
         connection of its own, so the pinned host key is the one already checked."""
-        from fabric import Connection
+        Connection = fabric_connection()
         client = self.connect().client
         conn = Connection(self.host.public_address, user=self.host.user, port=self.host.port)
         conn.client = client

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import docker
 
+from provision import docker_socket
 from provision.docker_socket import _one_pool_adapter
 
 
@@ -81,4 +82,30 @@ def test_docker_py_alone_opens_a_connection_per_new_path():
         assert server.connections == 6
     finally:
         client.close()
+        server.shutdown()
+
+
+def test_api_client_asks_the_version_on_the_connection_it_keeps(monkeypatch):
+    """api_client over a forwarder (here: straight to the stand-in's socket) opens one
+    connection for the version check and every call after it, and speaks the engine's
+    API version."""
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "docker.sock")
+    server = _Server(path)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Forwarder:
+        def __init__(self, session):
+            self.path = path
+
+        def close(self):
+            pass
+    monkeypatch.setattr(docker_socket, "SocketForwarder", Forwarder)
+    api = docker_socket.api_client(SimpleNamespace(host=SimpleNamespace(name="m1")), timeout=10)
+    try:
+        _calls(api)
+        assert api.api_version == "1.41"
+        assert server.connections == 1
+    finally:
+        api.close_forwarder()
         server.shutdown()
