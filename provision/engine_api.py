@@ -335,6 +335,15 @@ class EngineAPI:
     def swarm(self) -> dict:
         return self._call("inspect the swarm", self.api.inspect_swarm)
 
+    def own_node_id(self) -> str:
+        """The swarm node ID of the engine this client talks to ("" outside a swarm)."""
+        info = self._call("read the engine's info", self.api.info) or {}
+        return (info.get("Swarm") or {}).get("NodeID", "")
+
+    def local_images(self) -> list[dict]:
+        """The images on this engine's own host, as GET /images/json lists them."""
+        return self._call("list images", self.api.images)
+
     def service_logs(self, service_id: str, **kwargs):
         """Raw log stream (bytes chunks) of a service; kwargs as docker.APIClient.service_logs."""
         return self._call(f"logs of {service_id}", self.api.service_logs, service_id, **kwargs)

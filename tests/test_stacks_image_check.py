@@ -63,6 +63,57 @@ def test_listing_and_presence():
     assert not present("swarmsmith/busybox:2", listed)
 
 
+def test_the_engine_api_listing_gives_the_same_entries_as_the_cli():
+    import json
+    api = [{"RepoTags": ["swarmsmith/busybox:1"], "RepoDigests": []},
+           {"RepoTags": ["nginx:latest"], "RepoDigests": [f"nginx@sha256:{'a' * 64}"]},
+           {"RepoTags": ["<none>:<none>"], "RepoDigests": ["<none>@<none>"]},
+           {"RepoTags": None, "RepoDigests": None},
+           {"RepoTags": ["localhost:5000/app:2"], "RepoDigests": []}]
+    cli = parse_listing("swarmsmith/busybox|1|<none>\n"
+                        f"nginx|latest|sha256:{'a' * 64}\n"
+                        "<none>|<none>|<none>\n"
+                        "localhost:5000/app|2|<none>\n")
+    assert parse_listing(json.dumps(api)) == cli
+    assert present("localhost:5000/app:2", cli) and not present("localhost:5000/app:5000", cli)
+    assert parse_listing("[not json") == set()
+
+
+def test_the_manager_deployed_to_is_asked_through_its_engine_not_over_ssh(monkeypatch):
+    from types import SimpleNamespace
+
+    import provision.dockerapi as dockerapi
+    from stacks.images import check
+    hosts = [SimpleNamespace(name=n, private_address="", public_address=f"10.0.0.{i}")
+             for i, n in enumerate(("m1", "w1", "w2"), 1)]
+    asked_over_ssh = []
+
+    class Session:
+        def __init__(self, host):
+            self.host = host
+
+        def run(self, cmd, check=False, timeout=None):
+            asked_over_ssh.append(self.host.name)
+            return SimpleNamespace(exit_status=0, stdout="swarmsmith/busybox|1|<none>\n",
+                                   stderr="")
+
+        def close(self):
+            pass
+    monkeypatch.setattr(dockerapi, "inventory_hosts", lambda path: hosts)
+    monkeypatch.setattr(dockerapi, "session_for", lambda host, path: Session(host))
+    local = SimpleNamespace(own_node_id=lambda: "id-m1",
+                            local_images=lambda: [{"RepoTags": ["app:1"]}])
+    nodes = [node("m1", role="manager"), node("w1"), node("w2")]
+    got = check.ssh_lister("swarmsmith.yml", local=local)(nodes)
+    assert sorted(asked_over_ssh) == ["w1", "w2"]
+    assert got["id-m1"] == {"app:1"} and got["id-w1"] == {"swarmsmith/busybox:1"}
+    # an engine that cannot tell its node: that node is asked over SSH like any other
+    asked_over_ssh.clear()
+    local.own_node_id = lambda: (_ for _ in ()).throw(RuntimeError("no answer"))
+    check.ssh_lister("swarmsmith.yml", local=local)(nodes)
+    assert sorted(asked_over_ssh) == ["m1", "w1", "w2"]
+
+
 class NodeAPI(FakeAPI):
     """FakeAPI with named nodes; the engine gets a `node_images` lister."""
 
