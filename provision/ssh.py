@@ -44,7 +44,8 @@ def import_paramiko():
     support imports invoke (fabric's task runner, installed with fabric) for `Match exec`
     lines, which swarmsmith never reads (hosts come from the cluster file, keys are pinned):
     about a third of paramiko's import time (~65 ms idle, far more on a busy machine) in
-    every command. Hidden while paramiko loads; _fabric() restores it when a file moves."""
+    every command. Hidden while paramiko loads; fabric_connection() gives it back when a file
+    moves."""
     import sys
     if "paramiko" in sys.modules:
         return sys.modules["paramiko"]
