@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import docker
+import pytest
 
 from provision import docker_socket
 from provision.docker_socket import _one_pool_adapter
@@ -45,15 +46,14 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().process_request(request, client_address)
 
 
-def _client(one_pool: bool):
-    d = tempfile.mkdtemp()
-    path = os.path.join(d, "docker.sock")
+@pytest.fixture
+def engine():
+    """The stand-in's socket path and server, shut down after the test."""
+    path = os.path.join(tempfile.mkdtemp(), "docker.sock")
     server = _Server(path)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = docker.APIClient(base_url=f"unix://{path}", version="auto", timeout=10)
-    if one_pool:
-        _one_pool_adapter(docker, client, SimpleNamespace(path=path), 10)
-    return client, server
+    yield path, server
+    server.shutdown()
 
 
 def _calls(client):
@@ -62,37 +62,30 @@ def _calls(client):
     client.info()
 
 
-def test_one_pool_reuses_one_connection_for_every_path():
-    client, server = _client(one_pool=True)
+@pytest.mark.parametrize("one_pool, connections", [
+    # the version check's connection, then one for the five calls
+    (True, 2),
+    # what the adapter is for: docker-py alone opens a connection per new path (if it ever
+    # pools by host, this case says the adapter can go)
+    (False, 6),
+])
+def test_one_pool_reuses_one_connection_for_every_path(engine, one_pool, connections):
+    path, server = engine
+    client = docker.APIClient(base_url=f"unix://{path}", version="auto", timeout=10)
+    if one_pool:
+        _one_pool_adapter(docker, client, SimpleNamespace(path=path), 10)
     try:
         _calls(client)
-        # the version check's connection, then one for the five calls
-        assert server.connections == 2
+        assert server.connections == connections
     finally:
         client.close()
-        server.shutdown()
 
 
-def test_docker_py_alone_opens_a_connection_per_new_path():
-    """What the adapter is for: without it every new path is a new connection (if docker-py
-    ever pools by host, this test says the adapter can go)."""
-    client, server = _client(one_pool=False)
-    try:
-        _calls(client)
-        assert server.connections == 6
-    finally:
-        client.close()
-        server.shutdown()
-
-
-def test_api_client_asks_the_version_on_the_connection_it_keeps(monkeypatch):
+def test_api_client_asks_the_version_on_the_connection_it_keeps(engine, monkeypatch):
     """api_client over a forwarder (here: straight to the stand-in's socket) opens one
     connection for the version check and every call after it, and speaks the engine's
     API version."""
-    d = tempfile.mkdtemp()
-    path = os.path.join(d, "docker.sock")
-    server = _Server(path)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    path, server = engine
 
     class Forwarder:
         def __init__(self, session):
@@ -108,4 +101,3 @@ def test_api_client_asks_the_version_on_the_connection_it_keeps(monkeypatch):
         assert server.connections == 1
     finally:
         api.close_forwarder()
-        server.shutdown()
