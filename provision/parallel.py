@@ -38,8 +38,11 @@ def ticking(progress, host: str, what: str, every: float = 10.0, clock=time.mono
     def tick():
         while not done.wait(every):
             progress(host, f"{what} ({clock() - t0:.0f}s)")
-    threading.Thread(target=tick, daemon=True).start()
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
     try:
         yield
     finally:
         done.set()
+        # a tick already past its wait would otherwise report after the block's own result
+        ticker.join()

@@ -209,6 +209,24 @@ def test_ticking_reports_until_the_block_ends():
     assert all(m.startswith("installing (") and m.endswith("s)") for _, m in seen[1:])
 
 
+def test_no_tick_is_reported_after_the_block_ends():
+    """A tick already under way when the block ends finishes before the block's exit returns:
+    its line never comes after the step's own result."""
+    import time as _time
+    from provision.parallel import ticking
+    seen = []
+
+    def slow(host, msg):
+        if "(" in msg:
+            _time.sleep(0.03)       # a tick line takes a while to get out
+        seen.append(msg)
+    with ticking(slow, "h1", "installing", every=0.01):
+        _time.sleep(0.1)
+    seen.append("installed")
+    _time.sleep(0.1)
+    assert seen[-1] == "installed"
+
+
 @pytest.mark.parametrize("args,words", [
     (["--batch", "0"], "--batch: must be at least 1"),
     (["--version", "24.0;reboot"], '--version: expected a version like "24.0"'),
