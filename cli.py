@@ -279,10 +279,11 @@ def _labels(n: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))
 
 
-def _node_table(nodes: list[dict], columns) -> list[str]:
-    """`node ls` and `status` draw their node tables alike: a column is as wide as its widest
-    value (an engine version like 20.10.24+dfsg1 too); the last one is not padded."""
-    rows = [[str(get(n)) for _, _, get in columns] for n in nodes]
+def _table(items: list[dict], columns) -> list[str]:
+    """`node ls` and `status` draw their tables alike: a column is as wide as its widest value
+    (an engine version like 20.10.24+dfsg1, a ReplicatedJob mode, several ports); the last one
+    is not padded."""
+    rows = [[str(get(n)) for _, _, get in columns] for n in items]
     widths = [max([w, len(h)] + [len(r[i]) for r in rows]) for i, (h, w, _) in enumerate(columns)]
 
     def line(cells):
@@ -294,17 +295,18 @@ def _status_lines(st: dict) -> list[str]:
     lines = [_quorum_line(st["quorum"])]
     if st.get("error"):
         lines.append(st["error"])
-    lines += [""] + _node_table(st["nodes"], (
+    lines += [""] + _table(st["nodes"], (
         _NODE, _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE, ("ADDR", 15, lambda n: n["addr"] or "-"),
         ("LABELS", 0, lambda n: _labels(n) or n.get("error", ""))))
     if st.get("error"):
         return lines + ["", "DEGRADED:"] + [f"  {p}" for p in st.get("problems", [])]
-    lines += ["", f"{'SERVICE':<28} {'MODE':<11} {'REPLICAS':<9} {'UPDATE':<18} {'PORTS':<18} IMAGE"]
-    for s in st["services"]:
-        rep = f"{s['running']}/{s['desired']}" if s["desired"] is not None else f"{s['running']}"
-        ports = ",".join(s.get("ports") or []) or "-"
-        lines.append(f"{s['name']:<28} {s['mode']:<11} {rep:<9} {s['update'] or '-':<18} "
-                     f"{ports:<18} {s['image']}")
+    lines += [""] + _table(st["services"], (
+        ("SERVICE", 28, lambda s: s["name"]), ("MODE", 11, lambda s: s["mode"]),
+        ("REPLICAS", 9, lambda s: f"{s['running']}/{s['desired']}" if s["desired"] is not None
+         else f"{s['running']}"),
+        ("UPDATE", 18, lambda s: s["update"] or "-"),
+        ("PORTS", 18, lambda s: ",".join(s.get("ports") or []) or "-"),
+        ("IMAGE", 0, lambda s: s["image"])))
     if not st["services"]:
         lines.append("(no services)")
     if st.get("failing"):
@@ -951,7 +953,7 @@ def cmd_node_ls(args) -> int:
     from provision.nodes import list_nodes
     with _manager(args) as m:
         out = list_nodes(m.api)
-    lines = [_quorum_line(out["quorum"]), ""] + _node_table(out["nodes"], (
+    lines = [_quorum_line(out["quorum"]), ""] + _table(out["nodes"], (
         _NODE, ("ID", 13, lambda n: n["id"][:12]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE,
         ("LABELS", 0, _labels)))
     _emit(args, out, lines)

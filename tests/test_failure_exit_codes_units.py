@@ -164,8 +164,8 @@ def _node(name, role="worker", state="ready", reach=None):
 
 
 class StatusAPI:
-    def __init__(self, nodes, running=2, desired=2):
-        self._nodes, self.running, self.desired = nodes, running, desired
+    def __init__(self, nodes, running=2, desired=2, name="web_web"):
+        self._nodes, self.running, self.desired, self.name = nodes, running, desired, name
 
     def nodes(self):
         return self._nodes
@@ -175,7 +175,7 @@ class StatusAPI:
                                                 else "pending"}} for i in range(self.desired)]
 
     def services(self):
-        return [{"ID": "s1", "Spec": {"Name": "web_web", "Mode": {"Replicated": {
+        return [{"ID": "s1", "Spec": {"Name": self.name, "Mode": {"Replicated": {
             "Replicas": self.desired}}, "TaskTemplate": {"ContainerSpec": {"Image": "b"}}}}]
 
 
@@ -225,6 +225,23 @@ def test_status_text_names_nodes_services_and_why_degraded(monkeypatch, capsys, 
     assert header.index("ADDR") == m.index("10.0.0.1")        # past the long engine version too
     assert any(x.startswith("web_web ") and " 1/2 " in x for x in lines)
     assert lines[lines.index("DEGRADED:") + 1].strip().startswith("service web_web: 1/2 running")
+
+
+def test_status_service_columns_line_up_past_a_long_name(monkeypatch, capsys, tmp_path):
+    import cli
+    from provision import managers
+    long = "a-rather-long-stack-name_and-its-service"          # wider than its column
+    api = StatusAPI([_node("m", "manager", reach="leader")], name=long)
+    conn = managers.ManagerConn(host=None, session=None, api=api)
+    monkeypatch.setattr(conn, "close", lambda: None)
+    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
+    cli.main(["status", "--cluster", str(tmp_path / "c.yml")])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(x for x in lines if x.startswith("SERVICE"))
+    row = next(x for x in lines if x.startswith(long))
+    assert header.split() == ["SERVICE", "MODE", "REPLICAS", "UPDATE", "PORTS", "IMAGE"]
+    assert header.index("MODE") == row.index("replicated")
+    assert header.index("IMAGE") == len(row) - 1 and row.endswith(" b")
 
 
 def test_ssh_connection_lost_under_a_command_is_exit_3_naming_host_and_operation():
