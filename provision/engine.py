@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .command import Command
 from .errors import SwarmsmithError
+from .facts import SOCKET
 
 WAIT_SECONDS = 120      # a first start on a busy host sets up its iptables chains and storage
 # Until the engine answers, by the clock (not a count of tries: each `docker version` is slower
@@ -27,7 +28,7 @@ WAIT_SERVER = Command.shell(
     # once a second). Whether dockerd still runs, and the clock, are checked as often.
     f"end=$(($(date +%s) + {WAIT_SECONDS})); gone=0; n=0; "
     "while :; do "
-    "if [ -n \"${DOCKER_HOST:-}\" ] || [ -S /var/run/docker.sock ] || [ $((n % 5)) -eq 4 ]; then "
+    f"if [ -n \"${{DOCKER_HOST:-}}\" ] || [ -S {SOCKET} ] || [ $((n % 5)) -eq 4 ]; then "
     "timeout 20 docker version -f '{{.Server.Version}}' >/dev/null 2>&1 && break; fi; "
     "n=$((n+1)); "
     "if [ $((n % 5)) -eq 0 ]; then "

@@ -13,6 +13,13 @@ from .command import Command
 SOCKET = "/var/run/docker.sock"
 _CURL = f"curl -sf --max-time 30 --unix-socket {SOCKET}"
 
+
+def socket_get(path: str) -> str:
+    """A shell command that GETs `path` (with its query) from the engine's socket with curl;
+    it fails, printing nothing, where the host lacks curl or the socket, or the engine says
+    no: callers fall back to the `docker` CLI."""
+    return f"{_CURL} {shlex.quote('http://localhost' + path)}"
+
 # engine and swarm state in one engine call, and no other process than `ip` and `cat` (a no-op
 # run costs one round trip per host, and every fork is paid by every host on every run)
 _FACTS_SCRIPT = r"""
@@ -29,7 +36,7 @@ echo "apt_proxy=$p"
 m=""; { read -r m < /etc/apt/swarmsmith-mirror; } 2>/dev/null
 echo "apt_mirror=$m"
 echo "addresses=$(ip -4 -o addr show 2>/dev/null | while read -r _ dev _ cidr _; do printf '%s=%s ' "$dev" "$cidr"; done)"
-if info=$(CURL http://localhost/info 2>/dev/null); then
+if info=$(GET_INFO 2>/dev/null); then
   api=1; echo "---info---"; printf '%s\n' "$info"
 else
   # the CLI where curl is missing or the engine listens elsewhere; not for an engine that
@@ -44,7 +51,7 @@ else
 fi
 echo "---daemon.json---"
 cat /etc/docker/daemon.json 2>/dev/null || true
-""".replace("CURL", _CURL).replace("SOCK", SOCKET)
+""".replace("GET_INFO", socket_get("/info")).replace("SOCK", SOCKET)
 ENGINE_FACTS = Command.shell(_FACTS_SCRIPT, description="gather engine and swarm facts")
 
 
@@ -52,10 +59,10 @@ def host_facts(cluster: str, label: str) -> Command:
     """ENGINE_FACTS plus, on a manager, the configs labelled `label=cluster` (the cluster's
     record): a no-op run reads the record in the same round trip, without the Engine API."""
     sel = shlex.quote(f"{label}={cluster}")
-    url = shlex.quote("http://localhost/configs?filters="
-                      + quote(json.dumps({"label": [f"{label}={cluster}"]}, separators=(",", ":"))))
+    get = socket_get("/configs?filters=" + quote(json.dumps({"label": [f"{label}={cluster}"]},
+                                                             separators=(",", ":"))))
     return Command.shell(_FACTS_SCRIPT + f"""case "$info" in *'"ControlAvailable":true'*|*'"ControlAvailable": true'*)
-  if [ "$api" = 1 ] && recs=$({_CURL} {url}); then
+  if [ "$api" = 1 ] && recs=$({get}); then
     echo; echo "---records---"; printf '%s\\n' "$recs"
   elif ids=$(docker config ls -q --filter label={sel}); then
     echo; echo "---records---"
@@ -144,7 +151,7 @@ def swarm_facts(s: dict) -> dict:
     }
 
 
-NODES = Command.shell(f"{_CURL} http://localhost/nodes 2>/dev/null || "
+NODES = Command.shell(f"{socket_get('/nodes')} 2>/dev/null || "
                       "{ ids=$(docker node ls -q) && docker node inspect $ids; }",
                       description="list swarm nodes")
 
