@@ -76,7 +76,8 @@ def test_the_engine_api_listing_gives_the_same_entries_as_the_cli():
                         "localhost:5000/app|2|<none>\n")
     assert parse_listing(json.dumps(api)) == cli
     assert present("localhost:5000/app:2", cli) and not present("localhost:5000/app:5000", cli)
-    assert parse_listing("[not json") == set()
+    with pytest.raises(ValueError):      # cut short: the node is "not checked", not "without it"
+        parse_listing('[{"RepoTags": ["app:1"]}]\nswarmsmith/busybox|1|<none>\n')
 
 
 def test_the_manager_deployed_to_is_asked_through_its_engine_not_over_ssh(monkeypatch):
@@ -112,6 +113,11 @@ def test_the_manager_deployed_to_is_asked_through_its_engine_not_over_ssh(monkey
     local.own_node_id = lambda: (_ for _ in ()).throw(RuntimeError("no answer"))
     check.ssh_lister("swarmsmith.yml", local=local)(nodes)
     assert sorted(asked_over_ssh) == ["m1", "w1", "w2"]
+    # a listing cut short is a node not checked (a warning), not a node without the image
+    Session.run = lambda self, cmd, check=False, timeout=None: SimpleNamespace(
+        exit_status=0, stdout='[{"RepoTags": ["app:1"]', stderr="")
+    got = check.ssh_lister("swarmsmith.yml")(nodes)
+    assert all(isinstance(v, ValueError) for v in got.values())
 
 
 class NodeAPI(FakeAPI):

@@ -129,12 +129,11 @@ def present(image: str, listed: set[str]) -> bool:
 
 
 def parse_listing(text: str) -> set[str]:
-    """A node's images from LIST_IMAGES: the Engine API's JSON, or the CLI's lines."""
+    """A node's images from LIST_IMAGES: the Engine API's JSON, or the CLI's lines. JSON that
+    does not parse (a transfer cut short, the CLI's lines after it) raises ValueError: the
+    node could not be asked, which is not the same as a node without the image."""
     if text.lstrip().startswith("["):
-        try:
-            return api_listing(json.loads(text))
-        except ValueError:
-            return set()
+        return api_listing(json.loads(text))
     out = set()
     for line in text.splitlines():
         repo, _, rest = line.partition("|")
