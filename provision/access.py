@@ -150,7 +150,9 @@ class ClusterAccess:
                 continue
             client = api_client(s)
             try:
-                control = (client.info().get("Swarm") or {}).get("ControlAvailable")
+                swarm = client.info().get("Swarm") or {}
+                control = swarm.get("ControlAvailable")
+                client.node_id = swarm.get("NodeID") or ""
             except Exception as e:   # docker not answering on that host
                 errors.append(f"{host.name}: the Docker engine does not answer: {e}")
                 control = None

@@ -227,6 +227,9 @@ class GuardedAPI:
     def __init__(self, client, host: str):
         self._client = client
         self._host = host
+        # the engine's swarm node ID, once a caller has read /info for another reason (the
+        # manager check on connecting): asking again costs the engine a second /info
+        self.node_id = ""
 
     def __getattr__(self, name):
         value = getattr(self._client, name)

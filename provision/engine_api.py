@@ -336,7 +336,11 @@ class EngineAPI:
         return self._call("inspect the swarm", self.api.inspect_swarm)
 
     def own_node_id(self) -> str:
-        """The swarm node ID of the engine this client talks to ("" outside a swarm)."""
+        """The swarm node ID of the engine this client talks to ("" outside a swarm): as read
+        when the client was connected to a manager, else from the engine's info."""
+        known = getattr(self.api, "node_id", "")
+        if isinstance(known, str) and known:
+            return known
         info = self._call("read the engine's info", self.api.info) or {}
         return (info.get("Swarm") or {}).get("NodeID", "")
 

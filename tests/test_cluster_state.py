@@ -368,3 +368,39 @@ def test_merging_an_unchanged_record_leaves_an_empty_provider_state_in_place():
     fresh = {"hosts": {}}
     merge_into_inventory(fresh, {"hosts": {}, "provider_state": {}})
     assert "provider_state" not in fresh
+
+
+def test_the_managers_node_id_is_read_once_on_connecting(tmp_path, monkeypatch):
+    """Connecting reads the manager's /info to check it is a manager; the image check's
+    question "which node is this engine?" is answered from that read, not a second /info."""
+    from provision import access as access_mod
+    from provision.docker_socket import GuardedAPI
+    from provision.engine_api import EngineAPI
+
+    class Client:
+        infos = 0
+
+        def info(self):
+            Client.infos += 1
+            return {"Swarm": {**ACTIVE, "NodeID": "node-m1"}}
+
+    class Session:
+        def __init__(self, host, **kw):
+            self.host = host
+
+        def connect(self):
+            pass
+
+        def close(self):
+            pass
+    monkeypatch.setattr(access_mod, "Session", Session)
+    import provision.docker_socket as docker_socket
+    monkeypatch.setattr(docker_socket, "api_client",
+                        lambda session: GuardedAPI(Client(), session.host.name))
+    acc = access_mod.ClusterAccess(_static(tmp_path), accept_new=True)
+    engine = EngineAPI(acc.client())
+    assert Client.infos == 1
+    assert engine.own_node_id() == "node-m1" and Client.infos == 1
+    # a client nobody read /info from (a caller's own) is asked
+    assert EngineAPI(GuardedAPI(Client(), "m1")).own_node_id() == "node-m1"
+    assert Client.infos == 2
