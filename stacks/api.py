@@ -24,24 +24,30 @@ from typing import TYPE_CHECKING
 from provision.errors import SwarmsmithError
 from stacks.events import (HostProgress, ImageResolved, PlanReady, ProgressCallback, StepDone,
                            WatchFinished, WatchProgress, WatchStarted, emit)
-from stacks.operations.deploy import (DeployOptions, DeployResult, LoadedStack, PlanResult,
-                                      RmOptions, RmResult, StackOptions)
-from stacks.operations.redeploy import RedeployOptions
-from stacks.operations.lock import UnlockOptions, UnlockResult
 
 if TYPE_CHECKING:
     from provision.bootstrap import DownOptions, DownResult, UpOptions, UpResult
     from provision.status import ClusterStatus
     from stacks.compose.config_view import ConfigOptions, ConfigResult
+    from stacks.operations.deploy import (DeployOptions, DeployResult, LoadedStack, PlanResult,
+                                          RmOptions, RmResult, StackOptions)
+    from stacks.operations.lock import UnlockOptions, UnlockResult
+    from stacks.operations.redeploy import RedeployOptions
     from stacks.operations.rollback import RollbackOptions, RollbackResult
 
-# The cluster, config and rollback names are imported on first use: a scheduled deploy runs
-# as a new process each time, and the bootstrap's modules are a tenth of a second it need not pay.
+# Each command's names are imported on first use: cron and CI run every command as a new
+# process, and the bootstrap's modules (for deploys) or the compose loader, planner and
+# applier (for an `up` with no stacks, `status`, `down`) are a tenth of a second it need not pay.
 _LAZY = {"UpOptions": "provision.bootstrap", "UpResult": "provision.bootstrap",
          "DownOptions": "provision.bootstrap", "DownResult": "provision.bootstrap",
          "ClusterStatus": "provision.status",
          "ConfigOptions": "stacks.compose.config_view",
          "ConfigResult": "stacks.compose.config_view",
+         **{name: "stacks.operations.deploy" for name in (
+             "DeployOptions", "DeployResult", "LoadedStack", "PlanResult", "RmOptions",
+             "RmResult", "StackOptions")},
+         "RedeployOptions": "stacks.operations.redeploy",
+         "UnlockOptions": "stacks.operations.lock", "UnlockResult": "stacks.operations.lock",
          "RollbackOptions": "stacks.operations.rollback",
          "RollbackResult": "stacks.operations.rollback"}
 
@@ -77,8 +83,12 @@ def up(cluster_file: str | None = None, options: UpOptions | None = None, *,
     options = options or bootstrap.UpOptions()
     path = find_cluster_file(cluster_file)
     cluster = load_cluster(path)
-    stacks = [load(ref.name, ref.compose, StackOptions(cluster_file=path, env_file=ref.env_file))
-              for ref in cluster.stacks]
+    stacks = []
+    if cluster.stacks:
+        from stacks.operations.deploy import StackOptions
+        stacks = [load(ref.name, ref.compose,
+                       StackOptions(cluster_file=path, env_file=ref.env_file))
+                  for ref in cluster.stacks]
     result = bootstrap.up(cluster, options, on_progress)
     if result.dry_run:
         return result
@@ -103,6 +113,7 @@ def _deploy_cluster_stack(loaded: LoadedStack, cluster_file: str, result: UpResu
         elif not isinstance(event, _DEPLOY_DETAIL):
             emit(on_progress, event)       # warnings (audit trail) go through
 
+    from stacks.operations.deploy import DeployOptions
     emit(on_progress, HostProgress(who, "deploying"))
     deployed = deploy(loaded, options=DeployOptions(cluster_file=cluster_file, lock_wait=60),
                       on_progress=forward)
@@ -154,7 +165,7 @@ def plan(stack: str | LoadedStack, compose_files=(), options: StackOptions | Non
     """What deploy would change; changes nothing. With RedeployOptions, what redeploy would
     change (image tags resolved to digests now). Problems are in `result.problems`."""
     from stacks.operations.deploy import plan_stack
-    from stacks.operations.redeploy import plan_redeploy_stack
+    from stacks.operations.redeploy import RedeployOptions, plan_redeploy_stack
     if isinstance(options, RedeployOptions):
         return plan_redeploy_stack(stack, compose_files, options, engine=engine,
                                    on_progress=on_progress)

@@ -23,3 +23,17 @@ def test_unknown_flag_exits_2():
     p = subprocess.run([sys.executable, "-c", "import cli, sys; sys.exit(cli.main(['up', '--bogus']))"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "--bogus" in p.stderr
+
+
+def test_cluster_commands_do_not_load_the_stack_machinery():
+    """`up` with no stacks, `status` and `down` run from cron as new processes: the library's
+    entry module loads the compose loader, planner and applier only when a name needs them."""
+    code = ("import sys; from stacks import api; "
+            "heavy = ('stacks.operations.deploy', 'stacks.compose.loader', "
+            "'stacks.plan_apply.apply', 'yaml'); "
+            "print(sorted(m for m in heavy if m in sys.modules)); "
+            "api.DeployOptions, api.RedeployOptions, api.UnlockOptions, api.StackOptions; "
+            "print('stacks.operations.deploy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "True"
