@@ -223,8 +223,9 @@ class Lab:
         changes = self.remove_hosts([h["name"] for h in self.state["hosts"]])
         L = self.layout
         with machine_lock():
-            if aptproxy.stop(L):
-                changes.append(f"lab {self.name}: apt proxy stopped")
+            change = aptproxy.stop(L)
+            if change:
+                changes.append(change)
             for bridge in (L.public_bridge, L.private_bridge):
                 rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
                 while ok(["iptables", "-C", *rule]):
