@@ -57,19 +57,22 @@ PICK_VERSION = r"""pick() {
     END { print (e != "" ? e : p) }'
 }
 # The network half of apt, bounded and tried three times: a proxy that drops a connection in the
-# middle of a transfer can leave apt waiting on it for good (seen with apt-cacher-ng under
-# concurrent fetches). Packages are downloaded first, so the install itself (dpkg, which must
-# never be killed half-way) runs from apt's cache with no network left to wait for.
+# middle of a transfer can leave apt waiting on it for good (seen with apt-cacher-ng when two
+# hosts fetch one file at once: the second got the headers and then nothing). apt gives up on a
+# connection silent for 30 s (its own default is 120 s) and fetches that file again itself (3
+# times; older apt tries once). Packages are downloaded first, so the install itself (dpkg,
+# which must never be killed half-way) runs from apt's cache with no network left to wait for.
+NET="-o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30 -o Acquire::Retries=3"
 update() {
   for t in 1 2 3; do
-    timeout 180 apt-get update -qq && return 0
+    timeout 180 apt-get update -qq $NET && return 0
     echo "apt-get update failed or took over 180 s (try $t of 3)" >&2
   done
   return 1
 }
 fetch() {
   for t in 1 2 3; do
-    timeout 600 $APT_GET install --download-only "$@" >/dev/null && return 0
+    timeout 600 $APT_GET $NET install --download-only "$@" >/dev/null && return 0
     echo "downloading $* failed or took over 600 s (try $t of 3)" >&2
   done
   return 1
