@@ -4,7 +4,8 @@ already in this swarm are left alone; a host in another swarm is refused unless 
 
 Join tokens are fetched from the leader just in time, wrapped in Secret, and never printed,
 logged or stored; joins go through the joining host's Engine API with the token in the request
-body, so it is never in any process's arguments either.
+body, so it is never in any process's arguments either: the body is sent on the stdin of `curl`
+on the engine's socket where the host has curl, else through swarmsmith's Engine API client.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from . import facts as F
 from .cluster_record import NODE_LABEL
@@ -23,6 +25,18 @@ from .hosts import Host
 from .parallel import each
 
 log = logging.getLogger("swarmsmith.swarm")     # SWARMSMITH_DEBUG=1: cli.py shows debug lines
+
+
+# POST /swarm/join on the engine's socket, the request (token included) read from stdin; then
+# the answer's status line, and the engine's info (the new node's ID) after a marker. One SSH
+# command and no `docker` process: through the Engine API client, a join costs the host a
+# `docker system dial-stdio` and three requests. Exit 127 (no curl) or 7 (no socket to connect
+# to) means nothing was sent: the client is used then.
+CURL_JOIN = (f"curl -s --max-time 120 --unix-socket {F.SOCKET} -X POST "
+             "-H 'Content-Type: application/json' --data-binary @- -w '\\n%{http_code}' "
+             "http://localhost/swarm/join && echo && echo ---info--- && "
+             f"{F.socket_get('/info')}")
+NOT_SENT = (127, 7)
 
 
 class ForeignSwarmError(SwarmsmithError):
@@ -416,6 +430,14 @@ class SwarmStep:
         `docker swarm join` it would be readable by every user of the host (ps, /proc)."""
         what = f"join the swarm as {role} (Engine API POST /swarm/join via {leader_addr}:2377)"
         log.debug("%s: %s, token ***", h.name, what)
+        body = json.dumps({"ListenAddr": f"{addr}:2377", "AdvertiseAddr": addr,
+                           "RemoteAddrs": [f"{leader_addr}:2377"],
+                           "JoinToken": token.reveal()}).encode()
+        # the token in what the host sends back (an engine's error may quote the request) is masked
+        cmd = replace(Command.shell(CURL_JOIN, description=what, stdin=body), secrets=(token,))
+        r = self.run(h, cmd, check=False)
+        if r.exit_status not in NOT_SENT:
+            return self._joined(h, what, r, token)
         api = self.engine_api(h)
         try:
             api.join_swarm([f"{leader_addr}:2377"], token.reveal(), listen_addr=f"{addr}:2377",
@@ -434,6 +456,29 @@ class SwarmStep:
             close = getattr(api, "close_forwarder", None) or getattr(api, "close", None)
             if close:
                 close()
+
+    @staticmethod
+    def _joined(h: Host, what: str, r, token: Secret) -> str:
+        """The curl join's answer: the new node's ID ("" when the info did not come: the SSH
+        facts tell it then), or the engine's refusal as an error naming host and operation."""
+        answer, _, info = (r.stdout or "").partition("\n---info---\n")
+        body, _, status = answer.strip().rpartition("\n")
+        status = status.strip()
+        if status == "200":
+            try:
+                return F.swarm_facts(json.loads(info).get("Swarm") or {})["node_id"]
+            except (ValueError, AttributeError):
+                return ""
+        if status in ("", "000"):
+            detail = f"no answer from the engine's socket (curl exit {r.exit_status})"
+        else:
+            try:
+                message = (json.loads(body) or {}).get("message") or body
+            except (ValueError, AttributeError):
+                message = body
+            detail = f"{message.strip() or 'no message'} (HTTP {status})"
+        raise SwarmsmithError(f"{what} failed: {detail.replace(token.reveal(), '***')}",
+                              host=h.name)
 
     def _remove_stale_nodes(self, leader: Host, h: Host, known: dict | None = None) -> None:
         """A rebuilt host leaves a Down node behind under the same hostname: remove it.

@@ -25,7 +25,8 @@ FAKE_DOCKER = """#!/bin/sh
 log="$(dirname "$0")/calls"; echo "$*" >> "$log"
 [ -e "$(dirname "$0")/down" ] && { echo "Cannot connect to the Docker daemon" >&2; exit 1; }
 case "$1 $2" in
-  "info -f") printf '%s\\n' "20.10.24 $SWARM_JSON" ;;
+  "info -f") if [ "$3" = "{{json .Swarm}}" ]; then printf '%s\\n' "$SWARM_JSON"
+             else printf '%s\\n' "20.10.24 $SWARM_JSON"; fi ;;
   "config ls") [ -n "$NO_CONFIGS" ] || echo cfg2 ;;
   "config inspect") printf '%s\\n' "$CONFIG_JSON" ;;
   *) exit 3 ;;
@@ -47,7 +48,8 @@ esac
 """
 
 
-def run_facts(tmp_path, cmd, swarm=SWARM, down=False, no_configs=False, curl=False):
+def run_facts(tmp_path, cmd, swarm=SWARM, down=False, no_configs=False, curl=False,
+              parse=F.parse_engine_facts):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name, text in (("docker", FAKE_DOCKER), ("curl", FAKE_CURL)):
@@ -72,7 +74,7 @@ def run_facts(tmp_path, cmd, swarm=SWARM, down=False, no_configs=False, curl=Fal
                          check=True).stdout
     calls = [c for c in (bin_dir / "calls").read_text().splitlines()
              if curl or not c.startswith("curl ")]
-    return F.parse_engine_facts(out), calls
+    return parse(out), calls
 
 
 def test_one_docker_call_gives_server_and_swarm_with_escapes_intact(tmp_path):
@@ -161,3 +163,15 @@ def test_parse_info_section_takes_server_and_swarm_and_a_broken_answer_means_no_
     assert f["swarm"]["node_id"] == "n9" and f["daemon_json"] == {}
     f = F.parse_engine_facts("hostname=h\n---info---\nnot json\n---daemon.json---\n")
     assert f["server"] == "" and f["swarm"]["state"] == "inactive"
+
+
+def test_swarm_facts_through_the_socket_else_the_cli(tmp_path):
+    """The swarm step's own read (after init, after a join the engine did not tell the ID of,
+    the runbooks): curl's whole info where the host has curl, else the CLI's Swarm part; the
+    same facts either way."""
+    want = F.swarm_facts(SWARM)
+    facts, calls = run_facts(tmp_path, F.SWARM_FACTS, curl=True, parse=F.parse_swarm_facts)
+    assert facts == want and not any(c.startswith("info") for c in calls)
+    (tmp_path / "bin" / "calls").unlink()
+    facts, calls = run_facts(tmp_path, F.SWARM_FACTS, parse=F.parse_swarm_facts)
+    assert facts == want and calls == ["info -f {{json .Swarm}}"]

@@ -1,6 +1,10 @@
 """Joins go through the Engine API with the token in the request body, never in a command line
-(a command's arguments are readable by every user of the host)."""
+(a command's arguments are readable by every user of the host): with curl on the engine's
+socket, the body on its stdin, or through swarmsmith's Engine API client where the host has
+no curl."""
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -13,11 +17,17 @@ TOKEN = "SWMTKN-1-3pu6hszjas19xyp7ghgosyx9k8atbfcr8p2is99znpy26u2lkl-1awxwuwd3z9
 
 
 class FakeSession:
-    def __init__(self, log: list):
-        self.log = log
+    """`join`: what the host's curl join answers, as (stdout, exit status); the default is a
+    host without curl (exit 127)."""
+
+    def __init__(self, log: list, join=("", 127)):
+        self.log, self.join, self.stdin = log, join, []
 
     def run(self, cmd, check=True, timeout=300):
         self.log.append(cmd.wire())
+        if "/swarm/join" in cmd.wire():
+            self.stdin.append(cmd.stdin)
+            return Result(self.join[0], "", self.join[1])
         out = TOKEN + "\n" if "join-token" in cmd.wire() else ""
         return Result(out, "", 0)
 
@@ -35,15 +45,47 @@ class FakeEngine:
         self.closed = True
 
 
-def step(engine, log):
+def step(engine, log, join=("", 127)):
     m = Host("m1", "10.0.0.1", role="manager")
     w = Host("w1", "10.0.0.2", role="worker")
-    sessions = {"m1": FakeSession(log), "w1": FakeSession(log)}
+    sessions = {"m1": FakeSession(log), "w1": FakeSession(log, join)}
     return SwarmStep(sessions, [m, w], {"m1": "10.1.0.1", "w1": "10.1.0.2"}, {}, {"hosts": {}},
                      engine_api=lambda host: engine), m, w
 
 
-def test_join_sends_token_in_the_api_body_not_in_a_command():
+def test_join_with_curl_sends_the_token_on_stdin_not_in_a_command():
+    info = json.dumps({"Swarm": {"LocalNodeState": "active", "NodeID": "node-w1"}})
+    log, engine = [], FakeEngine()
+    s, m, w = step(engine, log, join=(f"\n200\n---info---\n{info}\n", 0))
+    assert s._join(w, m, "worker", "10.1.0.1", leave_first=False) == "node-w1"
+    assert json.loads(s.s["w1"].stdin[0]) == {
+        "ListenAddr": "10.1.0.2:2377", "AdvertiseAddr": "10.1.0.2",
+        "RemoteAddrs": ["10.1.0.1:2377"], "JoinToken": TOKEN}
+    assert not any("SWMTKN-" in c for c in log)         # never an argument
+    assert engine.calls == []                           # no Engine API client opened
+    assert s.changes == ["w1: joined as worker (advertise 10.1.0.2)"]
+    # joined, but the info did not come: the ID is left to the facts
+    s, m, w = step(FakeEngine(), [], join=("\n200\n", 7))
+    assert s._join(w, m, "worker", "10.1.0.1", leave_first=False) == ""
+
+
+@pytest.mark.parametrize("answer, words", [
+    ((json.dumps({"message": f"rejected token {TOKEN}: connection refused"}) + "\n503\n"
+      "---info---\n{}", 0), "rejected token ***: connection refused (HTTP 503)"),
+    (("\n000", 28), "no answer from the engine's socket (curl exit 28)"),
+])
+def test_a_curl_join_refused_or_cut_short_is_an_error_without_the_token(answer, words):
+    engine = FakeEngine()
+    s, m, w = step(engine, [], join=answer)
+    with pytest.raises(SwarmsmithError) as e:
+        s._join(w, m, "worker", "10.1.0.1", leave_first=False)
+    assert str(e.value) == (f"w1: join the swarm as worker (Engine API POST /swarm/join via "
+                            f"10.1.0.1:2377) failed: {words}")
+    # the request may have reached the engine: not sent again through the client
+    assert engine.calls == [] and s.changes == []
+
+
+def test_join_without_curl_sends_token_in_the_api_body_not_in_a_command():
     log, engine = [], FakeEngine()
     s, m, w = step(engine, log)
     s._join(w, m, "worker", "10.1.0.1", leave_first=False)
