@@ -157,3 +157,44 @@ def test_a_refused_label_update_names_the_node_and_the_leader():
         s._label(m, w, {"id": "n-w1", "labels": {}})
     assert e.value.host == "m1" and "labels of node n-w1" in str(e.value)
     assert "node not found" in str(e.value) and slept == []
+
+
+class LocalShell:
+    """Runs the command for real under sh, with a stand-in `curl` (the engine's socket) and
+    `docker` (the CLI) in PATH."""
+
+    def __init__(self, tmp_path, has_curl: bool):
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir(exist_ok=True)
+        swarm = json.dumps({"ID": "c1", "JoinTokens": {"Worker": TOKEN, "Manager": "SWMTKN-m"}})
+        (self.bin / "curl").write_text(
+            "#!/bin/sh\necho curl >> \"$(dirname \"$0\")/calls\"\n"
+            + ("" if has_curl else "exit 127\n") + f"echo '{swarm}'\n")
+        (self.bin / "docker").write_text(
+            "#!/bin/sh\necho \"docker $*\" >> \"$(dirname \"$0\")/calls\"\n"
+            f"[ \"$4\" = manager ] && echo SWMTKN-m || echo {TOKEN}\n")
+        for name in ("curl", "docker"):
+            (self.bin / name).chmod(0o755)
+
+    def calls(self) -> list:
+        return (self.bin / "calls").read_text().split("\n")[:-1]
+
+    def run(self, cmd, check=True, timeout=300):
+        import os
+        import subprocess
+        p = subprocess.run(list(cmd.argv), capture_output=True, text=True,
+                           env=dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}"))
+        return Result(p.stdout, p.stderr, p.returncode)
+
+
+@pytest.mark.parametrize("has_curl", [True, False])
+def test_the_token_comes_from_the_leaders_socket_else_the_cli(tmp_path, has_curl):
+    s, m, _ = step(FakeEngine(), [])
+    s.s["m1"] = shell = LocalShell(tmp_path, has_curl)
+    assert s.token(m, "worker").reveal() == TOKEN
+    assert s.token(m, "manager").reveal() == "SWMTKN-m"
+    if has_curl:
+        assert shell.calls() == ["curl", "curl"]          # no `docker` process on the leader
+    else:
+        assert shell.calls() == ["curl", "docker swarm join-token -q worker",
+                                 "curl", "docker swarm join-token -q manager"]
