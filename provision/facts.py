@@ -20,6 +20,12 @@ def socket_get(path: str) -> str:
     no: callers fall back to the `docker` CLI."""
     return f"{_CURL} {shlex.quote('http://localhost' + path)}"
 
+def socket_or(path: str, cli: str) -> str:
+    """A shell command that prints the engine's answer for `path` through its socket (kept
+    whole: a transfer cut short prints nothing), else runs `cli`, a `docker` command that
+    prints the same facts in its own form."""
+    return f"out=$({socket_get(path)}) && printf '%s\\n' \"$out\" || {cli}"
+
 # engine and swarm state in one engine call, and no other process than `ip` and `cat` (a no-op
 # run costs one round trip per host, and every fork is paid by every host on every run)
 _FACTS_SCRIPT = r"""
@@ -131,10 +137,10 @@ def parse_engine_facts(out: str) -> dict:
     return facts
 
 
-# the engine's info through its socket where the host has curl (kept whole: a transfer cut
-# short prints nothing), else the CLI's `Swarm` part; a `docker` process costs the host ~20 ms
-SWARM_FACTS = Command.shell(f"out=$({socket_get('/info')}) && printf '%s\\n' \"$out\" || "
-                            "docker info -f '{{json .Swarm}}'", description="read swarm state")
+# the engine's info through its socket where the host has curl, else the CLI's `Swarm` part: a
+# `docker` process costs the host ~20 ms of CPU
+SWARM_FACTS = Command.shell(socket_or("/info", "docker info -f '{{json .Swarm}}'"),
+                            description="read swarm state")
 
 
 def parse_swarm_facts(out: str) -> dict:

@@ -30,12 +30,13 @@ log = logging.getLogger("swarmsmith.swarm")     # SWARMSMITH_DEBUG=1: cli.py sho
 # POST /swarm/join on the engine's socket, the request (token included) read from stdin; then
 # the answer's status line, and the engine's info (the new node's ID) after a marker. One SSH
 # command and no `docker` process: through the Engine API client, a join costs the host a
-# `docker system dial-stdio` and three requests. Exit 127 (no curl) or 7 (no socket to connect
-# to) means nothing was sent: the client is used then.
+# `docker system dial-stdio` and three requests. The exit status is the POST's: 127 (no curl)
+# or 7 (no socket to connect to) means nothing was sent, and the client is used then.
 CURL_JOIN = (f"curl -s --max-time 120 --unix-socket {F.SOCKET} -X POST "
              "-H 'Content-Type: application/json' --data-binary @- -w '\\n%{http_code}' "
-             "http://localhost/swarm/join && echo && echo ---info--- && "
-             f"{F.socket_get('/info')}")
+             "http://localhost/swarm/join; rc=$?; "
+             f"if [ $rc -eq 0 ]; then echo; echo ---info---; {F.socket_get('/info')}; fi; "
+             "exit $rc")
 NOT_SENT = (127, 7)
 
 
@@ -106,8 +107,7 @@ class SwarmStep:
         """The join token for `role`, from the swarm's inspect through the leader's engine
         socket where it has curl (no `docker` process), else `docker swarm join-token -q`."""
         out = self.run(leader, Command.shell(
-            f"out=$({F.socket_get('/swarm')}) && printf '%s\\n' \"$out\" || "
-            f"docker swarm join-token -q {role}",
+            F.socket_or("/swarm", f"docker swarm join-token -q {role}"),
             description=f"fetch the {role} join token")).stdout.strip()
         if out.startswith("{"):
             try:

@@ -10,6 +10,7 @@ import pytest
 
 from provision.errors import SwarmsmithError
 from provision.hosts import Host
+from provision.command import Secret
 from provision.ssh import Result
 from provision.swarm import SwarmStep
 
@@ -182,9 +183,9 @@ class LocalShell:
     def run(self, cmd, check=True, timeout=300):
         import os
         import subprocess
-        p = subprocess.run(list(cmd.argv), capture_output=True, text=True,
+        p = subprocess.run([str(a) for a in cmd.argv], capture_output=True, input=cmd.stdin,
                            env=dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}"))
-        return Result(p.stdout, p.stderr, p.returncode)
+        return Result(p.stdout.decode(), p.stderr.decode(), p.returncode)
 
 
 @pytest.mark.parametrize("has_curl", [True, False])
@@ -198,3 +199,35 @@ def test_the_token_comes_from_the_leaders_socket_else_the_cli(tmp_path, has_curl
     else:
         assert shell.calls() == ["curl", "docker swarm join-token -q worker",
                                  "curl", "docker swarm join-token -q manager"]
+
+
+JOIN_CURL = """#!/bin/sh
+here=$(dirname "$0")
+for url; do :; done
+case "$url" in
+  */swarm/join) cat > "$here/body"; [ -e "$here/join-exit" ] && { printf '\\n000'; exit $(cat "$here/join-exit"); }
+                printf '\\n200' ;;
+  */info) [ -e "$here/info-exit" ] && exit $(cat "$here/info-exit")
+          echo '{"Swarm": {"LocalNodeState": "active", "NodeID": "node-w1"}}' ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("join_exit, info_exit, node_id, through_client", [
+    (None, None, "node-w1", False),       # joined; the ID in the same call
+    (None, 7, "", False),                 # joined; no info: not joined again through the client
+    (127, None, "", True),                # no curl: nothing sent, the client joins
+    (7, None, "", True),                  # no socket where curl looks: the client joins
+])
+def test_the_curl_join_script_for_real(tmp_path, join_exit, info_exit, node_id, through_client):
+    engine = FakeEngine()
+    s, m, w = step(engine, [])
+    s.s["w1"] = shell = LocalShell(tmp_path, True)
+    (shell.bin / "curl").write_text(JOIN_CURL)
+    for name, value in (("join-exit", join_exit), ("info-exit", info_exit)):
+        if value is not None:
+            (shell.bin / name).write_text(str(value))
+    got = s._join(w, m, "worker", "10.1.0.1", leave_first=False, token=Secret(TOKEN))
+    assert got == node_id and bool(engine.calls) == through_client
+    if not through_client:
+        assert json.loads((shell.bin / "body").read_text())["JoinToken"] == TOKEN
