@@ -22,13 +22,17 @@ ENGINE_LOG_TAIL = (
 LOG_TAIL = Command.shell(ENGINE_LOG_TAIL, description="read the Docker engine's last log lines")
 WAIT_SERVER = Command.shell(
     # a `docker` process costs the host ~20 ms of CPU, and a dozen starting engines on shared
-    # cores were each polled every 0.2 s: the CLI is asked only once the engine's socket exists
-    # (dockerd makes it as it starts, and answers on it when ready; with DOCKER_HOST set the
-    # socket is elsewhere: ask every time; an engine told to listen elsewhere is asked about
-    # once a second). Whether dockerd still runs, and the clock, are checked as often.
+    # cores were each polled every 0.2 s: the engine is asked only once its socket exists
+    # (dockerd makes it as it starts, and answers on it when ready), with curl where the host
+    # has it, else the CLI; with DOCKER_HOST set the socket is elsewhere: the CLI, every time;
+    # an engine told to listen elsewhere is asked through the CLI about once a second. Whether
+    # dockerd still runs, and the clock, are checked as often.
     f"end=$(($(date +%s) + {WAIT_SECONDS})); gone=0; n=0; "
     "while :; do "
-    f"if [ -n \"${{DOCKER_HOST:-}}\" ] || [ -S {SOCKET} ] || [ $((n % 5)) -eq 4 ]; then "
+    f"if [ -z \"${{DOCKER_HOST:-}}\" ] && [ -S {SOCKET} ] && command -v curl >/dev/null; then "
+    f"curl -sf --max-time 20 --unix-socket {SOCKET} http://localhost/_ping >/dev/null 2>&1 "
+    "&& break; "
+    f"elif [ -n \"${{DOCKER_HOST:-}}\" ] || [ -S {SOCKET} ] || [ $((n % 5)) -eq 4 ]; then "
     "timeout 20 docker version -f '{{.Server.Version}}' >/dev/null 2>&1 && break; fi; "
     "n=$((n+1)); "
     "if [ $((n % 5)) -eq 0 ]; then "

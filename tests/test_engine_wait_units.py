@@ -15,10 +15,11 @@ from provision.errors import SwarmsmithError
 from provision.ssh import Result
 
 
-def _fake_bin(tmp_path, docker: str, pgrep: str) -> dict:
+def _fake_bin(tmp_path, docker: str, pgrep: str, curl: str | None = None) -> dict:
+    """Stand-ins for `docker`, `pgrep` and `curl` (the engine's socket: as the CLI unless told)."""
     b = tmp_path / "bin"
     b.mkdir()
-    for name, body in (("docker", docker), ("pgrep", pgrep)):
+    for name, body in (("docker", docker), ("pgrep", pgrep), ("curl", curl or docker)):
         (b / name).write_text("#!/bin/sh\n" + body + "\n")
         (b / name).chmod(0o755)
     return {**os.environ, "PATH": f"{b}:/usr/bin:/bin"}
@@ -165,3 +166,23 @@ def test_apt_that_never_answers_fails_after_three_tries(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "(try 3 of 3)" in p.stderr
     assert not (tmp_path / "apt.log").exists()       # nothing installed
+
+
+def test_an_engine_with_its_socket_is_asked_with_curl_not_the_cli(tmp_path):
+    import socket
+    calls, sock = tmp_path / "calls", tmp_path / "docker.sock"
+    env = _fake_bin(tmp_path, f"echo docker >> {calls}", "exit 0",
+                    curl=f'echo "curl $*" >> {calls}; [ -e {tmp_path}/ready ]')
+    env.pop("DOCKER_HOST", None)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    (tmp_path / "ready").write_text("")
+    script = engine.WAIT_SERVER.argv[-1].replace("/var/run/docker.sock", str(sock))
+    try:
+        p = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        s.close()
+    assert p.returncode == 0, p.stderr
+    assert calls.read_text().splitlines() == [
+        f"curl -sf --max-time 20 --unix-socket {sock} http://localhost/_ping"]
