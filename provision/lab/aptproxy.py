@@ -24,6 +24,7 @@ import time
 
 from ..errors import SwarmsmithError
 from ..localrun import ok, run
+from .bridge import ensure_bridge
 from .image import debian_mirror
 from .layout import ROOT, LabLayout
 
@@ -108,20 +109,6 @@ def command(conf: str) -> list[str]:
             f"PidFile={d}/pid", f"SocketPath={d}/socket"]
 
 
-def _ensure_interface() -> None:
-    have = run(["ip", "-o", "-4", "addr", "show", "dev", INTERFACE, "up"], check=False)
-    if have.returncode == 0 and f" {SHARED_ADDRESS}/32 " in have.stdout.decode(errors="replace"):
-        return
-    if not ok(["ip", "link", "show", INTERFACE]):
-        # a bridge with no port: the kernel may lack the dummy type, never bridges (labs)
-        proc = run(["ip", "link", "add", INTERFACE, "type", "bridge"], check=False)
-        if proc.returncode != 0:
-            raise SwarmsmithError("cannot create the apt proxy's interface (a Linux bridge): "
-                                  f"{proc.stderr.decode().strip()}")
-    run(["ip", "addr", "replace", f"{SHARED_ADDRESS}/32", "dev", INTERFACE])
-    run(["ip", "link", "set", INTERFACE, "up"])
-
-
 def _start(deadline: float) -> None:
     if not shutil.which("apt-cacher-ng"):
         raise SwarmsmithError("lab images need apt-cacher-ng on this machine (apt-get install -y "
@@ -144,7 +131,7 @@ def ensure(lab: LabLayout, deadline: float = 10.0) -> str | None:
     line, or None when both held already."""
     _stop_own(lab, deadline)            # a proxy of the lab's own, from an earlier swarmsmith
     os.makedirs(folder(lab), exist_ok=True)
-    _ensure_interface()
+    ensure_bridge(INTERFACE, f"{SHARED_ADDRESS}/32")   # a bridge with no port holds the address
     started = not (pid() and answers())
     if started:
         _start(deadline)

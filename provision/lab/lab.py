@@ -13,6 +13,7 @@ from ..hosts import Host
 from ..localrun import ok, run
 from ..ssh import fingerprint  # noqa: F401  (re-exported: lab ls prints it)
 from . import aptproxy, hostns, image as images, preflight
+from .bridge import ensure_bridge
 from .layout import MAX_HOSTS, MAX_INDEX, ROOT, HostLayout, LabLayout, valid_name
 
 MACHINE_MARKER = os.path.join(ROOT, ".created-var-lib-docker")
@@ -155,20 +156,8 @@ class Lab:
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"swarmsmith-lab-{self.name}",
                  "-f", L.key_path])
         for bridge, gw in ((L.public_bridge, L.public_gateway), (L.private_bridge, L.private_gateway)):
-            # one look for the usual case (bridge up with its address): a no-op `up` pays it
-            # once per bridge instead of three commands
-            have = run(["ip", "-o", "-4", "addr", "show", "dev", bridge, "up"], check=False)
-            if have.returncode == 0 and f" {gw}/24 " in have.stdout.decode(errors="replace"):
-                pass
-            elif not ok(["ip", "link", "show", bridge]):
-                proc = run(["ip", "link", "add", bridge, "type", "bridge"], check=False)
-                if proc.returncode != 0:
-                    raise SwarmsmithError("cannot create a Linux bridge (kernel lacks bridge "
-                                          f"support?): {proc.stderr.decode().strip()}")
+            if ensure_bridge(bridge, f"{gw}/24"):
                 changes.append(f"lab {self.name}: bridge {bridge} created")
-            if have.returncode != 0 or f" {gw}/24 " not in have.stdout.decode(errors="replace"):
-                run(["ip", "addr", "replace", f"{gw}/24", "dev", bridge])
-                run(["ip", "link", "set", bridge, "up"])
             # br_netfilter passes bridged frames through FORWARD, whose policy Docker sets to DROP
             rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
             if not ok(["iptables", "-C", *rule]):
