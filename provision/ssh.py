@@ -226,20 +226,25 @@ class Session:
             chan.exec_command(cmd.wire())
             reader = threading.Thread(target=_drain_stderr, args=(chan, err), daemon=True)
             reader.start()
+            # a command may end without reading all its stdin (a missing program, a refusal):
+            # the channel is closed then, and its exit status and stderr say why; a connection
+            # lost while sending is still a lost connection
             if cmd.stdin is not None:
                 view = memoryview(cmd.stdin)
-                for i in range(0, len(view), 1 << 16):
-                    chan.sendall(view[i:i + (1 << 16)])
-            elif source is not None:
-                sent = 0
-                for chunk in iter(lambda: source.read(1 << 18), b""):
-                    try:
-                        chan.sendall(chunk)
-                    except OSError:   # the command ended early: its status and stderr say why
-                        break
-                    sent += len(chunk)
-                    if on_sent:
-                        on_sent(sent)
+                chunks = (view[i:i + (1 << 16)] for i in range(0, len(view), 1 << 16))
+            else:
+                chunks = iter(lambda: source.read(1 << 18), b"") if source is not None else ()
+            sent = 0
+            for chunk in chunks:
+                try:
+                    chan.sendall(chunk)
+                except OSError:
+                    if not transport.is_active():
+                        raise
+                    break
+                sent += len(chunk)
+                if on_sent and source is not None:
+                    on_sent(sent)
             chan.shutdown_write()
             while True:
                 data = chan.recv(1 << 16)

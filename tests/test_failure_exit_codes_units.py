@@ -262,3 +262,42 @@ def test_ssh_connection_lost_under_a_command_is_exit_3_naming_host_and_operation
     assert str(e.value) == ("w1: read engine facts: the SSH connection failed "
                             "(SSHException: SSH session not active)")
     assert e.value.exit_code == EXIT_UNREACHABLE
+
+
+@pytest.mark.parametrize("alive", [True, False])
+def test_a_command_that_ends_without_reading_its_stdin_is_its_exit_status(alive):
+    """A host without curl ends `sh -c 'curl … --data-binary @-'` at once (127) while the
+    request is still being sent: its status says why, not a lost connection. A connection
+    that did die while sending is still exit 3."""
+    from types import SimpleNamespace
+
+    from provision.command import Command
+    from provision.hosts import Host
+    from provision.ssh import Session
+
+    class Channel:
+        def settimeout(self, t): pass
+        def exec_command(self, wire): pass
+        def recv_stderr(self, n): return b"sh: 1: curl: not found\n" if not self.drained() else b""
+        def drained(self):
+            self.n = getattr(self, "n", 0) + 1
+            return self.n > 1
+        def sendall(self, data): raise OSError("Socket is closed")
+        def shutdown_write(self): pass
+        def recv(self, n): return b""
+        def recv_exit_status(self): return 127
+        def close(self): pass
+
+    class Transport:
+        def open_session(self, timeout=None): return Channel()
+        def is_active(self): return alive
+    s = Session(Host("w1", "10.0.0.2"))
+    s._conn = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: Transport()))
+    cmd = Command.shell("curl --data-binary @- http://x", description="join", stdin=b"{}" * 10)
+    if alive:
+        r = s.run(cmd, check=False)
+        assert r.exit_status == 127 and "curl: not found" in r.stderr
+    else:
+        with pytest.raises(UnreachableError) as e:
+            s.run(cmd, check=False)
+        assert str(e.value) == "w1: join: the SSH connection failed (OSError: Socket is closed)"
