@@ -153,7 +153,8 @@ def test_apt_network_steps_are_bounded_and_retried_and_dpkg_runs_offline(tmp_pat
     assert "(try 2 of 3)" in p.stderr
     calls = (tmp_path / "apt.log").read_text().splitlines()
     # apt itself drops a connection silent for 30 s and fetches that file again
-    net = "-o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30 -o Acquire::Retries=3"
+    net = ("-o Acquire::http::Pipeline-Depth=0 -o Acquire::http::Timeout=30 "
+           "-o Acquire::https::Timeout=30 -o Acquire::Retries=3")
     assert calls[0] == f"update -qq {net}"
     assert "--download-only" in calls[1] and calls[1].endswith("docker.io") and net in calls[1]
     assert "--download-only" not in calls[2] and calls[2].endswith("docker.io")   # the install
