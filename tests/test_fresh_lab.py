@@ -8,12 +8,14 @@ test that needs them and reused by every later one (and by later runs). Needs ro
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 
 import pytest
 
 from tests.lab_ssh import ssh_exec
 from provision.lab import aptproxy, image as lab_image
-from provision.lab.lab import Lab
+from provision.lab.lab import Lab, machine_lock
 from tests.test_bootstrap_lab import cluster
 
 # its checks look at the whole machine (every mount, link, rule): no other lab module at once
@@ -155,6 +157,53 @@ def test_a_pinned_version_that_differs_is_reported(fri):
         fri.write(FRI)
 
 
+def proxy_status_line(host) -> str:
+    """The apt proxy's report page asked from a lab host at `apt-proxy.lab` (its gateway), with
+    bash alone: the status line."""
+    script = ("exec 3<>/dev/tcp/apt-proxy.lab/3142; "
+              "printf 'GET /acng-report.html HTTP/1.0\\r\\n\\r\\n' >&3; "
+              "head -n 1 <&3 | tr -d '\\r'")
+    return sh(host, f"bash -c {shlex.quote(script)}").strip()
+
+
+def nat_rules() -> list[str]:
+    out = subprocess.run(["iptables", "-t", "nat", "-S", "PREROUTING"], capture_output=True,
+                         text=True, check=True).stdout
+    return [line for line in out.splitlines() if f"--dport {aptproxy.PORT}" in line]
+
+
+def test_labs_share_the_machines_one_apt_proxy(fri):
+    """Another lab's hosts reach the same proxy process at their own gateway; that lab's down
+    leaves it to fri. (The last lab's down stops it: the test below.)"""
+    pid = aptproxy.pid()
+    assert pid and aptproxy.users() == ["fri"]
+    fri_host = fri.hosts()["fri-worker-1"]
+    assert proxy_status_line(fri_host) == "HTTP/1.1 200 OK"
+    other = Lab("frx")
+    try:
+        [host], _ = other.up(["frx-1"], image="debian-12")
+        assert aptproxy.pid() == pid and aptproxy.users() == ["fri", "frx"]
+        # one listener, on its own address only: not on either lab's gateway
+        assert listening_on(aptproxy.PORT) == [aptproxy.SHARED_ADDRESS]
+        assert len(nat_rules()) == 2
+        assert proxy_status_line(host) == "HTTP/1.1 200 OK"
+        with machine_lock():
+            assert aptproxy.ensure(other.layout) is None          # nothing to do twice
+    finally:
+        changes = Lab("frx").down()
+    assert "lab frx: apt proxy left to lab(s) fri" in changes
+    assert aptproxy.pid() == pid and aptproxy.users() == ["fri"] and len(nat_rules()) == 1
+    assert proxy_status_line(fri_host) == "HTTP/1.1 200 OK"
+
+
+def test_a_proxy_killed_under_a_lab_is_started_again(fri):
+    os.kill(aptproxy.pid(), 9)
+    with machine_lock():
+        change = aptproxy.ensure(Lab("fri").layout)
+    assert change == f"lab fri: apt proxy on {aptproxy.url(Lab('fri').layout)} started"
+    assert proxy_status_line(fri.hosts()["fri-worker-2"]) == "HTTP/1.1 200 OK"
+
+
 def test_down_leaves_no_mount_process_proxy_or_lock(fri):
     layout = Lab("fri").layout
     lab_dir = layout.dir
@@ -165,9 +214,10 @@ def test_down_leaves_no_mount_process_proxy_or_lock(fri):
     assert mounts_mentioning(lab_dir) == []
     assert mounts_mentioning(lab_image.IMAGES["debian-12"].path) == []
     assert live_processes_mentioning(lab_dir) == []
-    # the last lab using the machine's proxy stopped it
+    # the last lab using the machine's proxy stopped it: no process, listener, rule, interface
     assert aptproxy.pid() is None and aptproxy.users() == []
-    assert listening_on(aptproxy.PORT) == []
+    assert listening_on(aptproxy.PORT) == [] and nat_rules() == []
+    assert not os.path.exists(f"/sys/class/net/{aptproxy.INTERFACE}")
     assert not any(p.startswith(("sw", "swsm")) and f"{layout.index}" in p
                    for p in os.listdir("/sys/class/net") if p.startswith(f"swsm{layout.index}"))
     # no build left half-done or locked; the image and the package cache stay for next time
