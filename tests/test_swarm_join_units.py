@@ -231,3 +231,48 @@ def test_the_curl_join_script_for_real(tmp_path, join_exit, info_exit, node_id, 
     assert got == node_id and bool(engine.calls) == through_client
     if not through_client:
         assert json.loads((shell.bin / "body").read_text())["JoinToken"] == TOKEN
+
+
+INIT_CURL = """#!/bin/sh
+here=$(dirname "$0")
+for url; do :; done
+case "$url" in
+  */swarm/init) cat > "$here/body"
+    if [ -e "$here/refuse" ]; then
+      printf '{"message":"could not choose an IP address to advertise"}\\n400'; exit 0; fi
+    printf '"node-m1"\\n200' ;;
+  */info) echo '{"Swarm": {"LocalNodeState": "active", "NodeID": "node-m1", "ControlAvailable": true, "Cluster": {"ID": "cluster-1"}}}' ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("case", ["curl", "refused", "no curl"])
+def test_swarm_init_through_the_socket_else_the_cli(tmp_path, case):
+    s, m, _ = step(FakeEngine(), [])
+    s.s["m1"] = shell = LocalShell(tmp_path, True)
+    (shell.bin / "curl").write_text("#!/bin/sh\nexit 127\n" if case == "no curl" else INIT_CURL)
+    (shell.bin / "docker").write_text(
+        "#!/bin/sh\necho \"docker $*\" >> \"$(dirname \"$0\")/calls\"\n"
+        "[ \"$1\" = info ] && echo '{\"LocalNodeState\": \"active\", \"NodeID\": \"node-m1\", "
+        "\"ControlAvailable\": true, \"Cluster\": {\"ID\": \"cluster-1\"}}'\nexit 0\n")
+    if case == "refused":
+        (shell.bin / "refuse").write_text("")
+        with pytest.raises(SwarmsmithError) as e:
+            s._init_leader({"m1": {"state": "inactive"}})
+        assert str(e.value) == ("m1: swarm init failed: could not choose an IP address to "
+                                "advertise (HTTP 400)")
+        assert s.changes == [] and "cluster_id" not in s.inv
+        return
+    facts = {"m1": {"state": "inactive"}}
+    assert s._init_leader(facts) is m
+    assert s.inv["cluster_id"] == "cluster-1" and facts["m1"]["node_id"] == "node-m1"
+    assert s.changes == ["m1: swarm initialised (advertise 10.1.0.1)"]
+    calls = (shell.bin / "calls").read_text().splitlines() if (shell.bin / "calls").exists() \
+        else []
+    if case == "curl":
+        assert json.loads((shell.bin / "body").read_text()) == {
+            "ListenAddr": "10.1.0.1:2377", "AdvertiseAddr": "10.1.0.1"}
+        assert calls == []                  # no `docker` process: init and state in one call
+    else:
+        assert calls == ["docker swarm init --advertise-addr 10.1.0.1 --listen-addr 10.1.0.1:2377",
+                         "docker info -f {{json .Swarm}}"]
