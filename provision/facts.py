@@ -20,11 +20,13 @@ def socket_get(path: str) -> str:
     no: callers fall back to the `docker` CLI."""
     return f"{_CURL} {shlex.quote('http://localhost' + path)}"
 
+
 def socket_or(path: str, cli: str) -> str:
     """A shell command that prints the engine's answer for `path` through its socket (kept
     whole: a transfer cut short prints nothing), else runs `cli`, a `docker` command that
     prints the same facts in its own form."""
     return f"out=$({socket_get(path)}) && printf '%s\\n' \"$out\" || {cli}"
+
 
 # engine and swarm state in one engine call, and no other process than `ip` and `cat` (a no-op
 # run costs one round trip per host, and every fork is paid by every host on every run)

@@ -1,13 +1,13 @@
 """The labs' apt proxy: Debian's apt-cacher-ng on the machine, so lab hosts (which have no
 route out) can install Debian packages.
 
-One proxy process serves every lab on the machine: apt-cacher-ng keeps one download per file
-inside its own process, and two of them writing one package cache collide on a file both
-fetch (seen as an apt that waits for good). It listens only on SHARED_ADDRESS, an address on
-an interface of its own (a bridge with no port) that nothing routes to. Each lab that uses it
-(labs with their own image) gets one DNAT rule that sends its hosts' connections to its bridge
-address, port 3142, there: the hosts keep finding the proxy at their gateway (`apt-proxy.lab` in their
-/etc/hosts), and no other address of the machine listens.
+One proxy process serves every lab on the machine: apt-cacher-ng coordinates the downloads of
+one file inside its own process only, so two of them writing one package cache (labs in
+parallel, as CI runs them) can collide on a file both fetch. It listens only on
+SHARED_ADDRESS, an address on an interface of its own (a bridge with no port) that nothing
+routes to. Each lab that uses it (labs with their own image) gets one DNAT rule that sends its
+hosts' connections to its bridge address, port 3142, there: the hosts keep finding the proxy
+at their gateway (`apt-proxy.lab` in their /etc/hosts), and no other address listens.
 
 `lab up` starts it, or adds the lab's rule when it runs already; `lab down` removes the lab's
 rule, and stops the proxy once no lab uses it. Both run under the machine's lab lock. The
