@@ -119,6 +119,24 @@ class Lab:
                        if t["ServiceID"] in services and t["DesiredState"] == "running")
         return dict(services.values()), tasks
 
+    def settled(self, stack: str, deadline: float = 60) -> tuple[dict, list]:
+        """tasks() once swarm has finished with the new services itself: it updates each one
+        as it allocates its endpoint (a new version, no spec change), and on a loaded machine
+        that can come seconds after `docker stack deploy` returned. A service's tasks get past
+        "new" only once it is allocated; two reads must agree as well. Past the deadline (a
+        global service no node may run has no task at all), the last read."""
+        label = {"label": f"com.docker.stack.namespace={stack}"}
+        end, last = time.monotonic() + deadline, None
+        while True:
+            ids = {s["ID"] for s in self.api.services(filters=label)}
+            allocated = {t["ServiceID"] for t in self.api.tasks()
+                         if t["ServiceID"] in ids and (t.get("Status") or {}).get("State") != "new"}
+            now = self.tasks(stack)
+            if (ids and allocated == ids and now == last) or time.monotonic() > end:
+                return now
+            last = now
+            time.sleep(0.5)
+
     def wait_gone(self, stacks, deadline: float = 90) -> None:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
@@ -169,7 +187,7 @@ def runs(lab):
             out["plans"][name] = {
                 AS_CLI: lab.swarmsmith(*AS_CLI, "--dry-run", "--json", stack=stack, file=file)}
             # the take-over: a real deploy (its plan is the one checked), then a second plan
-            before = lab.tasks(stack)
+            before = lab.settled(stack)
             run = lab.swarmsmith(TAKEOVER, "--detach", "--json", stack=stack, file=file)
             out["plans"][name][(TAKEOVER,)] = run["plan"]
             out["takeover"][name] = {
@@ -258,7 +276,7 @@ def test_takeover_of_a_secret_with_other_content_is_refused_by_swarm(lab):
         lab.sh(f"cd {folder} && {DOCKER} stack deploy --resolve-image never -c s.yml {stack}")
         with open(os.path.join(folder, "pw.txt"), "w") as f:
             f.write("second")
-        before = lab.tasks(stack)[0]
+        before = lab.settled(stack)[0]
         proc = swarmsmith("deploy", "--cluster", lab.path, TAKEOVER, "--detach", "-c", file,
                           stack)
         assert proc.returncode == 1 and "holds other content than its file" in proc.stderr, \
