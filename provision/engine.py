@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .command import Command
 from .errors import SwarmsmithError
-from .facts import SOCKET
+from .facts import SOCKET, socket_get
 
 WAIT_SECONDS = 120      # a first start on a busy host sets up its iptables chains and storage
 # Until the engine answers, by the clock (not a count of tries: each `docker version` is slower
@@ -30,8 +30,7 @@ WAIT_SERVER = Command.shell(
     f"end=$(($(date +%s) + {WAIT_SECONDS})); gone=0; n=0; "
     "while :; do "
     f"if [ -z \"${{DOCKER_HOST:-}}\" ] && [ -S {SOCKET} ] && command -v curl >/dev/null; then "
-    f"curl -sf --max-time 20 --unix-socket {SOCKET} http://localhost/_ping >/dev/null 2>&1 "
-    "&& break; "
+    f"{socket_get('/_ping')} >/dev/null 2>&1 && break; "
     f"elif [ -n \"${{DOCKER_HOST:-}}\" ] || [ -S {SOCKET} ] || [ $((n % 5)) -eq 4 ]; then "
     "timeout 20 docker version -f '{{.Server.Version}}' >/dev/null 2>&1 && break; fi; "
     "n=$((n+1)); "

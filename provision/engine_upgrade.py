@@ -215,7 +215,7 @@ def default_max_batch(nodes: list[dict]) -> int:
 
 # --- the swarm, through the docker CLI on a manager ---------------------------------------
 
-NODES = Command.shell("docker node inspect $(docker node ls -q)", description="list nodes")
+NODES = F.NODES
 SERVICES = Command.shell("ids=$(docker service ls -q); if [ -n \"$ids\" ]; then docker service "
                          "inspect $ids; else echo '[]'; fi", description="list services")
 TASKS = Command.shell(

@@ -28,6 +28,19 @@ def socket_or(path: str, cli: str) -> str:
     return f"out=$({socket_get(path)}) && printf '%s\\n' \"$out\" || {cli}"
 
 
+def socket_post(path: str) -> str:
+    """A shell command that POSTs the request on its stdin (a join token never in a process's
+    arguments) to `path` on the engine's socket; then prints the answer's status line, and the
+    engine's info (the node's swarm state after it) after a `---info---` marker. Its exit
+    status is the POST's: 127 (no curl) or 7 (no socket to connect to) means nothing was sent,
+    and the caller uses the CLI or the Engine API client instead."""
+    return (f"curl -s --max-time 120 --unix-socket {SOCKET} -X POST "
+            "-H 'Content-Type: application/json' --data-binary @- -w '\\n%{http_code}' "
+            f"{shlex.quote('http://localhost' + path)}; rc=$?; "
+            f"if [ $rc -eq 0 ]; then echo; echo ---info---; {socket_get('/info')}; fi; "
+            "exit $rc")
+
+
 # engine and swarm state in one engine call, and no other process than `ip` and `cat` (a no-op
 # run costs one round trip per host, and every fork is paid by every host on every run)
 _FACTS_SCRIPT = r"""
@@ -166,8 +179,7 @@ def swarm_facts(s: dict) -> dict:
     }
 
 
-NODES = Command.shell(f"{socket_get('/nodes')} 2>/dev/null || "
-                      "{ ids=$(docker node ls -q) && docker node inspect $ids; }",
+NODES = Command.shell(socket_or("/nodes", "{ ids=$(docker node ls -q) && docker node inspect $ids; }"),
                       description="list swarm nodes")
 
 

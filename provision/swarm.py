@@ -27,23 +27,11 @@ from .parallel import each
 log = logging.getLogger("swarmsmith.swarm")     # SWARMSMITH_DEBUG=1: cli.py shows debug lines
 
 
-def curl_post(path: str) -> str:
-    """POST `path` (/swarm/init, /swarm/join) on the engine's socket, the request read from
-    stdin (a join token never in a process's arguments); then the answer's status line, and the
-    engine's info (the node's new swarm state) after a marker. One SSH command and no `docker`
-    process: the CLI costs the host ~20 ms of CPU, a join through the Engine API client a
-    `docker system dial-stdio` and three requests. The exit status is the POST's: 127 (no curl)
-    or 7 (no socket to connect to) means nothing was sent, and the CLI or the client is used."""
-    return (f"curl -s --max-time 120 --unix-socket {F.SOCKET} -X POST "
-            "-H 'Content-Type: application/json' --data-binary @- -w '\\n%{http_code}' "
-            f"http://localhost{path}; rc=$?; "
-            f"if [ $rc -eq 0 ]; then echo; echo ---info---; {F.socket_get('/info')}; fi; "
-            "exit $rc")
-
-
-CURL_JOIN = curl_post("/swarm/join")
-CURL_INIT = curl_post("/swarm/init")
-NOT_SENT = (127, 7)
+# one SSH command and no `docker` process: the CLI costs the host ~20 ms of CPU, a join
+# through the Engine API client a `docker system dial-stdio` and three requests
+CURL_JOIN = F.socket_post("/swarm/join")
+CURL_INIT = F.socket_post("/swarm/init")
+NOT_SENT = (127, 7)      # socket_post's statuses when nothing was sent: no curl, no socket
 
 
 class ForeignSwarmError(SwarmsmithError):
@@ -486,7 +474,7 @@ class SwarmStep:
 
     @staticmethod
     def _posted(h: Host, what: str, r, token: Secret | None = None) -> dict:
-        """A curl_post answer: the engine's `Swarm` info after it ({} when the info did not
+        """A facts.socket_post answer: the engine's `Swarm` info after it ({} when the info did not
         come: the SSH facts tell it then), or the engine's refusal as an error naming host and
         operation (a token it quoted masked)."""
         answer, _, info = (r.stdout or "").partition("\n---info---\n")

@@ -186,4 +186,4 @@ def test_an_engine_with_its_socket_is_asked_with_curl_not_the_cli(tmp_path):
         s.close()
     assert p.returncode == 0, p.stderr
     assert calls.read_text().splitlines() == [
-        f"curl -sf --max-time 20 --unix-socket {sock} http://localhost/_ping"]
+        f"curl -sf --max-time 30 --unix-socket {sock} http://localhost/_ping"]
