@@ -531,12 +531,14 @@ def test_deploy_killed_mid_update_next_neither_waits_nor_says_ok(lab):
         assert time.monotonic() - t0 < 60 and victim.poll() is None
         time.sleep(0.1)
     assert victim.poll() is None        # killed mid-update, still watching
+    # its socket folder, read before the kill: after it, another lab test's swarmsmith run
+    # (in parallel under CI) may already have removed the folder of a pid that is gone
+    socket_dirs = [d for d in os.listdir("/tmp")
+                   if d.startswith(f"swarmsmith-docker-{victim.pid}-")]
+    assert socket_dirs
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert _lock_id(lab, "rk") is not None     # the killed run could not release it
-    socket_dirs = [d for d in os.listdir("/tmp")
-                   if d.startswith(f"swarmsmith-docker-{victim.pid}-")]
-    assert socket_dirs                         # atexit never ran
 
     p = cli("deploy", "--cluster", lab.path, "-c", bad, "--lock-wait", "0", "--timeout", "120",
             "rk")
