@@ -22,6 +22,7 @@ from .command import Command, Secret
 from .dockerapi import api_client
 from .errors import EXIT_BAD_INPUT, GroupError, SwarmsmithError
 from .hosts import Host
+from .join_pacing import JoinPacer, joins_in_background
 from .parallel import each
 
 log = logging.getLogger("swarmsmith.swarm")     # SWARMSMITH_DEBUG=1: cli.py shows debug lines
@@ -38,6 +39,10 @@ class ForeignSwarmError(SwarmsmithError):
     pass
 
 
+class JoinContinues(SwarmsmithError):
+    """Swarm's 503: the join timed out on the joining side and goes on in the background."""
+
+
 class DestroyRefused(SwarmsmithError):
     """--force would destroy a swarm's services: needs --destroy-services as well."""
     exit_code = EXIT_BAD_INPUT
@@ -49,7 +54,8 @@ class SwarmStep:
                  force: bool = False,
                  progress=None, save=None, concurrency: int = 16, waiting=None,
                  cluster_name: str = "", destroy_services: bool = False,
-                 clock=time.monotonic, sleep=time.sleep, engine_api=None):
+                 clock=time.monotonic, sleep=time.sleep, engine_api=None,
+                 join_deadline: float = 300.0):
         self.s = sessions
         self.hosts = hosts
         self.addr = addresses
@@ -61,6 +67,12 @@ class SwarmStep:
         self.save = save or (lambda: None)
         self.concurrency = concurrency
         self.clock, self.sleep = clock, sleep
+        # how long a join that swarm finishes in the background is followed: a manager
+        # signing a hundred certificates on a small machine takes minutes
+        self.join_deadline = join_deadline
+        self.pacer = JoinPacer(concurrency, clock=clock)
+        self._joined_count = [0, 0]         # workers joined, workers to join
+        self._count_lock = threading.Lock()
         self.hostnames = hostnames or {}
         # the docker SDK's APIClient on one host, over that host's SSH session
         self.engine_api = engine_api or (lambda host: api_client(self.s[host.name]))
@@ -276,19 +288,23 @@ class SwarmStep:
                 return token[0]
 
         def join(w: Host, how: str) -> None:
-            joined = self._join(w, leader, "worker", leader_addr, how == "leave", worker_token(),
-                                known_nodes=nodes)
+            with self.pacer.slot() as busy:
+                joined = self._join(w, leader, "worker", leader_addr, how == "leave",
+                                    worker_token(), known_nodes=nodes, busy=busy)
             self._ids[w.name] = joined or self.swarm_facts(w)["node_id"]
             self._label(leader, w, {"labels": {}, "id": self._ids[w.name]})
+            self._count_join(done=1)
+
+        def submit(w: Host, how: str) -> None:
+            self._count_join(todo=1)
+            jobs[w.name] = pool.submit(join, w, how)
 
         pool = ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(self.workers))))
         jobs = {}
         try:
             for w in self.workers:
                 if todo.get(w.name):
-                    jobs[w.name] = pool.submit(join, w, todo[w.name])
-            if jobs:
-                self.phase(f"{len(jobs)} worker(s) joining")
+                    submit(w, todo[w.name])
             while len(facts) + len(self._errors) < len(self.hosts):
                 name = self._take(facts)
                 if name not in facts:
@@ -300,7 +316,7 @@ class SwarmStep:
                     self._errors[name] = e
                     continue
                 if how:
-                    jobs[name] = pool.submit(join, w, how)
+                    submit(w, how)
         finally:
             pool.shutdown(wait=True)
         for name, fut in jobs.items():
@@ -308,6 +324,15 @@ class SwarmStep:
                 self._errors[name] = fut.exception()
         if self._errors:
             self._fail(facts)
+
+    def _count_join(self, todo: int = 0, done: int = 0) -> None:
+        """The phase line says how many workers joined of how many: a hundred joins paced to
+        what the manager takes are minutes, never a silent one."""
+        with self._count_lock:
+            self._joined_count[0] += done
+            self._joined_count[1] += todo
+            joined, total = self._joined_count
+        self.phase(f"workers joined: {joined} of {total} (at most {self.pacer.limit} at once)")
 
     def _address(self, h: Host, facts: dict) -> str:
         """The address the node really advertises. A node left alone keeps the one it joined
@@ -426,7 +451,7 @@ class SwarmStep:
                 host=h.name)
 
     def _join(self, h: Host, leader: Host, role: str, leader_addr: str, leave_first: bool,
-              token: Secret | None = None, known_nodes: dict | None = None) -> str:
+              token: Secret | None = None, known_nodes: dict | None = None, busy=None) -> str:
         """Join `h`; returns its node ID when its engine told it with the join ("" if not)."""
         if leave_first:
             self.run(h, Command.of("docker", "swarm", "leave", "--force",
@@ -435,12 +460,13 @@ class SwarmStep:
         self._remove_stale_nodes(leader, h, known_nodes)
         token = token or self.token(leader, role)
         addr = self.addr[h.name]
-        node_id = self._engine_join(h, role, token, addr, leader_addr)
+        node_id = self._engine_join(h, role, token, addr, leader_addr, busy or (lambda: None))
         self._rejoined.add(h.name)
         self.change(h, f"joined as {role} (advertise {addr})")
         return node_id
 
-    def _engine_join(self, h: Host, role: str, token: Secret, addr: str, leader_addr: str) -> str:
+    def _engine_join(self, h: Host, role: str, token: Secret, addr: str, leader_addr: str,
+                     busy=lambda: None) -> str:
         """Join through the host's Engine API, the token in the request body: as an argument of
         `docker swarm join` it would be readable by every user of the host (ps, /proc)."""
         what = f"join the swarm as {role} (Engine API POST /swarm/join via {leader_addr}:2377)"
@@ -452,7 +478,11 @@ class SwarmStep:
         cmd = replace(Command.shell(CURL_JOIN, description=what, stdin=body), secrets=(token,))
         r = self.run(h, cmd, check=False)
         if r.exit_status not in NOT_SENT:
-            return F.swarm_facts(self._posted(h, what, r, token))["node_id"]
+            try:
+                return F.swarm_facts(self._posted(h, what, r, token))["node_id"]
+            except JoinContinues as e:
+                busy()
+                return self._follow_join(h, what, e.swarm_message)
         api = self.engine_api(h)
         try:
             api.join_swarm([f"{leader_addr}:2377"], token.reveal(), listen_addr=f"{addr}:2377",
@@ -460,6 +490,9 @@ class SwarmStep:
         except Exception as e:      # docker.errors.APIError, requests' connection errors
             text = str(getattr(e, "detail", None) or getattr(e, "explanation", None) or e)
             text = text.replace(token.reveal(), "***")
+            if joins_in_background(text):
+                busy()
+                return self._follow_join(h, what, text)
             raise SwarmsmithError(f"{what} failed: {text}", host=h.name) from None
         else:
             # the new node's ID from the same connection: no `docker info` process on the host
@@ -496,7 +529,40 @@ class SwarmStep:
             detail = f"{message.strip() or 'no message'} (HTTP {status})"
         if token is not None:
             detail = detail.replace(token.reveal(), "***")
+        if status == "503" and joins_in_background(detail):
+            e = JoinContinues(f"{what}: {detail}", host=h.name)
+            e.swarm_message = detail
+            raise e
         raise SwarmsmithError(f"{what} failed: {detail}", host=h.name)
+
+    def _follow_join(self, h: Host, what: str, message: str) -> str:
+        """A join swarm finishes in the background: the host's own swarm state is read until it
+        is active (the node is then in the node list, with its certificate), or the deadline
+        passes or swarm gives up on it, and the failure says what swarm said."""
+        self.progress(h.name, "the manager is busy: swarm finishes the join in the background, "
+                              "following it")
+        end = self.clock() + self.join_deadline
+        delay, f, gave_up = 0.5, {}, 0
+        while True:
+            try:
+                f = self.swarm_facts(h)
+            except SwarmsmithError:     # a starved host's SSH channel: ask again
+                pass
+            if f.get("state") == "active" and f.get("node_id"):
+                return f["node_id"]
+            # pending while it goes on; inactive or error (twice: not a read between two
+            # attempts) once swarm stopped trying
+            gave_up = gave_up + 1 if f.get("state") in ("inactive", "error") else 0
+            if gave_up >= 2 or self.clock() >= end:
+                state = f.get("state", "unknown")
+                why = (f" ({f['error']})" if f.get("error") else "")
+                when = "swarm stopped trying" if gave_up >= 2 else \
+                    f"after {self.join_deadline:.0f}s"
+                raise SwarmsmithError(
+                    f"{what} failed: swarm answered that the join goes on in the background "
+                    f"({message}), but {when} the node is {state}{why}", host=h.name)
+            self.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
 
     def _remove_stale_nodes(self, leader: Host, h: Host, known: dict | None = None) -> None:
         """A rebuilt host leaves a Down node behind under the same hostname: remove it.

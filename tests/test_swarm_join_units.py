@@ -276,3 +276,141 @@ def test_swarm_init_through_the_socket_else_the_cli(tmp_path, case):
     else:
         assert calls == ["docker swarm init --advertise-addr 10.1.0.1 --listen-addr 10.1.0.1:2377",
                          "docker info -f {{json .Swarm}}"]
+
+
+# --- joins swarm finishes in the background (a busy manager) -----------------------------------
+
+BUSY = ("Timeout was reached before node joined. The attempt to join the swarm will continue in "
+        "the background. Use the \"docker info\" command to see the current swarm status of your "
+        "node.")
+
+
+class FollowedSession(FakeSession):
+    """A host whose curl join is answered 503 "continue in the background"; its swarm facts
+    then go through `states` (the last one repeats)."""
+
+    def __init__(self, log: list, states: list):
+        answer = json.dumps({"message": BUSY}) + "\n503\n---info---\n{}"
+        super().__init__(log, join=(answer, 0))
+        self.states, self.reads = states, 0
+
+    def run(self, cmd, check=True, timeout=300):
+        from provision import facts as F
+        if cmd is F.SWARM_FACTS:
+            state = self.states[min(self.reads, len(self.states) - 1)]
+            self.reads += 1
+            swarm = {"LocalNodeState": state, "NodeID": "node-w1" if state == "active" else "",
+                     "Error": "rpc error: certificate signing timed out" if state == "error" else ""}
+            return Result(json.dumps({"Swarm": swarm}), "", 0)
+        return super().run(cmd, check, timeout)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+
+
+def followed_step(states, deadline=300.0):
+    clock, log, busy = Clock(), [], []
+    m = Host("m1", "10.0.0.1", role="manager")
+    w = Host("w1", "10.0.0.2", role="worker")
+    s = SwarmStep({"m1": FakeSession(log), "w1": FollowedSession(log, states)}, [m, w],
+                  {"m1": "10.1.0.1", "w1": "10.1.0.2"}, {}, {"hosts": {}},
+                  engine_api=lambda host: FakeEngine(), clock=clock, sleep=clock.sleep,
+                  join_deadline=deadline)
+    return s, m, w, clock, log, busy
+
+
+def test_a_join_swarm_finishes_in_the_background_is_followed_to_success():
+    s, m, w, clock, log, busy = followed_step(["pending", "pending", "pending", "active"])
+    node = s._join(w, m, "worker", "10.1.0.1", leave_first=False, busy=lambda: busy.append(1))
+    assert node == "node-w1"
+    assert s.s["w1"].reads == 4 and 0 < clock.now < 10
+    assert busy == [1]                  # the pacer hears that the manager is busy
+    assert s.changes == ["w1: joined as worker (advertise 10.1.0.2)"]
+    assert not any("SWMTKN-" in c for c in log)
+
+
+def test_a_background_join_whose_node_never_appears_fails_naming_node_and_swarms_message():
+    s, m, w, clock, log, busy = followed_step(["pending"], deadline=120)
+    with pytest.raises(SwarmsmithError) as e:
+        s._join(w, m, "worker", "10.1.0.1", leave_first=False)
+    text = str(e.value)
+    assert e.value.host == "w1" and text.startswith("w1: join the swarm as worker")
+    assert "continue in the background" in text and "after 120s the node is pending" in text
+    assert 120 <= clock.now < 130 and s.changes == []
+
+
+def test_a_background_join_swarm_gave_up_on_fails_at_once_with_swarms_error():
+    s, m, w, clock, log, busy = followed_step(["pending", "error"])
+    with pytest.raises(SwarmsmithError) as e:
+        s._join(w, m, "worker", "10.1.0.1", leave_first=False)
+    assert "swarm stopped trying the node is error (rpc error: certificate signing timed out)" \
+        in str(e.value)
+    assert clock.now < 10               # not the whole deadline
+
+
+def test_a_background_join_through_the_api_client_is_followed_too():
+    class Busy503(FakeEngine):
+        def join_swarm(self, *a, **k):
+            raise RuntimeError(f"503 Server Error: {BUSY}")
+    s, m, w, clock, log, busy = followed_step(["pending", "active"])
+    s.s["w1"].join = ("", 127)          # no curl on the host
+    s.engine_api = lambda host: Busy503()
+    assert s._join(w, m, "worker", "10.1.0.1", leave_first=False) == "node-w1"
+
+
+def test_other_503s_are_still_failures():
+    s, m, w, clock, log, busy = followed_step(["active"])
+    s.s["w1"].join = (json.dumps({"message": "swarm has no leader"}) + "\n503\n", 0)
+    with pytest.raises(SwarmsmithError) as e:
+        s._join(w, m, "worker", "10.1.0.1", leave_first=False)
+    assert "swarm has no leader (HTTP 503)" in str(e.value) and s.s["w1"].reads == 0
+
+
+def test_the_pacer_halves_after_a_busy_or_slow_join_and_grows_after_quick_ones():
+    from provision.join_pacing import JoinPacer
+    clock = Clock()
+    p = JoinPacer(ceiling=16, start=4, slow=10, clock=clock)
+    with p.slot():
+        clock.now += 1
+    assert p.limit == 5
+    with p.slot() as busy:
+        busy()
+    assert p.limit == 2
+    with p.slot():
+        clock.now += 30                 # slow answer: the manager is struggling
+    assert p.limit == 1
+    for _ in range(40):
+        with p.slot():
+            pass
+    assert p.limit == 16 and p.lowest == 1
+
+
+def test_the_pacer_never_runs_more_joins_than_its_limit():
+    import threading
+    import time as t
+    from provision.join_pacing import JoinPacer
+    p = JoinPacer(ceiling=3, start=2)
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def join():
+        with p.slot():
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            t.sleep(0.01)
+            with lock:
+                active[0] -= 1
+    threads = [threading.Thread(target=join) for _ in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert 2 <= peak[0] <= 3 and p.active == 0
