@@ -18,7 +18,7 @@ from .addresses import choose
 from .cluster_record import L_CLUSTER, NODE_LABEL
 from .command import Command
 from .errors import HostKeyMismatchError, InputError, SwarmsmithError
-from .parallel import each, ticking
+from .parallel import each, raise_open_files, ticking
 from .progress import HostProgress, ProgressCallback, Waiting
 from .ssh import Session, fingerprint
 
@@ -209,6 +209,7 @@ def _up(run: Run) -> UpResult:
     run.save()
 
     run.waiting(f"connecting to {len(hosts)} host(s) and reading their facts")
+    raise_open_files(len(hosts))
     _connect(run, hosts)
     # every node carries the cluster's name: a lost or absent inventory can tell our swarm
     labels = {h.name: {**cf.labels_for(h.name, h.role), NODE_LABEL: cf.name} for h in hosts}

@@ -2,11 +2,28 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import GroupError
+
+
+# the client holds an SSH connection (a socket and its channels) per host, and the Engine
+# API's forwarded sockets on managers
+FDS_PER_HOST = 4
+FDS_BASE = 64
+
+
+def raise_open_files(hosts: int) -> None:
+    """A client talking to every host at once: its soft descriptor limit up to what that needs
+    (a 1024 default is reached near 250 hosts), never above the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = hosts * FDS_PER_HOST + FDS_BASE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        top = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
 
 
 def each(fn, items: list, key=lambda x: x.name, concurrency: int = 16) -> dict:

@@ -12,7 +12,7 @@ from ..errors import InputError, SwarmsmithError
 from ..hosts import Host
 from ..localrun import ok, run
 from ..ssh import fingerprint  # noqa: F401  (re-exported: lab ls prints it)
-from . import aptproxy, hostns, image as images, preflight
+from . import aptproxy, capacity, hostns, image as images, preflight
 from .bridge import ensure_bridge
 from .layout import MAX_HOSTS, MAX_INDEX, ROOT, HostLayout, LabLayout, valid_name
 
@@ -104,6 +104,7 @@ class Lab:
             raise InputError(f"lab {self.name} was made with image {self.image}, not {image}: "
                              f"remove it first (swarmsmith lab down --name {self.name})",
                              path="lab.image")
+        self._check_capacity(names)
         # built outside the machine lock (half a minute), under the image cache's own lock
         images.ensure(image, progress)
         with machine_lock():
@@ -132,12 +133,35 @@ class Lab:
                     known[name] = slot
                     self.state["hosts"].append({"name": name, "slot": slot})
             self._save()
+            changes += capacity.size_neighbour_table(self._machine_hosts())
         wanted = [self.layout.host(known[n], n) for n in names]
         with ThreadPoolExecutor(max_workers=min(16, len(wanted) or 1)) as pool:
             for change in pool.map(lambda h: self._ensure_host(h, progress), wanted):
                 if change:
                     changes.append(change)
         return [self.host_record(h) for h in wanted], changes
+
+    def _machine_hosts(self, adding: int = 0) -> int:
+        """Hosts of every lab on this machine (they share its kernel's tables), plus `adding`."""
+        total = adding
+        for other in list_labs():
+            if other == self.name and self.state is not None:
+                total += len(self.state["hosts"])
+                continue
+            try:
+                with open(os.path.join(ROOT, other, "lab.json")) as f:
+                    total += len(json.load(f).get("hosts", []))
+            except (OSError, ValueError):
+                continue
+        return total
+
+    def _check_capacity(self, names: list[str]) -> None:
+        """Before anything is made: a lab this machine cannot hold is refused with the numbers."""
+        have = {h["name"] for h in (self.state or {}).get("hosts", [])}
+        new = len([n for n in dict.fromkeys(names) if n not in have])
+        if len(have | set(names)) > MAX_HOSTS:
+            raise InputError(f"a lab holds at most {MAX_HOSTS} hosts", path="lab nodes")
+        capacity.check(new, self._machine_hosts(adding=new))
 
     def _machine_setup(self, changes: list[str]) -> None:
         if not os.path.isdir("/var/lib/docker"):
