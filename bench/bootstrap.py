@@ -1,4 +1,5 @@
-"""Wall time of `swarmsmith up` on lab hosts as the cluster grows: 1+2, 1+5, 1+15 and 3+3 nodes,
+"""Wall time of `swarmsmith up` on lab hosts as the cluster grows: 1+2, 1+5, 1+15 and 3+3 nodes
+(and, asked for with --sizes, 1+49 and 1+99),
 cold and no-op, with ratios to 1+2 measured in the same run, and where the cold time goes
 (seconds from the start to each milestone, read from the progress events). Cold = lab hosts
 created, engines started, swarm formed, all in the timed call. In-process
@@ -7,6 +8,7 @@ through the CLI (a new interpreter, as a user or cron runs it), once the machine
 the cold run. Each cluster is brought down after its runs, whatever happens. Needs root.
 
     python bench/bootstrap.py [--repeat N] [--noop-runs N] [--sizes 1+2 1+5 1+15 3+3] [--prefix bb]
+    python bench/bootstrap.py --repeat 1 --noop-runs 2 --sizes 1+2 1+49 1+99
 """
 from __future__ import annotations
 
@@ -68,6 +70,24 @@ def own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def reset_peak_memory() -> None:
+    """Start this process's peak resident memory (VmHWM) again from now (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory since the last reset, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def settle(busy_below: float = 0.3, longest: float = 20.0) -> float:
     """Wait until the machine is calm (under `busy_below` of its cores busy over half a second,
     or `longest` seconds): right after a cold run the new nodes' engines still set up the
@@ -114,18 +134,21 @@ def run(name: str, managers: int, workers: int, noop_runs: int) -> dict:
         path = cluster_file(d, name, managers, workers)
         try:
             recorder = Recorder()
+            reset_peak_memory()
             cpu0, own0 = machine_cpu(), own_cpu()
             cold, result = timed_up(path, recorder)
             cpu, own = machine_cpu() - cpu0, own_cpu() - own0
             assert len(result["nodes"]) == managers + workers and result["changes"], result
             out = {"cold": cold, "phases": milestones(recorder.events), "noop": [], "cli": [],
-                   "cpu": [cpu], "own": [own], "settled": settle()}
-            out["noop_cpu"], out["noop_own"] = [], []
+                   "cpu": [cpu], "own": [own], "rss": [peak_memory_mb()], "settled": settle()}
+            out["noop_cpu"], out["noop_own"], out["noop_rss"] = [], [], []
             for _ in range(noop_runs):
+                reset_peak_memory()
                 cpu0, own0 = machine_cpu(), own_cpu()
                 took, again = timed_up(path)
                 out["noop_cpu"].append(machine_cpu() - cpu0)
                 out["noop_own"].append(own_cpu() - own0)
+                out["noop_rss"].append(peak_memory_mb())
                 assert again["changes"] == [], again["changes"]
                 out["noop"].append(took)
                 out["cli"].append(timed_cli_up(path))
@@ -149,7 +172,7 @@ def main() -> int:
 
     figures: dict[str, dict[str, list]] = {s: {"cold": [], "noop": [], "cli": [], "phases": [],
                                                "cpu": [], "own": [], "noop_cpu": [],
-                                               "noop_own": []}
+                                               "noop_own": [], "rss": [], "noop_rss": []}
                                           for s in args.sizes}
     for _ in range(args.repeat):
         for size in args.sizes:
@@ -164,6 +187,8 @@ def main() -> int:
             f["own"] += r["own"]
             f["noop_cpu"] += r["noop_cpu"]
             f["noop_own"] += r["noop_own"]
+            f["rss"] += r["rss"]
+            f["noop_rss"] += r["noop_rss"]
             print(f"  {size}: cold {r['cold']:.2f} s, no-op "
                   + ", ".join(f"{x:.2f}" for x in r["noop"]) + " s, CLI no-op "
                   + ", ".join(f"{x:.2f}" for x in r["cli"])
@@ -197,7 +222,8 @@ def main() -> int:
         x = med[s]
         print(f"  {s:<6} {x['cpu']:6.2f} CPU-s in {x['cold']:5.2f} s: "
               f"{100 * x['cpu'] / (x['cold'] * cores):3.0f}% of the cores busy; "
-              f"swarmsmith's process {x['own']:5.2f} CPU-s, the lab hosts {x['cpu'] - x['own']:5.2f}; "
+              f"swarmsmith's process {x['own']:5.2f} CPU-s and {x['rss']:4.0f} MB at most, "
+              f"the lab hosts {x['cpu'] - x['own']:5.2f} CPU-s; "
               f"no run shorter than {x['cpu'] / cores:5.2f} s here")
     # a no-op is one SSH connection and one facts command per host: what each host costs the
     # machine, and how much of it is swarmsmith's process (the rest: sshd, the shell, the engine)
@@ -206,7 +232,8 @@ def main() -> int:
         x = med[s]
         n = sum(int(k) for k in s.split("+"))
         print(f"  {s:<6} {x['noop_cpu']:6.2f} CPU-s in {x['noop']:5.2f} s, {1000 * x['noop_cpu'] / n:4.0f} ms "
-              f"per host, swarmsmith's process {1000 * x['noop_own'] / n:4.0f} ms of it; "
+              f"per host, swarmsmith's process {1000 * x['noop_own'] / n:4.0f} ms of it "
+              f"and {x['noop_rss']:4.0f} MB at most; "
               f"no run shorter than {x['noop_cpu'] / cores:5.2f} s here")
     print("targets:")
     # a ratio target in seconds (the limit times the 1+2 figure) set against the machine's floor
