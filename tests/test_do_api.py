@@ -25,7 +25,7 @@ def ft():
 
 @pytest.fixture
 def emu(ft):
-    with DOEmulator(TOKEN, clock=ft.clock) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock) as e:
         yield e
 
 
@@ -43,7 +43,7 @@ def test_429_burst_limit_waits_what_retry_after_says(api, emu, ft):
 
 
 def test_real_burst_limit_retry_after_honoured(ft):
-    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, per_minute_limit=3) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, per_minute_limit=3) as e:
         api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep,
                     wall_clock=ft.clock, burst=100)
         for _ in range(4):
@@ -54,7 +54,7 @@ def test_real_burst_limit_retry_after_honoured(ft):
 
 def test_hourly_budget_exhausted_fails_with_reset_time_without_retrying(ft):
     ft.now = 1_800_000_000.0
-    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, hourly_limit=50) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, hourly_limit=50) as e:
         e.use_budget(49)
         ft.now += 600                                   # the oldest expires in 50 minutes
         api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep,
@@ -73,7 +73,7 @@ def test_hourly_budget_exhausted_fails_with_reset_time_without_retrying(ft):
 
 def test_hourly_budget_reset_close_is_waited_for(ft):
     ft.now = 1_800_000_000.0
-    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, hourly_limit=5) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, hourly_limit=5) as e:
         e.use_budget(5)
         ft.now += 3600 - 30                             # the oldest expires in 30 s
         api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep, wall_clock=ft.clock)
@@ -224,7 +224,7 @@ def test_throttle_token_bucket(emu, ft):
 
 
 def test_throttle_waits_for_reset_when_budget_nearly_used(ft):
-    with DOEmulator(TOKEN, clock=ft.clock, hourly_limit=12, wall_clock=lambda: 5000.0) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, hourly_limit=12, wall_clock=lambda: 5000.0) as e:
         api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep, reserve=10,
                     wall_clock=lambda: 5000.0 + 3590, backoff_cap=60)
         api.list_droplets("c")       # remaining 11

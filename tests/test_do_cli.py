@@ -17,7 +17,7 @@ TOKEN = "dop_v1_cli_token_c1c1c1"
 
 @pytest.fixture
 def emu(monkeypatch):
-    with DOEmulator(TOKEN, activation_delay=30) as e:
+    with DOEmulator(TOKEN, fast=True, activation_delay=30) as e:
         monkeypatch.setenv("DIGITALOCEAN_TOKEN", TOKEN)
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
         yield e

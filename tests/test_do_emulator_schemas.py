@@ -208,7 +208,7 @@ def test_list_lag_hides_new_droplets_from_lists_only():
 
 def test_errored_action_keeps_droplet_new():
     ft = FakeTime()
-    with DOEmulator(TOKEN, clock=ft.clock) as emu:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock) as emu:
         emu.fail_action("ok-1", after=2)
         r = requests.post(emu.url + "droplets", json=DROPLET, headers=H, timeout=5).json()
         action = r["links"]["actions"][0]["id"]
@@ -224,7 +224,7 @@ def test_errored_action_keeps_droplet_new():
 
 def test_hourly_budget_and_burst_limit_headers():
     ft = FakeTime(start=1_800_000_000.0)
-    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, hourly_limit=3,
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, hourly_limit=3,
                     per_minute_limit=2) as emu:
         get = lambda: requests.get(emu.url + "droplets", headers=H, timeout=5)
         first = get()

@@ -25,11 +25,14 @@ POST_DROPLETS = ("POST", "/v2/droplets")
 
 
 class Env:
-    def __init__(self, tmp_path):
+    """`fast`: no list lag and no minute limits (most tests count polls); else the emulator's
+    defaults, as the API behaves."""
+
+    def __init__(self, tmp_path, fast=True, **emulator):
         self.ft = FakeTime()
         self.pub = write_public_key(tmp_path)
-        self.emu = DOEmulator(TOKEN, clock=self.ft.clock, wall_clock=self.ft.clock,
-                              activation_delay=7).start()
+        self.emu = DOEmulator(TOKEN, fast=fast, clock=self.ft.clock, wall_clock=self.ft.clock,
+                              activation_delay=7, **emulator).start()
         self.saved: list[dict] = []
         self.progress: list[tuple[str, str]] = []
 
