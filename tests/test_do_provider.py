@@ -136,7 +136,7 @@ def test_creates_in_batches_of_ten(env):
 
 
 def test_429_and_500_survived(env):
-    env.emu.inject_429(3)
+    env.emu.inject_429(3, path="/v2/account/keys")
     env.emu.inject_5xx(2, method="GET", path="/v2/droplets")
     env.emu.inject_5xx(1, status=502, body="html", method="GET")
     env.emu.inject_429(1, method="POST", path="/v2/droplets")
