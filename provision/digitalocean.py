@@ -525,6 +525,12 @@ class DigitalOceanProvider:
                                 for w in batch]
                 return
             except SwarmsmithError as e:
+                if getattr(e, "status", None) == 422 and "droplet limit" in str(e):
+                    # checked before this run's first create: someone made droplets since
+                    raise SwarmsmithError(
+                        f"{e} (droplets were made in the account since this run checked its "
+                        "limit; ask DigitalOcean to raise the droplet limit, or ask for fewer "
+                        "droplets)") from None
                 if not getattr(e, "ambiguous", False) or attempt == CREATE_ATTEMPTS:
                     raise
                 log.warning("%s; looking for the droplets by name before creating again", e)
@@ -702,6 +708,8 @@ class DigitalOceanProvider:
         by_id = {d.id: d.name for d in self.api.list_droplets(self.tag)}
         by_id.update({int(r["id"]): n for n, r in self._creating().items() if r.get("id")})
         by_id.update({d.id: d.name for d in self._unlisted.values()})
+        # handed out by earlier runs: a list may not show the newest of them yet
+        by_id.update({i: n for n, i in self._in_use().items()})
         for droplet_id, name in sorted(by_id.items(), key=lambda i: i[1]):
             self._say(progress, name, "destroying")
             if self.api.delete_droplet(droplet_id):

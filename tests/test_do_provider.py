@@ -755,3 +755,37 @@ def test_droplets_carry_the_run_tag_and_down_removes_it(env):
     assert "swarmsmith:demo:run-feed1234" in env.emu.model.account.tags
     p.destroy()
     assert not [t for t in env.emu.model.account.tags if t.startswith("swarmsmith:")]
+
+
+def test_limit_reached_during_the_run_names_the_way_out(env):
+    env.emu.set_account(droplet_limit=3)
+
+    class OthersCreateMeanwhile:
+        def __init__(self, api, emu_api):
+            self.api, self.emu_api = api, emu_api
+
+        def __getattr__(self, name):
+            return getattr(self.api, name)
+
+        def create_ssh_key(self, *a, **kw):         # after the account check, before ours
+            self.emu_api.create_droplets(["theirs"], region="fra1", size="s-1vcpu-1gb",
+                                         image="ubuntu-24-04-x64", ssh_key_ids=[], tags=["x"])
+            return self.api.create_ssh_key(*a, **kw)
+
+    p = env.provider(api=OthersCreateMeanwhile(env.api(), env.api()))
+    with pytest.raises(SwarmsmithError) as err:
+        p.ensure(wanted())
+    assert "will exceed your droplet limit (droplets were made in the account since this run " \
+           "checked its limit; ask DigitalOcean to raise the droplet limit" in str(err.value)
+
+
+def test_up_and_down_under_a_long_list_lag(tmp_path):
+    e = Env(tmp_path, fast=False, list_lag=300)
+    try:
+        hosts, _ = e.provider().ensure(wanted())     # active by id, before any list shows them
+        assert len(hosts) == 3 and e.emu.droplets(TAG) == []
+        assert e.emu.count("GET", "/v2/droplets/{id}") == 3          # once each, when active
+        e.provider(state=e.saved[-1]).destroy()      # by the ids recorded as handed out
+        assert e.emu.model.account.droplets == {}
+    finally:
+        e.emu.stop()
