@@ -546,10 +546,17 @@ class DigitalOceanProvider:
             self._creating()[w.name] = {"at": at, "run": self.run_tag.split(":")[-1]}
         self._save()                      # on disk before the request: a killed run knows
         self._say(progress, "digitalocean", f"creating {', '.join(w.name for w in batch)}")
-        made = self.api.create_droplets(
-            [w.name for w in batch], region=s["region"], size=s["size"], image=s["image"],
-            ssh_key_ids=[key_id], tags=tags, vpc_uuid=vpc_id, monitoring=s["monitoring"],
-            ipv6=s["ipv6"], user_data=s["user_data"])
+        try:
+            made = self.api.create_droplets(
+                [w.name for w in batch], region=s["region"], size=s["size"], image=s["image"],
+                ssh_key_ids=[key_id], tags=tags, vpc_uuid=vpc_id, monitoring=s["monitoring"],
+                ipv6=s["ipv6"], user_data=s["user_data"])
+        except SwarmsmithError as e:
+            if not getattr(e, "ambiguous", True):
+                # refused (4xx): nothing was made, so the next run need not wait for the names
+                self._forget([w.name for w in batch])
+                self._save()
+            raise
         for d in made:
             record = self._creating().setdefault(d.name, {"at": at})
             record["id"] = d.id

@@ -789,3 +789,13 @@ def test_up_and_down_under_a_long_list_lag(tmp_path):
         assert e.emu.model.account.droplets == {}
     finally:
         e.emu.stop()
+
+
+def test_a_refused_create_leaves_no_record_to_wait_for(env):
+    env.emu.inject(422, 1, method="POST", path="/v2/droplets")
+    with pytest.raises(DigitalOceanError, match="HTTP 422"):
+        env.provider().ensure(wanted())
+    assert "creating" not in env.saved[-1]
+    start = env.ft.clock()
+    env.provider(state=env.saved[-1]).ensure(wanted())
+    assert env.ft.clock() - start < 60                   # no wait for names never made
