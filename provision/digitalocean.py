@@ -138,6 +138,7 @@ class DigitalOceanProvider:
         self._listed: list = []
         self._deleted: set[int] = set()
         self._looked: set[int] = set()   # droplet ids read once by id in this run
+        self._own_turn = 0
 
     @property
     def state(self) -> dict:
@@ -626,37 +627,41 @@ class DigitalOceanProvider:
         lost = [n for n in pending if n not in by_name and n in self._creating()]
         if not ids and not lost:
             return
-        creates, complete, since = self._history(pending, lost=lost)
+        creates, _, since = self._history(pending, lost=lost)
         for d in self._find_lost(lost, progress, creates, since) if lost else []:
             ids[d.id] = d.name
         from .do_api import DigitalOceanNotFound
-        unseen = [i for i in ids if i not in creates][:OWN_ACTIONS_PER_POLL]
+        unseen = sorted(i for i in ids if i not in creates)
+        if unseen:                            # a few a poll, taking turns
+            turn = self._own_turn % len(unseen)
+            unseen = (unseen[turn:] + unseen[:turn])[:OWN_ACTIONS_PER_POLL]
+            self._own_turn += len(unseen)
         for droplet_id in unseen:             # older than the history read, or not in it yet
             try:
                 own = self.api.droplet_actions(droplet_id)
             except DigitalOceanNotFound:
                 continue
-            creates.update({a.resource_id or droplet_id: a for a in own if a.type == "create"})
+            creates.update({droplet_id: a for a in own if a.type == "create"})
         for droplet_id, action in creates.items():
             if droplet_id in self._unlisted and droplet_id in ids and action.status == "completed":
                 d = self._get_droplet(droplet_id)
                 if d is not None:
                     self._unlisted[droplet_id] = d
-        errored = {n: creates[i] for i, n in ids.items()
+        errored = {n: (i, creates[i]) for i, n in ids.items()
                    if i in creates and creates[i].status == "errored"}
         if not errored:
             return
-        for name, action in errored.items():
+        for name, (droplet_id, action) in errored.items():
             self._say(progress, name, f"create action {action.id} errored; destroying the "
                                       "droplet")
-            self.api.delete_droplet(action.resource_id)
-            self._deleted.add(action.resource_id)
-            self._unlisted.pop(action.resource_id, None)
+            self.api.delete_droplet(droplet_id)
+            self._deleted.add(droplet_id)
+            self._unlisted.pop(droplet_id, None)
             self._forget([name])
         self._save()
         others = [n for n in pending if n not in errored]
         detail = "; ".join(f"droplet {n}: create action {a.id} errored at DigitalOcean"
-                           for n, a in errored.items())
+                           for n, (_, a) in errored.items())
         raise SwarmsmithError(
             f"{detail} (destroyed; a re-run creates it again"
             + (f"; still being created: {', '.join(others)}" if others else "") + ")",

@@ -799,3 +799,17 @@ def test_a_refused_create_leaves_no_record_to_wait_for(env):
     start = env.ft.clock()
     env.provider(state=env.saved[-1]).ensure(wanted())
     assert env.ft.clock() - start < 60                   # no wait for names never made
+
+
+def test_errored_create_found_through_the_droplets_own_actions_when_the_history_lags(tmp_path):
+    e = Env(tmp_path, fast=False)
+    try:
+        e.emu.set_list_lag(300, actions=True)
+        e.emu.fail_action("demo-worker-6", after=1)
+        with pytest.raises(SwarmsmithError, match="^droplet demo-worker-6: create action"):
+            e.provider(poll_interval=2).ensure(wanted(1, 7))
+        # five droplets' own actions a poll, taking turns: the eighth is read at the second poll
+        assert e.emu.count("GET", "/v2/droplets/{id}/actions") <= 2 * 5
+        assert e.ft.clock() - 1000 <= 2 * 2
+    finally:
+        e.emu.stop()
