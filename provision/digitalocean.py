@@ -224,10 +224,13 @@ class DigitalOceanProvider:
     def _remove_copies(self, by_name: dict, copies: list, changes: list, progress) -> None:
         """Droplets made twice: the copy by_name holds stays, the others are destroyed (no
         --prune needed: nobody asked for them, and each is billed)."""
+        creating = self._creating()
         for d in copies:
             keep = by_name[d.name]
+            answered = int((creating.get(d.name) or {}).get("id") or 0)
             why = ("in use" if self._in_use().get(d.name) == keep.id
-                   else "active" if keep.ready else "older" if keep.id < d.id else "answered")
+                   else "active" if keep.ready and not d.ready
+                   else "named by a create answer" if keep.id == answered else "older")
             made = next((t.split(":")[-1] for t in d.tags if t.startswith(self.tag + ":run-")),
                         "")
             self._say(progress, d.name, f"made twice: destroying id {d.id}, keeping id {keep.id}")
@@ -290,14 +293,13 @@ class DigitalOceanProvider:
         creating = self._creating()
         floors = [int(creating[n]["floor"]) for n in names if (creating.get(n) or {}).get("floor")]
         sent = [creating[n]["at"] for n in lost if "at" in (creating.get(n) or {})]
+        since = min(sent) - CLOCK_SKEW if sent else None
         history, complete = self.api.recent_actions(
-            back_to_id=min(floors) if floors else None,
-            since=min(sent) - CLOCK_SKEW if sent else None)
+            back_to_id=min(floors) if floors else None, since=since)
         creates = {}
         for a in reversed(history):               # oldest first: a droplet's latest create wins
             if a.type == "create" and a.resource_id is not None:
                 creates[a.resource_id] = a
-        since = min(sent) - CLOCK_SKEW if sent else None
         return creates, complete, since
 
     def _find_lost(self, names: list[str], progress, creates=None, since=None) -> list:
