@@ -813,3 +813,18 @@ def test_errored_create_found_through_the_droplets_own_actions_when_the_history_
         assert e.ft.clock() - 1000 <= 2 * 2
     finally:
         e.emu.stop()
+
+
+def test_ssh_key_listing_limit_waited_out(tmp_path):
+    e = Env(tmp_path, fast=False)                     # 10 GET /v2/account/keys a minute
+    try:
+        api = e.api()
+        for _ in range(10):
+            api.list_ssh_keys()
+        hosts, _ = e.provider().ensure(wanted())
+        assert len(hosts) == 3
+        assert [s for meth, tmpl, _, s in e.emu.log if tmpl == "/v2/account/keys"
+                and meth == "GET"][-2:] == [429, 200]
+        assert 60.0 in e.ft.sleeps                    # what retry-after said, once
+    finally:
+        e.emu.stop()
