@@ -191,6 +191,7 @@ def _up(run: Run) -> UpResult:
             inv["provider_state"] = provider.state
         run.save()
     run.changes += changes
+    run.warnings += getattr(provider, "warnings", [])    # e.g. a cloud account's warning status
     pruned_nodes = run.pruned
     run.pruning = bool(provider.prune)
     if run.pruning:

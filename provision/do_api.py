@@ -4,7 +4,8 @@ The library is used for every call, but it has defects (shared/digitalocean.md) 
 works around in one place:
   1. end_point is not passed on to child objects -> DIGITALOCEAN_END_POINT is set (with its
      trailing slash) while a call runs, before any library object is made.
-  2. create_multiple gives every droplet the first action id -> ids are re-read from the response.
+  2. create_multiple gives every droplet the first action id -> ids are re-read from the response,
+     and an action is tied to its droplet by the action's resource_id, never by position.
   3. no retry, no timeout, the status code is lost, error bodies without "id" raise IndexError
      -> see _install_hook(): we see every HTTP response before the library parses it.
   4./5. Droplet.load() refreshes little and create() fills only ids -> we never rely on droplet
@@ -106,7 +107,8 @@ class DropletInfo:
     public_ip: str | None
     private_ip: str | None
     vpc_uuid: str | None = None
-    action_id: int | None = None
+    action_id: int | None = None         # only where unambiguous: one droplet, one action
+    batch_actions: tuple[int, ...] = ()  # the actions its create answer linked (any order)
 
     @property
     def ready(self) -> bool:
@@ -123,6 +125,30 @@ def droplet_info(networks: dict | list | None, **fields) -> DropletInfo:
         if net.get("type") == "private" and not private:
             private = net.get("ip_address")
     return DropletInfo(public_ip=public, private_ip=private, **fields)
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    id: int
+    status: str                          # in-progress, completed, errored
+    type: str
+    resource_id: int | None
+    started: float | None                # Unix time
+
+
+def _stamp(text) -> float | None:
+    import datetime
+    try:
+        return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def action_info(a: dict) -> ActionInfo:
+    rid = a.get("resource_id")
+    return ActionInfo(id=int(a["id"]), status=str(a.get("status")), type=str(a.get("type")),
+                      resource_id=int(rid) if rid is not None else None,
+                      started=_stamp(a.get("started_at")))
 
 
 def drop_unset(body: dict) -> dict:
@@ -383,6 +409,22 @@ class DOApi:
         import digitalocean
         return digitalocean.Manager(**self._kw())
 
+    def _one_page(self, path: str, page: int = 1, per_page: int = 200, **params) -> dict:
+        """One GET of one page: with `page` given the library does not follow the next links."""
+        from digitalocean.baseapi import BaseAPI
+        return BaseAPI(**self._kw()).get_data(path, params={**params, "page": page,
+                                                            "per_page": per_page})
+
+    # --- account --------------------------------------------------------------------------
+    def get_account(self) -> dict:
+        """droplet_limit, status (active, warning, locked), status_message, email_verified."""
+        return self._call("read the account", lambda: dict(self._one_page("account")["account"]))
+
+    def count_droplets(self) -> int:
+        """How many droplets the account has (all of them, any tag): one request."""
+        return self._call("count the account's droplets", lambda: int(
+            self._one_page("droplets/", per_page=1)["meta"]["total"]))
+
     # --- droplets -------------------------------------------------------------------------
     def list_droplets(self, tag: str, per_page: int = 200) -> list[DropletInfo]:
         """One request per 200 droplets: the whole cluster in one call."""
@@ -429,42 +471,36 @@ class DOApi:
             data = digitalocean.Droplet(**self._kw()).get_data("droplets/", type=POST,
                                                                 params=body)
             made = data.get("droplets") or []
-            # the create response links one action per droplet, in the droplets' order
-            actions = (data.get("links") or {}).get("actions") or []
-            out = []
-            for i, d in enumerate(made):
-                action_id = actions[i].get("id") if len(actions) == len(made) else None
-                out.append(droplet_info(d.get("networks"), id=int(d["id"]), name=d["name"],
-                                        status=d.get("status") or "new",
-                                        locked=bool(d.get("locked")),
-                                        tags=tuple(d.get("tags") or ()),
-                                        vpc_uuid=d.get("vpc_uuid"),
-                                        action_id=int(action_id) if action_id else None))
-            return out
+            # one action per droplet, in no promised order: which droplet an action is about
+            # is its resource_id (recent_actions), so only a lone pair is matched here
+            actions = tuple(int(a["id"]) for a in (data.get("links") or {}).get("actions") or []
+                            if a.get("id"))
+            lone = actions[0] if len(made) == 1 and len(actions) == 1 else None
+            return [droplet_info(d.get("networks"), id=int(d["id"]), name=d["name"],
+                                 status=d.get("status") or "new", locked=bool(d.get("locked")),
+                                 tags=tuple(d.get("tags") or ()), vpc_uuid=d.get("vpc_uuid"),
+                                 action_id=lone, batch_actions=actions)
+                    for d in made]
         return self._call(f"create droplets {', '.join(names)}", fn, idempotent=False)
 
-    def action_statuses(self, action_ids: list[int]) -> dict[int, str]:
-        """Status of each action (in-progress, completed, errored) for as few requests as it
-        takes: the newest 200 actions of the account in one request (where fresh create actions
-        are), then one request per action that was not on that page."""
-        wanted = {int(a) for a in action_ids}
-        if not wanted:
-            return {}
-
-        def page():
-            data = self._manager().get_data("actions", params={"page": 1, "per_page": 200})
-            return {int(a["id"]): str(a.get("status")) for a in data.get("actions") or []
-                    if int(a["id"]) in wanted}
-        found = self._call("list recent actions", page)
-        for action_id in sorted(wanted - set(found)):
-            def one(action_id=action_id):
-                data = self._manager().get_data(f"actions/{action_id}")
-                return str(data["action"].get("status"))
-            try:
-                found[action_id] = self._call(f"get action {action_id}", one)
-            except DigitalOceanNotFound:
-                found[action_id] = "unknown"      # expired from the history: the list decides
-        return found
+    def recent_actions(self, *, back_to_id: int | None = None, since: float | None = None,
+                       max_pages: int = 5) -> tuple[list[ActionInfo], bool]:
+        """The account's action history, newest first, 200 actions a request: one page, or
+        pages until action `back_to_id` and actions started before `since` (Unix time) are
+        reached. Returns (actions, complete): complete is False when `max_pages` ran out first."""
+        out: list[ActionInfo] = []
+        for page in range(1, max_pages + 1):
+            data = self._call("list recent actions", lambda page=page: self._one_page(
+                "actions", page=page))
+            batch = [action_info(a) for a in data.get("actions") or []]
+            out += batch
+            last_page = not batch or not ((data.get("links") or {}).get("pages") or {}).get("next")
+            reached_id = back_to_id is None or any(a.id <= back_to_id for a in batch)
+            reached_time = since is None or any(a.started is not None and a.started < since
+                                                for a in batch)
+            if last_page or (reached_id and reached_time):
+                return out, True
+        return out, False
 
     def delete_droplet(self, droplet_id: int) -> bool:
         """False when it was already gone."""
@@ -476,13 +512,12 @@ class DOApi:
         except DigitalOceanNotFound:
             return False
 
-    def droplet_actions(self, droplet_id: int) -> list[dict]:
-        import digitalocean
-
-        def fn():
-            d = digitalocean.Droplet(id=droplet_id, **self._kw())
-            return [{"id": a.id, "status": a.status, "type": a.type} for a in d.get_actions()]
-        return self._call(f"list actions of droplet {droplet_id}", fn)
+    def droplet_actions(self, droplet_id: int) -> list[ActionInfo]:
+        """The droplet's own actions (one request: the library's get_actions reads each one
+        again by id)."""
+        return self._call(f"list actions of droplet {droplet_id}", lambda: [
+            action_info(a) for a in self._one_page(f"droplets/{droplet_id}/actions/").get(
+                "actions") or []])
 
     # --- tags -----------------------------------------------------------------------------
     def ensure_tag(self, name: str) -> None:
@@ -496,6 +531,9 @@ class DOApi:
             chunk = [str(d) for d in droplet_ids[i:i + 50]]
             self._call(f"tag droplets {tag}",
                        lambda: digitalocean.Tag(name=tag, **self._kw()).add_droplets(chunk))
+
+    def list_tags(self) -> list[str]:
+        return self._call("list tags", lambda: [t.name for t in self._manager().get_all_tags()])
 
     def delete_tag(self, name: str) -> bool:
         import digitalocean

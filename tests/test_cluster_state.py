@@ -275,7 +275,8 @@ def test_digitalocean_managers_are_found_by_tag(tmp_path, monkeypatch):
     from tests.test_do_provider import TOKEN
     ft = FakeTime()
     pub = write_public_key(tmp_path)
-    emu = DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, activation_delay=0).start()
+    emu = DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock,
+                     activation_delay=0).start()
     try:
         monkeypatch.setenv("DIGITALOCEAN_TOKEN", TOKEN)
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", emu.url)

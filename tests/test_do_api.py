@@ -25,7 +25,7 @@ def ft():
 
 @pytest.fixture
 def emu(ft):
-    with DOEmulator(TOKEN, clock=ft.clock) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock) as e:
         yield e
 
 
@@ -43,7 +43,7 @@ def test_429_burst_limit_waits_what_retry_after_says(api, emu, ft):
 
 
 def test_real_burst_limit_retry_after_honoured(ft):
-    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, per_minute_limit=3) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, per_minute_limit=3) as e:
         api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep,
                     wall_clock=ft.clock, burst=100)
         for _ in range(4):
@@ -54,7 +54,7 @@ def test_real_burst_limit_retry_after_honoured(ft):
 
 def test_hourly_budget_exhausted_fails_with_reset_time_without_retrying(ft):
     ft.now = 1_800_000_000.0
-    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, hourly_limit=50) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, hourly_limit=50) as e:
         e.use_budget(49)
         ft.now += 600                                   # the oldest expires in 50 minutes
         api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep,
@@ -73,7 +73,7 @@ def test_hourly_budget_exhausted_fails_with_reset_time_without_retrying(ft):
 
 def test_hourly_budget_reset_close_is_waited_for(ft):
     ft.now = 1_800_000_000.0
-    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, hourly_limit=5) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, hourly_limit=5) as e:
         e.use_budget(5)
         ft.now += 3600 - 30                             # the oldest expires in 30 s
         api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep, wall_clock=ft.clock)
@@ -181,11 +181,18 @@ def test_connection_refused_reads_retried_then_clear(ft):
         api.list_droplets("c")
 
 
-def test_create_multiple_action_ids_are_per_droplet(api, emu):
+def test_create_multiple_actions_are_tied_to_droplets_by_resource_id(api, emu):
+    emu.reverse_create_links()                     # the API promises no order
     made = api.create_droplets(["c-1", "c-2", "c-3"], **CREATE)
-    assert len({d.action_id for d in made}) == 3
+    assert all(d.action_id is None for d in made)  # no guess from positions
+    assert len({d.batch_actions for d in made}) == 1 and len(made[0].batch_actions) == 3
+    history, complete = api.recent_actions(back_to_id=min(made[0].batch_actions))
+    by_droplet = {a.resource_id: a.id for a in history if a.type == "create"}
     for d in made:
-        assert [a["id"] for a in api.droplet_actions(d.id)] == [d.action_id]
+        assert [a.id for a in api.droplet_actions(d.id)] == [by_droplet[d.id]]
+    assert complete and set(by_droplet.values()) == set(made[0].batch_actions)
+    lone = api.create_droplets(["c-4"], **CREATE)[0]
+    assert lone.action_id == lone.batch_actions[0]
 
 
 def test_more_than_ten_names_refused_locally(api, emu):
@@ -224,7 +231,7 @@ def test_throttle_token_bucket(emu, ft):
 
 
 def test_throttle_waits_for_reset_when_budget_nearly_used(ft):
-    with DOEmulator(TOKEN, clock=ft.clock, hourly_limit=12, wall_clock=lambda: 5000.0) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, hourly_limit=12, wall_clock=lambda: 5000.0) as e:
         api = DOApi(TOKEN, end_point=e.url, clock=ft.clock, sleep=ft.sleep, reserve=10,
                     wall_clock=lambda: 5000.0 + 3590, backoff_cap=60)
         api.list_droplets("c")       # remaining 11
@@ -293,13 +300,32 @@ def test_unset_fields_are_left_out_of_request_bodies(api, emu):
     assert [d["image"]["id"] for d in emu.droplets("c")] == [170000001, 190000001]
 
 
-def test_action_statuses_one_request_for_recent_actions_then_one_per_missing(api, emu, ft):
+def test_recent_actions_pages_back_only_as_far_as_asked(api, emu, ft):
     emu.fail_action("c-2", after=1)
     made = api.create_droplets(["c-1", "c-2"], **CREATE)
     ft.sleep(2)
-    ids = [d.action_id for d in made]
-    assert api.action_statuses(ids) == {ids[0]: "completed", ids[1]: "errored"}
-    assert emu.count("GET", "/v2/actions") == 1
-    assert api.action_statuses([ids[0], 999]) == {ids[0]: "completed", 999: "unknown"}
-    assert emu.count("GET", "/v2/actions/{action}") == 1
-    assert api.action_statuses([]) == {}
+    history, complete = api.recent_actions(back_to_id=min(made[0].batch_actions))
+    assert complete and emu.count("GET", "/v2/actions") == 1
+    assert {a.resource_id: a.status for a in history} == {made[0].id: "completed",
+                                                          made[1].id: "errored"}
+    emu.set_account(droplet_limit=1000)
+    for i in range(45):                             # 450 more create actions: three pages
+        api.create_droplets([f"x-{i}-{j}" for j in range(10)], **CREATE)
+    emu.reset_counts()
+    history, complete = api.recent_actions(back_to_id=min(made[0].batch_actions))
+    assert complete and emu.count("GET", "/v2/actions") == 3 and len(history) == 452
+    emu.reset_counts()
+    history, complete = api.recent_actions(back_to_id=1, max_pages=2)
+    assert not complete and emu.count("GET", "/v2/actions") == 2
+    emu.reset_counts()
+    assert len(api.recent_actions()[0]) == 200 and emu.count("GET", "/v2/actions") == 1
+
+
+def test_account_and_droplet_count_one_request_each(api, emu):
+    emu.set_account(droplet_limit=5, status="warning", status_message="payment overdue")
+    api.create_droplets(["c-1", "c-2"], **CREATE)
+    account = api.get_account()
+    assert (account["droplet_limit"], account["status"], account["status_message"],
+            account["email_verified"]) == (5, "warning", "payment overdue", True)
+    assert api.count_droplets() == 2
+    assert emu.count("GET", "/v2/account") == 1 and emu.count("GET", "/v2/droplets") == 1

@@ -19,16 +19,19 @@ def bench():
     return module
 
 
-def test_bench_last_line(bench, capsys):
-    assert bench.main(["--delay", "0.2", "--poll", "0.1"]) == 0
+def test_bench_summary_lines(bench, capsys):
+    assert bench.main(["--sizes", "30,45"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    for line, prefix in ((lines[-2], ""), (lines[-1], "slow: ")):
-        m = re.match(prefix + r"droplets=30 requests=(\d+) create_requests=(\d+) "
-                     r"seconds=(\d+\.\d\d)", line)
+    pattern = (r"droplets=(\d+) requests=(\d+) create_requests=(\d+) "
+               r"simulated_seconds=(\d+\.\d)$")
+    for line, prefix, size in ((lines[-3], "", 30), (lines[-2], "", 45),
+                               (lines[-1], "lost answer: ", 30)):
+        m = re.match(prefix + pattern, line)
         assert m, line
-        requests, creates = int(m.group(1)), int(m.group(2))
-        assert creates == 3                   # 30 names, at most 10 per request, no duplicates
-        assert requests < 30                  # well under one request per droplet
-    assert lines[-1].endswith("list_lag=0.2")
-    assert any(line.startswith("--- 10 droplets") for line in lines)
-    assert any("as slow as the real API" in line for line in lines)
+        droplets, requests, creates, seconds = (int(m.group(1)), int(m.group(2)),
+                                                int(m.group(3)), float(m.group(4)))
+        assert droplets == size
+        assert creates == -(-size // 10)      # at most 10 per request, none sent twice
+        assert requests < 2 * size            # well under two requests per droplet
+        assert 45 <= seconds < 45 + 3 * 5     # active after 45 s, seen within a few polls
+    assert any(line.startswith("--- 30 droplets, the first create answer lost") for line in lines)

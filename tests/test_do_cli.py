@@ -17,7 +17,7 @@ TOKEN = "dop_v1_cli_token_c1c1c1"
 
 @pytest.fixture
 def emu(monkeypatch):
-    with DOEmulator(TOKEN, activation_delay=30) as e:
+    with DOEmulator(TOKEN, fast=True, activation_delay=30) as e:
         monkeypatch.setenv("DIGITALOCEAN_TOKEN", TOKEN)
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
         yield e
@@ -61,3 +61,30 @@ def test_exhausted_hourly_budget_fails_up_with_the_reset_time(tmp_path, emu, cap
     assert "the rate limit of 3 requests an hour is used up; requests are accepted again from " \
         in err
     assert emu.total_requests() == 4                      # three answered, one refused
+
+
+def test_plan_and_up_refuse_droplets_beyond_the_account_limit(tmp_path, emu, capsys):
+    emu.set_account(droplet_limit=5)
+    path = cluster_file(tmp_path)
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    doc.update(managers=3, workers=5)
+    with open(path, "w") as f:
+        yaml.safe_dump(doc, f)
+    for command in ("plan", "up"):
+        assert cli.main([command, path]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1] == (
+            f"swarmsmith: error: {path}: 8 droplet(s) to create, but the DigitalOcean account's "
+            "droplet limit is 5 and it has 0 droplet(s) already (5 free); nothing was created: "
+            "ask DigitalOcean to raise the droplet limit (control panel or support), or ask "
+            "for fewer droplets (managers, workers)")
+    assert {meth for meth, *_ in emu.log} == {"GET"}
+
+
+def test_account_warning_is_shown_by_plan(tmp_path, emu, capsys):
+    emu.set_account(status="warning", status_message="Card expires soon")
+    emu.set_activation_delay(0)
+    path = cluster_file(tmp_path, poll_interval=0.1)
+    assert cli.main(["plan", path]) == 0
+    assert "DigitalOcean account warning: Card expires soon" in capsys.readouterr().out

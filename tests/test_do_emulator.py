@@ -22,7 +22,7 @@ def ft():
 
 @pytest.fixture
 def emu(ft, monkeypatch):
-    with DOEmulator(TOKEN, clock=ft.clock) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock) as e:
         # the library only honours the environment variable (constructor end_point is not
         # passed on to the objects it creates)
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
@@ -159,7 +159,7 @@ def test_rate_limit_headers_stored_by_library(emu, do):
 
 
 def test_real_per_minute_limit(ft, monkeypatch, do):
-    with DOEmulator(TOKEN, clock=ft.clock, per_minute_limit=3) as e:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, per_minute_limit=3) as e:
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
         m = do.Manager(token=TOKEN)
         for _ in range(3):
@@ -318,7 +318,7 @@ def test_custom_host_factory_and_destroyer(monkeypatch, do):
         made.append((name, index))
         return f"127.0.1.{index + 10}", f"127.0.2.{index + 10}"
 
-    with DOEmulator(TOKEN, host_factory=factory, host_destroyer=gone.append) as e:
+    with DOEmulator(TOKEN, fast=True, host_factory=factory, host_destroyer=gone.append) as e:
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
         ds = create3(do, names=["f-1", "f-2"], emu=e)
         assert {d["status"] for d in e.droplets("t")} == {"new"}   # factory still running
@@ -335,7 +335,7 @@ def test_failing_host_factory_leaves_droplet_new_and_action_errored(monkeypatch,
     def factory(name, index):
         raise RuntimeError("no lab")
 
-    with DOEmulator(TOKEN, host_factory=factory, factory_in_background=False) as e:
+    with DOEmulator(TOKEN, fast=True, host_factory=factory, factory_in_background=False) as e:
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", e.url)
         d = create3(do, names=["z-1"], emu=e)[0]
         assert e.droplets()[0]["status"] == "new"

@@ -208,7 +208,7 @@ def test_list_lag_hides_new_droplets_from_lists_only():
 
 def test_errored_action_keeps_droplet_new():
     ft = FakeTime()
-    with DOEmulator(TOKEN, clock=ft.clock) as emu:
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock) as emu:
         emu.fail_action("ok-1", after=2)
         r = requests.post(emu.url + "droplets", json=DROPLET, headers=H, timeout=5).json()
         action = r["links"]["actions"][0]["id"]
@@ -224,7 +224,7 @@ def test_errored_action_keeps_droplet_new():
 
 def test_hourly_budget_and_burst_limit_headers():
     ft = FakeTime(start=1_800_000_000.0)
-    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, hourly_limit=3,
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, hourly_limit=3,
                     per_minute_limit=2) as emu:
         get = lambda: requests.get(emu.url + "droplets", headers=H, timeout=5)
         first = get()
@@ -244,3 +244,174 @@ def test_hourly_budget_and_burst_limit_headers():
         assert hourly.headers["Ratelimit-Reset"] == str(1_800_000_000 + 3600)
         ft.sleep(3600 - 70)                                  # the first request expires
         assert get().status_code == 200
+
+
+# --- the emulator's defaults are the API's ---------------------------------------------------
+def _get(emu, path):
+    return requests.get(emu.url + path, headers=H, timeout=5)
+
+
+def _post(emu, path, body):
+    return requests.post(emu.url + path, json=body, headers=H, timeout=5)
+
+
+def test_defaults_lag_and_limit_as_the_api_and_fast_turns_that_off():
+    from tests.do_emulator.server import (DROPLET_LIMIT, ENDPOINT_LIMITS, PER_MINUTE_LIMIT,
+                                          REALISTIC_LIST_LAG)
+    ft = FakeTime()
+    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock) as emu:
+        assert (emu.model.list_lag, emu.per_minute_limit, emu.endpoint_limits) == (
+            REALISTIC_LIST_LAG, PER_MINUTE_LIMIT, ENDPOINT_LIMITS)
+        assert _get(emu, "account").json()["account"]["droplet_limit"] == DROPLET_LIMIT
+        _post(emu, "droplets", DROPLET)
+        assert _get(emu, "droplets").json()["droplets"] == []      # not listed yet
+        ft.sleep(REALISTIC_LIST_LAG)
+        assert len(_get(emu, "droplets").json()["droplets"]) == 1
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock) as emu:
+        assert (emu.model.list_lag, emu.per_minute_limit, emu.endpoint_limits) == (0, None, {})
+        _post(emu, "droplets", DROPLET)
+        assert len(_get(emu, "droplets").json()["droplets"]) == 1
+        assert all(_get(emu, "account/keys").status_code == 200 for _ in range(12))
+
+
+def test_ten_ssh_key_listings_a_minute():
+    ft = FakeTime(start=1_800_000_000.0)
+    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock) as emu:
+        for _ in range(10):
+            assert _get(emu, "account/keys").status_code == 200
+            ft.sleep(1)
+        refused = _get(emu, "account/keys")
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "50"
+        assert _get(emu, "droplets").status_code == 200            # other endpoints still fine
+        ft.sleep(50)
+        assert _get(emu, "account/keys").status_code == 200
+
+
+def test_droplet_limit_enforced():
+    many = {k: v for k, v in DROPLET.items() if k != "name"}
+    with DOEmulator(TOKEN, fast=True, droplet_limit=3) as emu:
+        assert _post(emu, "droplets", {**many, "names": ["a-1", "a-2"]}).status_code == 202
+        over = _post(emu, "droplets", {**many, "names": ["a-3", "a-4"]})
+        assert over.status_code == 422
+        assert over.json()["message"] == ("creating this/these droplet(s) will exceed your "
+                                          "droplet limit")
+        assert len(emu.droplets()) == 2
+        assert _post(emu, "droplets", {**DROPLET, "name": "a-3"}).status_code == 202
+
+
+def test_tags_are_case_stable():
+    with DOEmulator(TOKEN, fast=True) as emu:
+        assert _post(emu, "tags", {"name": "PROD"}).json()["tag"]["name"] == "PROD"
+        assert _post(emu, "tags", {"name": "prod"}).json()["tag"]["name"] == "PROD"
+        d = _post(emu, "droplets", {**DROPLET, "tags": ["prod"]}).json()["droplet"]
+        assert d["tags"] == ["PROD"]
+        assert [t["name"] for t in _get(emu, "tags").json()["tags"]] == ["PROD"]
+        assert _get(emu, "tags/prod").status_code == 404            # canonical name only
+        assert _get(emu, "tags/PROD").json()["tag"]["resources"]["count"] == 1
+
+
+def test_create_without_region_or_with_a_region_prefix():
+    with DOEmulator(TOKEN, fast=True) as emu:
+        anywhere = {k: v for k, v in DROPLET.items() if k != "region"}
+        assert _post(emu, "droplets", anywhere).json()["droplet"]["region"]["slug"] == "nyc3"
+        prefixed = _post(emu, "droplets", {**DROPLET, "name": "p-1", "region": "ams"})
+        assert prefixed.status_code == 202
+        assert prefixed.json()["droplet"]["region"]["slug"] == "ams3"
+        vpc = emu.default_vpc("lon1")
+        in_vpc = _post(emu, "droplets", {**anywhere, "name": "v-1", "vpc_uuid": vpc})
+        assert in_vpc.json()["droplet"]["region"]["slug"] == "lon1"  # the VPC's region
+        assert _post(emu, "droplets", {**DROPLET, "region": "xyz"}).status_code == 422
+
+
+def test_errored_action_stays_errored_when_its_droplet_is_deleted():
+    ft = FakeTime()
+    with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock) as emu:
+        emu.fail_action("ok-1")
+        r = _post(emu, "droplets", DROPLET).json()
+        link = r["links"]["actions"][0]
+        assert link["href"] == f"{emu.url}actions/{link['id']}"     # a full URI
+        assert requests.delete(emu.url + f"droplets/{r['droplet']['id']}", headers=H,
+                               timeout=5).status_code == 204
+        ft.sleep(5)
+        assert requests.get(link["href"], headers=H, timeout=5).json()["action"]["status"] \
+            == "errored"
+        assert [(a["type"], a["status"]) for a in _get(emu, "actions").json()["actions"]] == [
+            ("destroy", "completed"), ("create", "errored")]
+
+
+# --- every answer carries what the API description requires ----------------------------------
+def test_answer_tables_notice_a_missing_required_field():
+    from tests.do_emulator.schemas import response_problems
+    with DOEmulator(TOKEN, fast=True) as emu:
+        made = _post(emu, "droplets", DROPLET).json()
+        droplet = _get(emu, f"droplets/{made['droplet']['id']}").json()
+        action = _get(emu, f"actions/{made['links']['actions'][0]['id']}").json()
+        assert response_problems("GET", "/v2/droplets/{id}", 200, droplet) == []
+        cut = {"droplet": {k: v for k, v in droplet["droplet"].items() if k != "size"}}
+        assert response_problems("GET", "/v2/droplets/{id}", 200, cut) == [
+            "GET /v2/droplets/{id}: droplet.size: required"]
+        region = dict(droplet["droplet"]["region"], features=None)
+        assert "droplet.region.features: expected an array, got null" in response_problems(
+            "GET", "/v2/droplets/{id}", 200, {"droplet": {**droplet["droplet"],
+                                                          "region": region}})[0]
+        assert response_problems("GET", "/v2/actions/{action}", 200, action) == []
+        no_region = {"action": {k: v for k, v in action["action"].items() if k != "region"}}
+        assert response_problems("GET", "/v2/actions/{action}", 200, no_region) == [
+            "GET /v2/actions/{action}: action.region: required"]
+        relative = {**made, "links": {"actions": [{**made["links"]["actions"][0],
+                                                   "href": "/v2/actions/1"}]}}
+        assert "does not match" in response_problems("POST", "/v2/droplets", 202, relative)[0]
+        net = {"ip_address": "10.0.0.2", "netmask": "255.255.0.0", "type": "private"}
+        assert "gateway: required" in response_problems("GET", "/v2/droplets/{id}", 200, {
+            "droplet": {**droplet["droplet"], "networks": {"v4": [net], "v6": []}}})[0]
+        sizes = _get(emu, "sizes").json()
+        assert response_problems("GET", "/v2/sizes", 200, sizes) == []
+        sizes["sizes"][0].pop("price_hourly")
+        assert response_problems("GET", "/v2/sizes", 200, sizes) == [
+            "GET /v2/sizes: sizes[0].price_hourly: required"]
+        assert response_problems("GET", "/v2/regions", 200, _get(emu, "regions").json()) == []
+
+
+def test_every_answer_in_the_providers_scenarios_carries_the_required_fields(tmp_path):
+    """up (with a lost create answer and droplets made twice), plan, an errored create, a
+    re-run, status listing, down: the emulator with its defaults, every answer checked."""
+    from provision.digitalocean import DigitalOceanProvider
+    from provision.hosts import WantedHost
+    from tests.do_emulator.schemas import response_problems
+    from tests.do_emulator.testing import settings
+    ft = FakeTime()
+    pub = write_public_key(tmp_path)
+    wanted = [WantedHost("sc-manager-1", "manager"), WantedHost("sc-worker-1", "worker"),
+              WantedHost("sc-worker-2", "worker")]
+    with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, activation_delay=30) as emu:
+        saved = []
+
+        def provider(state=None):
+            return DigitalOceanProvider(
+                "sc", settings(pub), state, clock=ft.clock, sleep=ft.sleep, wall_clock=ft.clock,
+                ssh_check=None, on_state=saved.append,
+                env={"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_END_POINT": emu.url})
+        emu.set_list_lag(90, actions=True)
+        emu.fail_next_create(created=3)
+        provider().plan(wanted)
+        provider().ensure(wanted)                      # lost answer, created again, copies
+        emu.set_list_lag(10)
+        emu.fail_action("sc-worker-3")
+        with pytest.raises(Exception, match="errored"):
+            provider(saved[-1]).ensure(wanted + [WantedHost("sc-worker-3", "worker")])
+        provider(saved[-1]).ensure(wanted)
+        emu.set_list_lag(300)                          # a lost answer found by id
+        emu.fail_next_create(created=1)
+        provider(saved[-1]).ensure(wanted + [WantedHost("sc-worker-4", "worker")])
+        provider(saved[-1]).existing()
+        provider(saved[-1]).destroy()
+        seen = {(meth, tmpl) for meth, tmpl, *_ in emu.responses}
+        assert seen >= {("GET", "/v2/account"), ("GET", "/v2/actions"), ("GET", "/v2/droplets"),
+                        ("POST", "/v2/droplets"), ("GET", "/v2/droplets/{id}"),
+                        ("GET", "/v2/droplets/{id}/actions"), ("GET", "/v2/account/keys"),
+                        ("POST", "/v2/firewalls"), ("POST", "/v2/vpcs"), ("GET", "/v2/tags"),
+                        ("DELETE", "/v2/droplets/{id}")}
+        assert any(status == 500 for *_, status, _ in emu.responses)   # the lost answer
+        bad = [(meth, tmpl, p) for meth, tmpl, status, body in emu.responses
+               for p in response_problems(meth, tmpl, status, body)]
+        assert bad == []

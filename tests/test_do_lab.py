@@ -65,7 +65,10 @@ class Env:
         with open(key + ".pub") as f:
             self.public_key = f.read().strip()
         self.labs = LabDroplets(LAB, self.public_key)
-        self.emu = DOEmulator(TOKEN, activation_delay=1.0, host_factory=self.labs.factory,
+        # fast: on the real clock a list lag would only add minutes; lag, limits and lost
+        # answers are covered against the simulated clock in test_do_provider.py
+        self.emu = DOEmulator(TOKEN, fast=True, activation_delay=1.0,
+                              host_factory=self.labs.factory,
                               host_destroyer=self.labs.destroyer).start()
         self.outputs: list[str] = []        # every stdout and stderr, for the token check
         self.write(workers=2)

@@ -25,17 +25,21 @@ POST_DROPLETS = ("POST", "/v2/droplets")
 
 
 class Env:
-    def __init__(self, tmp_path):
+    """`fast`: no list lag and no minute limits (most tests count polls); else the emulator's
+    defaults, as the API behaves."""
+
+    def __init__(self, tmp_path, fast=True, **emulator):
         self.ft = FakeTime()
         self.pub = write_public_key(tmp_path)
-        self.emu = DOEmulator(TOKEN, clock=self.ft.clock, wall_clock=self.ft.clock,
-                              activation_delay=7).start()
+        self.emu = DOEmulator(TOKEN, fast=fast, clock=self.ft.clock, wall_clock=self.ft.clock,
+                              activation_delay=7, **emulator).start()
         self.saved: list[dict] = []
         self.progress: list[tuple[str, str]] = []
 
-    def provider(self, state=None, ssh_check=None, prune=False, api=None, **overrides):
+    def provider(self, state=None, ssh_check=None, prune=False, api=None, run_id=None,
+                 **overrides):
         return DigitalOceanProvider(
-            "demo", settings(self.pub, **overrides), state, api=api,
+            "demo", settings(self.pub, **overrides), state, api=api, run_id=run_id,
             env={"DIGITALOCEAN_TOKEN": TOKEN, "DIGITALOCEAN_END_POINT": self.emu.url},
             clock=self.ft.clock, sleep=self.ft.sleep, wall_clock=self.ft.clock,
             ssh_check=ssh_check, prune=prune, on_state=self.saved.append)
@@ -133,7 +137,7 @@ def test_creates_in_batches_of_ten(env):
 
 
 def test_429_and_500_survived(env):
-    env.emu.inject_429(3)
+    env.emu.inject_429(3, path="/v2/account/keys")
     env.emu.inject_5xx(2, method="GET", path="/v2/droplets")
     env.emu.inject_5xx(1, status=502, body="html", method="GET")
     env.emu.inject_429(1, method="POST", path="/v2/droplets")
@@ -599,3 +603,228 @@ def test_down_after_a_killed_create_waits_for_the_list(env):
     p.destroy()
     assert env.emu.model.account.droplets == {}
     assert "creating" not in p.state
+
+
+# --- the account, read before anything costs money --------------------------------------------
+def test_droplet_limit_refused_by_plan_and_up_before_any_create(tmp_path):
+    e = Env(tmp_path, fast=False, droplet_limit=5)
+    try:
+        for call in (lambda p: p.plan(wanted(3, 5)), lambda p: p.ensure(wanted(3, 5))):
+            with pytest.raises(InputError) as err:
+                call(e.provider())
+            assert err.value.exit_code == EXIT_BAD_INPUT
+            assert str(err.value) == (
+                "8 droplet(s) to create, but the DigitalOcean account's droplet limit is 5 and "
+                "it has 0 droplet(s) already (5 free); nothing was created: ask DigitalOcean to "
+                "raise the droplet limit (control panel or support), or ask for fewer droplets "
+                "(managers, workers)")
+        assert [meth for meth, *_ in e.emu.log if meth != "GET"] == []   # no key, VPC, droplet
+        # droplets the account already has count; those of this cluster need no new slot
+        e.emu.set_account(droplet_limit=9)
+        e.api().create_droplets(["someone-else", "another"], region="fra1", size="s-1vcpu-1gb",
+                                image="ubuntu-24-04-x64", ssh_key_ids=[], tags=["theirs"])
+        e.ft.sleep(10)                                  # listed (and counted) after the lag
+        with pytest.raises(InputError, match=r"limit is 9 and it has 2 droplet\(s\) already "
+                                             r"\(7 free\)"):
+            e.provider().ensure(wanted(3, 5))
+        e.provider().ensure(wanted(3, 4))                                 # 7 fit
+        assert e.provider().plan(wanted(3, 4)) == []                      # and stay fitting
+    finally:
+        e.emu.stop()
+
+
+@pytest.mark.parametrize("account, message", [
+    ({"status": "locked", "status_message": "billing hold"},
+     "the DigitalOcean account is locked (billing hold); nothing was created"),
+    ({"email_verified": False}, "the DigitalOcean account's email address is not verified; "
+                                "nothing was created"),
+])
+def test_locked_account_or_unverified_email_refused_before_anything(env, account, message):
+    env.emu.set_account(**account)
+    for call in (lambda p: p.plan(wanted()), lambda p: p.ensure(wanted())):
+        with pytest.raises(InputError) as err:
+            call(env.provider())
+        assert str(err.value).startswith(message) and err.value.exit_code == EXIT_BAD_INPUT
+    assert {meth for meth, *_ in env.emu.log} == {"GET"}
+
+
+def test_account_warning_is_shown_with_its_message(env):
+    env.emu.set_account(status="warning", status_message="Your payment method expires soon")
+    note = "DigitalOcean account warning: Your payment method expires soon"
+    assert env.provider().plan(wanted())[0] == note
+    p = env.provider()
+    hosts, _ = p.ensure(wanted(), env.note)
+    assert len(hosts) == 3 and p.warnings == [note]
+    assert ("digitalocean", note) in env.progress
+
+
+# --- actions by resource_id, lost answers, droplets made twice ---------------------------------
+def test_actions_in_reverse_order_still_name_the_errored_droplet(env):
+    env.emu.reverse_create_links()
+    env.emu.fail_action("demo-worker-1", after=3)
+    with pytest.raises(SwarmsmithError) as err:
+        env.provider().ensure(wanted(1, 3), env.note)
+    action = next(a.id for a in env.emu.model.account.actions.values()
+                  if a.type == "create" and a.status == "errored")
+    assert str(err.value).startswith(
+        f"droplet demo-worker-1: create action {action} errored at DigitalOcean (destroyed;")
+    assert env.names() == ["demo-manager-1", "demo-worker-2", "demo-worker-3"]
+
+
+def test_lost_answer_plus_errored_droplet_fails_within_one_poll_interval(tmp_path):
+    e = Env(tmp_path, fast=False)                       # lists lag 10 s behind a create
+    try:
+        e.emu.fail_next_create(created=3)               # all made, the answer lost
+        e.emu.fail_action("demo-worker-1")              # its create errors at once
+        p = e.provider(poll_interval=2)
+        start = e.ft.clock()
+        with pytest.raises(SwarmsmithError, match=r"^droplet demo-worker-1: create action \d+ "
+                                                  "errored at DigitalOcean"):
+            p.ensure(wanted(), e.note)
+        assert e.ft.clock() - start <= 2                # one poll, not the 600 s wait
+        assert e.emu.count(*POST_DROPLETS) == 1         # the lost create was not sent again
+        assert sorted(d["name"] for d in e.emu.droplets(lagged=False)) == [
+            "demo-manager-1", "demo-worker-2"]
+        assert any(m.startswith("found by its create action") for n, m in e.progress
+                   if n == "demo-manager-1")
+    finally:
+        e.emu.stop()
+
+
+def _exactly_wanted(emu):
+    names = [d["name"] for d in emu.droplets(lagged=False)]
+    return sorted(names) == ["demo-manager-1", "demo-worker-1", "demo-worker-2"]
+
+
+def test_five_minute_lag_and_a_lost_answer_make_one_droplet_per_name(tmp_path):
+    e = Env(tmp_path, fast=False, list_lag=300)
+    try:
+        e.emu.fail_next_create(created=3)
+        hosts, _ = e.provider().ensure(wanted())
+        assert e.emu.count(*POST_DROPLETS) == 1 and _exactly_wanted(e.emu)
+        assert len(hosts) == 3 and all(h.public_address for h in hosts)
+        assert e.ft.clock() - 1000 < 60                 # no waiting for the list to catch up
+    finally:
+        e.emu.stop()
+
+
+def test_five_minute_lag_everywhere_the_copy_in_the_swarm_is_kept_by_the_next_up(tmp_path):
+    e = Env(tmp_path, fast=False)
+    try:
+        e.emu.set_list_lag(300, actions=True)           # not even the action history shows it
+        e.emu.fail_next_create(created=3)
+        p = e.provider()
+        hosts, _ = p.ensure(wanted())                   # waits list_lag (60 s), creates again
+        assert e.emu.count(*POST_DROPLETS) == 2
+        handed = {h.name: h.public_address for h in hosts}
+        e.ft.sleep(300)                                 # the lost create's droplets show up
+        again = e.provider(state=e.saved[-1])
+        assert sum(" a second copy; destroy " in line for line in again.plan(wanted())) == 3
+        hosts2, changes = again.ensure(wanted(), e.note)
+        assert _exactly_wanted(e.emu)
+        assert {h.name: h.public_address for h in hosts2} == handed   # the ones in the swarm
+        copies = [c for c in changes if "a second copy" in c]
+        assert len(copies) == 3 and all(c.endswith("kept (in use)") for c in copies)
+        assert e.emu.count(*POST_DROPLETS) == 2
+    finally:
+        e.emu.stop()
+
+
+def test_a_copy_that_shows_up_while_waiting_is_removed_at_that_poll(tmp_path):
+    # 90 s of lag (beyond the 60 s window), droplets active after 45 s: the first copies are
+    # listed (and active) while the second ones are still being made
+    e = Env(tmp_path, fast=False)
+    try:
+        e.emu.set_activation_delay(45)
+        e.emu.set_list_lag(90, actions=True)
+        e.emu.fail_next_create(created=3)
+        hosts, changes = e.provider(poll_interval=5).ensure(wanted(), e.note)
+        assert e.emu.count(*POST_DROPLETS) == 2 and _exactly_wanted(e.emu)
+        copies = [c for c in changes if "a second copy" in c]
+        assert len(copies) == 3 and all(c.endswith("kept (active)") for c in copies)
+        assert all(", run-" in c for c in copies)            # which run made the copy
+        assert len(hosts) == 3
+    finally:
+        e.emu.stop()
+
+
+def test_droplets_carry_the_run_tag_and_down_removes_it(env):
+    p = env.provider(run_id="feed1234")
+    p.ensure(wanted())
+    assert {t for d in env.emu.droplets(TAG) for t in d["tags"]} >= {"swarmsmith:demo:run-feed1234"}
+    assert "swarmsmith:demo:run-feed1234" in env.emu.model.account.tags
+    p.destroy()
+    assert not [t for t in env.emu.model.account.tags if t.startswith("swarmsmith:")]
+
+
+def test_limit_reached_during_the_run_names_the_way_out(env):
+    env.emu.set_account(droplet_limit=3)
+
+    class OthersCreateMeanwhile:
+        def __init__(self, api, emu_api):
+            self.api, self.emu_api = api, emu_api
+
+        def __getattr__(self, name):
+            return getattr(self.api, name)
+
+        def create_ssh_key(self, *a, **kw):         # after the account check, before ours
+            self.emu_api.create_droplets(["theirs"], region="fra1", size="s-1vcpu-1gb",
+                                         image="ubuntu-24-04-x64", ssh_key_ids=[], tags=["x"])
+            return self.api.create_ssh_key(*a, **kw)
+
+    p = env.provider(api=OthersCreateMeanwhile(env.api(), env.api()))
+    with pytest.raises(SwarmsmithError) as err:
+        p.ensure(wanted())
+    assert "will exceed your droplet limit (droplets were made in the account since this run " \
+           "checked its limit; ask DigitalOcean to raise the droplet limit" in str(err.value)
+
+
+def test_up_and_down_under_a_long_list_lag(tmp_path):
+    e = Env(tmp_path, fast=False, list_lag=300)
+    try:
+        hosts, _ = e.provider().ensure(wanted())     # active by id, before any list shows them
+        assert len(hosts) == 3 and e.emu.droplets(TAG) == []
+        assert e.emu.count("GET", "/v2/droplets/{id}") == 3          # once each, when active
+        e.provider(state=e.saved[-1]).destroy()      # by the ids recorded as handed out
+        assert e.emu.model.account.droplets == {}
+    finally:
+        e.emu.stop()
+
+
+def test_a_refused_create_leaves_no_record_to_wait_for(env):
+    env.emu.inject(422, 1, method="POST", path="/v2/droplets")
+    with pytest.raises(DigitalOceanError, match="HTTP 422"):
+        env.provider().ensure(wanted())
+    assert "creating" not in env.saved[-1]
+    start = env.ft.clock()
+    env.provider(state=env.saved[-1]).ensure(wanted())
+    assert env.ft.clock() - start < 60                   # no wait for names never made
+
+
+def test_errored_create_found_through_the_droplets_own_actions_when_the_history_lags(tmp_path):
+    e = Env(tmp_path, fast=False)
+    try:
+        e.emu.set_list_lag(300, actions=True)
+        e.emu.fail_action("demo-worker-6", after=1)
+        with pytest.raises(SwarmsmithError, match="^droplet demo-worker-6: create action"):
+            e.provider(poll_interval=2).ensure(wanted(1, 7))
+        # five droplets' own actions a poll, taking turns: the eighth is read at the second poll
+        assert e.emu.count("GET", "/v2/droplets/{id}/actions") <= 2 * 5
+        assert e.ft.clock() - 1000 <= 2 * 2
+    finally:
+        e.emu.stop()
+
+
+def test_ssh_key_listing_limit_waited_out(tmp_path):
+    e = Env(tmp_path, fast=False)                     # 10 GET /v2/account/keys a minute
+    try:
+        api = e.api()
+        for _ in range(10):
+            api.list_ssh_keys()
+        hosts, _ = e.provider().ensure(wanted())
+        assert len(hosts) == 3
+        assert [s for meth, tmpl, _, s in e.emu.log if tmpl == "/v2/account/keys"
+                and meth == "GET"][-2:] == [429, 200]
+        assert 60.0 in e.ft.sleeps                    # what retry-after said, once
+    finally:
+        e.emu.stop()

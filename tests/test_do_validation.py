@@ -19,7 +19,7 @@ TOKEN = "dop_v1_validation_token_5eed"
 
 @pytest.fixture(scope="module")
 def emu():
-    with DOEmulator(TOKEN) as e:
+    with DOEmulator(TOKEN, fast=True) as e:
         yield e
 
 

@@ -15,6 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 REGIONS = {"fra1": "Frankfurt 1", "ams3": "Amsterdam 3", "nyc3": "New York 3", "lon1": "London 1"}
+REGION_FEATURES = ["backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"]
+ANY_REGION = "nyc3"                      # where a create without a region lands
 SIZES = {"s-1vcpu-1gb": (1024, 1, 25), "s-1vcpu-2gb": (2048, 1, 50), "s-2vcpu-4gb": (4096, 2, 80)}
 IMAGES = {"ubuntu-24-04-x64": 170000001, "ubuntu-22-04-x64": 170000002, "debian-12-x64": 170000003}
 PRIVATE_IMAGES = {190000001: "swarm-base-snapshot"}     # addressed by id only, as the API does
@@ -54,6 +56,27 @@ def key_fingerprint(public_key: str) -> str | None:
         return None
     digest = hashlib.md5(blob).hexdigest()
     return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+
+
+def iso_time(stamp: float) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+def region_json(slug: str) -> dict:
+    """A region object with every field the API description marks required."""
+    return {"slug": slug, "name": REGIONS[slug], "features": list(REGION_FEATURES),
+            "available": True, "sizes": list(SIZES)}
+
+
+def size_json(slug: str) -> dict:
+    """A size object with every field the API description marks required."""
+    memory, vcpus, disk = SIZES[slug]
+    monthly = 6.0 * vcpus * memory / 1024
+    return {"slug": slug, "memory": memory, "vcpus": vcpus, "disk": disk, "transfer": 1.0,
+            "price_monthly": monthly, "price_hourly": round(monthly / 672, 5),
+            "regions": list(REGIONS), "available": True, "description": "Basic"}
 
 
 def default_host_factory(droplet_name: str, index: int) -> tuple[str, str]:
@@ -99,6 +122,8 @@ class Action:
     droplet_id: int | None
     region: str
     status: str = "in-progress"          # for create actions derived from the droplet
+    started: float = 0.0                 # wall clock
+    frozen: bool = False                 # the droplet is gone: status no longer derived
 
 
 @dataclass
@@ -106,7 +131,7 @@ class Account:
     droplets: dict[int, Droplet] = field(default_factory=dict)
     actions: dict[int, Action] = field(default_factory=dict)
     keys: dict[int, dict] = field(default_factory=dict)
-    tags: dict[str, None] = field(default_factory=dict)
+    tags: dict[str, None] = field(default_factory=dict)      # canonical capitalisation
     firewalls: dict[str, dict] = field(default_factory=dict)
     vpcs: dict[str, dict] = field(default_factory=dict)
 
@@ -115,12 +140,17 @@ class Model:
     """All state behind one lock. `clock` is the emulator's notion of now (seconds)."""
 
     def __init__(self, *, clock, activation_delay: float, host_factory, host_destroyer,
-                 factory_in_background: bool):
+                 factory_in_background: bool, wall_clock=None):
         self.clock = clock
+        self.wall_clock = wall_clock or clock
         self.activation_delay = activation_delay
         self.activation_delays: dict[str, float] = {}    # per droplet name, overrides the default
         self.action_errors: dict[str, float] = {}        # droplet name -> seconds until it errors
         self.list_lag = 0.0                               # seconds before a new droplet is listed
+        self.actions_lag = False                          # the action history lags the same way
+        self.reverse_create_links = False                 # create answers list actions backwards
+        self.droplet_limit = 25
+        self.base_url = ""                                # http://127.0.0.1:PORT (hrefs)
         self.host_factory = host_factory
         self.host_destroyer = host_destroyer
         self.lock = threading.RLock()
@@ -171,40 +201,47 @@ class Model:
             "image": {"id": image_id, "slug": d.image if public else None, "name": d.image,
                       "distribution": d.image.split("-")[0], "public": public,
                       "regions": list(REGIONS), "type": "base" if public else "snapshot"},
-            "size": {"slug": d.size, "memory": memory, "vcpus": vcpus, "disk": disk},
-            "size_slug": d.size, "networks": networks,
-            "region": {"slug": d.region, "name": REGIONS[d.region], "available": True},
+            "size": size_json(d.size), "size_slug": d.size, "networks": networks,
+            "region": region_json(d.region),
             "tags": list(d.tags), "vpc_uuid": d.vpc_uuid}
 
+    def _action_status(self, a: Action) -> str:
+        if a.frozen or a.type != "create" or a.droplet_id not in self.account.droplets:
+            return a.status
+        d = self.account.droplets[a.droplet_id]
+        now = self.clock()
+        return "errored" if d.errored(now) else ("completed" if d.is_active(now)
+                                                 else "in-progress")
+
     def _action_json(self, a: Action) -> dict:
-        status = a.status
-        completed_at = None
-        if a.type == "create" and a.droplet_id in self.account.droplets:
-            d = self.account.droplets[a.droplet_id]
-            now = self.clock()
-            status = "errored" if d.errored(now) else ("completed" if d.is_active(now)
-                                                       else "in-progress")
-        if status != "in-progress":
-            completed_at = CREATED_AT
-        return {"id": a.id, "status": status, "type": a.type, "started_at": CREATED_AT,
-                "completed_at": completed_at, "resource_id": a.droplet_id,
-                "resource_type": "droplet", "region": {"slug": a.region, "name": REGIONS[a.region]},
-                "region_slug": a.region}
+        status = self._action_status(a)
+        return {"id": a.id, "status": status, "type": a.type, "started_at": iso_time(a.started),
+                "completed_at": None if status == "in-progress" else iso_time(a.started),
+                "resource_id": a.droplet_id, "resource_type": "droplet",
+                "region": region_json(a.region), "region_slug": a.region}
 
     def _tag_json(self, name: str) -> dict:
         count = sum(1 for d in self.account.droplets.values() if name in d.tags)
         return {"name": name, "resources": {"count": count,
                                             "droplets": {"count": count, "last_tagged_uri": ""}}}
 
+    def canonical_tag(self, name: str) -> str:
+        """Tag names are case stable: the capitalisation a tag was first made with is its name
+        from then on (asking for `prod` when `PROD` exists gives `PROD`)."""
+        return next((t for t in self.account.tags if t.lower() == name.lower()), name)
+
     # --- droplets -------------------------------------------------------------------------
-    def list_droplets(self, params: dict) -> list[dict]:
+    def list_droplets(self, params: dict, lag: bool = True) -> list[dict]:
         tag = params.get("tag_name")
         name = params.get("name")
-        visible = self.clock() - self.list_lag
+        visible = self.clock() - (self.list_lag if lag else 0.0)
         return [self._droplet_json(d) for d in sorted(self.account.droplets.values(),
                                                       key=lambda d: d.id)
                 if (not tag or tag in d.tags) and (not name or d.name == name)
                 and d.created <= visible]
+
+    def count_droplets(self) -> int:
+        return len(self.account.droplets)
 
     def get_droplet(self, droplet_id: str):
         d = self.account.droplets.get(_int(droplet_id))
@@ -224,8 +261,10 @@ class Model:
         for n in names:
             if not isinstance(n, str) or not NAME_RE.match(n):
                 return unprocessable(f"Name {n!r} is invalid: only a-z, A-Z, 0-9, . and - are allowed.")
-        if body.get("region") not in REGIONS:
+        region = self._region(body.get("region"), body.get("vpc_uuid"))
+        if region is None:
             return unprocessable("Region is not available.")
+        body = {**body, "region": region}
         if body.get("size") not in SIZES:
             return unprocessable("Size is not available in this region.")
         image = body.get("image")
@@ -244,7 +283,25 @@ class Model:
                 return unprocessable("VPC not found.")
             if v["region"] != body["region"]:
                 return unprocessable("VPC is not in the Droplet's region.")
+        if len(self.account.droplets) + len(names) > self.droplet_limit:
+            return unprocessable("creating this/these droplet(s) will exceed your droplet limit")
         return names, body
+
+    def _region(self, asked, vpc_uuid) -> str | None:
+        """A slug, a slug's prefix (`nyc`: any of that city's regions) or nothing (any region;
+        the VPC's when one is given), as the API description allows."""
+        vpc_region = (self.account.vpcs.get(vpc_uuid) or {}).get("region") if vpc_uuid else None
+        if asked is None:
+            return vpc_region or ANY_REGION
+        if not isinstance(asked, str):
+            return None
+        if asked in REGIONS:
+            return asked
+        matching = sorted(r for r in REGIONS if r.startswith(asked) and re.match(r"^[a-z]{3}$",
+                                                                                  asked))
+        if vpc_region in matching:
+            return vpc_region
+        return matching[0] if matching else None
 
     def create_droplets(self, body: dict, limit: int | None = None):
         """Creates all names (or only the first `limit` of them: the caller fakes a half-failure)."""
@@ -257,7 +314,7 @@ class Model:
         vpc = body.get("vpc_uuid") or self._default_vpc(body["region"])
         features = ["private_networking"] + (["monitoring"] if body.get("monitoring") else []) \
             + (["ipv6"] if body.get("ipv6") else [])
-        tags = list(dict.fromkeys(body.get("tags") or []))
+        tags = list(dict.fromkeys(self.canonical_tag(t) for t in body.get("tags") or []))
         for t in tags:
             self.account.tags.setdefault(t, None)
         created = []
@@ -273,7 +330,8 @@ class Model:
             self._next_action += 1
             self._next_index += 1
             self.account.droplets[d.id] = d
-            self.account.actions[d.action_id] = Action(d.action_id, "create", d.id, d.region)
+            self.account.actions[d.action_id] = Action(d.action_id, "create", d.id, d.region,
+                                                       started=self.wall_clock())
             self._start_factory(d)
             created.append(d)
         return created
@@ -298,8 +356,11 @@ class Model:
             d.addresses = fut
 
     def create_response(self, created: list[Droplet], single: bool) -> tuple[int, dict]:
-        actions = [{"id": d.action_id, "rel": "create", "href": f"/v2/actions/{d.action_id}"}
-                   for d in created]
+        # the API does not promise the actions in the droplets' order
+        actions = [{"id": d.action_id, "rel": "create",
+                    "href": f"{self.base_url}/v2/actions/{d.action_id}"} for d in created]
+        if self.reverse_create_links:
+            actions.reverse()
         if single:
             return 202, {"droplet": self._droplet_json(created[0]), "links": {"actions": actions}}
         return 202, {"droplets": [self._droplet_json(d) for d in created],
@@ -309,6 +370,14 @@ class Model:
         d = self.account.droplets.get(_int(droplet_id))
         if not d:
             return not_found()
+        for a in self.account.actions.values():
+            if a.droplet_id == d.id and not a.frozen:
+                # what the action came to stays in the history (an errored create stays errored)
+                a.status, a.frozen = self._action_status(a), True
+        destroy = Action(self._next_action, "destroy", d.id, d.region, status="completed",
+                         started=self.wall_clock(), frozen=True)
+        self._next_action += 1
+        self.account.actions[destroy.id] = destroy
         del self.account.droplets[d.id]
         self._destroy_host(d)
         return 204, None
@@ -337,9 +406,12 @@ class Model:
         return 200, {"action": self._action_json(a)}
 
     def list_actions(self) -> list[dict]:
-        """Newest first, as the account's action history reads."""
+        """Newest first, as the account's action history reads; with `actions_lag` an action
+        shows up there only `list_lag` seconds after it started (GET by id sees it at once)."""
+        visible = self.wall_clock() - (self.list_lag if self.actions_lag else 0.0)
         return [self._action_json(a) for a in sorted(self.account.actions.values(),
-                                                       key=lambda a: -a.id)]
+                                                       key=lambda a: -a.id)
+                if a.started <= visible]
 
     # --- ssh keys -------------------------------------------------------------------------
     def _find_key(self, ident: str) -> dict | None:
@@ -384,6 +456,7 @@ class Model:
         name = body.get("name")
         if not isinstance(name, str) or not TAG_RE.match(name):
             return unprocessable("Tag name must be letters, digits, '_', ':' and '-'.")
+        name = self.canonical_tag(name)            # `prod` when `PROD` exists is `PROD`
         self.account.tags.setdefault(name, None)   # DigitalOcean answers 201 for an existing tag too
         return 201, {"tag": self._tag_json(name)}
 

@@ -1,6 +1,7 @@
 """Request bodies the emulator accepts, one table per operation, and the answer to a body that
 breaks its table (status code and error shape differ between operations, as DigitalOcean
-publishes them).
+publishes them). Then what each answer must carry (RESPONSES: the fields the API description
+marks required, with their types), which `response_problems` checks against recorded answers.
 
 The rules are our own encoding of the published API description: field types (a field typed as
 a string is not nullable unless marked so), required fields, patterns and size limits. Unknown
@@ -113,9 +114,127 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 
 
+# --- answers -------------------------------------------------------------------------------
+NUM = (int, float)
+REGION = {"name": F(STR, True), "slug": F(STR, True), "features": F(LIST, True, items=F(STR)),
+          "available": F(BOOL, True), "sizes": F(LIST, True, items=F(STR))}
+SIZE = {"slug": F(STR, True), "memory": F(INT, True), "vcpus": F(INT, True),
+        "disk": F(INT, True), "transfer": F(NUM, True), "price_monthly": F(NUM, True),
+        "price_hourly": F(NUM, True), "regions": F(LIST, True, items=F(STR)),
+        "available": F(BOOL, True), "description": F(STR, True)}
+IMAGE = {"id": F(INT), "name": F(STR), "distribution": F(STR), "slug": F(STR, nullable=True),
+         "public": F(BOOL), "regions": F(LIST, items=F(STR)),
+         "type": F(STR, enum=("base", "snapshot", "backup", "custom", "admin"))}
+# The description marks no field of a network required; the library reads all four, and a
+# private network's gateway comes as null (so: present, null allowed).
+NETWORK_V4 = {"ip_address": F(STR, True), "netmask": F(STR, True),
+              "gateway": F(STR, True, nullable=True),
+              "type": F(STR, True, enum=("public", "private"))}
+DROPLET = {
+    "id": F(INT, True), "name": F(STR, True), "memory": F(INT, True), "vcpus": F(INT, True),
+    "disk": F(INT, True), "locked": F(BOOL, True),
+    "status": F(STR, True, enum=("new", "active", "off", "archive")),
+    "kernel": F(DICT, nullable=True), "created_at": F(STR, True),
+    "features": F(LIST, True, items=F(STR)), "backup_ids": F(LIST, True, items=F(INT)),
+    "next_backup_window": F(DICT, True, nullable=True),
+    "snapshot_ids": F(LIST, True, items=F(INT)), "image": F(DICT, True, fields=IMAGE),
+    "volume_ids": F(LIST, True, items=F(STR)), "size": F(DICT, True, fields=SIZE),
+    "size_slug": F(STR, True),
+    "networks": F(DICT, True, fields={"v4": F(LIST, True, items=F(DICT, fields=NETWORK_V4)),
+                                      "v6": F(LIST, True, items=F(DICT))}),
+    "region": F(DICT, True, fields=REGION), "tags": F(LIST, True, items=F(STR)),
+    "vpc_uuid": F(STR)}
+ACTION = {"id": F(INT, True), "status": F(STR, True, enum=("in-progress", "completed",
+                                                            "errored")),
+          "type": F(STR, True), "started_at": F(STR, True),
+          "completed_at": F(STR, True, nullable=True), "resource_id": F(INT, True, nullable=True),
+          "resource_type": F(STR, True), "region": F(DICT, True, fields=REGION),
+          "region_slug": F(STR, True, nullable=True)}
+ACTION_LINK = {"id": F(INT, True), "rel": F(STR, True),
+               "href": F(STR, True, pattern=r"^https?://[^/]+/v2/actions/\d+$")}
+ACCOUNT = {"droplet_limit": F(INT, True), "floating_ip_limit": F(INT, True),
+           "email": F(STR, True), "uuid": F(STR, True), "email_verified": F(BOOL, True),
+           "status": F(STR, True, enum=("active", "warning", "locked")),
+           "status_message": F(STR, True)}
+SSH_KEY = {"id": F(INT, True), "fingerprint": F(STR, True), "public_key": F(STR, True),
+           "name": F(STR, True)}
+TAG = {"name": F(STR, True), "resources": F(DICT, True)}
+FIREWALL_OUT = {"id": F(STR, True), "name": F(STR, True), "status": F(STR, True),
+                "created_at": F(STR, True), "pending_changes": F(LIST, True),
+                "droplet_ids": F(LIST, True, items=F(INT)), "tags": F(LIST, True, items=F(STR)),
+                "inbound_rules": F(LIST, True), "outbound_rules": F(LIST, True)}
+VPC = {"id": F(STR, True), "urn": F(STR, True), "name": F(STR, True),
+       "description": F(STR, True), "region": F(STR, True), "ip_range": F(STR, True),
+       "default": F(BOOL, True), "created_at": F(STR, True)}
+ERROR = {"id": F(STR, True), "message": F(STR, True), "request_id": F(STR)}
+
+
+def _one(key: str, model: dict) -> dict:
+    return {key: F(DICT, True, fields=model)}
+
+
+def _listing(key: str, model: dict) -> dict:
+    return {key: F(LIST, True, items=F(DICT, fields=model)), "links": F(DICT, True),
+            "meta": F(DICT, True, fields={"total": F(INT, True)})}
+
+
+CREATED_LINKS = {"links": F(DICT, True, fields={
+    "actions": F(LIST, True, items=F(DICT, fields=ACTION_LINK))})}
+
+# (method, template) -> the fields of a successful answer (a list: any one of them fits)
+RESPONSES: dict[tuple[str, str], list[dict]] = {
+    ("GET", "/v2/account"): [_one("account", ACCOUNT)],
+    ("GET", "/v2/account/keys"): [_listing("ssh_keys", SSH_KEY)],
+    ("POST", "/v2/account/keys"): [_one("ssh_key", SSH_KEY)],
+    ("GET", "/v2/account/keys/{key}"): [_one("ssh_key", SSH_KEY)],
+    ("GET", "/v2/droplets"): [_listing("droplets", DROPLET)],
+    ("POST", "/v2/droplets"): [{**_one("droplet", DROPLET), **CREATED_LINKS},
+                               {"droplets": F(LIST, True, items=F(DICT, fields=DROPLET)),
+                                **CREATED_LINKS}],
+    ("GET", "/v2/droplets/{id}"): [_one("droplet", DROPLET)],
+    ("GET", "/v2/droplets/{id}/actions"): [_listing("actions", ACTION)],
+    ("GET", "/v2/droplets/{id}/actions/{action}"): [_one("action", ACTION)],
+    ("GET", "/v2/actions"): [_listing("actions", ACTION)],
+    ("GET", "/v2/actions/{action}"): [_one("action", ACTION)],
+    ("GET", "/v2/tags"): [_listing("tags", TAG)],
+    ("POST", "/v2/tags"): [_one("tag", TAG)],
+    ("GET", "/v2/tags/{tag}"): [_one("tag", TAG)],
+    ("GET", "/v2/firewalls"): [_listing("firewalls", FIREWALL_OUT)],
+    ("POST", "/v2/firewalls"): [_one("firewall", FIREWALL_OUT)],
+    ("GET", "/v2/firewalls/{fw}"): [_one("firewall", FIREWALL_OUT)],
+    ("PUT", "/v2/firewalls/{fw}"): [_one("firewall", FIREWALL_OUT)],
+    ("GET", "/v2/vpcs"): [_listing("vpcs", VPC)],
+    ("POST", "/v2/vpcs"): [_one("vpc", VPC)],
+    ("GET", "/v2/vpcs/{vpc}"): [_one("vpc", VPC)],
+    ("GET", "/v2/regions"): [_listing("regions", REGION)],
+    ("GET", "/v2/sizes"): [_listing("sizes", SIZE)],
+}
+
+
+def response_problems(method: str, template: str, status: int, body) -> list[str]:
+    """What a recorded answer lacks (empty list: nothing). 204 has no body; errors carry
+    {id, message} (or the tags API's {error, messages, root_causes})."""
+    if status == 204:
+        return [] if body is None else ["204 with a body"]
+    if status >= 400:
+        if isinstance(body, dict) and {"error", "messages", "root_causes"} <= set(body):
+            return []
+        if not isinstance(body, dict):
+            return [f"{status}: the error body is not JSON"]
+        found = _check_fields(body, ERROR)
+        return [f"{status}: {found}"] if found else []
+    shapes = RESPONSES.get((method, template))
+    if shapes is None:
+        return [f"{method} {template}: no answer table"]
+    if not isinstance(body, dict):
+        return [f"{method} {template}: the body is not a JSON object"]
+    found = [_check_fields(body, shape) for shape in shapes]
+    return [] if "" in found else [f"{method} {template}: {found[0]}"]
+
+
 def _type_name(types: tuple) -> str:
     names = {str: "a string", int: "an integer", bool: "true or false", list: "an array",
-             dict: "an object"}
+             dict: "an object", float: "a number"}
     return " or ".join(names[t] for t in types)
 
 
@@ -206,5 +325,5 @@ ERROR_IDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "no
              409: "conflict", 422: "unprocessable_entity", 429: "too_many_requests",
              500: "server_error"}
 
-__all__ = ["F", "OPERATIONS", "Operation", "USER_DATA_MAX", "error_body", "nulls", "problem",
-           "problems"]
+__all__ = ["F", "OPERATIONS", "Operation", "RESPONSES", "USER_DATA_MAX", "error_body", "nulls",
+           "problem", "problems", "response_problems"]

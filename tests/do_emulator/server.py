@@ -23,6 +23,17 @@ from . import schemas
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 200
 
+# How the API behaves by default (DigitalOcean's published limits; the lag is our assumption of
+# what an eventually consistent list shows): `DOEmulator(fast=True)` turns lag and the minute
+# limits off for unit tests that count polls.
+REALISTIC_LIST_LAG = 10.0               # seconds before a new droplet shows up in lists
+PER_MINUTE_LIMIT = 250
+HOURLY_LIMIT = 5000
+# endpoints with a tighter limit of their own: (method, template) -> (requests, seconds)
+ENDPOINT_LIMITS = {("GET", "/v2/account/keys"): (10, 60)}
+DROPLET_LIMIT = 25                      # a new account's limit is often 10 to 25
+_UNSET = object()
+
 
 @dataclass
 class Fault:
@@ -110,34 +121,51 @@ class DOEmulator:
     droplet turns active once it returns and the activation delay has passed).
     """
 
-    def __init__(self, token: str = "emulator-token", *, activation_delay: float = 0.0,
-                 host_factory=None, host_destroyer=None, factory_in_background: bool | None = None,
-                 clock=time.monotonic, wall_clock=time.time, hourly_limit: int = 5000,
-                 per_minute_limit: int | None = None, list_lag: float = 0.0):
-        """`hourly_limit`, `per_minute_limit`: DigitalOcean's budgets (5,000 an hour, 250 a
-        minute; the minute limit is off unless given). `list_lag`: seconds after its create
-        before a droplet shows up in droplet lists (the API promises 202 "accepted", not that a
-        list sees the droplet at once); GET by id sees it at once."""
+    def __init__(self, token: str = "emulator-token", *, fast: bool = False,
+                 activation_delay: float = 0.0, host_factory=None, host_destroyer=None,
+                 factory_in_background: bool | None = None, clock=time.monotonic,
+                 wall_clock=time.time, hourly_limit: int = HOURLY_LIMIT,
+                 per_minute_limit=_UNSET, list_lag=_UNSET, endpoint_limits=_UNSET,
+                 droplet_limit: int = DROPLET_LIMIT, account_status: str = "active",
+                 status_message: str = "", email_verified: bool = True):
+        """By default as the API behaves: `hourly_limit` and `per_minute_limit` (5,000 an hour,
+        250 a minute), `endpoint_limits` (10 GET /v2/account/keys a minute), `list_lag` (seconds
+        after its create before a droplet shows up in droplet lists: the API promises 202
+        "accepted", not that a list sees the droplet at once; GET by id sees it at once) and
+        `droplet_limit` (a create beyond it is refused). `fast=True` turns the lag and the
+        minute limits off (any of them can still be given). The account's `status` ("active",
+        "warning", "locked"), `status_message` and `email_verified` are what GET /v2/account
+        answers."""
         self._token = token
         self.wall_clock = wall_clock
         self.hourly_limit = hourly_limit
-        self.per_minute_limit = per_minute_limit
+        self.per_minute_limit = (None if fast else PER_MINUTE_LIMIT) \
+            if per_minute_limit is _UNSET else per_minute_limit
+        self.endpoint_limits = dict({} if fast else ENDPOINT_LIMITS) \
+            if endpoint_limits is _UNSET else dict(endpoint_limits or {})
+        self.account = {"status": account_status, "status_message": status_message,
+                        "email_verified": email_verified}
         if factory_in_background is None:
             factory_in_background = host_factory is not None
         self.model = m.Model(clock=clock, activation_delay=activation_delay,
                              host_factory=host_factory or m.default_host_factory,
                              host_destroyer=host_destroyer,
-                             factory_in_background=factory_in_background)
-        self.model.list_lag = list_lag
+                             factory_in_background=factory_in_background, wall_clock=wall_clock)
+        self.model.list_lag = (0.0 if fast else REALISTIC_LIST_LAG) if list_lag is _UNSET \
+            else float(list_lag)
+        self.model.droplet_limit = droplet_limit
         self.counts: Counter = Counter()
         self.log: list[tuple[str, str, dict, int]] = []     # (method, template, query, status)
         self.bodies: list[tuple[str, str, object]] = []     # (method, template, JSON body)
+        # (method, template, status, JSON body or None) of every answer, for the schema tests
+        self.responses: list[tuple[str, str, int, object]] = []
         self.faults: list[Fault] = []
         self.create_failures: list[CreateFailure] = []
         # wall times of the requests that count: each one counts for an hour (a minute for the
         # burst limit) from when it was made, as DigitalOcean documents its limits
         self._hour: deque = deque()
         self._minute: deque = deque()
+        self._endpoint: dict[tuple[str, str], deque] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -149,6 +177,7 @@ class DOEmulator:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="do-emulator", daemon=True)
         self._thread.start()
+        self.model.base_url = f"http://127.0.0.1:{self.port}"
         return self
 
     def stop(self) -> None:
@@ -197,9 +226,25 @@ class DOEmulator:
         with self.model.lock:
             return self.model._default_vpc(region)
 
-    def set_list_lag(self, seconds: float) -> None:
+    def set_list_lag(self, seconds: float, *, actions: bool = False) -> None:
+        """New droplets show up in lists `seconds` after their create; with `actions` their
+        create actions show up in the account's action history that late too."""
         with self.model.lock:
             self.model.list_lag = seconds
+            self.model.actions_lag = actions
+
+    def reverse_create_links(self, on: bool = True) -> None:
+        """Create answers list their actions in the reverse of the droplets' order (the API
+        promises no order)."""
+        with self.model.lock:
+            self.model.reverse_create_links = on
+
+    def set_account(self, **fields) -> None:
+        """droplet_limit, status, status_message, email_verified of GET /v2/account."""
+        with self.model.lock:
+            if "droplet_limit" in fields:
+                self.model.droplet_limit = fields.pop("droplet_limit")
+            self.account.update(fields)
 
     def use_budget(self, requests: int) -> None:
         """Count `requests` made now against the hourly budget (a run that started late)."""
@@ -241,9 +286,10 @@ class DOEmulator:
             self.counts.clear()
             self.log.clear()
 
-    def droplets(self, tag: str | None = None) -> list[dict]:
+    def droplets(self, tag: str | None = None, *, lagged: bool = True) -> list[dict]:
+        """What a droplet list shows now (`lagged=False`: every droplet that exists)."""
         with self.model.lock:
-            return self.model.list_droplets({"tag_name": tag} if tag else {})
+            return self.model.list_droplets({"tag_name": tag} if tag else {}, lag=lagged)
 
     @property
     def errors(self) -> list[str]:
@@ -260,6 +306,7 @@ class DOEmulator:
             status, body, extra, delay = self._dispatch(method, split.path, template, handler,
                                                         args, query, headers, body_bytes)
             self.log.append((method, template, query, status))
+            self.responses.append((method, template, status, body))
             extra = {**self._ratelimit_headers(), **extra}
         return status, body, extra, delay
 
@@ -275,7 +322,7 @@ class DOEmulator:
             if fault.status:
                 return (*self._fault_body(fault), {}, fault.delay)
         delay = fault.delay if fault else 0.0
-        refused = self._admit()
+        refused = self._admit(method, template)
         if refused is not None:
             return (*self._too_many(), refused, delay)
         if handler is None:
@@ -320,15 +367,25 @@ class DOEmulator:
         while self._minute and self._minute[0] <= now - 60:
             self._minute.popleft()
 
-    def _admit(self) -> dict | None:
+    def _admit(self, method: str, template: str) -> dict | None:
         """None when the request may run (and now counts), else the 429's headers: hourly
-        budget used up -> no retry-after (wait for ratelimit-reset); burst limit -> retry-after."""
+        budget used up -> no retry-after (wait for ratelimit-reset); burst limit or an
+        endpoint's own limit -> retry-after."""
         now = self.wall_clock()
         self._expire(now)
         if len(self._hour) >= self.hourly_limit:
             return self._limited_headers(None)
         if self.per_minute_limit and len(self._minute) >= self.per_minute_limit:
             return self._limited_headers(max(1, math.ceil(self._minute[0] + 60 - now)))
+        own = self.endpoint_limits.get((method, template))
+        if own:
+            count, seconds = own
+            recent = self._endpoint.setdefault((method, template), deque())
+            while recent and recent[0] <= now - seconds:
+                recent.popleft()
+            if len(recent) >= count:
+                return self._limited_headers(max(1, math.ceil(recent[0] + seconds - now)))
+            recent.append(now)
         self._hour.append(now)
         self._minute.append(now)
         return None
@@ -371,10 +428,11 @@ class DOEmulator:
 
     # --- handlers: (args, query, body, path) -> (status, payload) ----------------------------
     def _h_account(self, a, q, b, p):
-        return 200, {"account": {"droplet_limit": 100, "floating_ip_limit": 10,
-                                 "volume_limit": 100, "email": "lab@example.com",
+        return 200, {"account": {"droplet_limit": self.model.droplet_limit,
+                                 "floating_ip_limit": 10, "volume_limit": 100,
+                                 "email": "lab@example.com", "name": "Lab",
                                  "uuid": "b6fr89dbf6d9156cace5f3c78dc9851d957381ef",
-                                 "email_verified": True, "status": "active", "status_message": ""}}
+                                 **self.account}}
 
     def _h_list_keys(self, a, q, b, p):
         return self._page("ssh_keys", self.model.list_keys(), q, p)
@@ -404,7 +462,7 @@ class DOEmulator:
         tag = q.get("tag_name")
         if not tag:
             return m.unprocessable("tag_name is required")
-        for d in self.model.list_droplets({"tag_name": tag}):
+        for d in self.model.list_droplets({"tag_name": tag}, lag=False):
             self.model.delete_droplet(str(d["id"]))
         return 204, None
 
@@ -488,15 +546,10 @@ class DOEmulator:
         return self.model.delete_vpc(a[0])
 
     def _h_list_regions(self, a, q, b, p):
-        regions = [{"slug": s, "name": n, "available": True, "sizes": list(m.SIZES),
-                    "features": ["private_networking", "monitoring"]} for s, n in m.REGIONS.items()]
-        return self._page("regions", regions, q, p)
+        return self._page("regions", [m.region_json(s) for s in m.REGIONS], q, p)
 
     def _h_list_sizes(self, a, q, b, p):
-        sizes = [{"slug": s, "memory": mem, "vcpus": c, "disk": d, "available": True,
-                  "regions": list(m.REGIONS), "price_monthly": 6.0 * c, "transfer": 1.0}
-                 for s, (mem, c, d) in m.SIZES.items()]
-        return self._page("sizes", sizes, q, p)
+        return self._page("sizes", [m.size_json(s) for s in m.SIZES], q, p)
 
     def _h_list_images(self, a, q, b, p):
         images = [{"id": i, "slug": s, "name": s, "distribution": s.split("-")[0], "public": True,
