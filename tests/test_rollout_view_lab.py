@@ -81,6 +81,7 @@ def test_log_lines_updated_rises_while_running_stays_and_the_wait_is_named(lab):
     p = run_cli(*lab.deploy_args(2), timeout=400)
     assert p.returncode == 0, p.stderr + p.stdout
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("[") and "rv_web:" in ln]
+    print("\n".join(lines))            # shown with -s: what a CI log of this update reads
     counts = [tuple(map(int, m.groups())) for m in map(COUNTS.search, lines) if m]
     assert counts, p.stderr
     updated = [u for u, _ in counts]
@@ -125,6 +126,7 @@ def test_live_view_in_a_terminal_shows_bar_counts_and_the_wait(lab):
                   and "waiting for" in r]
         assert during, "\n".join(seen[-20:]) + "\n---\n" + screen
         row = during[len(during) // 2]
+        print("\n".join(dict.fromkeys(seen)))     # shown with -s: the rows the screen showed
         assert re.search(r"\u2501*\u2500+ [0-3]/4", row)                 # the bar, not full
         assert re.search(r"updating +\d+\.\d s +waiting for (task rv_web\.\d (stopping|"
                          r"preparing|starting|pending|assigned|accepted|ready)|update delay 2s"

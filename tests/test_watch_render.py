@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 
@@ -128,3 +129,24 @@ def test_watch_modules_import_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=__file__.rsplit("/tests/", 1)[0], check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_json_lines_are_the_plain_lines_events_with_the_same_fields():
+    reports = [_report(seconds=1.0, waiting="update delay 2s (2s left)", waiting_key="delay:t1"),
+               _report(seconds=1.5, waiting="update delay 2s (1s left)", waiting_key="delay:t1"),
+               _report(Outcome.FAILED, seconds=2.0)]
+    plain, js = io.StringIO(), io.StringIO()
+    show_plain, show_json = PlainRenderer(plain), progress_renderer(js, as_json=True)
+    for r in reports:
+        show_plain(r)
+        show_json(r)
+    events = [json.loads(ln) for ln in js.getvalue().splitlines()]
+    assert len(events) == 2 == len([ln for ln in plain.getvalue().splitlines()
+                                    if not ln.startswith("    |")])
+    first, last = events
+    assert first["event"] == "watch" and first["stack"] == "st" and first["name"] == "st_web"
+    assert (first["updated"], first["running"], first["desired"], first["phase"]) == \
+        (2, 3, 4, "updating")
+    assert first["waiting"] == "update delay 2s (2s left)" and first["outcome"] is None
+    assert last["outcome"] == "failed" and last["reason"] == "task exited with code 1"
+    assert last["seconds"] == 2.0 and last["waiting"] == ""

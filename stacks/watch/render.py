@@ -51,7 +51,9 @@ class PlainRenderer:
     def __exit__(self, *exc):
         return None
 
-    def __call__(self, report: WatchReport) -> None:
+    def due(self, report: WatchReport) -> list[ServiceReport]:
+        """The services to show now: changed, or unchanged for `every` seconds and not done."""
+        out = []
         for s in report.services:
             key = (s.updated, s.running, s.desired, s.phase, s.waiting_key, s.outcome)
             shown = self.last.get(s.service_id)
@@ -59,6 +61,11 @@ class PlainRenderer:
                     and (s.finished or report.seconds - shown[1] < self.every):
                 continue
             self.last[s.service_id] = (key, report.seconds)
+            out.append(s)
+        return out
+
+    def __call__(self, report: WatchReport) -> None:
+        for s in self.due(report):
             line = f"[{elapsed(s.seconds):>8}] {s.name}: {s.progress_text()}"
             if s.outcome:
                 line += f" -> {s.outcome} after {elapsed(s.seconds)}"
@@ -70,6 +77,18 @@ class PlainRenderer:
             if s.outcome:
                 for ln in s.log_tail:
                     print(f"    | {ln}", file=self.stream)
+        self.stream.flush()
+
+
+class JsonLinesRenderer(PlainRenderer):
+    """`--json`: the same events as the plain lines, one JSON object each (the report's
+    fields for that service, and the stack), for a program that follows a run."""
+
+    def __call__(self, report: WatchReport) -> None:
+        import json
+        for s in self.due(report):
+            print(json.dumps({"event": "watch", "stack": report.stack, **s.to_dict()}),
+                  file=self.stream)
         self.stream.flush()
 
 
@@ -141,6 +160,8 @@ class RichRenderer:
             self.live.update(self._table())
 
 
-def progress_renderer(stream, *, force_plain: bool = False):
+def progress_renderer(stream, *, force_plain: bool = False, as_json: bool = False):
+    if as_json:
+        return JsonLinesRenderer(stream)
     isatty = getattr(stream, "isatty", lambda: False)()
     return RichRenderer(stream) if isatty and not force_plain else PlainRenderer(stream)
