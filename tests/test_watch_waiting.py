@@ -60,6 +60,16 @@ def case_two_stopping():
     return s, tasks, Seen(stopping={"old1": NOW, "old2": NOW})
 
 
+def case_stopping_before_port_pending():
+    # stop-first with a host-mode port: the new task is unschedulable until the old one stops
+    s = _svc()
+    tasks = [_old(s, 1, desired="shutdown", grace=10),
+             _new(s, 1, "pending", "ready", node="",
+                  err="no suitable node (host-mode port already in use on 4 nodes)"),
+             _old(s, 2), _old(s, 3), _old(s, 4)]
+    return s, tasks, Seen(stopping={"old1": NOW - 4})
+
+
 def case_start_first_old_stopping_is_no_wait():
     # start-first moves on once the new task runs; the old one stops on its own time
     s = _svc(order="start-first")
@@ -149,6 +159,8 @@ CASES = [
     (case_stopping_default_grace_over, 0, "task st_web.1 stopping (grace period 10s, being killed)",
      "stopping:old1"),
     (case_two_stopping, 0, "task st_web.1 stopping (grace period 2s, 2s left) (+1 more)",
+     "stopping:old1"),
+    (case_stopping_before_port_pending, 0, "task st_web.1 stopping (grace period 10s, 6s left)",
      "stopping:old1"),
     (case_start_first_old_stopping_is_no_wait, 1, "task st_web.2 preparing (image, networks, "
                                                   "mounts)", "starting:new2"),
@@ -254,3 +266,25 @@ def test_rolling_update_lines_updated_rises_running_stays_and_waits_are_named():
     # the same poll cost as before: two listings per poll
     assert api.calls["services"] == api.calls["tasks"] == report.polls
     assert "nodes" not in api.calls
+
+
+def test_a_task_pending_while_the_old_one_stops_is_not_failed_for_it():
+    """stop-first, host-mode port: the new task is "no suitable node" for the old task's whole
+    grace period (30 s here) and a little after; the 15 s bound counts from the stop."""
+    port = "no suitable node (host-mode port already in use on 4 nodes)"
+
+    def poll(old_stopping):
+        s = _svc()
+        old = _old(s, 1, desired="shutdown", grace=30) if old_stopping \
+            else _old(s, 1, "shutdown", "shutdown")
+        return [s], [old, _new(s, 1, "pending", "ready", node="", err=port),
+                     _old(s, 2), _old(s, 3), _old(s, 4)]
+
+    clock = FakeClock()
+    script = [poll(True)] * 60 + [poll(False)]           # 30 s stopping at 0.5 s a poll
+    report = watch_stack(FakeSwarm(script), STACK,
+                         policy=WatchPolicy(timeout=120, poll_max_early=0.5),
+                         clock=clock, sleep=clock.sleep)
+    (r,) = report.services
+    assert r.outcome.value == "failed" and r.reason == port
+    assert 30 + 15 <= r.seconds < 30 + 17

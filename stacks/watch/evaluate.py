@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from stacks.watch import task_reasons as tr
 from stacks.watch.outcomes import Outcome
-from stacks.watch.waiting import IN_PROGRESS, Seen, Wait, phase, rollout_config, waiting_for
+from stacks.watch.waiting import (IN_PROGRESS, Seen, Wait, is_stopping, phase, rollout_config,
+                                  waiting_for)
 
 PAUSED = frozenset({"paused", "rollback_paused"})
 _MSG_TASK_RE = re.compile(r"task (\w{10,})\b")
@@ -190,10 +191,14 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
             track.rejected.add(t["ID"])
         elif tr.state(t) == "failed":
             track.failed_by_slot.setdefault(_slot_key(t, mode), set()).add(t["ID"])
+    # While a task of the service is stopping, a new one pending on "no suitable node" waits
+    # for it (stop-first with a host-mode port: the old container holds the port for up to
+    # its grace period), so the unschedulable bound counts from when nothing is stopping.
+    stopping = any(is_stopping(t) for t in tasks)
     for t in live:
-        if tr.is_unschedulable(t):
+        if tr.is_unschedulable(t) and not stopping:
             track.unschedulable_since.setdefault(t["ID"], now)
-    still = {t["ID"] for t in live if tr.is_unschedulable(t)}
+    still = set() if stopping else {t["ID"] for t in live if tr.is_unschedulable(t)}
     track.unschedulable_since = {k: v for k, v in track.unschedulable_since.items() if k in still}
 
     updated, desired = _counts(service, mode, cur, live)

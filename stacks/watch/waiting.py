@@ -62,7 +62,7 @@ class Seen:
         for t in tasks:
             if tr.state(t) == "running" and tr.is_live(t):
                 self.running.setdefault(t["ID"], now)
-            if _stopping(t):
+            if is_stopping(t):
                 self.stopping.setdefault(t["ID"], now)
         # task history is capped and the watch may run long: forget tasks swarm dropped
         self.running = {k: v for k, v in self.running.items() if k in ids}
@@ -105,7 +105,8 @@ def grace_period(task: dict) -> float:
     return ns / _NS if ns is not None else _DEFAULT_GRACE_S
 
 
-def _stopping(task: dict) -> bool:
+def is_stopping(task: dict) -> bool:
+    """Swarm told the task to stop and its container is still up."""
     return not tr.is_live(task) and tr.state(task) in _CONTAINER_UP
 
 
@@ -148,13 +149,9 @@ def waiting_for(service: dict, tasks: list[dict], current_ids: set[str], seen: S
     live_cur = sorted((t for t in tasks if t.get("ID") in current_ids and tr.is_live(t)),
                       key=_order)
 
-    pending = [t for t in live_cur if tr.is_unschedulable(t)]
-    if pending:
-        t = pending[0]
-        return Wait(f"{task_name(service, t)} pending: {tr.describe(t)}{_more(pending)}",
-                    f"pending:{t['ID']}")
-    # stop-first: the new task of a slot starts only once the old one has stopped
-    stopping = sorted((t for t in tasks if _stopping(t)), key=_order)
+    # stop-first: the new task of a slot starts only once the old one has stopped (until
+    # then a host-mode port keeps it pending on "no suitable node": that is not the cause)
+    stopping = sorted((t for t in tasks if is_stopping(t)), key=_order)
     if stopping and in_update and order == "stop-first":
         t = stopping[0]
         grace = grace_period(t)
@@ -162,6 +159,11 @@ def waiting_for(service: dict, tasks: list[dict], current_ids: set[str], seen: S
         tail = f", {left}s left" if left else ", being killed"
         return Wait(f"task {task_name(service, t)} stopping (grace period "
                     f"{duration(grace)}{tail}){_more(stopping)}", f"stopping:{t['ID']}")
+    pending = [t for t in live_cur if tr.is_unschedulable(t)]
+    if pending:
+        t = pending[0]
+        return Wait(f"{task_name(service, t)} pending: {tr.describe(t)}{_more(pending)}",
+                    f"pending:{t['ID']}")
     coming = [t for t in live_cur if tr.state(t) in _COMING]
     if coming:
         t = coming[0]
