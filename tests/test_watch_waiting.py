@@ -156,7 +156,7 @@ def case_job():
 
 CASES = [
     (case_stopping, 1, "task st_web.2 stopping (grace period 10s, 7s left)", "stopping:old2"),
-    (case_stopping_default_grace_over, 0, "task st_web.1 stopping (grace period 10s, being killed)",
+    (case_stopping_default_grace_over, 0, "task st_web.1 stopping (grace period 10s, 2s over)",
      "stopping:old1"),
     (case_two_stopping, 0, "task st_web.1 stopping (grace period 2s, 2s left) (+1 more)",
      "stopping:old1"),
@@ -288,3 +288,18 @@ def test_a_task_pending_while_the_old_one_stops_is_not_failed_for_it():
     (r,) = report.services
     assert r.outcome.value == "failed" and r.reason == port
     assert 30 + 15 <= r.seconds < 30 + 17
+
+
+def test_while_the_old_task_stops_its_port_is_no_problem_to_report():
+    port = "no suitable node (host-mode port already in use on 4 nodes)"
+    s = _svc()
+    tasks = [_old(s, 1, desired="shutdown", grace=10),
+             _new(s, 1, "pending", "ready", node="", err=port), _old(s, 2), _old(s, 3), _old(s, 4)]
+    clock = FakeClock()
+    seen = []
+    watch_stack(FakeSwarm([([s], tasks)]), STACK, policy=WatchPolicy(timeout=3),
+                clock=clock, sleep=clock.sleep,
+                on_progress=lambda rep: seen.append((rep.services[0].waiting,
+                                                     rep.services[0].reason)))
+    waiting, reason = seen[0]
+    assert waiting == "task st_web.1 stopping (grace period 10s, 10s left)" and reason == ""

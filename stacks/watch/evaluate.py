@@ -209,7 +209,8 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
                 phase=phase(service),
                 waiting=waiting_for(service, tasks, cur_ids, track.seen, now, updated, desired))
     bad_cur = [t for t in cur if tr.state(t) in tr.BAD_STATES]
-    hint_task = _latest([t for t in live if tr.is_unschedulable(t)]) or _latest(bad_cur)
+    hint_task = _latest([t for t in live if tr.is_unschedulable(t) and not stopping]) \
+        or _latest(bad_cur)
     if hint_task is not None:
         v.reason, v.task_id = tr.describe(hint_task), hint_task.get("ID")
 

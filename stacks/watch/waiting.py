@@ -155,8 +155,11 @@ def waiting_for(service: dict, tasks: list[dict], current_ids: set[str], seen: S
     if stopping and in_update and order == "stop-first":
         t = stopping[0]
         grace = grace_period(t)
-        left = _left(grace, seen.stopping.get(t["ID"], now), now)
-        tail = f", {left}s left" if left else ", being killed"
+        since = seen.stopping.get(t["ID"], now)
+        left = _left(grace, since, now)
+        # past the grace period the engine kills the container; the task's state follows
+        # when its node reports it
+        tail = f", {left}s left" if left else f", {int(now - since - grace)}s over"
         return Wait(f"task {task_name(service, t)} stopping (grace period "
                     f"{duration(grace)}{tail}){_more(stopping)}", f"stopping:{t['ID']}")
     pending = [t for t in live_cur if tr.is_unschedulable(t)]
