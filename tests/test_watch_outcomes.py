@@ -345,3 +345,11 @@ def test_rollback_is_reported_once_the_old_spec_runs_at_full_strength():
     assert web.outcome == Outcome.ROLLED_BACK
     assert (web.running, web.desired) == (3, 3)
     assert report.polls >= 3
+
+
+def test_job_counts_completed_as_updated_and_running_apart():
+    seen = []
+    api, clock, report = run(replicated_job(), on_progress=lambda rep: seen.append(
+        (rep.services[0].updated, rep.services[0].running)))
+    assert seen == [(0, 1), (1, 1), (2, 0)]
+    assert report.services[0].progress_text() == "completed 2/2, running 0"
