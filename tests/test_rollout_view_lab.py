@@ -75,10 +75,16 @@ class Lab:
                 "240", STACK]
 
 
-def test_log_lines_updated_rises_while_running_stays_and_the_wait_is_named(lab):
+@pytest.fixture(scope="module")
+def app(lab):
+    """The stack at its first release: each test then rolls it to a release of its own."""
     first = run_cli(*lab.deploy_args(1))
     assert first.returncode == 0, first.stderr + first.stdout
-    p = run_cli(*lab.deploy_args(2), timeout=400)
+    return lab
+
+
+def test_log_lines_updated_rises_while_running_stays_and_the_wait_is_named(app):
+    p = run_cli(*app.deploy_args(2), timeout=400)
     assert p.returncode == 0, p.stderr + p.stdout
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("[") and "rv_web:" in ln]
     print("\n".join(lines))            # shown with -s: what a CI log of this update reads
@@ -106,11 +112,11 @@ def _screen(sock: str) -> str:
                           capture_output=True, text=True, timeout=10).stdout
 
 
-def test_live_view_in_a_terminal_shows_bar_counts_and_the_wait(lab):
+def test_live_view_in_a_terminal_shows_bar_counts_and_the_wait(app):
     """The deploy runs in a real terminal (tmux); the screen is read while the update rolls."""
     assert shutil.which("tmux"), "tmux missing: scripts/setup.sh installs it"
     sock = f"swsm-{CLUSTER}-{os.getpid()}"
-    command = " ".join([sys.executable, os.path.join(REPO, "cli.py"), *lab.deploy_args(3)])
+    command = " ".join([sys.executable, os.path.join(REPO, "cli.py"), *app.deploy_args(3)])
     # the pane outlives the deploy so the final screen and the exit code can be read
     subprocess.run(["tmux", "-L", sock, "-u", "new-session", "-d", "-s", "view", "-x", "150",
                     "-y", "40", f"cd {REPO} && {command}; echo EXIT=$?; sleep 600"],
