@@ -1,4 +1,5 @@
-"""Show watch progress: a live table on a terminal, plain lines otherwise.
+"""Show watch progress: a live table on a terminal, plain lines otherwise, JSON lines for
+`--json` (docs/rollouts.md shows each column and phrase).
 
 Renderers are progress callbacks for watch_stack(on_progress=...) and know
 nothing about swarm; they write to the stream they are given (the command line
