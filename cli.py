@@ -109,7 +109,8 @@ def cmd_lab_ls(args) -> int:
 
 class _Renderer:
     """The `on_progress` callback of every command: host steps and the watch table on stderr,
-    the plan and applied steps on stdout; with --json only warnings (stderr)."""
+    the plan and applied steps on stdout; with --json only warnings and the watch's JSON lines
+    (stderr)."""
 
     def __init__(self, as_json: bool = False):
         self.as_json = as_json
@@ -143,7 +144,9 @@ class _Renderer:
         elif isinstance(event, Notice):
             self._line(event.message)
         elif self.as_json:
-            return
+            from stacks import events as ev
+            if isinstance(event, (ev.WatchStarted, ev.WatchProgress, ev.WatchFinished)):
+                self._stack_event(event)       # the watch as JSON lines on stderr
         elif isinstance(event, HostProgress):
             self._host_line(event.host, event.message)
         else:
@@ -180,7 +183,7 @@ class _Renderer:
             self.transfer(event.host, event.phase, event.done, event.total)
         elif isinstance(event, ev.WatchStarted):
             from stacks.watch.render import progress_renderer
-            self.watch = progress_renderer(sys.stderr)
+            self.watch = progress_renderer(sys.stderr, as_json=self.as_json)
             self.show = self.watch.__enter__()
         elif isinstance(event, ev.WatchProgress) and self.watch is not None:
             self.show(event.report)

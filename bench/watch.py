@@ -1,7 +1,7 @@
 """Watching a rollout: a docker-stack-wait-style polling loop against swarmsmith's watcher.
 
 The same update (3 replicas, a new environment value, the same update_config)
-is applied and watched both ways, in the same run, on one lab cluster `rb1`:
+is applied and watched both ways, in the same run, on one lab cluster (`rb1`, or --name):
 
 - baseline: `swarmsmith deploy --detach` applies the update, then a shell loop on
   the manager polls the way docker-stack-wait does it: per service, in series,
@@ -19,7 +19,7 @@ is compared with swarmsmith's whole deploy (process start to exit) as well.
 Prints the times, the ratios, and whether each was right (the update had
 completed when it said so).  Needs root; makes and removes the cluster.
 
-    python bench/watch.py [--rounds 3] [--interval 5] [--keep]
+    python bench/watch.py [--rounds 3] [--interval 5] [--name rb1] [--keep]
 """
 from __future__ import annotations
 
@@ -87,15 +87,15 @@ def must(p: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProce
 
 
 class Bench:
-    def __init__(self, workdir: str, interval: float):
-        self.dir, self.interval = workdir, interval
+    def __init__(self, workdir: str, interval: float, name: str = CLUSTER):
+        self.dir, self.interval, self.name = workdir, interval, name
         self.cluster = os.path.join(workdir, "swarmsmith.yml")
         self.compose = os.path.join(workdir, "stack.yml")
         self.release = 0
 
     def up(self) -> None:
         with open(self.cluster, "w") as f:
-            f.write(f"name: {CLUSTER}\nprovider: lab\nmanagers: 1\nworkers: 2\n")
+            f.write(f"name: {self.name}\nprovider: lab\nmanagers: 1\nworkers: 2\n")
         must(cli("up", self.cluster), "swarmsmith up")
         must(cli("image-load", self.cluster), "swarmsmith image-load")
         from provision.dockerapi import inventory_hosts
@@ -162,13 +162,15 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--interval", type=float, default=5.0,
                     help="the polling loop's sleep (docker-stack-wait's -s)")
+    ap.add_argument("--name", default=CLUSTER,
+                    help="the lab cluster's name (two benches at once need two names)")
     ap.add_argument("--keep", action="store_true", help="leave the cluster up")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/watch.py needs root (lab hosts)")
     work = tempfile.mkdtemp(prefix="swsm-bench-watch-")
-    b = Bench(work, args.interval)
+    b = Bench(work, args.interval, args.name)
     rows = []
     try:
         b.up()

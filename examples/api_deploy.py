@@ -50,7 +50,8 @@ def show_progress(event) -> None:
         c = event.plan.counts()
         line = f"plan: {c['create']} to create, {c['update']} to update, {c['remove']} to remove"
     elif isinstance(event, events.WatchProgress):
-        line = "watch: " + ", ".join(f"{s.name} {s.running}/{s.desired}"
+        line = "watch: " + ", ".join(f"{s.name} {s.progress_text()}"
+                                     + (f" (waiting for {s.waiting})" if s.waiting else "")
                                      for s in event.report.services)
     elif isinstance(event, (events.OperationWarning, events.Notice)):
         line = f"note: {event.message}"

@@ -652,7 +652,7 @@ def test_no_changes_does_not_hide_a_paused_update(files):
     api.script = [{"st_web": (None, 1)}]
     code, out = deploy(api, f, detach=False)
     assert code == 10, out
-    assert "not settled, watching too: st_web (paused, 1/2 running" in out
+    assert "not settled, watching too: st_web (paused, updated 1/2, running 1/2" in out
     assert "no changes" not in out
 
 
@@ -665,7 +665,7 @@ def test_no_changes_watches_an_update_in_flight_to_its_end(files):
     api.script = [{"st_web": (None, 1)}, {"st_web": (None, 1)}, {"st_web": ("completed", 2)},
                   {"st_web": (None, 2)}]
     code, out = deploy(api, f, detach=False)
-    assert code == 0 and "not settled, watching too: st_web (updating, 1/2" in out
+    assert code == 0 and "not settled, watching too: st_web (updating, updated 1/2" in out
     assert "converged" in out and api.task_calls >= 3
 
 

@@ -15,7 +15,8 @@ OLD, NEW = "app:1", "app:2"
 def _update(states_new, update, *, old_running=0, **kw):
     """Service web updated from OLD to NEW: old tasks still running, new tasks in states_new."""
     s = svc("web", image=NEW, previous_image=OLD, update=update, **kw)
-    tasks = [task(s, i + 1, "running", image=OLD) for i in range(old_running)]
+    # slots 1.. are updated first; the old tasks run in the slots after them
+    tasks = [task(s, len(states_new) + i + 1, "running", image=OLD) for i in range(old_running)]
     tasks += [task(s, i + 1, st) for i, st in enumerate(states_new)]
     return [s], tasks
 
@@ -123,7 +124,7 @@ CASES = [
     ("insufficient resources", insufficient_resources(), {}, Outcome.FAILED,
      "no suitable node (insufficient resources on 3 nodes)", 10, 20),
     ("missing image", missing_image(), {}, Outcome.FAILED, "No such image: app:404", 10, 30),
-    ("timeout", stuck_two_of_three(), {}, Outcome.TIMED_OUT, "timed out after 120 s (2/3", 12, 120),
+    ("timeout", stuck_two_of_three(), {}, Outcome.TIMED_OUT, "timed out after 120.0 s (updated 2/3, running 2/3), waiting for task st_web.3 preparing", 12, 120),
     ("replicated job", replicated_job(), {}, Outcome.DONE, "", 0, 30),
     ("global service", global_service(), {}, Outcome.CONVERGED, "", 0, 30),
     ("paused update", paused_update(), {}, Outcome.PAUSED, "update paused: No such image: app:2", 10, 5),
@@ -157,14 +158,14 @@ def test_converges_only_when_new_tasks_run_and_update_completed():
     api, clock, report = run(converge_after_update())
     assert api.poll == 4  # five polls: not before UpdateStatus completed
     (r,) = report.services
-    assert (r.running, r.desired, r.update_state) == (3, 3, "completed")
+    assert (r.updated, r.running, r.desired, r.update_state) == (3, 3, 3, "completed")
 
 
 def test_old_spec_tasks_never_count_before_update_starts():
     # only the first poll repeats: 3 old tasks running, UpdateStatus reset to nothing
     api, clock, report = run(converge_after_update()[:1], policy=WatchPolicy(timeout=10))
     (r,) = report.services
-    assert r.outcome is Outcome.TIMED_OUT and r.running == 0
+    assert r.outcome is Outcome.TIMED_OUT and r.updated == 0 and r.running == 3
 
 
 def test_rollback_report_names_task_error_and_log_lines():
@@ -272,11 +273,11 @@ def test_service_removed_during_watch_is_failed():
 def test_progress_callback_sees_every_poll():
     seen = []
     run(converge_after_update(),
-        on_progress=lambda rep: seen.append([(s.running, s.desired, s.update_state)
+        on_progress=lambda rep: seen.append([(s.updated, s.running, s.desired, s.update_state)
                                              for s in rep.services]))
-    assert seen[0] == [(0, 3, None)]
-    assert seen[2] == [(2, 3, "updating")]
-    assert seen[-1] == [(3, 3, "completed")]
+    assert seen[0] == [(0, 3, 3, None)]
+    assert seen[2] == [(2, 3, 3, "updating")]
+    assert seen[-1] == [(3, 3, 3, "completed")]
 
 
 def test_job_that_keeps_failing_stops_as_failed():
@@ -344,3 +345,11 @@ def test_rollback_is_reported_once_the_old_spec_runs_at_full_strength():
     assert web.outcome == Outcome.ROLLED_BACK
     assert (web.running, web.desired) == (3, 3)
     assert report.polls >= 3
+
+
+def test_job_counts_completed_as_updated_and_running_apart():
+    seen = []
+    api, clock, report = run(replicated_job(), on_progress=lambda rep: seen.append(
+        (rep.services[0].updated, rep.services[0].running)))
+    assert seen == [(0, 1), (1, 1), (2, 0)]
+    assert report.services[0].progress_text() == "completed 2/2, running 0"

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 from stacks.watch import task_reasons as tr
 from stacks.watch.outcomes import Outcome
+from stacks.watch.waiting import (IN_PROGRESS, Seen, Wait, is_stopping, phase, rollout_config,
+                                  waiting_for)
 
-IN_PROGRESS = frozenset({"updating", "rollback_started"})
 PAUSED = frozenset({"paused", "rollback_paused"})
 _MSG_TASK_RE = re.compile(r"task (\w{10,})\b")
-_DEFAULT_MONITOR_S = 5.0
 
 
 @dataclass
@@ -66,14 +66,18 @@ class Track:
     no_live_since: float | None = None
     message_task: str | None = None  # task id named in UpdateStatus.Message
     manual_rollback: bool = False    # UpdateStatus said "manually requested rollback"
+    seen: Seen = field(default_factory=Seen)
 
 
 @dataclass
 class Verdict:
     mode: str
-    running: int
+    updated: int                # slots (global: nodes) running the current spec; jobs: completed
+    running: int                # slots (nodes) with a running task of any spec
     desired: int
     update_state: str | None
+    phase: str = ""
+    waiting: Wait | None = None  # what swarm waits for now (None when finished or nothing)
     outcome: Outcome | None = None
     reason: str = ""
     task_id: str | None = None  # the task the reason came from
@@ -132,11 +136,8 @@ def current_tasks(service: dict, tasks: list[dict]) -> list[dict]:
     return wanted
 
 
-def _stall_bound(service: dict, state: str | None, policy: WatchPolicy) -> float:
-    spec = service.get("Spec") or {}
-    cfg = spec.get("RollbackConfig" if state == "rollback_started" else "UpdateConfig") or {}
-    delay = (cfg.get("Delay") or 0) / 1e9
-    monitor = (cfg.get("Monitor") or 0) / 1e9 or _DEFAULT_MONITOR_S
+def _stall_bound(service: dict, policy: WatchPolicy) -> float:
+    delay, monitor, _ = rollout_config(service)
     return policy.stall_after + delay + monitor
 
 
@@ -190,16 +191,26 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
             track.rejected.add(t["ID"])
         elif tr.state(t) == "failed":
             track.failed_by_slot.setdefault(_slot_key(t, mode), set()).add(t["ID"])
+    # While a task of the service is stopping, a new one pending on "no suitable node" waits
+    # for it (stop-first with a host-mode port: the old container holds the port for up to
+    # its grace period), so the unschedulable bound counts from when nothing is stopping.
+    stopping = any(is_stopping(t) for t in tasks)
     for t in live:
-        if tr.is_unschedulable(t):
+        if tr.is_unschedulable(t) and not stopping:
             track.unschedulable_since.setdefault(t["ID"], now)
-    still = {t["ID"] for t in live if tr.is_unschedulable(t)}
+    still = set() if stopping else {t["ID"] for t in live if tr.is_unschedulable(t)}
     track.unschedulable_since = {k: v for k, v in track.unschedulable_since.items() if k in still}
 
-    running, desired = _counts(service, mode, cur, live)
-    v = Verdict(mode, running, desired, ustate)
+    updated, desired = _counts(service, mode, cur, live)
+    live_any = [t for t in tasks if tr.is_live(t)
+                and (ready_nodes is None or not t.get("NodeID") or t.get("NodeID") in ready_nodes)]
+    track.seen.note(tasks, now)
+    v = Verdict(mode, updated, _running_any(mode, live_any, cur), desired, ustate,
+                phase=phase(service),
+                waiting=waiting_for(service, tasks, cur_ids, track.seen, now, updated, desired))
     bad_cur = [t for t in cur if tr.state(t) in tr.BAD_STATES]
-    hint_task = _latest([t for t in live if tr.is_unschedulable(t)]) or _latest(bad_cur)
+    hint_task = _latest([t for t in live if tr.is_unschedulable(t) and not stopping]) \
+        or _latest(bad_cur)
     if hint_task is not None:
         v.reason, v.task_id = tr.describe(hint_task), hint_task.get("ID")
 
@@ -214,7 +225,7 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
     # A rollback is this run's outcome only once the previous spec runs at full strength again:
     # swarm reports rollback_completed while the last rolled-back task may still be starting.
     rolled_back = ustate == "rollback_completed" and not ignore_rollback
-    if rolled_back and (mode.endswith("job") or running >= desired):
+    if rolled_back and (mode.endswith("job") or updated >= desired):
         if track.manual_rollback:
             v.outcome, v.reason, v.task_id = Outcome.ROLLED_BACK, "rolled back on request", None
             return v
@@ -231,10 +242,10 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
                      and tr.state(t) == "running"
                      and (ready_nodes is None or t.get("NodeID") in ready_nodes)]
     if mode.endswith("job"):
-        if desired > 0 and running >= desired or desired == 0 and not cur and settled:
+        if desired > 0 and updated >= desired or desired == 0 and not cur and settled:
             v.outcome, v.reason, v.task_id = Outcome.DONE, "", None
             return v
-    elif not in_update and running == desired and not stale_running \
+    elif not in_update and updated == desired and not stale_running \
             and (desired > 0 or mode == "replicated" or settled):
         v.outcome, v.reason, v.task_id = Outcome.CONVERGED, "", None
         return v
@@ -244,12 +255,12 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
         if now - since >= policy.unschedulable_after:
             t = next(t for t in live if t["ID"] == tid)
             return _failed(v, tr.describe(t), tid)
-    if in_update and now - track.last_change >= _stall_bound(service, ustate, policy):
+    if in_update and now - track.last_change >= _stall_bound(service, policy):
         quiet = int(now - track.last_change)
         extra = f"; {v.reason}" if v.reason else ""
         return _failed(v, f"update stuck in '{ustate}' with no task progress for {quiet} s{extra}",
                        v.task_id)
-    if in_update and running == 0 and len(track.rejected) >= policy.max_rejections_in_update:
+    if in_update and updated == 0 and len(track.rejected) >= policy.max_rejections_in_update:
         # failure_action continue (or a high max_failure_ratio): swarm keeps making tasks
         # that the nodes reject ("No such image"); this never resolves by itself
         t = _latest([t for t in tasks if t.get("ID") in track.rejected]) or hint_task
@@ -278,6 +289,15 @@ def evaluate(service: dict, tasks: list[dict], track: Track, now: float,
 def _failed(v: Verdict, reason: str, task_id: str | None) -> Verdict:
     v.outcome, v.reason, v.task_id = Outcome.FAILED, reason, task_id
     return v
+
+
+def _running_any(mode: str, live_any: list[dict], cur: list[dict]) -> int:
+    """Running tasks of any spec, one per slot (global: per node), so a start-first overlap
+    of an old and a new task in one slot counts once; jobs: running tasks of this run."""
+    if mode.endswith("job"):
+        return sum(1 for t in cur if tr.state(t) == "running" and tr.is_live(t))
+    key = "Slot" if mode == "replicated" else "NodeID"
+    return len({t.get(key) for t in live_any if tr.state(t) == "running"})
 
 
 def _counts(service: dict, mode: str, cur: list[dict], live: list[dict]) -> tuple[int, int]:

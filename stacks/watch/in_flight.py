@@ -37,7 +37,8 @@ def unsettled(api, stack: str, names: Iterable[str], *, policy: WatchPolicy | No
                      ignore_rollback=True)
         if v.outcome in (Outcome.CONVERGED, Outcome.DONE):
             continue
-        state = v.update_state or "no update"
-        out.append((s["Spec"]["Name"], f"{state}, {v.running}/{v.desired} running"
+        state = v.phase or "no update"
+        out.append((s["Spec"]["Name"], f"{state}, updated {v.updated}/{v.desired}, "
+                                       f"running {v.running}/{v.desired}"
                                        + (f": {v.reason}" if v.reason else "")))
     return out

@@ -43,6 +43,12 @@ def worst_exit_code(codes) -> int:
     return max(codes, key=lambda c: _SEVERITY.get(c, 3), default=EXIT_OK)
 
 
+def elapsed(seconds: float) -> str:
+    """Every time the watch shows (summary, table, log lines) goes through here: one clock
+    (the watch's), one rounding."""
+    return f"{seconds:.1f} s"
+
+
 @dataclass
 class ServiceReport:
     """What the watcher knows about one service; final once `outcome` is set."""
@@ -50,9 +56,13 @@ class ServiceReport:
     name: str
     service_id: str
     mode: str = "replicated"           # replicated, global, replicated-job, global-job
-    running: int = 0                   # jobs: tasks completed
+    updated: int = 0                   # slots running the current spec; jobs: tasks completed
+    running: int = 0                   # slots with a running task of any spec
     desired: int = 0                   # jobs: completions wanted
     update_state: str | None = None    # UpdateStatus.State, None when absent
+    phase: str = ""                    # update_state in words: updating, rolling back, ...
+    waiting: str = ""                  # what swarm waits for now, in words
+    waiting_key: str = ""              # the same without ticking numbers (for "changed?")
     outcome: Outcome | None = None
     reason: str = ""
     log_tail: list[str] = field(default_factory=list)
@@ -64,20 +74,25 @@ class ServiceReport:
         return self.outcome is not None
 
     def progress_text(self) -> str:
-        noun = "completed" if self.mode.endswith("job") else "running"
-        text = f"{self.running}/{self.desired} {noun}"
-        if self.update_state:
-            text += f", update {self.update_state}"
-        return text
+        """`updated 2/4, running 3/4, updating`: tasks on the current spec and running tasks
+        of any spec, apart (an update's old tasks serve while the new ones come)."""
+        if self.mode.endswith("job"):
+            text = f"completed {self.updated}/{self.desired}, running {self.running}"
+        else:
+            text = f"updated {self.updated}/{self.desired}, running {self.running}/{self.desired}"
+        return f"{text}, {self.phase}" if self.phase else text
 
     def to_dict(self) -> dict:
         return {
             "name": self.name,
             "mode": self.mode,
             "outcome": str(self.outcome) if self.outcome else None,
+            "updated": self.updated,
             "running": self.running,
             "desired": self.desired,
             "update_state": self.update_state,
+            "phase": self.phase,
+            "waiting": self.waiting,
             "reason": self.reason,
             "log_tail": list(self.log_tail),
             "seconds": round(self.seconds, 2),
@@ -109,7 +124,7 @@ class WatchReport:
 
     def summary(self) -> str:
         """One plain paragraph for the terminal and for error messages."""
-        lines = [f"stack {self.stack}: exit {self.exit_code} after {self.seconds:.1f} s"]
+        lines = [f"stack {self.stack}: exit {self.exit_code} after {elapsed(self.seconds)}"]
         for s in self.services:
             line = f"  {s.name}: {s.outcome or 'unknown'} ({s.progress_text()})"
             if s.reason:

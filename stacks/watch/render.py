@@ -1,4 +1,5 @@
-"""Show watch progress: a live table on a terminal, plain lines otherwise.
+"""Show watch progress: a live table on a terminal, plain lines otherwise, JSON lines for
+`--json` (docs/rollouts.md shows each column and phrase).
 
 Renderers are progress callbacks for watch_stack(on_progress=...) and know
 nothing about swarm; they write to the stream they are given (the command line
@@ -9,25 +10,41 @@ gives stderr).  Use as a context manager:
 """
 from __future__ import annotations
 
-import time
-
-from stacks.watch.outcomes import ServiceReport, WatchReport
+from stacks.watch.outcomes import ServiceReport, WatchReport, elapsed
 
 _STYLE = {"converged": "green", "done": "green", "rolled_back": "yellow",
           "paused": "red", "failed": "red", "timed_out": "red"}
+HEARTBEAT = 5.0      # seconds without a line before the plain renderer says it still waits
 
 
-def _state_text(s: ServiceReport) -> str:
-    return str(s.outcome) if s.outcome else "waiting"
+def now_text(s: ServiceReport) -> str:
+    """The last column: the outcome's reason once finished, else what swarm waits for (and a
+    task problem seen on the way, when that is something else)."""
+    if s.finished:
+        return s.reason
+    parts = [f"waiting for {s.waiting}"] if s.waiting else []
+    if s.reason and s.reason not in s.waiting:
+        parts.append(s.reason)
+    return "; ".join(parts)
+
+
+def bar_text(done: int, total: int, width: int = 16, ascii_only: bool = False) -> tuple[str, str]:
+    """(filled, rest) of a bar of `width` cells for done/total: two different characters, so
+    the bar reads the same without colours (a log, a screen capture)."""
+    full = width if total <= 0 else min(width, round(width * done / total))
+    on, off = ("#", "-") if ascii_only else ("\u2501", "\u2500")
+    return on * full, off * (width - full)
 
 
 class PlainRenderer:
-    """One line per service whenever its counts, update state or outcome change."""
+    """Log lines: one per service when its counts, phase, what it waits for or its outcome
+    change, and again after `every` seconds without one (what it still waits for, with the
+    seconds left), so a log is never silent for long.  Times are the watch's (`elapsed`)."""
 
-    def __init__(self, stream, clock=time.strftime):
+    def __init__(self, stream, every: float = HEARTBEAT):
         self.stream = stream
-        self.clock = clock
-        self.last: dict[str, tuple] = {}
+        self.every = every
+        self.last: dict[str, tuple] = {}     # service id -> (what was shown, when)
 
     def __enter__(self):
         return self
@@ -35,17 +52,28 @@ class PlainRenderer:
     def __exit__(self, *exc):
         return None
 
-    def __call__(self, report: WatchReport) -> None:
+    def due(self, report: WatchReport) -> list[ServiceReport]:
+        """The services to show now: changed, or unchanged for `every` seconds and not done."""
+        out = []
         for s in report.services:
-            key = (s.running, s.desired, s.update_state, s.outcome)
-            if self.last.get(s.service_id) == key:
+            key = (s.updated, s.running, s.desired, s.phase, s.waiting_key, s.outcome)
+            shown = self.last.get(s.service_id)
+            if shown is not None and shown[0] == key \
+                    and (s.finished or report.seconds - shown[1] < self.every):
                 continue
-            self.last[s.service_id] = key
-            line = f"{self.clock('%H:%M:%S')} {s.name}: {s.progress_text()}"
+            self.last[s.service_id] = (key, report.seconds)
+            out.append(s)
+        return out
+
+    def __call__(self, report: WatchReport) -> None:
+        for s in self.due(report):
+            line = f"[{elapsed(s.seconds):>8}] {s.name}: {s.progress_text()}"
             if s.outcome:
-                line += f" -> {s.outcome} after {s.seconds:.1f} s"
+                line += f" -> {s.outcome} after {elapsed(s.seconds)}"
                 if s.reason:
                     line += f": {s.reason}"
+            elif now_text(s):
+                line += f"; {now_text(s)}"
             print(line, file=self.stream)
             if s.outcome:
                 for ln in s.log_tail:
@@ -53,35 +81,62 @@ class PlainRenderer:
         self.stream.flush()
 
 
-class RichRenderer:
-    """A live table (rich), refreshed on every poll; final logs printed below it."""
+class JsonLinesRenderer(PlainRenderer):
+    """`--json`: the same events as the plain lines, one JSON object each (the report's
+    fields for that service, and the stack), for a program that follows a run."""
 
-    def __init__(self, stream):
-        self.stream = stream
+    def __call__(self, report: WatchReport) -> None:
+        import json
+        for s in self.due(report):
+            print(json.dumps({"event": "watch", "stack": report.stack, **s.to_dict()}),
+                  file=self.stream)
+        self.stream.flush()
+
+
+class RichRenderer:
+    """A live table (rich), refreshed on every poll: per service a bar of tasks on the new
+    spec, the running count apart, the phase, the time and what swarm waits for; final logs
+    printed below it."""
+
+    def __init__(self, stream, width: int | None = None):
+        self.stream, self.width = stream, width
         self.live = None
         self.report: WatchReport | None = None
 
+    def _updated_cell(self, s: ServiceReport):
+        from rich.text import Text
+        ascii_only = not (self.console.encoding or "").lower().startswith("utf")
+        filled, rest = bar_text(s.updated, s.desired, ascii_only=ascii_only)
+        done = s.finished and str(s.outcome) in ("converged", "done")
+        noun = " done" if s.mode.endswith("job") else ""
+        return Text.assemble((filled, "green" if done else "cyan"), (rest, "grey50"),
+                             f" {s.updated}/{s.desired}{noun}")
+
     def _table(self):
-        from rich.markup import escape
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, pad_edge=False)
-        for col in ("service", "mode", "tasks", "update", "state", "time", "reason"):
-            table.add_column(col, overflow="fold" if col == "reason" else "ellipsis")
+        for col in ("service", "updated", "running", "phase", "time", "now"):
+            table.add_column(col, overflow="fold" if col == "now" else "ellipsis",
+                             no_wrap=col in ("updated", "time"))
         for s in (self.report.services if self.report else []):
-            state = _state_text(s)
-            # names and reasons come from the swarm and from task errors: `[` in them is text
-            table.add_row(escape(s.name), s.mode, f"{s.running}/{s.desired}",
-                          escape(s.update_state or "-"),
-                          f"[{_STYLE.get(state, 'cyan')}]{state}[/]", f"{s.seconds:.0f}s",
-                          escape(s.reason or ""))
+            # names and reasons come from the swarm and from task errors: Text, never markup
+            if s.finished:
+                phase = Text(str(s.outcome).replace("_", " "),
+                             style=_STYLE.get(str(s.outcome), "cyan"))
+            else:
+                phase = Text(s.phase or "-", style="cyan")
+            running = str(s.running) if s.mode.endswith("job") else f"{s.running}/{s.desired}"
+            table.add_row(Text(s.name), self._updated_cell(s), running, phase,
+                          elapsed(s.seconds), Text(now_text(s)))
         return table
 
     def __enter__(self):
         from rich.console import Console
         from rich.live import Live
 
-        self.console = Console(file=self.stream)
+        self.console = Console(file=self.stream, width=self.width)
         self.live = Live(self._table(), console=self.console, refresh_per_second=4,
                          transient=False)
         self.live.__enter__()
@@ -106,6 +161,8 @@ class RichRenderer:
             self.live.update(self._table())
 
 
-def progress_renderer(stream, *, force_plain: bool = False):
+def progress_renderer(stream, *, force_plain: bool = False, as_json: bool = False):
+    if as_json:
+        return JsonLinesRenderer(stream)
     isatty = getattr(stream, "isatty", lambda: False)()
     return RichRenderer(stream) if isatty and not force_plain else PlainRenderer(stream)

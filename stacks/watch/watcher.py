@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping
 from provision.engine_api import as_engine
 from provision.errors import SwarmsmithError
 from stacks.watch import task_reasons as tr
-from stacks.watch.outcomes import Outcome, ServiceReport, WatchReport
+from stacks.watch.outcomes import Outcome, ServiceReport, WatchReport, elapsed
 from stacks.watch.evaluate import IN_PROGRESS, Track, WatchPolicy, evaluate, service_mode
 
 STACK_LABEL = "com.docker.stack.namespace"
@@ -148,10 +148,12 @@ class _Watch:
 
     def run(self) -> WatchReport:
         p = self.policy
-        start = self.clock()
+        start = None
         interval = p.poll_min
         while True:
             now = self.clock()
+            # the stack's time and each service's are read from the same poll instants
+            start = now if start is None else start
             found = self._call(self.list_services)
             if not self.reports:
                 self._start(found, now)
@@ -196,26 +198,33 @@ class _Watch:
                 continue
             self.services[sid] = svc
             track = self.tracks[sid]
-            before = (r.running, r.desired, r.update_state, track.last_change)
+            before = (r.updated, r.running, r.desired, r.update_state, r.waiting_key,
+                      track.last_change)
             unchanged = sid in self.baseline and \
                 (svc.get("Version") or {}).get("Index") == self.baseline[sid]
             v = evaluate(svc, per_service.get(sid, []), track, now, self.policy, ready,
                          ignore_rollback=unchanged)
-            r.running, r.desired, r.update_state = v.running, v.desired, v.update_state
+            r.updated, r.running, r.desired = v.updated, v.running, v.desired
+            r.update_state, r.phase = v.update_state, v.phase
+            r.waiting, r.waiting_key = (v.waiting.text, v.waiting.key) if v.waiting else ("", "")
             r.reason, r.failed_task_id = v.reason, v.task_id
             if v.outcome is None and now >= self.deadlines[sid]:
                 v.outcome = Outcome.TIMED_OUT
-                waited = f"timed out after {now - track.started:.0f} s ({r.progress_text()})"
+                waited = f"timed out after {elapsed(now - track.started)} ({r.progress_text()})"
+                if r.waiting:
+                    waited += f", waiting for {r.waiting}"
                 r.reason = f"{waited}: {v.reason}" if v.reason else waited
             if v.outcome is not None:
                 r.outcome = v.outcome
+                r.waiting = r.waiting_key = ""
                 changed = True
                 culprit = next((t for t in per_service.get(sid, [])
                                 if t.get("ID") == r.failed_task_id), None)
                 if culprit is not None and tr.had_container(culprit) \
                         and r.outcome not in (Outcome.CONVERGED, Outcome.DONE):
                     r.log_tail = self._logs(svc, r.failed_task_id)
-            elif before != (r.running, r.desired, r.update_state, track.last_change):
+            elif before != (r.updated, r.running, r.desired, r.update_state, r.waiting_key,
+                            track.last_change):
                 changed = True
         return changed
 
