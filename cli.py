@@ -268,6 +268,7 @@ def _quorum_line(q: dict) -> str:
 
 # node table columns: (header, width, value of a node row from the library)
 _NODE = ("NODE", 22, lambda n: n["hostname"])
+_NAME = ("NAME", 8, lambda n: n.get("name") or "-")     # the cluster file's name of the node
 _ROLE = ("ROLE", 8, lambda n: n["role"])
 _STATE = ("STATE", 7, lambda n: n["state"])
 _AVAIL = ("AVAIL", 7, lambda n: n["availability"] or "-")
@@ -296,7 +297,7 @@ def _status_lines(st: dict) -> list[str]:
     if st.get("error"):
         lines.append(st["error"])
     lines += [""] + _table(st["nodes"], (
-        _NODE, _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE, ("ADDR", 15, lambda n: n["addr"] or "-"),
+        _NODE, _NAME, _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE, ("ADDR", 15, lambda n: n["addr"] or "-"),
         ("LABELS", 0, lambda n: _labels(n) or n.get("error", ""))))
     if st.get("error"):
         return lines + ["", "DEGRADED:"] + [f"  {p}" for p in st.get("problems", [])]
@@ -952,9 +953,9 @@ def _positive_or_zero(value: float, flag: str) -> None:
 def cmd_node_ls(args) -> int:
     from provision.nodes import list_nodes
     with _manager(args) as m:
-        out = list_nodes(m.api)
+        out = list_nodes(m.api, m.names)
     lines = [_quorum_line(out["quorum"]), ""] + _table(out["nodes"], (
-        _NODE, ("ID", 13, lambda n: n["id"][:12]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE,
+        _NODE, _NAME, ("ID", 13, lambda n: n["id"][:12]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE,
         ("LABELS", 0, _labels)))
     _emit(args, out, lines)
     return 0
@@ -965,7 +966,7 @@ def cmd_node_drain(args) -> int:
     _positive(args.timeout, "--timeout")
     with _manager(args) as m:
         res = drain_node(m.api, args.node, DrainOptions(timeout=args.timeout),
-                         on_progress=_timed_lines(args))
+                         names=m.names, on_progress=_timed_lines(args))
     lines = _change_lines(res, f"node {res.node}: already drained")
     if res.moved:
         lines.append(f"  tasks moved elsewhere: {', '.join(res.moved)}")
@@ -983,7 +984,8 @@ def cmd_node_drain(args) -> int:
 def cmd_node_availability(args) -> int:
     from provision.nodes import set_availability
     with _manager(args) as m:
-        res = set_availability(m.api, args.node, availability=args.availability)
+        res = set_availability(m.api, args.node, availability=args.availability,
+                               names=m.names)
     none = "already active" if args.availability == "active" else "already paused"
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: {none}"))
     return res.exit_code
@@ -992,7 +994,7 @@ def cmd_node_availability(args) -> int:
 def cmd_node_promote(args) -> int:
     from provision.nodes import promote_node
     with _manager(args) as m:
-        res = promote_node(m.api, args.node, force=args.force)
+        res = promote_node(m.api, args.node, force=args.force, names=m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a manager"))
     return res.exit_code
 
@@ -1000,7 +1002,7 @@ def cmd_node_promote(args) -> int:
 def cmd_node_demote(args) -> int:
     from provision.nodes import demote_node
     with _manager(args) as m:
-        res = demote_node(m.api, args.node)
+        res = demote_node(m.api, args.node, m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a worker"))
     return res.exit_code
 
@@ -1017,7 +1019,7 @@ def cmd_node_label(args) -> int:
             raise InputError(f"label {item}: expected KEY=VALUE to add or KEY- to remove")
         add[k] = v
     with _manager(args) as m:
-        res = label_node(m.api, args.node, add, rm)
+        res = label_node(m.api, args.node, add, rm, names=m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: labels unchanged"))
     return 0
 
@@ -1028,6 +1030,7 @@ def cmd_node_rm(args) -> int:
     with _manager(args) as m:
         res = remove_node(m.api, args.node, RemoveOptions(force=args.force,
                                                           drain=DrainOptions(timeout=args.timeout)),
+                          names=m.names,
                           leave=leave_over_ssh(_found_cluster(args)),
                           on_progress=_timed_lines(args))
     lines = _change_lines(res, f"node {res.node}: nothing to do")
@@ -1169,7 +1172,7 @@ def add_day_two_commands(sub) -> None:
                         "elsewhere (names services that could not be placed: exit 10; "
                         "timeout: exit 12)")
     _cluster_json_args(p)
-    p.add_argument("node", metavar="NODE", help="hostname or node ID")
+    p.add_argument("node", metavar="NODE", help="the cluster file's name, hostname or node ID")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait (default 300)")
     p.set_defaults(func=cmd_node_drain)
     for verb, hlp in (("activate", "let swarm schedule tasks on the node again"),
@@ -1279,7 +1282,7 @@ def add_day_two_commands(sub) -> None:
 def cmd_ps(args) -> int:
     from stacks.operations.service_ops import ps
     with _manager(args) as m:
-        rows = ps(m.api, args.target, all_tasks=args.all)
+        rows = ps(m.api, args.target, all_tasks=args.all, node_names=m.names)
     if args.json:
         _print_json([r.to_dict() for r in rows])
         return 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import (EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_TIMED_OUT, InputError, SwarmsmithError)
+from .node_names import NodeNames, NodeNotFound  # noqa: F401  (NodeNotFound: callers catch it here)
 from .quorum import QuorumRefused, check_manager_removal, is_manager, node_name, quorum_of
 
 Progress = Callable[[str], None]
@@ -19,34 +20,27 @@ ACTIVE_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready",
                  "running")
 
 
-class NodeNotFound(InputError):
-    pass
-
-
 # --- finding nodes ------------------------------------------------------------------------
 
-def find_node(nodes: list[dict], ref: str) -> dict:
-    """A node by hostname, full ID or unique ID prefix (as the docker CLI accepts)."""
-    by_name = [n for n in nodes if node_name(n) == ref]
-    if len(by_name) == 1:
-        return by_name[0]
-    if len(by_name) > 1:
-        ready = [n for n in by_name if (n.get("Status") or {}).get("State") == "ready"]
-        if len(ready) == 1:
-            return ready[0]
-        raise InputError(f"node {ref}: {len(by_name)} nodes have this hostname; use its ID "
-                         f"({', '.join(n['ID'][:12] for n in by_name)})")
-    by_id = [n for n in nodes if n["ID"].startswith(ref)] if len(ref) >= 4 else []
-    if len(by_id) == 1:
-        return by_id[0]
-    known = ", ".join(sorted(node_name(n) for n in nodes))
-    raise NodeNotFound(f"node {ref}: no such node in the swarm (nodes: {known})")
+def find_node(nodes: list[dict], ref: str, names=None) -> dict:
+    """A node by the cluster file's name (with `names`, a node_names.NodeNames), hostname, full
+    ID or unique ID prefix (as the docker CLI accepts)."""
+    return (names or NodeNames()).find(nodes, ref)
 
 
-def node_row(n: dict) -> dict:
+def _found(api, ref: str, names, nodes: list[dict] | None = None):
+    """(nodes, the node, how it is shown: `m1 (hostname)`) for a command's NODE argument."""
+    names = names or NodeNames()
+    nodes = api.nodes() if nodes is None else nodes
+    node = names.find(nodes, ref)
+    return nodes, node, names.show(node)
+
+
+def node_row(n: dict, names=None) -> dict:
     ms = n.get("ManagerStatus") or {}
     desc = n.get("Description") or {}
-    return {"hostname": node_name(n), "id": n["ID"], "role": n["Spec"].get("Role"),
+    return {"hostname": node_name(n), "name": names.name_of(n) if names else "", "id": n["ID"],
+            "role": n["Spec"].get("Role"),
             "availability": n["Spec"].get("Availability"), "state": n["Status"].get("State"),
             "manager": ("leader" if ms.get("Leader") else ms.get("Reachability", "")) if ms else "",
             "addr": n["Status"].get("Addr", ""),
@@ -54,9 +48,13 @@ def node_row(n: dict) -> dict:
             "labels": n["Spec"].get("Labels") or {}}
 
 
-def list_nodes(api) -> dict:
+def list_nodes(api, names=None) -> dict:
+    """Every node with both its names: the cluster file's (`name`, "" for a node no host of
+    the cluster is) and its hostname."""
     nodes = api.nodes()
-    return {"nodes": sorted((node_row(n) for n in nodes),
+    if names is not None:
+        names.bind(nodes)
+    return {"nodes": sorted((node_row(n, names) for n in nodes),
                             key=lambda r: (r["role"] != "manager", r["hostname"])),
             "quorum": quorum_of(nodes).to_dict()}
 
@@ -108,23 +106,23 @@ def _set_spec(api, node: dict, **changes) -> bool:
     return change_node(api, node["ID"], change, node=node)
 
 
-def set_availability(api, ref: str, availability: str) -> NodeChange:
+def set_availability(api, ref: str, availability: str, names=None) -> NodeChange:
     """activate / pause (drain waits: see drain_node)."""
     if availability not in ("active", "pause", "drain"):
         raise InputError(f"availability {availability}: expected active, pause or drain")
-    node = find_node(api.nodes(), ref)
-    res = NodeChange(node_name(node))
+    _, node, shown = _found(api, ref, names)
+    res = NodeChange(shown)
     if _set_spec(api, node, Availability=availability):
         res.changes.append(f"{res.node}: availability {node['Spec'].get('Availability')} -> "
                            f"{availability}")
     return res
 
 
-def activate_node(api, ref: str) -> NodeChange:
-    return set_availability(api, ref, "active")
+def activate_node(api, ref: str, names=None) -> NodeChange:
+    return set_availability(api, ref, "active", names)
 
 
-def drain_node(api, ref: str, opts: DrainOptions | None = None, *,
+def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
                on_progress: Progress | None = None,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> DrainResult:
@@ -133,8 +131,8 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *,
     named with the scheduler's reason (exit 10); the deadline passing first gives exit 12."""
     opts = opts or DrainOptions()
     say = on_progress or (lambda msg: None)
-    node = find_node(api.nodes(), ref)
-    nid, name = node["ID"], node_name(node)
+    _, node, name = _found(api, ref, names)
+    nid = node["ID"]
     res = DrainResult(name)
     start = clock()
     before = [t for t in api.tasks(filters={"node": nid}) if _active(t)]
@@ -220,10 +218,9 @@ def _service_placement(tasks: list[dict], drained: str) -> str | None:
 
 # --- roles ----------------------------------------------------------------------------
 
-def promote_node(api, ref: str, *, force: bool = False) -> NodeChange:
-    nodes = api.nodes()
-    node = find_node(nodes, ref)
-    res = NodeChange(node_name(node))
+def promote_node(api, ref: str, *, force: bool = False, names=None) -> NodeChange:
+    nodes, node, shown = _found(api, ref, names)
+    res = NodeChange(shown)
     if is_manager(node):
         return res
     count = quorum_of(nodes).managers + 1
@@ -240,10 +237,9 @@ def promote_node(api, ref: str, *, force: bool = False) -> NodeChange:
     return res
 
 
-def demote_node(api, ref: str) -> NodeChange:
-    nodes = api.nodes()
-    node = find_node(nodes, ref)
-    res = NodeChange(node_name(node))
+def demote_node(api, ref: str, names=None) -> NodeChange:
+    nodes, node, shown = _found(api, ref, names)
+    res = NodeChange(shown)
     if not is_manager(node):
         return res
     after = check_manager_removal(nodes, node, "demote")
@@ -255,9 +251,10 @@ def demote_node(api, ref: str) -> NodeChange:
     return res
 
 
-def label_node(api, ref: str, add: dict[str, str], remove: list[str]) -> NodeChange:
-    node = find_node(api.nodes(), ref)
-    res = NodeChange(node_name(node))
+def label_node(api, ref: str, add: dict[str, str], remove: list[str],
+               names=None) -> NodeChange:
+    _, node, shown = _found(api, ref, names)
+    res = NodeChange(shown)
     have = dict(node["Spec"].get("Labels") or {})
     want = {k: v for k, v in have.items() if k not in remove} | add
     if want != have:
@@ -287,14 +284,16 @@ class RemoveOptions:
 
 def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
     """The `leave` of remove_node for a cluster's inventory: `docker swarm leave` over SSH on
-    the host of that name; a node the inventory does not have cannot be made to leave."""
-    def leave(hostname: str) -> None:
+    the host that is that node (named by the file's name, hostname or node ID); a node the
+    inventory does not have cannot be made to leave."""
+    def leave(ref: str) -> None:
         from .command import Command
         from .dockerapi import inventory_hosts, session_for
+        from .node_names import for_cluster
         hosts = {h.name: h for h in inventory_hosts(cluster_path)}
-        host = hosts.get(hostname)
+        host = hosts.get(for_cluster(cluster_path).host_name(ref, hosts))
         if host is None:
-            raise SwarmsmithError(f"node {hostname}: not a host of this cluster's inventory, so "
+            raise SwarmsmithError(f"node {ref}: not a host of this cluster's inventory, so "
                                   "swarmsmith cannot make it leave; use --force")
         s = session_for(host)
         try:
@@ -304,19 +303,17 @@ def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
     return leave
 
 
-def remove_node(api, ref: str, opts: RemoveOptions | None = None, *,
+def remove_node(api, ref: str, opts: RemoveOptions | None = None, *, names=None,
                 leave: Callable[[str], None] | None = None,
                 on_progress: Progress | None = None,
                 clock: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep) -> NodeChange:
-    """Drain, make the node leave (`leave(hostname)` runs `docker swarm leave` on it), wait until
+    """Drain, make the node leave (`leave(node ID)` runs `docker swarm leave` on it), wait until
     the swarm sees it down, then remove it. A manager is demoted first, refused when that would
     lose quorum or the last manager. With force: demote if a manager, then remove at once."""
     opts = opts or RemoveOptions()
     say = on_progress or (lambda msg: None)
-    nodes = api.nodes()
-    node = find_node(nodes, ref)
-    name = node_name(node)
+    nodes, node, name = _found(api, ref, names)
     res = NodeChange(name)
     if is_manager(node):
         check_manager_removal(nodes, node, "remove")
@@ -325,13 +322,14 @@ def remove_node(api, ref: str, opts: RemoveOptions | None = None, *,
         raise SwarmsmithError(f"node {name} is down: it cannot drain or leave. Remove it with "
                               f"--force ({FORCE_MEANING})")
     if is_manager(node):
-        res.changes += demote_node(api, node["ID"]).changes
+        res.changes += demote_node(api, node["ID"], names).changes
     if opts.force:
         res.notes.append(FORCE_MEANING)
         api.remove_node(node["ID"], force=True)
         res.changes.append(f"{name}: removed from the swarm (--force)")
         return res
-    dr = drain_node(api, node["ID"], opts.drain, on_progress=on_progress, clock=clock, sleep=sleep)
+    dr = drain_node(api, node["ID"], opts.drain, names=names, on_progress=on_progress,
+                    clock=clock, sleep=sleep)
     res.changes += dr.changes
     if dr.exit_code == EXIT_TIMED_OUT:
         raise SwarmsmithError(f"node {name}: tasks still on it after {opts.drain.timeout:g} s "
@@ -343,7 +341,7 @@ def remove_node(api, ref: str, opts: RemoveOptions | None = None, *,
         raise SwarmsmithError(f"node {name}: no way to reach the host to make it leave; "
                               f"use --force ({FORCE_MEANING})")
     say(f"{name}: leaving the swarm")
-    leave(name)
+    leave(node["ID"])
     res.changes.append(f"{name}: left the swarm")
     end = clock() + opts.down_timeout
     while (api.node(node["ID"]).get("Status") or {}).get("State") != "down":

@@ -287,3 +287,55 @@ def test_workers_join_while_the_managers_join_one_at_a_time():
     # init's: no separate read of the swarm state over SSH
     assert [n for n, w in swarm.log if w == F.SWARM_FACTS.wire()] == []
     assert ("m1", "swarm init (curl)") in swarm.log
+
+
+# --- the plan: the same decisions from the same facts, nothing changed ------------------
+
+def plan_of(swarm, names_roles, inv, labels=None, absent=()):
+    _, step = make(names_roles, inv=inv)
+    step.s = {n: Session(swarm, n) for n, _ in names_roles}
+    if labels is not None:
+        step.labels = labels
+    swarm.log.clear()
+    facts = {n: facts_of(swarm, n) for n, _ in names_roles if n not in absent}
+    out = step.plan(facts, absent=set(absent))
+    changed = [w for _, w in swarm.log if w != F.NODES.wire()]
+    assert changed == [], f"the plan sent {changed}"
+    return out
+
+
+def test_plan_after_converge_says_nothing_and_changes_nothing():
+    roles = [("m1", "manager"), ("w1", "worker"), ("w2", "worker")]
+    swarm, step = make(roles)
+    step.converge()
+    assert plan_of(swarm, roles, step.inv) == []
+
+
+def test_plan_of_a_new_swarm_inits_the_first_manager_and_joins_the_others():
+    swarm = FakeSwarm()
+    roles = [("m1", "manager"), ("w1", "worker"), ("w2", "worker")]
+    assert plan_of(swarm, roles, {"hosts": {}}, absent=("w2",)) == [
+        "m1: swarm init", "w1: join swarm as worker", "w2: engine set up, join swarm as worker"]
+
+
+def test_plan_names_promotions_demotions_labels_and_new_nodes():
+    roles = [("m1", "manager"), ("w1", "worker"), ("w2", "worker")]
+    swarm, step = make(roles)
+    step.converge()
+    changed = [("m1", "manager"), ("w1", "manager"), ("w2", "worker"), ("w3", "worker")]
+    swarm.nodes["id-w2"]["Spec"]["Role"] = "manager"      # promoted by hand
+    labels = {n: {"zone": "a"} for n, _ in changed} | {"w1": {"zone": "b"}}
+    assert plan_of(swarm, changed, step.inv, labels=labels) == [
+        "w1: promote to manager", "w1: labels zone=b", "w2: demote to worker",
+        "w3: join swarm as worker"]
+
+
+def test_plan_refuses_a_foreign_swarm_as_converge_does():
+    roles = [("m1", "manager"), ("w1", "worker")]
+    swarm, step = make(roles)
+    step.converge()
+    swarm.state["w1"] = {"LocalNodeState": "active", "NodeID": "other-node",
+                         "ControlAvailable": False, "RemoteManagers": [{"Addr": "9.9.9.9:2377"}]}
+    with pytest.raises(ForeignSwarmError) as e:
+        plan_of(swarm, roles, step.inv)
+    assert e.value.host == "w1"
