@@ -971,12 +971,14 @@ def cmd_node_drain(args) -> int:
     if res.moved:
         lines.append(f"  tasks moved elsewhere: {', '.join(res.moved)}")
     for svc, why in sorted(res.unplaced.items()):
-        lines.append(f"  could not be placed: {svc}: {why}")
+        lines.append(f"  could not be placed or run elsewhere: {svc}: {why}")
     if res.remaining:
         lines.append(f"  timed out after {args.timeout:g} s; still on the node: "
                      f"{', '.join(res.remaining)}")
     if not res.remaining:
-        lines.append(f"node {res.node}: drained, no service task runs on it")
+        lines.append(f"node {res.node}: drained, no service task runs on it"
+                     + ("; the services above do not run all their replicas elsewhere"
+                        if res.unplaced else ""))
     _emit(args, res.to_dict(), lines)
     return res.exit_code
 

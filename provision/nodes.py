@@ -127,20 +127,33 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> DrainResult:
     """Set the node to drain and wait (bounded) until it runs no service task and the services
-    it ran have their tasks running elsewhere. Services whose new tasks cannot be placed are
-    named with the scheduler's reason (exit 10); the deadline passing first gives exit 12."""
+    it ran have all their replicas running elsewhere. Services whose new tasks cannot be placed,
+    or are rejected or fail where they were placed (an image the node lacks), are named with
+    the scheduler's or the node's reason (exit 10); the deadline passing first gives exit 12.
+    A node drained already is checked the same way, for the services that ran on it (its task
+    history): a re-run tells whether they run elsewhere now."""
     opts = opts or DrainOptions()
     say = on_progress or (lambda msg: None)
-    _, node, name = _found(api, ref, names)
+    nodes, node, name = _found(api, ref, names)
+    shown = {n["ID"]: (names or NodeNames()).show(n) for n in nodes}
     nid = node["ID"]
     res = DrainResult(name)
     start = clock()
-    before = [t for t in api.tasks(filters={"node": nid}) if _active(t)]
+    history = api.tasks(filters={"node": nid})
+    before = [t for t in history if _active(t)]
     affected = sorted({t["ServiceID"] for t in before})
+    rerun = not before and node["Spec"].get("Availability") == "drain"
+    if rerun:
+        # nothing runs here: the services that did must run elsewhere for the drain to be done
+        affected = sorted({t["ServiceID"] for t in history if t.get("ServiceID")})
+    services = {s["ID"]: s for s in api.services()} if affected else {}
+    # failures seen before this run belong to another story (a first run: not the drain's)
+    old_failures = set() if rerun else {
+        t["ID"] for sid in affected if sid in services
+        for t in api.tasks(filters={"service": sid}) if _failed(t)}
     if _set_spec(api, node, Availability="drain"):
         res.changes.append(f"{name}: availability {node['Spec'].get('Availability')} -> drain")
         say(f"{name}: drain set; {len(before)} task(s) of {len(affected)} service(s) to move")
-    services = {s["ID"]: s for s in api.services()} if affected else {}
     global_ids = {sid for sid in affected if "Global" in (services.get(sid, {}).get("Spec", {})
                                                           .get("Mode") or {})}
     stuck_since: dict[str, float] = {}
@@ -154,16 +167,18 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
         for sid in affected:
             if sid in global_ids or sid not in services:
                 continue
-            state = _service_placement(api.tasks(filters={"service": sid}), nid)
+            state = _service_placement(api.tasks(filters={"service": sid}), nid,
+                                       _replicas(services[sid]), old_failures, shown)
             if state is not None:
                 waiting[sid] = state
         for sid in list(stuck_since):
-            if sid not in waiting:
+            if sid not in waiting or waiting[sid].split(":", 1)[0] != stuck_since[sid][1]:
                 del stuck_since[sid]
         for sid, why in waiting.items():
-            if why.startswith("cannot place:"):
-                stuck_since.setdefault(sid, now)
-        unplaced = {sid: waiting[sid] for sid, t0 in stuck_since.items()
+            kind = why.split(":", 1)[0]
+            if kind in ("cannot place", "rejected"):
+                stuck_since.setdefault(sid, (now, kind))
+        unplaced = {sid: waiting[sid] for sid, (t0, _) in stuck_since.items()
                     if now - t0 >= opts.settle}
         summary = (len(on_node), len(waiting))
         if summary != last:
@@ -172,19 +187,21 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
             last = summary
         pending_other = set(waiting) - set(unplaced)
         if not on_node and not pending_other:
-            res.unplaced = {_svc_name(services, sid): why.split(": ", 1)[1]
+            res.unplaced = {_svc_name(services, sid): _reason(why)
                             for sid, why in unplaced.items()}
             res.moved = sorted(_svc_name(services, sid) for sid in affected
-                               if sid not in unplaced and sid not in global_ids)
+                               if sid not in unplaced and sid not in global_ids
+                               and sid in services)
             res.exit_code = EXIT_DEPLOY_FAILED if res.unplaced else EXIT_OK
             break
         if now - start >= opts.timeout:
             res.remaining = sorted(f"{_svc_name(services, t['ServiceID'])}.{t.get('Slot') or ''}"
                                    .rstrip(".") for t in on_node)
-            res.unplaced = {_svc_name(services, sid): why.split(": ", 1)[-1]
+            res.unplaced = {_svc_name(services, sid): _reason(why)
                             for sid, why in waiting.items()}
             res.moved = sorted(_svc_name(services, sid) for sid in affected
-                               if sid not in waiting and sid not in global_ids)
+                               if sid not in waiting and sid not in global_ids
+                               and sid in services)
             res.exit_code = EXIT_TIMED_OUT
             break
         sleep(max(0.0, min(opts.poll, opts.timeout - (now - start))))
@@ -197,23 +214,53 @@ def _active(t: dict) -> bool:
         (t.get("Status") or {}).get("State") in ACTIVE_STATES
 
 
+def _failed(t: dict) -> bool:
+    return (t.get("Status") or {}).get("State") in ("rejected", "failed")
+
+
+def _reason(why: str) -> str:
+    """"cannot place: MSG" -> MSG; "rejected: on NODE: ERR" -> "rejected on NODE: ERR"."""
+    kind, _, rest = why.partition(": ")
+    return f"{kind} {rest}" if kind == "rejected" else rest
+
+
+def _replicas(service: dict) -> int | None:
+    mode = (service.get("Spec") or {}).get("Mode") or {}
+    return (mode.get("Replicated") or {}).get("Replicas", 1) if "Replicated" in mode else None
+
+
 def _svc_name(services: dict, sid: str) -> str:
     return (services.get(sid) or {}).get("Spec", {}).get("Name", sid[:12])
 
 
-def _service_placement(tasks: list[dict], drained: str) -> str | None:
-    """None when every task meant to run (not on the drained node) is running; else why not:
-    "cannot place: <scheduler message>" or "starting: ..."."""
+def _service_placement(tasks: list[dict], drained: str, replicas: int | None = None,
+                       old_failures=frozenset(), shown: dict | None = None) -> str | None:
+    """None when the service's replicas all run (none on the drained node); else why not:
+    "cannot place: <scheduler message>", "rejected: on <node>: <error>" (the newest task that
+    was rejected or failed on another node since the drain, while the service is short), or
+    "starting: ...". `shown`: node ID -> how the node is named."""
     want = [t for t in tasks if t.get("DesiredState") == "running" and t.get("NodeID") != drained]
+    running = [t for t in want if (t.get("Status") or {}).get("State") == "running"]
+    if len(running) == len(want) and (replicas is None or len(running) >= replicas):
+        return None
     for t in want:
         st = t.get("Status") or {}
-        if st.get("State") == "running":
-            continue
         msg = st.get("Err") or st.get("Message") or st.get("State", "")
         if st.get("State") == "pending" and ("no suitable node" in msg or "insufficient" in msg):
             return f"cannot place: {msg}"
-        return f"starting: {msg}"
-    return None
+    failed = sorted((t for t in tasks if _failed(t) and t["ID"] not in old_failures
+                     and t.get("NodeID") and t.get("NodeID") != drained),
+                    key=lambda t: (t.get("Status") or {}).get("Timestamp", ""))
+    if failed:
+        t = failed[-1]
+        st = t.get("Status") or {}
+        where = (shown or {}).get(t["NodeID"], t["NodeID"][:12])
+        return f"rejected: on {where}: {st.get('Err') or st.get('Message') or st.get('State')}"
+    for t in want:
+        st = t.get("Status") or {}
+        if st.get("State") != "running":
+            return f"starting: {st.get('Err') or st.get('Message') or st.get('State', '')}"
+    return f"starting: {len(running)} of {replicas} running"
 
 
 # --- roles ----------------------------------------------------------------------------
