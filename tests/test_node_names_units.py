@@ -147,3 +147,47 @@ def test_hosts_are_listed_once_per_machine_even_from_a_stale_inventory(tmp_path)
     (state / "inventory.json").write_text(json.dumps(inv))
     got = ClusterAccess(str(tmp_path / "c.yml")).hosts()
     assert [h.name for h in got] == ["app1", "m1"]
+
+
+# --- up that adds nodes: which stack images they lack ----------------------------------------
+
+def test_new_nodes_lacking_a_services_image_are_named():
+    from stacks.images.check import missing_on_new_nodes
+    ns, hosts = cluster()
+    for n in ns:
+        n["Spec"]["Availability"] = "active"
+    svc = lambda name, image, constraints=(): {"Spec": {
+        "Name": name, "Labels": {"com.docker.stack.image": image},
+        "TaskTemplate": {"ContainerSpec": {"Image": image},
+                         "Placement": {"Constraints": list(constraints)}}}}
+    services = [svc("ro_api", "app:1"), svc("ro_db", "db:1", ["node.role==manager"]),
+                svc("web", "nginx.example.com/web:1")]       # from a registry: pulled
+    asked = []
+
+    def lister(nodes):
+        asked.extend(n.hostname for n in nodes)
+        return {n.id: ({"db:1"} if n.hostname == "host-c" else set()) for n in nodes}
+    new = {ns[2]["ID"], ns[3]["ID"]}       # host-c (manager) and host-d (worker) joined
+    assert missing_on_new_nodes(services, ns, lister, new) == {
+        "app:1": {"host-c", "host-d"}}
+    assert sorted(asked) == ["host-c", "host-d"]
+    assert missing_on_new_nodes(services, ns, lister, set()) == {}
+
+
+def test_push_missing_finds_inventory_hosts_by_hostname(tmp_path, monkeypatch):
+    from provision import dockerapi, image_push
+    import provision.node_names as NN
+    from stacks.images import push_missing as PM
+    ns, hosts = cluster()
+    inv = [Host(n, r["public_address"], role=r["role"]) for n, r in hosts.items()]
+    monkeypatch.setattr(dockerapi, "inventory_hosts", lambda path, role=None: inv)
+    monkeypatch.setattr(NN, "for_cluster", lambda path, api=None: NodeNames(hosts))
+    import provision.image_archive as IA
+    monkeypatch.setattr(IA, "read_images", lambda a: [type("I", (), {"tags": ["app:1"]})()])
+    pushed = []
+    monkeypatch.setattr(image_push, "push_archive", lambda archive, hs, sf, **kw: (
+        pushed.extend(h.name for h in hs), type("R", (), {"changes": ["ok"]})())[1])
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(b"")
+    assert PM.push_missing({"app:1": {"host-c", "host-d"}}, str(archive), "c.yml") == ["ok"]
+    assert sorted(pushed) == ["m3", "w1"]
