@@ -542,16 +542,24 @@ def _plan(run: Run, provider, wanted) -> UpResult:
         entry["advertise_address"] = choose(h, facts["interfaces"], cf.advertise)
         if facts.get("server"):
             swarm_facts[h.name] = facts["swarm"]
+        elif h.role == "manager" and facts.get("dockerd"):
+            # up starts it first, then reads its swarm state: so can a plan only after that
+            unread[h.name] = "its engine is not running; up starts it"
         elif inv["hosts"].get(h.name, {}).get("node_id") and inv.get("cluster_id"):
-            # a stopped engine of a node of ours: up starts it and finds it in the swarm
+            # a stopped engine of a worker of ours: up starts it and finds it in the swarm
             swarm_facts[h.name] = {**facts["swarm"], "state": "active",
                                    "node_id": inv["hosts"][h.name]["node_id"],
-                                   "is_manager": h.role == "manager",
-                                   "cluster_id": inv["cluster_id"]}
+                                   "is_manager": False, "cluster_id": inv["cluster_id"]}
         else:
             absent.add(h.name)
     by_name = {h.name: h for h in hosts + placeholders}
     ordered = [by_name[w.name] for w in wanted]
+    unread_managers = sorted(n for n in unread if by_name[n].role == "manager")
+    if unread_managers:
+        # up stops before its swarm step when a manager is not ready; so does its plan
+        plan.append("swarm: decided when up runs (" + "; ".join(
+            f"{n}: {unread[n]}" for n in unread_managers) + ")")
+        return UpResult(cluster=cf.name, nodes=nodes, changes=plan, dry_run=True)
     from .swarm import SwarmStep
     step = SwarmStep(run.sessions, ordered, {}, _node_labels(cf, ordered), inv,
                      force=run.opts.force, cluster_name=cf.name,

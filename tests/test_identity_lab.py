@@ -1,8 +1,10 @@
 """Existing hosts whose names in the cluster file (m1, w1, w2) are not their hostnames (dri1-1,
-dri1-2, dri1-3), as nearly always on real machines: after `up`, `plan` says no changes; node
+dri1-2, dri1-3), as nearly always on real machines: after `up`, `plan` says no changes; apt
+settings on hosts that have Docker change nothing in apt; node
 commands, `backup --node` and `images push --nodes` take either name and listings show both;
 `images push --file` sends once per machine, also after a host is renamed in the file; `node
-drain` names a task rejected where it moved (and says so again when run again).
+drain` names a task rejected where it moved (and says so again when run again); `up` that adds a
+node names the stack images it lacks.
 
 Lab dri1 (3 hosts), cluster dri1 (`provider: static` pointing at them). Needs root.
 """
@@ -31,12 +33,15 @@ STACK = """services:
 """
 
 
-def cluster_file(hosts, names: dict) -> str:
+ENGINE = "install: never, daemon: {storage-driver: overlay2}"
+
+
+def cluster_file(hosts, names: dict, engine: str = ENGINE) -> str:
     """`names`: the file's name -> lab host name."""
     by = {h.name: h for h in hosts}
     lines = [f"name: {LAB}", "provider: static",
              f"ssh: {{key: {hosts[0].key_path}, connect_timeout: 10}}",
-             "engine: {install: never, daemon: {storage-driver: overlay2}}", "static:", "  hosts:"]
+             f"engine: {{{engine}}}", "static:", "  hosts:"]
     for name, host in names.items():
         h = by[host]
         role = "manager" if name.startswith("m") else "worker"
@@ -49,8 +54,9 @@ class Env:
     def __init__(self, root, hosts):
         self.dir, self.hosts = root, {h.name: h for h in hosts}
 
-    def write(self, names: dict) -> None:
-        (self.dir / "swarmsmith.yml").write_text(cluster_file(list(self.hosts.values()), names))
+    def write(self, names: dict, engine: str = ENGINE) -> None:
+        (self.dir / "swarmsmith.yml").write_text(
+            cluster_file(list(self.hosts.values()), names, engine))
 
     def cli(self, *args, timeout=300, check=None):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
@@ -114,6 +120,33 @@ def test_after_up_plan_and_dry_run_say_no_changes(env):
     assert json.loads(env.cli("up", "--dry-run", "--json", check=0).stdout)["changes"] == []
     inv = env.inventory()
     assert {n: r["hostname"] for n, r in inv["hosts"].items()} == NAMES
+
+
+def apt_tree() -> dict:
+    out = {}
+    for d, _, files in os.walk("/etc/apt"):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[p] = fh.read()
+    return out
+
+
+def test_apt_settings_on_hosts_that_have_docker_change_nothing_in_apt(env):
+    """These lab hosts share the machine's /etc: a write would show in the machine's apt."""
+    before = apt_tree()
+    env.write(NAMES, ENGINE + ', apt_proxy: "http://127.0.0.1:9", '
+                              'apt_mirror: "http://deb.debian.org/debian"')
+    try:
+        plan = json.loads(env.cli("plan", "--json", check=0).stdout)["changes"]
+        assert plan == [], plan
+        assert json.loads(env.cli("up", "--json", check=0).stdout)["changes"] == []
+        assert apt_tree() == before
+    finally:
+        env.write(NAMES)
+        for leftover in ("/etc/apt/apt.conf.d/90swarmsmith-proxy", "/etc/apt/swarmsmith-mirror"):
+            if leftover not in before and os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 def test_listings_show_both_names_and_node_commands_take_either(env):
@@ -194,5 +227,21 @@ def test_images_push_sends_once_per_machine_also_after_a_rename(env):
         res = json.loads(env.cli("images", "push", "--file", third, "--nodes", "dri1-3",
                                  "--json", timeout=600, check=0).stdout)
         assert [(n["host"], n["action"]) for n in res["nodes"]] == [("app2", "loaded")]
+    finally:
+        env.write(NAMES)
+
+
+def test_up_adding_a_node_names_the_stack_images_it_lacks(env):
+    """The stack st runs swarmsmith/busybox:1, put on the first three nodes by image-load; a
+    fourth host joining lacks it."""
+    hosts, _ = Lab(LAB).up([*NAMES.values(), "dri1-4"])
+    env.hosts = {h.name: h for h in hosts}
+    env.write({**NAMES, "w3": "dri1-4"})
+    try:
+        report = json.loads(env.cli("up", "--json", timeout=600, check=0).stdout)
+        assert "w3: joined as worker" in " ".join(report["changes"]), report
+        assert any(w.startswith("image swarmsmith/busybox:1 is not on new node(s) dri1-4")
+                   for w in report.get("warnings", [])), report
+        assert "w3" in json.dumps(env.cli("node", "ls", "--json", check=0).stdout)
     finally:
         env.write(NAMES)
