@@ -269,6 +269,11 @@ def _quorum_line(q: dict) -> str:
 # node table columns: (header, width, value of a node row from the library)
 _NODE = ("NODE", 22, lambda n: n["hostname"])
 _NAME = ("NAME", 8, lambda n: n.get("name") or "-")     # the cluster file's name of the node
+
+
+def _names_column(nodes: list[dict]) -> tuple:
+    """NAME after NODE where the cluster file names a node otherwise than its hostname."""
+    return (_NAME,) if any(n.get("name") and n["name"] != n["hostname"] for n in nodes) else ()
 _ROLE = ("ROLE", 8, lambda n: n["role"])
 _STATE = ("STATE", 7, lambda n: n["state"])
 _AVAIL = ("AVAIL", 7, lambda n: n["availability"] or "-")
@@ -297,7 +302,7 @@ def _status_lines(st: dict) -> list[str]:
     if st.get("error"):
         lines.append(st["error"])
     lines += [""] + _table(st["nodes"], (
-        _NODE, _NAME, _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE, ("ADDR", 15, lambda n: n["addr"] or "-"),
+        _NODE, *_names_column(st["nodes"]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE, ("ADDR", 15, lambda n: n["addr"] or "-"),
         ("LABELS", 0, lambda n: _labels(n) or n.get("error", ""))))
     if st.get("error"):
         return lines + ["", "DEGRADED:"] + [f"  {p}" for p in st.get("problems", [])]
@@ -955,7 +960,7 @@ def cmd_node_ls(args) -> int:
     with _manager(args) as m:
         out = list_nodes(m.api, m.names)
     lines = [_quorum_line(out["quorum"]), ""] + _table(out["nodes"], (
-        _NODE, _NAME, ("ID", 13, lambda n: n["id"][:12]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE,
+        _NODE, *_names_column(out["nodes"]), ("ID", 13, lambda n: n["id"][:12]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE,
         ("LABELS", 0, _labels)))
     _emit(args, out, lines)
     return 0
