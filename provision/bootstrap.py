@@ -525,7 +525,7 @@ def _plan(run: Run, provider, wanted) -> UpResult:
             continue
         h.role = w.role
         hosts.append(h)
-    unread = _connect_for_plan(run, hosts)
+    unread = _connect(run, hosts, tolerate=True)     # a host not read is named in the plan
     plan += run.changes             # host keys up would pin
     absent = {h.name for h in placeholders} | set(unread)
     swarm_facts = {}
@@ -570,12 +570,6 @@ def _plan(run: Run, provider, wanted) -> UpResult:
     finally:
         step.close()
     return UpResult(cluster=cf.name, nodes=nodes, changes=plan, dry_run=True)
-
-
-def _connect_for_plan(run: Run, hosts) -> dict:
-    """_connect for a dry run: a host that cannot be read is named in the plan instead of
-    stopping it; returns {host name: why} for those."""
-    return _connect(run, hosts, tolerate=True)
 
 
 def _node_labels(cf, hosts) -> dict:

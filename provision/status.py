@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .engine_api import as_engine
 from .errors import EXIT_DEGRADED, EXIT_OK, SwarmsmithError
-from .node_names import label
+from .node_names import NodeNames, label
 from .quorum import quorum_of
 
 
@@ -67,7 +67,6 @@ STACK_LABEL = "com.docker.stack.namespace"
 
 def gather(api, stack: str | None = None, names=None) -> dict:
     """`names` (node_names.NodeNames): each node also shows the cluster file's name for it."""
-    from .node_names import NodeNames
     api = as_engine(api)
     raw_nodes = api.nodes()
     file_names = (names or NodeNames()).bind(raw_nodes)
