@@ -211,8 +211,10 @@ def _report(result, as_json: bool) -> None:
     nodes = getattr(result, "nodes", None) or []
     if nodes and not dry:
         print(f"  {'NODE':<24} {'ROLE':<8} {'ADVERTISE':<16} NODE ID")
+        from provision.node_names import label
         for n in nodes:
-            print(f"  {n['name']:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
+            name = label(n["name"], n.get("hostname") or "")
+            print(f"  {name:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
                   f"{(n['node_id'] or '-')[:25]}")
 
 

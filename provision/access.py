@@ -86,7 +86,8 @@ class ClusterAccess:
         host was renamed in the cluster file may hold it under both names; the file's name
         wins."""
         in_file = {w.name for w in self.cluster.wanted_hosts()}
-        recs = {**(((self._record or {}).get("hosts")) or {}), **(self.inventory.get("hosts") or {})}
+        recs = {**((self._record or {}).get("hosts") or {}),
+                **(self.inventory.get("hosts") or {})}
         out, seen = [], {}
         for h in sorted(hosts, key=lambda h: h.name not in in_file):
             keys = {("addr", h.public_address, h.port)}

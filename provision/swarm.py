@@ -192,7 +192,8 @@ class SwarmStep:
             rec["node_id"] = self._ids[h.name]
             rec["labels"] = sorted(self.labels.get(h.name, {}))
             result.append({"name": h.name, "role": h.role, "advertise_address": self._address(h, facts),
-                           "node_id": self._ids[h.name]})
+                           "node_id": self._ids[h.name],
+                           "hostname": self.hostnames.get(h.name, "")})
         self.save()
         return result
 
