@@ -113,8 +113,8 @@ def test_a_renamed_host_replaces_its_old_name_in_inventory_and_record():
     inv["hosts"]["app1"] = {**hosts["w1"]}
     wanted = [Host(n, r["public_address"], role=r["role"]) for n, r in hosts.items() if n != "w1"]
     wanted.append(Host("app1", "10.0.0.4", role="worker"))
-    changes = _forget_old_names(inv, wanted, [{"name": h.name, "node_id": inv["hosts"][h.name]["node_id"]}
-                                              for h in wanted])
+    joined = [{"name": h.name, "node_id": inv["hosts"][h.name]["node_id"]} for h in wanted]
+    changes = _forget_old_names(inv, wanted, joined)
     assert sorted(inv["hosts"]) == ["app1", "m1", "m2", "m3"]
     assert changes == ["app1: the cluster file's new name for w1 (same machine)"]
     assert sorted(from_inventory(inv, "c")["hosts"]) == ["app1", "m1", "m2", "m3"]
