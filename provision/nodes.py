@@ -131,7 +131,7 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
     or are rejected or fail where they were placed (an image the node lacks), are named with
     the scheduler's or the node's reason (exit 10); the deadline passing first gives exit 12.
     A node drained already is checked the same way, for the services that ran on it (its task
-    history): a re-run tells whether they run elsewhere now."""
+    history) and those short of replicas: a re-run tells whether they run elsewhere now."""
     opts = opts or DrainOptions()
     say = on_progress or (lambda msg: None)
     nodes, node, name = _found(api, ref, names)
@@ -143,10 +143,14 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
     before = [t for t in history if _active(t)]
     affected = sorted({t["ServiceID"] for t in before})
     rerun = not before and node["Spec"].get("Availability") == "drain"
+    services = {s["ID"]: s for s in api.services()} if affected or rerun else {}
     if rerun:
-        # nothing runs here: the services that did must run elsewhere for the drain to be done
-        affected = sorted({t["ServiceID"] for t in history if t.get("ServiceID")})
-    services = {s["ID"]: s for s in api.services()} if affected else {}
+        # nothing runs here: the services that did must run elsewhere for the drain to be
+        # done. The node's task history names them only for a while (swarm keeps a few tasks
+        # per slot, and a task rejected again and again elsewhere pushes the old ones out), so
+        # every service short of its replicas is checked too.
+        affected = sorted({t["ServiceID"] for t in history if t.get("ServiceID")}
+                          | _short(services, api.tasks()))
     # failures seen before this run belong to another story (a first run: not the drain's)
     old_failures = set() if rerun else {
         t["ID"] for sid in affected if sid in services
@@ -212,6 +216,16 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
 def _active(t: dict) -> bool:
     return t.get("DesiredState") == "running" and \
         (t.get("Status") or {}).get("State") in ACTIVE_STATES
+
+
+def _short(services: dict, tasks: list[dict]) -> set[str]:
+    """Replicated services with fewer running tasks than replicas."""
+    running: dict[str, int] = {}
+    for t in tasks:
+        if _active(t) and (t.get("Status") or {}).get("State") == "running":
+            running[t["ServiceID"]] = running.get(t["ServiceID"], 0) + 1
+    return {sid for sid, s in services.items()
+            if (_replicas(s) or 0) > running.get(sid, 0)}
 
 
 def _failed(t: dict) -> bool:

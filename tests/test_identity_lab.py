@@ -110,7 +110,7 @@ def env(tmp_path_factory):
         for f in os.listdir("/tmp"):
             if f.startswith(f"{LAB}-") and f.endswith(".tar"):
                 os.unlink(os.path.join("/tmp", f))
-        lab.down()
+        Lab(LAB).down()         # read again: a test adds a host to the lab
 
 
 def test_after_up_plan_and_dry_run_say_no_changes(env):

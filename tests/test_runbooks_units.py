@@ -498,6 +498,15 @@ def test_drain_again_checks_placement_as_the_first_run_did():
     assert res.changes == [] and api.updates == []
     assert res.exit_code == EXIT_DEPLOY_FAILED
     assert "no suitable node" in res.unplaced["st_web"]
+    # swarm keeps a few tasks per slot: rejected again and again elsewhere, the task that ran
+    # on the node leaves its history; the service is short of replicas, so it is checked still
+    m2 = ns[1]["ID"]
+    api._tasks = [task(f"r{i}", "s1", m2, state="rejected", desired="shutdown",
+                       err="No such image: app:1") for i in range(5)]
+    res = N.drain_node(api, "w1", N.DrainOptions(timeout=60, settle=5), clock=clock,
+                       sleep=clock.sleep)
+    assert res.exit_code == EXIT_DEPLOY_FAILED
+    assert res.unplaced == {"st_web": "rejected on m2: No such image: app:1"}
     # once the service runs elsewhere, the re-run says so (exit 0)
     api._tasks = [history[0], task("t4", "s1", ns[2]["ID"])]
     res = N.drain_node(api, "w1", N.DrainOptions(timeout=60, settle=5), clock=clock,
