@@ -25,6 +25,7 @@ EXIT_CODES_HELP = """exit codes:
      refused because quorum, the last manager or a service's room would be lost
      (engine upgrade, node demote/rm/promote, backup); nothing changed
   10 deploy/scale: a service failed or was paused; node drain: a service could not be placed
+     or run elsewhere
   11 deploy: an update was rolled back (0 with --allow-rollback)
   12 deploy/scale/node drain/ca rotate: timed out
 """
