@@ -25,6 +25,7 @@ EXIT_CODES_HELP = """exit codes:
      refused because quorum, the last manager or a service's room would be lost
      (engine upgrade, node demote/rm/promote, backup); nothing changed
   10 deploy/scale: a service failed or was paused; node drain: a service could not be placed
+     or run elsewhere
   11 deploy: an update was rolled back (0 with --allow-rollback)
   12 deploy/scale/node drain/ca rotate: timed out
 """
@@ -214,8 +215,10 @@ def _report(result, as_json: bool) -> None:
     nodes = getattr(result, "nodes", None) or []
     if nodes and not dry:
         print(f"  {'NODE':<24} {'ROLE':<8} {'ADVERTISE':<16} NODE ID")
+        from provision.node_names import label
         for n in nodes:
-            print(f"  {n['name']:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
+            name = label(n["name"], n.get("hostname") or "")
+            print(f"  {name:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
                   f"{(n['node_id'] or '-')[:25]}")
 
 
@@ -271,6 +274,12 @@ def _quorum_line(q: dict) -> str:
 
 # node table columns: (header, width, value of a node row from the library)
 _NODE = ("NODE", 22, lambda n: n["hostname"])
+_NAME = ("NAME", 8, lambda n: n.get("name") or "-")     # the cluster file's name of the node
+
+
+def _names_column(nodes: list[dict]) -> tuple:
+    """NAME after NODE where the cluster file names a node otherwise than its hostname."""
+    return (_NAME,) if any(n.get("name") and n["name"] != n["hostname"] for n in nodes) else ()
 _ROLE = ("ROLE", 8, lambda n: n["role"])
 _STATE = ("STATE", 7, lambda n: n["state"])
 _AVAIL = ("AVAIL", 7, lambda n: n["availability"] or "-")
@@ -299,7 +308,7 @@ def _status_lines(st: dict) -> list[str]:
     if st.get("error"):
         lines.append(st["error"])
     lines += [""] + _table(st["nodes"], (
-        _NODE, _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE, ("ADDR", 15, lambda n: n["addr"] or "-"),
+        _NODE, *_names_column(st["nodes"]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE, ("ADDR", 15, lambda n: n["addr"] or "-"),
         ("LABELS", 0, lambda n: _labels(n) or n.get("error", ""))))
     if st.get("error"):
         return lines + ["", "DEGRADED:"] + [f"  {p}" for p in st.get("problems", [])]
@@ -955,9 +964,9 @@ def _positive_or_zero(value: float, flag: str) -> None:
 def cmd_node_ls(args) -> int:
     from provision.nodes import list_nodes
     with _manager(args) as m:
-        out = list_nodes(m.api)
+        out = list_nodes(m.api, m.names)
     lines = [_quorum_line(out["quorum"]), ""] + _table(out["nodes"], (
-        _NODE, ("ID", 13, lambda n: n["id"][:12]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE,
+        _NODE, *_names_column(out["nodes"]), ("ID", 13, lambda n: n["id"][:12]), _ROLE, _STATE, _AVAIL, _MANAGER, _ENGINE,
         ("LABELS", 0, _labels)))
     _emit(args, out, lines)
     return 0
@@ -968,17 +977,19 @@ def cmd_node_drain(args) -> int:
     _positive(args.timeout, "--timeout")
     with _manager(args) as m:
         res = drain_node(m.api, args.node, DrainOptions(timeout=args.timeout),
-                         on_progress=_timed_lines(args))
+                         names=m.names, on_progress=_timed_lines(args))
     lines = _change_lines(res, f"node {res.node}: already drained")
     if res.moved:
         lines.append(f"  tasks moved elsewhere: {', '.join(res.moved)}")
     for svc, why in sorted(res.unplaced.items()):
-        lines.append(f"  could not be placed: {svc}: {why}")
+        lines.append(f"  could not be placed or run elsewhere: {svc}: {why}")
     if res.remaining:
         lines.append(f"  timed out after {args.timeout:g} s; still on the node: "
                      f"{', '.join(res.remaining)}")
     if not res.remaining:
-        lines.append(f"node {res.node}: drained, no service task runs on it")
+        lines.append(f"node {res.node}: drained, no service task runs on it"
+                     + ("; the services above do not run all their replicas elsewhere"
+                        if res.unplaced else ""))
     _emit(args, res.to_dict(), lines)
     return res.exit_code
 
@@ -986,7 +997,8 @@ def cmd_node_drain(args) -> int:
 def cmd_node_availability(args) -> int:
     from provision.nodes import set_availability
     with _manager(args) as m:
-        res = set_availability(m.api, args.node, availability=args.availability)
+        res = set_availability(m.api, args.node, availability=args.availability,
+                               names=m.names)
     none = "already active" if args.availability == "active" else "already paused"
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: {none}"))
     return res.exit_code
@@ -995,7 +1007,7 @@ def cmd_node_availability(args) -> int:
 def cmd_node_promote(args) -> int:
     from provision.nodes import promote_node
     with _manager(args) as m:
-        res = promote_node(m.api, args.node, force=args.force)
+        res = promote_node(m.api, args.node, force=args.force, names=m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a manager"))
     return res.exit_code
 
@@ -1003,7 +1015,7 @@ def cmd_node_promote(args) -> int:
 def cmd_node_demote(args) -> int:
     from provision.nodes import demote_node
     with _manager(args) as m:
-        res = demote_node(m.api, args.node)
+        res = demote_node(m.api, args.node, m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a worker"))
     return res.exit_code
 
@@ -1020,7 +1032,7 @@ def cmd_node_label(args) -> int:
             raise InputError(f"label {item}: expected KEY=VALUE to add or KEY- to remove")
         add[k] = v
     with _manager(args) as m:
-        res = label_node(m.api, args.node, add, rm)
+        res = label_node(m.api, args.node, add, rm, names=m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: labels unchanged"))
     return 0
 
@@ -1031,6 +1043,7 @@ def cmd_node_rm(args) -> int:
     with _manager(args) as m:
         res = remove_node(m.api, args.node, RemoveOptions(force=args.force,
                                                           drain=DrainOptions(timeout=args.timeout)),
+                          names=m.names,
                           leave=leave_over_ssh(_found_cluster(args)),
                           on_progress=_timed_lines(args))
     lines = _change_lines(res, f"node {res.node}: nothing to do")
@@ -1172,7 +1185,7 @@ def add_day_two_commands(sub) -> None:
                         "elsewhere (names services that could not be placed: exit 10; "
                         "timeout: exit 12)")
     _cluster_json_args(p)
-    p.add_argument("node", metavar="NODE", help="hostname or node ID")
+    p.add_argument("node", metavar="NODE", help="the cluster file's name, hostname or node ID")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait (default 300)")
     p.set_defaults(func=cmd_node_drain)
     for verb, hlp in (("activate", "let swarm schedule tasks on the node again"),
@@ -1282,7 +1295,7 @@ def add_day_two_commands(sub) -> None:
 def cmd_ps(args) -> int:
     from stacks.operations.service_ops import ps
     with _manager(args) as m:
-        rows = ps(m.api, args.target, all_tasks=args.all)
+        rows = ps(m.api, args.target, all_tasks=args.all, node_names=m.names)
     if args.json:
         _print_json([r.to_dict() for r in rows])
         return 0

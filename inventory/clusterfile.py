@@ -337,6 +337,13 @@ def validate(data, path: str) -> ClusterFile:
                                        or not NAME_RE.match(settings["name"])):
                 c.err("lab.name", f"expected a lab name (lowercase letters, digits, '-'), "
                                   f"got {_show(settings['name'])}")
+            if settings.get("image", "default") == "default":
+                for key, v in (("apt_proxy", apt_proxy), ("apt_mirror", apt_mirror)):
+                    if isinstance(v, str) and v and URL_RE.match(v):
+                        c.err(f"engine.{key}", "lab hosts of the default image share this "
+                              "machine's /etc, apt's settings with it (only /etc/docker, "
+                              "/etc/ssh and /etc/default are their own): remove it, or use "
+                              "`lab: {image: debian-12}` (hosts with their own root)")
         elif provider == "static":
             static_hosts = _static_hosts(c, settings, path)
             if not ssh_key and isinstance(ssh, dict) and any(not h["key"] for h in static_hosts):

@@ -85,7 +85,8 @@ _RECOVER = ("restore it from a backup, or move it aside and run `swarmsmith up`,
             "records the hosts again and pins the host keys they show")
 _HOST_FIELDS = {"role": str, "public_address": str, "private_address": (str, type(None)),
                 "user": str, "node_id": str, "host_key": str, "labels": list, "port": int,
-                "key": (str, type(None)), "advertise_address": (str, type(None))}
+                "key": (str, type(None)), "advertise_address": (str, type(None)),
+                "hostname": str}
 _TOP_FIELDS = {"hosts": dict, "name": str, "provider": str, "cluster_id": str,
                "init_started_on": str, "provider_state": dict}
 

@@ -81,6 +81,25 @@ class ClusterAccess:
         host.host_key = self.pin_for(host)
         return host
 
+    def _one_per_machine(self, hosts: list[Host]) -> list[Host]:
+        """One host per node ID and per SSH address: an inventory or record written before a
+        host was renamed in the cluster file may hold it under both names; the file's name
+        wins."""
+        in_file = {w.name for w in self.cluster.wanted_hosts()}
+        recs = {**((self._record or {}).get("hosts") or {}),
+                **(self.inventory.get("hosts") or {})}
+        out, seen = [], {}
+        for h in sorted(hosts, key=lambda h: h.name not in in_file):
+            keys = {("addr", h.public_address, h.port)}
+            node_id = (recs.get(h.name) or {}).get("node_id")
+            if node_id:
+                keys.add(("id", node_id))
+            if not keys & seen.keys():
+                out.append(h)
+            seen.update(dict.fromkeys(keys, h.name))
+        order = {h.name: i for i, h in enumerate(hosts)}
+        return sorted(out, key=lambda h: order[h.name])
+
     def provider_hosts(self, role: str | None = "manager") -> list[Host]:
         """The hosts the provider knows, without any local state."""
         cf = self.cluster
@@ -184,14 +203,16 @@ class ClusterAccess:
         return self._record
 
     def hosts(self, role: str | None = None) -> list[Host]:
-        """Every node host of the cluster: the local cache, else the swarm's record."""
-        hosts = self._cached_hosts(role)
+        """Every node host of the cluster, one per machine: the local cache, else the swarm's
+        record."""
+        hosts = self._one_per_machine(self._cached_hosts(role))
         if hosts:
             return hosts
         rec = self.record() or {}
         key_path = self._key_path()
-        hosts = [self._host(name, h, key_path) for name, h in sorted(rec.get("hosts", {}).items())
-                 if h.get("public_address") and (not role or h.get("role") == role)]
+        hosts = self._one_per_machine([
+            self._host(name, h, key_path) for name, h in sorted(rec.get("hosts", {}).items())
+            if h.get("public_address") and (not role or h.get("role") == role)])
         if not hosts:
             raise SwarmsmithError(f"cluster {self.cluster.name} has no {role or 'host'} in its "
                                   f"local state nor in the swarm's record: run "

@@ -35,6 +35,8 @@ from .command import Command
 from .errors import InputError, SwarmsmithError
 from .quorum import QuorumRefused, manager_reachable, node_name, quorum_of
 
+_hostname = node_name
+
 FORMAT = 1
 MANIFEST = "manifest.json"
 PAYLOAD = "swarm.tar.gz"
@@ -61,16 +63,27 @@ def default_out(cluster: str, now: datetime) -> str:
     return f"{cluster}-swarm-{now.strftime('%Y%m%dT%H%M%SZ')}.tar"
 
 
-def pick_backup_node(nodes: list[dict], hosts: dict[str, object], want: str | None = None) -> dict:
+def pick_backup_node(nodes: list[dict], hosts: dict[str, object], want: str | None = None,
+                     names=None) -> dict:
     """A reachable manager that is not the leader when there are several (or the one asked
-    for); refuse when stopping it would lose quorum. `hosts`: hostname -> inventory host."""
+    for, by the cluster file's name, hostname or node ID); refuse when stopping it would lose
+    quorum. `hosts`: the cluster file's name -> inventory host; `names`: node_names.NodeNames."""
+    from .node_names import NodeNames, NodeNotFound
+    names = (names or NodeNames()).bind(nodes)
+
+    def node_name(n: dict) -> str:      # the inventory's name of node n
+        return names.name_of(n) or _hostname(n)
     managers = [n for n in nodes if (n.get("Spec") or {}).get("Role") == "manager"]
     q = quorum_of(nodes)
     if want:
-        chosen = [n for n in managers if node_name(n) == want]
-        if not chosen or want not in hosts:
+        try:
+            found = names.find(nodes, want)
+        except NodeNotFound:
+            found = None
+        chosen = [n for n in managers if n is found]
+        if not chosen or node_name(chosen[0]) not in hosts:
             raise InputError(f"--node {want}: not a manager of this cluster's inventory "
-                             f"(managers: {', '.join(sorted(node_name(n) for n in managers))})")
+                             f"(managers: {', '.join(sorted(names.show(n) for n in managers))})")
         if len(managers) > 1 and not (manager_reachable(chosen[0]) and q.after_losing(1, 0).ok):
             raise QuorumRefused(f"refusing to back up from {want}: {q.text()}; stopping its "
                                 "engine for the copy would lose quorum")
@@ -237,8 +250,8 @@ def take_backup(cluster_path: str, opts: BackupOptions | None = None, *,
     try:
         api = conn.api
         nodes = api.nodes()
-        node = pick_backup_node(nodes, hosts, opts.node)
-        name = node_name(node)
+        node = pick_backup_node(nodes, hosts, opts.node, conn.names)
+        name = conn.names.name_of(node) or node_name(node)
         conn_other = conn.host.name != name
         swarm = api.swarm()
         services, secrets, configs = api.services(), api.secrets(), api.configs()

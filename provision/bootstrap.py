@@ -18,6 +18,7 @@ from .addresses import choose
 from .cluster_record import L_CLUSTER, NODE_LABEL
 from .command import Command
 from .errors import HostKeyMismatchError, InputError, SwarmsmithError
+from .hosts import Host
 from .parallel import each, raise_open_files, ticking
 from .progress import HostProgress, ProgressCallback, Waiting
 from .ssh import Session, fingerprint
@@ -212,8 +213,7 @@ def _up(run: Run) -> UpResult:
     run.waiting(f"connecting to {len(hosts)} host(s) and reading their facts")
     raise_open_files(len(hosts))
     _connect(run, hosts)
-    # every node carries the cluster's name: a lost or absent inventory can tell our swarm
-    labels = {h.name: {**cf.labels_for(h.name, h.role), NODE_LABEL: cf.name} for h in hosts}
+    labels = _node_labels(cf, hosts)
     from .swarm import SwarmStep
     addresses: dict = {}
     hostnames: dict = {}
@@ -244,10 +244,33 @@ def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
             run.changes.append(f"{name}: node {node_id[:12]} removed from the swarm")
     for n in nodes:
         inv["hosts"][n["name"]]["advertise_address"] = n["advertise_address"]
+        if hostnames.get(n["name"]):
+            inv["hosts"][n["name"]]["hostname"] = hostnames[n["name"]]
+    run.changes += _forget_old_names(inv, hosts, nodes)
     run.save()
     run.waiting("writing the cluster record")
     _write_record(run, step.leader, step)
     return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
+
+
+def _forget_old_names(inv: dict, hosts, nodes: list[dict]) -> list[str]:
+    """A host renamed in the cluster file is one machine under a new name: the entry of its old
+    name (same node ID, or same address and SSH port) leaves the inventory, and with it the
+    cluster's record, instead of standing for a second host (every command that goes to each
+    host would go to that machine twice)."""
+    names = {h.name for h in hosts}
+    by_id = {n["node_id"]: n["name"] for n in nodes if n.get("node_id")}
+    by_addr = {(h.public_address, h.port): h.name for h in hosts}
+    changes = []
+    for old, rec in list(inv["hosts"].items()):
+        if old in names:
+            continue
+        new = by_id.get(rec.get("node_id") or "") or \
+            by_addr.get((rec.get("public_address"), rec.get("port") or 22))
+        if new:
+            del inv["hosts"][old]
+            changes.append(f"{new}: the cluster file's new name for {old} (same machine)")
+    return changes
 
 
 def _engines(run: Run, hosts, addresses: dict, hostnames: dict):
@@ -276,9 +299,25 @@ def _engines(run: Run, hosts, addresses: dict, hostnames: dict):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _connect(run: Run, hosts) -> None:
-    """Connect to every host and read its facts (one command) in parallel; then the record."""
+def _connect(run: Run, hosts, tolerate: bool = False) -> dict:
+    """Connect to every host and read its facts (one command) in parallel; then the record.
+    `tolerate` (a dry run): a host that cannot be reached or read is left out and returned
+    ({host name: why}) instead of stopping the run; a changed host key still stops it."""
     inv = run.inventory
+    unread: dict = {}
+
+    def read(h):
+        try:
+            return connect(h)
+        except HostKeyMismatchError:
+            raise
+        except SwarmsmithError as e:
+            if not tolerate:
+                raise
+            unread[h.name] = e.message
+            s = run.sessions.pop(h.name, None)
+            if s is not None:
+                s.close()
 
     def connect(h):
         rec = inv["hosts"].setdefault(h.name, {})
@@ -294,14 +333,16 @@ def _connect(run: Run, hosts) -> None:
         return s
 
     try:
-        each(connect, hosts, concurrency=run.opts.concurrency)
+        each(read, hosts, concurrency=run.opts.concurrency)
     except BaseException:
         _pin_keys(run)
         raise
-    if run.facts:
+    if run.facts and not run.opts.dry_run:
         _preload_docker_sdk(run)
-    _read_record(run, hosts)      # before pinning: a key the record disagrees with is refused
+    # before pinning: a key the record disagrees with is refused
+    _read_record(run, [h for h in hosts if h.name not in unread])
     _pin_keys(run)
+    return unread
 
 
 def _read_record(run: Run, hosts) -> None:
@@ -469,46 +510,74 @@ def _engine_step(run: Run, h) -> dict:
 
 
 def _plan(run: Run, provider, wanted) -> UpResult:
-    """--dry-run / plan: what up would change. Reads hosts that exist; changes nothing."""
+    """--dry-run / plan: what up would change, from the same facts and decisions as up (host
+    keys checked and pinned as up pins them, engine and swarm facts and the cluster's record
+    read in one command per host, the engine step's plan, the swarm step's decisions). Reads
+    hosts that exist; changes nothing (the inventory is not saved in a dry run)."""
     cf, inv = run.cluster, run.inventory
     plan = list(provider.plan(wanted))
     existing = {h.name: h for h in provider.existing()}
-    nodes = []
-    manager_active = False
+    hosts, placeholders, nodes = [], [], []
     for w in wanted:
+        nodes.append({"name": w.name, "role": w.role, "advertise_address": None,
+                      "node_id": inv["hosts"].get(w.name, {}).get("node_id")})
         h = existing.get(w.name)
-        entry = {"name": w.name, "role": w.role, "advertise_address": None,
-                 "node_id": inv["hosts"].get(w.name, {}).get("node_id")}
-        nodes.append(entry)
-        if h is None:
-            plan.append(f"{w.name}: engine set up, join swarm as {w.role}")
+        if h is None:       # made by up: nothing to read yet
+            placeholders.append(Host(name=w.name, public_address="", role=w.role))
             continue
         h.role = w.role
-        pinned = cf.pinned_key(w.name, h.public_address, h.port) or \
-            inv["hosts"].get(w.name, {}).get("host_key", "")
-        s = Session(h, pinned_key=pinned, connect_deadline=5)
-        run.sessions[w.name] = s
-        try:
-            facts = F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
-        except SwarmsmithError as e:
-            plan.append(f"{w.name}: cannot read state ({e.message})")
+        hosts.append(h)
+    unread = _connect(run, hosts, tolerate=True)     # a host not read is named in the plan
+    plan += run.changes             # host keys up would pin
+    absent = {h.name for h in placeholders} | set(unread)
+    swarm_facts = {}
+    entries = {n["name"]: n for n in nodes}
+    for h in hosts:
+        entry = entries[h.name]
+        if h.name in unread:
+            plan.append(f"{h.name}: cannot read state ({unread[h.name]})")
             continue
+        facts = run.facts[h.name]
         daemon = engine.desired_daemon(h.engine_defaults, cf.daemon)
-        plan += [f"{w.name}: {st.change}" for st in
+        plan += [f"{h.name}: {st.change}" for st in
                  engine.plan(facts, daemon, cf.install, _apt(cf, h), cf.version) if st.change]
         entry["advertise_address"] = choose(h, facts["interfaces"], cf.advertise)
-        sw = facts["swarm"]
-        if sw["state"] == "active":
-            manager_active = manager_active or (w.role == "manager" and sw["is_manager"])
+        if facts.get("server"):
+            swarm_facts[h.name] = facts["swarm"]
+        elif h.role == "manager" and facts.get("dockerd"):
+            # up starts it first, then reads its swarm state: so can a plan only after that
+            unread[h.name] = "its engine is not running; up starts it"
+        elif inv["hosts"].get(h.name, {}).get("node_id") and inv.get("cluster_id"):
+            # a stopped engine of a worker of ours: up starts it and finds it in the swarm
+            swarm_facts[h.name] = {**facts["swarm"], "state": "active",
+                                   "node_id": inv["hosts"][h.name]["node_id"],
+                                   "is_manager": False, "cluster_id": inv["cluster_id"]}
         else:
-            plan.append(f"{w.name}: join swarm as {w.role}")
-    if not manager_active:
-        first = next(w for w in wanted if w.role == "manager")
-        plan = [p if p != f"{first.name}: join swarm as manager" else
-                f"{first.name}: swarm init" for p in plan]
-        if not any(p.startswith(f"{first.name}: swarm init") for p in plan):
-            plan.append(f"{first.name}: swarm init")
+            absent.add(h.name)
+    by_name = {h.name: h for h in hosts + placeholders}
+    ordered = [by_name[w.name] for w in wanted]
+    unread_managers = sorted(n for n in unread if by_name[n].role == "manager")
+    if unread_managers:
+        # up stops before its swarm step when a manager is not ready; so does its plan
+        plan.append("swarm: decided when up runs (" + "; ".join(
+            f"{n}: {unread[n]}" for n in unread_managers) + ")")
+        return UpResult(cluster=cf.name, nodes=nodes, changes=plan, dry_run=True)
+    from .swarm import SwarmStep
+    step = SwarmStep(run.sessions, ordered, {}, _node_labels(cf, ordered), inv,
+                     force=run.opts.force, cluster_name=cf.name,
+                     destroy_services=run.opts.destroy_services)
+    try:
+        plan += [p for p in step.plan(swarm_facts, absent=absent - set(unread))
+                 if p.split(": ", 1)[0] not in unread]
+    finally:
+        step.close()
     return UpResult(cluster=cf.name, nodes=nodes, changes=plan, dry_run=True)
+
+
+def _node_labels(cf, hosts) -> dict:
+    """The labels the swarm step puts on each host's node: the cluster file's, and the
+    cluster's name (a lost or absent inventory can tell our swarm by it)."""
+    return {h.name: {**cf.labels_for(h.name, h.role), NODE_LABEL: cf.name} for h in hosts}
 
 
 def down(cluster, opts: DownOptions | None = None,

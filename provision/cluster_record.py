@@ -25,7 +25,7 @@ NODE_LABEL = "swarmsmith.cluster"     # on every node `up` manages
 FORMAT = 1
 KEEP = 5
 HOST_FIELDS = ("role", "public_address", "private_address", "user", "port", "node_id",
-               "host_key", "advertise_address", "labels")
+               "host_key", "advertise_address", "labels", "hostname")
 
 
 class RecordConflict(SwarmsmithError):
@@ -67,12 +67,15 @@ def merge_into_inventory(inv: dict, record: dict, skip=()) -> list[str]:
             mine[resource] = {**facts, **(mine.get(resource) or {})}
     if not mine and not had_state:     # a no-op run must leave the cache byte for byte as it was
         inv.pop("provider_state")
+    held = {r.get("node_id"): n for n, r in (inv.get("hosts") or {}).items() if r.get("node_id")}
     for name, rec in (record.get("hosts") or {}).items():
         if name in skip:          # gone from the cluster (pruned): not brought back
             continue
+        if held.get(rec.get("node_id"), name) != name:
+            continue              # the same node under the name the cache knows (renamed)
         mine = inv.setdefault("hosts", {}).setdefault(name, {})
         for k in ("node_id", "advertise_address", "role", "public_address",
-                  "private_address", "user"):
+                  "private_address", "user", "hostname"):
             if k in rec and k not in mine:
                 mine[k] = rec[k]
         if rec.get("labels"):
@@ -84,7 +87,12 @@ def merge(latest: dict, ours: dict) -> dict:
     """On a conflict: the hosts this run observed win, hosts only the other writer knew stay."""
     out = dict(latest)
     out.update({k: v for k, v in ours.items() if k != "hosts"})
-    out["hosts"] = {**(latest.get("hosts") or {}), **(ours.get("hosts") or {})}
+    mine = ours.get("hosts") or {}
+    held = {h.get("node_id") for h in mine.values() if h.get("node_id")}
+    # a node this run knows under another name (renamed in the cluster file) is not kept twice
+    theirs = {n: h for n, h in (latest.get("hosts") or {}).items()
+              if n in mine or h.get("node_id") not in held}
+    out["hosts"] = {**theirs, **mine}
     return out
 
 

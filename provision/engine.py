@@ -146,12 +146,15 @@ class AptSettings:
 
 PROXY_FILE = "/etc/apt/apt.conf.d/90swarmsmith-proxy"
 MIRROR_FILE = "/etc/apt/swarmsmith-mirror"
+# Files under /etc/apt are replaced whole, through a temporary file of a unique name beside
+# them (a fixed name lets two writers on one /etc collide: one's mv finds the file gone).
 MIRROR_SCRIPT = r"""set -e
 for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
   [ -f "$f" ] || continue
   sed -i -E "s#https?://[^ ]+/(debian|ubuntu)/?( |\$)#$M\2#" "$f"
 done
-printf '%s\n' "$M" > """ + MIRROR_FILE + "\n"
+t=$(mktemp /etc/apt/.swarmsmith-mirror.XXXXXX)
+printf '%s\n' "$M" > "$t" && chmod 644 "$t" && mv -f "$t" """ + MIRROR_FILE + "\n"
 
 
 def _sh_assign(name: str, value: str) -> str:
@@ -187,7 +190,9 @@ def fallback_change(stdout: str) -> str | None:
 
 
 def apt_steps(facts: dict, apt: AptSettings) -> list["Step"]:
-    """Proxy and mirror, before anything is installed; only where the host differs."""
+    """Proxy and mirror, just before an install; only where the host differs. plan() asks for
+    them only when it installs: apt's settings are how a host reaches packages, and a host that
+    installs nothing keeps its own (nothing in /etc/apt changes)."""
     if not facts.get("apt"):
         return []
     steps = []
@@ -198,8 +203,11 @@ def apt_steps(facts: dict, apt: AptSettings) -> list["Step"]:
         if apt.proxy:
             body = (f'Acquire::http::Proxy "{apt.proxy}";\n'
                     f'Acquire::https::Proxy "{apt.proxy}";\n').encode()
+            # the temporary file outside apt.conf.d: apt would read a half-written one there
             steps.append(Step(f"apt proxy set to {apt.proxy}", Command.shell(
-                f"cat > {PROXY_FILE}.tmp && mv {PROXY_FILE}.tmp {PROXY_FILE}",
+                "t=$(mktemp /etc/apt/.swarmsmith-proxy.XXXXXX) && "
+                f"{{ cat > \"$t\" && chmod 644 \"$t\" && mv -f \"$t\" {PROXY_FILE}; }} "
+                "|| { rm -f \"$t\"; exit 1; }",
                 description="write apt's proxy setting", stdin=body)))
         else:
             steps.append(Step("apt proxy setting removed", Command.shell(
@@ -237,7 +245,8 @@ def plan(facts: dict, daemon: dict, install: str, apt: AptSettings | None = None
          version: str = "") -> list[Step]:
     """Steps in order. An install step's successors are a guess from facts gathered before it
     (the package decides between systemd and an init script): apply() plans again after it."""
-    steps: list[Step] = list(apt_steps(facts, apt or AptSettings()))
+    installs = not facts.get("dockerd")
+    steps: list[Step] = list(apt_steps(facts, apt or AptSettings())) if installs else []
     write = facts.get("daemon_json") != daemon and (daemon or facts.get("daemon_json_present"))
     if write:
         # before the install: the packages start dockerd themselves (systemd), and a daemon.json
@@ -247,7 +256,7 @@ def plan(facts: dict, daemon: dict, install: str, apt: AptSettings | None = None
                           Command.shell("mkdir -p /etc/docker && cat > /etc/docker/daemon.json.tmp && "
                                         "mv /etc/docker/daemon.json.tmp /etc/docker/daemon.json",
                                         description="write /etc/docker/daemon.json", stdin=body)))
-    if not facts.get("dockerd"):
+    if installs:
         steps.append(_install_step(facts, install, version))
     running = bool(facts.get("server"))
     if not running:

@@ -42,8 +42,7 @@ class Provider(Protocol):
         `provider_state`, handed back to the next run); {} when it keeps nothing."""
 
     def existing(self) -> list[Host]:
-        """Hosts that exist now and that `plan` may connect to read; [] when the provider
-        does not look (static hosts are not probed by a plan)."""
+        """Hosts that exist now, which `plan` connects to and reads as `up` would."""
 
     def plan(self, wanted: list[WantedHost]) -> list[str]:
         """Human-readable changes ensure() would make; empty when nothing to do."""

@@ -212,10 +212,15 @@ def push_archive(path: str, hosts: list, session_for, *, progress: Progress | No
 NODE_GROUPS = ("all", "managers", "workers")
 
 
-def select_hosts(hosts: list, wanted: list[str]) -> list:
-    """`--nodes all|managers|workers|NAME…` over the inventory's hosts (in inventory order)."""
+def select_hosts(hosts: list, wanted: list[str], node_names=None) -> list:
+    """`--nodes all|managers|workers|NAME…` over the inventory's hosts (in inventory order); a
+    node may be named by the cluster file's name, or with `node_names`
+    (node_names.NodeNames) by its hostname or node ID."""
     wanted = wanted or ["all"]
     names = {h.name for h in hosts}
+    if node_names is not None:
+        wanted = [w if w in NODE_GROUPS else (node_names.host_name(w, names) or w)
+                  for w in wanted]
     unknown = [w for w in wanted if w not in NODE_GROUPS and w not in names]
     if unknown:
         raise InputError(f"--nodes: no node named {', '.join(unknown)} in the inventory "
@@ -239,7 +244,12 @@ def push_to_cluster(cluster_path: str, *, archive: str | None = None, images: li
     temporary archive, removed after), to the cluster's nodes picked by `nodes` (select_hosts).
     `on_message` hears what is done before the push starts (the save)."""
     from .dockerapi import inventory_hosts, session_for
-    hosts = select_hosts(inventory_hosts(cluster_path), list(nodes))
+    all_hosts = inventory_hosts(cluster_path)
+    named = None
+    if any(n not in NODE_GROUPS and n not in {h.name for h in all_hosts} for n in nodes):
+        from .node_names import for_cluster
+        named = for_cluster(cluster_path)
+    hosts = select_hosts(all_hosts, list(nodes), named)
     saved = None
     try:
         if images:

@@ -35,6 +35,18 @@ class ManagerConn:
     session: object               # provision.ssh.Session
     api: "EngineAPI"
     facts: dict = field(default_factory=dict)   # swarm facts of that manager
+    cluster_path: str = ""
+    _names: object = None
+
+    @property
+    def names(self):
+        """The cluster's names of its nodes (node_names.NodeNames): the local inventory, else
+        the cluster's record read through this manager."""
+        if self._names is None:
+            from .node_names import NodeNames, for_cluster
+            self._names = (for_cluster(self.cluster_path, self.api) if self.cluster_path
+                           else NodeNames())
+        return self._names
 
     def close(self) -> None:
         fwd = getattr(self.api.api, "_swarmsmith_forwarder", None)
@@ -80,7 +92,7 @@ def connect_manager(cluster_path: str, *, prefer: str | None = None,
             api = EngineAPI(api_client(s, timeout=30), where=host.name)
             try:
                 api.nodes()   # raft must have a leader for this to answer
-                return ManagerConn(host, s, api, f)
+                return ManagerConn(host, s, api, f, cluster_path=cluster_path)
             except SwarmsmithError as e:
                 why = e.message
                 _close_api(api)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import (EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_TIMED_OUT, InputError, SwarmsmithError)
+from .node_names import NodeNames, NodeNotFound  # noqa: F401  (NodeNotFound: callers catch it here)
 from .quorum import QuorumRefused, check_manager_removal, is_manager, node_name, quorum_of
 
 Progress = Callable[[str], None]
@@ -19,34 +20,27 @@ ACTIVE_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready",
                  "running")
 
 
-class NodeNotFound(InputError):
-    pass
-
-
 # --- finding nodes ------------------------------------------------------------------------
 
-def find_node(nodes: list[dict], ref: str) -> dict:
-    """A node by hostname, full ID or unique ID prefix (as the docker CLI accepts)."""
-    by_name = [n for n in nodes if node_name(n) == ref]
-    if len(by_name) == 1:
-        return by_name[0]
-    if len(by_name) > 1:
-        ready = [n for n in by_name if (n.get("Status") or {}).get("State") == "ready"]
-        if len(ready) == 1:
-            return ready[0]
-        raise InputError(f"node {ref}: {len(by_name)} nodes have this hostname; use its ID "
-                         f"({', '.join(n['ID'][:12] for n in by_name)})")
-    by_id = [n for n in nodes if n["ID"].startswith(ref)] if len(ref) >= 4 else []
-    if len(by_id) == 1:
-        return by_id[0]
-    known = ", ".join(sorted(node_name(n) for n in nodes))
-    raise NodeNotFound(f"node {ref}: no such node in the swarm (nodes: {known})")
+def find_node(nodes: list[dict], ref: str, names=None) -> dict:
+    """A node by the cluster file's name (with `names`, a node_names.NodeNames), hostname, full
+    ID or unique ID prefix (as the docker CLI accepts)."""
+    return (names or NodeNames()).find(nodes, ref)
 
 
-def node_row(n: dict) -> dict:
+def _found(api, ref: str, names, nodes: list[dict] | None = None):
+    """(nodes, the node, how it is shown: `m1 (hostname)`) for a command's NODE argument."""
+    names = names or NodeNames()
+    nodes = api.nodes() if nodes is None else nodes
+    node = names.find(nodes, ref)
+    return nodes, node, names.show(node)
+
+
+def node_row(n: dict, names=None) -> dict:
     ms = n.get("ManagerStatus") or {}
     desc = n.get("Description") or {}
-    return {"hostname": node_name(n), "id": n["ID"], "role": n["Spec"].get("Role"),
+    return {"hostname": node_name(n), "name": names.name_of(n) if names else "", "id": n["ID"],
+            "role": n["Spec"].get("Role"),
             "availability": n["Spec"].get("Availability"), "state": n["Status"].get("State"),
             "manager": ("leader" if ms.get("Leader") else ms.get("Reachability", "")) if ms else "",
             "addr": n["Status"].get("Addr", ""),
@@ -54,9 +48,13 @@ def node_row(n: dict) -> dict:
             "labels": n["Spec"].get("Labels") or {}}
 
 
-def list_nodes(api) -> dict:
+def list_nodes(api, names=None) -> dict:
+    """Every node with both its names: the cluster file's (`name`, "" for a node no host of
+    the cluster is) and its hostname."""
     nodes = api.nodes()
-    return {"nodes": sorted((node_row(n) for n in nodes),
+    if names is not None:
+        names.bind(nodes)
+    return {"nodes": sorted((node_row(n, names) for n in nodes),
                             key=lambda r: (r["role"] != "manager", r["hostname"])),
             "quorum": quorum_of(nodes).to_dict()}
 
@@ -108,41 +106,58 @@ def _set_spec(api, node: dict, **changes) -> bool:
     return change_node(api, node["ID"], change, node=node)
 
 
-def set_availability(api, ref: str, availability: str) -> NodeChange:
+def set_availability(api, ref: str, availability: str, names=None) -> NodeChange:
     """activate / pause (drain waits: see drain_node)."""
     if availability not in ("active", "pause", "drain"):
         raise InputError(f"availability {availability}: expected active, pause or drain")
-    node = find_node(api.nodes(), ref)
-    res = NodeChange(node_name(node))
+    _, node, shown = _found(api, ref, names)
+    res = NodeChange(shown)
     if _set_spec(api, node, Availability=availability):
         res.changes.append(f"{res.node}: availability {node['Spec'].get('Availability')} -> "
                            f"{availability}")
     return res
 
 
-def activate_node(api, ref: str) -> NodeChange:
-    return set_availability(api, ref, "active")
+def activate_node(api, ref: str, names=None) -> NodeChange:
+    return set_availability(api, ref, "active", names)
 
 
-def drain_node(api, ref: str, opts: DrainOptions | None = None, *,
+def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
                on_progress: Progress | None = None,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> DrainResult:
     """Set the node to drain and wait (bounded) until it runs no service task and the services
-    it ran have their tasks running elsewhere. Services whose new tasks cannot be placed are
-    named with the scheduler's reason (exit 10); the deadline passing first gives exit 12."""
+    it ran have all their replicas running elsewhere. Services whose new tasks cannot be placed,
+    or are rejected or fail where they were placed (an image the node lacks), are named with
+    the scheduler's or the node's reason (exit 10); the deadline passing first gives exit 12.
+    A node drained already is checked the same way, for the services that ran on it (its task
+    history) and those short of replicas: a re-run tells whether they run elsewhere now."""
     opts = opts or DrainOptions()
     say = on_progress or (lambda msg: None)
-    node = find_node(api.nodes(), ref)
-    nid, name = node["ID"], node_name(node)
+    nodes, node, name = _found(api, ref, names)
+    shown = {n["ID"]: (names or NodeNames()).show(n) for n in nodes}
+    nid = node["ID"]
     res = DrainResult(name)
     start = clock()
-    before = [t for t in api.tasks(filters={"node": nid}) if _active(t)]
+    history = api.tasks(filters={"node": nid})
+    before = [t for t in history if _active(t)]
     affected = sorted({t["ServiceID"] for t in before})
+    rerun = not before and node["Spec"].get("Availability") == "drain"
+    services = {s["ID"]: s for s in api.services()} if affected or rerun else {}
+    if rerun:
+        # nothing runs here: the services that did must run elsewhere for the drain to be
+        # done. The node's task history names them only for a while (swarm keeps a few tasks
+        # per slot, and a task rejected again and again elsewhere pushes the old ones out), so
+        # every service short of its replicas is checked too.
+        affected = sorted({t["ServiceID"] for t in history if t.get("ServiceID")}
+                          | _short(services, api.tasks()))
+    # failures seen before this run belong to another story (a first run: not the drain's)
+    old_failures = set() if rerun else {
+        t["ID"] for sid in affected if sid in services
+        for t in api.tasks(filters={"service": sid}) if _failed(t)}
     if _set_spec(api, node, Availability="drain"):
         res.changes.append(f"{name}: availability {node['Spec'].get('Availability')} -> drain")
         say(f"{name}: drain set; {len(before)} task(s) of {len(affected)} service(s) to move")
-    services = {s["ID"]: s for s in api.services()} if affected else {}
     global_ids = {sid for sid in affected if "Global" in (services.get(sid, {}).get("Spec", {})
                                                           .get("Mode") or {})}
     stuck_since: dict[str, float] = {}
@@ -156,16 +171,18 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *,
         for sid in affected:
             if sid in global_ids or sid not in services:
                 continue
-            state = _service_placement(api.tasks(filters={"service": sid}), nid)
+            state = _service_placement(api.tasks(filters={"service": sid}), nid,
+                                       _replicas(services[sid]), old_failures, shown)
             if state is not None:
                 waiting[sid] = state
         for sid in list(stuck_since):
-            if sid not in waiting:
+            if sid not in waiting or waiting[sid].split(":", 1)[0] != stuck_since[sid][1]:
                 del stuck_since[sid]
         for sid, why in waiting.items():
-            if why.startswith("cannot place:"):
-                stuck_since.setdefault(sid, now)
-        unplaced = {sid: waiting[sid] for sid, t0 in stuck_since.items()
+            kind = why.split(":", 1)[0]
+            if kind in ("cannot place", "rejected"):
+                stuck_since.setdefault(sid, (now, kind))
+        unplaced = {sid: waiting[sid] for sid, (t0, _) in stuck_since.items()
                     if now - t0 >= opts.settle}
         summary = (len(on_node), len(waiting))
         if summary != last:
@@ -174,19 +191,21 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *,
             last = summary
         pending_other = set(waiting) - set(unplaced)
         if not on_node and not pending_other:
-            res.unplaced = {_svc_name(services, sid): why.split(": ", 1)[1]
+            res.unplaced = {_svc_name(services, sid): _reason(why)
                             for sid, why in unplaced.items()}
             res.moved = sorted(_svc_name(services, sid) for sid in affected
-                               if sid not in unplaced and sid not in global_ids)
+                               if sid not in unplaced and sid not in global_ids
+                               and sid in services)
             res.exit_code = EXIT_DEPLOY_FAILED if res.unplaced else EXIT_OK
             break
         if now - start >= opts.timeout:
             res.remaining = sorted(f"{_svc_name(services, t['ServiceID'])}.{t.get('Slot') or ''}"
                                    .rstrip(".") for t in on_node)
-            res.unplaced = {_svc_name(services, sid): why.split(": ", 1)[-1]
+            res.unplaced = {_svc_name(services, sid): _reason(why)
                             for sid, why in waiting.items()}
             res.moved = sorted(_svc_name(services, sid) for sid in affected
-                               if sid not in waiting and sid not in global_ids)
+                               if sid not in waiting and sid not in global_ids
+                               and sid in services)
             res.exit_code = EXIT_TIMED_OUT
             break
         sleep(max(0.0, min(opts.poll, opts.timeout - (now - start))))
@@ -199,31 +218,70 @@ def _active(t: dict) -> bool:
         (t.get("Status") or {}).get("State") in ACTIVE_STATES
 
 
+def _short(services: dict, tasks: list[dict]) -> set[str]:
+    """Replicated services with fewer running tasks than replicas."""
+    running: dict[str, int] = {}
+    for t in tasks:
+        if _active(t) and (t.get("Status") or {}).get("State") == "running":
+            running[t["ServiceID"]] = running.get(t["ServiceID"], 0) + 1
+    return {sid for sid, s in services.items()
+            if (_replicas(s) or 0) > running.get(sid, 0)}
+
+
+def _failed(t: dict) -> bool:
+    return (t.get("Status") or {}).get("State") in ("rejected", "failed")
+
+
+def _reason(why: str) -> str:
+    """"cannot place: MSG" -> MSG; "rejected: on NODE: ERR" -> "rejected on NODE: ERR"."""
+    kind, _, rest = why.partition(": ")
+    return f"{kind} {rest}" if kind == "rejected" else rest
+
+
+def _replicas(service: dict) -> int | None:
+    mode = (service.get("Spec") or {}).get("Mode") or {}
+    return (mode.get("Replicated") or {}).get("Replicas", 1) if "Replicated" in mode else None
+
+
 def _svc_name(services: dict, sid: str) -> str:
     return (services.get(sid) or {}).get("Spec", {}).get("Name", sid[:12])
 
 
-def _service_placement(tasks: list[dict], drained: str) -> str | None:
-    """None when every task meant to run (not on the drained node) is running; else why not:
-    "cannot place: <scheduler message>" or "starting: ..."."""
+def _service_placement(tasks: list[dict], drained: str, replicas: int | None = None,
+                       old_failures=frozenset(), shown: dict | None = None) -> str | None:
+    """None when the service's replicas all run (none on the drained node); else why not:
+    "cannot place: <scheduler message>", "rejected: on <node>: <error>" (the newest task that
+    was rejected or failed on another node since the drain, while the service is short), or
+    "starting: ...". `shown`: node ID -> how the node is named."""
     want = [t for t in tasks if t.get("DesiredState") == "running" and t.get("NodeID") != drained]
+    running = [t for t in want if (t.get("Status") or {}).get("State") == "running"]
+    if len(running) == len(want) and (replicas is None or len(running) >= replicas):
+        return None
     for t in want:
         st = t.get("Status") or {}
-        if st.get("State") == "running":
-            continue
         msg = st.get("Err") or st.get("Message") or st.get("State", "")
         if st.get("State") == "pending" and ("no suitable node" in msg or "insufficient" in msg):
             return f"cannot place: {msg}"
-        return f"starting: {msg}"
-    return None
+    failed = sorted((t for t in tasks if _failed(t) and t["ID"] not in old_failures
+                     and t.get("NodeID") and t.get("NodeID") != drained),
+                    key=lambda t: (t.get("Status") or {}).get("Timestamp", ""))
+    if failed:
+        t = failed[-1]
+        st = t.get("Status") or {}
+        where = (shown or {}).get(t["NodeID"], t["NodeID"][:12])
+        return f"rejected: on {where}: {st.get('Err') or st.get('Message') or st.get('State')}"
+    for t in want:
+        st = t.get("Status") or {}
+        if st.get("State") != "running":
+            return f"starting: {st.get('Err') or st.get('Message') or st.get('State', '')}"
+    return f"starting: {len(running)} of {replicas} running"
 
 
 # --- roles ----------------------------------------------------------------------------
 
-def promote_node(api, ref: str, *, force: bool = False) -> NodeChange:
-    nodes = api.nodes()
-    node = find_node(nodes, ref)
-    res = NodeChange(node_name(node))
+def promote_node(api, ref: str, *, force: bool = False, names=None) -> NodeChange:
+    nodes, node, shown = _found(api, ref, names)
+    res = NodeChange(shown)
     if is_manager(node):
         return res
     count = quorum_of(nodes).managers + 1
@@ -240,10 +298,9 @@ def promote_node(api, ref: str, *, force: bool = False) -> NodeChange:
     return res
 
 
-def demote_node(api, ref: str) -> NodeChange:
-    nodes = api.nodes()
-    node = find_node(nodes, ref)
-    res = NodeChange(node_name(node))
+def demote_node(api, ref: str, names=None) -> NodeChange:
+    nodes, node, shown = _found(api, ref, names)
+    res = NodeChange(shown)
     if not is_manager(node):
         return res
     after = check_manager_removal(nodes, node, "demote")
@@ -255,9 +312,10 @@ def demote_node(api, ref: str) -> NodeChange:
     return res
 
 
-def label_node(api, ref: str, add: dict[str, str], remove: list[str]) -> NodeChange:
-    node = find_node(api.nodes(), ref)
-    res = NodeChange(node_name(node))
+def label_node(api, ref: str, add: dict[str, str], remove: list[str],
+               names=None) -> NodeChange:
+    _, node, shown = _found(api, ref, names)
+    res = NodeChange(shown)
     have = dict(node["Spec"].get("Labels") or {})
     want = {k: v for k, v in have.items() if k not in remove} | add
     if want != have:
@@ -287,14 +345,16 @@ class RemoveOptions:
 
 def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
     """The `leave` of remove_node for a cluster's inventory: `docker swarm leave` over SSH on
-    the host of that name; a node the inventory does not have cannot be made to leave."""
-    def leave(hostname: str) -> None:
+    the host that is that node (named by the file's name, hostname or node ID); a node the
+    inventory does not have cannot be made to leave."""
+    def leave(ref: str) -> None:
         from .command import Command
         from .dockerapi import inventory_hosts, session_for
+        from .node_names import for_cluster
         hosts = {h.name: h for h in inventory_hosts(cluster_path)}
-        host = hosts.get(hostname)
+        host = hosts.get(for_cluster(cluster_path).host_name(ref, hosts))
         if host is None:
-            raise SwarmsmithError(f"node {hostname}: not a host of this cluster's inventory, so "
+            raise SwarmsmithError(f"node {ref}: not a host of this cluster's inventory, so "
                                   "swarmsmith cannot make it leave; use --force")
         s = session_for(host)
         try:
@@ -304,19 +364,17 @@ def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
     return leave
 
 
-def remove_node(api, ref: str, opts: RemoveOptions | None = None, *,
+def remove_node(api, ref: str, opts: RemoveOptions | None = None, *, names=None,
                 leave: Callable[[str], None] | None = None,
                 on_progress: Progress | None = None,
                 clock: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep) -> NodeChange:
-    """Drain, make the node leave (`leave(hostname)` runs `docker swarm leave` on it), wait until
+    """Drain, make the node leave (`leave(node ID)` runs `docker swarm leave` on it), wait until
     the swarm sees it down, then remove it. A manager is demoted first, refused when that would
     lose quorum or the last manager. With force: demote if a manager, then remove at once."""
     opts = opts or RemoveOptions()
     say = on_progress or (lambda msg: None)
-    nodes = api.nodes()
-    node = find_node(nodes, ref)
-    name = node_name(node)
+    nodes, node, name = _found(api, ref, names)
     res = NodeChange(name)
     if is_manager(node):
         check_manager_removal(nodes, node, "remove")
@@ -325,13 +383,14 @@ def remove_node(api, ref: str, opts: RemoveOptions | None = None, *,
         raise SwarmsmithError(f"node {name} is down: it cannot drain or leave. Remove it with "
                               f"--force ({FORCE_MEANING})")
     if is_manager(node):
-        res.changes += demote_node(api, node["ID"]).changes
+        res.changes += demote_node(api, node["ID"], names).changes
     if opts.force:
         res.notes.append(FORCE_MEANING)
         api.remove_node(node["ID"], force=True)
         res.changes.append(f"{name}: removed from the swarm (--force)")
         return res
-    dr = drain_node(api, node["ID"], opts.drain, on_progress=on_progress, clock=clock, sleep=sleep)
+    dr = drain_node(api, node["ID"], opts.drain, names=names, on_progress=on_progress,
+                    clock=clock, sleep=sleep)
     res.changes += dr.changes
     if dr.exit_code == EXIT_TIMED_OUT:
         raise SwarmsmithError(f"node {name}: tasks still on it after {opts.drain.timeout:g} s "
@@ -343,7 +402,7 @@ def remove_node(api, ref: str, opts: RemoveOptions | None = None, *,
         raise SwarmsmithError(f"node {name}: no way to reach the host to make it leave; "
                               f"use --force ({FORCE_MEANING})")
     say(f"{name}: leaving the swarm")
-    leave(name)
+    leave(node["ID"])
     res.changes.append(f"{name}: left the swarm")
     end = clock() + opts.down_timeout
     while (api.node(node["ID"]).get("Status") or {}).get("State") != "down":

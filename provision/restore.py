@@ -45,7 +45,9 @@ def _inventory(cluster_path: str):
 
 def _host_of(cluster_path: str, name: str):
     from .dockerapi import inventory_hosts
+    from .node_names import for_cluster
     hosts = {h.name: h for h in inventory_hosts(cluster_path)}
+    name = for_cluster(cluster_path).host_name(name, hosts) or name     # or hostname, node ID
     if name not in hosts:
         raise InputError(f"--to {name}: not a host of this cluster's inventory (hosts: "
                          f"{', '.join(sorted(hosts))}); `swarmsmith up` creates the cluster "
@@ -120,6 +122,7 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
     say = on_progress or (lambda msg: None)
     manifest, payload = read_archive(archive)          # exit 2 before any connection
     host = _host_of(cluster_path, to)
+    to = host.name          # the cluster file's name, however --to named it
     addr = _advertise(cluster_path, host)
     res = RestoreResult(to)
     check_restore_address(manifest, to, addr, _other_addresses(cluster_path, to), force,

@@ -17,7 +17,8 @@ class StaticProvider:
         return {}       # nothing created, nothing to remember
 
     def existing(self) -> list[Host]:
-        return []       # a plan does not connect to static hosts; it says what up would do
+        # the machines exist already: a plan reads them as up does (and tells the truth)
+        return self.ensure(self.cluster.wanted_hosts())[0]
 
     def plan(self, wanted: list[WantedHost]) -> list[str]:
         return []

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .engine_api import as_engine
 from .errors import EXIT_DEGRADED, EXIT_OK, SwarmsmithError
+from .node_names import NodeNames, label
 from .quorum import quorum_of
 
 
@@ -52,7 +53,7 @@ def status(cluster_file: str, stack: str | None = None,
             raise
         return ClusterStatus(unavailable(e.reasons, e.facts))
     try:
-        return ClusterStatus(gather(conn.api, stack))
+        return ClusterStatus(gather(conn.api, stack, names=conn.names))
     except SwarmsmithError as e:
         # a leader that just lost its majority answers some calls, then none
         return ClusterStatus(unavailable({conn.host.name: e.message},
@@ -64,16 +65,20 @@ FAILING = ("failed", "rejected")
 STACK_LABEL = "com.docker.stack.namespace"
 
 
-def gather(api, stack: str | None = None) -> dict:
+def gather(api, stack: str | None = None, names=None) -> dict:
+    """`names` (node_names.NodeNames): each node also shows the cluster file's name for it."""
     api = as_engine(api)
     raw_nodes = api.nodes()
-    names = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12]) for n in raw_nodes}
+    file_names = (names or NodeNames()).bind(raw_nodes)
+    hostnames = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12])
+                 for n in raw_nodes}
+    names = {n["ID"]: file_names.show(n) for n in raw_nodes}     # both, for the failing tasks
     nodes = []
     for n in raw_nodes:
         ms = n.get("ManagerStatus") or {}
         desc = n.get("Description") or {}
         nodes.append({
-            "hostname": names[n["ID"]], "id": n["ID"],
+            "hostname": hostnames[n["ID"]], "name": file_names.name_of(n), "id": n["ID"],
             "role": n["Spec"].get("Role"), "availability": n["Spec"].get("Availability"),
             "state": n["Status"].get("State"), "addr": n["Status"].get("Addr"),
             "manager": ("leader" if ms.get("Leader") else ms.get("Reachability", "")) if ms else "",
@@ -132,9 +137,9 @@ def problems(st: dict) -> list[str]:
         out.append(f"quorum lost: {q['reachable']}/{q['managers']} managers reachable")
     for n in st["nodes"]:
         if n["state"] != "ready":
-            out.append(f"node {n['hostname']} is {n['state']}")
+            out.append(f"node {label(n.get('name', ''), n['hostname'])} is {n['state']}")
         elif n["role"] == "manager" and n["manager"] == "unreachable":
-            out.append(f"manager {n['hostname']} is unreachable")
+            out.append(f"manager {label(n.get('name', ''), n['hostname'])} is unreachable")
     for s in st["services"]:
         if s["desired"] is not None and s["running"] < s["desired"]:
             out.append(f"service {s['name']}: {s['running']}/{s['desired']} running")

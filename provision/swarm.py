@@ -204,9 +204,57 @@ class SwarmStep:
             rec["node_id"] = self._ids[h.name]
             rec["labels"] = sorted(self.labels.get(h.name, {}))
             result.append({"name": h.name, "role": h.role, "advertise_address": self._address(h, facts),
-                           "node_id": self._ids[h.name]})
+                           "node_id": self._ids[h.name],
+                           "hostname": self.hostnames.get(h.name, "")})
         self.save()
         return result
+
+    def plan(self, facts: dict, absent=()) -> list[str]:
+        """What converge would change, decided as converge decides (the same leader search,
+        foreign-swarm refusals, joins, promotions, demotions and label changes) from the same
+        facts; it only reads (the leader's node listing, a node's own labels). `facts`: swarm
+        facts of the hosts whose engines answered; hosts in `absent` do not exist yet or have no
+        engine answering (they join, as converge would find them once they answer)."""
+        out: list[str] = []
+        inactive = F.swarm_facts({})
+        facts = {h.name: facts.get(h.name) or inactive for h in self.hosts}
+
+        def say(h: Host, what: str) -> None:
+            out.append(f"{h.name}: " + (f"engine set up, {what}" if h.name in absent else what))
+
+        locked = sorted(m.name for m in self.managers if facts[m.name]["state"] == "locked")
+        if locked:
+            raise SwarmsmithError(f"the swarm is locked on {', '.join(locked)} (autolock): run "
+                                  "`swarmsmith unlock-swarm` first; nothing was changed")
+        leader = self._find_leader(facts)
+        nodes: dict = {}
+        cluster_id = None
+        if leader is None:
+            leader = self.managers[0]
+            self._check_first(facts)
+            if facts[leader.name]["state"] == "active":
+                say(leader, "leave its previous swarm (--force)")
+            if leader.name in absent:
+                out.append(f"{leader.name}: engine set up")
+            out.append(f"{leader.name}: swarm init")
+        else:
+            nodes = {n["id"]: n for n in self.nodes(leader)}
+            cluster_id = self.inv["cluster_id"]
+        for h in self.hosts:
+            how = "" if h is leader else self._classify(h, facts[h.name], nodes, cluster_id)
+            node = None if how else nodes.get(facts[h.name]["node_id"])
+            if how == "leave":
+                say(h, f"leave its previous swarm, join as {h.role}")
+            elif how:
+                say(h, f"join swarm as {h.role}")
+            elif node and h.role == "manager" and node["role"] != "manager":
+                say(h, "promote to manager")
+            elif node and h.role == "worker" and node["role"] == "manager":
+                say(h, "demote to worker")
+            labels = self._label_diff(h, node["labels"])[2] if node else ""
+            if labels:      # a node that joins gets its labels with the join
+                out.append(f"{h.name}: {labels}")
+        return out
 
     def _join_managers(self, leader: Host, leader_addr: str, facts: dict, todo: dict,
                        nodes: dict, later=None) -> None:
@@ -594,17 +642,21 @@ class SwarmStep:
             self.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
-    def _label(self, leader: Host, h: Host, node: dict) -> None:
-        """The cluster file's labels on the node; labels we set before and no longer want go."""
+    def _label_diff(self, h: Host, have: dict) -> tuple[dict, list, str]:
+        """(labels to add, labels to remove, the change's text) for a node with labels `have`:
+        the cluster file's labels; labels we set before and no longer want go."""
         want = self.labels.get(h.name, {})
         managed = set(self.inv["hosts"].get(h.name, {}).get("labels", []))
-        have = node["labels"]
         add = {k: v for k, v in want.items() if have.get(k) != v}
         rm = sorted(k for k in managed - set(want) if k in have)
+        parts = [f"{k}={v}" for k, v in sorted(add.items())] + [f"-{k}" for k in rm]
+        return add, rm, ("labels " + " ".join(parts)) if parts else ""
+
+    def _label(self, leader: Host, h: Host, node: dict) -> None:
+        add, rm, text = self._label_diff(h, node["labels"])
         if add or rm:
             self._update_node_labels(leader, node["id"], add, rm)
-            parts = [f"{k}={v}" for k, v in sorted(add.items())] + [f"-{k}" for k in rm]
-            self.change(h, "labels " + " ".join(parts))
+            self.change(h, text)
 
     def leader_api(self, leader: Host):
         """One Engine API client on the leader for the whole step (labels, then the cluster

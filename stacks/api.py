@@ -92,9 +92,44 @@ def up(cluster_file: str | None = None, options: UpOptions | None = None, *,
     result = bootstrap.up(cluster, options, on_progress)
     if result.dry_run:
         return result
+    result.changes += _images_for_new_nodes(path, cluster, result, on_progress)
     for loaded in stacks:
         result.changes += _deploy_cluster_stack(loaded, path, result, on_progress)
     return result
+
+
+def _images_for_new_nodes(path: str, cluster, result: UpResult,
+                          on_progress: ProgressCallback | None) -> list[str]:
+    """Nodes that joined in this run may be given tasks of services already running, whose
+    images (put on nodes, not pulled from a registry) they lack: swarm would reject those tasks
+    there. Say which images which nodes lack, or push them (`images: {push_missing: true}`)."""
+    joined = {c.split(": ", 1)[0] for c in result.changes if ": joined as " in c}
+    new = {n["node_id"] for n in result.nodes if n["name"] in joined and n.get("node_id")}
+    if not new or any(": swarm initialised" in c for c in result.changes):
+        return []       # a new swarm runs no service yet
+    from provision.engine_api import connect
+    from stacks.images.check import missing_on_new_nodes, ssh_lister
+    try:
+        engine = connect(path)
+        missing = missing_on_new_nodes(engine.services(), engine.nodes(),
+                                       ssh_lister(path, local=engine), new)
+    except SwarmsmithError as e:        # the swarm is up; only this check could not be made
+        result.warnings.append(f"the images of the new nodes could not be checked: {e}")
+        return []
+    if not missing:
+        return []
+    lines = [f"image {image} is not on new node(s) {', '.join(sorted(hosts))}, which may run "
+             "its service's tasks" for image, hosts in sorted(missing.items())]
+    if not cluster.push_missing_images:
+        result.warnings += [f"{line}: put it there (`swarmsmith images push --nodes NODE "
+                            "...`, or `images: {push_missing: true}` in the cluster file)"
+                            for line in lines]
+        return []
+    from stacks.images.push_missing import LOCAL_ENGINE, push_missing
+    for line in lines:
+        emit(on_progress, HostProgress("images", line + "; pushing it"))
+    return push_missing(missing, LOCAL_ENGINE, path,
+                        say=lambda m: emit(on_progress, HostProgress("images", m)))
 
 
 # what `up` does not show of its stacks' deploys (as before: their steps only)

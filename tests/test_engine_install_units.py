@@ -113,12 +113,37 @@ def test_apt_settings_change_only_where_the_host_differs():
     same = facts(apt_proxy="http://p:3142", apt_mirror="http://m/debian", **running)
     assert engine.plan(same, {}, "distro", engine.AptSettings("http://p:3142",
                                                                "http://m/debian")) == []
-    # a proxy no longer wanted is removed; a host without apt is left alone
-    steps = engine.plan(facts(apt_proxy="http://old:3142", **running), {}, "distro",
-                        engine.AptSettings())
-    assert [s.change for s in steps] == ["apt proxy setting removed", ""]
-    assert engine.plan(facts(apt=0, **running), {}, "distro",
-                       engine.AptSettings("http://p:3142")) == []
+    # a proxy no longer wanted is removed before an install; a host without apt is left alone
+    steps = engine.plan(facts(apt_proxy="http://old:3142"), {}, "distro", engine.AptSettings())
+    assert [s.change for s in steps][:2] == ["apt proxy setting removed",
+                                             "engine installed (the distribution's docker.io)"]
+    assert engine.plan(facts(apt=0), {}, "distro",
+                       engine.AptSettings("http://p:3142"))[0].installs
+
+
+def test_apt_settings_are_left_alone_where_docker_is_installed():
+    """apt's settings are for the install: on hosts that have Docker (running or stopped, the
+    daemon.json to change or not) nothing in /etc/apt changes, and the plan shows none."""
+    apt = engine.AptSettings(proxy="http://p:3142", mirror="http://m/debian")
+    for kw in (dict(server="20.10.24+dfsg1"), dict(server="")):
+        f = facts(dockerd="/usr/bin/dockerd", initscript=1, apt_proxy="http://old:3142", **kw)
+        steps = engine.plan(f, {"debug": True}, "distro", apt)
+        assert not any("apt" in s.change or "/etc/apt" in s.command.wire() for s in steps), \
+            [s.change for s in steps]
+
+
+def test_the_proxy_file_is_replaced_whole_by_concurrent_writers(tmp_path):
+    """Two writers on one /etc (lab hosts of the default image share the machine's): each
+    writes a temporary file of its own and renames it; neither fails, the file is whole."""
+    (tmp_path / "apt.conf.d").mkdir()
+    step = engine.apt_steps(facts(), engine.AptSettings(proxy="http://p:3142"))[0]
+    script = step.command.argv[-1].replace("/etc/apt", str(tmp_path))
+    procs = [subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE) for _ in range(8)]
+    for p in procs:
+        p.communicate(step.command.stdin)
+    assert [p.returncode for p in procs] == [0] * 8
+    assert (tmp_path / "apt.conf.d" / "90swarmsmith-proxy").read_bytes() == step.command.stdin
+    assert sorted(os.listdir(tmp_path)) == ["apt.conf.d"]       # no temporary file left
 
 
 def test_mirror_script_rewrites_archive_urls_only(tmp_path):
@@ -127,7 +152,8 @@ def test_mirror_script_rewrites_archive_urls_only(tmp_path):
                    "deb http://deb.debian.org/debian-security bookworm-security main\n")
     script = (engine.MIRROR_SCRIPT.replace("/etc/apt/sources.list.d/", str(tmp_path) + "/none/")
               .replace("/etc/apt/sources.list", str(src))
-              .replace(engine.MIRROR_FILE, str(tmp_path / "mirror")))
+              .replace(engine.MIRROR_FILE, str(tmp_path / "mirror"))
+              .replace("/etc/apt/.swarmsmith-mirror", str(tmp_path / ".m")))
     subprocess.run(["sh", "-c", "M=http://mirror.example/debian\n" + script], check=True)
     assert src.read_text() == ("deb http://mirror.example/debian bookworm main\n"
                                "deb http://deb.debian.org/debian-security bookworm-security main\n")
@@ -168,6 +194,16 @@ def test_cluster_file_bad_engine_keys(engine_, path, words):
         clusterfile.validate({"name": "x", "engine": engine_}, "c.yml")
     assert str(e.value).startswith(f"c.yml: {path}: ") and words in str(e.value), str(e.value)
     assert e.value.exit_code == 2
+
+
+@pytest.mark.parametrize("key", ["apt_proxy", "apt_mirror"])
+def test_apt_settings_refused_for_lab_hosts_that_share_the_machines_etc(key):
+    with pytest.raises(InputError) as e:
+        clusterfile.validate({"name": "x", "engine": {key: "http://p:3142"}}, "c.yml")
+    assert str(e.value).startswith(f"c.yml: engine.{key}: lab hosts of the default image share")
+    assert e.value.exit_code == 2
+    clusterfile.validate({"name": "x", "engine": {key: "http://p:3142"},
+                          "lab": {"image": "debian-12"}}, "c.yml")
 
 
 def test_cluster_file_bad_lab_image():

@@ -454,3 +454,61 @@ def test_recover_reports_services_it_could_not_check(monkeypatch):
     _wait_services_back("c.yml", res, lambda m: None, 120, lambda: 0.0, lambda s: None)
     assert res.exit_code == 5 and "could not be checked (m1: no manager answers)" in res.notes[-1]
     assert res.changes        # what was done stays in the report
+
+
+def test_drain_waits_for_the_replicas_and_names_a_rejected_task_with_its_node():
+    """A moved task rejected where it was placed (an image the node lacks) is not success: the
+    drain waits for the service's replicas, then names the node and its reason (exit 10)."""
+    ns = three()
+    w1, m2 = ns[3]["ID"], ns[1]["ID"]
+    old = task("t0", "s1", m2, state="failed", desired="shutdown", err="an older crash", slot=2)
+    old["Status"]["Timestamp"] = "2025-01-01T00:00:00Z"
+    api = FakeAPI(ns, [task("t1", "s1", w1), task("t2", "s1", ns[0]["ID"], slot=2), old], [SVC])
+
+    def reschedule(a):      # t1 stops; its replacements are rejected on m2, one after another
+        if a._nodes[w1]["Spec"]["Availability"] == "drain":
+            n = len([t for t in a._tasks if t["ID"].startswith("r")])
+            rejected = [task(f"r{i}", "s1", m2, state="rejected", desired="shutdown",
+                             err="No such image: app:1") for i in range(n + 1)]
+            a._tasks = [task("t1", "s1", w1, state="shutdown", desired="shutdown"),
+                        a._tasks[1], old, *rejected]
+    api.on_tasks = reschedule
+    clock = Clock()
+    res = N.drain_node(api, "w1", N.DrainOptions(timeout=60, settle=5), clock=clock,
+                       sleep=clock.sleep)
+    assert res.exit_code == EXIT_DEPLOY_FAILED and res.moved == []
+    assert res.unplaced == {"st_web": "rejected on m2: No such image: app:1"}
+    assert 5 <= clock.t < 60
+
+
+def test_drain_again_checks_placement_as_the_first_run_did():
+    """After a drain that could not place a service (exit 10), a second drain of the drained
+    node must not say "already drained, nothing runs on it" with exit 0."""
+    ns = three()
+    w1 = ns[3]["ID"]
+    ns[3]["Spec"]["Availability"] = "drain"
+    one = {"ID": "s1", "Spec": {"Name": "st_web", "Mode": {"Replicated": {"Replicas": 1}}}}
+    history = [task("t1", "s1", w1, desired="shutdown", state="shutdown"),
+               task("t3", "s1", "", state="pending",
+                    err="no suitable node (scheduling constraints not satisfied on 4 nodes)")]
+    api = FakeAPI(ns, history, [one])
+    clock = Clock()
+    res = N.drain_node(api, "w1", N.DrainOptions(timeout=60, settle=5), clock=clock,
+                       sleep=clock.sleep)
+    assert res.changes == [] and api.updates == []
+    assert res.exit_code == EXIT_DEPLOY_FAILED
+    assert "no suitable node" in res.unplaced["st_web"]
+    # swarm keeps a few tasks per slot: rejected again and again elsewhere, the task that ran
+    # on the node leaves its history; the service is short of replicas, so it is checked still
+    m2 = ns[1]["ID"]
+    api._tasks = [task(f"r{i}", "s1", m2, state="rejected", desired="shutdown",
+                       err="No such image: app:1") for i in range(5)]
+    res = N.drain_node(api, "w1", N.DrainOptions(timeout=60, settle=5), clock=clock,
+                       sleep=clock.sleep)
+    assert res.exit_code == EXIT_DEPLOY_FAILED
+    assert res.unplaced == {"st_web": "rejected on m2: No such image: app:1"}
+    # once the service runs elsewhere, the re-run says so (exit 0)
+    api._tasks = [history[0], task("t4", "s1", ns[2]["ID"])]
+    res = N.drain_node(api, "w1", N.DrainOptions(timeout=60, settle=5), clock=clock,
+                       sleep=clock.sleep)
+    assert res.exit_code == 0 and res.moved == ["st_web"] and not res.unplaced

@@ -3,6 +3,7 @@ after the slowest worker), workers joined as they arrive, a foreign swarm refuse
 changes on that host. A fake swarm stands in for the leader's CLI and the joiners' Engine API."""
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -287,3 +288,123 @@ def test_workers_join_while_the_managers_join_one_at_a_time():
     # init's: no separate read of the swarm state over SSH
     assert [n for n, w in swarm.log if w == F.SWARM_FACTS.wire()] == []
     assert ("m1", "swarm init (curl)") in swarm.log
+
+
+# --- the plan: the same decisions from the same facts, nothing changed ------------------
+
+def plan_of(swarm, names_roles, inv, labels=None, absent=()):
+    _, step = make(names_roles, inv=inv)
+    step.s = {n: Session(swarm, n) for n, _ in names_roles}
+    if labels is not None:
+        step.labels = labels
+    swarm.log.clear()
+    facts = {n: facts_of(swarm, n) for n, _ in names_roles if n not in absent}
+    out = step.plan(facts, absent=set(absent))
+    changed = [w for _, w in swarm.log if w != F.NODES.wire()]
+    assert changed == [], f"the plan sent {changed}"
+    return out
+
+
+def test_plan_after_converge_says_nothing_and_changes_nothing():
+    roles = [("m1", "manager"), ("w1", "worker"), ("w2", "worker")]
+    swarm, step = make(roles)
+    step.converge()
+    assert plan_of(swarm, roles, step.inv) == []
+
+
+def test_plan_of_a_new_swarm_inits_the_first_manager_and_joins_the_others():
+    swarm = FakeSwarm()
+    roles = [("m1", "manager"), ("w1", "worker"), ("w2", "worker")]
+    assert plan_of(swarm, roles, {"hosts": {}}, absent=("w2",)) == [
+        "m1: swarm init", "w1: join swarm as worker", "w2: engine set up, join swarm as worker"]
+
+
+def test_plan_names_promotions_demotions_labels_and_new_nodes():
+    roles = [("m1", "manager"), ("w1", "worker"), ("w2", "worker")]
+    swarm, step = make(roles)
+    step.converge()
+    changed = [("m1", "manager"), ("w1", "manager"), ("w2", "worker"), ("w3", "worker")]
+    swarm.nodes["id-w2"]["Spec"]["Role"] = "manager"      # promoted by hand
+    labels = {n: {"zone": "a"} for n, _ in changed} | {"w1": {"zone": "b"}}
+    assert plan_of(swarm, changed, step.inv, labels=labels) == [
+        "w1: promote to manager", "w1: labels zone=b", "w2: demote to worker",
+        "w3: join swarm as worker"]
+
+
+def test_plan_refuses_a_foreign_swarm_as_converge_does():
+    roles = [("m1", "manager"), ("w1", "worker")]
+    swarm, step = make(roles)
+    step.converge()
+    swarm.state["w1"] = {"LocalNodeState": "active", "NodeID": "other-node",
+                         "ControlAvailable": False, "RemoteManagers": [{"Addr": "9.9.9.9:2377"}]}
+    with pytest.raises(ForeignSwarmError) as e:
+        plan_of(swarm, roles, step.inv)
+    assert e.value.host == "w1"
+
+
+class HostSession(Session):
+    """A fake swarm host as `up` reaches it over SSH: the facts command answers with a running
+    engine and the host's swarm state (hostname h-<name>, as machines rarely share the
+    cluster file's names)."""
+    swarm: FakeSwarm = None
+
+    def __init__(self, host, **kw):
+        super().__init__(self.swarm, host.name)
+        blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes([len(host.name)]) * 32
+        self.host, self.seen_key = host, "ssh-ed25519 " + base64.b64encode(blob).decode()
+
+    def connect(self):
+        return self
+
+    def close(self):
+        pass
+
+    def run(self, cmd, check=True, timeout=300):
+        if cmd.description.startswith("gather engine and swarm facts"):
+            info = {"ServerVersion": "20.10.24", "Swarm": self.swarm.swarm_json(self.name)}
+            body = json.dumps({"storage-driver": "overlay2"})
+            return Result(f"os=debian\nhostname=h-{self.name}\ndockerd=/usr/bin/dockerd\n"
+                          "systemd=0\ninitscript=1\napt=1\napt_proxy=\napt_mirror=\n"
+                          f"addresses=eth0=10.0.0.1/24 \n---info---\n{json.dumps(info)}\n"
+                          f"---daemon.json---\n{body}\n"
+                          # the record's configs, as a manager sends them (none here)
+                          + ("---records---\n[]\n" if "m" in self.name else ""), "", 0)
+        if "node inspect self" in cmd.wire():
+            own = self.swarm.nodes[self.swarm.state[self.name]["NodeID"]]
+            return Result(json.dumps(own["Spec"]["Labels"]), "", 0)
+        return super().run(cmd, check, timeout)
+
+
+def test_plan_of_a_live_static_cluster_says_nothing(tmp_path, monkeypatch):
+    """plan on existing hosts read them as up does: it once listed none for a static cluster
+    and planned 'engine set up, join swarm as manager' and 'swarm init' on a live swarm."""
+    from provision import bootstrap
+    roles = [("m1", "manager"), ("w1", "worker")]
+    swarm, step = make(roles)
+    step.converge()                     # the live swarm, made by an earlier up
+    (tmp_path / "k").write_text("")
+    (tmp_path / "c.yml").write_text(
+        "name: live\nprovider: static\nssh: {key: k}\n"
+        "engine: {install: never, daemon: {storage-driver: overlay2}, "
+        "apt_proxy: 'http://p:3142', apt_mirror: 'http://m/debian'}\n"
+        "labels: {all: {zone: a}}\nstatic:\n  hosts:\n"
+        "    - {name: m1, address: 10.0.0.1, role: manager}\n"
+        "    - {name: w1, address: 10.0.0.2, role: worker}\n")
+    state = tmp_path / ".swarmsmith" / "live"
+    state.mkdir(parents=True)
+    HostSession.swarm = swarm
+    monkeypatch.setattr(bootstrap, "Session", HostSession)
+    for n in swarm.nodes.values():
+        n["Spec"]["Labels"]["swarmsmith.cluster"] = "live"
+    swarm.log.clear()
+    res = bootstrap.up(str(tmp_path / "c.yml"), bootstrap.UpOptions(dry_run=True))
+    pins = [c for c in res.changes if "host key" in c]
+    assert [c for c in res.changes if c not in pins] == [], res.changes
+    assert not any("swarm init" in w or "JOIN" in w for _, w in swarm.log)
+    # a worker that is not in the swarm yet, and a label to change: named, nothing else
+    swarm.state["w1"] = {"LocalNodeState": "inactive"}
+    (tmp_path / "c.yml").write_text((tmp_path / "c.yml").read_text()
+                                    .replace("{zone: a}", "{zone: b}"))
+    res = bootstrap.up(str(tmp_path / "c.yml"), bootstrap.UpOptions(dry_run=True))
+    assert [c for c in res.changes if "host key" not in c] == [
+        "m1: labels zone=b", "w1: join swarm as worker"]

@@ -322,3 +322,33 @@ def for_plan(compose, desired, plan, engine, nodes: list[dict] | None = None) ->
     problems, warnings = registry_problems(compose, desired, plan, engine)
     plan.problems += problems
     plan.warnings += warnings
+
+
+def missing_on_new_nodes(services: list[dict], nodes: list[dict], lister: Lister,
+                         new: set[str]) -> dict:
+    """{image: {node hostname}} for the swarm's services whose image names no registry (it is
+    put on nodes, not pulled) and that may run on a node of `new` (node IDs: nodes that joined
+    just now) which lacks it: the next task swarm places there would be rejected."""
+    cands: dict[str, list] = {}      # image -> candidate new nodes
+    listed = {n["ID"]: Node.from_api(n) for n in nodes if n.get("ID") in new and usable(n)}
+    for s in services:
+        spec = s.get("Spec") or {}
+        task = spec.get("TaskTemplate") or {}
+        image = (task.get("ContainerSpec") or {}).get("Image", "")
+        written = (spec.get("Labels") or {}).get("com.docker.stack.image", image)
+        if not image or names_registry(written):
+            continue
+        constraints = (task.get("Placement") or {}).get("Constraints") or []
+        for n in listed.values():
+            if matches(n, constraints):
+                cands.setdefault(image, []).append(n)
+    if not cands:
+        return {}
+    listings = lister(list({n.id: n for ns in cands.values() for n in ns}.values()))
+    missing: dict = {}
+    for image, ns in cands.items():
+        for n in ns:
+            got = listings.get(n.id)
+            if isinstance(got, set) and not present(image, got):
+                missing.setdefault(image.split("@")[0], set()).add(n.hostname or n.id)
+    return missing

@@ -62,8 +62,13 @@ def push_missing(missing: dict, source: str, cluster_path: str, *,
             raise InputError(f"{', '.join(lacking)} not in it (it has: "
                              f"{', '.join(sorted(have)) or 'no tagged image'})",
                              file=archive, path="--push-from")
-        wanted = set().union(*missing.values())
-        hosts = [h for h in inventory_hosts(cluster_path) if h.name in wanted]
+        from provision.node_names import for_cluster
+        all_hosts = inventory_hosts(cluster_path)
+        names = for_cluster(cluster_path)
+        hostnames = set().union(*missing.values())
+        # the check names nodes by hostname; the inventory by the cluster file's names
+        wanted = {names.host_name(n, {h.name for h in all_hosts}) or n for n in hostnames}
+        hosts = [h for h in all_hosts if h.name in wanted]
         if not hosts:
             raise InputError(f"nodes {', '.join(sorted(wanted))} are not in the inventory",
                              path="--push-images")

@@ -61,15 +61,18 @@ class TaskRow:
         return self.__dict__.copy()
 
 
-def ps(api, target: str, *, all_tasks: bool = False) -> list[TaskRow]:
+def ps(api, target: str, *, all_tasks: bool = False, node_names=None) -> list[TaskRow]:
     """Tasks of a stack or service, newest first per slot. Without all_tasks: the tasks swarm
     still wants, and the latest ended one of each slot whose current task is not running (the
-    error an operator looks for)."""
+    error an operator looks for). `node_names` (provision.node_names.NodeNames): a node is shown
+    as `m1 (hostname)` where the cluster file names it otherwise."""
+    from provision.node_names import NodeNames
     from provision.status import task_name
     _, services = resolve_services(api, target)
     names = {s["ID"]: s["Spec"]["Name"] for s in services}
-    nodes = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12])
-             for n in api.nodes()}
+    listed = api.nodes()
+    shown = (node_names or NodeNames()).bind(listed)
+    nodes = {n["ID"]: shown.show(n) for n in listed}
     tasks = api.tasks(filters={"service": list(names)})
     slots: dict[tuple, list[dict]] = {}
     for t in tasks:
