@@ -28,6 +28,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# the environment for a program in a terminal of its own (tmux): pytest-xdist's workers set
+# COLUMNS and LINES to 80x24, which would override the terminal's real size
+TERMINAL_ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `swarmsmith ARGS` from this checkout (text output captured)."""
     return subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args], cwd=REPO,

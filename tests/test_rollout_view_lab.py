@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, TERMINAL_ENV, run_cli
 
 pytestmark = pytest.mark.lab
 
@@ -120,7 +120,7 @@ def test_live_view_in_a_terminal_shows_bar_counts_and_the_wait(app):
     # the pane outlives the deploy so the final screen and the exit code can be read
     subprocess.run(["tmux", "-L", sock, "-u", "new-session", "-d", "-s", "view", "-x", "150",
                     "-y", "40", f"cd {REPO} && {command}; echo EXIT=$?; sleep 600"],
-                   check=True, timeout=20, env={**os.environ, "LANG": "C.UTF-8"})
+                   check=True, timeout=20, env={**TERMINAL_ENV, "LANG": "C.UTF-8"})
     seen, screen = [], ""
     try:
         deadline = time.monotonic() + 400

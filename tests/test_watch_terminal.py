@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TERMINAL_ENV
 
 # the watcher with the terminal's renderer, real clock and sleep, polls every 0.05 s: each
 # poll is one step of the scripted update
@@ -42,7 +42,7 @@ def test_live_table_in_a_terminal_shows_bar_counts_and_the_wait(tmp_path):
     subprocess.run(["tmux", "-L", sock, "-u", "new-session", "-d", "-s", "view", "-x", "140",
                     "-y", "30", f"cd {REPO} && {sys.executable} {prog}; sleep 60"],
                    check=True, timeout=20,
-                   env={**os.environ, "LANG": "C.UTF-8", "PYTHONPATH": REPO})
+                   env={**TERMINAL_ENV, "LANG": "C.UTF-8", "PYTHONPATH": REPO})
     rows, screen = [], ""
     try:
         deadline = time.monotonic() + 60
