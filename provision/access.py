@@ -20,9 +20,24 @@ from .hosts import Host
 from .ssh import Session
 
 _CACHE: dict[str, "ClusterAccess"] = {}
+# the command line's --accept-new-host-keys, for every cluster this process opens (a command
+# opens one cluster; the commands without an option of their own for it read it from here)
+_ACCEPT_NEW = [False]
 MISMATCH_HINT = ("If the host was rebuilt on purpose, update its pin in the cluster file, or "
                  "accept the new key on the machine that ran `up` with `swarmsmith up "
                  "--accept-host-key HOST`")
+
+
+def accept_new_host_keys(on: bool = True) -> None:
+    """From here on, clusters opened in this process trust unpinned hosts on first use (or,
+    with on=False, no longer do)."""
+    _ACCEPT_NEW[0] = on
+    for acc in _CACHE.values():
+        acc.accept_new = on
+
+
+def accepts_new_host_keys() -> bool:
+    return _ACCEPT_NEW[0]
 
 
 def access(cluster_path: str, accept_new: bool | None = None) -> "ClusterAccess":
@@ -30,7 +45,7 @@ def access(cluster_path: str, accept_new: bool | None = None) -> "ClusterAccess"
     share the manager connection and the record read)."""
     key = os.path.abspath(cluster_path)
     if key not in _CACHE:
-        _CACHE[key] = ClusterAccess(cluster_path)
+        _CACHE[key] = ClusterAccess(cluster_path, accept_new=_ACCEPT_NEW[0])
     if accept_new is not None:
         _CACHE[key].accept_new = accept_new
     return _CACHE[key]
