@@ -330,3 +330,27 @@ def test_deploy_refuses_an_unreadable_lock_with_exit_4_and_the_way_out(tmp_path)
     assert err.value.exit_code == EXIT_LOCKED
     assert "acquired=nan" in str(err.value) and "swarmsmith unlock st" in str(err.value)
     assert [c["Spec"]["Name"] for c in api.configs()] == [lock_name("st")]    # nothing applied
+
+
+def test_a_scale_rerun_clears_the_dead_lock_of_its_killed_run(monkeypatch):
+    """The killed scale's update went through, so the re-run has nothing to change: it still
+    takes the stack's lock, which breaks the dead one (with a line), and leaves none behind."""
+    from stacks.events import Notice
+    from stacks.operations.service_ops import STACK_LABEL, ScaleOptions, scale_services
+    from tests.test_runbooks_units import ScaleAPI, _fake_manager, node
+    svc = {"ID": "s1", "Version": {"Index": 7}, "Spec": {
+        "Name": "st_web", "Mode": {"Replicated": {"Replicas": 3}}, "Labels": {STACK_LABEL: "st"}}}
+    api = ScaleAPI([node("m1", "manager", leader=True)], services=[svc])
+    api.api = FakeConfigs()
+    me = Holder.this_process()
+    gone = 4_000_000          # above pid_max: no such process
+    SwarmLock(api.api, "st", owner=f"root@{me.host} pid {gone}", me=Holder(me.host, me.boot_id, gone),
+              alive=lambda pid: False).acquire()          # the killed scale's lock
+    _fake_manager(monkeypatch, api)
+    said = []
+    res = scale_services("c.yml", {"st_web": 3}, ScaleOptions(watch=False),
+                         on_progress=said.append)
+    assert res.unchanged == ["st_web"] and not res.changed
+    assert api.api.items == {}
+    assert any(isinstance(e, Notice) and "broke the lock of a run that is gone" in e.message
+               for e in said)

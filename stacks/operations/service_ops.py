@@ -276,16 +276,21 @@ def scale_services(cluster_file: str | None, wanted: dict[str, int],
 
     from inventory.clusterfile import find
     from provision.managers import manager_session
-    from stacks.events import WatchFinished, WatchProgress, WatchStarted, emit
+    from stacks.events import Notice, WatchFinished, WatchProgress, WatchStarted, emit
     from stacks.operations.lock import SwarmLock
     from stacks.watch.watcher import WatchPolicy
     opts = options or ScaleOptions()
     with manager_session(find(cluster_file)) as m:
         todo, same, stack = plan_scale(m.api, wanted)
         kwargs = {"policy": WatchPolicy(timeout=opts.timeout), "watch": opts.watch}
+        # taken even when every count is already right, as deploy does: a re-run after a
+        # killed scale (whose update went through) clears that run's dead lock
         lock = SwarmLock(m.api.api, stack, ttl=max(1800, 2 * opts.timeout + 300),
-                         wait=opts.lock_wait) if stack and todo else contextlib.nullcontext()
+                         wait=opts.lock_wait, notify=lambda line: emit(on_progress, Notice(line))
+                         ) if stack else contextlib.nullcontext()
         with lock:
+            if stack and todo:
+                todo, same, _ = plan_scale(m.api, wanted)    # counts read under the lock
             if on_progress is None or not todo or not opts.watch:
                 res = scale(m.api, todo, stack=stack, **kwargs)
             else:
