@@ -245,6 +245,7 @@ def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
     run.save()
     run.waiting("writing the cluster record")
     _write_record(run, step.leader, step)
+    _write_known_hosts(run)
     return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
 
 
@@ -416,6 +417,32 @@ def _write_record(run: Run, leader, step=None) -> None:
         run.progress(leader.name, f"cluster record version {version} written")
 
 
+def _write_known_hosts(run: Run) -> None:
+    """The cluster file's ssh.known_hosts, when it names a file that does not exist yet: written
+    once with the keys this run pinned, as `swarmsmith hostkeys` prints them, for the operator
+    to commit. An existing file is never changed (it is the operator's)."""
+    from inventory.hostkeys import known_hosts_line
+    cf = run.cluster
+    path = cf.known_hosts_file
+    if not path or not cf.known_hosts_missing or os.path.lexists(path):
+        return
+    lines = [f"# swarmsmith cluster {cf.name}: SSH host keys (known_hosts form)"]
+    for name, s in sorted(run.sessions.items()):
+        if s.seen_key:
+            lines.append(known_hosts_line(s.host.public_address, s.host.port, s.seen_key, name))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        os.link(tmp, path)        # never over a file someone wrote meanwhile
+    except FileExistsError:
+        return
+    finally:
+        os.unlink(tmp)
+    run.changes.append(f"{path}: written with {len(lines) - 1} host keys (ssh.known_hosts did "
+                       "not exist; commit it beside the cluster file)")
+
+
 def _pin_keys(run: Run) -> None:
     """Keys of hosts that answered are pinned even when another host failed."""
     inv = run.inventory
@@ -531,6 +558,9 @@ def _plan(run: Run, provider, wanted) -> UpResult:
             manager_active = manager_active or (w.role == "manager" and sw["is_manager"])
         else:
             plan.append(f"{w.name}: join swarm as {w.role}")
+    if cf.known_hosts_missing and not os.path.lexists(cf.known_hosts_file):
+        plan.append(f"{cf.known_hosts_file}: written with the host keys `up` pins "
+                    "(ssh.known_hosts does not exist yet)")
     if not manager_active:
         first = next(w for w in wanted if w.role == "manager")
         plan = [p if p != f"{first.name}: join swarm as manager" else

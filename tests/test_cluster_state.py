@@ -105,12 +105,40 @@ def test_cluster_file_pins(tmp_path):
 @pytest.mark.parametrize("host_extra,ssh_extra,words", [
     (', host_key: "ssh-ed25519 !!"', "", "static.hosts[0].host_key: the key is not valid base64"),
     (", host_key: 5", "", "static.hosts[0].host_key: expected"),
-    ("", ", known_hosts: nope", "ssh.known_hosts: no such file"),
+    ("", ", known_hosts: nope/known", "ssh.known_hosts: no such folder"),
 ])
 def test_bad_pins_are_bad_input(tmp_path, host_extra, ssh_extra, words):
     with pytest.raises(InputError) as e:
         clusterfile.load(_static(tmp_path, host_extra, ssh_extra))
     assert e.value.exit_code == EXIT_BAD_INPUT and words in str(e.value)
+
+
+def test_a_known_hosts_file_not_made_yet_pins_nothing_and_up_writes_it(tmp_path):
+    """The README's example names ssh.known_hosts before `hostkeys` could write it: a first
+    `up` works, and writes the keys it pinned there (an existing file is never touched)."""
+    from provision import bootstrap
+    from provision.bootstrap import Run, UpOptions
+    from inventory.state import StateDir
+    cf = clusterfile.load(_static(tmp_path, "", ", known_hosts: known"))
+    assert cf.known_hosts == [] and cf.known_hosts_missing
+    assert cf.known_hosts_file == str(tmp_path / "known") and cf.pinned_key("m1", "10.0.0.1") == ""
+    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {}}, UpOptions(),
+              lambda host, message: None)
+    run.sessions = {"m1": KeySession(Host("m1", "10.0.0.1", role="manager"), KEY1),
+                    "w1": KeySession(Host("w1", "10.0.0.2", port=2222, role="worker"), KEY2)}
+    bootstrap._write_known_hosts(run)
+    assert run.changes == [f"{tmp_path / 'known'}: written with 2 host keys (ssh.known_hosts "
+                           "did not exist; commit it beside the cluster file)"]
+    again = clusterfile.load(cf.path)
+    assert not again.known_hosts_missing
+    assert again.pinned_key("m1", "10.0.0.1") == KEY1
+    assert again.pinned_key("w1", "10.0.0.2", 2222) == KEY2
+    # written once: a later run (or a file the operator wrote) is left as it is
+    (tmp_path / "known").write_text(f"10.0.0.1 {KEY2}\n")
+    run.changes = []
+    bootstrap._write_known_hosts(run)
+    assert run.changes == [] and (tmp_path / "known").read_text() == f"10.0.0.1 {KEY2}\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_bad_known_hosts_line_names_file_and_line(tmp_path):
