@@ -70,9 +70,10 @@ def cmd_lab_up(args) -> int:
 
 def _lab_host_json(h) -> dict:
     from provision.lab.lab import fingerprint
+    # host_key as a pin takes it (static.hosts[].host_key), fingerprint as ssh shows it
     return {"name": h.name, "public_address": h.public_address,
             "private_address": h.private_address, "user": h.user, "key_path": h.key_path,
-            "host_key": fingerprint(h.host_key)}
+            "host_key": h.host_key, "fingerprint": fingerprint(h.host_key)}
 
 
 def cmd_lab_down(args) -> int:
@@ -101,7 +102,7 @@ def cmd_lab_ls(args) -> int:
     print(f"{'LAB':<12} {'NAME':<20} {'PUBLIC':<16} {'PRIVATE':<16} HOST KEY")
     for r in rows:
         print(f"{r['lab']:<12} {r['name']:<20} {r['public_address']:<16} "
-              f"{r['private_address']:<16} {r['host_key']}")
+              f"{r['private_address']:<16} {r['fingerprint']}")
     return 0
 
 
@@ -1256,7 +1257,8 @@ def add_day_two_commands(sub) -> None:
                        "engine stopped only for the copy) into a 0600 archive with a manifest")
     _cluster_json_args(p)
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="archive path or folder (default ./<cluster>-swarm-<time>.tar)")
+                   help="archive path, or an existing folder to put it in (default "
+                        "./<cluster>-swarm-<time>.tar)")
     p.add_argument("--node", metavar="HOST", default=None,
                    help="the manager to copy (default: a non-leader one); a restore can grow "
                         "back to several managers only on a host with this manager's address")
