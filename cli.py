@@ -1363,7 +1363,8 @@ def add_service_commands(sub) -> None:
                        "prefixed by task and node")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--since", default=None, help="30s, 10m, 2h, 1d, a unix time or RFC 3339")
-    p.add_argument("--tail", type=int, default=None, help="last N lines of each task")
+    p.add_argument("--tail", type=int, default=None, help="the last N lines of the service: "
+                   "every task's lines merged in time order, then cut to N")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("-t", "--timestamps", action="store_true",
                    help="prefix each line with the time the engine received it")

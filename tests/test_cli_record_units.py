@@ -48,3 +48,69 @@ def test_ca_rotate_progress_only_grows_and_says_which_phase():
     assert any("issuing node certificates" in line for line in lines)
     assert any("waiting for nodes to report it" in line for line in lines)
     assert lines[-1] == "CA rotation: 4/4 nodes on the new root (done)"
+
+
+class LogSwarm:
+    """A service with two tasks on two nodes; service_logs answers as the engine does: the
+    last `tail` lines of each task, task by task (not in time order), `since` honoured."""
+
+    LINES = {"t1": [("2026-01-01T00:00:01.000000000Z", "a1"), ("2026-01-01T00:00:03.5Z", "a2"),
+                    ("2026-01-01T00:00:05.000000000Z", "a3")],
+             "t2": [("2026-01-01T00:00:02.000000000Z", "b1"), ("2026-01-01T00:00:04.25Z", "b2"),
+                    ("2026-01-01T00:00:06.000000000Z", "b3")]}
+
+    def __init__(self, later=()):
+        self.requests, self.later = [], list(later)
+
+    def services(self):
+        return [{"ID": "s1", "Spec": {"Name": "st_web", "Labels": {}}}]
+
+    def nodes(self):
+        return [{"ID": "n1", "Description": {"Hostname": "h1"}},
+                {"ID": "n2", "Description": {"Hostname": "h2"}}]
+
+    def tasks(self, filters=None):
+        return [{"ID": "t1", "ServiceID": "s1", "Slot": 1, "NodeID": "n1"},
+                {"ID": "t2", "ServiceID": "s1", "Slot": 2, "NodeID": "n2"}]
+
+    def service_logs(self, sid, **kw):
+        self.requests.append(kw)
+        out = []
+        for tid, lines in self.LINES.items():
+            if kw.get("follow"):
+                lines = lines + [l for t, l in self.later if t == tid]
+            if kw.get("tail") not in (None, "all"):
+                lines = lines[-kw["tail"]:] if kw["tail"] else []
+            node = "n1" if tid == "t1" else "n2"
+            for ts, msg in lines:
+                attrs = (f"com.docker.swarm.node.id={node},com.docker.swarm.service.id=s1,"
+                         f"com.docker.swarm.task.id={tid}")
+                out.append(((ts + " ") if kw.get("timestamps") else "") + f"{attrs} {msg}\n")
+        return iter(x.encode() for x in out)
+
+
+def _logs(api, **opts):
+    from stacks.operations.service_ops import LogOptions, logs
+    got = []
+    logs(api, "st_web", LogOptions(**opts), got.append, now=lambda: 1767225600.0)
+    return got
+
+
+def test_logs_tail_is_the_last_lines_of_the_service_in_time_order():
+    api = LogSwarm()
+    assert _logs(api, tail=2) == ["st_web.1@h1 | a3", "st_web.2@h2 | b3"]
+    assert _logs(api, tail=3) == ["st_web.2@h2 | b2", "st_web.1@h1 | a3", "st_web.2@h2 | b3"]
+    assert api.requests[-1]["timestamps"] and api.requests[-1]["tail"] == 3
+    assert _logs(api, tail=4, timestamps=True)[0] == \
+        "st_web.1@h1 | 2026-01-01T00:00:03.5Z a2"
+    assert _logs(api, tail=0) == []
+    # without --tail, lines come as the engine sends them
+    assert len(_logs(api)) == 6 and "timestamps" in api.requests[-1]
+
+
+def test_logs_tail_then_follow_goes_on_after_the_tail_without_repeating_it():
+    api = LogSwarm(later=[("t1", ("2026-01-01T00:00:07.000000000Z", "a4"))])
+    got = _logs(api, tail=2, follow=True)
+    assert got == ["st_web.1@h1 | a3", "st_web.2@h2 | b3", "st_web.1@h1 | a4"]
+    follow = api.requests[-1]
+    assert follow["follow"] and follow["since"] == 1767225606.0
