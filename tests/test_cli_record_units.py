@@ -114,3 +114,15 @@ def test_logs_tail_then_follow_goes_on_after_the_tail_without_repeating_it():
     assert got == ["st_web.1@h1 | a3", "st_web.2@h2 | b3", "st_web.1@h1 | a4"]
     follow = api.requests[-1]
     assert follow["follow"] and follow["since"] == 1767225606.0
+
+
+def test_push_missing_without_a_local_engine_names_push_from(monkeypatch, tmp_path):
+    import pytest
+
+    from provision import local_engine
+    from stacks.images.push_missing import LOCAL_ENGINE, push_missing
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+    with pytest.raises(local_engine.NoLocalEngineError) as e:
+        push_missing({"app:1": {"w1"}}, LOCAL_ENGINE, str(tmp_path / "c.yml"))
+    msg = str(e.value)
+    assert "--push-from" in msg and "images push --file" in msg and str(tmp_path) in msg
