@@ -19,8 +19,10 @@ EXIT_CODES_HELP = """exit codes:
   1  an operation failed (remote command, API, engine)
   2  bad input (YAML, cluster file, compose file, flags); nothing was changed
   3  a host was unreachable, refused our key, showed a changed host key, or has
-     no pinned key (--accept-new-host-keys trusts unpinned keys on first use)
-  4  another run holds the lock (swarmsmith unlock STACK removes a dead run's)
+     no pinned key (--accept-new-host-keys trusts unpinned keys on first use); the
+     swarm's cluster record disagrees with the cluster file on a host's address or key
+  4  another run holds the lock (swarmsmith unlock STACK removes a dead run's, or
+     one whose labels cannot be read)
   5  status: degraded (a node down, quorum lost, a service short of replicas);
      refused because quorum, the last manager or a service's room would be lost
      (engine upgrade, node demote/rm/promote, backup); nothing changed
@@ -450,8 +452,9 @@ def add_cluster_commands(sub) -> None:
                       help="no default update_config for services without one")
     plan.set_defaults(func=cmd_plan)
 
-    status = _cluster_parser(sub, "status", help="nodes, quorum health (how many more manager losses it "
-                            "survives), services, ports, failing tasks; exit 5 when degraded")
+    status = _cluster_parser(sub, "status", help="nodes, quorum health (how many more manager "
+                             "losses it survives), services, ports, failing tasks; exit 5 when "
+                             "degraded")
     status.add_argument("cluster_file", nargs="?", metavar="STACK|CLUSTER.yml",
                         help="a stack to show (else every service), or the cluster file")
     _cluster_args(status, positional=False)
@@ -460,8 +463,8 @@ def add_cluster_commands(sub) -> None:
     eng = sub.add_parser("engine", help="the Docker engine on the cluster's nodes")
     esub = eng.add_subparsers(dest="engine_command", metavar="ENGINE_COMMAND", parser_class=_Parser)
     esub.required = True
-    upg = _cluster_parser(esub, "upgrade", help="install an engine version node by node (workers in "
-                          "safe batches, then managers one at a time keeping quorum)")
+    upg = _cluster_parser(esub, "upgrade", help="install an engine version node by node "
+                          "(workers in safe batches, then managers one at a time keeping quorum)")
     _cluster_args(upg)
     upg.add_argument("--version", default=None,
                      help="engine version (default: engine.version of the cluster file, else "
@@ -768,8 +771,8 @@ def add_stack_commands(subparsers) -> None:
     p.add_argument("stack", metavar="STACK", help="stack to remove")
     p.set_defaults(func=cmd_rm)
 
-    p = _cluster_parser(subparsers, "audit", help="the deploy/redeploy/rollback history kept in the "
-                              "swarm (from any machine; no local state needed)")
+    p = _cluster_parser(subparsers, "audit", help="the deploy/redeploy/rollback history kept in "
+                        "the swarm (from any machine; no local state needed)")
     p.add_argument("--json", action="store_true", help="the records as a JSON list")
     p.add_argument("--since", metavar="WHEN", default=None,
                    help="only records since WHEN: a duration (90s, 30m, 2h, 7d) or an ISO time")
@@ -1171,8 +1174,8 @@ def add_day_two_commands(sub) -> None:
     p = _cluster_parser(nsub, "ls", help="nodes with role, state, availability, engine and quorum")
     _cluster_json_args(p)
     p.set_defaults(func=cmd_node_ls)
-    p = _cluster_parser(nsub, "drain", help="stop scheduling on a node and wait until its tasks run "
-                        "elsewhere (names services that could not be placed: exit 10; "
+    p = _cluster_parser(nsub, "drain", help="stop scheduling on a node and wait until its tasks "
+                        "run elsewhere (names services that could not be placed: exit 10; "
                         "timeout: exit 12)")
     _cluster_json_args(p)
     p.add_argument("node", metavar="NODE", help="hostname or node ID")
@@ -1245,8 +1248,9 @@ def add_day_two_commands(sub) -> None:
                    help="make a new unlock key and print it (once)")
     p.set_defaults(func=cmd_unlock_key)
 
-    p = _cluster_parser(sub, "unlock-swarm", help="unlock every locked manager (key from --key-file, "
-                       "$SWARMSMITH_UNLOCK_KEY, stdin or a prompt; never an argument)")
+    p = _cluster_parser(sub, "unlock-swarm", help="unlock every locked manager (key from "
+                        "--key-file, $SWARMSMITH_UNLOCK_KEY, stdin or a prompt; never an "
+                        "argument)")
     _cluster_json_args(p)
     p.add_argument("--key-file", metavar="FILE", default=None,
                    help="file holding the unlock key (else $SWARMSMITH_UNLOCK_KEY, stdin, "
