@@ -76,8 +76,8 @@ def readme_cluster_file(hosts) -> dict:
 
 
 class Env:
-    def __init__(self, root, hosts, first_up):
-        self.root, self.hosts, self.first_up = root, hosts, first_up
+    def __init__(self, root, hosts, plan, first_up):
+        self.root, self.hosts, self.plan, self.first_up = root, hosts, plan, first_up
         self.a = root / "a"
 
     def folder(self, name: str, known_hosts: bool = True):
@@ -116,13 +116,19 @@ def env(tmp_path_factory):
         a.mkdir()
         with open(a / "swarmsmith.yml", "w") as f:
             yaml.safe_dump(readme_cluster_file(hosts), f)
+        plan = sw(a, "plan", timeout=300)
+        plan.wrote = sorted(p.name for p in a.iterdir())        # a plan writes nothing
         first = sw(a, "up", timeout=600)
-        yield Env(root, hosts, first)
+        yield Env(root, hosts, plan, first)
     finally:
         lab.down()
 
 
 def test_the_readme_static_example_with_known_hosts_runs_a_first_up(env):
+    plan = env.plan
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert f"{env.a / 'known_hosts'}: written with the host keys `up` pins" in plan.stdout
+    assert plan.wrote == ["swarmsmith.yml"]
     up = env.first_up
     assert up.returncode == 0, up.stdout + up.stderr
     m1, w1 = env.hosts[0], env.hosts[1]
