@@ -158,7 +158,7 @@ class ClusterAccess:
         """What to do when the host shows another key than its pin. Never "accept it" for a key
         only the swarm's record vouches for."""
         if self._pin(host)[1] != "record":
-            return MISMATCH_HINT
+            return MISMATCH_HINT.replace("--accept-host-key HOST", f"--accept-host-key {host.name}")
         from .cluster_record import config_name
         return (f"Only the swarm's cluster record (version {self._record_version}, "
                 f"{config_name(self.cluster.name, self._record_version)}) pins this host's key: "
