@@ -152,6 +152,15 @@ def test_the_readme_static_example_with_known_hosts_runs_a_first_up(env):
     st = sw(b, "status")
     assert st.returncode == 0, st.stdout + st.stderr
     assert not (b / ".swarmsmith").exists()
+    # without pins, the flag the refusal names exists on every command, before or after it
+    e = env.folder("e", known_hosts=False)
+    refused = sw(e, "node", "ls")
+    assert refused.returncode == 3 and "--accept-new-host-keys" in refused.stderr
+    for argv in (("node", "ls", "--accept-new-host-keys"), ("--accept-new-host-keys", "node", "ls"),
+                 ("--cluster", str(e / "swarmsmith.yml"), "tokens", "rotate", "--worker",
+                  "--accept-new-host-keys")):
+        p = sw(env.root, *argv) if argv[0] == "--cluster" else sw(e, *argv)
+        assert p.returncode == 0, (argv, p.stdout + p.stderr)
 
 
 def _plant(env) -> int:
