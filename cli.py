@@ -7,6 +7,7 @@ Heavy libraries (docker, paramiko, digitalocean, rich) are imported inside the c
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -392,19 +393,17 @@ def cmd_hostkeys(args) -> int:
 # SUPPRESS so that a subcommand that was not given one does not overwrite the value given before
 # it; build_parser's parser fills the defaults in after parsing.
 CONNECTION_DEFAULTS = {"cluster": None, "accept_new_host_keys": False}
-_CONNECTION: list = []
 
 
+@functools.cache
 def _connection() -> argparse.ArgumentParser:
     """The parent parser of every command that talks to a cluster (one shared definition)."""
-    if not _CONNECTION:
-        p = argparse.ArgumentParser(add_help=False)
-        p.add_argument("--cluster", metavar="FILE", default=argparse.SUPPRESS, help=CLUSTER_HELP)
-        p.add_argument("--accept-new-host-keys", action="store_true", default=argparse.SUPPRESS,
-                       help="trust hosts whose SSH key nothing pins (cluster file, local state, "
-                            "the swarm's record) on first use; a changed key is refused anyway")
-        _CONNECTION.append(p)
-    return _CONNECTION[0]
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--cluster", metavar="FILE", default=argparse.SUPPRESS, help=CLUSTER_HELP)
+    p.add_argument("--accept-new-host-keys", action="store_true", default=argparse.SUPPRESS,
+                   help="trust hosts whose SSH key nothing pins (cluster file, local state, "
+                        "the swarm's record) on first use; a changed key is refused anyway")
+    return p
 
 
 def _cluster_parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
