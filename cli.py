@@ -7,6 +7,7 @@ Heavy libraries (docker, paramiko, digitalocean, rich) are imported inside the c
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -19,8 +20,10 @@ EXIT_CODES_HELP = """exit codes:
   1  an operation failed (remote command, API, engine)
   2  bad input (YAML, cluster file, compose file, flags); nothing was changed
   3  a host was unreachable, refused our key, showed a changed host key, or has
-     no pinned key (--accept-new-host-keys trusts unpinned keys on first use)
-  4  another run holds the lock (swarmsmith unlock STACK removes a dead run's)
+     no pinned key (--accept-new-host-keys trusts unpinned keys on first use); the
+     swarm's cluster record disagrees with the cluster file on a host's address or key
+  4  another run holds the lock (swarmsmith unlock STACK removes a dead run's, or
+     one whose labels cannot be read)
   5  status: degraded (a node down, quorum lost, a service short of replicas);
      refused because quorum, the last manager or a service's room would be lost
      (engine upgrade, node demote/rm/promote, backup); nothing changed
@@ -71,9 +74,10 @@ def cmd_lab_up(args) -> int:
 
 def _lab_host_json(h) -> dict:
     from provision.lab.lab import fingerprint
+    # host_key as a pin takes it (static.hosts[].host_key), fingerprint as ssh shows it
     return {"name": h.name, "public_address": h.public_address,
             "private_address": h.private_address, "user": h.user, "key_path": h.key_path,
-            "host_key": fingerprint(h.host_key)}
+            "host_key": h.host_key, "fingerprint": fingerprint(h.host_key)}
 
 
 def cmd_lab_down(args) -> int:
@@ -102,7 +106,7 @@ def cmd_lab_ls(args) -> int:
     print(f"{'LAB':<12} {'NAME':<20} {'PUBLIC':<16} {'PRIVATE':<16} HOST KEY")
     for r in rows:
         print(f"{r['lab']:<12} {r['name']:<20} {r['public_address']:<16} "
-              f"{r['private_address']:<16} {r['host_key']}")
+              f"{r['private_address']:<16} {r['fingerprint']}")
     return 0
 
 
@@ -396,22 +400,38 @@ def cmd_hostkeys(args) -> int:
     return 0
 
 
-def _accept_new(p) -> None:
-    p.add_argument("--accept-new-host-keys", action="store_true",
+# Every command that reaches a cluster takes the same connection flags, defined once here and
+# given to the top-level parser too (`swarmsmith --cluster F deploy ...`). Their default is
+# SUPPRESS so that a subcommand that was not given one does not overwrite the value given before
+# it; build_parser's parser fills the defaults in after parsing.
+CONNECTION_DEFAULTS = {"cluster": None, "accept_new_host_keys": False}
+
+
+@functools.cache
+def _connection() -> argparse.ArgumentParser:
+    """The parent parser of every command that talks to a cluster (one shared definition)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--cluster", metavar="FILE", default=argparse.SUPPRESS, help=CLUSTER_HELP)
+    p.add_argument("--accept-new-host-keys", action="store_true", default=argparse.SUPPRESS,
                    help="trust hosts whose SSH key nothing pins (cluster file, local state, "
                         "the swarm's record) on first use; a changed key is refused anyway")
+    return p
+
+
+def _cluster_parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand that talks to a cluster: it takes the shared connection flags."""
+    return sub.add_parser(name, parents=[_connection()], **kwargs)
 
 
 def _cluster_args(p, positional: bool = True) -> None:
     if positional:
         p.add_argument("cluster_file", nargs="?", metavar="CLUSTER.yml",
                        help="cluster file (else --cluster, $SWARMSMITH_CLUSTER, ./swarmsmith.yml)")
-    p.add_argument("--cluster", metavar="FILE", help=CLUSTER_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
 
 
 def add_cluster_commands(sub) -> None:
-    up = sub.add_parser("up", help="bootstrap or converge the cluster (idempotent)")
+    up = _cluster_parser(sub, "up", help="bootstrap or converge the cluster (idempotent)")
     _cluster_args(up)
     up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     up.add_argument("--force", action="store_true",
@@ -426,33 +446,36 @@ def add_cluster_commands(sub) -> None:
                     help="digitalocean: destroy the cluster's droplets the file no longer asks for")
     up.set_defaults(func=cmd_up)
 
-    plan = sub.add_parser("plan", help="show what `up` (or, with -c, `deploy`) would change")
+    plan = _cluster_parser(sub, "plan", help="show what `up` (or, with -c, `deploy`) would change")
     _cluster_args(plan)
     plan.add_argument("-c", "--compose-file", dest="compose_files", action="append",
                       metavar="FILE", help="plan a stack deploy instead (see deploy)")
-    _accept_new(plan)
-    plan.add_argument("--env-file", default=None)
-    plan.add_argument("--prune", action="store_true")
-    plan.add_argument("--strict", action="store_true")
+    plan.add_argument("--env-file", metavar="FILE", default=None,
+                      help="with -c: variables for ${VAR} interpolation (see deploy)")
+    plan.add_argument("--prune", action="store_true",
+                      help="with -c: also plan removing what the files no longer have; "
+                           "without: digitalocean droplets the file no longer asks for")
+    plan.add_argument("--strict", action="store_true",
+                      help="with -c: refuse keys that swarm ignores (build, depends_on, ...)")
     plan.add_argument("--no-versioned-names", action="store_true",
                       help="name secrets/configs <stack>_<key> like docker stack deploy")
     plan.add_argument("--no-update-defaults", action="store_true",
                       help="no default update_config for services without one")
     plan.set_defaults(func=cmd_plan)
 
-    status = sub.add_parser("status", help="nodes, quorum health (how many more manager losses it "
-                            "survives), services, ports, failing tasks; exit 5 when degraded")
+    status = _cluster_parser(sub, "status", help="nodes, quorum health (how many more manager "
+                             "losses it survives), services, ports, failing tasks; exit 5 when "
+                             "degraded")
     status.add_argument("cluster_file", nargs="?", metavar="STACK|CLUSTER.yml",
                         help="a stack to show (else every service), or the cluster file")
     _cluster_args(status, positional=False)
-    _accept_new(status)
     status.set_defaults(func=cmd_status)
 
     eng = sub.add_parser("engine", help="the Docker engine on the cluster's nodes")
     esub = eng.add_subparsers(dest="engine_command", metavar="ENGINE_COMMAND", parser_class=_Parser)
     esub.required = True
-    upg = esub.add_parser("upgrade", help="install an engine version node by node (workers in "
-                          "safe batches, then managers one at a time keeping quorum)")
+    upg = _cluster_parser(esub, "upgrade", help="install an engine version node by node "
+                          "(workers in safe batches, then managers one at a time keeping quorum)")
     _cluster_args(upg)
     upg.add_argument("--version", default=None,
                      help="engine version (default: engine.version of the cluster file, else "
@@ -462,35 +485,27 @@ def add_cluster_commands(sub) -> None:
                      help="at most this many workers at once (default: half of them)")
     upg.set_defaults(func=cmd_engine_upgrade)
 
-    image = sub.add_parser("image-load", help="put the tiny busybox test image on every node")
+    image = _cluster_parser(sub, "image-load", help="put the tiny busybox test image on every node")
     _cluster_args(image)
-    _accept_new(image)
     image.add_argument("--image", default=None, help="image name (default swarmsmith/busybox:1)")
     image.set_defaults(func=cmd_image_load)
 
-    keys = sub.add_parser("hostkeys", help="print the cluster's pinned SSH host keys in "
+    keys = _cluster_parser(sub, "hostkeys", help="print the cluster's pinned SSH host keys in "
                           "known_hosts form (commit them; see ssh.known_hosts)")
     _cluster_args(keys)
-    _accept_new(keys)
     keys.set_defaults(func=cmd_hostkeys)
 
-    down = sub.add_parser("down", help="remove what `up` made (lab: the hosts)")
+    down = _cluster_parser(sub, "down", help="remove what `up` made (lab: the hosts)")
     _cluster_args(down)
-    down.add_argument("--dry-run", action="store_true")
+    down.add_argument("--dry-run", action="store_true", help="list what would be removed, "
+                      "remove nothing")
     down.set_defaults(func=cmd_down)
 
 
 # --- stacks: config, deploy, plan -c, redeploy, rollback, rm ----------------------------
 # Flags mirror `docker stack deploy/config/rm` where they exist.
 
-def _stack_cluster_args(p) -> None:
-    p.add_argument("--cluster", metavar="FILE", default=None, help=CLUSTER_HELP)
-    _accept_new(p)
-
-
-def _compose_args(p, *, cluster: bool) -> None:
-    if cluster:
-        _stack_cluster_args(p)
+def _compose_args(p) -> None:
     p.add_argument("-c", "--compose-file", dest="compose_files", action="append",
                    required=True, metavar="FILE",
                    help="compose file; repeat to merge several (later files override)")
@@ -502,7 +517,7 @@ def _compose_args(p, *, cluster: bool) -> None:
 
 
 def _deploy_args(p) -> None:
-    _compose_args(p, cluster=True)
+    _compose_args(p)
     p.add_argument("--prune", action="store_true",
                    help="remove services, secrets, configs and networks of the stack "
                         "that the files no longer have")
@@ -515,7 +530,7 @@ def _deploy_args(p) -> None:
                    help="send no update_config/rollback_config where the file has none "
                         "(swarm's own defaults apply, as with docker stack deploy; "
                         "see docs/rollouts.md)")
-    p.add_argument("stack", metavar="STACK")
+    p.add_argument("stack", metavar="STACK", help="stack name (prefix of its services)")
 
 
 def _push_images_arg(p) -> None:
@@ -716,17 +731,17 @@ def cmd_rm(args) -> int:
 def add_stack_commands(subparsers) -> None:
     p = subparsers.add_parser("config", help="print the merged, interpolated compose file "
                               "after validating it (no cluster needed)")
-    _compose_args(p, cluster=False)
+    _compose_args(p)
     p.set_defaults(func=cmd_config)
 
-    p = subparsers.add_parser("deploy", help="deploy or update a stack: plan, apply, watch "
+    p = _cluster_parser(subparsers, "deploy", help="deploy or update a stack: plan, apply, watch "
                               "until converged (exit codes: see swarmsmith --help)")
     _deploy_args(p)
     _push_images_arg(p)
     _watch_args(p)
     p.set_defaults(func=cmd_deploy)
 
-    p = subparsers.add_parser("redeploy", help="deploy again for cron/CI: image tags "
+    p = _cluster_parser(subparsers, "redeploy", help="deploy again for cron/CI: image tags "
                               "re-resolved to digests (a new image behind the same tag is "
                               "rolled out), waits for the stack lock, audit line per run")
     _deploy_args(p)
@@ -741,38 +756,34 @@ def add_stack_commands(subparsers) -> None:
                         "manager's daemon, which uses its own insecure-registries list")
     p.set_defaults(func=cmd_redeploy)
 
-    p = subparsers.add_parser("unlock", help="show who holds a stack's lock and remove it "
+    p = _cluster_parser(subparsers, "unlock", help="show who holds a stack's lock and remove it "
                               "(after a run that was killed)")
-    _stack_cluster_args(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.add_argument("--force", action="store_true",
                    help="remove it even when its holder is a process still running here")
-    p.add_argument("stack", metavar="STACK")
+    p.add_argument("stack", metavar="STACK", help="stack whose lock to show and remove")
     p.set_defaults(func=cmd_unlock)
 
-    p = subparsers.add_parser("rollback", help="roll services of a stack back to their "
+    p = _cluster_parser(subparsers, "rollback", help="roll services of a stack back to their "
                               "previous spec and watch them (default: every service that "
                               "has one)")
-    _stack_cluster_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--timeout", type=float, default=300,
                    help="seconds to wait for the rollback to finish (exit 12 after)")
     _lock_args(p, 0)
-    p.add_argument("stack", metavar="STACK")
+    p.add_argument("stack", metavar="STACK", help="stack to roll back")
     p.add_argument("services", metavar="SERVICE", nargs="*",
                    help="services to roll back (short or full names)")
     p.set_defaults(func=cmd_rollback)
 
-    p = subparsers.add_parser("rm", help="remove a stack (services, networks, secrets, "
+    p = _cluster_parser(subparsers, "rm", help="remove a stack (services, networks, secrets, "
                               "configs carrying its label)")
-    _stack_cluster_args(p)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("stack", metavar="STACK")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    p.add_argument("stack", metavar="STACK", help="stack to remove")
     p.set_defaults(func=cmd_rm)
 
-    p = subparsers.add_parser("audit", help="the deploy/redeploy/rollback history kept in the "
-                              "swarm (from any machine; no local state needed)")
-    _stack_cluster_args(p)
+    p = _cluster_parser(subparsers, "audit", help="the deploy/redeploy/rollback history kept in "
+                        "the swarm (from any machine; no local state needed)")
     p.add_argument("--json", action="store_true", help="the records as a JSON list")
     p.add_argument("--since", metavar="WHEN", default=None,
                    help="only records since WHEN: a duration (90s, 30m, 2h, 7d) or an ISO time")
@@ -896,27 +907,25 @@ def add_image_commands(sub) -> None:
     images = sub.add_parser("images", help="put images on the nodes without a registry")
     isub = images.add_subparsers(dest="images_command", metavar="IMAGES_COMMAND")
     isub.required = True
-    push = isub.add_parser("push", help="send images from the local engine (or a docker save "
+    push = _cluster_parser(isub, "push", help="send images from the local engine (or a docker save "
                            "archive) to the nodes over SSH; nodes that have them are skipped")
     push.add_argument("images", nargs="*", metavar="IMAGE",
                       help="image names or IDs in the local engine (DOCKER_HOST)")
     push.add_argument("--file", metavar="ARCHIVE.tar", help="a `docker save` archive instead")
     push.add_argument("--nodes", nargs="+", metavar="NODE", default=["all"],
                       help="all (default), managers, workers, or node names (after the IMAGEs)")
-    push.add_argument("--cluster", metavar="FILE", help="cluster file")
     push.add_argument("--no-compress", action="store_true",
                       help="send the archive as it is (default: gzip on the wire)")
     push.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     push.set_defaults(func=cmd_images_push)
 
-    build = isub.add_parser("build", help="build images from Debian packages (mmdebstrap, no "
+    build = _cluster_parser(isub, "build", help="build images from Debian packages (mmdebstrap, no "
                             "engine needed; cached), optionally push them to the nodes")
     build.add_argument("file", metavar="IMAGES.yml", help="image file (see "
                        "examples/tutorial/images.yml)")
     build.add_argument("--push", action="store_true", help="push the images to the nodes")
     build.add_argument("--nodes", nargs="+", metavar="NODE", default=["all"],
                        help="with --push: all (default), managers, workers, or node names")
-    build.add_argument("--cluster", metavar="FILE", help="cluster file (with --push)")
     build.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     build.set_defaults(func=cmd_images_build)
 
@@ -1168,7 +1177,6 @@ def cmd_recover(args) -> int:
 
 
 def _cluster_json_args(p) -> None:
-    p.add_argument("--cluster", metavar="FILE", help="cluster file")
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
 
 
@@ -1178,11 +1186,11 @@ def add_day_two_commands(sub) -> None:
     nsub = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND",
                                parser_class=sub._parser_class)
     nsub.required = True
-    p = nsub.add_parser("ls", help="nodes with role, state, availability, engine and quorum")
+    p = _cluster_parser(nsub, "ls", help="nodes with role, state, availability, engine and quorum")
     _cluster_json_args(p)
     p.set_defaults(func=cmd_node_ls)
-    p = nsub.add_parser("drain", help="stop scheduling on a node and wait until its tasks run "
-                        "elsewhere (names services that could not be placed: exit 10; "
+    p = _cluster_parser(nsub, "drain", help="stop scheduling on a node and wait until its tasks "
+                        "run elsewhere (names services that could not be placed: exit 10; "
                         "timeout: exit 12)")
     _cluster_json_args(p)
     p.add_argument("node", metavar="NODE", help="the cluster file's name, hostname or node ID")
@@ -1190,31 +1198,32 @@ def add_day_two_commands(sub) -> None:
     p.set_defaults(func=cmd_node_drain)
     for verb, hlp in (("activate", "let swarm schedule tasks on the node again"),
                       ("pause", "no new tasks on the node; running ones stay")):
-        p = nsub.add_parser(verb, help=hlp)
+        p = _cluster_parser(nsub, verb, help=hlp)
         _cluster_json_args(p)
-        p.add_argument("node", metavar="NODE")
+        p.add_argument("node", metavar="NODE", help="hostname or node ID")
         p.set_defaults(func=cmd_node_availability,
                        availability="active" if verb == "activate" else "pause")
-    p = nsub.add_parser("promote", help="make a worker a manager (refused when the manager "
+    p = _cluster_parser(nsub, "promote", help="make a worker a manager (refused when the manager "
                         "count would become even, unless --force)")
     _cluster_json_args(p)
-    p.add_argument("node", metavar="NODE")
+    p.add_argument("node", metavar="NODE", help="hostname or node ID")
     p.add_argument("--force", action="store_true", help="allow an even number of managers")
     p.set_defaults(func=cmd_node_promote)
-    p = nsub.add_parser("demote", help="make a manager a worker (refused when it would lose "
+    p = _cluster_parser(nsub, "demote", help="make a manager a worker (refused when it would lose "
                         "quorum or remove the last manager)")
     _cluster_json_args(p)
-    p.add_argument("node", metavar="NODE")
+    p.add_argument("node", metavar="NODE", help="hostname or node ID")
     p.set_defaults(func=cmd_node_demote)
-    p = nsub.add_parser("label", help="add (KEY=VALUE) or remove (KEY-) node labels")
+    p = _cluster_parser(nsub, "label", help="add (KEY=VALUE) or remove (KEY-) node labels")
     _cluster_json_args(p)
-    p.add_argument("node", metavar="NODE")
-    p.add_argument("labels", metavar="KEY=VALUE|KEY-", nargs="+")
+    p.add_argument("node", metavar="NODE", help="hostname or node ID")
+    p.add_argument("labels", metavar="KEY=VALUE|KEY-", nargs="+",
+                   help="a label to set, or (KEY-) to remove")
     p.set_defaults(func=cmd_node_label)
-    p = nsub.add_parser("rm", help="drain the node, make it leave, remove it (a manager is "
+    p = _cluster_parser(nsub, "rm", help="drain the node, make it leave, remove it (a manager is "
                         "demoted first, refused when that loses quorum); --force for a dead node")
     _cluster_json_args(p)
-    p.add_argument("node", metavar="NODE")
+    p.add_argument("node", metavar="NODE", help="hostname or node ID")
     p.add_argument("--force", action="store_true",
                    help="remove a node that is down without it leaving (explains what it means)")
     p.add_argument("--timeout", type=float, default=300, help="seconds for the drain")
@@ -1224,53 +1233,60 @@ def add_day_two_commands(sub) -> None:
     tsub = tokens.add_subparsers(dest="tokens_command", metavar="TOKENS_COMMAND",
                                  parser_class=sub._parser_class)
     tsub.required = True
-    p = tsub.add_parser("rotate", help="new join tokens (both unless --worker/--manager); "
+    p = _cluster_parser(tsub, "rotate", help="new join tokens (both unless --worker/--manager); "
                         "tokens are never printed")
     _cluster_json_args(p)
-    p.add_argument("--worker", action="store_true")
-    p.add_argument("--manager", action="store_true")
+    p.add_argument("--worker", action="store_true", help="rotate the worker join token only")
+    p.add_argument("--manager", action="store_true", help="rotate the manager join token only")
     p.set_defaults(func=cmd_tokens_rotate)
 
     ca = sub.add_parser("ca", help="the swarm's root CA: rotate")
     csub = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", parser_class=sub._parser_class)
     csub.required = True
-    p = csub.add_parser("rotate", help="new root CA and node certificates; waits until every "
+    p = _cluster_parser(csub, "rotate", help="new root CA and node certificates; waits until every "
                         "node trusts the new root (exit 12 after --timeout)")
     _cluster_json_args(p)
-    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--timeout", type=float, default=300,
+                   help="seconds to wait for every node to trust the new root (default 300)")
     p.set_defaults(func=cmd_ca_rotate)
 
-    p = sub.add_parser("autolock", help="turn manager autolock on or off")
+    p = _cluster_parser(sub, "autolock", help="turn manager autolock on or off")
     _cluster_json_args(p)
-    p.add_argument("state", choices=("on", "off"))
+    p.add_argument("state", choices=("on", "off"), help="on: managers need the unlock key "
+                   "after a restart; off: they do not")
     p.set_defaults(func=cmd_autolock)
 
-    p = sub.add_parser("unlock-key", help="print the unlock key (on request only; never "
+    p = _cluster_parser(sub, "unlock-key", help="print the unlock key (on request only; never "
                        "stored); --rotate makes a new one")
     _cluster_json_args(p)
-    p.add_argument("--rotate", action="store_true")
+    p.add_argument("--rotate", action="store_true",
+                   help="make a new unlock key and print it (once)")
     p.set_defaults(func=cmd_unlock_key)
 
-    p = sub.add_parser("unlock-swarm", help="unlock every locked manager (key from --key-file, "
-                       "$SWARMSMITH_UNLOCK_KEY, stdin or a prompt; never an argument)")
+    p = _cluster_parser(sub, "unlock-swarm", help="unlock every locked manager (key from "
+                        "--key-file, $SWARMSMITH_UNLOCK_KEY, stdin or a prompt; never an "
+                        "argument)")
     _cluster_json_args(p)
-    p.add_argument("--key-file", metavar="FILE", default=None)
+    p.add_argument("--key-file", metavar="FILE", default=None,
+                   help="file holding the unlock key (else $SWARMSMITH_UNLOCK_KEY, stdin, "
+                        "a prompt)")
     p.set_defaults(func=cmd_unlock_swarm)
 
-    p = sub.add_parser("backup", help="copy a manager's swarm state (a non-leader one; its "
+    p = _cluster_parser(sub, "backup", help="copy a manager's swarm state (a non-leader one; its "
                        "engine stopped only for the copy) into a 0600 archive with a manifest")
     _cluster_json_args(p)
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="archive path or folder (default ./<cluster>-swarm-<time>.tar)")
+                   help="archive path, or an existing folder to put it in (default "
+                        "./<cluster>-swarm-<time>.tar)")
     p.add_argument("--node", metavar="HOST", default=None,
                    help="the manager to copy (default: a non-leader one); a restore can grow "
                         "back to several managers only on a host with this manager's address")
     p.set_defaults(func=cmd_backup)
 
-    p = sub.add_parser("restore", help="restore a backup onto a host of the cluster as the "
+    p = _cluster_parser(sub, "restore", help="restore a backup onto a host of the cluster as the "
                        "only manager of the restored swarm; `up` then joins the others")
     _cluster_json_args(p)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="archive written by `swarmsmith backup`")
     p.add_argument("--to", required=True, metavar="HOST", help="a host of the cluster's inventory")
     p.add_argument("--force", action="store_true",
                    help="restore even when HOST is in a swarm with other ready nodes, or has "
@@ -1279,11 +1295,13 @@ def add_day_two_commands(sub) -> None:
                    help="unlock key of the backup's swarm when it was autolocked")
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("recover", help="explain a swarm that lost quorum; with "
+    p = _cluster_parser(sub, "recover", help="explain a swarm that lost quorum; with "
                        "--force-new-cluster re-form it on a surviving manager and join the "
                        "other managers again")
     _cluster_json_args(p)
-    p.add_argument("--force-new-cluster", action="store_true")
+    p.add_argument("--force-new-cluster", action="store_true",
+                   help="re-form the swarm on a surviving manager (its raft state; the "
+                        "other managers join again); without it: only explain")
     p.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
                    help="after re-forming, wait this long for the services to run all their "
                    "replicas again (0: do not wait; still short then: exit 5) (default 120)")
@@ -1352,35 +1370,37 @@ def cmd_scale(args) -> int:
 
 
 def add_service_commands(sub) -> None:
-    p = sub.add_parser("ps", help="tasks of a stack or service: node, state, error")
-    p.add_argument("--cluster", metavar="FILE")
-    p.add_argument("--json", action="store_true")
+    p = _cluster_parser(sub, "ps", help="tasks of a stack or service: node, state, error")
+    p.add_argument("--json", action="store_true", help="the tasks as a JSON list")
     p.add_argument("--all", action="store_true", help="every task swarm remembers, not only the "
                    "current one and the last failure of each slot")
-    p.add_argument("target", metavar="STACK|SERVICE")
+    p.add_argument("target", metavar="STACK|SERVICE", help="a stack, or one service "
+                   "(full or short name)")
     p.set_defaults(func=cmd_ps)
 
-    p = sub.add_parser("logs", help="a service's logs through the Engine API, each line "
+    p = _cluster_parser(sub, "logs", help="a service's logs through the Engine API, each line "
                        "prefixed by task and node")
-    p.add_argument("--cluster", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--since", default=None, help="30s, 10m, 2h, 1d, a unix time or RFC 3339")
-    p.add_argument("--tail", type=int, default=None, help="last N lines of each task")
+    p.add_argument("--tail", type=int, default=None, help="the last N lines of the service: "
+                   "every task's lines merged in time order, then cut to N")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.add_argument("-t", "--timestamps", action="store_true")
-    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("-t", "--timestamps", action="store_true",
+                   help="prefix each line with the time the engine received it")
+    p.add_argument("service", metavar="SERVICE", help="the service's full name "
+                   "(STACK_SERVICE) or ID")
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("scale", help="set replica counts and watch them like a deploy "
+    p = _cluster_parser(sub, "scale", help="set replica counts and watch them like a deploy "
                        "(same exit codes); the next deploy's plan shows the drift")
-    p.add_argument("--cluster", metavar="FILE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.add_argument("--timeout", type=float, default=300,
                    help="seconds to wait for the services (exit 12 after)")
     p.add_argument("--detach", action="store_true", help="do not watch")
     p.add_argument("--lock-wait", type=float, default=0,
                    help="seconds to wait for the stack's lock (exit 4 after)")
-    p.add_argument("pairs", metavar="SERVICE=N", nargs="+")
+    p.add_argument("pairs", metavar="SERVICE=N", nargs="+",
+                   help="service (full or short name) and its replica count")
     p.set_defaults(func=cmd_scale)
 
 
@@ -1401,10 +1421,41 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class _TopParser(_Parser):
+    """The `swarmsmith` parser: the connection flags may come before the subcommand or after
+    it (after wins); the ones given nowhere get their defaults here."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        for dest, default in CONNECTION_DEFAULTS.items():
+            if not hasattr(ns, dest):
+                setattr(ns, dest, default)
+        return ns, rest
+
+
+class _VersionAction(argparse.Action):
+    """--version: the installed package's version, looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print swarmsmith's version and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+        try:
+            version = metadata.version("swarmsmith")
+        except metadata.PackageNotFoundError:     # run from a checkout that was never installed
+            version = "unknown (not installed)"
+        print(f"swarmsmith {version}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="swarmsmith", description="Bootstrap Docker Swarm clusters from a short "
-                "YAML file and keep compose stacks deployed on them.",
-                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _TopParser(prog="swarmsmith", description="Bootstrap Docker Swarm clusters from a short "
+                   "YAML file and keep compose stacks deployed on them.",
+                   epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                   parents=[_connection()])
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -1412,21 +1463,23 @@ def build_parser() -> argparse.ArgumentParser:
     lsub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", parser_class=_Parser)
     lsub.required = True
     up = lsub.add_parser("up", help="create (or repair) lab hosts; idempotent")
-    up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--name", default="lab")
+    up.add_argument("--nodes", type=int, default=3, help="number of hosts (default 3)")
+    up.add_argument("--name", default="lab", help="lab name, the hosts' name prefix "
+                    "(default lab)")
     up.add_argument("--image", default=None, choices=("default", "debian-12"),
                     help="hosts' root: default shares this machine's (fast); debian-12 is a "
                          "Debian 12 of their own without Docker, built once (~30 s) and cached")
-    up.add_argument("--json", action="store_true")
+    up.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     up.set_defaults(func=cmd_lab_up)
     down = lsub.add_parser("down", help="remove a lab and everything it made")
-    down.add_argument("--name", default="lab")
+    down.add_argument("--name", default="lab", help="the lab to remove (default lab)")
     down.add_argument("--all", action="store_true", help="remove every lab on this machine")
-    down.add_argument("--json", action="store_true")
+    down.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     down.set_defaults(func=cmd_lab_down)
     ls = lsub.add_parser("ls", help="list lab hosts")
-    ls.add_argument("--name", default=None)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--name", default=None, help="one lab (default: every lab)")
+    ls.add_argument("--json", action="store_true", help="the hosts as a JSON list, with "
+                    "their host keys")
     ls.set_defaults(func=cmd_lab_ls)
 
     add_cluster_commands(sub)    # `plan` is the cluster's, and with -c the stack's
@@ -1445,6 +1498,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                             format="[debug] +%(relativeCreated)6.0fms %(message)s")
     try:
+        if args.accept_new_host_keys or "provision.access" in sys.modules:
+            from provision.access import accept_new_host_keys
+            accept_new_host_keys(args.accept_new_host_keys)
         return args.func(args)
     except SwarmsmithError as e:
         print(f"swarmsmith: error: {e}", file=sys.stderr)

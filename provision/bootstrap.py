@@ -250,6 +250,7 @@ def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
     run.save()
     run.waiting("writing the cluster record")
     _write_record(run, step.leader, step)
+    _write_known_hosts(run)
     return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
 
 
@@ -345,11 +346,47 @@ def _connect(run: Run, hosts, tolerate: bool = False) -> dict:
     return unread
 
 
+def _check_record(run: Run, hosts, version: int, record: dict, check_against) -> None:
+    """Addresses from the provider, keys the host showed when something other than the record
+    pins them (the cluster file, the provider, this folder's state): the record must agree with
+    both. A key only the record pins must be the one the host shows."""
+    from .cluster_record import config_name
+    inv_hosts = run.inventory.get("hosts") or {}
+    known = {}
+    for h in hosts:
+        s = run.sessions.get(h.name)
+        pinned = (run.cluster.pinned_key(h.name, h.public_address, h.port) or h.host_key
+                  or (inv_hosts.get(h.name) or {}).get("host_key"))
+        accepted = h.name in run.opts.accept_host_keys
+        key = s.seen_key if s is not None and pinned and not accepted else ""
+        known[h.name] = (h.public_address, h.port, key)
+    check_against(record, version, run.cluster.name, known,
+                  authority="the cluster file, the provider and the host keys pinned for them",
+                  key_advice="If the host was rebuilt on purpose and the key it shows now (the "
+                             "one its pin names) is right, `swarmsmith up --accept-host-key "
+                             "HOST` writes that key, never the record's, into a new version")
+    where = config_name(run.cluster.name, version)
+    for name, sess in run.sessions.items():
+        want = (record["hosts"].get(name) or {}).get("host_key")
+        if want and known.get(name, ("", "", ""))[2] == "" and sess.seen_key != want \
+                and name not in run.opts.accept_host_keys:
+            raise HostKeyMismatchError(
+                f"host key for {sess.host.public_address} is {fingerprint(sess.seen_key)}, "
+                f"but the cluster's record in the swarm has {fingerprint(want)} (version "
+                f"{version}, {where}), and nothing else pins {name}. Refusing to go on: either "
+                f"{name} was rebuilt or the record was changed. Check the key on the host itself "
+                f"(on its console: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub); if it is "
+                f"{fingerprint(sess.seen_key)}, pin it in the cluster file (host_key or "
+                "ssh.known_hosts) and run `swarmsmith up` again", host=name)
+
+
 def _read_record(run: Run, hosts) -> None:
     """The cluster's record from the swarm, read from the first manager that is in one: it
     tells a fresh folder (or a lost inventory) which swarm is ours, its node IDs and the host keys
-    recorded by earlier runs; a host showing another key than the record's is refused."""
-    from .cluster_record import ConfigSnapshot, RecordStore, merge_into_inventory
+    recorded by earlier runs; a host showing another key than the record's is refused. The record
+    never moves a host or overrides a key the cluster file, the provider or this folder pins
+    (RecordDisagrees, exit 3), and hosts only the record lists are not taken from it."""
+    from .cluster_record import ConfigSnapshot, RecordStore, check_against, merge_into_inventory
     from .dockerapi import api_client
     from .engine_api import EngineAPI
     for h in hosts:
@@ -372,16 +409,11 @@ def _read_record(run: Run, hosts) -> None:
             continue
         if record.get("cluster_id") != f["cluster_id"]:
             continue       # a copy from another swarm cannot describe this one
+        _check_record(run, hosts, version, record, check_against)
         run.record_api, run.record_base = api, (version, record)
-        for name, sess in run.sessions.items():
-            want = (record["hosts"].get(name) or {}).get("host_key")
-            if want and sess.seen_key != want and name not in run.opts.accept_host_keys:
-                raise HostKeyMismatchError(
-                    f"host key for {sess.host.public_address} is {fingerprint(sess.seen_key)}, "
-                    f"but the cluster's record in the swarm has {fingerprint(want)}. Refusing to "
-                    f"go on. If the host was rebuilt on purpose, run `swarmsmith up "
-                    f"--accept-host-key {name}`", host=name)
-        skip = set()
+        # hosts the provider does not list are not taken from the record (it does not decide
+        # which hosts exist)
+        skip = set(record["hosts"]) - {w.name for w in hosts}
         if run.pruning:
             # hosts the record knows and the file no longer asks for were destroyed by the
             # provider just now (a fresh folder's cache never knew them): their nodes go too
@@ -426,6 +458,32 @@ def _write_record(run: Run, leader, step=None) -> None:
     if version is not None:
         run.changes.append(f"cluster record version {version} written to the swarm")
         run.progress(leader.name, f"cluster record version {version} written")
+
+
+def _write_known_hosts(run: Run) -> None:
+    """The cluster file's ssh.known_hosts, when it names a file that does not exist yet: written
+    once with the keys this run pinned, as `swarmsmith hostkeys` prints them, for the operator
+    to commit. An existing file is never changed (it is the operator's)."""
+    from inventory.hostkeys import known_hosts_line
+    cf = run.cluster
+    path = cf.known_hosts_file
+    if not path or not cf.known_hosts_missing or os.path.lexists(path):
+        return
+    lines = [f"# swarmsmith cluster {cf.name}: SSH host keys (known_hosts form)"]
+    for name, s in sorted(run.sessions.items()):
+        if s.seen_key:
+            lines.append(known_hosts_line(s.host.public_address, s.host.port, s.seen_key, name))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        os.link(tmp, path)        # never over a file someone wrote meanwhile
+    except FileExistsError:
+        return
+    finally:
+        os.unlink(tmp)
+    run.changes.append(f"{path}: written with {len(lines) - 1} host keys (ssh.known_hosts did "
+                       "not exist; commit it beside the cluster file)")
 
 
 def _pin_keys(run: Run) -> None:
@@ -554,6 +612,9 @@ def _plan(run: Run, provider, wanted) -> UpResult:
                                    "is_manager": False, "cluster_id": inv["cluster_id"]}
         else:
             absent.add(h.name)
+    if cf.known_hosts_missing and not os.path.lexists(cf.known_hosts_file):
+        plan.append(f"{cf.known_hosts_file}: written with the host keys `up` pins "
+                    "(ssh.known_hosts does not exist yet)")
     by_name = {h.name: h for h in hosts + placeholders}
     ordered = [by_name[w.name] for w in wanted]
     unread_managers = sorted(n for n in unread if by_name[n].role == "manager")

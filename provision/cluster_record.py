@@ -15,7 +15,7 @@ import base64
 import json
 import socket
 
-from .errors import SwarmsmithError, is_conflict
+from .errors import EXIT_UNREACHABLE, SwarmsmithError, is_conflict
 
 PREFIX = "swarmsmith-cluster-"
 L_CLUSTER = "com.swarmsmith.cluster"
@@ -32,8 +32,47 @@ class RecordConflict(SwarmsmithError):
     """Another writer created the version this one meant to create."""
 
 
+class RecordDisagrees(SwarmsmithError):
+    """The record says another address or host key than the cluster file or the provider.
+    Anyone who can reach a manager can create a record version; it must never decide where
+    SSH goes or which key is trusted (exit 3, as for a changed host key)."""
+    exit_code = EXIT_UNREACHABLE
+
+
 def config_name(cluster: str, version: int) -> str:
     return f"{PREFIX}{cluster}-{version}"
+
+
+def check_against(record: dict, version: int, cluster: str, known: dict, *,
+                  authority: str = "the cluster file and the provider",
+                  key_advice: str = "") -> None:
+    """Refuse a record that disagrees with what the cluster file and the provider say about a
+    host they list: `known` maps a host name to (address, port, key), the key "" when they do
+    not know it. The record may add only what they do not know (node IDs, keys of hosts listed
+    without one); hosts they do not list are never taken from it (the callers skip them)."""
+    from .ssh import fingerprint
+    moved, rekeyed = [], []
+    for name, rec in sorted((record.get("hosts") or {}).items()):
+        if name not in known or not isinstance(rec, dict):
+            continue
+        address, port, key = known[name]
+        if rec.get("public_address") and rec["public_address"] != address:
+            moved.append(f"{name} at {rec['public_address']} (not {address})")
+        elif rec.get("port") and port and int(rec["port"]) != int(port):
+            moved.append(f"{name} on port {rec['port']} (not {port})")
+        elif rec.get("host_key") and key and rec["host_key"].split()[:2] != key.split()[:2]:
+            rekeyed.append(f"{name} with host key {fingerprint(rec['host_key'])} "
+                           f"(not {fingerprint(key)})")
+    if not (moved or rekeyed):
+        return
+    name = config_name(cluster, version)
+    raise RecordDisagrees(
+        f"the swarm's cluster record version {version} ({name}) puts "
+        f"{'; '.join(moved + rekeyed)}, which disagrees with {authority}. Refusing to use it: "
+        "the record never decides where SSH connects or which host key is trusted, and anyone "
+        f"with access to a manager can write one. Check who wrote it (`docker config inspect "
+        f"{name}` on a manager); if it is not yours, remove it (`docker config rm {name}`)"
+        + (f". {key_advice}" if key_advice and not moved else ""))
 
 
 def from_inventory(inv: dict, cluster: str) -> dict:

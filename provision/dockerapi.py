@@ -3,7 +3,7 @@
 (provision/access.py)."""
 from __future__ import annotations
 
-from .access import access
+from .access import access, accepts_new_host_keys, opened
 from .docker_socket import (  # noqa: F401
     DIR_PREFIX, EngineAPIError, EngineUnreachableError, GuardedAPI, SocketForwarder, api_client,
     engine_error, remove_dead_forwarder_dirs)
@@ -20,7 +20,10 @@ def session_for(host, cluster_path: str | None = None) -> Session:
     unless the cluster was opened with accept_new."""
     if cluster_path is not None:
         return access(cluster_path).session(host)
-    return Session(host, pinned_key=host.host_key, connect_deadline=10, require_pin=True)
+    acc = opened()
+    return Session(host, pinned_key=host.host_key, connect_deadline=10,
+                   require_pin=not accepts_new_host_keys(),
+                   mismatch_hint=acc.mismatch_hint(host) if acc is not None else "")
 
 
 def manager_session(cluster_path: str, accept_new: bool | None = None) -> Session:

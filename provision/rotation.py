@@ -69,10 +69,14 @@ def rotate_ca(api, *, timeout: float = 300.0, on_progress: Progress | None = Non
         behind = sorted(node_name(n) for n in nodes
                         if ((n.get("Description") or {}).get("TLSInfo") or {}).get("TrustRoot") != root)
         in_progress = bool(sw.get("RootRotationInProgress"))
-        state = (in_progress, len(behind))
+        # counted against the old root: until swarm switches to the new one, every node trusts
+        # the swarm's (old) root, which is no progress
+        on_new = sum(1 for n in nodes if ((n.get("Description") or {}).get("TLSInfo") or {})
+                     .get("TrustRoot", old_root) != old_root)
+        phase = _ca_phase(in_progress, root != old_root, len(behind))
+        state = (phase, on_new)
         if state != last:
-            say(f"CA rotation: {len(nodes) - len(behind)}/{len(nodes)} nodes on the new root"
-                + (", swarm still rotating" if in_progress else ""))
+            say(f"CA rotation: {on_new}/{len(nodes)} nodes on the new root ({phase})")
             last = state
         if not in_progress and not behind and root != old_root:
             res.changes.append(f"every node ({len(nodes)}) trusts the new root CA")
@@ -90,6 +94,17 @@ def rotate_ca(api, *, timeout: float = 300.0, on_progress: Progress | None = Non
         sleep(1.0)
     res.seconds = clock() - start
     return res
+
+
+def _ca_phase(in_progress: bool, switched: bool, behind: int) -> str:
+    """What a root rotation waits for, in the order swarm goes through it."""
+    if not switched and not in_progress:
+        return "waiting for swarm to start the rotation"
+    if in_progress:
+        return "swarm is issuing node certificates signed by the new root"
+    if behind:
+        return "swarm trusts the new root; waiting for nodes to report it"
+    return "done"
 
 
 def set_autolock(api, on: bool) -> RotationResult:

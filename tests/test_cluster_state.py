@@ -105,12 +105,40 @@ def test_cluster_file_pins(tmp_path):
 @pytest.mark.parametrize("host_extra,ssh_extra,words", [
     (', host_key: "ssh-ed25519 !!"', "", "static.hosts[0].host_key: the key is not valid base64"),
     (", host_key: 5", "", "static.hosts[0].host_key: expected"),
-    ("", ", known_hosts: nope", "ssh.known_hosts: no such file"),
+    ("", ", known_hosts: nope/known", "ssh.known_hosts: no such folder"),
 ])
 def test_bad_pins_are_bad_input(tmp_path, host_extra, ssh_extra, words):
     with pytest.raises(InputError) as e:
         clusterfile.load(_static(tmp_path, host_extra, ssh_extra))
     assert e.value.exit_code == EXIT_BAD_INPUT and words in str(e.value)
+
+
+def test_a_known_hosts_file_not_made_yet_pins_nothing_and_up_writes_it(tmp_path):
+    """The README's example names ssh.known_hosts before `hostkeys` could write it: a first
+    `up` works, and writes the keys it pinned there (an existing file is never touched)."""
+    from provision import bootstrap
+    from provision.bootstrap import Run, UpOptions
+    from inventory.state import StateDir
+    cf = clusterfile.load(_static(tmp_path, "", ", known_hosts: known"))
+    assert cf.known_hosts == [] and cf.known_hosts_missing
+    assert cf.known_hosts_file == str(tmp_path / "known") and cf.pinned_key("m1", "10.0.0.1") == ""
+    run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {}}, UpOptions(),
+              lambda host, message: None)
+    run.sessions = {"m1": KeySession(Host("m1", "10.0.0.1", role="manager"), KEY1),
+                    "w1": KeySession(Host("w1", "10.0.0.2", port=2222, role="worker"), KEY2)}
+    bootstrap._write_known_hosts(run)
+    assert run.changes == [f"{tmp_path / 'known'}: written with 2 host keys (ssh.known_hosts "
+                           "did not exist; commit it beside the cluster file)"]
+    again = clusterfile.load(cf.path)
+    assert not again.known_hosts_missing
+    assert again.pinned_key("m1", "10.0.0.1") == KEY1
+    assert again.pinned_key("w1", "10.0.0.2", 2222) == KEY2
+    # written once: a later run (or a file the operator wrote) is left as it is
+    (tmp_path / "known").write_text(f"10.0.0.1 {KEY2}\n")
+    run.changes = []
+    bootstrap._write_known_hosts(run)
+    assert run.changes == [] and (tmp_path / "known").read_text() == f"10.0.0.1 {KEY2}\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_bad_known_hosts_line_names_file_and_line(tmp_path):
@@ -354,12 +382,13 @@ def test_a_pruned_host_is_not_brought_back_from_the_record(tmp_path, monkeypatch
     run.sessions = {"m1": KeySession(m1, KEY1)}
     bootstrap._read_record(run, [m1])
     assert "w9" not in run.inventory["hosts"] and run.pruned == [("w9", "n9")]
-    # without pruning, a host the file no longer names stays known (its node is left alone)
+    # without pruning, its node is left alone, and the host is not taken from the record: the
+    # record does not decide which hosts exist (nor where they are)
     run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {}}}, UpOptions(),
               lambda host, message: None)
     run.sessions = {"m1": KeySession(m1, KEY1)}
     bootstrap._read_record(run, [m1])
-    assert run.inventory["hosts"]["w9"]["node_id"] == "n9" and run.pruned == []
+    assert "w9" not in run.inventory["hosts"] and run.pruned == []
 
 
 def test_merging_an_unchanged_record_leaves_an_empty_provider_state_in_place():
@@ -405,3 +434,140 @@ def test_the_managers_node_id_is_read_once_on_connecting(tmp_path, monkeypatch):
     # a client nobody read /info from (a caller's own) is asked
     assert EngineAPI(GuardedAPI(Client(), "m1")).own_node_id() == "node-m1"
     assert Client.infos == 2
+
+
+# --- the record never steers SSH ---------------------------------------------------------------
+
+KEY3 = ed25519_line(b"3")
+# a newer version written by someone with access to a manager: m1 moved to another address
+# (with that machine's key), and a host the cluster file does not have
+PLANTED = {"format": 1, "name": "st0", "cluster_id": "swarm1", "hosts": {
+    "m1": {"role": "manager", "public_address": "10.0.0.66", "node_id": "n1", "host_key": KEY3},
+    "w1": {"role": "worker", "public_address": "10.0.0.2", "node_id": "nw1"},
+    "x9": {"role": "worker", "public_address": "10.0.0.99", "node_id": "n99", "host_key": KEY3}}}
+
+
+def _records(*versions: dict) -> FakeConfigs:
+    api = FakeConfigs()
+    for n, rec in enumerate(versions, 1):
+        RecordStore(EngineAPI(api), "st0").create(n, rec)
+    return api
+
+
+def _fresh_access(tmp_path, monkeypatch, api, cluster=None):
+    """A ClusterAccess from a folder without state whose manager answers with `api`'s
+    configs (no SSH: the manager connection is the fake)."""
+    from provision import access as access_mod
+    acc = access_mod.ClusterAccess(cluster or _static(tmp_path))
+    monkeypatch.setattr(acc, "client", lambda: api)
+    return acc
+
+
+def test_a_fresh_folder_refuses_a_record_that_moves_a_host(tmp_path, monkeypatch):
+    from provision.cluster_record import RecordDisagrees
+    from provision.errors import EXIT_UNREACHABLE
+    good = {**PLANTED, "hosts": {"m1": {**PLANTED["hosts"]["m1"], "public_address": "10.0.0.1",
+                                        "host_key": KEY1}}}
+    acc = _fresh_access(tmp_path, monkeypatch, _records(good, PLANTED))
+    with pytest.raises(RecordDisagrees) as e:
+        acc.hosts()
+    assert e.value.exit_code == EXIT_UNREACHABLE
+    msg = str(e.value)
+    assert "version 2" in msg and "swarmsmith-cluster-st0-2" in msg
+    assert "m1 at 10.0.0.66 (not 10.0.0.1)" in msg
+    assert "--accept-host-key" not in msg and "--accept-new-host-keys" not in msg
+    assert not (tmp_path / ".swarmsmith").exists()
+
+
+def test_a_fresh_folder_refuses_a_record_that_rekeys_a_pinned_host(tmp_path, monkeypatch):
+    from provision.cluster_record import RecordDisagrees
+    rec = {**PLANTED, "hosts": {"m1": {**PLANTED["hosts"]["m1"], "public_address": "10.0.0.1"}}}
+    cluster = _static(tmp_path, f', host_key: "{KEY1}"')
+    acc = _fresh_access(tmp_path, monkeypatch, _records(rec), cluster)
+    with pytest.raises(RecordDisagrees, match="version 1 .*m1 with host key") as e:
+        acc.hosts()
+    assert "--accept-host-key" not in str(e.value)
+
+
+def test_the_record_adds_only_node_ids_and_keys_nothing_else_knows(tmp_path, monkeypatch):
+    """Hosts and addresses come from the cluster file; the record says which are nodes and
+    gives a key to a host nothing else pins; a host only the record lists is left out."""
+    rec = {**PLANTED, "hosts": {
+        "m1": {"role": "manager", "public_address": "10.0.0.1", "node_id": "n1",
+               "host_key": KEY1},
+        "w1": {"role": "worker", "node_id": "nw1"},
+        "x9": PLANTED["hosts"]["x9"]}}
+    acc = _fresh_access(tmp_path, monkeypatch, _records(rec))
+    got = [(h.name, h.public_address, h.host_key) for h in acc.hosts()]
+    assert got == [("m1", "10.0.0.1", KEY1), ("w1", "10.0.0.2", "")]
+    # a key only the record gives: a changed key is refused without advice to accept it
+    m1 = acc.hosts("manager")[0]
+    for hint in (acc.session(m1).mismatch_hint, acc.mismatch_hint(m1)):
+        assert "--accept-host-key" not in hint and "version 1" in hint
+    from provision.dockerapi import session_for
+    monkeypatch.setattr("provision.access._CACHE", {"x": acc})
+    assert "--accept-host-key" not in session_for(m1).mismatch_hint
+    # a key the cluster file pins keeps the usual advice
+    acc = _fresh_access(tmp_path, monkeypatch, _records(rec), _static(tmp_path, f', host_key: "{KEY1}"'))
+    assert "--accept-host-key" in acc.session(acc.hosts("manager")[0]).mismatch_hint
+
+
+def test_up_refuses_a_record_that_moves_a_host_and_adds_none(tmp_path, monkeypatch):
+    from provision import bootstrap, dockerapi
+    from provision.bootstrap import Run, UpOptions
+    from provision.cluster_record import RecordDisagrees
+    from inventory.state import StateDir
+    api = _records(PLANTED)
+    monkeypatch.setattr(dockerapi, "api_client", lambda session: api)
+    cf = clusterfile.load(_static(tmp_path))
+    m1, w1 = Host("m1", "10.0.0.1", role="manager"), Host("w1", "10.0.0.2", role="worker")
+    inv = {"hosts": {"m1": {"host_key": KEY1, "public_address": "10.0.0.1"}, "w1": {}}}
+    for accept in ((), ("m1",)):        # --accept-host-key does not let a moved host through
+        run = Run(cf, StateDir(cf.path, cf.name), json.loads(json.dumps(inv)),
+                  UpOptions(accept_host_keys=set(accept)), lambda host, message: None)
+        run.sessions = {"m1": KeySession(m1, KEY1), "w1": KeySession(w1, KEY2)}
+        with pytest.raises(RecordDisagrees) as e:
+            bootstrap._read_record(run, [m1, w1])
+        assert e.value.exit_code == 3 and "version 1" in str(e.value)
+        assert "--accept-host-key" not in str(e.value)
+        assert "x9" not in run.inventory["hosts"] and run.record_base == (0, None)
+    assert not (tmp_path / ".swarmsmith").exists()
+
+
+def test_up_refuses_a_record_that_rekeys_a_host_its_pins_vouch_for(tmp_path, monkeypatch):
+    """The host shows the key this folder pinned; the record says another: the record is
+    wrong. Accepting means keeping the key the host shows, which the record then gets."""
+    from provision import bootstrap, dockerapi
+    from provision.bootstrap import Run, UpOptions
+    from provision.cluster_record import RecordDisagrees
+    from inventory.state import StateDir
+    rec = {**PLANTED, "hosts": {"m1": {**PLANTED["hosts"]["m1"], "public_address": "10.0.0.1"}}}
+    api = _records(rec)
+    monkeypatch.setattr(dockerapi, "api_client", lambda session: api)
+    cf = clusterfile.load(_static(tmp_path))
+    m1 = Host("m1", "10.0.0.1", role="manager")
+
+    def run_with(accept=()):
+        run = Run(cf, StateDir(cf.path, cf.name), {"hosts": {"m1": {"host_key": KEY1}}},
+                  UpOptions(accept_host_keys=set(accept)), lambda host, message: None)
+        run.sessions = {"m1": KeySession(m1, KEY1)}
+        bootstrap._read_record(run, [m1])
+        return run
+    with pytest.raises(RecordDisagrees, match="m1 with host key") as e:
+        run_with()
+    assert "never the record's" in str(e.value)
+    run = run_with(accept=("m1",))
+    bootstrap._pin_keys(run)
+    assert run.inventory["hosts"]["m1"]["host_key"] == KEY1
+
+
+def test_a_fresh_folder_command_exits_3_on_a_planted_record(tmp_path, monkeypatch, capsys):
+    import cli
+    from provision import access as access_mod
+    path = _static(tmp_path)
+    monkeypatch.setattr(access_mod, "_CACHE", {})
+    acc = access_mod.access(path)
+    monkeypatch.setattr(acc, "client", lambda: _records(PLANTED))
+    assert cli.main(["image-load", path]) == 3
+    err = capsys.readouterr().err
+    assert "cluster record version 1" in err and "--accept-host-key" not in err

@@ -312,15 +312,17 @@ def test_ls_json_keys(tlab):
     assert [r["name"] for r in rows] == [h.name for h in tlab]
     for row, h in zip(rows, tlab):
         assert set(row) == {"lab", "name", "public_address", "private_address", "user",
-                            "key_path", "host_key"}
+                            "key_path", "host_key", "fingerprint"}
         assert row["lab"] == LAB
         assert row["public_address"] == h.public_address
         assert row["private_address"] == h.private_address
         assert row["user"] == "root"
         assert row["key_path"] == f"{ROOT}/{LAB}/id_ed25519" and os.path.isfile(row["key_path"])
-        # the fingerprint is the one the host's sshd actually presents
+        # the key (as a pin takes it) and its fingerprint are the ones the host's sshd presents
+        keyscan = sh(f"ssh-keyscan -t ed25519 {h.public_address} 2>/dev/null")
+        assert row["host_key"] == " ".join(keyscan.split()[1:3])
         scanned = sh(f"ssh-keyscan -t ed25519 {h.public_address} 2>/dev/null | ssh-keygen -lf -")
-        assert row["host_key"] == scanned.split()[1]
+        assert row["fingerprint"] == scanned.split()[1]
     every = json.loads(run_cli("lab", "ls", "--json").stdout)
     assert all(set(r) == set(rows[0]) for r in every)
     assert {r["name"] for r in rows} <= {r["name"] for r in every}

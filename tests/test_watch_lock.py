@@ -246,3 +246,111 @@ def test_api_unlock_typed_result():
     result = unlock_stack("web", engine=engine, me=HERE, alive=lambda pid: True)
     assert result.exit_code == 0 and result.holder_state == "elsewhere"
     assert result.to_json()["holder"]["host"] == "other-host" and configs.items == {}
+
+
+# --- locks with labels nobody can read, and locks from the future ------------------------------
+
+def _held_with(api, labels: dict):
+    """A lock config as a broken writer (or a hand) left it."""
+    base = {"com.swarmsmith.lock.stack": "web", L_OWNER: "x@elsewhere pid 7",
+            "com.swarmsmith.lock.ttl": "1800", L_HOST: "elsewhere", L_BOOT: "b", L_PID: "7"}
+    base.update(labels)
+    api.create_config(lock_name("web"), b"{}", {k: v for k, v in base.items() if v is not None})
+
+
+@pytest.mark.parametrize("labels, shown", [
+    ({L_ACQUIRED: "nan"}, "acquired=nan"),
+    ({L_ACQUIRED: "garbage"}, "acquired=garbage"),
+    ({L_ACQUIRED: None}, "acquired missing"),
+    ({L_ACQUIRED: "inf"}, "acquired=inf"),
+    ({L_ACQUIRED: "1700000000", "com.swarmsmith.lock.ttl": "x"}, "ttl=x"),
+    ({L_ACQUIRED: "99999999999"}, "further ahead than its TTL")])
+def test_an_unreadable_lock_is_refused_with_the_way_out_and_unlock_removes_it(labels, shown):
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    _held_with(api, labels)
+    with pytest.raises(LockedError) as err:
+        _lock(api, clock, wait=4, poll=2).acquire()
+    msg = str(err.value)
+    assert err.value.exit_code == EXIT_LOCKED and shown in msg and "unreadable" in msg
+    assert "swarmsmith unlock web" in msg and "nan s" not in msg
+    assert len(api.items) == 1          # never broken as if it were stale
+    # shown as unreadable, and removed by unlock (plain or --force)
+    for force in (False, True):
+        info = _me(clock, api=api).unlock(force=force)
+        assert info.unreadable and shown in info.describe(clock.t) and api.items == {}
+        _held_with(api, labels)
+    from stacks.operations.lock import unlock_stack
+    from provision.engine_api import EngineAPI
+    res = unlock_stack("web", engine=EngineAPI(api), me=HERE, clock=clock)
+    out = json.dumps(res.to_json())
+    assert '"unreadable"' in out and api.items == {}
+
+
+def test_unlock_command_shows_an_unreadable_lock(monkeypatch, capsys):
+    import cli
+    from provision import engine_api
+    api = FakeConfigs()
+    _held_with(api, {L_ACQUIRED: "nan"})
+    monkeypatch.setattr(engine_api, "connect",
+                        lambda *a, **k: engine_api.EngineAPI(api))
+    assert cli.main(["unlock", "--force", "web"]) == 0
+    out = capsys.readouterr()
+    assert "unreadable labels (acquired=nan)" in out.out and api.items == {}
+    assert "unexpected" not in out.err
+
+
+def test_a_lock_from_the_future_is_flagged_not_given_a_negative_age():
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    _held_with(api, {L_ACQUIRED: str(1_700_000_000 + 120)})
+    info = _lock(api, clock).holder()
+    text = info.describe(clock.t)
+    assert "120 s in the future" in text and "clocks differ" in text
+    assert "-120" not in text and " ago" not in text
+    assert not info.stale(clock.t) and not info.unreadable
+    with pytest.raises(LockedError, match="in the future"):
+        _lock(api, clock, wait=0).acquire()
+
+
+def test_deploy_refuses_an_unreadable_lock_with_exit_4_and_the_way_out(tmp_path):
+    from tests.test_stacks_plan_apply import STACK, FakeAPI, deploy
+    (tmp_path / "pw.txt").write_text("pw")
+    (tmp_path / "app.conf").write_text("a=1")
+    f = tmp_path / "stack.yml"
+    f.write_text(STACK)
+    class Swarm(FakeAPI):
+        def create_config(self, name, data, labels=None, templating=None):
+            if any(c["Spec"]["Name"] == name for c in self.configs_.values()):
+                raise ApiError(409, f"config {name} already exists")     # as the engine says
+            return super().create_config(name, data, labels, templating)
+    api = Swarm()
+    api.create_config(lock_name("st"), b"{}", {L_OWNER: "x@elsewhere pid 7",
+                                               L_ACQUIRED: "nan", L_HOST: "elsewhere"})
+    with pytest.raises(LockedError) as err:
+        deploy(api, f)
+    assert err.value.exit_code == EXIT_LOCKED
+    assert "acquired=nan" in str(err.value) and "swarmsmith unlock st" in str(err.value)
+    assert [c["Spec"]["Name"] for c in api.configs()] == [lock_name("st")]    # nothing applied
+
+
+def test_a_scale_rerun_clears_the_dead_lock_of_its_killed_run(monkeypatch):
+    """The killed scale's update went through, so the re-run has nothing to change: it still
+    takes the stack's lock, which breaks the dead one (with a line), and leaves none behind."""
+    from stacks.events import Notice
+    from stacks.operations.service_ops import STACK_LABEL, ScaleOptions, scale_services
+    from tests.test_runbooks_units import ScaleAPI, _fake_manager, node
+    svc = {"ID": "s1", "Version": {"Index": 7}, "Spec": {
+        "Name": "st_web", "Mode": {"Replicated": {"Replicas": 3}}, "Labels": {STACK_LABEL: "st"}}}
+    api = ScaleAPI([node("m1", "manager", leader=True)], services=[svc])
+    api.api = FakeConfigs()
+    me = Holder.this_process()
+    gone = 4_000_000          # above pid_max: no such process
+    SwarmLock(api.api, "st", owner=f"root@{me.host} pid {gone}", me=Holder(me.host, me.boot_id, gone),
+              alive=lambda pid: False).acquire()          # the killed scale's lock
+    _fake_manager(monkeypatch, api)
+    said = []
+    res = scale_services("c.yml", {"st_web": 3}, ScaleOptions(watch=False),
+                         on_progress=said.append)
+    assert res.unchanged == ["st_web"] and not res.changed
+    assert api.api.items == {}
+    assert any(isinstance(e, Notice) and "broke the lock of a run that is gone" in e.message
+               for e in said)

@@ -89,3 +89,21 @@ def test_nothing_to_roll_back_is_a_no_op():
     result = rollback_services(EngineAPI(api), STACK)
     assert result.requested == [] and result.report is None and result.exit_code == 0
     assert api.posts == []
+
+
+@pytest.mark.parametrize("state, why", [
+    ("rollback_completed", "already rolled back"), ("rollback_paused", "already rolled back"),
+    ("rollback_started", "a rollback is already under way")])
+def test_a_second_rollback_does_not_reapply_what_was_rolled_back(state, why):
+    """After a rollback swarm's PreviousSpec is the spec rolled back from: rolling back again
+    would deploy it again and report "rolled back on request"."""
+    rolled = svc("web", image="app:1", previous_image="app:2", update=state)
+    api = RollbackSwarm([([rolled], [])])
+    clock = FakeClock()
+    result = rollback_services(EngineAPI(api), STACK, clock=clock, sleep=clock.sleep)
+    assert api.posts == [] and result.requested == [] and result.report is None
+    assert why in result.skipped["st_web"] and result.exit_code == 0
+    # a deploy since then (its update completed) makes it a rollback candidate again
+    updated = svc("web", image="app:3", previous_image="app:1", update="completed")
+    chosen, _ = plan_rollback([updated], STACK)
+    assert [s["Spec"]["Name"] for s in chosen] == ["st_web"]

@@ -47,9 +47,18 @@ def push_missing(missing: dict, source: str, cluster_path: str, *,
     saved, cached = None, False
     try:
         if source == LOCAL_ENGINE:
-            from provision.local_engine import save
+            from provision.local_engine import NoLocalEngineError, save
             say(f"saving {' '.join(images)} from the local engine")
-            archive = saved = save(images)
+            try:
+                archive = saved = save(images)
+            except NoLocalEngineError as e:
+                # the deploy's own way to name another source, beside the generic one
+                e.message = (f"{e.message}; or have the deploy push from an archive or an "
+                             "image file: `swarmsmith deploy --push-from IMAGE.tar|IMAGES.yml "
+                             "...` (images: {push_missing: true} and --push-images push from "
+                             "the local engine)")
+                e.args = (e.message,)
+                raise
         elif source.endswith((".yml", ".yaml")):
             from provision.debian_images import build
             archive = build(source, progress=say).archive

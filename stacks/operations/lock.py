@@ -17,14 +17,22 @@ shows the holder and removes the lock (a live process on this host only with
 
 Ages use the acquirer's wall clock written into the labels; hosts running
 swarmsmith are assumed to keep time with NTP (skew small next to the TTL).
-Pick a TTL longer than the longest run (watch timeout plus margin): configs
-cannot be refreshed in place.
+A lock acquired in the future by this machine's clock is shown as such (the
+clocks differ), never with a negative age. Pick a TTL longer than the longest
+run (watch timeout plus margin): configs cannot be refreshed in place.
+
+A lock whose time labels cannot be read (missing, not a number, not finite,
+further in the future than its TTL) never expires by itself: it is shown as
+unreadable, deploys refuse it with exit 4 saying how to clear it, and
+`swarmsmith unlock` removes it (unless its holder is a live process here:
+--force).
 """
 from __future__ import annotations
 
 import getpass
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -90,7 +98,25 @@ def pid_alive(pid: int) -> bool:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):     # nan, inf, beyond year 9999
+        return "an unreadable time"
+
+
+def _seconds(labels: dict, key: str) -> tuple[float, str]:
+    """(value, "") of a time label, or (0, what is wrong with it)."""
+    raw = labels.get(key)
+    short = key.rsplit(".", 1)[-1]
+    if raw is None:
+        return 0.0, f"{short} missing"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        return 0.0, f"{short}={str(raw)[:40]}"
+    return value, ""
 
 
 def _holder(labels: dict) -> Holder | None:
@@ -109,6 +135,7 @@ class LockInfo:
     acquired: float
     ttl: float
     holder: Holder | None = None    # None: a lock written before holders were recorded
+    unreadable: str = ""            # what is wrong with its time labels ("acquired=nan")
 
     def local_state(self, me: Holder, alive: Callable[[int], bool]) -> str:
         """"dead" (its host is this one and the process is gone, or the host rebooted since),
@@ -124,10 +151,21 @@ class LockInfo:
         return now - self.acquired
 
     def stale(self, now: float) -> bool:
-        return self.age(now) > self.ttl
+        return not self.unreadable and self.age(now) > self.ttl
+
+    def future(self, now: float) -> bool:
+        """Acquired later than now by this machine's clock (the two clocks differ)."""
+        return not self.unreadable and self.acquired > now + 1
 
     def describe(self, now: float) -> str:
+        if self.unreadable:
+            return (f"held by {self.owner}, with unreadable labels ({self.unreadable}): its "
+                    "age is unknown and it never expires by itself")
         left = self.ttl - self.age(now)
+        if self.future(now):
+            return (f"held by {self.owner} since {_iso(self.acquired)}, "
+                    f"{self.acquired - now:.0f} s in the future by this machine's clock (the "
+                    f"clocks differ; check NTP); expires {self.ttl:.0f} s after that")
         return (f"held by {self.owner} since {_iso(self.acquired)} "
                 f"({self.age(now):.0f} s ago, expires in {max(0, left):.0f} s)")
 
@@ -162,13 +200,14 @@ class SwarmLock:
             if spec.get("Name") != self.name:  # the name filter matches prefixes
                 continue
             labels = spec.get("Labels") or {}
-            try:
-                acquired = float(labels.get(L_ACQUIRED, "0"))
-                ttl = float(labels.get(L_TTL, "0"))
-            except ValueError:
-                acquired, ttl = 0.0, 0.0  # unreadable: treat as stale
+            acquired, bad_acquired = _seconds(labels, L_ACQUIRED)
+            ttl, bad_ttl = _seconds(labels, L_TTL)
+            unreadable = ", ".join(b for b in (bad_acquired, bad_ttl) if b)
+            if not unreadable and acquired - self.clock() > ttl:
+                # it would block for longer than any run may hold a lock
+                unreadable = f"acquired {_iso(acquired)}, further ahead than its TTL"
             return LockInfo(c["ID"], self.name, labels.get(L_OWNER, "?"), acquired, ttl,
-                            _holder(labels))
+                            _holder(labels), unreadable)
         return None
 
     def _create(self) -> str:
@@ -212,6 +251,10 @@ class SwarmLock:
                             f"since {_iso(info.acquired)})")
                 continue
             if now >= deadline:
+                if info.unreadable:
+                    raise LockedError(f"stack {self.stack} is locked: {info.describe(now)}. "
+                                      f"`swarmsmith unlock {self.stack}` removes it (--force "
+                                      "when its holder still runs on this host)")
                 raise LockedError(f"stack {self.stack} is locked: {info.describe(now)}. If that "
                                   f"run is gone: swarmsmith unlock {self.stack}")
             self.sleep(max(0.0, min(self.poll, deadline - now)))
@@ -282,9 +325,12 @@ class UnlockResult:
         h = self.holder
         return {"stack": self.stack, "removed": h is not None,
                 "holder": None if h is None else {
-                    "owner": h.owner, "acquired": _iso(h.acquired), "ttl": h.ttl,
+                    "owner": h.owner,
+                    "acquired": None if h.unreadable else _iso(h.acquired),
+                    "ttl": None if h.unreadable else h.ttl,
                     "host": h.holder.host if h.holder else None,
-                    "pid": h.holder.pid if h.holder else None, "state": self.holder_state}}
+                    "pid": h.holder.pid if h.holder else None, "state": self.holder_state,
+                    **({"unreadable": h.unreadable} if h.unreadable else {})}}
 
 
 def unlock_stack(stack: str, options: UnlockOptions | None = None, *, engine=None,

@@ -5,7 +5,8 @@ made the way the docker CLI makes it: POST /services/{id}/update with
 `?version=N&rollback=previous` and the current spec as body; swarm swaps in
 PreviousSpec, sets UpdateStatus to rollback_started and rolls the tasks back
 with the service's RollbackConfig.  Only services with a PreviousSpec that
-differs from their spec are touched.
+differs from their spec, and whose last change was not itself a rollback, are
+touched (after a rollback, PreviousSpec is the spec rolled back from).
 """
 from __future__ import annotations
 
@@ -49,10 +50,18 @@ def plan_rollback(found: list[dict], stack: str, names=None) -> tuple[list[dict]
             continue
         seen |= {name, _short(name, stack)}
         prev = s.get("PreviousSpec")
+        # after a rollback swarm keeps the spec it rolled back from as the previous one: a
+        # second rollback would re-apply exactly what was just rolled back
+        last = (s.get("UpdateStatus") or {}).get("State") or ""
         if not prev:
             skipped[name] = "no previous spec"
         elif _same(prev, s.get("Spec")):
             skipped[name] = "previous spec is the same as the current one"
+        elif last == "rollback_started":
+            skipped[name] = "a rollback is already under way"
+        elif last.startswith("rollback_"):
+            skipped[name] = ("already rolled back (its previous spec is the one it was rolled "
+                             "back from; a deploy changes it again)")
         else:
             chosen.append(s)
     missing = sorted(wanted - seen)

@@ -102,7 +102,7 @@ def ps(api, target: str, *, all_tasks: bool = False, node_names=None) -> list[Ta
 @dataclass
 class LogOptions:
     since: str | None = None        # "10m", "2h", "30s", or an RFC 3339 / unix time
-    tail: int | None = None         # lines per task
+    tail: int | None = None         # the last N lines of the service, all tasks merged by time
     follow: bool = False
     timestamps: bool = False
 
@@ -129,24 +129,69 @@ def since_epoch(since: str | None, now: float) -> int:
 def logs(api, service_name: str, opts: LogOptions, emit: Callable[[str], None], *,
          now: Callable[[], float] = time.time) -> int:
     """Stream a service's logs to `emit`, one line at a time, each as `task@node | message`.
-    Returns the number of lines emitted (follow: runs until the stream ends or is interrupted)."""
+    Returns the number of lines emitted (follow: runs until the stream ends or is interrupted).
+
+    With a tail, the engine's answer (the last N lines of each task) is merged by time and cut
+    to the last N lines of the service; a follow then asks for the lines since the last one."""
     svc = one_service(api, service_name)
     name = svc["Spec"]["Name"]
     nodes = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12])
              for n in api.nodes()}
     tasks = {t["ID"]: t for t in api.tasks(filters={"service": [svc["ID"]]})}
     tty = bool(((svc["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("TTY"))
-    stream = api.service_logs(svc["ID"], details=True, stdout=True, stderr=True,
-                              follow=opts.follow, since=since_epoch(opts.since, now()),
-                              timestamps=opts.timestamps,
-                              tail=opts.tail if opts.tail is not None else "all", is_tty=tty)
-    if isinstance(stream, (bytes, str)):
-        stream = [stream]
-    count = 0
-    for line in _lines(stream):
+
+    def read(**kw):
+        stream = api.service_logs(svc["ID"], details=True, stdout=True, stderr=True,
+                                  is_tty=tty, **kw)
+        return _lines([stream] if isinstance(stream, (bytes, str)) else stream)
+
+    def show(line: str) -> None:
         emit(prefix_line(line, name, tasks, nodes, api, svc["ID"]))
+
+    since = since_epoch(opts.since, now())
+    if opts.tail is None:
+        count = 0
+        for line in read(follow=opts.follow, since=since, timestamps=opts.timestamps, tail="all"):
+            show(line)
+            count += 1
+        return count
+    asked = now()
+    stamped = sorted(((_stamp(line), line) for line in read(follow=False, since=since,
+                                                            timestamps=True, tail=opts.tail)),
+                     key=lambda pair: pair[0])
+    last = stamped[-opts.tail:] if opts.tail else []
+    for _, line in last:
+        show(line if opts.timestamps else _unstamped(line))
+    if not opts.follow:
+        return len(last)
+    after = _epoch(last[-1][0]) if last else asked
+    shown = {line for key, line in last if key == last[-1][0]} if last else set()
+    count = len(last)
+    for line in read(follow=True, since=after, timestamps=True, tail="all"):
+        if last and (_stamp(line) < last[-1][0] or line in shown):
+            continue          # from before the tail's last line, or that line itself
+        show(line if opts.timestamps else _unstamped(line))
         count += 1
     return count
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)? ")
+
+
+def _stamp(line: str) -> tuple[str, str]:
+    """A sortable key of a log line's leading RFC 3339 time (the engine's own clock, UTC)."""
+    m = _STAMP.match(line)
+    return (m.group(1), (m.group(2) or "").ljust(9, "0")) if m else ("", "")
+
+
+def _unstamped(line: str) -> str:
+    m = _STAMP.match(line)
+    return line[m.end():] if m else line
+
+
+def _epoch(key: tuple[str, str]) -> float:
+    whole = datetime.strptime(key[0], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return whole.timestamp() + int(key[1] or 0) / 1e9
 
 
 def _lines(chunks: Iterable) -> Iterable[str]:
@@ -279,16 +324,21 @@ def scale_services(cluster_file: str | None, wanted: dict[str, int],
 
     from inventory.clusterfile import find
     from provision.managers import manager_session
-    from stacks.events import WatchFinished, WatchProgress, WatchStarted, emit
+    from stacks.events import Notice, WatchFinished, WatchProgress, WatchStarted, emit
     from stacks.operations.lock import SwarmLock
     from stacks.watch.watcher import WatchPolicy
     opts = options or ScaleOptions()
     with manager_session(find(cluster_file)) as m:
         todo, same, stack = plan_scale(m.api, wanted)
         kwargs = {"policy": WatchPolicy(timeout=opts.timeout), "watch": opts.watch}
+        # taken even when every count is already right, as deploy does: a re-run after a
+        # killed scale (whose update went through) clears that run's dead lock
         lock = SwarmLock(m.api.api, stack, ttl=max(1800, 2 * opts.timeout + 300),
-                         wait=opts.lock_wait) if stack and todo else contextlib.nullcontext()
+                         wait=opts.lock_wait, notify=lambda line: emit(on_progress, Notice(line))
+                         ) if stack else contextlib.nullcontext()
         with lock:
+            if stack and todo:
+                todo, same, _ = plan_scale(m.api, wanted)    # counts read under the lock
             if on_progress is None or not todo or not opts.watch:
                 res = scale(m.api, todo, stack=stack, **kwargs)
             else:
