@@ -94,6 +94,11 @@ def up(cluster_file: str | None = None, options: UpOptions | None = None, *,
         return result
     for loaded in stacks:
         result.changes += _deploy_cluster_stack(loaded, path, result, on_progress)
+    if cluster.agent is not None:     # installed or updated; unchanged when nothing changed
+        from stacks.agent.service import install
+        emit(on_progress, HostProgress("agent", "installing"))
+        installed = install(path, say=lambda m: emit(on_progress, HostProgress("agent", m)))
+        result.changes += [f"agent: {c}" for c in installed.changes]
     return result
 
 
