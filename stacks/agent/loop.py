@@ -276,7 +276,7 @@ class Agent:
         changes: tuple = ()
         if reason == D.DRIFT and state == D.LOCK_FREE:
             from stacks.operations.redeploy import plan_redeploy_stack
-            plan = plan_redeploy_stack(loaded, options=self._options(), engine=self.engine)
+            plan = plan_redeploy_stack(loaded, options=self._options(), engine=self.engine).plan
             if plan.problems:
                 return D.StackFacts(loaded.name, load_error="; ".join(plan.problems), lock=state)
             changes = plan_changes(plan)
@@ -383,5 +383,8 @@ class Agent:
                 self.poll()
             except SwarmsmithError as e:       # the engine did not answer: next poll
                 self.log(f"poll failed: {e}")
+            except Exception as e:  # noqa: BLE001 - a bug must not stop the cluster's agent
+                first = (str(e).strip().splitlines() or [""])[0][:300]
+                self.log(f"poll failed: unexpected {type(e).__name__}: {first}")
             n += 1
             self.sleep(self.cfg.interval)
