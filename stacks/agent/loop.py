@@ -58,7 +58,7 @@ class AgentConfig:
             raise InputError(f"agent settings in the environment: {e}") from None
 
     def cluster_file(self, checkout: str) -> str:
-        p = os.path.join(checkout, self.path)
+        p = os.path.normpath(os.path.join(checkout, self.path))
         return p if p.endswith((".yml", ".yaml")) else os.path.join(p, "swarmsmith.yml")
 
 
