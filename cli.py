@@ -974,7 +974,7 @@ def cmd_agent_run(args) -> int:
     from provision.engine_api import connect_local
     from stacks.agent.loop import Agent, AgentConfig
     cfg = AgentConfig.from_env()
-    Agent(cfg, connect_local()).run_forever()
+    Agent(cfg, connect_local(credentials=cfg.credentials()), say=lambda line: print(line, flush=True)).run_forever()
     return 0
 
 

@@ -460,3 +460,60 @@ def test_the_local_socket_transport_is_the_same_adapter_with_errors_naming_the_e
     with pytest.raises(SwarmsmithError) as e:
         connect_local(str(tmp_path / "none.sock"))
     assert "connect to the Engine API on " + str(tmp_path / "none.sock") in str(e.value)
+
+
+# --- the agent's service ----------------------------------------------------------------------
+
+def test_converge_makes_secrets_config_and_service_once_and_puts_no_secret_in_the_spec():
+    from inventory.clusterfile import AgentSettings
+    from provision.command import Secret
+    from provision.registry_auth import Credential
+    from stacks.agent import service as S
+    api = Swarm()
+    engine = EngineAPI(api)
+    settings = AgentSettings("ssh://git@g/app.git", deploy_key="/k", known_hosts="/kh",
+                             interval=5)
+    key = b"-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETKEYBODY\n"
+    regs = {"reg.example:5000": Credential("reg.example:5000", "ci", Secret("hunter2-pw"), "x")}
+    changes = S.converge(engine, settings, "swarmsmith/agent:1", key, b"g ssh-ed25519 AAAA\n",
+                         regs)
+    assert [c.split(" ")[:2] for c in changes] == [
+        ["create", "secret"], ["create", "secret"], ["create", "config"], ["create", "service"]]
+    (svc,) = api.services_.values()
+    spec = svc["Spec"]
+    cs = spec["TaskTemplate"]["ContainerSpec"]
+    assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.role == manager"]
+    assert cs["Mounts"] == [{"Type": "bind", "Source": "/var/run/docker.sock",
+                             "Target": "/var/run/docker.sock"}]
+    assert {s["File"]["Name"] for s in cs["Secrets"]} == {
+        "swarmsmith-agent-deploy-key", "swarmsmith-agent-registry-0"}
+    assert all(s["File"]["Mode"] == 0o400 for s in cs["Secrets"])
+    env = dict(e.split("=", 1) for e in cs["Env"])
+    assert json.loads(env["SWARMSMITH_AGENT_REGISTRIES"]) == {"reg.example:5000": {
+        "username": "ci", "password_file": "/run/secrets/swarmsmith-agent-registry-0"}}
+    text = json.dumps(spec) + json.dumps([s["Spec"] for s in api.secrets_.values()])
+    for secret in ("SECRETKEYBODY", "hunter2-pw", base64.b64encode(b"hunter2-pw").decode()):
+        assert secret not in text
+    assert all(len(s["Spec"]["Name"]) <= 64 for s in api.secrets_.values())
+    # again: nothing to do
+    assert S.converge(engine, settings, "swarmsmith/agent:1", key, b"g ssh-ed25519 AAAA\n",
+                      regs) == []
+    # a new key: a new secret, the service updated, the old secret removed
+    changes = S.converge(engine, settings, "swarmsmith/agent:1", key + b"x",
+                         b"g ssh-ed25519 AAAA\n", regs)
+    assert [c.split(" ")[:2] for c in changes] == [["create", "secret"], ["update", "service"],
+                                                  ["remove", "secret"]], changes
+
+
+def test_the_agent_reads_registry_passwords_from_its_secret_files(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("hunter2-pw\n")
+    cfg = AgentConfig.from_env({
+        "SWARMSMITH_AGENT_REPO": "ssh://g@h/r.git", "SWARMSMITH_AGENT_WORKDIR": str(tmp_path),
+        "SWARMSMITH_AGENT_REGISTRIES": json.dumps({"reg.example:5000": {
+            "username": "ci", "password_file": str(pw)}})})
+    creds = cfg.credentials()
+    header = json.loads(base64.urlsafe_b64decode(creds.header("reg.example:5000/app:1")))
+    assert header == {"username": "ci", "password": "hunter2-pw",
+                      "serveraddress": "reg.example:5000"}
+    assert creds.header("docker.io/library/busybox:1") is None

@@ -12,6 +12,7 @@ one's (its container is gone with it), broken at once and said so in the audit r
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -38,6 +39,7 @@ class AgentConfig:
     known_hosts: str = ""           # a file (the mounted config)
     timeout: float = 300.0          # watch timeout per rollout
     workdir: str = "/var/lib/swarmsmith-agent"
+    registries: dict = field(default_factory=dict)   # host -> {username, password_file}
 
     @classmethod
     def from_env(cls, env=None) -> "AgentConfig":
@@ -53,13 +55,21 @@ class AgentConfig:
                        deploy_key=env.get(ENV + "DEPLOY_KEY", ""),
                        known_hosts=env.get(ENV + "KNOWN_HOSTS", ""),
                        timeout=float(env.get(ENV + "TIMEOUT", "300")),
-                       workdir=env.get(ENV + "WORKDIR", "/var/lib/swarmsmith-agent"))
+                       workdir=env.get(ENV + "WORKDIR", "/var/lib/swarmsmith-agent"),
+                       registries=json.loads(env.get(ENV + "REGISTRIES") or "{}"))
         except ValueError as e:
             raise InputError(f"agent settings in the environment: {e}") from None
 
     def cluster_file(self, checkout: str) -> str:
         p = os.path.normpath(os.path.join(checkout, self.path))
         return p if p.endswith((".yml", ".yaml")) else os.path.join(p, "swarmsmith.yml")
+
+    def credentials(self):
+        """Registry credentials for the deploys: the cluster file's registries as installed,
+        each password read from its secret file when an image of that registry is deployed."""
+        from provision.registry_auth import Credentials
+        return Credentials(self.registries, docker_config=os.path.join(
+            self.workdir, "no-docker-config.json"))
 
 
 class GitError(SwarmsmithError):
@@ -148,7 +158,7 @@ class Agent:
         self.cfg, self.engine = cfg, engine
         self.git = git or Git(cfg)
         self.clock, self.sleep = clock, sleep
-        self.say = say or (lambda line: print(line, flush=True))
+        self.say = say or (lambda line: None)     # the command line prints the log lines
         self.holder = holder or Holder(AGENT_HOST, socket.gethostname(), os.getpid())
         self.alive = alive or pid_alive
         self.reconciled = ""

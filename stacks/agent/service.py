@@ -25,6 +25,7 @@ L_FINGERPRINT = "com.swarmsmith.agent.spec"
 SOCKET = "/var/run/docker.sock"
 KEY_FILE = "swarmsmith-agent-deploy-key"            # under /run/secrets
 KNOWN_HOSTS_FILE = "/etc/swarmsmith-agent/known_hosts"
+REGISTRY_FILE = "swarmsmith-agent-registry"        # under /run/secrets, one per registry
 ENV = "SWARMSMITH_AGENT_"
 
 
@@ -59,9 +60,18 @@ def _read(path: str, key: str, cluster_path: str) -> bytes:
                          path=key) from None
 
 
-def service_spec(settings, image: str, secret: dict | None, config: dict | None) -> dict:
+def registry_credentials(cluster_path: str) -> dict:
+    """The cluster file's `registries:` with their passwords read (host -> Credential)."""
+    from provision.registry_auth import Credentials
+    creds = Credentials.for_cluster(cluster_path)
+    return {host: creds.lookup(host) for host in sorted(creds.registries)}
+
+
+def service_spec(settings, image: str, secret: dict | None, config: dict | None,
+                 registries: dict | None = None) -> dict:
     """The agent's service spec; `secret` / `config`: {"ID", "Name"} of the deploy key and the
-    known hosts (None: not used)."""
+    known hosts (None: not used); `registries`: registry host -> (user name, {"ID", "Name"} of
+    the secret holding its password), the way the agent's deploys send registry credentials."""
     env = {"REPO": settings.repo, "BRANCH": settings.branch, "PATH": settings.path,
            "INTERVAL": f"{settings.interval:g}",
            "CORRECT_DRIFT": "true" if settings.correct_drift else "false"}
@@ -77,6 +87,15 @@ def service_spec(settings, image: str, secret: dict | None, config: dict | None)
         cs["Configs"] = [{"File": {"Name": KNOWN_HOSTS_FILE, "UID": "0", "GID": "0",
                                    "Mode": 0o444},
                           "ConfigID": config["ID"], "ConfigName": config["Name"]}]
+    if registries:
+        files = {}
+        for i, (host, (user, sec)) in enumerate(sorted(registries.items())):
+            target = f"{REGISTRY_FILE}-{i}"
+            files[host] = {"username": user, "password_file": f"/run/secrets/{target}"}
+            cs.setdefault("Secrets", []).append(
+                {"File": {"Name": target, "UID": "0", "GID": "0", "Mode": 0o400},
+                 "SecretID": sec["ID"], "SecretName": sec["Name"]})
+        env["REGISTRIES"] = json.dumps(files, sort_keys=True)   # user names and paths only
     cs["Env"] = sorted(f"{ENV}{k}={v}" for k, v in env.items())
     spec = {"Name": SERVICE, "Labels": {L_AGENT: "1"},
             "TaskTemplate": {"ContainerSpec": cs,
@@ -95,6 +114,10 @@ def _versioned(kind: str, data: bytes, key: bytes | None) -> str:
     from stacks.specs.convert import content_hash, versioned_name
     return versioned_name(f"{SERVICE}-{kind}", content_hash(SERVICE, kind, data, None, None,
                                                             secret_key=key))
+
+
+def _host_tag(host: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in host.lower())[:20]
 
 
 def _ensure(engine, kind: str, name: str, data: bytes, changes: list) -> dict:
@@ -117,10 +140,16 @@ def find_service(engine) -> dict | None:
 
 
 def converge(engine, settings, image: str, deploy_key: bytes | None,
-             known_hosts: bytes | None) -> list:
-    """Secrets, config and service as `settings` want them; the changes made."""
+             known_hosts: bytes | None, registries: dict | None = None) -> list:
+    """Secrets, config and service as `settings` want them; the changes made. `registries`:
+    host -> provision.registry_auth.Credential (its password becomes a secret)."""
     changes: list = []
     secret = config = None
+    reg_secrets = {}
+    for host, cred in sorted((registries or {}).items()):
+        data = cred.password.reveal().encode()
+        name = _versioned(f"registry-{_host_tag(host)}", data, engine.secret_naming_key())
+        reg_secrets[host] = (cred.username, _ensure(engine, "secret", name, data, changes))
     if deploy_key is not None:
         secret = _ensure(engine, "secret", _versioned("deploy-key", deploy_key,
                                                       engine.secret_naming_key()),
@@ -128,7 +157,7 @@ def converge(engine, settings, image: str, deploy_key: bytes | None,
     if known_hosts is not None:
         config = _ensure(engine, "config", _versioned("known-hosts", known_hosts, None),
                          known_hosts, changes)
-    spec = service_spec(settings, image, secret, config)
+    spec = service_spec(settings, image, secret, config, reg_secrets)
     live = find_service(engine)
     if live is None:
         engine.create_service(spec)
@@ -137,7 +166,7 @@ def converge(engine, settings, image: str, deploy_key: bytes | None,
           != spec["Labels"][L_FINGERPRINT]):
         engine.update_service(live["ID"], live["Version"]["Index"], spec)
         changes.append(f"update service {SERVICE} ({image})")
-    keep = {x["Name"] for x in (secret, config) if x}
+    keep = {x["Name"] for x in (secret, config, *(s for _u, s in reg_secrets.values())) if x}
     changes += _remove_objects(engine, keep)
     return changes
 
@@ -188,6 +217,7 @@ def install(cluster_path: str, *, engine=None, say=None, build=None, push=None,
     key = _read(settings.deploy_key, "agent.deploy_key", path) if settings.deploy_key else None
     known = _read(settings.known_hosts, "agent.known_hosts", path) \
         if settings.known_hosts else None
+    registries = registry_credentials(path)     # a password that cannot be read: exit 2 now
     if build is None:
         from provision.agent_image import build_agent_image
         build = build_agent_image
@@ -204,7 +234,7 @@ def install(cluster_path: str, *, engine=None, say=None, build=None, push=None,
     if engine is None:
         from provision.engine_api import connect
         engine = connect(path)
-    result.changes += converge(engine, settings, image.tag, key, known)
+    result.changes += converge(engine, settings, image.tag, key, known, registries)
     if wait:
         task = wait_running(engine, image.tag, wait)
         if task is None:
