@@ -33,6 +33,7 @@ services:
   web:
     image: swarmsmith/busybox:1
     command: ["sleep", "100000"]
+    stop_grace_period: 1s
     environment: {{RELEASE: "{release}"}}
     deploy:
       replicas: {replicas}
@@ -193,7 +194,11 @@ def test_install_deploys_the_first_commit_and_installing_again_changes_nothing(l
     assert spec["Mode"]["Replicated"]["Replicas"] == 1
     cs = spec["TaskTemplate"]["ContainerSpec"]
     assert [m["Target"] for m in cs["Mounts"]] == ["/var/run/docker.sock"]
-    assert [s["File"]["Name"] for s in cs["Secrets"]] == ["swarmsmith-agent-deploy-key"]
+    assert sorted(s["File"]["Name"] for s in cs["Secrets"]) == [
+        "swarmsmith-agent-deploy-key", "swarmsmith-agent-registry-0"]
+    env = dict(e.split("=", 1) for e in cs["Env"])
+    assert json.loads(env["SWARMSMITH_AGENT_REGISTRIES"]) == {"registry.gag.invalid:5000": {
+        "username": "gag", "password_file": "/run/secrets/swarmsmith-agent-registry-0"}}
     lab.wait("the first commit deployed", lambda: lab.records(lab.commits["one"], "end"))
     assert "RELEASE=1" in lab.env()
     again = json.loads(lab.install().stdout)
@@ -233,8 +238,13 @@ def test_a_hand_made_change_is_reported_as_drift_and_left_alone(lab):
 
 def test_with_correct_drift_the_hand_made_change_is_put_back(lab):
     lab.write_cluster(correct_drift=True)
-    body = json.loads(lab.install().stdout)
-    assert any(c.startswith("update service swarmsmith-agent") for c in body["changes"]), body
+    # `up` converges the agent too: its service is updated to correct drift
+    up = cli("up", lab.path, "--json", env={"GAG_REGISTRY_PASSWORD": REGISTRY_PASSWORD})
+    assert up.returncode == 0, up.stderr + up.stdout
+    changes = json.loads(up.stdout)["changes"]
+    assert any(c.startswith("agent: update service swarmsmith-agent") for c in changes), changes
+    assert "SWARMSMITH_AGENT_CORRECT_DRIFT=true" in lab.api.inspect_service(
+        "swarmsmith-agent")["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
     lab.wait("the drift corrected", lambda: "HAND=1" not in lab.env(), timeout=120)
     (rec,) = lab.wait("a correction record", lambda: [
         r for r in lab.audit() if r.get("phase") == "end" and r.get("corrected")])

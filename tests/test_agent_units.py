@@ -517,3 +517,20 @@ def test_the_agent_reads_registry_passwords_from_its_secret_files(tmp_path):
     assert header == {"username": "ci", "password": "hunter2-pw",
                       "serveraddress": "reg.example:5000"}
     assert creds.header("docker.io/library/busybox:1") is None
+
+
+def test_up_with_an_agent_whose_password_cannot_be_read_stops_before_any_host(tmp_path):
+    from tests.conftest import run_cli
+    path = _cluster(tmp_path, "  repo: https://g.example/app.git\n")
+    text = open(path).read().replace("provider: lab\n", "provider: lab\nregistries:\n"
+                                     "  reg.example:5000: {username: ci, password_env: "
+                                     "GAG_UNSET_PASSWORD_VAR}\n")
+    text = text.replace("name: c\n", "name: gagunit\n")
+    open(path, "w").write(text)
+    os.environ.pop("GAG_UNSET_PASSWORD_VAR", None)
+    out = run_cli("up", path)
+    assert out.returncode == 2, out.stderr
+    assert "registries.reg.example:5000.password_env: environment variable " \
+           "GAG_UNSET_PASSWORD_VAR" in out.stderr, out.stderr
+    listed = run_cli("lab", "ls", "--name", "gagunit", "--json")
+    assert json.loads(listed.stdout or "[]") in ([], {"hosts": []}), listed.stdout

@@ -207,17 +207,31 @@ def wait_running(engine, image: str, timeout: float = 120, clock=time.monotonic,
         sleep(1.0)
 
 
-def install(cluster_path: str, *, engine=None, say=None, build=None, push=None,
-            wait: float = 120) -> AgentResult:
-    """Build and push the image, converge the agent's secret, config and service."""
+@dataclass
+class Prepared:
+    """What install reads locally, before any host is touched (bad input: exit 2 first)."""
+    path: str
+    settings: object
+    deploy_key: bytes | None
+    known_hosts: bytes | None
+    registries: dict
+
+
+def prepare(cluster_path: str | None) -> Prepared:
     from provision.clusters import find_cluster_file
-    say = say or (lambda _m: None)
     path = find_cluster_file(cluster_path)
     settings = agent_settings(path)
     key = _read(settings.deploy_key, "agent.deploy_key", path) if settings.deploy_key else None
     known = _read(settings.known_hosts, "agent.known_hosts", path) \
         if settings.known_hosts else None
-    registries = registry_credentials(path)     # a password that cannot be read: exit 2 now
+    return Prepared(path, settings, key, known, registry_credentials(path))
+
+
+def install(cluster_path: str | None, *, engine=None, say=None, build=None, push=None,
+            wait: float = 120, prepared: Prepared | None = None) -> AgentResult:
+    """Build and push the image, converge the agent's secret, config and service."""
+    say = say or (lambda _m: None)
+    p = prepared or prepare(cluster_path)
     if build is None:
         from provision.agent_image import build_agent_image
         build = build_agent_image
@@ -227,14 +241,15 @@ def install(cluster_path: str, *, engine=None, say=None, build=None, push=None,
         from provision.image_push import push_to_cluster
 
         def push(archive):
-            return push_to_cluster(path, archive=archive, nodes=["managers"],
+            return push_to_cluster(p.path, archive=archive, nodes=["managers"],
                                    keep_compressed=True).changes
     result = AgentResult(image=image.tag)
     result.changes += push(image.built.archive)
     if engine is None:
         from provision.engine_api import connect
-        engine = connect(path)
-    result.changes += converge(engine, settings, image.tag, key, known, registries)
+        engine = connect(p.path)
+    result.changes += converge(engine, p.settings, image.tag, p.deploy_key, p.known_hosts,
+                               p.registries)
     if wait:
         task = wait_running(engine, image.tag, wait)
         if task is None:
