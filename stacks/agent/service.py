@@ -279,7 +279,9 @@ def status(cluster_path: str | None, *, engine=None) -> AgentResult:
                           "correct_drift": env.get(ENV + "CORRECT_DRIFT") == "true",
                           "task_state": (last.get("Status") or {}).get("State", ""),
                           "task_error": (last.get("Status") or {}).get("Err", ""),
-                          "restarts": max(0, len(tasks) - 1)}
+                          # tasks that ended on their own (killed, crashed): swarm restarted
+                          "restarts": sum(1 for t in tasks if (t.get("Status") or {}).get(
+                              "State") in ("failed", "rejected", "orphaned"))}
     result.status = read_status(engine)
     return result
 
