@@ -185,7 +185,9 @@ def _secret_texts(lab: Lab) -> list[str]:
 # --- the tests, in order, on one cluster ------------------------------------------------------
 
 def test_install_deploys_the_first_commit_and_installing_again_changes_nothing(lab):
+    t0 = time.monotonic()
     p = lab.install()
+    print(f"agent install {time.monotonic() - t0:.1f} s")
     body = json.loads(p.stdout)
     assert any(c.startswith("create service swarmsmith-agent") for c in body["changes"]), body
     assert any(c.startswith("create secret swarmsmith-agent-deploy-key-") for c in body["changes"])
@@ -201,7 +203,9 @@ def test_install_deploys_the_first_commit_and_installing_again_changes_nothing(l
         "username": "gag", "password_file": "/run/secrets/swarmsmith-agent-registry-0"}}
     lab.wait("the first commit deployed", lambda: lab.records(lab.commits["one"], "end"))
     assert "RELEASE=1" in lab.env()
+    t0 = time.monotonic()
     again = json.loads(lab.install().stdout)
+    print(f"agent install again {time.monotonic() - t0:.1f} s")
     assert again["changes"] == [], again        # nothing pushed, created or updated
 
 
@@ -279,8 +283,9 @@ def test_the_agent_killed_mid_rollout_is_restarted_and_converges_with_one_record
                      "label=com.docker.swarm.service.name=swarmsmith-agent | head -1").strip()
     assert killed
     lab.ssh(lab.manager, f"docker kill {killed}")
-    ends = lab.wait("the commit's end record", lambda: lab.records(commit, "end"),
-                    timeout=180)
+    t_kill = time.monotonic()
+    lab.wait("the commit's end record", lambda: lab.records(commit, "end"), timeout=180)
+    print(f"agent killed -> commit converged and recorded {time.monotonic() - t_kill:.1f} s")
     time.sleep(2 * INTERVAL)
     ends = lab.records(commit, "end")
     assert len(ends) == 1, ends
