@@ -306,7 +306,35 @@ def validate(data, path: str) -> ClusterFile:
         if isinstance(apt_mirror, str):
             apt_mirror = apt_mirror.rstrip("/")
 
-    stacks = _stacks(c, data.get("stacks", []) or [], path)
+    stacks: list[StackRef] = []
+    raw_stacks = data.get("stacks", []) or []
+    if c.type(raw_stacks, list, "stacks", "a list"):
+        for i, s in enumerate(raw_stacks):
+            p = f"stacks[{i}]"
+            if not c.type(s, dict, p, "a mapping with name and compose"):
+                continue
+            c.unknown(s, {"name", "compose", "env_file"}, p)
+            compose = s.get("compose")
+            if isinstance(compose, str):
+                compose = [compose]
+            if not isinstance(s.get("name"), str):
+                c.err(f"{p}.name", f"expected a stack name, got {_show(s.get('name'))}")
+            if not (isinstance(compose, list) and compose and all(isinstance(x, str) for x in compose)):
+                c.err(f"{p}.compose", f"expected a compose file path or a list of them, got {_show(compose)}")
+                continue
+            base = os.path.dirname(os.path.abspath(path))
+            files = [x if os.path.isabs(x) else os.path.join(base, x) for x in compose]
+            for j, f in enumerate(files):
+                if not os.path.isfile(f):
+                    c.err(f"{p}.compose[{j}]", f"no such file: {f}")
+            env_file = s.get("env_file")
+            if env_file is not None and not isinstance(env_file, str):
+                c.err(f"{p}.env_file", f"expected a path, got {_show(env_file)}")
+                env_file = None
+            elif env_file and not os.path.isabs(env_file):
+                # like compose: relative to the file that names it, not the working directory
+                env_file = os.path.join(base, env_file)
+            stacks.append(StackRef(s.get("name"), files, env_file))
 
     registries = _registries(c, data.get("registries", {}) or {}, path)
     agent = _agent(c, data.get("agent"), path)
@@ -371,38 +399,6 @@ def validate(data, path: str) -> ClusterFile:
                        known_hosts=known_hosts, agent=agent)
 
 
-def _stacks(c: _Checker, raw_stacks, path: str) -> list[StackRef]:
-    stacks: list[StackRef] = []
-    if c.type(raw_stacks, list, "stacks", "a list"):
-        for i, s in enumerate(raw_stacks):
-            p = f"stacks[{i}]"
-            if not c.type(s, dict, p, "a mapping with name and compose"):
-                continue
-            c.unknown(s, {"name", "compose", "env_file"}, p)
-            compose = s.get("compose")
-            if isinstance(compose, str):
-                compose = [compose]
-            if not isinstance(s.get("name"), str):
-                c.err(f"{p}.name", f"expected a stack name, got {_show(s.get('name'))}")
-            if not (isinstance(compose, list) and compose and all(isinstance(x, str) for x in compose)):
-                c.err(f"{p}.compose", f"expected a compose file path or a list of them, got {_show(compose)}")
-                continue
-            base = os.path.dirname(os.path.abspath(path))
-            files = [x if os.path.isabs(x) else os.path.join(base, x) for x in compose]
-            for j, f in enumerate(files):
-                if not os.path.isfile(f):
-                    c.err(f"{p}.compose[{j}]", f"no such file: {f}")
-            env_file = s.get("env_file")
-            if env_file is not None and not isinstance(env_file, str):
-                c.err(f"{p}.env_file", f"expected a path, got {_show(env_file)}")
-                env_file = None
-            elif env_file and not os.path.isabs(env_file):
-                # like compose: relative to the file that names it, not the working directory
-                env_file = os.path.join(base, env_file)
-            stacks.append(StackRef(s.get("name"), files, env_file))
-    return stacks
-
-
 def load_stacks(path: str) -> list[StackRef]:
     """Only the `stacks:` of a cluster file (what the agent reads from its checkout, where the
     files the rest of the file names, keys and known_hosts, do not exist); errors as load()."""
@@ -415,12 +411,9 @@ def load_stacks(path: str) -> list[StackRef]:
         raise InputError(f"cannot read: {str(e).splitlines()[0]}", file=path)
     if not isinstance(data, dict):
         raise InputError(f"expected a mapping at the top level, got {_show(data)}", file=path)
-    c = _Checker(path)
-    stacks = _stacks(c, data.get("stacks", []) or [], path)
-    if c.errors:
-        file, where, msg = c.errors[0].split(": ", 2)
-        raise InputError(msg, file=file, path=where)
-    return stacks
+    # the stacks checked exactly as load() checks them, with nothing else of the file
+    return validate({"name": data.get("name"), "provider": "lab",
+                     "stacks": data.get("stacks")}, path).stacks
 
 
 def _known_hosts(c: _Checker, value, path: str) -> list:
