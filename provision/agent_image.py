@@ -130,4 +130,33 @@ def build_agent_image(cache: str = CACHE_DIR, progress=None, download=None) -> A
     with open(tmp, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=True)
     os.replace(tmp, image_file)
-    return AgentImage(tag, build(image_file, cache, progress))
+    image = AgentImage(tag, build(image_file, cache, progress))
+    prune(cache, image.built.archive)
+    return image
+
+
+ARCHIVE_PREFIX = "agent-agent-image-"      # what build() names the archives of agent-image.yml
+
+
+def prune(cache: str, current: str, keep: int = 2) -> list[str]:
+    """Each new swarmsmith gives a new agent image, a full archive (base layer included) in the
+    cache: keep `current` and the newest others up to `keep`, with their compressed copies."""
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return []
+    archives = sorted((os.path.join(cache, n) for n in names
+                       if n.startswith(ARCHIVE_PREFIX) and n.endswith(".images.tar")),
+                      key=os.path.getmtime, reverse=True)
+    kept = [current] + [a for a in archives if a != current][:max(0, keep - 1)]
+    removed = []
+    for a in archives:
+        if a in kept:
+            continue
+        for path in (a, a + ".gz"):
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+    return removed

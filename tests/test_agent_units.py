@@ -534,3 +534,20 @@ def test_up_with_an_agent_whose_password_cannot_be_read_stops_before_any_host(tm
            "GAG_UNSET_PASSWORD_VAR" in out.stderr, out.stderr
     listed = run_cli("lab", "ls", "--name", "gagunit", "--json")
     assert json.loads(listed.stdout or "[]") in ([], {"hosts": []}), listed.stdout
+
+
+def test_old_agent_images_leave_the_cache_keeping_the_current_and_the_one_before(tmp_path):
+    from provision.agent_image import ARCHIVE_PREFIX, prune
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{ARCHIVE_PREFIX}{i}.images.tar"
+        p.write_bytes(b"x")
+        (tmp_path / f"{p.name}.gz").write_bytes(b"x")
+        os.utime(p, (1000 + i, 1000 + i))
+        paths.append(str(p))
+    (tmp_path / "debian-bookworm-x.rootfs.tar").write_bytes(b"base")
+    removed = prune(str(tmp_path), paths[1])
+    assert sorted(os.listdir(tmp_path)) == sorted([
+        "debian-bookworm-x.rootfs.tar", f"{ARCHIVE_PREFIX}1.images.tar",
+        f"{ARCHIVE_PREFIX}1.images.tar.gz", f"{ARCHIVE_PREFIX}3.images.tar",
+        f"{ARCHIVE_PREFIX}3.images.tar.gz"]), removed
