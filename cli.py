@@ -930,6 +930,102 @@ def add_image_commands(sub) -> None:
     build.set_defaults(func=cmd_images_build)
 
 
+# --- agent: install, status, remove, run (stacks/agent/) -----------------------------------
+
+def cmd_agent_install(args) -> int:
+    from stacks.agent.service import install
+    result = install(_found_cluster(args), say=_say(args.json), wait=args.wait)
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    print(f"agent ({result.image}): " + (f"{len(result.changes)} changes" if result.changes
+                                         else "no changes"))
+    _print_changes(result.changes, none_msg="  (the service runs as the cluster file says)")
+    return 0
+
+
+def agent_status_lines(result) -> list[str]:
+    svc, st = result.service, result.status
+    if svc is None:
+        lines = ["agent: not installed (swarmsmith agent install)"]
+    else:
+        lines = [f"agent: {svc['task_state'] or 'no task'} ({svc['image']}), following "
+                 f"{svc['repo']} branch {svc['branch']} every {svc['interval']} s, drift "
+                 f"{'corrected' if svc['correct_drift'] else 'reported'}"
+                 + (f", {svc['restarts']} restarts" if svc["restarts"] else "")]
+        if svc.get("task_error"):
+            lines.append(f"  task error: {svc['task_error']}")
+    if not st:
+        return lines + ["  no reconcile yet"]
+    lines.append(f"last reconcile: {st.get('time')} ({st.get('reason')}), commit "
+                 f"{(st.get('commit') or '-')[:12]}, head {(st.get('head') or '-')[:12]}")
+    if st.get("error"):
+        lines.append(f"  error: {st['error']}")
+    if st.get("refused"):
+        lines.append(f"  refused commit {st['refused']['commit'][:12]}: {st['refused']['error']}")
+    for name, s in sorted((st.get("stacks") or {}).items()):
+        lines.append(f"  {name:<20} {s.get('outcome', '')}"
+                     + (f": {s['detail']}" if s.get("detail") else ""))
+        for d in s.get("drift") or []:
+            lines.append(f"    drift: {d}")
+    return lines
+
+
+def cmd_agent_status(args) -> int:
+    from stacks.agent.service import status
+    result = status(_found_cluster(args))
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print("\n".join(agent_status_lines(result)))
+    return 0
+
+
+def cmd_agent_remove(args) -> int:
+    from stacks.agent.service import remove
+    result = remove(_found_cluster(args))
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        _print_changes(result.changes, none_msg="agent: not installed, no changes")
+    return 0
+
+
+def cmd_agent_run(args) -> int:
+    from provision.engine_api import connect_local
+    from stacks.agent.loop import Agent, AgentConfig
+    cfg = AgentConfig.from_env()
+    Agent(cfg, connect_local(credentials=cfg.credentials()), say=lambda line: print(line, flush=True)).run_forever()
+    return 0
+
+
+def add_agent_commands(sub) -> None:
+    agent = sub.add_parser("agent", help="an agent inside the swarm that keeps the stacks "
+                           "equal to a git branch (install, status, remove)")
+    asub = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND",
+                                parser_class=_Parser)
+    asub.required = True
+    p = asub.add_parser("install", help="build its image, push it to the managers, create or "
+                        "update its service from the cluster file's agent: (idempotent)")
+    p.add_argument("--wait", type=float, default=120, metavar="SECONDS",
+                   help="wait this long for its task to run (0: do not wait)")
+    p.add_argument("--cluster", metavar="FILE", help=CLUSTER_HELP)
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    p.set_defaults(func=cmd_agent_install)
+    for name, func, hlp in (
+            ("status", cmd_agent_status, "its task and its last reconcile: commit, time, "
+             "outcome per stack, drift found"),
+            ("remove", cmd_agent_remove, "remove its service, secret and config (the audit "
+             "history stays)")):
+        p = asub.add_parser(name, help=hlp)
+        p.add_argument("--cluster", metavar="FILE", help=CLUSTER_HELP)
+        p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+        p.set_defaults(func=func)
+    p = asub.add_parser("run", help="the agent's loop (what its service runs; settings from "
+                        "SWARMSMITH_AGENT_* variables)")
+    p.set_defaults(func=cmd_agent_run)
+
+
 # --- day two: node, tokens, ca, autolock, unlock-key, unlock-swarm, backup, restore, recover --
 # The work is in provision/nodes.py, rotation.py, unlock.py, backup.py and restore.py.
 
@@ -1484,6 +1580,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cluster_commands(sub)    # `plan` is the cluster's, and with -c the stack's
     add_image_commands(sub)
+    add_agent_commands(sub)
     add_day_two_commands(sub)
     add_service_commands(sub)
     add_stack_commands(sub)

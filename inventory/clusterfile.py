@@ -15,6 +15,8 @@ connection is opened; every error names the file and the key path (exit 2).
     stacks: [{name: web, compose: [stack.yml], env_file: .env}]
     lab: {name: <lab name>, image: default|debian-12}   # provider settings sit under its key
     static: {hosts: [{name, address, private_address, role, port, user, key, host_key}]}
+    agent: {repo: URL, branch: main, path: ., interval: 60, deploy_key: FILE,
+            known_hosts: FILE, correct_drift: false}     # see docs/scheduled-redeploys.md
     digitalocean: {region, size, image, ssh_key, ...}   # see docs/digitalocean.md
 
 SSH keys with provider digitalocean: SSH uses ONE private key, and the droplets are created with
@@ -41,7 +43,7 @@ from inventory.yaml_keys import refuse_duplicate_keys
 
 PROVIDERS = ("lab", "static", "digitalocean")
 TOP_KEYS = {"name", "provider", "managers", "workers", "ssh", "advertise_address", "labels",
-            "engine", "stacks", "registries", "images", *PROVIDERS}
+            "engine", "stacks", "registries", "images", "agent", *PROVIDERS}
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
@@ -63,6 +65,24 @@ class StackRef:
     name: str
     compose: list[str]
     env_file: str | None = None
+
+
+@dataclass
+class AgentSettings:
+    """`agent:`: the in-swarm reconciler that keeps the stacks equal to a git branch. Paths
+    are absolute (relative ones are taken from the cluster file's folder); the deploy key's
+    contents are read only when the agent is installed, and only into a swarm secret."""
+    repo: str
+    branch: str = "main"
+    path: str = "."                 # folder of the cluster file in the repository (or the file)
+    interval: float = 60.0
+    deploy_key: str = ""
+    known_hosts: str = ""
+    correct_drift: bool = False
+
+    @property
+    def over_ssh(self) -> bool:
+        return not self.repo.startswith(("https://", "http://", "file://", "/"))
 
 
 @dataclass
@@ -94,6 +114,7 @@ class ClusterFile:
     # `up` writes it with the keys it pins; until then it pins nothing
     known_hosts_file: str = ""
     known_hosts_missing: bool = False
+    agent: AgentSettings | None = None
 
     def pinned_key(self, name: str, address: str, port: int = 22) -> str:
         """The host key this file pins for a host ("" when none): its own `host_key:`, else a
@@ -323,6 +344,7 @@ def validate(data, path: str) -> ClusterFile:
             stacks.append(StackRef(s.get("name"), files, env_file))
 
     registries = _registries(c, data.get("registries", {}) or {}, path)
+    agent = _agent(c, data.get("agent"), path)
     images = data.get("images", {}) or {}
     push_missing = False
     if c.type(images, dict, "images", "a mapping"):
@@ -390,7 +412,8 @@ def validate(data, path: str) -> ClusterFile:
                        provider_settings=settings or {}, static_hosts=static_hosts,
                        known_hosts=known_hosts, known_hosts_file=known_hosts_file,
                        known_hosts_missing=bool(known_hosts_file)
-                       and not os.path.lexists(known_hosts_file))
+                       and not os.path.lexists(known_hosts_file),
+                       agent=agent)
 
 
 def _known_hosts_path(value: str, path: str) -> str:
@@ -398,6 +421,23 @@ def _known_hosts_path(value: str, path: str) -> str:
     if not os.path.isabs(file):
         file = os.path.join(os.path.dirname(os.path.abspath(path)), file)
     return file
+
+
+def load_stacks(path: str) -> list[StackRef]:
+    """Only the `stacks:` of a cluster file (what the agent reads from its checkout, where the
+    files the rest of the file names, keys and known_hosts, do not exist); errors as load()."""
+    try:
+        with open(path, "rb") as f:
+            data = yaml.safe_load(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise InputError("cluster file not found in the repository", file=path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise InputError(f"cannot read: {str(e).splitlines()[0]}", file=path)
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping at the top level, got {_show(data)}", file=path)
+    # the stacks checked exactly as load() checks them, with nothing else of the file
+    return validate({"name": data.get("name"), "provider": "lab",
+                     "stacks": data.get("stacks")}, path).stacks
 
 
 def _known_hosts(c: _Checker, value, path: str) -> list:
@@ -428,6 +468,74 @@ def _known_hosts(c: _Checker, value, path: str) -> list:
     except ValueError as e:
         c.err("ssh.known_hosts", f"{file}: {e}")
         return []
+
+
+# ssh://[user@]host[:port]/path, scp-like user@host:path, https://host/path (no password in it)
+GIT_URL_RE = re.compile(r"^(ssh://[^\s@/]+@?[^\s/]*/\S+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+"
+                        r"|https?://[^\s:@/]+(:[0-9]{1,5})?/\S+|file:///\S+|/\S+)$")
+BRANCH_RE = re.compile(r"^(?!.*\.\.)(?!/)[A-Za-z0-9._/-]{1,200}(?<![/.])$")
+MAX_AGENT_INTERVAL = 86400
+
+
+def _agent(c: _Checker, raw, path: str) -> AgentSettings | None:
+    """`agent:` (see AgentSettings). A password in the repository URL is refused: the URL ends
+    up in the agent's service spec, which anyone with manager access can read."""
+    if raw is None:
+        return None
+    if not c.type(raw, dict, "agent", "a mapping with repo, branch, path, interval, deploy_key"):
+        return None
+    c.unknown(raw, {"repo", "branch", "path", "interval", "deploy_key", "known_hosts",
+                    "correct_drift"}, "agent")
+    n = len(c.errors)
+    repo = raw.get("repo")
+    if repo is None:
+        c.err("agent.repo", "required: the git repository the agent follows (ssh:// with a "
+                            "deploy key, or https://)")
+    elif c.type(repo, str, "agent.repo", "a git URL"):
+        if re.match(r"^https?://[^/]*:[^/]*@", repo):
+            c.err("agent.repo", "a password does not belong in the repository URL: use an SSH "
+                                "URL with agent.deploy_key")
+        elif not GIT_URL_RE.match(repo):
+            c.err("agent.repo", f'expected ssh://[user@]host/path, user@host:path or '
+                                f'https://host/path, got "{repo}"')
+    branch = raw.get("branch", "main")
+    if c.type(branch, str, "agent.branch", "a branch name") and not BRANCH_RE.match(branch):
+        c.err("agent.branch", f'expected a branch name, got "{branch}"')
+    sub = raw.get("path", ".")
+    if c.type(sub, str, "agent.path", "a folder inside the repository") and \
+            (sub.startswith("/") or ".." in sub.split("/") or not sub):
+        c.err("agent.path", f'expected a relative folder inside the repository, got "{sub}"')
+    interval = raw.get("interval", 60)
+    if c.type(interval, (int, float), "agent.interval", "seconds") and \
+            not (1 <= interval <= MAX_AGENT_INTERVAL and math.isfinite(interval)):
+        c.err("agent.interval", f"expected 1 to {MAX_AGENT_INTERVAL} seconds, "
+                                f"got {_short(interval)}")
+    correct = raw.get("correct_drift", False)
+    c.type(correct, bool, "agent.correct_drift", "true or false")
+    deploy_key = _key_path(c, raw.get("deploy_key", ""), "agent.deploy_key", path)
+    known = raw.get("known_hosts", "")
+    known_path = ""
+    if known:
+        known_path = _key_path(c, known, "agent.known_hosts", path)
+        if known_path and os.path.isfile(known_path):
+            from .hostkeys import parse_known_hosts
+            try:
+                with open(known_path, encoding="utf-8") as f:
+                    if not parse_known_hosts(f.read()):
+                        c.err("agent.known_hosts", f"{known_path}: no host key in it")
+            except (ValueError, UnicodeDecodeError) as e:
+                c.err("agent.known_hosts", f"{known_path}: {e}")
+    if len(c.errors) > n:
+        return None
+    settings = AgentSettings(repo, branch, sub.strip("/") or ".", float(interval), deploy_key,
+                             known_path, correct)
+    if settings.over_ssh and not deploy_key:
+        c.err("agent.deploy_key", "required for a repository over SSH (a private key file the "
+                                  "repository accepts; it goes to the swarm as a secret)")
+    if settings.over_ssh and not known_path:
+        c.err("agent.known_hosts", "required for a repository over SSH (the git server's host "
+                                   "key, OpenSSH known_hosts form: the agent refuses any other)")
+    return settings
 
 
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?$")

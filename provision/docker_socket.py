@@ -138,12 +138,14 @@ class SocketForwarder:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def load_docker_sdk():
+def load_docker_sdk(ssh: bool = True):
     """Import the docker SDK (~1 s with requests on a busy machine) under the lock the SSH
-    stack's imports share: a background preload and a first API call may race for it."""
+    stack's imports share: a background preload and a first API call may race for it.
+    `ssh` False: the engine's own socket only (no paramiko needed, as in the agent's image)."""
     from .ssh import _IMPORT_LOCK, import_paramiko
     with _IMPORT_LOCK:
-        import_paramiko()       # the SDK imports paramiko too: without invoke, as ours
+        if ssh:
+            import_paramiko()   # the SDK imports paramiko too: without invoke, as ours
         import docker
     return docker
 
@@ -188,6 +190,27 @@ def api_client(session: Session, timeout: int = 60) -> "GuardedAPI":
     guarded = GuardedAPI(client, session.host.name)
     guarded.close_forwarder = close_forwarder
     guarded._swarmsmith_forwarder = fwd   # keep it alive as long as the client
+    return guarded
+
+
+LOCAL_SOCKET = "/var/run/docker.sock"
+
+
+def local_api_client(socket_path: str = LOCAL_SOCKET, timeout: int = 60,
+                     name: str | None = None) -> "GuardedAPI":
+    """The same client as api_client(), on an engine's own unix socket instead of an SSH
+    channel: what runs inside the swarm with the socket mounted (the agent). `name` is what
+    errors call the engine (default: this host's name)."""
+    docker = load_docker_sdk(ssh=False)
+    name = name or socket.gethostname()
+    try:
+        client = docker.APIClient(base_url=f"unix://{socket_path}", timeout=timeout,
+                                  version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+        client._version = client.version(api_version=False)["ApiVersion"]
+    except Exception as e:      # no socket, no permission, or not an engine
+        raise engine_error(name, f"connect to the Engine API on {socket_path}", e) from None
+    guarded = GuardedAPI(client, name)
+    guarded.close_forwarder = client.close
     return guarded
 
 

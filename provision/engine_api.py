@@ -48,6 +48,14 @@ def connect(cluster_file: str | None = None, accept_new_host_keys: bool = False)
                      credentials=Credentials.for_cluster(path), cluster_file=path)
 
 
+def connect_local(socket_path: str | None = None, credentials=None) -> "EngineAPI":
+    """The Engine API of the engine whose socket is mounted here (a service task on a manager,
+    as the agent runs): the same adapter as connect(), another transport."""
+    from provision.docker_socket import LOCAL_SOCKET, local_api_client
+    client = local_api_client(socket_path or LOCAL_SOCKET)
+    return EngineAPI(client, credentials=credentials, where=client._host)
+
+
 def as_engine(api, where: str = "") -> "EngineAPI":
     """`api` itself when it already is an EngineAPI, else the adapter around that client (a
     docker.APIClient, the guarded client, or a test's fake with the same methods)."""

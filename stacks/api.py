@@ -89,12 +89,22 @@ def up(cluster_file: str | None = None, options: UpOptions | None = None, *,
         stacks = [load(ref.name, ref.compose,
                        StackOptions(cluster_file=path, env_file=ref.env_file))
                   for ref in cluster.stacks]
+    agent = None
+    if cluster.agent is not None:     # its keys and passwords read before any host is touched
+        from stacks.agent.service import prepare
+        agent = prepare(path)
     result = bootstrap.up(cluster, options, on_progress)
     if result.dry_run:
         return result
     result.changes += _images_for_new_nodes(path, cluster, result, on_progress)
     for loaded in stacks:
         result.changes += _deploy_cluster_stack(loaded, path, result, on_progress)
+    if agent is not None:     # installed or updated; unchanged when nothing changed
+        from stacks.agent.service import install
+        emit(on_progress, HostProgress("agent", "installing"))
+        installed = install(path, prepared=agent,
+                            say=lambda m: emit(on_progress, HostProgress("agent", m)))
+        result.changes += [f"agent: {c}" for c in installed.changes]
     return result
 
 

@@ -44,6 +44,7 @@ class DeployOptions(StackOptions):
     lock_ttl: float | None = None       # default max(1800, 2 x timeout + 300)
     push_images: bool = False           # push images the image check finds missing, then deploy
     push_from: str | None = None        # their source: archive or image file (else local engine)
+    lock_holder: object | None = None   # lock.Holder to record (default: this host and process)
 
 
 @dataclass
@@ -220,6 +221,7 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
                   {"changes": changes, **extra, **fields}, on_progress, engine)
 
     with SwarmLock(engine, name, ttl=lock_ttl(options), wait=options.lock_wait,
+                   me=options.lock_holder,
                    notify=lambda line: emit(on_progress, Notice(line))):
         plan = make_stack_plan(loaded, engine, options, adjust)   # under the lock
         if getattr(plan, "missing_images", None):

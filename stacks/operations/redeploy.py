@@ -84,14 +84,17 @@ class ImagePinner:
 
 def redeploy_stack(stack, compose_files=(), options: RedeployOptions | None = None, *,
                    engine=None, on_progress: ProgressCallback | None = None,
-                   resolve=None) -> DeployResult:
-    """deploy_stack with image tags re-resolved to digests, as command "redeploy" in the
-    audit trail; the result carries the pins (images) and what was not resolved."""
+                   resolve=None, command: str = "redeploy",
+                   audit_extra=None) -> DeployResult:
+    """deploy_stack with image tags re-resolved to digests, as `command` ("redeploy"; the
+    agent's runs say "agent") in the audit trail, with `audit_extra()`'s fields; the result
+    carries the pins (images) and what was not resolved."""
     options = options or RedeployOptions()
     pinner = ImagePinner(options.resolve_image, resolve=resolve, on_progress=on_progress)
     result = deploy_stack(stack, compose_files, options, engine=engine, on_progress=on_progress,
-                          adjust=pinner, command="redeploy",
-                          audit_extra=lambda: {"images": pinner.pins})
+                          adjust=pinner, command=command,
+                          audit_extra=lambda: {**(audit_extra() if audit_extra else {}),
+                                               "images": pinner.pins})
     result.images, result.not_resolved = pinner.pins, pinner.skipped
     return result
 
