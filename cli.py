@@ -995,7 +995,8 @@ def cmd_agent_run(args) -> int:
     from provision.engine_api import connect_local
     from stacks.agent.loop import Agent, AgentConfig
     cfg = AgentConfig.from_env()
-    Agent(cfg, connect_local(credentials=cfg.credentials()), say=lambda line: print(line, flush=True)).run_forever()
+    Agent(cfg, connect_local(credentials=cfg.credentials()),
+          say=lambda line: print(line, flush=True)).run_forever()
     return 0
 
 
@@ -1005,11 +1006,10 @@ def add_agent_commands(sub) -> None:
     asub = agent.add_subparsers(dest="agent_command", metavar="AGENT_COMMAND",
                                 parser_class=_Parser)
     asub.required = True
-    p = asub.add_parser("install", help="build its image, push it to the managers, create or "
-                        "update its service from the cluster file's agent: (idempotent)")
+    p = _cluster_parser(asub, "install", help="build its image, push it to the managers, create "
+                        "or update its service from the cluster file's agent: (idempotent)")
     p.add_argument("--wait", type=float, default=120, metavar="SECONDS",
                    help="wait this long for its task to run (0: do not wait)")
-    p.add_argument("--cluster", metavar="FILE", help=CLUSTER_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.set_defaults(func=cmd_agent_install)
     for name, func, hlp in (
@@ -1017,8 +1017,7 @@ def add_agent_commands(sub) -> None:
              "outcome per stack, drift found"),
             ("remove", cmd_agent_remove, "remove its service, secret and config (the audit "
              "history stays)")):
-        p = asub.add_parser(name, help=hlp)
-        p.add_argument("--cluster", metavar="FILE", help=CLUSTER_HELP)
+        p = _cluster_parser(asub, name, help=hlp)
         p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
         p.set_defaults(func=func)
     p = asub.add_parser("run", help="the agent's loop (what its service runs; settings from "

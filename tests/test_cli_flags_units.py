@@ -15,8 +15,9 @@ import pytest
 import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# the commands that never reach a cluster (local lab hosts, a compose file on its own)
-LOCAL_ONLY = {("lab", "up"), ("lab", "down"), ("lab", "ls"), ("config",)}
+# these reach no cluster through SSH: the lab, a compose file, and the agent's own loop inside
+# the swarm (its engine's socket, settings from its service's environment)
+LOCAL_ONLY = {("lab", "up"), ("lab", "down"), ("lab", "ls"), ("config",), ("agent", "run")}
 CONNECTION_FLAGS = {"--cluster", "--accept-new-host-keys"}
 
 
