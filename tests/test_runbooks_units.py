@@ -237,14 +237,25 @@ def test_since_and_log_prefix():
 
 # --- backups ------------------------------------------------------------------------------
 
-def _payload(state: dict) -> bytes:
+SWARM_FILES = ("swarm/state.json", "swarm/certificates/swarm-node.crt",
+               "swarm/certificates/swarm-node.key", "swarm/certificates/swarm-root-ca.crt",
+               "swarm/raft/wal-v3-encrypted/0000000000000000-0000000000000000.wal")
+
+
+def _payload(state: dict, extra=(), drop=()) -> bytes:
+    """A manager's swarm folder as backup copies it; `extra`: (TarInfo, data) members added."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         for name, data in (("swarm/docker-state.json", json.dumps(state).encode()),
-                           ("swarm/raft/wal", b"\x00\x01")):
+                           ("swarm/raft/wal", b"\x00\x01"),
+                           *((f, b"x") for f in SWARM_FILES)):
+            if name in drop:
+                continue
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
             tar.addfile(ti, io.BytesIO(data))
+        for ti, data in extra:
+            tar.addfile(ti, io.BytesIO(data) if data is not None else None)
     return out.getvalue()
 
 
@@ -454,3 +465,140 @@ def test_recover_reports_services_it_could_not_check(monkeypatch):
     _wait_services_back("c.yml", res, lambda m: None, 120, lambda: 0.0, lambda s: None)
     assert res.exit_code == 5 and "could not be checked (m1: no manager answers)" in res.notes[-1]
     assert res.changes        # what was done stays in the report
+
+
+# --- backups never replace a file, and restore checks the whole archive first ----------------
+
+def _archive(tmp_path, payload, name="b.tar"):
+    from datetime import datetime, timezone
+    m = build_manifest(cluster="c", swarm={"ID": "sw"}, node=node("m2", "manager"),
+                       engine_version="20.10", services=[], secrets=[], configs=[],
+                       managers=3, payload=payload, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    path = str(tmp_path / name)
+    return write_archive(path, m, payload, unique=True), m
+
+
+def test_two_backups_with_one_name_keep_both_and_a_named_file_is_never_replaced(tmp_path):
+    payload = _payload({})
+    first, m = _archive(tmp_path, payload)
+    second, _ = _archive(tmp_path, payload)
+    assert first == str(tmp_path / "b.tar") and second == str(tmp_path / "b-2.tar")
+    with pytest.raises(FileExistsError):
+        write_archive(first, m, payload)
+    assert read_archive(first)[1] == payload == read_archive(second)[1]
+    assert sorted(os.listdir(tmp_path)) == ["b-2.tar", "b.tar"]       # no temporary left
+
+
+def test_backup_out_is_checked_before_anything(tmp_path):
+    from datetime import datetime, timezone
+    from provision.backup import resolve_out
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with pytest.raises(InputError, match="folder does not exist"):
+        resolve_out(str(tmp_path / "missing") + "/", "c", now)
+    with pytest.raises(InputError, match="folder does not exist"):
+        resolve_out(str(tmp_path / "missing" / "b.tar"), "c", now)
+    (tmp_path / "taken.tar").write_bytes(b"x")
+    with pytest.raises(InputError, match="never replaces"):
+        resolve_out(str(tmp_path / "taken.tar"), "c", now)
+    path, unique = resolve_out(str(tmp_path), "c", now)
+    assert path == str(tmp_path / "c-swarm-20260101T000000Z.tar") and unique
+    assert resolve_out(str(tmp_path / "new.tar"), "c", now) == (str(tmp_path / "new.tar"), False)
+
+
+def _member(name, kind=tarfile.REGTYPE, data=b"x", link=""):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname = kind, link
+    ti.size = len(data) if kind == tarfile.REGTYPE else 0
+    return ti, data if kind == tarfile.REGTYPE else None
+
+
+@pytest.mark.parametrize("extra, drop, why", [
+    ([_member("/etc/cron.d/x")], (), "outside the swarm folder"),
+    ([_member("swarm/../../etc/passwd")], (), "outside the swarm folder"),
+    ([_member("swarm/x", tarfile.SYMTYPE, link="/etc/shadow")], (), "not a plain file"),
+    ([_member("swarm/y", tarfile.LNKTYPE, link="swarm/state.json")], (), "not a plain file"),
+    ([_member("swarm/dev", tarfile.CHRTYPE)], (), "not a plain file"),
+    ([_member("other/file")], (), "not under swarm/"),
+    ([], ("swarm/state.json",), "missing swarm/state.json"),
+])
+def test_an_archive_that_is_not_a_swarm_state_is_refused_in_one_line(tmp_path, extra, drop, why):
+    path, _ = _archive(tmp_path, _payload({}, extra, drop))
+    with pytest.raises(InputError, match=why) as e:
+        read_archive(path)
+    assert "\n" not in str(e.value) and "b.tar" in str(e.value)
+
+
+def test_a_random_payload_with_a_good_checksum_is_input_error_in_one_line(tmp_path):
+    path, _ = _archive(tmp_path, os.urandom(4096))
+    with pytest.raises(InputError, match="not a gzip'd tar") as e:
+        read_archive(path)
+    assert "\n" not in str(e.value)
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(os.urandom(3000))
+    with pytest.raises(InputError, match="not a readable backup archive") as e:
+        read_archive(str(junk))
+    assert "\n" not in str(e.value)
+
+
+def test_quorum_is_read_again_just_before_the_stop():
+    from provision.backup import check_quorum_before_stop
+
+    class Nodes:
+        def __init__(self, nodes):
+            self.list = nodes
+
+        def nodes(self):
+            return self.list
+    picked = three()[1]
+    check_quorum_before_stop(Nodes(three()), picked["ID"])
+    # meanwhile another manager went down (another operator's backup, a crash)
+    with pytest.raises(QuorumRefused, match="refusing to stop m2"):
+        check_quorum_before_stop(Nodes(three(down=2)[:1] + [three()[1]] + three(down=2)[2:]),
+                                 picked["ID"])
+    check_quorum_before_stop(Nodes([node("m1", "manager", leader=True)]), "m1-id-0000000000000")
+
+
+# --- the cluster's managers lock -------------------------------------------------------------
+
+def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_another_manager(
+        monkeypatch):
+    from provision import managers as M
+    from provision.errors import LockedError
+    from provision.swarm_lock import MANAGERS_LOCK, Holder
+    from tests.test_watch_fakes import FakeClock
+    from tests.test_watch_lock import FakeConfigs
+    api, clock, lines = FakeConfigs(), FakeClock(1_700_000_000), []
+    kw = dict(clock=clock, sleep=clock.sleep, alive=lambda pid: True)
+    with M.managers_lock("c.yml", "backup", api=api, me=Holder("h", "b", 1), **kw):
+        assert [c["Spec"]["Name"] for c in api.items.values()] == [MANAGERS_LOCK]
+        with pytest.raises(LockedError, match="the cluster's managers is locked: held by "
+                                              "backup, "):
+            with M.managers_lock("c.yml", "node demote", api=api, wait=30,
+                                 me=Holder("h", "b", 2), notify=lines.append, **kw):
+                pass
+        assert lines[0].startswith("the cluster's managers: waiting for the lock (held by backup")
+    assert api.items == {}
+
+    # the manager the lock was taken through went away (its engine restarted): released
+    # through another one
+    class Gone(FakeConfigs):
+        def remove_config(self, cid):
+            from provision.errors import SwarmsmithError
+            raise SwarmsmithError("connection reset")
+    gone = Gone()
+
+    class Other:
+        api = gone
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def another(path):
+        yield Other
+    released = []
+    monkeypatch.setattr(M, "manager_session", another)
+    monkeypatch.setattr(Other, "api", type("A", (FakeConfigs,), {
+        "remove_config": lambda self, cid: released.append(cid)})())
+    with M.managers_lock("c.yml", "backup", api=gone, **kw):
+        pass
+    assert released == ["cfg1"]
