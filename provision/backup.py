@@ -355,13 +355,46 @@ def retarget_payload(payload: bytes, advertise: str) -> bytes:
     return out.getvalue()
 
 
+# restore keeps the host's swarm state of before here until the restored one runs as a manager
+BEFORE = f"{WORK}/swarm.before-restore"
+RESTORE_MARK = f"{WORK}/restore.marker"
+
+
 def put_swarm_dir(session, payload: bytes) -> None:
-    """Replace the host's swarm folder with the backup's (the engine must be stopped)."""
-    script = (f"set -e; rm -rf {SWARM_DIR}.restore; mkdir -p {SWARM_DIR}.restore; "
-              f"tar -C {SWARM_DIR}.restore -xzf -; rm -rf {SWARM_DIR}; "
-              f"mv {SWARM_DIR}.restore/swarm {SWARM_DIR}; rmdir {SWARM_DIR}.restore")
+    """Put the backup's swarm folder in place (the engine must be stopped), keeping the host's
+    own: moved to BEFORE, where put_back_swarm_dir finds it and drop_previous_swarm_dir removes
+    it. A restore interrupted earlier left its marker: the state of before that one is the one
+    kept, and the half-restored folder is replaced."""
+    script = (f"set -e; umask 077; mkdir -p {WORK}; chmod 700 {WORK}; "
+              f"rm -rf {WORK}/swarm.restore; mkdir {WORK}/swarm.restore; "
+              f"tar -C {WORK}/swarm.restore --no-same-owner -xzf -; "
+              f"if [ ! -e {RESTORE_MARK} ]; then "
+              f"if [ -e {SWARM_DIR} ]; then mv {SWARM_DIR} {BEFORE}; fi; "
+              f"date -u +%Y-%m-%dT%H:%M:%SZ > {RESTORE_MARK}; "
+              f"else rm -rf {SWARM_DIR}; fi; "
+              f"mv {WORK}/swarm.restore/swarm {SWARM_DIR}; rmdir {WORK}/swarm.restore")
     session.run(Command.shell(script, stdin=payload, description="put the backup in place"),
                 timeout=300)
+
+
+def put_back_swarm_dir(session) -> None:
+    """The host's swarm state of before the restore back in place (the engine must be
+    stopped); none there: no swarm folder, as before."""
+    session.run(Command.shell(
+        f"set -e; rm -rf {SWARM_DIR} {WORK}/swarm.restore; "
+        f"if [ -e {BEFORE} ]; then mv {BEFORE} {SWARM_DIR}; fi; rm -f {RESTORE_MARK}",
+        description="put the swarm state of before the restore back"), timeout=120)
+
+
+def drop_previous_swarm_dir(session) -> None:
+    session.run(Command.shell(f"rm -rf {BEFORE} {WORK}/swarm.restore {RESTORE_MARK}",
+                              description="remove the swarm state of before the restore"),
+                timeout=120)
+
+
+INTERRUPTED_RESTORE = Command.shell(
+    f"[ -e {RESTORE_MARK} ] && cat {RESTORE_MARK}; true",
+    description="look for an interrupted restore's marker")
 
 
 def utcnow() -> datetime:

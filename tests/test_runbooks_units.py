@@ -602,3 +602,92 @@ def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_a
     with M.managers_lock("c.yml", "backup", api=gone, **kw):
         pass
     assert released == ["cfg1"]
+
+
+# --- restore: whose backup, onto what, and the way back ----------------------------------------
+
+def test_a_backup_of_another_cluster_is_refused_without_force_saying_whose():
+    from provision.restore import check_backup_cluster
+    m = {"cluster": "prod", "swarm_id": "abcdef1234567890", "taken_at": "T", "node": "m2"}
+    check_backup_cluster(m, "prod", "", "b.tar", False)
+    check_backup_cluster(m, "prod", "abcdef1234567890", "b.tar", False)
+    with pytest.raises(InputError, match="a backup of cluster prod .*this is cluster staging"):
+        check_backup_cluster(m, "staging", "", "b.tar", False)
+    with pytest.raises(InputError, match="swarm abcdef123456.*this is cluster prod \\(swarm "
+                                         "999999999999\\)"):
+        check_backup_cluster(m, "prod", "999999999999999", "b.tar", False)
+    check_backup_cluster(m, "staging", "", "b.tar", True)
+
+
+class HostSession:
+    """A host's shell as restore drives it: every command recorded; `fail` names the step
+    (a description) that fails."""
+
+    def __init__(self, fail=None, swarm_state="active"):
+        from provision.hosts import Host
+        self.host = Host("m1", "10.0.0.2")
+        self.fail, self.ran, self.swarm_state = fail, [], swarm_state
+        self.seen_key = ""
+
+    def run(self, cmd, check=True, timeout=None, **_):
+        from provision.errors import RemoteCommandError
+        from provision.ssh import Result
+        self.ran.append(cmd.description)
+        if cmd.description == self.fail:
+            if not check:
+                return Result("", "boom", 1)
+            raise RemoteCommandError("boom", host="m1")
+        if cmd.description == "gather swarm facts":
+            return Result(json.dumps({"LocalNodeState": self.swarm_state}), "", 0)
+        return Result("", "", 0)
+
+
+def test_a_restore_that_fails_on_the_host_puts_the_state_of_before_back(monkeypatch):
+    from provision import restore as R
+    from provision.errors import SwarmsmithError
+    monkeypatch.setattr(R, "host_swarm_facts", lambda s: {"state": "active"})
+    s = HostSession(fail="re-form the swarm with this node as its only manager")
+    res = R.RestoreResult("m1")
+    with pytest.raises(SwarmsmithError, match="swarm state of before the restore was put back"):
+        R._restore_on(s, {}, {"node": "m2", "taken_at": "T"}, _payload({}), "m1", "10.0.0.2",
+                      None, res, lambda m: None)
+    at = s.ran.index("re-form the swarm with this node as its only manager")
+    assert s.ran[at + 1:] == ["stop the engine if it runs",
+                              "put the swarm state of before the restore back",
+                              "start dockerd", "wait until the Docker engine answers (120 s)"]
+    assert "remove the swarm state of before the restore" not in s.ran and res.changes == []
+
+
+def test_a_restore_that_works_removes_the_state_of_before_only_at_the_end(monkeypatch):
+    from provision import restore as R
+    monkeypatch.setattr(R, "host_swarm_facts", lambda s: {"state": "active"})
+    monkeypatch.setattr(R, "_local_api", lambda s, to: None)
+    s = HostSession()
+    res = R.RestoreResult("m1")
+    R._restore_on(s, {}, {"node": "m2", "taken_at": "T"}, _payload({}), "m1", "10.0.0.2", None,
+                  res, lambda m: None)
+    assert s.ran[-1] == "remove the swarm state of before the restore"
+    assert s.ran.index("put the backup in place") < s.ran.index(
+        "re-form the swarm with this node as its only manager")
+
+
+def test_restore_onto_a_node_of_a_live_swarm_is_refused_with_the_way_out():
+    from provision.restore import refuse_live_swarm
+
+    class Nodes:
+        def run(self, cmd, check=True, **_):
+            from provision.ssh import Result
+            return Result("", "", 1)
+    import provision.restore as R
+    live = lambda s, sw: ["m2", "m3"]       # noqa: E731
+    orig = R._other_ready_nodes
+    R._other_ready_nodes = live
+    try:
+        with pytest.raises(InputError, match="live swarm with 2 other ready node.*docker swarm "
+                                             "leave --force` on m1"):
+            refuse_live_swarm(Nodes(), {"state": "active", "is_manager": True}, "m1")
+        refuse_live_swarm(Nodes(), {"state": "inactive"}, "m1")
+        R._other_ready_nodes = lambda s, sw: []
+        refuse_live_swarm(Nodes(), {"state": "active", "is_manager": True}, "m1")
+    finally:
+        R._other_ready_nodes = orig
