@@ -917,6 +917,14 @@ def _manager(args):
     return manager_session(_found_cluster(args))
 
 
+def _managers_lock(args, operation: str, m):
+    """The cluster's managers lock (held while a manager is demoted or removed), taken through
+    the manager `m` already connected."""
+    from provision.managers import managers_lock
+    return lambda: managers_lock(_found_cluster(args), operation, api=m.api,
+                                 notify=_timed_lines(args))
+
+
 def _timed_lines(args):
     """Progress lines on stderr stamped with the seconds since the start; none with --json."""
     if getattr(args, "json", False):
@@ -1000,7 +1008,7 @@ def cmd_node_promote(args) -> int:
 def cmd_node_demote(args) -> int:
     from provision.nodes import demote_node
     with _manager(args) as m:
-        res = demote_node(m.api, args.node)
+        res = demote_node(m.api, args.node, lock=_managers_lock(args, "node demote", m))
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a worker"))
     return res.exit_code
 
@@ -1029,7 +1037,8 @@ def cmd_node_rm(args) -> int:
         res = remove_node(m.api, args.node, RemoveOptions(force=args.force,
                                                           drain=DrainOptions(timeout=args.timeout)),
                           leave=leave_over_ssh(_found_cluster(args)),
-                          on_progress=_timed_lines(args))
+                          on_progress=_timed_lines(args),
+                          lock=_managers_lock(args, "node rm", m))
     lines = _change_lines(res, f"node {res.node}: nothing to do")
     lines.append(f"  note: if the cluster file still lists {res.node}, the next `swarmsmith up` "
                  "joins it again")

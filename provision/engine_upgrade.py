@@ -27,6 +27,10 @@ from .errors import InputError, SwarmsmithError
 Progress = Callable[[str, str], None]
 
 
+# the cluster's managers lock cannot be renewed: longer than an upgrade of many nodes takes
+LOCK_TTL = 6 * 3600.0
+
+
 class UpgradeError(SwarmsmithError):
     pass
 
@@ -532,8 +536,14 @@ def upgrade(cluster_path: str, opts: UpgradeOptions, progress: Progress | None =
                                    dry_run=opts.dry_run)
             if opts.dry_run:
                 return result
-            return Upgrader(swarm, sessions, facts, cf.install, version, opts, say,
-                            clock, sleep).run(result)
+            from .managers import managers_lock
+            # held for the whole run: a backup or another upgrade would otherwise stop a
+            # manager of its own while this one restarts one (each checks quorum before its
+            # restart, under the lock)
+            with managers_lock(cluster_path, "engine upgrade", ttl=LOCK_TTL,
+                               notify=lambda line: say("cluster", line)):
+                return Upgrader(swarm, sessions, facts, cf.install, version, opts, say,
+                                clock, sleep).run(result)
         finally:
             for s in sessions.values():
                 s.close()

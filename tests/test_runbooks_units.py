@@ -691,3 +691,24 @@ def test_restore_onto_a_node_of_a_live_swarm_is_refused_with_the_way_out():
         refuse_live_swarm(Nodes(), {"state": "active", "is_manager": True}, "m1")
     finally:
         R._other_ready_nodes = orig
+
+
+def test_demote_and_rm_of_a_manager_check_quorum_under_the_managers_lock():
+    import contextlib
+    api = FakeAPI(three())
+    taken = []
+
+    @contextlib.contextmanager
+    def lock():
+        # while waiting for the lock, another runbook stopped m3's engine
+        api._nodes["m3-id-0000000000000"]["ManagerStatus"]["Reachability"] = "unreachable"
+        taken.append(True)
+        yield
+    with pytest.raises(QuorumRefused, match="refusing to demote m2"):
+        N.demote_node(api, "m2", lock=lock)
+    assert taken == [True] and api.updates == []
+    with pytest.raises(QuorumRefused, match="refusing to remove m2"):
+        N.remove_node(api, "m2", lock=lock)
+    assert api.updates == []
+    taken.clear()
+    assert N.demote_node(api, "w1", lock=lock).changes == [] and taken == []
