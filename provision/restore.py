@@ -420,6 +420,23 @@ class RecoverResult:
 
 
 SERVICES_BACK_TIMEOUT = 120.0
+QUORUM_SETTLE = 15.0        # seconds of looking for a quorum before re-forming (an election)
+
+
+def _quorum_now(cluster_path: str):
+    """The swarm's quorum as a manager that answers sees it; None when none answers."""
+    from .managers import NoManagerError, connect_manager
+    from .quorum import quorum_of
+    try:
+        conn = connect_manager(cluster_path)
+    except NoManagerError:
+        return None
+    try:
+        return quorum_of(conn.api.nodes())
+    except SwarmsmithError:
+        return None
+    finally:
+        conn.close()
 
 
 def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = True,
@@ -433,20 +450,15 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
     `services_timeout` seconds (0: not at all) for the services to run their replicas again
     (the lost managers' tasks are rescheduled only now). Still short then: exit 5."""
     from .dockerapi import inventory_hosts, session_for
-    from .managers import NoManagerError, connect_manager
     say = on_progress or (lambda msg: None)
     res = RecoverResult()
-    try:
-        conn = connect_manager(cluster_path)
-    except NoManagerError:
-        conn = None
-    if conn is not None:
-        try:
-            from .quorum import quorum_of
-            q = quorum_of(conn.api.nodes())
-        finally:
-            conn.close()
-        if q.ok:
+    # before re-forming, quorum is looked for a while longer: a swarm electing a leader (a
+    # manager just restarted) answers no swarm call for a few seconds, and re-forming a swarm
+    # that has its quorum would throw away its other managers for nothing
+    end = clock() + (QUORUM_SETTLE if force_new_cluster else 0)
+    while True:
+        q = _quorum_now(cluster_path)
+        if q is not None and q.ok:
             # a leader that just lost its majority still answers until it steps down: only a
             # majority of reachable managers means there is nothing to recover
             res.quorum = q.to_dict()
@@ -454,6 +466,9 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
                              + ("; `swarmsmith up` restarts stopped managers' engines"
                                 if q.degraded else ""))
             return res
+        if clock() >= end:
+            break
+        sleep(1.0)
 
     hosts = inventory_hosts(cluster_path, "manager")
     seen: dict[str, dict] = {}
@@ -493,6 +508,9 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
         res.changes.append(f"{survivor.name}: swarm re-formed with it as the only manager")
         api = _local_api(s, survivor.name)
         me = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout)
+        # a lock of the lost swarm's: its run worked on a membership that is gone
+        res.changes += [c.replace("of the time of the backup", "of the lost swarm")
+                        for c in _drop_backup_time_lock(api)]
         for other in hosts:
             if other.name == survivor.name or other.name not in sessions:
                 continue
@@ -505,9 +523,11 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
             s.close()
     if grow:
         from .bootstrap import UpOptions, up
-        say("swarmsmith up: joining the other managers again")
-        out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
-                 (lambda event: _say_event(say, event)))
+        from .managers import managers_lock
+        with managers_lock(cluster_path, "recover", notify=say):
+            say("swarmsmith up: joining the other managers again")
+            out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
+                     (lambda event: _say_event(say, event)))
         res.changes += out.changes
     if services_timeout > 0:
         _wait_services_back(cluster_path, res, say, services_timeout, clock, sleep)

@@ -712,3 +712,15 @@ def test_demote_and_rm_of_a_manager_check_quorum_under_the_managers_lock():
     assert api.updates == []
     taken.clear()
     assert N.demote_node(api, "w1", lock=lock).changes == [] and taken == []
+
+
+def test_recover_force_new_cluster_on_a_swarm_with_quorum_changes_nothing(monkeypatch):
+    from provision import restore as R
+    from provision import dockerapi
+    looks = [None, None, Quorum(3, 3)]         # electing a leader for two looks, then healthy
+    monkeypatch.setattr(R, "_quorum_now", lambda path: looks.pop(0))
+    monkeypatch.setattr(dockerapi, "inventory_hosts", lambda *a: pytest.fail("re-forming"))
+    clock = Clock()
+    res = R.recover("c.yml", force_new_cluster=True, clock=clock, sleep=clock.sleep)
+    assert res.exit_code == 0 and "nothing to recover" in res.notes[0] and res.changes == []
+    assert looks == [] and clock.t == 2.0
