@@ -20,7 +20,9 @@ EXIT_CODES_HELP = """exit codes:
   2  bad input (YAML, cluster file, compose file, flags); nothing was changed
   3  a host was unreachable, refused our key, showed a changed host key, or has
      no pinned key (--accept-new-host-keys trusts unpinned keys on first use)
-  4  another run holds the lock (swarmsmith unlock STACK removes a dead run's)
+  4  another run holds the lock (swarmsmith unlock STACK removes a dead run's),
+     or the cluster's managers lock (backup, restore, recover, engine upgrade,
+     node demote/rm)
   5  status: degraded (a node down, quorum lost, a service short of replicas);
      refused because quorum, the last manager or a service's room would be lost
      (engine upgrade, node demote/rm/promote, backup); nothing changed
@@ -1254,7 +1256,8 @@ def add_day_two_commands(sub) -> None:
                        "engine stopped only for the copy) into a 0600 archive with a manifest")
     _cluster_json_args(p)
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="archive path or folder (default ./<cluster>-swarm-<time>.tar)")
+                   help="new archive path, or an existing folder (default "
+                   "./<cluster>-swarm-<time>.tar); an existing file is never replaced")
     p.add_argument("--node", metavar="HOST", default=None,
                    help="the manager to copy (default: a non-leader one); a restore can grow "
                         "back to several managers only on a host with this manager's address")
@@ -1266,8 +1269,9 @@ def add_day_two_commands(sub) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--to", required=True, metavar="HOST", help="a host of the cluster's inventory")
     p.add_argument("--force", action="store_true",
-                   help="restore even when HOST is in a swarm with other ready nodes, or has "
-                        "another address than the backed-up manager (it then stays one manager)")
+                   help="restore a backup of another cluster, or onto a host with another "
+                        "address than the backed-up manager (it then stays one manager); a "
+                        "node of a live swarm is refused even so (it leaves first)")
     p.add_argument("--key-file", metavar="FILE", default=None,
                    help="unlock key of the backup's swarm when it was autolocked")
     p.set_defaults(func=cmd_restore)
