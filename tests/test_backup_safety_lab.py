@@ -206,6 +206,20 @@ def test_backup_preconditions_are_checked_before_any_engine_stops(c):
     c.wait("every manager reachable", c.all_reachable)
 
 
+def test_a_backup_with_autolock_on_leaves_no_manager_locked(c):
+    assert c.json("autolock", "on")["changes"] == ["autolock on"]
+    key = c.cli("unlock-key", check=0).stdout.strip()
+    target = next(n for n in (host(2), host(3)) if n != c.leader())
+    try:
+        r = c.cli("backup", "--node", target, "--out", c.dir, "--json", check=0)
+        assert key not in r.stdout + r.stderr
+        assert f"{target}: unlocked again" in r.stdout, r.stdout
+        assert c.swarm_state(target) == "active"
+        c.wait("every manager reachable", c.all_reachable)
+    finally:
+        assert c.json("autolock", "off")["changes"] == ["autolock off"]
+
+
 def _damaged(c, name: str, change) -> str:
     """b.tar with its swarm folder changed by `change(name, data) -> data`, the manifest's
     checksum made to match (damage the checksum cannot see)."""

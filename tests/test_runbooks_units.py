@@ -724,3 +724,32 @@ def test_recover_force_new_cluster_on_a_swarm_with_quorum_changes_nothing(monkey
     res = R.recover("c.yml", force_new_cluster=True, clock=clock, sleep=clock.sleep)
     assert res.exit_code == 0 and "nothing to recover" in res.notes[0] and res.changes == []
     assert looks == [] and clock.t == 2.0
+
+
+def test_a_manager_restarted_locked_is_unlocked_again_or_the_backup_fails():
+    from provision.backup import _unlock_again
+    from provision.errors import SwarmsmithError
+    from provision.ssh import Result
+
+    class S:
+        host = type("H", (), {"name": "m2"})
+
+        def __init__(self, works):
+            self.works, self.state, self.stdin = works, "locked", []
+
+        def run(self, cmd, check=True, **_):
+            self.stdin.append(cmd.stdin)
+            assert "SWMKEY" not in cmd.masked()          # on stdin, never an argument
+            if self.works:
+                self.state = "active"
+            return Result("", "" if self.works else "invalid key", 0 if self.works else 1)
+    ok = S(True)
+    _unlock_again(ok, "SWMKEY-1-abc", lambda s: {"state": s.state})
+    assert ok.stdin == [b"SWMKEY-1-abc\n"] and ok.state == "active"
+    with pytest.raises(SwarmsmithError, match="could not be unlocked again") as e:
+        _unlock_again(S(False), "SWMKEY-1-abc", lambda s: {"state": s.state})
+    assert "SWMKEY" not in str(e.value)
+    untouched = S(True)
+    untouched.state = "active"
+    _unlock_again(untouched, "SWMKEY-1-abc", lambda s: {"state": s.state})
+    assert untouched.stdin == []
