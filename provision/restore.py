@@ -155,7 +155,8 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
         if not facts.get("server"):
             facts = _engine_up(cluster_path, host, s, facts, res, say)
         sw = host_swarm_facts(s)
-        refuse_live_swarm(s, sw, to)
+        refuse_live_swarm(s, sw, to, manifest)
+        refuse_live_peers(cluster_path, to, manifest)
         earlier = s.run(INTERRUPTED_RESTORE).stdout.strip()
         if earlier:
             res.notes.append(f"{to}: a restore started there at {earlier} was interrupted; the "
@@ -250,9 +251,10 @@ def check_backup_cluster(manifest: dict, cluster: str, cluster_id: str, archive:
                          + ": pass --force to restore it here anyway", file=archive)
 
 
-def refuse_live_swarm(session, sw: dict, to: str) -> None:
+def refuse_live_swarm(session, sw: dict, to: str, manifest: dict | None = None) -> None:
     """A node of a live swarm is not restored onto (exit 2): swarm would hold two memberships
-    of it, and an engine given both crash-loops. The way out is that it leaves first."""
+    of it, and an engine given both crash-loops. The way out is that it leaves first; when that
+    swarm is the one the backup is of, every node of it (live_peers)."""
     st = sw.get("state")
     leave = (f"make it leave that swarm first (`docker swarm leave --force` on {to}, or "
              f"`swarmsmith node rm {to}` from a cluster that keeps the swarm), then restore again")
@@ -262,10 +264,52 @@ def refuse_live_swarm(session, sw: dict, to: str) -> None:
     if st != "active":
         return
     others = _other_ready_nodes(session, sw)
-    if others:
-        raise InputError(f"--to {to}: it is a node of a live swarm with {len(others)} other ready "
-                         f"node(s) ({', '.join(others[:5])}); restoring onto it would break "
-                         f"that swarm: {leave}")
+    if not others:
+        return
+    if manifest and sw.get("cluster_id") and sw.get("cluster_id") == manifest.get("swarm_id"):
+        raise InputError(
+            f"--to {to}: it is a node of the live swarm this backup is of, with {len(others)} "
+            f"other ready node(s) ({', '.join(others[:5])}); restoring replaces that swarm, and "
+            "its managers would meet the restored one (whose engine then crash-loops). To "
+            f"replace it, make every node of it leave first (`docker swarm leave --force` on "
+            f"{to} and on {', '.join(others[:5])}), then restore again")
+    raise InputError(f"--to {to}: it is a node of a live swarm with {len(others)} other ready "
+                     f"node(s) ({', '.join(others[:5])}); restoring onto it would break "
+                     f"that swarm: {leave}")
+
+
+def refuse_live_peers(cluster_path: str, to: str, manifest: dict) -> None:
+    """Managers still running the swarm the backup is of would meet the restored manager (it
+    starts with their membership and an older raft log) and its engine would crash-loop: they
+    leave first (exit 2 naming them). Hosts that do not answer are taken as gone."""
+    from .access import access
+    acc = access(cluster_path)
+    hosts = {h.name: h for h in acc._cached_hosts(None)}
+    try:
+        hosts.update((h.name, h) for h in acc.provider_hosts(None) if h.name not in hosts)
+    except SwarmsmithError:
+        pass
+    live = []
+    for name, h in sorted(hosts.items()):
+        if name == to:
+            continue
+        s = acc.session(h)
+        try:
+            f = host_swarm_facts(s)
+        except (UnreachableError, SwarmsmithError):
+            continue
+        finally:
+            s.close()
+        if f.get("state") == "active" and f.get("is_manager") and \
+                f.get("cluster_id") == manifest.get("swarm_id"):
+            live.append(name)
+    if live:
+        raise InputError(
+            f"--to {to}: the swarm this backup is of still runs on {', '.join(live)}: its "
+            "managers would meet the restored one (which starts with their membership and an "
+            "older raft log; its engine then crash-loops). A restore replaces that swarm: make "
+            f"them leave it first (`docker swarm leave --force` on {', '.join(live)}), then "
+            "restore again")
 
 
 def _engine_up(cluster_path: str, host, session, facts: dict, res: RestoreResult,

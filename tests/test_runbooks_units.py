@@ -753,3 +753,29 @@ def test_a_manager_restarted_locked_is_unlocked_again_or_the_backup_fails():
     untouched.state = "active"
     _unlock_again(untouched, "SWMKEY-1-abc", lambda s: {"state": s.state})
     assert untouched.stdin == []
+
+
+def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monkeypatch):
+    from provision import restore as R
+    from provision.hosts import Host
+
+    class Acc:
+        def _cached_hosts(self, role):
+            return [Host(n, f"10.0.0.{i}") for i, n in enumerate(("m1", "m2", "m3", "w1"), 2)]
+
+        def provider_hosts(self, role):
+            return []
+
+        def session(self, h):
+            return type("S", (), {"host": h, "close": lambda self: None})()
+    facts = {"m2": {"state": "active", "is_manager": True, "cluster_id": "sw"},
+             "m3": {"state": "inactive"},
+             "w1": {"state": "active", "is_manager": False, "cluster_id": "sw"}}
+    import provision.access
+    monkeypatch.setattr(provision.access, "access", lambda path: Acc())
+    monkeypatch.setattr(R, "host_swarm_facts", lambda s: facts[s.host.name])
+    with pytest.raises(InputError, match="still runs on m2: .*leave --force` on m2\\)"):
+        R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
+    R.refuse_live_peers("c.yml", "m1", {"swarm_id": "another"})
+    facts["m2"]["state"] = "inactive"
+    R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
