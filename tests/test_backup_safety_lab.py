@@ -333,5 +333,11 @@ def test_restore_onto_a_new_machine_whose_engine_never_started(c, tmp_path):
     print(listed)
     assert listed["service"] == ["st_app"] and listed["secret"] == r["secrets"]
     assert [x for x in listed["config"] if x.startswith("st_settings-")]
-    st = c.json("status", cwd=str(tmp_path))
-    assert st["quorum"]["ok"] and [s["name"] for s in st["services"]] == ["st_app"]
+    # the new machine lacks the stack's image: once loaded, the restored service runs again
+    c.cli("image-load", cwd=str(tmp_path), check=0)
+
+    def running():
+        st = json.loads(c.cli("status", "--json", cwd=str(tmp_path)).stdout)
+        app = {s["name"]: s for s in st["services"]}["st_app"]
+        return st["quorum"]["ok"] and app["running"] == app["desired"] == 2
+    c.wait("the restored service's 2 tasks running", running)
