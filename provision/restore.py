@@ -162,7 +162,8 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
             res.notes.append(f"{to}: a restore started there at {earlier} was interrupted; the "
                              "swarm state of before it was kept and is the one put back if "
                              "this one fails")
-        with _lock_if_any(cluster_path, say):
+        with contextlib.ExitStack() as held:
+            _lock_if_any(held, cluster_path, say)
             _restore_on(s, facts, manifest, payload, to, addr, unlock_key, res, say)
         api = _local_api(s, to)
         me = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout)
@@ -327,26 +328,18 @@ def _engine_up(cluster_path: str, host, session, facts: dict, res: RestoreResult
     return facts
 
 
-@contextlib.contextmanager
-def _lock_if_any(cluster_path: str, say: Progress):
+def _lock_if_any(stack: contextlib.ExitStack, cluster_path: str, say: Progress) -> None:
     """The cluster's managers lock, in the swarm this restore replaces when one of its
-    managers still answers (a backup there waits); none answers: there is none to take."""
-    from .managers import NoManagerError, managers_lock
+    managers still answers (a backup there waits), held until `stack` closes; none answers:
+    there is none to take. Held by another run: LockedError (exit 4)."""
+    from .errors import LockedError
+    from .managers import managers_lock
     try:
-        cm = managers_lock(cluster_path, "restore", notify=say)
-        cm.__enter__()
-    except (NoManagerError, UnreachableError):
+        stack.enter_context(managers_lock(cluster_path, "restore", notify=say))
+    except LockedError:
+        raise
+    except SwarmsmithError:
         say("no manager of the cluster answers: no cluster lock to take")
-        yield
-        return
-    try:
-        yield
-    except BaseException:
-        import sys
-        if not cm.__exit__(*sys.exc_info()):
-            raise
-    else:
-        cm.__exit__(None, None, None)
 
 
 def _drop_backup_time_lock(api) -> list[str]:
