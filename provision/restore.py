@@ -149,6 +149,7 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
     res = RestoreResult(to)
     check_restore_address(manifest, to, addr, _other_addresses(cluster_path, to), force,
                           res.notes)
+    refuse_live_peers(cluster_path, to, manifest)
     s = session_for(host, cluster_path)
     try:
         facts = engine_facts(s)
@@ -156,7 +157,6 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
             facts = _engine_up(cluster_path, host, s, facts, res, say)
         sw = host_swarm_facts(s)
         refuse_live_swarm(s, sw, to, manifest)
-        refuse_live_peers(cluster_path, to, manifest)
         earlier = s.run(INTERRUPTED_RESTORE).stdout.strip()
         if earlier:
             res.notes.append(f"{to}: a restore started there at {earlier} was interrupted; the "
@@ -245,11 +245,13 @@ def check_backup_cluster(manifest: dict, cluster: str, cluster_id: str, archive:
     sid = manifest.get("swarm_id", "")
     other = theirs != cluster or (cluster_id and sid and sid != cluster_id)
     if other and not force:
+        now = (f"; cluster {cluster} runs swarm {cluster_id[:12]} now (formed anew since the "
+               "backup?)" if theirs == cluster else
+               f"; this is cluster {cluster}" + (f" (swarm {cluster_id[:12]})" if cluster_id
+                                                  else ""))
         raise InputError(f"a backup of cluster {theirs} (swarm {sid[:12] or '?'}, taken "
-                         f"{manifest.get('taken_at', '?')} on {manifest.get('node', '?')}); this "
-                         f"is cluster {cluster}" + (f" (swarm {cluster_id[:12]})" if cluster_id
-                                                     else "")
-                         + ": pass --force to restore it here anyway", file=archive)
+                         f"{manifest.get('taken_at', '?')} on {manifest.get('node', '?')}){now}"
+                         ": pass --force to restore it here anyway", file=archive)
 
 
 def refuse_live_swarm(session, sw: dict, to: str, manifest: dict | None = None) -> None:
