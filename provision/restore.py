@@ -49,18 +49,22 @@ def _host_of(cluster_path: str, name: str):
     """A host of the local state, else one the provider knows (a new machine that replaces a
     lost one: no local state, and no swarm holds the cluster's record any more)."""
     from .access import access
-    acc = access(cluster_path)
-    hosts = {h.name: h for h in acc._cached_hosts(None)}
-    if name not in hosts:
-        try:
-            hosts.update((h.name, h) for h in acc.provider_hosts(None) if h.name not in hosts)
-        except SwarmsmithError:
-            pass
+    hosts = _known_hosts(access(cluster_path))
     if name not in hosts:
         raise InputError(f"--to {name}: not a host of this cluster's inventory (hosts: "
                          f"{', '.join(sorted(hosts))}); `swarmsmith up` creates the cluster "
                          "file's hosts first")
     return hosts[name]
+
+
+def _known_hosts(acc) -> dict:
+    """name -> Host: the local state's, and the provider's it does not have."""
+    hosts = {h.name: h for h in acc._cached_hosts(None)}
+    try:
+        hosts.update((h.name, h) for h in acc.provider_hosts(None) if h.name not in hosts)
+    except SwarmsmithError:
+        pass
+    return hosts
 
 
 def _advertise(cluster_path: str, host) -> str:
@@ -287,15 +291,9 @@ def refuse_live_peers(cluster_path: str, to: str, manifest: dict) -> None:
     leave first (exit 2 naming them). Hosts that do not answer are taken as gone."""
     from .access import access
     acc = access(cluster_path)
-    hosts = {h.name: h for h in acc._cached_hosts(None)}
-    try:
-        hosts.update((h.name, h) for h in acc.provider_hosts(None) if h.name not in hosts)
-    except SwarmsmithError:
-        pass
+    hosts = _known_hosts(acc)
     live = []
-    for name, h in sorted(hosts.items()):
-        if name == to:
-            continue
+    for name, h in sorted(hosts.items()):      # `to` too: then it leaves as well
         s = acc.session(h)
         try:
             f = host_swarm_facts(s)

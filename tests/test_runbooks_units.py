@@ -768,7 +768,8 @@ def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monk
 
         def session(self, h):
             return type("S", (), {"host": h, "close": lambda self: None})()
-    facts = {"m2": {"state": "active", "is_manager": True, "cluster_id": "sw"},
+    facts = {"m1": {"state": "inactive"},
+             "m2": {"state": "active", "is_manager": True, "cluster_id": "sw"},
              "m3": {"state": "inactive"},
              "w1": {"state": "active", "is_manager": False, "cluster_id": "sw"}}
     import provision.access
@@ -776,6 +777,10 @@ def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monk
     monkeypatch.setattr(R, "host_swarm_facts", lambda s: facts[s.host.name])
     with pytest.raises(InputError, match="still runs on m2: .*leave --force` on m2\\)"):
         R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
+    facts["m1"] = {"state": "active", "is_manager": True, "cluster_id": "sw"}
+    with pytest.raises(InputError, match="still runs on m1, m2: "):
+        R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
+    facts["m1"]["state"] = "inactive"
     R.refuse_live_peers("c.yml", "m1", {"swarm_id": "another"})
     facts["m2"]["state"] = "inactive"
     R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
