@@ -293,7 +293,7 @@ def refuse_live_peers(cluster_path: str, to: str, manifest: dict) -> None:
     acc = access(cluster_path)
     hosts = _known_hosts(acc)
     live = []
-    for name, h in sorted(hosts.items()):      # `to` too: then it leaves as well
+    for name, h in sorted(hosts.items()):      # `to` too: it then leaves as well
         s = acc.session(h)
         try:
             f = host_swarm_facts(s)
@@ -304,7 +304,7 @@ def refuse_live_peers(cluster_path: str, to: str, manifest: dict) -> None:
         if f.get("state") == "active" and f.get("is_manager") and \
                 f.get("cluster_id") == manifest.get("swarm_id"):
             live.append(name)
-    if live:
+    if [n for n in live if n != to]:      # the target alone: the swarm this restore replaces
         raise InputError(
             f"--to {to}: the swarm this backup is of still runs on {', '.join(live)}: its "
             "managers would meet the restored one (which starts with their membership and an "

@@ -780,7 +780,6 @@ def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monk
     facts["m1"] = {"state": "active", "is_manager": True, "cluster_id": "sw"}
     with pytest.raises(InputError, match="still runs on m1, m2: "):
         R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
-    facts["m1"]["state"] = "inactive"
-    R.refuse_live_peers("c.yml", "m1", {"swarm_id": "another"})
     facts["m2"]["state"] = "inactive"
-    R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
+    R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})      # the target alone
+    R.refuse_live_peers("c.yml", "m1", {"swarm_id": "another"})
