@@ -2,7 +2,10 @@
 
 Backup: on a manager that is not the leader (when there are several), stop the engine only while
 `/var/lib/docker/swarm` is copied, start it again and wait until it is a reachable manager again.
-Refused when stopping that manager would cost the swarm its quorum. The archive (mode 0600) is a
+Stop, copy and start run as one script on the host, detached from the SSH session, so the engine
+comes back even if swarmsmith dies. All of it under the cluster's managers lock, with quorum read
+again just before the stop: refused when stopping that manager would cost the swarm its quorum.
+The archive (mode 0600), never written over an existing file, is a
 tar holding `manifest.json` (cluster, node, time, engine version, services, secrets, configs) and
 `swarm.tar.gz` (the folder). It holds the raft store: secrets, join tokens and keys; keep it
 like a password.
