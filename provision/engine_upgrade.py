@@ -15,6 +15,7 @@ restarted, so the run survives each manager's restart.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from .command import Command
 from .errors import InputError, SwarmsmithError
 
 Progress = Callable[[str, str], None]
+
+
+# the cluster's managers lock cannot be renewed: longer than an upgrade of many nodes takes
+LOCK_TTL = 6 * 3600.0
 
 
 class UpgradeError(SwarmsmithError):
@@ -354,8 +359,12 @@ def services_short(swarm: Swarm) -> str | None:
 class Upgrader:
     def __init__(self, swarm: Swarm, sessions: dict, facts: dict, install: str, version: str,
                  opts: UpgradeOptions, progress: Progress, clock=time.monotonic,
-                 sleep=time.sleep):
+                 sleep=time.sleep, lock=None):
         self.swarm, self.sessions, self.facts = swarm, sessions, facts
+        # the cluster's managers lock (provision/managers.py), held for the whole run: a
+        # backup or another upgrade would otherwise stop a manager of its own while this one
+        # restarts one; the quorum checks below are made under it
+        self.lock = lock or contextlib.nullcontext
         self.install, self.version, self.opts = install, version, opts
         self.say, self.clock, self.sleep = progress, clock, sleep
         self.result: UpgradeResult | None = None
@@ -435,6 +444,10 @@ class Upgrader:
         self.say(name, text + ", restarted")
 
     def run(self, result: UpgradeResult) -> UpgradeResult:
+        with self.lock():
+            return self._run(result)
+
+    def _run(self, result: UpgradeResult) -> UpgradeResult:
         self.result = result
         nodes = self.swarm.nodes()
         if not quorum_whole(nodes):
@@ -532,8 +545,11 @@ def upgrade(cluster_path: str, opts: UpgradeOptions, progress: Progress | None =
                                    dry_run=opts.dry_run)
             if opts.dry_run:
                 return result
+            from .managers import managers_lock
+            lock = lambda: managers_lock(cluster_path, "engine upgrade",  # noqa: E731
+                                         ttl=LOCK_TTL, notify=lambda line: say("cluster", line))
             return Upgrader(swarm, sessions, facts, cf.install, version, opts, say,
-                            clock, sleep).run(result)
+                            clock, sleep, lock=lock).run(result)
         finally:
             for s in sessions.values():
                 s.close()
