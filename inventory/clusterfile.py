@@ -372,6 +372,14 @@ def validate(data, path: str) -> ClusterFile:
             if names is not None and sel not in ("all", "managers", "workers") and sel not in names:
                 c.err(f"labels.{sel}", "expected all, managers, workers or a host of this cluster "
                                        f"({', '.join(sorted(names)) or 'none'})")
+        # likewise a VM host named for a preinstalled engine that is no host of the cluster
+        pre = settings.get("engine_preinstalled") if provider == "lab" and \
+            isinstance(settings, dict) else None
+        if names is not None and isinstance(pre, list):
+            for i, host in enumerate(pre):
+                if isinstance(host, str) and host not in names:
+                    c.err(f"lab.engine_preinstalled[{i}]", f"{host} is no host of this cluster "
+                                                          f"({', '.join(sorted(names))})")
 
     if c.errors:
         raise InputError("invalid cluster file:\n  " + "\n  ".join(c.errors)
