@@ -1,10 +1,11 @@
 """VM lab hosts (`lab: {vm: true}`): QEMU guests with their own Debian 12 kernel and systemd.
 One module-scoped 1 manager + 2 worker cluster `vmt`, the tests build on each other in file
 order: `up` installs the engine where the base disk has none (worker-2) and forms the swarm;
-a stack with an ingress-published port and the default endpoint mode (VIP) answers through
-the routing mesh on every node, also the manager that runs no task, and its rolling update
-under a request loop through the mesh fails no request; `engine upgrade` restarts every
-engine through systemd; a rebooted worker comes back Ready with systemd starting its engine
+`engine upgrade` restarts every engine through systemd (before any service runs: drains are
+instant then, and moving tasks costs minutes under TCG); a stack with an ingress-published
+port and the default endpoint mode (VIP) answers through the routing mesh on every node, also
+the manager that runs no task, and its rolling update under a request loop through the mesh
+fails no request; a rebooted worker comes back Ready with systemd starting its engine
 (`status` 5 while it is down, 0 after, `up` with no changes); `down` leaves no QEMU, tap or
 disk behind. The cluster is brought down whatever fails. Needs root; minutes under TCG.
 """
@@ -25,6 +26,9 @@ from tests.lab_ssh import ssh_exec
 from tests.test_bootstrap_lab import cluster
 
 pytestmark = [pytest.mark.lab, pytest.mark.vm]
+# three emulated CPUs fill this kind of 2-core machine: other lab modules wait rather than
+# have their engines and SSH time out beside it (tests/conftest.py)
+MACHINE_WIDE = True
 
 NAME = "vmt"
 MANAGER, WORKER1, WORKER2 = f"{NAME}-manager-1", f"{NAME}-worker-1", f"{NAME}-worker-2"
@@ -107,6 +111,27 @@ def test_up_boots_vms_installs_the_missing_engine_under_systemd_and_forms_the_sw
     assert again.returncode == 0 and json.loads(again.stdout)["changes"] == [], again.stdout
 
 
+def dockerd_pids(c) -> dict[str, str]:
+    """dockerd's pid on each host, checked to be the one systemd started for docker.service."""
+    out = {}
+    for host in (MANAGER, WORKER1, WORKER2):
+        main, pid = sh(c, host, "systemctl show -p MainPID --value docker; "
+                                "pidof dockerd").split()
+        assert main == pid, (host, main, pid)
+        out[host] = pid
+    return out
+
+
+def test_engine_upgrade_restarts_every_engine_through_systemd(vmt):
+    before = dockerd_pids(vmt)
+    p = vmt.cli("engine", "upgrade", "--json", timeout=SLOW)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    after = dockerd_pids(vmt)
+    assert all(after[h] != before[h] for h in before), (before, after)
+    st = vmt.cli("status", "--json")
+    assert st.returncode == 0, st.stdout
+
+
 def test_routing_mesh_vip_on_every_node_and_rolling_update_without_a_failed_request(vmt):
     p = vmt.cli("image-load", timeout=SLOW)
     assert p.returncode == 0, p.stderr
@@ -139,27 +164,6 @@ def test_routing_mesh_vip_on_every_node_and_rolling_update_without_a_failed_requ
     assert report["failed"] == 0, report
     assert set(report["versions"]) == {"1", "2"} and report["requests"] > 20, report
     assert get(url)["app-version"] == "2"
-
-
-def dockerd_pids(c) -> dict[str, str]:
-    """dockerd's pid on each host, checked to be the one systemd started for docker.service."""
-    out = {}
-    for host in (MANAGER, WORKER1, WORKER2):
-        main, pid = sh(c, host, "systemctl show -p MainPID --value docker; "
-                                "pidof dockerd").split()
-        assert main == pid, (host, main, pid)
-        out[host] = pid
-    return out
-
-
-def test_engine_upgrade_restarts_every_engine_through_systemd(vmt):
-    before = dockerd_pids(vmt)
-    p = vmt.cli("engine", "upgrade", "--json", timeout=SLOW)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    after = dockerd_pids(vmt)
-    assert all(after[h] != before[h] for h in before), (before, after)
-    st = vmt.cli("status", "--json")
-    assert st.returncode == 0, st.stdout
 
 
 def wait_status(c, want: int, seconds: float) -> float:
