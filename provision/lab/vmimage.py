@@ -20,9 +20,10 @@ from ..debian_images import cache_lock
 from ..errors import SwarmsmithError
 from .image import CACHE, debian_mirror, sources
 
-VERSION = 1         # bump when the recipe changes: a new folder; running VMs keep their base
+VERSION = 2         # bump when the recipe changes: a new folder; running VMs keep their base
 SUITE = "bookworm"
-PACKAGES = ("systemd-sysv", "linux-image-cloud-amd64", "openssh-server", "iproute2", "ifupdown",
+# dbus: systemctl asks logind through it before a reboot ("Failed to connect to bus" without)
+PACKAGES = ("systemd-sysv", "dbus", "linux-image-cloud-amd64", "openssh-server", "iproute2", "ifupdown",
             "udev", "kmod", "ca-certificates", "curl", "procps", "iptables", "cloud-init",
             # a real kernel enforces AppArmor: without the package every container fails
             # ("docker-default profile could not be loaded"); docker.io only recommends it
