@@ -29,7 +29,7 @@ def test_qemu_runs_on_the_labs_bridges_through_taps_and_never_user_networking():
     assert cmd[cmd.index("-accel") + 1] == "tcg" and cmd[cmd.index("-cpu") + 1] == "max"
     assert cmd[cmd.index("-smp") + 1] == "1"
     assert f"file={vmhost.disk(HOST)},format=qcow2" in line
-    assert "readonly=on" in cmd[cmd.index(f"file={vmhost.seed(HOST)},format=raw,if=virtio,readonly=on")]
+    assert f"file={vmhost.seed(HOST)},format=raw,if=virtio,readonly=on" in cmd
     assert cmd[cmd.index("-kernel") + 1] == IMG.kernel and "net.ifnames=0" in line
     kvm = vmhost.qemu_command(HOST, IMG, "kvm")
     assert kvm[kvm.index("-accel") + 1] == "kvm" and kvm[kvm.index("-cpu") + 1] == "host"

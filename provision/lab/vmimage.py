@@ -23,8 +23,9 @@ from .image import CACHE, debian_mirror, sources
 VERSION = 2         # bump when the recipe changes: a new folder; running VMs keep their base
 SUITE = "bookworm"
 # dbus: systemctl asks logind through it before a reboot ("Failed to connect to bus" without)
-PACKAGES = ("systemd-sysv", "dbus", "linux-image-cloud-amd64", "openssh-server", "iproute2", "ifupdown",
-            "udev", "kmod", "ca-certificates", "curl", "procps", "iptables", "cloud-init",
+PACKAGES = ("systemd-sysv", "dbus", "linux-image-cloud-amd64", "openssh-server", "iproute2",
+            "ifupdown", "udev", "kmod", "ca-certificates", "curl", "procps", "iptables",
+            "cloud-init",
             # a real kernel enforces AppArmor: without the package every container fails
             # ("docker-default profile could not be loaded"); docker.io only recommends it
             "apparmor", "docker.io")
