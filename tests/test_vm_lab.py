@@ -107,8 +107,8 @@ def test_up_boots_vms_installs_the_missing_engine_under_systemd_and_forms_the_sw
     nodes = vmt.nodes()
     assert sorted((n["hostname"], n["role"], n["state"]) for n in nodes) == [
         (MANAGER, "manager", "ready"), (WORKER1, "worker", "ready"), (WORKER2, "worker", "ready")]
-    again = vmt.cli("up", "--json", timeout=SLOW)
-    assert again.returncode == 0 and json.loads(again.stdout)["changes"] == [], again.stdout
+    print(f"VM cluster 1+2 up in {vmt.first_up_seconds:.0f}s ({ls[0]['kind']})")
+    # the next `up` changing nothing is checked after the reboot, where it says more
 
 
 def dockerd_pids(c) -> dict[str, str]:
@@ -124,7 +124,8 @@ def dockerd_pids(c) -> dict[str, str]:
 
 def test_engine_upgrade_restarts_every_engine_through_systemd(vmt):
     before = dockerd_pids(vmt)
-    p = vmt.cli("engine", "upgrade", "--json", timeout=SLOW)
+    # both workers at once: no service runs yet, so draining them leaves nothing unplaced
+    p = vmt.cli("engine", "upgrade", "--json", "--batch", "2", timeout=SLOW)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     after = dockerd_pids(vmt)
     assert all(after[h] != before[h] for h in before), (before, after)

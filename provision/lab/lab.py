@@ -261,11 +261,12 @@ class Lab:
 
     # --- records ----------------------------------------------------------------------
     def host_record(self, h: HostLayout) -> Host:
+        # a VM is a machine of its own: the engine's defaults fit it
+        defaults = {} if self.layout.vm else {"storage-driver": "overlay2",
+                                               "cgroup-parent": h.cgroup_parent}
         host = Host(name=h.name, public_address=h.public_address, private_address=h.private_address,
                     user="root", key_path=self.layout.key_path, host_key=hostns.host_key_line(h),
-                    engine_defaults={"storage-driver": "overlay2", "cgroup-parent": h.cgroup_parent})
-        if self.layout.vm:
-            host.engine_defaults = {}       # a machine of its own: the engine's defaults fit
+                    engine_defaults=defaults)
         if h.own_root or self.layout.vm:
             # no route out: packages come through the lab's proxy unless the cluster file says
             host.apt_proxy = f"http://{hostns.APT_PROXY_NAME}:{aptproxy.PORT}"
