@@ -117,6 +117,8 @@ class Lab:
         if vm and image != images.DEFAULT:
             raise InputError("VM lab hosts boot their own disk: lab.image does not apply "
                              "to them", path="lab.image")
+        if vm:
+            vmhost.forced_accel()       # checked before anything is built
         if image not in images.NAMES:
             raise InputError(f"unknown lab image {image!r} (known: {', '.join(images.NAMES)})",
                              path="lab.image")

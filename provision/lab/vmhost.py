@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 
-from ..errors import SwarmsmithError
+from ..errors import InputError, SwarmsmithError
 from ..localrun import ok, run
 from . import vmseed
 from .hostns import APT_PROXY_NAME, sshd_answers
@@ -237,15 +237,20 @@ def probe_command(img: VmImage) -> list[str]:
             "-kernel", img.kernel, "-append", "console=ttyS0 panic=-1", "-no-reboot"]
 
 
+def forced_accel() -> str:
+    """SWARMSMITH_VM_ACCEL ("kvm", "tcg"), "" when unset; anything else is bad input."""
+    forced = os.environ.get("SWARMSMITH_VM_ACCEL", "")
+    if forced and forced not in ACCELS:
+        raise InputError(f"SWARMSMITH_VM_ACCEL must be kvm or tcg, got {forced!r}",
+                         path="SWARMSMITH_VM_ACCEL")
+    return forced
+
+
 def choose_accel(img: VmImage, cache_dir: str, progress=None) -> tuple[str, str]:
     """("kvm" or "tcg", why). SWARMSMITH_VM_ACCEL decides when set; else a boot probe under
     KVM, remembered until this machine boots again."""
-    forced = os.environ.get("SWARMSMITH_VM_ACCEL", "")
+    forced = forced_accel()
     if forced:
-        if forced not in ACCELS:
-            from ..errors import InputError
-            raise InputError(f"SWARMSMITH_VM_ACCEL must be kvm or tcg, got {forced!r}",
-                             path="SWARMSMITH_VM_ACCEL")
         return forced, "SWARMSMITH_VM_ACCEL"
     memo = os.path.join(cache_dir, "vm-accel.json")
     try:
