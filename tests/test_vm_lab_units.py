@@ -179,3 +179,19 @@ def test_cluster_file_vm_keys_reach_the_provider():
         "vm": True, "engine_preinstalled": ["x-manager-1"]}}, "c.yml")
     p = LabProvider(cf.name, cf.provider_settings)
     assert p.vm is True and p.engine_preinstalled == ["x-manager-1"]
+
+
+def test_lab_up_engine_preinstalled_without_vm_is_a_flag_error():
+    from tests.conftest import run_cli
+    p = run_cli("lab", "up", "--name", "vmu", "--engine-preinstalled", timeout=60)
+    assert p.returncode == 2 and "--engine-preinstalled" in p.stderr and "--vm" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_a_bad_accel_setting_is_refused_before_anything_is_built(monkeypatch):
+    from provision.lab import lab as labmod
+    monkeypatch.setenv("SWARMSMITH_VM_ACCEL", "fast")
+    monkeypatch.setattr(labmod.preflight, "check", lambda vm=False: None)
+    monkeypatch.setattr(labmod.vmimage, "ensure", lambda *a: pytest.fail("built"))
+    with pytest.raises(InputError, match="SWARMSMITH_VM_ACCEL"):
+        labmod.Lab("vmu").up(["vmu-1"], vm=True)
