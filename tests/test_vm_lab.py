@@ -161,6 +161,7 @@ def test_routing_mesh_vip_on_every_node_and_rolling_update_without_a_failed_requ
         cwd=vmt.dir, env={**os.environ, "VERSION": "2"}, capture_output=True, text=True,
         timeout=SLOW)
     report = json.loads(loop.stdout.strip().splitlines()[-1])
+    print(f"rolling update through the routing mesh: {report}")
     assert report["command_exit"] == 0, loop.stderr[-3000:]
     assert report["failed"] == 0, report
     assert set(report["versions"]) == {"1", "2"} and report["requests"] > 20, report
