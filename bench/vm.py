@@ -21,6 +21,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from install import use_caches  # noqa: E402  (bench/install.py: the same temporary caches)
 NAME = "vmb"
 CLUSTER = f"""\
 name: {NAME}
@@ -28,12 +29,6 @@ managers: 1
 lab: {{vm: true}}
 engine: {{install: distro}}
 """
-
-
-def use_caches(folder: str) -> None:
-    """Point the image and package caches at `folder` (read when the modules are imported)."""
-    os.environ["SWARMSMITH_IMAGE_CACHE"] = os.path.join(folder, "images")
-    os.environ["SWARMSMITH_APT_CACHE"] = os.path.join(folder, "apt-cache")
 
 
 def one_run(folder: str) -> tuple[dict, str]:

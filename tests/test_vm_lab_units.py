@@ -146,7 +146,7 @@ def test_the_boot_wait_names_the_host_and_the_console_when_time_runs_out(monkeyp
                         clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     assert e.value.host == "vmu-worker-1" and "within 60s" in str(e.value)
     assert "Mounting root" in str(e.value)
-    assert heard[:2] == ["booting (15s)", "booting (30s)"]
+    assert heard[:2] == ["booting (5s)", "booting (10s)"]
 
 
 def test_the_boot_wait_stops_at_once_when_qemu_exits(monkeypatch):

@@ -160,7 +160,7 @@ def wait_ssh(h: HostLayout, progress=None, deadline: float = BOOT_SECONDS,
             raise SwarmsmithError(f"no SSH answer on {h.public_address}:22 within "
                                   f"{deadline:.0f}s of booting; console: {console_tail(h)}",
                                   host=h.name)
-        if progress and now - said >= 15:
+        if progress and now - said >= 5:
             said = now
             progress(h.name, f"booting ({now - t0:.0f}s)")
         sleep(1)

@@ -88,7 +88,7 @@ def mkfs_command(root: str, disk: str) -> list[str]:
 
 def ensure(progress=None) -> VmImage:
     """The base image, built when missing (under the image cache's lock, so two labs made at
-    once build it once). `progress(what, message)` hears the steps, and a tick every 10 s."""
+    once build it once). `progress(what, message)` hears the steps, and a tick every 5 s."""
     img = image()
     if img.ready:
         return img
@@ -124,7 +124,7 @@ def _build(img: VmImage, progress) -> None:
             progress(what, msg)
 
     def tick():
-        while not done.wait(10):
+        while not done.wait(5):
             say(f"still building ({time.monotonic() - t0:.0f}s)")
     threading.Thread(target=tick, daemon=True).start()
     try:
