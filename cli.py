@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from provision.errors import EXIT_FAILED, InputError, SwarmsmithError
+from provision.base.errors import EXIT_FAILED, InputError, SwarmsmithError
 
 EXIT_CODES_HELP = """exit codes:
   0  success (or nothing to change)
@@ -52,7 +52,7 @@ def _print_changes(changes: list[str], none_msg: str = "no changes") -> None:
 # --- lab ------------------------------------------------------------------------------
 
 def cmd_lab_up(args) -> int:
-    from provision.lab.lab import Lab
+    from provision.hosts.lab.lab import Lab
     if args.nodes < 1:
         raise _flag_error("--nodes", "must be at least 1")
     lab = Lab(args.name)
@@ -73,7 +73,7 @@ def cmd_lab_up(args) -> int:
 
 
 def _lab_host_json(h) -> dict:
-    from provision.lab.lab import fingerprint
+    from provision.hosts.lab.lab import fingerprint
     # host_key as a pin takes it (static.hosts[].host_key), fingerprint as ssh shows it
     return {"name": h.name, "public_address": h.public_address,
             "private_address": h.private_address, "user": h.user, "key_path": h.key_path,
@@ -81,7 +81,7 @@ def _lab_host_json(h) -> dict:
 
 
 def cmd_lab_down(args) -> int:
-    from provision.lab.lab import Lab, list_labs
+    from provision.hosts.lab.lab import Lab, list_labs
     names = list_labs() if args.all else [args.name]
     changes = []
     for name in names:
@@ -94,7 +94,7 @@ def cmd_lab_down(args) -> int:
 
 
 def cmd_lab_ls(args) -> int:
-    from provision.lab.lab import Lab, list_labs
+    from provision.hosts.lab.lab import Lab, list_labs
     names = [args.name] if args.name else list_labs()
     rows = [_lab_host_json(h) | {"lab": n} for n in names for h in Lab(n).hosts()]
     if args.json:
@@ -137,7 +137,7 @@ class _Renderer:
             sys.stderr.flush()
 
     def __call__(self, event) -> None:
-        from provision.progress import HostProgress, Notice, OperationWarning, Waiting
+        from provision.base.progress import HostProgress, Notice, OperationWarning, Waiting
         if isinstance(event, Waiting):
             self.waiting = event.message
             if self.beat is None and not self.as_json and event.message:
@@ -219,7 +219,7 @@ def _report(result, as_json: bool) -> None:
     nodes = getattr(result, "nodes", None) or []
     if nodes and not dry:
         print(f"  {'NODE':<24} {'ROLE':<8} {'ADVERTISE':<16} NODE ID")
-        from provision.node_names import label
+        from provision.swarm.node_names import label
         for n in nodes:
             name = label(n["name"], n.get("hostname") or "")
             print(f"  {name:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
@@ -272,7 +272,7 @@ def cmd_status(args) -> int:
 
 
 def _quorum_line(q: dict) -> str:
-    from provision.quorum import Quorum
+    from provision.swarm.quorum import Quorum
     return f"managers: {Quorum(q['managers'], q['reachable']).text()}"
 
 
@@ -335,9 +335,9 @@ def _status_lines(st: dict) -> list[str]:
 
 
 def cmd_engine_upgrade(args) -> int:
-    from provision.clusters import find_cluster_file
-    from provision.engine_upgrade import UpgradeOptions, upgrade
-    from provision.progress import HostProgress
+    from provision.base.clusters import find_cluster_file
+    from provision.engine.upgrade import UpgradeOptions, upgrade
+    from provision.base.progress import HostProgress
     if args.batch is not None and args.batch < 1:
         raise _flag_error("--batch", "must be at least 1")
     if args.version is not None:
@@ -367,8 +367,8 @@ def cmd_engine_upgrade(args) -> int:
 
 def cmd_image_load(args) -> int:
     """Put the busybox test image on every node (lab and tests: nothing can be pulled)."""
-    from provision.clusters import find_cluster_file
-    from provision.images import load_on_cluster
+    from provision.base.clusters import find_cluster_file
+    from provision.images.busybox import load_on_cluster
     result = load_on_cluster(find_cluster_file(_cluster_file(args)), args.image,
                              accept_new_host_keys=args.accept_new_host_keys)
     if args.json:
@@ -386,8 +386,8 @@ def cmd_hostkeys(args) -> int:
     """The cluster's pinned SSH host keys in known_hosts form, to commit beside the cluster file
     (`ssh: {known_hosts: FILE}`) so runners with no local state verify every host."""
     from inventory.hostkeys import known_hosts_line
-    from provision.access import access
-    from provision.clusters import find_cluster_file
+    from provision.engine_api.access import access
+    from provision.base.clusters import find_cluster_file
     acc = access(find_cluster_file(_cluster_file(args)), args.accept_new_host_keys)
     hosts = [h for h in acc.hosts() if h.host_key]
     if args.json:
@@ -678,7 +678,7 @@ def cmd_unlock(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from provision.engine_api import connect
+    from provision.engine_api.adapter import connect
     from stacks.operations.audit import parse_since, read_audit_swarm
     since = None
     if args.since:
@@ -844,8 +844,8 @@ def _say(as_json: bool):
 
 
 def cmd_images_push(args) -> int:
-    from provision.image_archive import read_images
-    from provision.image_push import push_to_cluster
+    from provision.images.archive import read_images
+    from provision.images.push import push_to_cluster
 
     if bool(args.file) == bool(args.images):
         raise InputError("images push: give IMAGE names (from the local engine) or --file "
@@ -864,8 +864,8 @@ def cmd_images_push(args) -> int:
 
 
 def cmd_images_build(args) -> int:
-    """Build images from Debian packages (provision/debian_images.py), optionally push them."""
-    from provision.debian_images import build, load
+    """Build images from Debian packages (provision/images/debian.py), optionally push them."""
+    from provision.images.debian import build, load
     load(args.file)                       # bad input fails before anything is built
     built = build(args.file, progress=_say(args.json) or (lambda m: None))
     report = {"build": built.to_dict()}
@@ -875,7 +875,7 @@ def cmd_images_build(args) -> int:
         for i in built.images:
             print(f"  {', '.join(i.tags)}  {i.id[:19]}")
     if args.push:
-        from provision.image_push import push_to_cluster
+        from provision.images.push import push_to_cluster
         result = push_to_cluster(_found_cluster(args), archive=built.archive, nodes=args.nodes,
                                  keep_compressed=True,
                                  progress=None if args.json else ProgressPrinter())
@@ -992,7 +992,7 @@ def cmd_agent_remove(args) -> int:
 
 
 def cmd_agent_run(args) -> int:
-    from provision.engine_api import connect_local
+    from provision.engine_api.adapter import connect_local
     from stacks.agent.loop import Agent, AgentConfig
     cfg = AgentConfig.from_env()
     Agent(cfg, connect_local(credentials=cfg.credentials()),
@@ -1026,10 +1026,10 @@ def add_agent_commands(sub) -> None:
 
 
 # --- day two: node, tokens, ca, autolock, unlock-key, unlock-swarm, backup, restore, recover --
-# The work is in provision/nodes.py, rotation.py, unlock.py, backup.py and restore.py.
+# The work is in provision/swarm/nodes.py, rotation.py, unlock.py, backup.py and restore.py.
 
 def _manager(args):
-    from provision.managers import manager_session
+    from provision.swarm.managers import manager_session
     return manager_session(_found_cluster(args))
 
 
@@ -1066,7 +1066,7 @@ def _positive_or_zero(value: float, flag: str) -> None:
 
 
 def cmd_node_ls(args) -> int:
-    from provision.nodes import list_nodes
+    from provision.swarm.nodes import list_nodes
     with _manager(args) as m:
         out = list_nodes(m.api, m.names)
     lines = [_quorum_line(out["quorum"]), ""] + _table(out["nodes"], (
@@ -1077,7 +1077,7 @@ def cmd_node_ls(args) -> int:
 
 
 def cmd_node_drain(args) -> int:
-    from provision.nodes import DrainOptions, drain_node
+    from provision.swarm.nodes import DrainOptions, drain_node
     _positive(args.timeout, "--timeout")
     with _manager(args) as m:
         res = drain_node(m.api, args.node, DrainOptions(timeout=args.timeout),
@@ -1099,7 +1099,7 @@ def cmd_node_drain(args) -> int:
 
 
 def cmd_node_availability(args) -> int:
-    from provision.nodes import set_availability
+    from provision.swarm.nodes import set_availability
     with _manager(args) as m:
         res = set_availability(m.api, args.node, availability=args.availability,
                                names=m.names)
@@ -1109,7 +1109,7 @@ def cmd_node_availability(args) -> int:
 
 
 def cmd_node_promote(args) -> int:
-    from provision.nodes import promote_node
+    from provision.swarm.nodes import promote_node
     with _manager(args) as m:
         res = promote_node(m.api, args.node, force=args.force, names=m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a manager"))
@@ -1117,7 +1117,7 @@ def cmd_node_promote(args) -> int:
 
 
 def cmd_node_demote(args) -> int:
-    from provision.nodes import demote_node
+    from provision.swarm.nodes import demote_node
     with _manager(args) as m:
         res = demote_node(m.api, args.node, m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a worker"))
@@ -1125,7 +1125,7 @@ def cmd_node_demote(args) -> int:
 
 
 def cmd_node_label(args) -> int:
-    from provision.nodes import label_node
+    from provision.swarm.nodes import label_node
     add, rm = {}, []
     for item in args.labels:
         if item.endswith("-") and "=" not in item:
@@ -1142,7 +1142,7 @@ def cmd_node_label(args) -> int:
 
 
 def cmd_node_rm(args) -> int:
-    from provision.nodes import DrainOptions, RemoveOptions, leave_over_ssh, remove_node
+    from provision.swarm.nodes import DrainOptions, RemoveOptions, leave_over_ssh, remove_node
     _positive(args.timeout, "--timeout")
     with _manager(args) as m:
         res = remove_node(m.api, args.node, RemoveOptions(force=args.force,
@@ -1158,7 +1158,7 @@ def cmd_node_rm(args) -> int:
 
 
 def cmd_tokens_rotate(args) -> int:
-    from provision.rotation import rotate_tokens
+    from provision.swarm.rotation import rotate_tokens
     both = not (args.worker or args.manager)
     with _manager(args) as m:
         res = rotate_tokens(m.api, worker=args.worker or both, manager=args.manager or both)
@@ -1167,7 +1167,7 @@ def cmd_tokens_rotate(args) -> int:
 
 
 def cmd_ca_rotate(args) -> int:
-    from provision.rotation import rotate_ca
+    from provision.swarm.rotation import rotate_ca
     _positive(args.timeout, "--timeout")
     with _manager(args) as m:
         res = rotate_ca(m.api, timeout=args.timeout, on_progress=_timed_lines(args))
@@ -1176,7 +1176,7 @@ def cmd_ca_rotate(args) -> int:
 
 
 def cmd_autolock(args) -> int:
-    from provision.rotation import set_autolock
+    from provision.swarm.rotation import set_autolock
     with _manager(args) as m:
         res = set_autolock(m.api, args.state == "on")
     _emit(args, res.to_dict(), _change_lines(res, f"autolock already {args.state}"))
@@ -1184,7 +1184,7 @@ def cmd_autolock(args) -> int:
 
 
 def cmd_unlock_key(args) -> int:
-    from provision.rotation import read_unlock_key, rotate_unlock_key
+    from provision.swarm.rotation import read_unlock_key, rotate_unlock_key
     with _manager(args) as m:
         key = rotate_unlock_key(m.api) if args.rotate else read_unlock_key(m.api)
     if args.json:
@@ -1223,7 +1223,7 @@ def _read_unlock_key(args) -> str:
 
 
 def cmd_unlock_swarm(args) -> int:
-    from provision.unlock import unlock_managers
+    from provision.swarm.unlock import unlock_managers
     key = _read_unlock_key(args)
     res = unlock_managers(_found_cluster(args), key, on_progress=_timed_lines(args))
     _emit(args, res.to_dict(), _change_lines(res, "no locked manager"))
@@ -1231,7 +1231,7 @@ def cmd_unlock_swarm(args) -> int:
 
 
 def cmd_backup(args) -> int:
-    from provision.backup import BackupOptions, take_backup
+    from provision.swarm.backup import BackupOptions, take_backup
     res = take_backup(_found_cluster(args), BackupOptions(out=args.out, node=args.node),
                       on_progress=_timed_lines(args))
     m = res.manifest
@@ -1440,7 +1440,7 @@ def cmd_logs(args) -> int:
 
 
 def cmd_scale(args) -> int:
-    from provision.errors import EXIT_OK
+    from provision.base.errors import EXIT_OK
     from stacks.operations.service_ops import ScaleOptions, parse_scale_args, scale_services
     wanted = parse_scale_args(args.pairs)
     if not (0 < args.timeout <= 86400):
@@ -1594,8 +1594,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                             format="[debug] +%(relativeCreated)6.0fms %(message)s")
     try:
-        if args.accept_new_host_keys or "provision.access" in sys.modules:
-            from provision.access import accept_new_host_keys
+        if args.accept_new_host_keys or "provision.engine_api.access" in sys.modules:
+            from provision.engine_api.access import accept_new_host_keys
             accept_new_host_keys(args.accept_new_host_keys)
         return args.func(args)
     except SwarmsmithError as e:

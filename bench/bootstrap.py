@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from provision.progress import HostProgress  # noqa: E402
+from provision.base.progress import HostProgress  # noqa: E402
 from stacks.api import UpOptions, down, up  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -55,8 +55,8 @@ def main() -> int:
     opts = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/deploy.py needs root (lab hosts)")
-    from provision.command import Command
-    from provision.dockerapi import manager_session
+    from provision.remote.command import Command
+    from provision.engine_api.sessions import manager_session
 
     name = opts.name
     folder = tempfile.mkdtemp(prefix=f"swarmsmith-{name}-", dir="/tmp")  # /tmp: seen by lab hosts

@@ -29,8 +29,8 @@ _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 sys.path.insert(0, os.path.dirname(_here))
 
-from provision.digitalocean import DigitalOceanProvider  # noqa: E402
-from provision.hosts import WantedHost  # noqa: E402
+from provision.hosts.digitalocean import DigitalOceanProvider  # noqa: E402
+from provision.base.hosts import WantedHost  # noqa: E402
 from tests.do_emulator import DOEmulator  # noqa: E402
 from tests.do_emulator.server import REALISTIC_LIST_LAG  # noqa: E402
 from tests.do_emulator.testing import FakeTime, write_public_key  # noqa: E402

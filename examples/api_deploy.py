@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from provision.errors import SwarmsmithError  # noqa: E402
+from provision.base.errors import SwarmsmithError  # noqa: E402
 from stacks import api  # noqa: E402
 from stacks import events  # noqa: E402
 
@@ -90,7 +90,7 @@ def main() -> int:
         print(json.dumps({"up": {"cluster": cluster.cluster, "changes": len(cluster.changes),
                                  "nodes": [n["name"] for n in cluster.nodes]}}))
 
-        from provision.images import load_on_cluster      # nothing can be pulled in the lab
+        from provision.images.busybox import load_on_cluster      # nothing can be pulled in the lab
         load_on_cluster(path)
 
         compose = os.path.join(args.dir, "stack.yml")

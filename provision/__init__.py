@@ -1,0 +1,6 @@
+"""Hosts to a running swarm, by stage; each folder imports only the ones before it:
+
+    base -> remote -> hosts -> engine_api -> engine -> swarm -> images
+
+and the orchestrations on top (bootstrap: `up`/`down`; restore) may use them all.
+tests/test_import_graph.py keeps the order."""

@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import facts as F
-from .backup import (engine_facts, put_swarm_dir, read_archive, retarget_payload, start_engine,
+from .remote import facts as F
+from .swarm.backup import (engine_facts, put_swarm_dir, read_archive, retarget_payload, start_engine,
                      stop_engine)
-from .command import Command
-from .errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
-from .managers import host_swarm_facts
-from .quorum import Quorum, is_manager, node_name
+from .remote.command import Command
+from .base.errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
+from .swarm.managers import host_swarm_facts
+from .swarm.quorum import Quorum, is_manager, node_name
 
 Progress = Callable[[str], None]
 
@@ -44,8 +44,8 @@ def _inventory(cluster_path: str):
 
 
 def _host_of(cluster_path: str, name: str):
-    from .dockerapi import inventory_hosts
-    from .node_names import for_cluster
+    from .engine_api.sessions import inventory_hosts
+    from .swarm.node_names import for_cluster
     hosts = {h.name: h for h in inventory_hosts(cluster_path)}
     name = for_cluster(cluster_path).host_name(name, hosts) or name     # or hostname, node ID
     if name not in hosts:
@@ -71,8 +71,8 @@ def _force_new_cluster(session, addr: str) -> None:
 def _local_api(session, where: str, timeout: float = 60.0, clock=time.monotonic,
                sleep=time.sleep):
     """The Engine API of this host once it answers swarm calls as the leader."""
-    from .dockerapi import api_client
-    from .engine_api import EngineAPI
+    from .engine_api.sessions import api_client
+    from .engine_api.adapter import EngineAPI
     api = EngineAPI(api_client(session, timeout=30), where=where)
     end = clock() + timeout
     while True:
@@ -118,7 +118,7 @@ def _record(cluster_path: str, host_name: str, swarm_id: str, node_id: str, addr
 
 def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
             unlock_key: str | None = None, on_progress: Progress | None = None) -> RestoreResult:
-    from .dockerapi import session_for
+    from .engine_api.sessions import session_for
     say = on_progress or (lambda msg: None)
     manifest, payload = read_archive(archive)          # exit 2 before any connection
     host = _host_of(cluster_path, to)
@@ -205,7 +205,7 @@ def check_restore_address(manifest: dict, to: str, addr: str, others: dict[str, 
 
 def _other_addresses(cluster_path: str, to: str) -> dict[str, str]:
     """address -> host name, for the cluster's other hosts (local state and provider)."""
-    from .access import access
+    from .engine_api.access import access
     acc = access(cluster_path)
     out: dict[str, str] = {}
     hosts = acc._cached_hosts(None)
@@ -225,7 +225,7 @@ def _replace_cluster_record(cluster_path: str, api) -> bool:
     """The restored swarm carries the cluster's record (hosts, their SSH keys, node IDs) of the
     time of the backup; `up` would trust it over this host. A new version from the local state
     (which the restore just updated) takes its place; older versions stay as history."""
-    from .cluster_record import RecordStore, from_inventory
+    from .engine_api.cluster_record import RecordStore, from_inventory
     cf, state = _inventory(cluster_path)
     store = RecordStore(api, cf.name)
     version, record = store.read()
@@ -248,7 +248,7 @@ def _other_ready_nodes(session, sw: dict) -> list[str]:
 def _leave_replaced_swarm(cluster_path: str, to: str, api) -> list[str]:
     """Hosts of the inventory still in the swarm this restore replaced (not nodes of the
     restored one) leave it, so `up` can join them."""
-    from .dockerapi import inventory_hosts, session_for
+    from .engine_api.sessions import inventory_hosts, session_for
     known = {n["ID"] for n in api.nodes()}
     changes = []
     for h in inventory_hosts(cluster_path):
@@ -297,8 +297,8 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
     them again as managers (back to the cluster file's count); then wait up to
     `services_timeout` seconds (0: not at all) for the services to run their replicas again
     (the lost managers' tasks are rescheduled only now). Still short then: exit 5."""
-    from .dockerapi import inventory_hosts, session_for
-    from .managers import NoManagerError, connect_manager
+    from .engine_api.sessions import inventory_hosts, session_for
+    from .swarm.managers import NoManagerError, connect_manager
     say = on_progress or (lambda msg: None)
     res = RecoverResult()
     try:
@@ -307,7 +307,7 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
         conn = None
     if conn is not None:
         try:
-            from .quorum import quorum_of
+            from .swarm.quorum import quorum_of
             q = quorum_of(conn.api.nodes())
         finally:
             conn.close()
@@ -392,8 +392,8 @@ def _wait_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
 
 def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
                         clock, sleep) -> None:
-    from .managers import connect_manager
-    from .status import gather
+    from .swarm.managers import connect_manager
+    from .swarm.status import gather
     conn = connect_manager(cluster_path)
     try:
         start = clock()
@@ -420,7 +420,7 @@ def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
 
 
 def _say_event(say: Progress, event) -> None:
-    """`up`'s progress events (provision/progress.py) as lines: per-host steps, waits, notices."""
+    """`up`'s progress events (provision/base/progress.py) as lines: per-host steps, waits, notices."""
     host = getattr(event, "host", None)
     message = getattr(event, "message", "")
     if message:

@@ -8,7 +8,7 @@
 Clusters: up, status, down. Stacks: config, plan, deploy, redeploy, rollback, rm, unlock.
 Every function takes an options dataclass (defaults as the command line's) and returns a
 result dataclass with `to_json()` (what `--json` prints) and, where it has one, `exit_code`
-(the command line's). Errors are SwarmsmithError subclasses (provision/errors.py) carrying
+(the command line's). Errors are SwarmsmithError subclasses (provision/base/errors.py) carrying
 their exit code. Nothing here prints: pass `on_progress` to receive the events of
 stacks/events.py (the command line renders them).
 
@@ -21,13 +21,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from provision.errors import SwarmsmithError
+from provision.base.errors import SwarmsmithError
 from stacks.events import (HostProgress, ImageResolved, PlanReady, ProgressCallback, StepDone,
                            WatchFinished, WatchProgress, WatchStarted, emit)
 
 if TYPE_CHECKING:
     from provision.bootstrap import DownOptions, DownResult, UpOptions, UpResult
-    from provision.status import ClusterStatus
+    from provision.swarm.status import ClusterStatus
     from stacks.compose.config_view import ConfigOptions, ConfigResult
     from stacks.operations.deploy import (DeployOptions, DeployResult, LoadedStack, PlanResult,
                                           RmOptions, RmResult, StackOptions)
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # applier (for an `up` with no stacks, `status`, `down`) are a tenth of a second it need not pay.
 _LAZY = {"UpOptions": "provision.bootstrap", "UpResult": "provision.bootstrap",
          "DownOptions": "provision.bootstrap", "DownResult": "provision.bootstrap",
-         "ClusterStatus": "provision.status",
+         "ClusterStatus": "provision.swarm.status",
          "ConfigOptions": "stacks.compose.config_view",
          "ConfigResult": "stacks.compose.config_view",
          **{name: "stacks.operations.deploy" for name in (
@@ -79,7 +79,7 @@ def up(cluster_file: str | None = None, options: UpOptions | None = None, *,
     whose rollout does not converge raises SwarmsmithError with that deploy's exit code;
     `UpResult.stacks` holds the DeployResult of each stack deployed."""
     from provision import bootstrap
-    from provision.clusters import find_cluster_file, load_cluster
+    from provision.base.clusters import find_cluster_file, load_cluster
     options = options or bootstrap.UpOptions()
     path = find_cluster_file(cluster_file)
     cluster = load_cluster(path)
@@ -117,7 +117,7 @@ def _images_for_new_nodes(path: str, cluster, result: UpResult,
     new = {n["node_id"] for n in result.nodes if n["name"] in joined and n.get("node_id")}
     if not new or any(": swarm initialised" in c for c in result.changes):
         return []       # a new swarm runs no service yet
-    from provision.engine_api import connect
+    from provision.engine_api.adapter import connect
     from stacks.images.check import missing_on_new_nodes, ssh_lister
     try:
         engine = connect(path)
@@ -177,8 +177,8 @@ def status(cluster_file: str | None = None, *, stack: str | None = None,
            accept_new_host_keys: bool = False) -> ClusterStatus:
     """Nodes with quorum health, services with running/desired replicas (of one stack, if
     given), failing tasks; exit_code 5 when degraded (`problems` says why)."""
-    from provision.clusters import find_cluster_file
-    from provision.status import status as cluster_status
+    from provision.base.clusters import find_cluster_file
+    from provision.swarm.status import status as cluster_status
     return cluster_status(find_cluster_file(cluster_file), stack, accept_new_host_keys)
 
 
@@ -186,7 +186,7 @@ def down(cluster_file: str | None = None, options: DownOptions | None = None, *,
          on_progress: ProgressCallback | None = None) -> DownResult:
     """Remove what `up` made (lab: the hosts; digitalocean: droplets, key, VPC, firewall)."""
     from provision import bootstrap
-    from provision.clusters import find_cluster_file
+    from provision.base.clusters import find_cluster_file
     return bootstrap.down(find_cluster_file(cluster_file), options, on_progress)
 
 

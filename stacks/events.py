@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from provision.progress import HostProgress, Notice, OperationWarning, ProgressCallback, emit
+from provision.base.progress import HostProgress, Notice, OperationWarning, ProgressCallback, emit
 
 __all__ = ["HostProgress", "ImagePush", "ImageResolved", "Notice", "OperationWarning", "PlanReady",
            "ProgressCallback", "StepDone", "TransferProgress", "UnsettledService",

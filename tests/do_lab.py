@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import threading
 
-from provision.lab import hostns
-from provision.lab.lab import Lab
+from provision.hosts.lab import hostns
+from provision.hosts.lab.lab import Lab
 
 
 class LabDroplets:

@@ -54,7 +54,7 @@ def cli(*args, timeout=300, env=None):
 
 class Lab:
     def __init__(self, path: str, dir_):
-        from provision.dockerapi import cluster_client, inventory_hosts
+        from provision.engine_api.sessions import cluster_client, inventory_hosts
         self.path, self.dir = path, dir_
         self.api = cluster_client(path)
         self.manager = inventory_hosts(path, "manager")[0]

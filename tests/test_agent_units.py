@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from provision.engine_api import EngineAPI
-from provision.errors import InputError
+from provision.engine_api.adapter import EngineAPI
+from provision.base.errors import InputError
 from stacks.agent import decide as D
 from stacks.agent.loop import AGENT_HOST, Agent, AgentConfig
 from stacks.agent.status import read_status
@@ -444,8 +444,8 @@ def test_status_lines_show_commit_time_outcomes_and_drift():
 # --- the engine through its own socket ----------------------------------------------------------
 
 def test_the_local_socket_transport_is_the_same_adapter_with_errors_naming_the_engine(tmp_path):
-    from provision.engine_api import EngineAPI as Adapter, connect_local
-    from provision.errors import SwarmsmithError
+    from provision.engine_api.adapter import EngineAPI as Adapter, connect_local
+    from provision.base.errors import SwarmsmithError
     from tests.test_engine_api_pool_units import _Server
     import threading
     path = str(tmp_path / "docker.sock")
@@ -466,8 +466,8 @@ def test_the_local_socket_transport_is_the_same_adapter_with_errors_naming_the_e
 
 def test_converge_makes_secrets_config_and_service_once_and_puts_no_secret_in_the_spec():
     from inventory.clusterfile import AgentSettings
-    from provision.command import Secret
-    from provision.registry_auth import Credential
+    from provision.remote.command import Secret
+    from provision.engine_api.registry_auth import Credential
     from stacks.agent import service as S
     api = Swarm()
     engine = EngineAPI(api)
@@ -537,7 +537,7 @@ def test_up_with_an_agent_whose_password_cannot_be_read_stops_before_any_host(tm
 
 
 def test_old_agent_images_leave_the_cache_keeping_the_current_and_the_one_before(tmp_path):
-    from provision.agent_image import ARCHIVE_PREFIX, prune
+    from provision.images.agent import ARCHIVE_PREFIX, prune
     paths = []
     for i in range(4):
         p = tmp_path / f"{ARCHIVE_PREFIX}{i}.images.tar"

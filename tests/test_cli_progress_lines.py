@@ -7,7 +7,7 @@ import sys
 import threading
 
 import cli
-from provision.progress import HostProgress
+from provision.base.progress import HostProgress
 
 
 def test_lines_from_many_threads_stay_whole(capsys):

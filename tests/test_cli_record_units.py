@@ -2,7 +2,7 @@
 of several tasks in time order, and the push hint without a local engine."""
 from __future__ import annotations
 
-from provision.rotation import rotate_ca
+from provision.swarm.rotation import rotate_ca
 
 
 class RotatingSwarm:
@@ -119,7 +119,7 @@ def test_logs_tail_then_follow_goes_on_after_the_tail_without_repeating_it():
 def test_push_missing_without_a_local_engine_names_push_from(monkeypatch, tmp_path):
     import pytest
 
-    from provision import local_engine
+    from provision.images import local_engine
     from stacks.images.push_missing import LOCAL_ENGINE, push_missing
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
     with pytest.raises(local_engine.NoLocalEngineError) as e:

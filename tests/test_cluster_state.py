@@ -13,14 +13,14 @@ import pytest
 
 from inventory import clusterfile
 from inventory.hostkeys import (known_hosts_line, lookup, parse_key, parse_known_hosts)
-from provision.engine_api import EngineAPI
-from provision.cluster_record import (KEEP, RecordStore, config_name, from_inventory,
+from provision.engine_api.adapter import EngineAPI
+from provision.engine_api.cluster_record import (KEEP, RecordStore, config_name, from_inventory,
                                       merge_into_inventory)
-from provision.command import Command
-from provision.errors import EXIT_BAD_INPUT, InputError
-from provision.hosts import Host
-from provision.ssh import Result
-from provision.swarm import DestroyRefused, ForeignSwarmError, SwarmStep
+from provision.remote.command import Command
+from provision.base.errors import EXIT_BAD_INPUT, InputError
+from provision.base.hosts import Host
+from provision.remote.ssh import Result
+from provision.swarm.step import DestroyRefused, ForeignSwarmError, SwarmStep
 from stacks.operations.audit import append_audit_swarm, parse_since, read_audit_swarm
 from tests.test_watch_lock import FakeConfigs as _LockConfigs
 
@@ -280,7 +280,7 @@ def test_force_on_a_swarm_with_services_names_them_and_needs_destroy_services():
 # --- finding managers without local state -----------------------------------------------------
 
 def test_static_managers_come_from_the_cluster_file_pinned_first(tmp_path):
-    from provision.access import ClusterAccess
+    from provision.engine_api.access import ClusterAccess
     key = tmp_path / "id"
     key.write_text("x")
     (tmp_path / "c.yml").write_text(
@@ -296,8 +296,8 @@ def test_static_managers_come_from_the_cluster_file_pinned_first(tmp_path):
 
 
 def test_digitalocean_managers_are_found_by_tag(tmp_path, monkeypatch):
-    from provision.access import ClusterAccess
-    from provision.hosts import WantedHost
+    from provision.engine_api.access import ClusterAccess
+    from provision.base.hosts import WantedHost
     from tests.do_emulator import DOEmulator
     from tests.do_emulator.testing import FakeTime, settings, write_public_key
     from tests.test_do_provider import TOKEN
@@ -308,7 +308,7 @@ def test_digitalocean_managers_are_found_by_tag(tmp_path, monkeypatch):
     try:
         monkeypatch.setenv("DIGITALOCEAN_TOKEN", TOKEN)
         monkeypatch.setenv("DIGITALOCEAN_END_POINT", emu.url)
-        from provision.digitalocean import DigitalOceanProvider
+        from provision.hosts.digitalocean import DigitalOceanProvider
         made, _ = DigitalOceanProvider(
             "st0", settings(pub), {}, clock=ft.clock, sleep=ft.sleep, wall_clock=ft.clock,
             ssh_check=lambda address, port: True).ensure(
@@ -332,7 +332,8 @@ class KeySession(Node):
 
 
 def _run_with_record(tmp_path, monkeypatch, seen: str, accept=()):
-    from provision import bootstrap, dockerapi
+    from provision import bootstrap
+    from provision.engine_api import sessions as dockerapi
     from provision.bootstrap import Run, UpOptions
     from inventory.state import StateDir
     api = FakeConfigs()
@@ -349,7 +350,7 @@ def _run_with_record(tmp_path, monkeypatch, seen: str, accept=()):
 
 
 def test_up_refuses_a_first_seen_key_the_record_disagrees_with(tmp_path, monkeypatch):
-    from provision.errors import HostKeyMismatchError
+    from provision.base.errors import HostKeyMismatchError
     with pytest.raises(HostKeyMismatchError, match="the cluster's record in the swarm has"):
         _run_with_record(tmp_path, monkeypatch, KEY2)
     assert not (tmp_path / ".swarmsmith").exists()       # nothing pinned, nothing saved
@@ -366,7 +367,8 @@ def test_up_fills_a_fresh_inventory_from_the_record(tmp_path, monkeypatch):
 
 
 def test_a_pruned_host_is_not_brought_back_from_the_record(tmp_path, monkeypatch):
-    from provision import bootstrap, dockerapi
+    from provision import bootstrap
+    from provision.engine_api import sessions as dockerapi
     from provision.bootstrap import Run, UpOptions
     from inventory.state import StateDir
     api = FakeConfigs()
@@ -403,9 +405,9 @@ def test_merging_an_unchanged_record_leaves_an_empty_provider_state_in_place():
 def test_the_managers_node_id_is_read_once_on_connecting(tmp_path, monkeypatch):
     """Connecting reads the manager's /info to check it is a manager; the image check's
     question "which node is this engine?" is answered from that read, not a second /info."""
-    from provision import access as access_mod
-    from provision.docker_socket import GuardedAPI
-    from provision.engine_api import EngineAPI
+    from provision.engine_api import access as access_mod
+    from provision.engine_api.transport import GuardedAPI
+    from provision.engine_api.adapter import EngineAPI
 
     class Client:
         infos = 0
@@ -424,7 +426,7 @@ def test_the_managers_node_id_is_read_once_on_connecting(tmp_path, monkeypatch):
         def close(self):
             pass
     monkeypatch.setattr(access_mod, "Session", Session)
-    import provision.docker_socket as docker_socket
+    import provision.engine_api.transport as docker_socket
     monkeypatch.setattr(docker_socket, "api_client",
                         lambda session: GuardedAPI(Client(), session.host.name))
     acc = access_mod.ClusterAccess(_static(tmp_path), accept_new=True)
@@ -457,15 +459,15 @@ def _records(*versions: dict) -> FakeConfigs:
 def _fresh_access(tmp_path, monkeypatch, api, cluster=None):
     """A ClusterAccess from a folder without state whose manager answers with `api`'s
     configs (no SSH: the manager connection is the fake)."""
-    from provision import access as access_mod
+    from provision.engine_api import access as access_mod
     acc = access_mod.ClusterAccess(cluster or _static(tmp_path))
     monkeypatch.setattr(acc, "client", lambda: api)
     return acc
 
 
 def test_a_fresh_folder_refuses_a_record_that_moves_a_host(tmp_path, monkeypatch):
-    from provision.cluster_record import RecordDisagrees
-    from provision.errors import EXIT_UNREACHABLE
+    from provision.engine_api.cluster_record import RecordDisagrees
+    from provision.base.errors import EXIT_UNREACHABLE
     good = {**PLANTED, "hosts": {"m1": {**PLANTED["hosts"]["m1"], "public_address": "10.0.0.1",
                                         "host_key": KEY1}}}
     acc = _fresh_access(tmp_path, monkeypatch, _records(good, PLANTED))
@@ -480,7 +482,7 @@ def test_a_fresh_folder_refuses_a_record_that_moves_a_host(tmp_path, monkeypatch
 
 
 def test_a_fresh_folder_refuses_a_record_that_rekeys_a_pinned_host(tmp_path, monkeypatch):
-    from provision.cluster_record import RecordDisagrees
+    from provision.engine_api.cluster_record import RecordDisagrees
     rec = {**PLANTED, "hosts": {"m1": {**PLANTED["hosts"]["m1"], "public_address": "10.0.0.1"}}}
     cluster = _static(tmp_path, f', host_key: "{KEY1}"')
     acc = _fresh_access(tmp_path, monkeypatch, _records(rec), cluster)
@@ -504,8 +506,8 @@ def test_the_record_adds_only_node_ids_and_keys_nothing_else_knows(tmp_path, mon
     m1 = acc.hosts("manager")[0]
     for hint in (acc.session(m1).mismatch_hint, acc.mismatch_hint(m1)):
         assert "--accept-host-key" not in hint and "version 1" in hint
-    from provision.dockerapi import session_for
-    monkeypatch.setattr("provision.access._CACHE", {"x": acc})
+    from provision.engine_api.sessions import session_for
+    monkeypatch.setattr("provision.engine_api.access._CACHE", {"x": acc})
     assert "--accept-host-key" not in session_for(m1).mismatch_hint
     # a key the cluster file pins keeps the usual advice
     acc = _fresh_access(tmp_path, monkeypatch, _records(rec), _static(tmp_path, f', host_key: "{KEY1}"'))
@@ -513,9 +515,10 @@ def test_the_record_adds_only_node_ids_and_keys_nothing_else_knows(tmp_path, mon
 
 
 def test_up_refuses_a_record_that_moves_a_host_and_adds_none(tmp_path, monkeypatch):
-    from provision import bootstrap, dockerapi
+    from provision import bootstrap
+    from provision.engine_api import sessions as dockerapi
     from provision.bootstrap import Run, UpOptions
-    from provision.cluster_record import RecordDisagrees
+    from provision.engine_api.cluster_record import RecordDisagrees
     from inventory.state import StateDir
     api = _records(PLANTED)
     monkeypatch.setattr(dockerapi, "api_client", lambda session: api)
@@ -537,9 +540,10 @@ def test_up_refuses_a_record_that_moves_a_host_and_adds_none(tmp_path, monkeypat
 def test_up_refuses_a_record_that_rekeys_a_host_its_pins_vouch_for(tmp_path, monkeypatch):
     """The host shows the key this folder pinned; the record says another: the record is
     wrong. Accepting means keeping the key the host shows, which the record then gets."""
-    from provision import bootstrap, dockerapi
+    from provision import bootstrap
+    from provision.engine_api import sessions as dockerapi
     from provision.bootstrap import Run, UpOptions
-    from provision.cluster_record import RecordDisagrees
+    from provision.engine_api.cluster_record import RecordDisagrees
     from inventory.state import StateDir
     rec = {**PLANTED, "hosts": {"m1": {**PLANTED["hosts"]["m1"], "public_address": "10.0.0.1"}}}
     api = _records(rec)
@@ -563,7 +567,7 @@ def test_up_refuses_a_record_that_rekeys_a_host_its_pins_vouch_for(tmp_path, mon
 
 def test_a_fresh_folder_command_exits_3_on_a_planted_record(tmp_path, monkeypatch, capsys):
     import cli
-    from provision import access as access_mod
+    from provision.engine_api import access as access_mod
     path = _static(tmp_path)
     monkeypatch.setattr(access_mod, "_CACHE", {})
     acc = access_mod.access(path)

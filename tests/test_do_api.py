@@ -1,4 +1,4 @@
-"""provision.do_api against the emulator: retries, bounds, errors, throttling, library workarounds."""
+"""provision.hosts.do_api against the emulator: retries, bounds, errors, throttling, library workarounds."""
 from __future__ import annotations
 
 import logging
@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from provision.do_api import (DigitalOceanError, DigitalOceanNotFound, DOApi, RateLimitExhausted,
+from provision.hosts.do_api import (DigitalOceanError, DigitalOceanNotFound, DOApi, RateLimitExhausted,
                               error_text, normalize_end_point, token_from_env)
-from provision.errors import EXIT_BAD_INPUT, EXIT_FAILED, InputError
+from provision.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, InputError
 from tests.do_emulator import DOEmulator
 from tests.do_emulator.testing import FakeTime
 

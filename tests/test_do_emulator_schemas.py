@@ -375,8 +375,8 @@ def test_answer_tables_notice_a_missing_required_field():
 def test_every_answer_in_the_providers_scenarios_carries_the_required_fields(tmp_path):
     """up (with a lost create answer and droplets made twice), plan, an errored create, a
     re-run, status listing, down: the emulator with its defaults, every answer checked."""
-    from provision.digitalocean import DigitalOceanProvider
-    from provision.hosts import WantedHost
+    from provision.hosts.digitalocean import DigitalOceanProvider
+    from provision.base.hosts import WantedHost
     from tests.do_emulator.schemas import response_problems
     from tests.do_emulator.testing import settings
     ft = FakeTime()

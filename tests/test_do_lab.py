@@ -16,11 +16,11 @@ import time
 
 import pytest
 
-from provision.digitalocean import md5_fingerprint
-from provision.lab.lab import Lab, list_labs
+from provision.hosts.digitalocean import md5_fingerprint
+from provision.hosts.lab.lab import Lab, list_labs
 from tests.conftest import REPO
 from inventory import clusterfile
-from provision.errors import InputError
+from provision.base.errors import InputError
 from tests.do_emulator import DOEmulator
 from tests.do_emulator.testing import write_public_key
 from tests.do_lab import LabDroplets

@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
-from provision.digitalocean import (DigitalOceanProvider, cluster_tag, firewall_rules, role_tag,
+from provision.hosts.digitalocean import (DigitalOceanProvider, cluster_tag, firewall_rules, role_tag,
                                     tcp_ssh_check, validate_settings)
-from provision.do_api import DigitalOceanError, DOApi, RateLimitExhausted
-from provision.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE,
+from provision.hosts.do_api import DigitalOceanError, DOApi, RateLimitExhausted
+from provision.base.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIMED_OUT, EXIT_UNREACHABLE,
                               InputError, SwarmsmithError, TimeoutError_, UnreachableError)
-from provision.hosts import WantedHost
+from provision.base.hosts import WantedHost
 from tests.do_emulator import DOEmulator
 from tests.do_emulator.schemas import nulls, problems
 from tests.do_emulator.testing import FakeTime, settings, write_public_key
@@ -573,7 +573,7 @@ def test_request_bodies_match_the_schema_tables_and_carry_no_null(env, overrides
 
 def test_up_hands_the_provider_a_state_saver(tmp_path):
     from inventory import clusterfile
-    from provision import providers
+    from provision.hosts import providers
     write_public_key(tmp_path)
     path = tmp_path / "cluster.yml"
     path.write_text("name: dox\nprovider: digitalocean\nmanagers: 1\ndigitalocean: {region: fra1, "

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import cli
-from provision.digitalocean import validate_settings
+from provision.hosts.digitalocean import validate_settings
 from tests.conftest import run_cli
 from tests.do_emulator import DOEmulator
 from tests.do_emulator.testing import write_public_key

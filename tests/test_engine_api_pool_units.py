@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from provision import docker_socket
-from provision.docker_socket import _one_pool_adapter
+from provision.engine_api import transport as docker_socket
+from provision.engine_api.transport import _one_pool_adapter
 
 
 class _Engine(BaseHTTPRequestHandler):

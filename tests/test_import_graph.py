@@ -138,3 +138,38 @@ def test_library_modules_neither_parse_flags_nor_print():
                     and not any(k.arg == "file" for k in node.keywords):
                 bad.append(f"{rel}:{node.lineno}: print() to stdout")
     assert bad == []
+
+
+# provision/ by stage: each folder imports only the folders before it (and itself); the
+# orchestrations at the package's top (bootstrap, restore) may use every stage.
+STAGES = ["base", "remote", "hosts", "engine_api", "engine", "swarm", "images"]
+
+
+def stage(module: str) -> int:
+    """The rank of a provision module's stage; modules at provision/'s top rank above all."""
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[1] in STAGES:
+        return STAGES.index(parts[1])
+    return len(STAGES)
+
+
+def test_every_provision_module_sits_in_a_stage_or_on_top():
+    loose = [n for n in MODULES if n.startswith("provision.") and n.count(".") == 1
+             and n.split(".")[1] not in STAGES and n not in ("provision.bootstrap", "provision.restore")]
+    assert loose == []
+
+
+def test_provision_stages_import_one_way():
+    backwards = []
+    for name, path in MODULES.items():
+        if not name.startswith("provision."):
+            continue
+        for m, line in _imports(name, path):
+            if m.startswith("provision.") and stage(m) > stage(name):
+                backwards.append(f"{os.path.relpath(path, REPO)}:{line}: imports {m}")
+    assert backwards == []
+
+
+def test_the_stage_order_sees_a_backward_import():
+    assert stage("provision.remote.ssh") < stage("provision.swarm.step") < stage("provision.bootstrap")
+    assert stage("provision.hosts.lab.image") < stage("provision.images.debian")

@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from provision.errors import InputError
-from provision.registry_auth import Credentials, registry_of
-from provision.engine_api import EngineAPI, RegistryAccessError
+from provision.base.errors import InputError
+from provision.engine_api.registry_auth import Credentials, registry_of
+from provision.engine_api.adapter import EngineAPI, RegistryAccessError
 from tests.fake_engine import RequestRoutes
 
 PASSWORD = "s3cret-Pa55-never-print"

@@ -52,7 +52,7 @@ def lab(tmp_path_factory):
 class Lab:
     def __init__(self, path: str, dir_):
         self.path, self.dir = path, dir_
-        from provision.dockerapi import cluster_client, inventory_hosts
+        from provision.engine_api.sessions import cluster_client, inventory_hosts
         self.api = cluster_client(path)
         self.manager = inventory_hosts(path, "manager")[0]
 

@@ -10,11 +10,11 @@ import tarfile
 
 import pytest
 
-from provision import nodes as N
-from provision.backup import (build_manifest, pick_backup_node, read_archive, retarget_payload,
+from provision.swarm import nodes as N
+from provision.swarm.backup import (build_manifest, pick_backup_node, read_archive, retarget_payload,
                               write_archive)
-from provision.errors import EXIT_DEPLOY_FAILED, EXIT_TIMED_OUT, InputError
-from provision.quorum import Quorum, QuorumRefused, check_manager_removal, quorum_of
+from provision.base.errors import EXIT_DEPLOY_FAILED, EXIT_TIMED_OUT, InputError
+from provision.swarm.quorum import Quorum, QuorumRefused, check_manager_removal, quorum_of
 from stacks.operations import service_ops as S
 
 
@@ -310,7 +310,7 @@ def test_restore_address_rule():
 
 
 def test_recover_renders_every_kind_of_up_event():
-    from provision.progress import HostProgress, Waiting
+    from provision.base.progress import HostProgress, Waiting
     from provision.restore import _say_event
     lines = []
     for ev in (HostProgress("m1", "engine started"), Waiting("m2 to be reachable"), Waiting("")):
@@ -346,7 +346,7 @@ class RescheduleAPI:
 def test_recover_waits_for_the_services_to_be_back(monkeypatch, after, code, note):
     from types import SimpleNamespace
 
-    from provision import managers
+    from provision.swarm import managers
     from provision.restore import RecoverResult, _wait_services_back
     api = RescheduleAPI(after)
     closed = []
@@ -380,7 +380,7 @@ class ScaleAPI(FakeAPI):
 
 
 def _fake_manager(monkeypatch, api):
-    from provision import managers
+    from provision.swarm import managers
     conn = managers.ManagerConn(host=None, session=None, api=api)
     monkeypatch.setattr(conn, "close", lambda: None)
     monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
@@ -408,7 +408,7 @@ def test_scale_and_node_ls_through_the_command_line(monkeypatch, capsys, tmp_pat
 
 
 def test_a_node_update_out_of_sequence_is_read_again_and_redone():
-    from provision.errors import SwarmsmithError
+    from provision.base.errors import SwarmsmithError
 
     class Racing(FakeAPI):
         """The node updates its own record once between our read and our write."""
@@ -443,8 +443,8 @@ def test_recover_wait_out_of_range_exits_2_before_anything(tmp_path, capsys, val
 
 
 def test_recover_reports_services_it_could_not_check(monkeypatch):
-    from provision import managers
-    from provision.errors import SwarmsmithError
+    from provision.swarm import managers
+    from provision.base.errors import SwarmsmithError
     from provision.restore import RecoverResult, _wait_services_back
 
     def refuse(path):

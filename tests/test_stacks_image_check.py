@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from provision.errors import InputError
-from provision.engine_api import EngineAPI
+from provision.base.errors import InputError
+from provision.engine_api.adapter import EngineAPI
 from stacks.images.check import Node, matches, names_registry, parse_listing, present
 from tests.test_stacks_plan_apply import FakeAPI, deploy_result, plan_of, plan_result
 
@@ -83,7 +83,7 @@ def test_the_engine_api_listing_gives_the_same_entries_as_the_cli():
 def test_the_manager_deployed_to_is_asked_through_its_engine_not_over_ssh(monkeypatch):
     from types import SimpleNamespace
 
-    import provision.dockerapi as dockerapi
+    import provision.engine_api.sessions as dockerapi
     from stacks.images import check
     hosts = [SimpleNamespace(name=n, private_address="", public_address=f"10.0.0.{i}")
              for i, n in enumerate(("m1", "w1", "w2"), 1)]

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from provision.errors import EXIT_BAD_INPUT, InputError
+from provision.base.errors import EXIT_BAD_INPUT, InputError
 from stacks.compose.interpolate import InterpolationError, substitute
 from stacks.compose.loader import load
 

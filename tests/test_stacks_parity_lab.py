@@ -69,13 +69,13 @@ class Lab:
     """The cluster file, one SSH session to the manager and one docker SDK client."""
 
     def __init__(self, path: str):
-        from provision.dockerapi import cluster_client, manager_session
+        from provision.engine_api.sessions import cluster_client, manager_session
         self.path = path
         self.session = manager_session(path)
         self.api = cluster_client(path)
 
     def sh(self, script: str, check: bool = True, stdin: bytes | None = None):
-        from provision.command import Command
+        from provision.remote.command import Command
         r = self.session.run(Command.shell(script, stdin=stdin), check=False, timeout=300)
         if check and r.exit_status != 0:
             raise AssertionError(f"manager: {script}\n-> {r.exit_status}\n{r.stdout}\n{r.stderr}")

@@ -11,11 +11,11 @@ import textwrap
 
 import pytest
 
-from provision.errors import InputError, SwarmsmithError
+from provision.base.errors import InputError, SwarmsmithError
 from stacks.plan_apply.apply import apply, resolve_ids, rm_plan
 from stacks import api as stacks_api
 from tests.fake_engine import RequestRoutes
-from provision.engine_api import EngineAPI
+from provision.engine_api.adapter import EngineAPI
 from stacks.plan_apply.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Current, make_plan
 from stacks.plan_apply.plan_render import render_text
 
@@ -434,7 +434,7 @@ def test_rm_removes_what_carries_the_label(files):
 def test_resolve_ids_refuses_unknown_names():
     spec = {"Name": "st_web", "TaskTemplate": {"ContainerSpec": {
         "Secrets": [{"SecretID": "<id:st_x>", "SecretName": "st_x"}]}}}
-    from provision.errors import SwarmsmithError
+    from provision.base.errors import SwarmsmithError
     with pytest.raises(SwarmsmithError, match="secret st_x not found"):
         resolve_ids(spec, {})
     assert resolve_ids(spec, {("secret", "st_x"): "abc"})["TaskTemplate"]["ContainerSpec"][
@@ -672,7 +672,7 @@ def test_no_changes_watches_an_update_in_flight_to_its_end(files):
 def test_rotating_the_manager_token_keeps_secret_names_once_the_key_is_pinned(files):
     """Secret names are keyed from the manager token; `tokens rotate --manager` pins today's key
     first, so the deploy after a rotation renames no secret and restarts no service."""
-    from provision.rotation import rotate_tokens
+    from provision.swarm.rotation import rotate_tokens
     _, f = files
     api = FakeAPI()
     deploy(api, f)

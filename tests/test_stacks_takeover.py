@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from provision.errors import SwarmsmithError
+from provision.base.errors import SwarmsmithError
 from stacks.plan_apply.takeover import MISMATCH, _rename_refs
 from stacks.specs.convert import CONTENT_LABEL, placeholder
 from tests.test_stacks_plan_apply import FakeAPI, STACK, deploy, files, plan_of  # noqa: F401

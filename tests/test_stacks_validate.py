@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from provision.errors import EXIT_BAD_INPUT, InputError
+from provision.base.errors import EXIT_BAD_INPUT, InputError
 from stacks.compose.loader import load
 from stacks.compose.validate import validate, validate_stack_name
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from provision.errors import EXIT_LOCKED, LockedError
+from provision.base.errors import EXIT_LOCKED, LockedError
 from stacks.operations.audit import append_audit, append_audit_swarm, audit_record, read_audit, scrub
 from stacks.operations.lock import (L_ACQUIRED, L_BOOT, L_HOST, L_OWNER, L_PID, Holder, SwarmLock,
                                     lock_name)
@@ -235,7 +235,7 @@ def test_unlock_shows_the_holder_and_refuses_a_live_local_one_without_force():
 
 
 def test_api_unlock_typed_result():
-    from provision.engine_api import EngineAPI
+    from provision.engine_api.adapter import EngineAPI
     from stacks import api as lib
     from stacks.operations.lock import unlock_stack
     configs, clock = FakeConfigs(), FakeClock(1_700_000_000)
@@ -280,7 +280,7 @@ def test_an_unreadable_lock_is_refused_with_the_way_out_and_unlock_removes_it(la
         assert info.unreadable and shown in info.describe(clock.t) and api.items == {}
         _held_with(api, labels)
     from stacks.operations.lock import unlock_stack
-    from provision.engine_api import EngineAPI
+    from provision.engine_api.adapter import EngineAPI
     res = unlock_stack("web", engine=EngineAPI(api), me=HERE, clock=clock)
     out = json.dumps(res.to_json())
     assert '"unreadable"' in out and api.items == {}
@@ -288,7 +288,7 @@ def test_an_unreadable_lock_is_refused_with_the_way_out_and_unlock_removes_it(la
 
 def test_unlock_command_shows_an_unreadable_lock(monkeypatch, capsys):
     import cli
-    from provision import engine_api
+    from provision.engine_api import adapter as engine_api
     api = FakeConfigs()
     _held_with(api, {L_ACQUIRED: "nan"})
     monkeypatch.setattr(engine_api, "connect",

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from provision.errors import InputError
+from provision.base.errors import InputError
 from stacks.watch.outcomes import Outcome
 from stacks.operations.rollback import plan_rollback, rollback_services
 from stacks.watch.watcher import WatchPolicy
-from provision.engine_api import EngineAPI
+from provision.engine_api.adapter import EngineAPI
 from tests.fake_engine import RequestRoutes
 from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
 

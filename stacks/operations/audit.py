@@ -15,7 +15,7 @@ import os
 import stat
 from datetime import datetime, timezone
 
-from provision.engine_api import as_engine
+from provision.engine_api.adapter import as_engine
 
 SECRET_HINTS = ("password", "passwd", "secret", "token", "auth", "credential", "apikey",
                 "api_key", "private_key")

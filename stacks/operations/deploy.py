@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from provision.engine_api import EngineAPI, connect
-from provision.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, SwarmsmithError
+from provision.engine_api.adapter import EngineAPI, connect
+from provision.base.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, SwarmsmithError
 from stacks.compose.loader import Compose
 from stacks.events import (ImagePush, Notice, OperationWarning, PlanReady, ProgressCallback,
                            StepDone, TransferProgress, UnsettledService, WatchFinished,
@@ -158,7 +158,7 @@ def make_stack_plan(loaded: LoadedStack, engine: EngineAPI, options: StackOption
     from stacks.specs.convert import convert
     from stacks.specs.update_defaults import apply_update_defaults
 
-    from provision.engine_api import schedulable
+    from provision.engine_api.adapter import schedulable
     nodes = engine.nodes()         # once: the deadlock check counts them, the image check asks them
     node_count = schedulable(nodes)
     desired = convert(loaded.compose, loaded.name, versioned_objects=loaded.versioned_names,
@@ -252,7 +252,7 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
 
 
 def _cluster_path_if_any(cluster_file: str | None) -> str | None:
-    from provision.clusters import find_cluster_file
+    from provision.base.clusters import find_cluster_file
     try:
         return find_cluster_file(cluster_file)
     except SwarmsmithError:
@@ -301,7 +301,7 @@ def audit_run(cluster_file: str | None, command: str, stack: str, report, extra:
     "start" before applying and one with phase "end" after, each with exit_code and seconds
     (null and 0 at the start), so an interrupted run is visible too. Kept in the swarm (the
     history every machine shares) and in the local audit.jsonl when the state folder exists."""
-    from provision.clusters import state_path_if_any
+    from provision.base.clusters import state_path_if_any
     from stacks.operations.audit import audit_record, keep_record, live_images
 
     def warn(message: str) -> None:

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from provision.errors import LockedError, SwarmsmithError
-from provision.engine_api import as_engine, is_conflict, is_not_found
+from provision.base.errors import LockedError, SwarmsmithError
+from provision.engine_api.adapter import as_engine, is_conflict, is_not_found
 
 PREFIX = "swarmsmith-lock-"
 L_STACK = "com.swarmsmith.lock.stack"
@@ -171,7 +171,7 @@ class LockInfo:
 
 
 class SwarmLock:
-    """with SwarmLock(engine, "web", ttl=1800, wait=120): ...   (engine: provision.engine_api's
+    """with SwarmLock(engine, "web", ttl=1800, wait=120): ...   (engine: provision.engine_api.adapter's
     EngineAPI, or a client it wraps)
 
     wait: seconds to wait for a held lock before LockedError (exit 4); 0 = fail at once.
@@ -340,7 +340,7 @@ def unlock_stack(stack: str, options: UnlockOptions | None = None, *, engine=Non
     LockedError, exit 4)."""
     options = options or UnlockOptions()
     if engine is None:
-        from provision.engine_api import connect
+        from provision.engine_api.adapter import connect
         engine = connect(options.cluster_file, options.accept_new_host_keys)
     lock = SwarmLock(engine, stack, me=me, alive=alive, clock=clock)
     info = lock.unlock(force=options.force)

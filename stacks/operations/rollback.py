@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from provision.errors import EXIT_OK, InputError
+from provision.base.errors import EXIT_OK, InputError
 from stacks.events import ProgressCallback, WatchFinished, WatchProgress, WatchStarted, emit
 from stacks.watch.outcomes import WatchReport
 from stacks.watch.watcher import _short, stack_services, watch_services
@@ -116,7 +116,7 @@ def rollback_stack(stack: str, options: RollbackOptions | None = None, *, engine
     audit line."""
     import time
 
-    from provision.engine_api import connect
+    from provision.engine_api.adapter import connect
     from stacks.compose.validate import validate_stack_name
     from stacks.events import Notice
     from stacks.operations.deploy import audit_run

@@ -7,7 +7,7 @@ whatever the number of services or tasks:
     tasks({"service": [ids of services not finished yet]})
     nodes()            only while a global service or job is being watched
 
-through provision/engine_api.py's EngineAPI (`api` is one, or a client it wraps).  Clock and sleep
+through provision/engine_api/adapter.py's EngineAPI (`api` is one, or a client it wraps).  Clock and sleep
 are injectable; polls back off from `poll_min` to `poll_max` while nothing
 changes and never sleep past the deadline.  Decisions per service live in
 stacks/watch/evaluate.py, outcomes and exit codes in stacks/watch/outcomes.py.
@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Callable, Iterable, Mapping
 
-from provision.engine_api import as_engine
-from provision.errors import SwarmsmithError
+from provision.engine_api.adapter import as_engine
+from provision.base.errors import SwarmsmithError
 from stacks.watch import task_reasons as tr
 from stacks.watch.outcomes import Outcome, ServiceReport, WatchReport, elapsed
 from stacks.watch.evaluate import IN_PROGRESS, Track, WatchPolicy, evaluate, service_mode
