@@ -23,7 +23,8 @@ EXIT_CODES_HELP = """exit codes:
      no pinned key (--accept-new-host-keys trusts unpinned keys on first use); the
      swarm's cluster record disagrees with the cluster file on a host's address or key
   4  another run holds the lock (swarmsmith unlock STACK removes a dead run's, or
-     one whose labels cannot be read)
+     one whose labels cannot be read), or the cluster's managers lock (backup,
+     restore, recover, engine upgrade, node demote/rm)
   5  status: degraded (a node down, quorum lost, a service short of replicas);
      refused because quorum, the last manager or a service's room would be lost
      (engine upgrade, node demote/rm/promote, backup); nothing changed
@@ -336,7 +337,7 @@ def _status_lines(st: dict) -> list[str]:
 
 def cmd_engine_upgrade(args) -> int:
     from provision.base.clusters import find_cluster_file
-    from provision.engine.upgrade import UpgradeOptions, upgrade
+    from provision.upgrade import UpgradeOptions, upgrade
     from provision.base.progress import HostProgress
     if args.batch is not None and args.batch < 1:
         raise _flag_error("--batch", "must be at least 1")
@@ -1033,6 +1034,14 @@ def _manager(args):
     return manager_session(_found_cluster(args))
 
 
+def _managers_lock(args, operation: str, m):
+    """The cluster's managers lock (held while a manager is demoted or removed), taken through
+    the manager `m` already connected."""
+    from provision.swarm.managers import managers_lock
+    return lambda: managers_lock(_found_cluster(args), operation, api=m.api,
+                                 notify=_timed_lines(args))
+
+
 def _timed_lines(args):
     """Progress lines on stderr stamped with the seconds since the start; none with --json."""
     if getattr(args, "json", False):
@@ -1119,7 +1128,8 @@ def cmd_node_promote(args) -> int:
 def cmd_node_demote(args) -> int:
     from provision.swarm.nodes import demote_node
     with _manager(args) as m:
-        res = demote_node(m.api, args.node, m.names)
+        res = demote_node(m.api, args.node, m.names,
+                          lock=_managers_lock(args, "node demote", m))
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a worker"))
     return res.exit_code
 
@@ -1149,7 +1159,8 @@ def cmd_node_rm(args) -> int:
                                                           drain=DrainOptions(timeout=args.timeout)),
                           names=m.names,
                           leave=leave_over_ssh(_found_cluster(args)),
-                          on_progress=_timed_lines(args))
+                          on_progress=_timed_lines(args),
+                          lock=_managers_lock(args, "node rm", m))
     lines = _change_lines(res, f"node {res.node}: nothing to do")
     lines.append(f"  note: if the cluster file still lists {res.node}, the next `swarmsmith up` "
                  "joins it again")
@@ -1371,8 +1382,9 @@ def add_day_two_commands(sub) -> None:
                        "engine stopped only for the copy) into a 0600 archive with a manifest")
     _cluster_json_args(p)
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="archive path, or an existing folder to put it in (default "
-                        "./<cluster>-swarm-<time>.tar)")
+                   help="new archive path in an existing folder, or an existing folder to "
+                        "put it in (default ./<cluster>-swarm-<time>.tar); an existing file is "
+                        "never replaced")
     p.add_argument("--node", metavar="HOST", default=None,
                    help="the manager to copy (default: a non-leader one); a restore can grow "
                         "back to several managers only on a host with this manager's address")
@@ -1384,8 +1396,9 @@ def add_day_two_commands(sub) -> None:
     p.add_argument("file", metavar="FILE", help="archive written by `swarmsmith backup`")
     p.add_argument("--to", required=True, metavar="HOST", help="a host of the cluster's inventory")
     p.add_argument("--force", action="store_true",
-                   help="restore even when HOST is in a swarm with other ready nodes, or has "
-                        "another address than the backed-up manager (it then stays one manager)")
+                   help="restore a backup of another cluster, or onto a host with another "
+                        "address than the backed-up manager (it then stays one manager); a "
+                        "node of a live swarm is refused even so (it leaves first)")
     p.add_argument("--key-file", metavar="FILE", default=None,
                    help="unlock key of the backup's swarm when it was autolocked")
     p.set_defaults(func=cmd_restore)

@@ -2,5 +2,6 @@
 
     base -> remote -> hosts -> engine_api -> engine -> swarm -> images
 
-and the orchestrations on top (bootstrap: `up`/`down`; restore) may use them all.
+and the orchestrations on top (bootstrap: `up`/`down`; restore; upgrade: `engine upgrade`) may
+use them all.
 tests/test_import_graph.py keeps the order."""

@@ -6,13 +6,15 @@ from it, and `swarmsmith up` (which `recover` runs itself) joins the cluster fil
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .remote import facts as F
-from .swarm.backup import (engine_facts, put_swarm_dir, read_archive, retarget_payload, start_engine,
-                     stop_engine)
+from .swarm.backup import (INTERRUPTED_RESTORE, drop_previous_swarm_dir, engine_facts,
+                           put_back_swarm_dir, put_swarm_dir, read_archive, retarget_payload,
+                           start_engine, stop_engine)
 from .remote.command import Command
 from .base.errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
 from .swarm.managers import host_swarm_facts
@@ -44,15 +46,27 @@ def _inventory(cluster_path: str):
 
 
 def _host_of(cluster_path: str, name: str):
-    from .engine_api.sessions import inventory_hosts
+    """A host of the local state, else one the provider knows (a new machine that replaces a
+    lost one: no local state, and no swarm holds the cluster's record any more)."""
+    from .engine_api.access import access
     from .swarm.node_names import for_cluster
-    hosts = {h.name: h for h in inventory_hosts(cluster_path)}
+    hosts = _known_hosts(access(cluster_path))
     name = for_cluster(cluster_path).host_name(name, hosts) or name     # or hostname, node ID
     if name not in hosts:
         raise InputError(f"--to {name}: not a host of this cluster's inventory (hosts: "
                          f"{', '.join(sorted(hosts))}); `swarmsmith up` creates the cluster "
                          "file's hosts first")
     return hosts[name]
+
+
+def _known_hosts(acc) -> dict:
+    """name -> Host: the local state's, and the provider's it does not have."""
+    hosts = {h.name: h for h in acc._cached_hosts(None)}
+    try:
+        hosts.update((h.name, h) for h in acc.provider_hosts(None) if h.name not in hosts)
+    except SwarmsmithError:
+        pass
+    return hosts
 
 
 def _advertise(cluster_path: str, host) -> str:
@@ -103,12 +117,20 @@ def _drop_old_managers(api, self_id: str, changes: list[str]) -> list[str]:
 
 
 def _record(cluster_path: str, host_name: str, swarm_id: str, node_id: str, addr: str,
-            removed_hosts: list[str]) -> None:
+            removed_hosts: list[str], host=None, host_key: str = "") -> None:
+    """The restored manager in the local state; a host the state did not know yet (a new
+    machine) with what the next commands need to reach it."""
     _, state = _inventory(cluster_path)
     with state.lock(wait=30):
         inv = state.load()
         inv["cluster_id"] = swarm_id
         rec = inv.setdefault("hosts", {}).setdefault(host_name, {})
+        if host is not None and not rec.get("public_address"):
+            rec.update(role="manager", public_address=host.public_address,
+                       private_address=host.private_address, user=host.user, port=host.port,
+                       key=host.key_path or None)
+            if host_key:
+                rec["host_key"] = host_key
         rec.update(node_id=node_id, advertise_address=addr)
         for other in removed_hosts:
             if other != host_name and other in inv["hosts"]:
@@ -118,57 +140,48 @@ def _record(cluster_path: str, host_name: str, swarm_id: str, node_id: str, addr
 
 def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
             unlock_key: str | None = None, on_progress: Progress | None = None) -> RestoreResult:
+    """The backup's swarm state onto host `to` as the only manager of the restored swarm. The
+    archive is checked whole before any host is touched; a host that is a node of a live swarm
+    is refused (exit 2: it leaves that swarm first); an engine never started is set up as `up`
+    would. The host's own swarm state is kept until the restored one runs as a manager, and
+    put back when anything fails before that."""
     from .engine_api.sessions import session_for
     say = on_progress or (lambda msg: None)
     manifest, payload = read_archive(archive)          # exit 2 before any connection
+    cf, state = _inventory(cluster_path)
+    check_backup_cluster(manifest, cf.name, state.load().get("cluster_id", ""), archive, force)
     host = _host_of(cluster_path, to)
     to = host.name          # the cluster file's name, however --to named it
     addr = _advertise(cluster_path, host)
     res = RestoreResult(to)
     check_restore_address(manifest, to, addr, _other_addresses(cluster_path, to), force,
                           res.notes)
-    s = session_for(host)
+    refuse_live_peers(cluster_path, to, manifest)
+    s = session_for(host, cluster_path)
     try:
         facts = engine_facts(s)
         if not facts.get("server"):
-            start_engine(s, facts)
+            facts = _engine_up(cluster_path, host, s, facts, res, say)
         sw = host_swarm_facts(s)
-        if sw.get("state") == "active" and not force:
-            others = _other_ready_nodes(s, sw)
-            if others:
-                raise SwarmsmithError(
-                    f"{to} is in a swarm with {len(others)} other ready node(s) "
-                    f"({', '.join(others[:5])}); restoring replaces that swarm. Pass --force to "
-                    "do it anyway", host=to)
-        say(f"{to}: stopping the engine")
-        stop_engine(s, facts)
-        try:
-            put_swarm_dir(s, retarget_payload(payload, addr))
-            res.changes.append(f"{to}: swarm state of {manifest['node']} "
-                               f"({manifest['taken_at']}) put in place")
-        finally:
-            say(f"{to}: starting the engine")
-            start_engine(s, facts)
-        sw = host_swarm_facts(s)
-        if sw.get("state") == "locked":
-            if not unlock_key:
-                raise SwarmsmithError("the restored swarm is autolocked: pass the unlock key of "
-                                      "the time of the backup (--key-file or "
-                                      "$SWARMSMITH_UNLOCK_KEY) and run restore again", host=to)
-            s.run(Command.of("docker", "swarm", "unlock", stdin=(unlock_key + "\n").encode(),
-                             description="unlock the restored swarm"))
-        say(f"{to}: swarm init --force-new-cluster (advertise {addr})")
-        _force_new_cluster(s, addr)
-        res.changes.append(f"{to}: swarm re-formed with this node as its only manager "
-                           f"(advertise {addr})")
+        refuse_live_swarm(s, sw, to, manifest)
+        earlier = s.run(INTERRUPTED_RESTORE).stdout.strip()
+        if earlier:
+            res.notes.append(f"{to}: a restore started there at {earlier} was interrupted; the "
+                             "swarm state of before it was kept and is the one put back if "
+                             "this one fails")
+        with contextlib.ExitStack() as held:
+            _lock_if_any(held, cluster_path, say)
+            _restore_on(s, facts, manifest, payload, to, addr, unlock_key, res, say)
         api = _local_api(s, to)
         me = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout)
         removed = _drop_old_managers(api, me["node_id"], res.changes)
+        res.changes += _drop_backup_time_lock(api)
         res.swarm_id = me["cluster_id"]
         res.services = sorted(x["Spec"]["Name"] for x in api.services())
         res.secrets = sorted(x["Spec"]["Name"] for x in api.secrets())
         res.configs = sorted(x["Spec"]["Name"] for x in api.configs())
-        _record(cluster_path, to, me["cluster_id"], me["node_id"], addr, removed)
+        _record(cluster_path, to, me["cluster_id"], me["node_id"], addr, removed, host,
+                s.seen_key)
         if _replace_cluster_record(cluster_path, api):
             res.changes.append("cluster record in the swarm replaced: the backup's described "
                                "the hosts of before")
@@ -180,6 +193,168 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
         return res
     finally:
         s.close()
+
+
+def _restore_on(s, facts: dict, manifest: dict, payload: bytes, to: str, addr: str,
+                unlock_key: str | None, res: RestoreResult, say: Progress) -> None:
+    """Stop, put the state in place (the host's own kept), start, unlock, re-form; on any
+    failure the host's own state is put back and its engine started again."""
+    say(f"{to}: stopping the engine")
+    stop_engine(s, facts)
+    try:
+        put_swarm_dir(s, retarget_payload(payload, addr))
+        say(f"{to}: starting the engine on the restored state")
+        start_engine(s, facts)
+        sw = host_swarm_facts(s)
+        if sw.get("state") == "locked":
+            if not unlock_key:
+                raise SwarmsmithError("the restored swarm is autolocked: pass the unlock key of "
+                                      "the time of the backup (--key-file or "
+                                      "$SWARMSMITH_UNLOCK_KEY) and run restore again", host=to)
+            s.run(Command.of("docker", "swarm", "unlock", stdin=(unlock_key + "\n").encode(),
+                             description="unlock the restored swarm"))
+        say(f"{to}: swarm init --force-new-cluster (advertise {addr})")
+        _force_new_cluster(s, addr)
+        _local_api(s, to)
+    except BaseException as e:
+        _put_back(s, facts, to, say)
+        if isinstance(e, SwarmsmithError):
+            e.message = (f"{e.message}; the host's swarm state of before the restore was put "
+                         "back and its engine started again")
+            e.args = (e.message,)
+        raise
+    drop_previous_swarm_dir(s)
+    res.changes.append(f"{to}: swarm state of {manifest['node']} ({manifest['taken_at']}) put "
+                       "in place")
+    res.changes.append(f"{to}: swarm re-formed with this node as its only manager "
+                       f"(advertise {addr})")
+
+
+def _put_back(s, facts: dict, to: str, say: Progress) -> None:
+    say(f"{to}: the restore failed: putting the swarm state of before back")
+    s.run(Command.shell(engine_stop_if_running(facts), description="stop the engine if it runs"),
+          check=False, timeout=150)
+    put_back_swarm_dir(s)
+    start_engine(s, facts)
+
+
+def engine_stop_if_running(facts: dict) -> str:
+    from .engine.install import stop_command
+    return (f"if [ -S {F.SOCKET} ] || [ -e /var/run/docker.pid ]; then "
+            f"{stop_command(facts).wire()}; fi")
+
+
+def check_backup_cluster(manifest: dict, cluster: str, cluster_id: str, archive: str,
+                         force: bool) -> None:
+    """A backup of another cluster (another name, or another swarm than the one the local
+    state knows) is refused without force, saying whose it is."""
+    theirs = manifest.get("cluster", "?")
+    sid = manifest.get("swarm_id", "")
+    other = theirs != cluster or (cluster_id and sid and sid != cluster_id)
+    if other and not force:
+        now = (f"; cluster {cluster} runs swarm {cluster_id[:12]} now (formed anew since the "
+               "backup?)" if theirs == cluster else
+               f"; this is cluster {cluster}" + (f" (swarm {cluster_id[:12]})" if cluster_id
+                                                  else ""))
+        raise InputError(f"a backup of cluster {theirs} (swarm {sid[:12] or '?'}, taken "
+                         f"{manifest.get('taken_at', '?')} on {manifest.get('node', '?')}){now}"
+                         ": pass --force to restore it here anyway", file=archive)
+
+
+def refuse_live_swarm(session, sw: dict, to: str, manifest: dict | None = None) -> None:
+    """A node of a live swarm is not restored onto (exit 2): swarm would hold two memberships
+    of it, and an engine given both crash-loops. The way out is that it leaves first; when that
+    swarm is the one the backup is of, every node of it (live_peers)."""
+    st = sw.get("state")
+    leave = (f"make it leave that swarm first (`docker swarm leave --force` on {to}, or "
+             f"`swarmsmith node rm {to}` from a cluster that keeps the swarm), then restore again")
+    if st == "locked":
+        raise InputError(f"--to {to}: it is a manager of an autolocked swarm; unlock it "
+                         f"(`swarmsmith unlock-swarm`) to see whether that swarm is live, or {leave}")
+    if st != "active":
+        return
+    others = _other_ready_nodes(session, sw)
+    if not others:
+        return
+    if manifest and sw.get("cluster_id") and sw.get("cluster_id") == manifest.get("swarm_id"):
+        raise InputError(
+            f"--to {to}: it is a node of the live swarm this backup is of, with {len(others)} "
+            f"other ready node(s) ({', '.join(others[:5])}); restoring replaces that swarm, and "
+            "its managers would meet the restored one (whose engine then crash-loops). To "
+            f"replace it, make every node of it leave first (`docker swarm leave --force` on "
+            f"{to} and on {', '.join(others[:5])}), then restore again")
+    raise InputError(f"--to {to}: it is a node of a live swarm with {len(others)} other ready "
+                     f"node(s) ({', '.join(others[:5])}); restoring onto it would break "
+                     f"that swarm: {leave}")
+
+
+def refuse_live_peers(cluster_path: str, to: str, manifest: dict) -> None:
+    """Managers still running the swarm the backup is of would meet the restored manager (it
+    starts with their membership and an older raft log) and its engine would crash-loop: they
+    leave first (exit 2 naming them). Hosts that do not answer are taken as gone."""
+    from .engine_api.access import access
+    acc = access(cluster_path)
+    hosts = _known_hosts(acc)
+    live = []
+    for name, h in sorted(hosts.items()):      # `to` too: it then leaves as well
+        s = acc.session(h)
+        try:
+            f = host_swarm_facts(s)
+        except (UnreachableError, SwarmsmithError):
+            continue
+        finally:
+            s.close()
+        if f.get("state") == "active" and f.get("is_manager") and \
+                f.get("cluster_id") == manifest.get("swarm_id"):
+            live.append(name)
+    if [n for n in live if n != to]:      # the target alone: the swarm this restore replaces
+        raise InputError(
+            f"--to {to}: the swarm this backup is of still runs on {', '.join(live)}: its "
+            "managers would meet the restored one (which starts with their membership and an "
+            "older raft log; its engine then crash-loops). A restore replaces that swarm: make "
+            f"them leave it first (`docker swarm leave --force` on {', '.join(live)}), then "
+            "restore again")
+
+
+def _engine_up(cluster_path: str, host, session, facts: dict, res: RestoreResult,
+               say: Progress) -> dict:
+    """An engine never started (a new machine): installed when missing and started with the
+    cluster file's `engine:` settings, by `up`'s own engine step."""
+    from .bootstrap import Run, UpOptions, _engine
+    cf, state = _inventory(cluster_path)
+    say(f"{host.name}: setting up the engine as `up` does")
+    run = Run(cluster=cf, state=state, inventory=state.load(), opts=UpOptions(),
+              progress=lambda h, msg: say(f"{h}: {msg}"), sessions={host.name: session},
+              facts={host.name: facts})
+    facts = _engine(run, host)
+    res.changes += run.changes
+    return facts
+
+
+def _lock_if_any(stack: contextlib.ExitStack, cluster_path: str, say: Progress) -> None:
+    """The cluster's managers lock, in the swarm this restore replaces when one of its
+    managers still answers (a backup there waits), held until `stack` closes; none answers:
+    there is none to take. Held by another run: LockedError (exit 4)."""
+    from .base.errors import LockedError
+    from .swarm.managers import managers_lock
+    try:
+        stack.enter_context(managers_lock(cluster_path, "restore", notify=say))
+    except LockedError:
+        raise
+    except SwarmsmithError:
+        say("no manager of the cluster answers: no cluster lock to take")
+
+
+def _drop_backup_time_lock(api) -> list[str]:
+    """The backup was taken under the cluster's managers lock, so the restored swarm holds that
+    lock of the time of the backup: nobody holds it now."""
+    from .swarm.lock import MANAGERS_LOCK
+    out = []
+    for c in api.configs({"name": [MANAGERS_LOCK]}):
+        if c["Spec"]["Name"] == MANAGERS_LOCK:
+            api.remove_config(c["ID"], MANAGERS_LOCK)
+            out.append("the managers lock of the time of the backup removed")
+    return out
 
 
 def check_restore_address(manifest: dict, to: str, addr: str, others: dict[str, str],
@@ -285,6 +460,23 @@ class RecoverResult:
 
 
 SERVICES_BACK_TIMEOUT = 120.0
+QUORUM_SETTLE = 15.0        # seconds of looking for a quorum before re-forming (an election)
+
+
+def _quorum_now(cluster_path: str):
+    """The swarm's quorum as a manager that answers sees it; None when none answers."""
+    from .swarm.managers import NoManagerError, connect_manager
+    from .swarm.quorum import quorum_of
+    try:
+        conn = connect_manager(cluster_path)
+    except NoManagerError:
+        return None
+    try:
+        return quorum_of(conn.api.nodes())
+    except SwarmsmithError:
+        return None
+    finally:
+        conn.close()
 
 
 def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = True,
@@ -298,20 +490,15 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
     `services_timeout` seconds (0: not at all) for the services to run their replicas again
     (the lost managers' tasks are rescheduled only now). Still short then: exit 5."""
     from .engine_api.sessions import inventory_hosts, session_for
-    from .swarm.managers import NoManagerError, connect_manager
     say = on_progress or (lambda msg: None)
     res = RecoverResult()
-    try:
-        conn = connect_manager(cluster_path)
-    except NoManagerError:
-        conn = None
-    if conn is not None:
-        try:
-            from .swarm.quorum import quorum_of
-            q = quorum_of(conn.api.nodes())
-        finally:
-            conn.close()
-        if q.ok:
+    # before re-forming, quorum is looked for a while longer: a swarm electing a leader (a
+    # manager just restarted) answers no swarm call for a few seconds, and re-forming a swarm
+    # that has its quorum would throw away its other managers for nothing
+    end = clock() + (QUORUM_SETTLE if force_new_cluster else 0)
+    while True:
+        q = _quorum_now(cluster_path)
+        if q is not None and q.ok:
             # a leader that just lost its majority still answers until it steps down: only a
             # majority of reachable managers means there is nothing to recover
             res.quorum = q.to_dict()
@@ -319,6 +506,9 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
                              + ("; `swarmsmith up` restarts stopped managers' engines"
                                 if q.degraded else ""))
             return res
+        if clock() >= end:
+            break
+        sleep(1.0)
 
     hosts = inventory_hosts(cluster_path, "manager")
     seen: dict[str, dict] = {}
@@ -358,6 +548,9 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
         res.changes.append(f"{survivor.name}: swarm re-formed with it as the only manager")
         api = _local_api(s, survivor.name)
         me = F.parse_swarm_facts(s.run(F.SWARM_FACTS).stdout)
+        # a lock of the lost swarm's: its run worked on a membership that is gone
+        res.changes += [c.replace("of the time of the backup", "of the lost swarm")
+                        for c in _drop_backup_time_lock(api)]
         for other in hosts:
             if other.name == survivor.name or other.name not in sessions:
                 continue
@@ -370,9 +563,11 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
             s.close()
     if grow:
         from .bootstrap import UpOptions, up
-        say("swarmsmith up: joining the other managers again")
-        out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
-                 (lambda event: _say_event(say, event)))
+        from .swarm.managers import managers_lock
+        with managers_lock(cluster_path, "recover", notify=say):
+            say("swarmsmith up: joining the other managers again")
+            out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
+                     (lambda event: _say_event(say, event)))
         res.changes += out.changes
     if services_timeout > 0:
         _wait_services_back(cluster_path, res, say, services_timeout, clock, sleep)

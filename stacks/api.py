@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from stacks.compose.config_view import ConfigOptions, ConfigResult
     from stacks.operations.deploy import (DeployOptions, DeployResult, LoadedStack, PlanResult,
                                           RmOptions, RmResult, StackOptions)
-    from stacks.operations.lock import UnlockOptions, UnlockResult
+    from provision.swarm.lock import UnlockOptions, UnlockResult
     from stacks.operations.redeploy import RedeployOptions
     from stacks.operations.rollback import RollbackOptions, RollbackResult
 
@@ -47,7 +47,7 @@ _LAZY = {"UpOptions": "provision.bootstrap", "UpResult": "provision.bootstrap",
              "DeployOptions", "DeployResult", "LoadedStack", "PlanResult", "RmOptions",
              "RmResult", "StackOptions")},
          "RedeployOptions": "stacks.operations.redeploy",
-         "UnlockOptions": "stacks.operations.lock", "UnlockResult": "stacks.operations.lock",
+         "UnlockOptions": "provision.swarm.lock", "UnlockResult": "provision.swarm.lock",
          "RollbackOptions": "stacks.operations.rollback",
          "RollbackResult": "stacks.operations.rollback"}
 
@@ -253,5 +253,5 @@ def rm(stack: str, options: RmOptions | None = None, *, engine=None,
 def unlock(stack: str, options: UnlockOptions | None = None, *, engine=None) -> UnlockResult:
     """Show who holds the stack's lock and remove it (after a run that was killed); a process
     still running on this host holds it on only without options.force (LockedError, exit 4)."""
-    from stacks.operations.lock import unlock_stack
+    from provision.swarm.lock import unlock_stack
     return unlock_stack(stack, options, engine=engine)

@@ -17,7 +17,7 @@ from stacks.agent import decide as D
 from stacks.agent.loop import AGENT_HOST, Agent, AgentConfig
 from stacks.agent.status import read_status
 from stacks.operations.audit import read_audit_swarm
-from stacks.operations.lock import Holder
+from provision.swarm.lock import Holder
 from tests.test_stacks_plan_apply import SwarmWithTasks
 from tests.test_watch_lock import ApiError
 
@@ -260,7 +260,7 @@ def test_a_bad_cluster_file_refuses_the_commit(world):
 
 
 def test_a_held_lock_makes_the_commit_wait_for_the_next_poll(world):
-    from stacks.operations.lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     api, repo, clock, agent, lines = world
     person = SwarmLock(EngineAPI(api), "ag", me=Holder("laptop", "boot-1", 4242),
                        clock=clock).acquire()
@@ -276,7 +276,7 @@ def test_a_held_lock_makes_the_commit_wait_for_the_next_poll(world):
 
 
 def test_a_killed_agents_lock_is_broken_and_the_audit_says_so(world):
-    from stacks.operations.lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     api, repo, clock, agent, _ = world
     SwarmLock(EngineAPI(api), "ag", me=Holder(AGENT_HOST, "container-a", 7),
               clock=clock).acquire()      # the killed agent's container was container-a
@@ -290,7 +290,7 @@ def test_a_killed_agents_lock_is_broken_and_the_audit_says_so(world):
 def test_a_killed_agents_finished_rollout_gets_its_end_record(world):
     """The killed agent applied everything: the new one changes nothing but still closes the
     commit's history with one end record saying it broke the lock."""
-    from stacks.operations.lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     api, repo, clock, agent, _ = world
     repo.commit("c1")
     agent.poll()

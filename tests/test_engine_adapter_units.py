@@ -46,7 +46,7 @@ def test_adapter_keeps_the_status_and_names_host_and_call():
 
 def test_lock_takes_a_bare_conflict_status_as_held():
     # the refusal's words do not say "already exists": only the kept status tells
-    from stacks.operations.lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
 
     class Held(Refusing):
         def configs(self, filters=None):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from provision.engine import upgrade as U
+from provision import upgrade as U
 
 
 def node(name, role="worker", leader=False, reach="reachable", state="ready",
@@ -284,7 +284,7 @@ def test_the_run_ends_only_when_every_node_ready_at_the_start_is_ready_again():
 
 def test_a_node_update_refused_out_of_sequence_is_run_again():
     from provision.remote.command import Command
-    from provision.engine.upgrade import Swarm, UpgradeError
+    from provision.upgrade import Swarm, UpgradeError
     from provision.remote.ssh import Result
 
     class Session:
@@ -308,3 +308,25 @@ def test_a_node_update_refused_out_of_sequence_is_run_again():
     with pytest.raises(UpgradeError, match="node not found"):
         Swarm({"m1": other}, ["m1"], sleep=slept.append).unmark("w1-id")
     assert len(slept) == 2          # another refusal is not retried
+
+
+def test_the_run_holds_the_managers_lock_and_checks_quorum_under_it():
+    import contextlib
+    swarm = FakeSwarm([node("m1", "manager", True), node("m2", "manager"), node("m3", "manager")],
+                      [], [])
+    held = []
+
+    @contextlib.contextmanager
+    def lock():
+        # while this run waited for the lock, another runbook stopped m3's engine
+        swarm._nodes[2]["ManagerStatus"]["Reachability"] = "unreachable"
+        held.append("taken")
+        try:
+            yield
+        finally:
+            held.append("released")
+    up = FakeUpgrader(swarm)
+    up.lock = lock
+    with pytest.raises(U.UpgradeRefused, match="not every manager is reachable"):
+        up.run(U.UpgradeResult("c", "", [], {}))
+    assert held == ["taken", "released"] and swarm.log == []

@@ -91,11 +91,12 @@ def test_images_push_nodes_take_hostnames_and_ids():
 
 
 def test_restore_to_takes_a_hostname(tmp_path, monkeypatch):
-    from provision.engine_api import sessions as dockerapi
+    from provision.engine_api import access
     from provision import restore
     ns, hosts = cluster()
-    monkeypatch.setattr(dockerapi, "inventory_hosts", lambda path, role=None: [
-        Host(n, r["public_address"], role=r["role"]) for n, r in hosts.items()])
+    monkeypatch.setattr(access, "access", lambda path: None)
+    monkeypatch.setattr(restore, "_known_hosts", lambda acc: {
+        n: Host(n, r["public_address"], role=r["role"]) for n, r in hosts.items()})
     import provision.swarm.node_names as NN
     monkeypatch.setattr(NN, "for_cluster", lambda path, api=None: NodeNames(hosts))
     assert restore._host_of("c.yml", "host-b").name == "m2"

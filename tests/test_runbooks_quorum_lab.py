@@ -184,7 +184,11 @@ def test_restore_into_a_fresh_one_manager_swarm_then_up_grows_it(c):
     c.managers(1)
     c.cli("up", check=0)
     assert c.json("status")["services"] == []
-    r = c.json("restore", os.path.join(c.dir, "b.tar"), "--to", f"{NAME}-manager-1")
+    # `up` formed a new swarm: the backup is of the one before, which restore names before
+    # it replaces anything (exit 2), and restores with --force
+    r = c.cli("restore", os.path.join(c.dir, "b.tar"), "--to", f"{NAME}-manager-1")
+    assert r.returncode == 2 and "runs swarm" in r.stderr and "formed anew" in r.stderr, r.stderr
+    r = c.json("restore", os.path.join(c.dir, "b.tar"), "--to", f"{NAME}-manager-1", "--force")
     assert r["services"] == ["st_app"] and len(r["secrets"]) == 1
     assert len([x for x in r["configs"] if x.startswith("st_")]) == 1
     secrets = c.ssh(f"{NAME}-manager-1", "docker secret ls --format '{{.Name}}'").split()

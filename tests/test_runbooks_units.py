@@ -237,14 +237,25 @@ def test_since_and_log_prefix():
 
 # --- backups ------------------------------------------------------------------------------
 
-def _payload(state: dict) -> bytes:
+SWARM_FILES = ("swarm/state.json", "swarm/certificates/swarm-node.crt",
+               "swarm/certificates/swarm-node.key", "swarm/certificates/swarm-root-ca.crt",
+               "swarm/raft/wal-v3-encrypted/0000000000000000-0000000000000000.wal")
+
+
+def _payload(state: dict, extra=(), drop=()) -> bytes:
+    """A manager's swarm folder as backup copies it; `extra`: (TarInfo, data) members added."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         for name, data in (("swarm/docker-state.json", json.dumps(state).encode()),
-                           ("swarm/raft/wal", b"\x00\x01")):
+                           ("swarm/raft/wal", b"\x00\x01"),
+                           *((f, b"x") for f in SWARM_FILES)):
+            if name in drop:
+                continue
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
             tar.addfile(ti, io.BytesIO(data))
+        for ti, data in extra:
+            tar.addfile(ti, io.BytesIO(data) if data is not None else None)
     return out.getvalue()
 
 
@@ -512,3 +523,321 @@ def test_drain_again_checks_placement_as_the_first_run_did():
     res = N.drain_node(api, "w1", N.DrainOptions(timeout=60, settle=5), clock=clock,
                        sleep=clock.sleep)
     assert res.exit_code == 0 and res.moved == ["st_web"] and not res.unplaced
+
+
+# --- backups never replace a file, and restore checks the whole archive first ----------------
+
+def _archive(tmp_path, payload, name="b.tar"):
+    from datetime import datetime, timezone
+    m = build_manifest(cluster="c", swarm={"ID": "sw"}, node=node("m2", "manager"),
+                       engine_version="20.10", services=[], secrets=[], configs=[],
+                       managers=3, payload=payload, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    path = str(tmp_path / name)
+    return write_archive(path, m, payload, unique=True), m
+
+
+def test_two_backups_with_one_name_keep_both_and_a_named_file_is_never_replaced(tmp_path):
+    payload = _payload({})
+    first, m = _archive(tmp_path, payload)
+    second, _ = _archive(tmp_path, payload)
+    assert first == str(tmp_path / "b.tar") and second == str(tmp_path / "b-2.tar")
+    with pytest.raises(FileExistsError):
+        write_archive(first, m, payload)
+    assert read_archive(first)[1] == payload == read_archive(second)[1]
+    assert sorted(os.listdir(tmp_path)) == ["b-2.tar", "b.tar"]       # no temporary left
+
+
+def test_backup_out_is_checked_before_anything(tmp_path):
+    from datetime import datetime, timezone
+    from provision.swarm.backup import resolve_out
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with pytest.raises(InputError, match="folder does not exist"):
+        resolve_out(str(tmp_path / "missing") + "/", "c", now)
+    with pytest.raises(InputError, match="folder does not exist"):
+        resolve_out(str(tmp_path / "missing" / "b.tar"), "c", now)
+    (tmp_path / "taken.tar").write_bytes(b"x")
+    with pytest.raises(InputError, match="never replaces"):
+        resolve_out(str(tmp_path / "taken.tar"), "c", now)
+    path, unique = resolve_out(str(tmp_path), "c", now)
+    assert path == str(tmp_path / "c-swarm-20260101T000000Z.tar") and unique
+    assert resolve_out(str(tmp_path / "new.tar"), "c", now) == (str(tmp_path / "new.tar"), False)
+
+
+def _member(name, kind=tarfile.REGTYPE, data=b"x", link=""):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname = kind, link
+    ti.size = len(data) if kind == tarfile.REGTYPE else 0
+    return ti, data if kind == tarfile.REGTYPE else None
+
+
+@pytest.mark.parametrize("extra, drop, why", [
+    ([_member("/etc/cron.d/x")], (), "outside the swarm folder"),
+    ([_member("swarm/../../etc/passwd")], (), "outside the swarm folder"),
+    ([_member("swarm/x", tarfile.SYMTYPE, link="/etc/shadow")], (), "not a plain file"),
+    ([_member("swarm/y", tarfile.LNKTYPE, link="swarm/state.json")], (), "not a plain file"),
+    ([_member("swarm/dev", tarfile.CHRTYPE)], (), "not a plain file"),
+    ([_member("other/file")], (), "not under swarm/"),
+    ([], ("swarm/state.json",), "missing swarm/state.json"),
+])
+def test_an_archive_that_is_not_a_swarm_state_is_refused_in_one_line(tmp_path, extra, drop, why):
+    path, _ = _archive(tmp_path, _payload({}, extra, drop))
+    with pytest.raises(InputError, match=why) as e:
+        read_archive(path)
+    assert "\n" not in str(e.value) and "b.tar" in str(e.value)
+
+
+def test_a_random_payload_with_a_good_checksum_is_input_error_in_one_line(tmp_path):
+    path, _ = _archive(tmp_path, os.urandom(4096))
+    with pytest.raises(InputError, match="not a gzip'd tar") as e:
+        read_archive(path)
+    assert "\n" not in str(e.value)
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(os.urandom(3000))
+    with pytest.raises(InputError, match="not a readable backup archive") as e:
+        read_archive(str(junk))
+    assert "\n" not in str(e.value)
+
+
+def test_quorum_is_read_again_just_before_the_stop():
+    from provision.swarm.backup import check_quorum_before_stop
+
+    class Nodes:
+        def __init__(self, nodes):
+            self.list = nodes
+
+        def nodes(self):
+            return self.list
+    picked = three()[1]
+    check_quorum_before_stop(Nodes(three()), picked["ID"])
+    # meanwhile another manager went down (another operator's backup, a crash)
+    with pytest.raises(QuorumRefused, match="refusing to stop m2"):
+        check_quorum_before_stop(Nodes(three(down=2)[:1] + [three()[1]] + three(down=2)[2:]),
+                                 picked["ID"])
+    check_quorum_before_stop(Nodes([node("m1", "manager", leader=True)]), "m1-id-0000000000000")
+
+
+# --- the cluster's managers lock -------------------------------------------------------------
+
+def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_another_manager(
+        monkeypatch):
+    from provision.swarm import managers as M
+    from provision.base.errors import LockedError
+    from provision.swarm.lock import MANAGERS_LOCK, Holder
+    from tests.test_watch_fakes import FakeClock
+    from tests.test_watch_lock import FakeConfigs
+    api, clock, lines = FakeConfigs(), FakeClock(1_700_000_000), []
+    kw = dict(clock=clock, sleep=clock.sleep, alive=lambda pid: True)
+    with M.managers_lock("c.yml", "backup", api=api, me=Holder("h", "b", 1), **kw):
+        assert [c["Spec"]["Name"] for c in api.items.values()] == [MANAGERS_LOCK]
+        with pytest.raises(LockedError, match="the cluster's managers is locked: held by "
+                                              "backup, "):
+            with M.managers_lock("c.yml", "node demote", api=api, wait=30,
+                                 me=Holder("h", "b", 2), notify=lines.append, **kw):
+                pass
+        assert lines[0].startswith("the cluster's managers: waiting for the lock (held by backup")
+    assert api.items == {}
+
+    # the manager the lock was taken through went away (its engine restarted): released
+    # through another one
+    class Gone(FakeConfigs):
+        def remove_config(self, cid):
+            from provision.base.errors import SwarmsmithError
+            raise SwarmsmithError("connection reset")
+    gone = Gone()
+
+    class Other:
+        api = gone
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def another(path):
+        yield Other
+    released = []
+    monkeypatch.setattr(M, "manager_session", another)
+    monkeypatch.setattr(Other, "api", type("A", (FakeConfigs,), {
+        "remove_config": lambda self, cid: released.append(cid)})())
+    with M.managers_lock("c.yml", "backup", api=gone, **kw):
+        pass
+    assert released == ["cfg1"]
+
+
+# --- restore: whose backup, onto what, and the way back ----------------------------------------
+
+def test_a_backup_of_another_cluster_is_refused_without_force_saying_whose():
+    from provision.restore import check_backup_cluster
+    m = {"cluster": "prod", "swarm_id": "abcdef1234567890", "taken_at": "T", "node": "m2"}
+    check_backup_cluster(m, "prod", "", "b.tar", False)
+    check_backup_cluster(m, "prod", "abcdef1234567890", "b.tar", False)
+    with pytest.raises(InputError, match="a backup of cluster prod .*this is cluster staging"):
+        check_backup_cluster(m, "staging", "", "b.tar", False)
+    with pytest.raises(InputError, match="swarm abcdef123456.*cluster prod runs swarm "
+                                         "999999999999 now"):
+        check_backup_cluster(m, "prod", "999999999999999", "b.tar", False)
+    check_backup_cluster(m, "staging", "", "b.tar", True)
+
+
+class HostSession:
+    """A host's shell as restore drives it: every command recorded; `fail` names the step
+    (a description) that fails."""
+
+    def __init__(self, fail=None, swarm_state="active"):
+        from provision.base.hosts import Host
+        self.host = Host("m1", "10.0.0.2")
+        self.fail, self.ran, self.swarm_state = fail, [], swarm_state
+        self.seen_key = ""
+
+    def run(self, cmd, check=True, timeout=None, **_):
+        from provision.base.errors import RemoteCommandError
+        from provision.remote.ssh import Result
+        self.ran.append(cmd.description)
+        if cmd.description == self.fail:
+            if not check:
+                return Result("", "boom", 1)
+            raise RemoteCommandError("boom", host="m1")
+        if cmd.description == "gather swarm facts":
+            return Result(json.dumps({"LocalNodeState": self.swarm_state}), "", 0)
+        return Result("", "", 0)
+
+
+def test_a_restore_that_fails_on_the_host_puts_the_state_of_before_back(monkeypatch):
+    from provision import restore as R
+    from provision.base.errors import SwarmsmithError
+    monkeypatch.setattr(R, "host_swarm_facts", lambda s: {"state": "active"})
+    s = HostSession(fail="re-form the swarm with this node as its only manager")
+    res = R.RestoreResult("m1")
+    with pytest.raises(SwarmsmithError, match="swarm state of before the restore was put back"):
+        R._restore_on(s, {}, {"node": "m2", "taken_at": "T"}, _payload({}), "m1", "10.0.0.2",
+                      None, res, lambda m: None)
+    at = s.ran.index("re-form the swarm with this node as its only manager")
+    assert s.ran[at + 1:] == ["stop the engine if it runs",
+                              "put the swarm state of before the restore back",
+                              "start dockerd", "wait until the Docker engine answers (120 s)"]
+    assert "remove the swarm state of before the restore" not in s.ran and res.changes == []
+
+
+def test_a_restore_that_works_removes_the_state_of_before_only_at_the_end(monkeypatch):
+    from provision import restore as R
+    monkeypatch.setattr(R, "host_swarm_facts", lambda s: {"state": "active"})
+    monkeypatch.setattr(R, "_local_api", lambda s, to: None)
+    s = HostSession()
+    res = R.RestoreResult("m1")
+    R._restore_on(s, {}, {"node": "m2", "taken_at": "T"}, _payload({}), "m1", "10.0.0.2", None,
+                  res, lambda m: None)
+    assert s.ran[-1] == "remove the swarm state of before the restore"
+    assert s.ran.index("put the backup in place") < s.ran.index(
+        "re-form the swarm with this node as its only manager")
+
+
+def test_restore_onto_a_node_of_a_live_swarm_is_refused_with_the_way_out():
+    from provision.restore import refuse_live_swarm
+
+    class Nodes:
+        def run(self, cmd, check=True, **_):
+            from provision.remote.ssh import Result
+            return Result("", "", 1)
+    import provision.restore as R
+    live = lambda s, sw: ["m2", "m3"]       # noqa: E731
+    orig = R._other_ready_nodes
+    R._other_ready_nodes = live
+    try:
+        with pytest.raises(InputError, match="live swarm with 2 other ready node.*docker swarm "
+                                             "leave --force` on m1"):
+            refuse_live_swarm(Nodes(), {"state": "active", "is_manager": True}, "m1")
+        refuse_live_swarm(Nodes(), {"state": "inactive"}, "m1")
+        R._other_ready_nodes = lambda s, sw: []
+        refuse_live_swarm(Nodes(), {"state": "active", "is_manager": True}, "m1")
+    finally:
+        R._other_ready_nodes = orig
+
+
+def test_demote_and_rm_of_a_manager_check_quorum_under_the_managers_lock():
+    import contextlib
+    api = FakeAPI(three())
+    taken = []
+
+    @contextlib.contextmanager
+    def lock():
+        # while waiting for the lock, another runbook stopped m3's engine
+        api._nodes["m3-id-0000000000000"]["ManagerStatus"]["Reachability"] = "unreachable"
+        taken.append(True)
+        yield
+    with pytest.raises(QuorumRefused, match="refusing to demote m2"):
+        N.demote_node(api, "m2", lock=lock)
+    assert taken == [True] and api.updates == []
+    with pytest.raises(QuorumRefused, match="refusing to remove m2"):
+        N.remove_node(api, "m2", lock=lock)
+    assert api.updates == []
+    taken.clear()
+    assert N.demote_node(api, "w1", lock=lock).changes == [] and taken == []
+
+
+def test_recover_force_new_cluster_on_a_swarm_with_quorum_changes_nothing(monkeypatch):
+    from provision import restore as R
+    from provision.engine_api import sessions as dockerapi
+    looks = [None, None, Quorum(3, 3)]         # electing a leader for two looks, then healthy
+    monkeypatch.setattr(R, "_quorum_now", lambda path: looks.pop(0))
+    monkeypatch.setattr(dockerapi, "inventory_hosts", lambda *a: pytest.fail("re-forming"))
+    clock = Clock()
+    res = R.recover("c.yml", force_new_cluster=True, clock=clock, sleep=clock.sleep)
+    assert res.exit_code == 0 and "nothing to recover" in res.notes[0] and res.changes == []
+    assert looks == [] and clock.t == 2.0
+
+
+def test_a_manager_restarted_locked_is_unlocked_again_or_the_backup_fails():
+    from provision.swarm.backup import _unlock_again
+    from provision.base.errors import SwarmsmithError
+    from provision.remote.ssh import Result
+
+    class S:
+        host = type("H", (), {"name": "m2"})
+
+        def __init__(self, works):
+            self.works, self.state, self.stdin = works, "locked", []
+
+        def run(self, cmd, check=True, **_):
+            self.stdin.append(cmd.stdin)
+            assert "SWMKEY" not in cmd.masked()          # on stdin, never an argument
+            if self.works:
+                self.state = "active"
+            return Result("", "" if self.works else "invalid key", 0 if self.works else 1)
+    ok = S(True)
+    _unlock_again(ok, "SWMKEY-1-abc", lambda s: {"state": s.state})
+    assert ok.stdin == [b"SWMKEY-1-abc\n"] and ok.state == "active"
+    with pytest.raises(SwarmsmithError, match="could not be unlocked again") as e:
+        _unlock_again(S(False), "SWMKEY-1-abc", lambda s: {"state": s.state})
+    assert "SWMKEY" not in str(e.value)
+    untouched = S(True)
+    untouched.state = "active"
+    _unlock_again(untouched, "SWMKEY-1-abc", lambda s: {"state": s.state})
+    assert untouched.stdin == []
+
+
+def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monkeypatch):
+    from provision import restore as R
+    from provision.base.hosts import Host
+
+    class Acc:
+        def _cached_hosts(self, role):
+            return [Host(n, f"10.0.0.{i}") for i, n in enumerate(("m1", "m2", "m3", "w1"), 2)]
+
+        def provider_hosts(self, role):
+            return []
+
+        def session(self, h):
+            return type("S", (), {"host": h, "close": lambda self: None})()
+    facts = {"m1": {"state": "inactive"},
+             "m2": {"state": "active", "is_manager": True, "cluster_id": "sw"},
+             "m3": {"state": "inactive"},
+             "w1": {"state": "active", "is_manager": False, "cluster_id": "sw"}}
+    import provision.engine_api.access
+    monkeypatch.setattr(provision.engine_api.access, "access", lambda path: Acc())
+    monkeypatch.setattr(R, "host_swarm_facts", lambda s: facts[s.host.name])
+    with pytest.raises(InputError, match="still runs on m2: .*leave --force` on m2\\)"):
+        R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
+    facts["m1"] = {"state": "active", "is_manager": True, "cluster_id": "sw"}
+    with pytest.raises(InputError, match="still runs on m1, m2: "):
+        R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
+    facts["m2"]["state"] = "inactive"
+    R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})      # the target alone
+    R.refuse_live_peers("c.yml", "m1", {"swarm_id": "another"})

@@ -127,7 +127,7 @@ class FakeAPI(RequestRoutes):
     def remove_secret(self, i):
         self._remove(self.secrets_, i)
 
-    # the stack lock (stacks/operations/lock.py) is a config; not counted in self.calls
+    # the stack lock (provision/swarm/lock.py) is a config; not counted in self.calls
     def create_config(self, name, data, labels=None, templating=None):
         if any(c["Spec"]["Name"] == name for c in self.configs_.values()):
             raise RuntimeError("409 Conflict: config name exists")

@@ -9,7 +9,7 @@ import pytest
 
 from provision.base.errors import EXIT_LOCKED, LockedError
 from stacks.operations.audit import append_audit, append_audit_swarm, audit_record, read_audit, scrub
-from stacks.operations.lock import (L_ACQUIRED, L_BOOT, L_HOST, L_OWNER, L_PID, Holder, SwarmLock,
+from provision.swarm.lock import (L_ACQUIRED, L_BOOT, L_HOST, L_OWNER, L_PID, Holder, SwarmLock,
                                     lock_name)
 from tests.test_watch_fakes import FakeClock
 
@@ -237,7 +237,7 @@ def test_unlock_shows_the_holder_and_refuses_a_live_local_one_without_force():
 def test_api_unlock_typed_result():
     from provision.engine_api.adapter import EngineAPI
     from stacks import api as lib
-    from stacks.operations.lock import unlock_stack
+    from provision.swarm.lock import unlock_stack
     configs, clock = FakeConfigs(), FakeClock(1_700_000_000)
     engine = EngineAPI(configs)
     assert lib.unlock("web", engine=engine).to_json() == {"stack": "web", "removed": False,
@@ -279,7 +279,7 @@ def test_an_unreadable_lock_is_refused_with_the_way_out_and_unlock_removes_it(la
         info = _me(clock, api=api).unlock(force=force)
         assert info.unreadable and shown in info.describe(clock.t) and api.items == {}
         _held_with(api, labels)
-    from stacks.operations.lock import unlock_stack
+    from provision.swarm.lock import unlock_stack
     from provision.engine_api.adapter import EngineAPI
     res = unlock_stack("web", engine=EngineAPI(api), me=HERE, clock=clock)
     out = json.dumps(res.to_json())

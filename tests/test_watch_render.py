@@ -123,7 +123,7 @@ def test_rich_table_shows_brackets_in_task_errors_as_text():
 
 def test_watch_modules_import_light():
     code = ("import sys, stacks.watch.watcher, stacks.operations.rollback, "
-            "stacks.operations.lock, stacks.operations.audit, "
+            "provision.swarm.lock, stacks.operations.audit, "
             "stacks.watch.render; bad = [m for m in ('docker', 'paramiko', 'rich', 'requests') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -7,9 +7,10 @@ raise SwarmsmithError subclasses. Nothing here prints.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ContextManager
 
 from ..base.errors import (EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_TIMED_OUT, InputError, SwarmsmithError)
 from .node_names import NodeNames, NodeNotFound  # noqa: F401  (NodeNotFound: callers catch it here)
@@ -298,8 +299,14 @@ def promote_node(api, ref: str, *, force: bool = False, names=None) -> NodeChang
     return res
 
 
-def demote_node(api, ref: str, names=None) -> NodeChange:
+def demote_node(api, ref: str, names=None, *,
+                lock: Callable[[], ContextManager] | None = None) -> NodeChange:
+    """`lock`: the cluster's managers lock (provision/swarm/managers.py), taken for a manager; the
+    quorum check is then made under it."""
     nodes, node, shown = _found(api, ref, names)
+    if lock is not None and is_manager(node):
+        with lock():
+            return demote_node(api, node["ID"], names)
     res = NodeChange(shown)
     if not is_manager(node):
         return res
@@ -364,26 +371,34 @@ def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
     return leave
 
 
+def _refuse_down(name: str, down: bool, force: bool) -> None:
+    if down and not force:
+        raise SwarmsmithError(f"node {name} is down: it cannot drain or leave. Remove it with "
+                              f"--force ({FORCE_MEANING})")
+
+
 def remove_node(api, ref: str, opts: RemoveOptions | None = None, *, names=None,
                 leave: Callable[[str], None] | None = None,
                 on_progress: Progress | None = None,
                 clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep) -> NodeChange:
+                sleep: Callable[[float], None] = time.sleep,
+                lock: Callable[[], ContextManager] | None = None) -> NodeChange:
     """Drain, make the node leave (`leave(node ID)` runs `docker swarm leave` on it), wait until
     the swarm sees it down, then remove it. A manager is demoted first, refused when that would
-    lose quorum or the last manager. With force: demote if a manager, then remove at once."""
+    lose quorum or the last manager. With force: demote if a manager, then remove at once.
+    `lock`: the cluster's managers lock, held from the quorum check through the demotion."""
     opts = opts or RemoveOptions()
     say = on_progress or (lambda msg: None)
     nodes, node, name = _found(api, ref, names)
     res = NodeChange(name)
-    if is_manager(node):
-        check_manager_removal(nodes, node, "remove")
     down = (node.get("Status") or {}).get("State") == "down"
-    if not opts.force and down:
-        raise SwarmsmithError(f"node {name} is down: it cannot drain or leave. Remove it with "
-                              f"--force ({FORCE_MEANING})")
     if is_manager(node):
-        res.changes += demote_node(api, node["ID"], names).changes
+        with (lock() if lock is not None else contextlib.nullcontext()):
+            nodes, node, _ = _found(api, node["ID"], names)      # read again under the lock
+            check_manager_removal(nodes, node, "remove")
+            _refuse_down(name, down, opts.force)
+            res.changes += demote_node(api, node["ID"], names).changes
+    _refuse_down(name, down, opts.force)
     if opts.force:
         res.notes.append(FORCE_MEANING)
         api.remove_node(node["ID"], force=True)

@@ -154,7 +154,7 @@ def plan_changes(plan) -> tuple:
 class Agent:
     def __init__(self, cfg: AgentConfig, engine, git=None, *, clock=time.time,
                  sleep=time.sleep, say=None, holder=None, alive=None):
-        from stacks.operations.lock import Holder, pid_alive
+        from provision.swarm.lock import Holder, pid_alive
         self.cfg, self.engine = cfg, engine
         self.git = git or Git(cfg)
         self.clock, self.sleep = clock, sleep
@@ -276,7 +276,7 @@ class Agent:
         return message.replace(checkout.rstrip("/") + "/", "")
 
     def _facts(self, reason: str, loaded, now: float) -> D.StackFacts:
-        from stacks.operations.lock import SwarmLock
+        from provision.swarm.lock import SwarmLock
         lock = SwarmLock(self.engine, loaded.name, me=self.holder, alive=self.alive)
         info = lock.holder()
         state = D.LOCK_FREE

@@ -43,7 +43,7 @@ def scrub(value, key: str = ""):
 
 def audit_record(command: str, stack: str, report=None, **extra) -> dict:
     """A record from a run: command, stack, who, outcome per service, exit code."""
-    from stacks.operations.lock import default_owner
+    from provision.swarm.lock import default_owner
 
     import socket
     rec = {"ts": _utc_now(), "command": command, "stack": stack, "by": default_owner(),

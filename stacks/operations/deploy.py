@@ -206,7 +206,7 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
     converged, rolled back, failed or timed out. Raises InputError (after PlanReady) when
     the plan has problems; nothing is changed then."""
     from stacks.images import push_missing as pm
-    from stacks.operations.lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     options = options or DeployOptions()
     loaded = _loaded(stack, compose_files, options)    # bad files never open a connection
     pm.check_source(options.push_from)

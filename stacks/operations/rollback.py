@@ -120,7 +120,7 @@ def rollback_stack(stack: str, options: RollbackOptions | None = None, *, engine
     from stacks.compose.validate import validate_stack_name
     from stacks.events import Notice
     from stacks.operations.deploy import audit_run
-    from stacks.operations.lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     from stacks.watch.watcher import WatchPolicy
     options = options or RollbackOptions()
     started = time.monotonic()

@@ -324,8 +324,8 @@ def scale_services(cluster_file: str | None, wanted: dict[str, int],
 
     from inventory.clusterfile import find
     from provision.swarm.managers import manager_session
+    from provision.swarm.lock import SwarmLock
     from stacks.events import Notice, WatchFinished, WatchProgress, WatchStarted, emit
-    from stacks.operations.lock import SwarmLock
     from stacks.watch.watcher import WatchPolicy
     opts = options or ScaleOptions()
     with manager_session(find(cluster_file)) as m:

@@ -1,4 +1,7 @@
-"""A per-stack lock kept in the swarm itself, for `redeploy` from cron and CI.
+"""Locks kept in the swarm itself: one per stack, for `redeploy` from cron and CI, and one for
+the whole cluster held by every command that stops or re-forms managers (backup, restore,
+recover, engine upgrade, node demote/rm; see MANAGERS_LOCK), so two of them never take two
+managers down at once.
 
 The lock is a swarm config named `swarmsmith-lock-<stack>`.  Creating it is
 atomic (the managers' raft store refuses a second config of the same name:
@@ -40,10 +43,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from provision.base.errors import LockedError, SwarmsmithError
-from provision.engine_api.adapter import as_engine, is_conflict, is_not_found
+from ..base.errors import LockedError, SwarmsmithError
+from ..engine_api.adapter import as_engine, is_conflict, is_not_found
 
 PREFIX = "swarmsmith-lock-"
+# not a PREFIX name, so no stack's lock can be this one
+MANAGERS_LOCK = "swarmsmith-managers-lock"
 L_STACK = "com.swarmsmith.lock.stack"
 L_OWNER = "com.swarmsmith.lock.owner"
 L_ACQUIRED = "com.swarmsmith.lock.acquired"
@@ -182,9 +187,12 @@ class SwarmLock:
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
                  me: Holder | None = None, alive: Callable[[int], bool] = pid_alive,
-                 notify: Callable[[str], None] | None = None):
+                 notify: Callable[[str], None] | None = None, name: str | None = None,
+                 what: str | None = None, unlock_hint: str | None = None):
         self.api, self.stack = as_engine(api), stack
-        self.name = lock_name(stack)
+        self.name = name or lock_name(stack)
+        self.what = what or f"stack {stack}"
+        self.unlock_hint = unlock_hint or f"swarmsmith unlock {stack}"
         self.ttl, self.wait, self.poll = float(ttl), float(wait), float(poll)
         self.owner = owner or default_owner()
         self.clock, self.sleep = clock, sleep
@@ -224,6 +232,7 @@ class SwarmLock:
             return self
         deadline = self.clock() + self.wait
         vanished = 0
+        waiting_for = None
         while True:
             try:
                 self.id = self._create()
@@ -240,23 +249,28 @@ class SwarmLock:
                 continue
             if info.stale(now):
                 self._break(info)
-                self.notify(f"stack {self.stack}: broke a stale lock ({info.describe(now)})")
+                self.notify(f"{self.what}: broke a stale lock ({info.describe(now)})")
                 continue
             if info.local_state(self.me, self.alive) == "dead":
                 # its holder was a process on this host that is gone (killed, or the host
                 # rebooted): nobody will release it, and waiting for the TTL helps no one
                 self._break(info)
-                self.notify(f"stack {self.stack}: broke the lock of a run that is gone "
+                self.notify(f"{self.what}: broke the lock of a run that is gone "
                             f"({info.owner}, pid {info.holder.pid} on this host, "
                             f"since {_iso(info.acquired)})")
                 continue
             if now >= deadline:
                 if info.unreadable:
-                    raise LockedError(f"stack {self.stack} is locked: {info.describe(now)}. "
-                                      f"`swarmsmith unlock {self.stack}` removes it (--force "
-                                      "when its holder still runs on this host)")
-                raise LockedError(f"stack {self.stack} is locked: {info.describe(now)}. If that "
-                                  f"run is gone: swarmsmith unlock {self.stack}")
+                    raise LockedError(f"{self.what} is locked: {info.describe(now)}. "
+                                      f"{self.unlock_hint} removes it"
+                                      + (" (--force when its holder still runs on this host)"
+                                         if self.unlock_hint.startswith("swarmsmith unlock")
+                                         else ""))
+                raise LockedError(f"{self.what} is locked: {info.describe(now)}. If that "
+                                  f"run is gone: {self.unlock_hint}")
+            if waiting_for != info.id:
+                waiting_for = info.id
+                self.notify(f"{self.what}: waiting for the lock ({info.describe(now)})")
             self.sleep(max(0.0, min(self.poll, deadline - now)))
 
     def unlock(self, force: bool = False) -> LockInfo | None:
@@ -340,7 +354,7 @@ def unlock_stack(stack: str, options: UnlockOptions | None = None, *, engine=Non
     LockedError, exit 4)."""
     options = options or UnlockOptions()
     if engine is None:
-        from provision.engine_api.adapter import connect
+        from ..engine_api.adapter import connect
         engine = connect(options.cluster_file, options.accept_new_host_keys)
     lock = SwarmLock(engine, stack, me=me, alive=alive, clock=clock)
     info = lock.unlock(force=options.force)

@@ -15,17 +15,22 @@ restarted, so the run survives each manager's restart.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import install as engine
-from ..remote import facts as F
-from ..remote.command import Command
-from ..base.errors import InputError, SwarmsmithError
+from .engine import install as engine
+from .remote import facts as F
+from .remote.command import Command
+from .base.errors import InputError, SwarmsmithError
 
 Progress = Callable[[str, str], None]
+
+
+# the cluster's managers lock cannot be renewed: longer than an upgrade of many nodes takes
+LOCK_TTL = 6 * 3600.0
 
 
 class UpgradeError(SwarmsmithError):
@@ -355,8 +360,12 @@ def services_short(swarm: Swarm) -> str | None:
 class Upgrader:
     def __init__(self, swarm: Swarm, sessions: dict, facts: dict, install: str, version: str,
                  opts: UpgradeOptions, progress: Progress, clock=time.monotonic,
-                 sleep=time.sleep):
+                 sleep=time.sleep, lock=None):
         self.swarm, self.sessions, self.facts = swarm, sessions, facts
+        # the cluster's managers lock (provision/swarm/managers.py), held for the whole run: a
+        # backup or another upgrade would otherwise stop a manager of its own while this one
+        # restarts one; the quorum checks below are made under it
+        self.lock = lock or contextlib.nullcontext
         self.install, self.version, self.opts = install, version, opts
         self.say, self.clock, self.sleep = progress, clock, sleep
         self.result: UpgradeResult | None = None
@@ -414,7 +423,7 @@ class Upgrader:
         family = {facts.get("os", "")} | set(facts.get("os_like", "").split())
         same = bool(self.version) and engine.version_matches(facts.get("server", ""), self.version)
         change, script = engine.install_script(self.install, family, self.version, reinstall=same)
-        from ..remote.parallel import ticking
+        from .remote.parallel import ticking
         with ticking(self.say, name, ("re-installing" if same else "installing") + " the engine"):
             r = s.run(Command.shell(script, description="install the Docker engine"),
                       check=False, timeout=engine.INSTALL_TIMEOUT)
@@ -436,6 +445,10 @@ class Upgrader:
         self.say(name, text + ", restarted")
 
     def run(self, result: UpgradeResult) -> UpgradeResult:
+        with self.lock():
+            return self._run(result)
+
+    def _run(self, result: UpgradeResult) -> UpgradeResult:
         self.result = result
         nodes = self.swarm.nodes()
         if not quorum_whole(nodes):
@@ -490,8 +503,8 @@ def upgrade(cluster_path: str, opts: UpgradeOptions, progress: Progress | None =
     from inventory import clusterfile
     from inventory.state import StateDir
 
-    from ..engine_api.sessions import inventory_hosts, session_for
-    from ..remote.parallel import each
+    from .engine_api.sessions import inventory_hosts, session_for
+    from .remote.parallel import each
 
     say = progress or (lambda node, msg: None)
     cf = clusterfile.load(cluster_path)
@@ -533,8 +546,11 @@ def upgrade(cluster_path: str, opts: UpgradeOptions, progress: Progress | None =
                                    dry_run=opts.dry_run)
             if opts.dry_run:
                 return result
+            from .swarm.managers import managers_lock
+            lock = lambda: managers_lock(cluster_path, "engine upgrade",  # noqa: E731
+                                         ttl=LOCK_TTL, notify=lambda line: say("cluster", line))
             return Upgrader(swarm, sessions, facts, cf.install, version, opts, say,
-                            clock, sleep).run(result)
+                            clock, sleep, lock=lock).run(result)
         finally:
             for s in sessions.values():
                 s.close()
