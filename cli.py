@@ -220,7 +220,7 @@ def _report(result, as_json: bool) -> None:
     nodes = getattr(result, "nodes", None) or []
     if nodes and not dry:
         print(f"  {'NODE':<24} {'ROLE':<8} {'ADVERTISE':<16} NODE ID")
-        from provision.swarm.node_names import label
+        from provision.engine_api.node_names import label
         for n in nodes:
             name = label(n["name"], n.get("hostname") or "")
             print(f"  {name:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
@@ -679,7 +679,7 @@ def cmd_unlock(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from provision.engine_api.adapter import connect
+    from provision.engine_api.access import connect
     from stacks.operations.audit import parse_since, read_audit_swarm
     since = None
     if args.since:
@@ -690,8 +690,8 @@ def cmd_audit(args) -> int:
     if args.stack:
         from stacks.compose.validate import validate_stack_name
         validate_stack_name(args.stack)
-    records = read_audit_swarm(connect(args.cluster, args.accept_new_host_keys).api, args.stack,
-                               since)
+    engine = connect(args.cluster, accept_new_host_keys=args.accept_new_host_keys, shared=True).api
+    records = read_audit_swarm(engine.api, args.stack, since)
     if args.json:
         _print_json(records)
         return 0
@@ -1030,8 +1030,8 @@ def add_agent_commands(sub) -> None:
 # The work is in provision/swarm/nodes.py, rotation.py, unlock.py, backup.py and restore.py.
 
 def _manager(args):
-    from provision.swarm.managers import manager_session
-    return manager_session(_found_cluster(args))
+    from provision.engine_api.access import connect
+    return connect(_found_cluster(args))
 
 
 def _managers_lock(args, operation: str, m):

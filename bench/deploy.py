@@ -56,7 +56,7 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("bench/deploy.py needs root (lab hosts)")
     from provision.remote.command import Command
-    from provision.engine_api.sessions import manager_session
+    from provision.engine_api.access import connect
 
     name = opts.name
     folder = tempfile.mkdtemp(prefix=f"swarmsmith-{name}-", dir="/tmp")  # /tmp: seen by lab hosts
@@ -75,7 +75,7 @@ def main() -> int:
         swarmsmith("up", cluster)
         swarmsmith("image-load", cluster)
         print(f"cluster {name} up with the image: {time.monotonic() - t0:.1f} s", flush=True)
-        session = manager_session(cluster)
+        session = connect(cluster, shared=True).session
 
         def on_manager(script: str) -> float:
             t = time.monotonic()

@@ -311,7 +311,7 @@ def _connect(run: Run, hosts, tolerate: bool = False) -> dict:
 
     def read(h):
         try:
-            return connect(h)
+            return reach(h)
         except HostKeyMismatchError:
             raise
         except SwarmsmithError as e:
@@ -322,9 +322,11 @@ def _connect(run: Run, hosts, tolerate: bool = False) -> dict:
             if s is not None:
                 s.close()
 
-    def connect(h):
+    def reach(h):
+        from .engine_api.access import pin_of
         rec = inv["hosts"].setdefault(h.name, {})
-        pin = run.cluster.pinned_key(h.name, h.public_address, h.port) or rec.get("host_key", "")
+        # the provider's key (h.host_key) comes after the file's and this folder's
+        pin = pin_of(run.cluster, h, cached=rec.get("host_key", ""), provider=h.host_key)[0]
         s = Session(h, pinned_key=pin,
                     connect_deadline=run.cluster.connect_timeout,
                     accept_new_key=h.name in run.opts.accept_host_keys)

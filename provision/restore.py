@@ -49,7 +49,7 @@ def _host_of(cluster_path: str, name: str):
     """A host of the local state, else one the provider knows (a new machine that replaces a
     lost one: no local state, and no swarm holds the cluster's record any more)."""
     from .engine_api.access import access
-    from .swarm.node_names import for_cluster
+    from .engine_api.access import for_cluster
     hosts = _known_hosts(access(cluster_path))
     name = for_cluster(cluster_path).host_name(name, hosts) or name     # or hostname, node ID
     if name not in hosts:
@@ -465,10 +465,11 @@ QUORUM_SETTLE = 15.0        # seconds of looking for a quorum before re-forming 
 
 def _quorum_now(cluster_path: str):
     """The swarm's quorum as a manager that answers sees it; None when none answers."""
-    from .swarm.managers import NoManagerError, connect_manager
+    from .engine_api.access import connect
+    from .engine_api.manager import NoManagerError
     from .swarm.quorum import quorum_of
     try:
-        conn = connect_manager(cluster_path)
+        conn = connect(cluster_path)
     except NoManagerError:
         return None
     try:
@@ -587,9 +588,9 @@ def _wait_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
 
 def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
                         clock, sleep) -> None:
-    from .swarm.managers import connect_manager
+    from .engine_api.access import connect
     from .swarm.status import gather
-    conn = connect_manager(cluster_path)
+    conn = connect(cluster_path)
     try:
         start = clock()
         delay = 0.5

@@ -525,12 +525,12 @@ def upgrade(cluster_path: str, opts: UpgradeOptions, progress: Progress | None =
     sessions: dict = {}
     with state.lock():
         try:
-            def connect(h):
+            def reach(h):
                 s = session_for(h)
                 s.connect()
                 sessions[h.name] = s
                 return F.parse_engine_facts(s.run(F.ENGINE_FACTS).stdout)
-            facts = each(connect, hosts)
+            facts = each(reach, hosts)
             managers = [h.name for h in hosts if h.role == "manager"] or [h.name for h in hosts]
             swarm = Swarm(sessions, managers, sleep=sleep)
             nodes = swarm.nodes()

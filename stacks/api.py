@@ -117,10 +117,10 @@ def _images_for_new_nodes(path: str, cluster, result: UpResult,
     new = {n["node_id"] for n in result.nodes if n["name"] in joined and n.get("node_id")}
     if not new or any(": swarm initialised" in c for c in result.changes):
         return []       # a new swarm runs no service yet
-    from provision.engine_api.adapter import connect
+    from provision.engine_api.access import connect
     from stacks.images.check import missing_on_new_nodes, ssh_lister
     try:
-        engine = connect(path)
+        engine = connect(path, shared=True).api
         missing = missing_on_new_nodes(engine.services(), engine.nodes(),
                                        ssh_lister(path, local=engine), new)
     except SwarmsmithError as e:        # the swarm is up; only this check could not be made

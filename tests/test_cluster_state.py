@@ -416,6 +416,9 @@ def test_the_managers_node_id_is_read_once_on_connecting(tmp_path, monkeypatch):
             Client.infos += 1
             return {"Swarm": {**ACTIVE, "NodeID": "node-m1"}}
 
+        def nodes(self, filters=None):     # raft has a leader
+            return []
+
     class Session:
         def __init__(self, host, **kw):
             self.host = host
@@ -428,7 +431,7 @@ def test_the_managers_node_id_is_read_once_on_connecting(tmp_path, monkeypatch):
     monkeypatch.setattr(access_mod, "Session", Session)
     import provision.engine_api.transport as docker_socket
     monkeypatch.setattr(docker_socket, "api_client",
-                        lambda session: GuardedAPI(Client(), session.host.name))
+                        lambda session, timeout=60: GuardedAPI(Client(), session.host.name))
     acc = access_mod.ClusterAccess(_static(tmp_path), accept_new=True)
     engine = EngineAPI(acc.client())
     assert Client.infos == 1

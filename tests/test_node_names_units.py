@@ -13,7 +13,7 @@ from provision.engine_api.cluster_record import from_inventory, merge, merge_int
 from provision.base.errors import InputError
 from provision.base.hosts import Host
 from provision.images.push import select_hosts
-from provision.swarm.node_names import NodeNames, NodeNotFound
+from provision.engine_api.node_names import NodeNames, NodeNotFound
 from tests.test_runbooks_units import FakeAPI, node
 
 
@@ -97,7 +97,7 @@ def test_restore_to_takes_a_hostname(tmp_path, monkeypatch):
     monkeypatch.setattr(access, "access", lambda path: None)
     monkeypatch.setattr(restore, "_known_hosts", lambda acc: {
         n: Host(n, r["public_address"], role=r["role"]) for n, r in hosts.items()})
-    import provision.swarm.node_names as NN
+    import provision.engine_api.access as NN
     monkeypatch.setattr(NN, "for_cluster", lambda path, api=None: NodeNames(hosts))
     assert restore._host_of("c.yml", "host-b").name == "m2"
     assert restore._host_of("c.yml", "m2").name == "m2"
@@ -179,7 +179,7 @@ def test_new_nodes_lacking_a_services_image_are_named():
 def test_push_missing_finds_inventory_hosts_by_hostname(tmp_path, monkeypatch):
     from provision.engine_api import sessions as dockerapi
     from provision.images import push as image_push
-    import provision.swarm.node_names as NN
+    import provision.engine_api.access as NN
     from stacks.images import push_missing as PM
     ns, hosts = cluster()
     inv = [Host(n, r["public_address"], role=r["role"]) for n, r in hosts.items()]

@@ -357,11 +357,12 @@ class RescheduleAPI:
 def test_recover_waits_for_the_services_to_be_back(monkeypatch, after, code, note):
     from types import SimpleNamespace
 
-    from provision.swarm import managers
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
     from provision.restore import RecoverResult, _wait_services_back
     api = RescheduleAPI(after)
     closed = []
-    monkeypatch.setattr(managers, "connect_manager", lambda path: SimpleNamespace(
+    monkeypatch.setattr(access, "connect", lambda path, **kw: SimpleNamespace(
         api=api, close=lambda: closed.append(1)))
     now, said, slept = [0.0], [], []
 
@@ -391,10 +392,11 @@ class ScaleAPI(FakeAPI):
 
 
 def _fake_manager(monkeypatch, api):
-    from provision.swarm import managers
-    conn = managers.ManagerConn(host=None, session=None, api=api)
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
+    conn = Manager(host=None, session=None, api=api)
     monkeypatch.setattr(conn, "close", lambda: None)
-    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
+    monkeypatch.setattr(access, "connect", lambda path, **kw: conn)
 
 
 def test_scale_and_node_ls_through_the_command_line(monkeypatch, capsys, tmp_path):
@@ -454,13 +456,14 @@ def test_recover_wait_out_of_range_exits_2_before_anything(tmp_path, capsys, val
 
 
 def test_recover_reports_services_it_could_not_check(monkeypatch):
-    from provision.swarm import managers
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
     from provision.base.errors import SwarmsmithError
     from provision.restore import RecoverResult, _wait_services_back
 
-    def refuse(path):
+    def refuse(path, **kw):
         raise SwarmsmithError("no manager answers", host="m1")
-    monkeypatch.setattr(managers, "connect_manager", refuse)
+    monkeypatch.setattr(access, "connect", refuse)
     res = RecoverResult(changes=["m1: swarm re-formed with it as the only manager"])
     _wait_services_back("c.yml", res, lambda m: None, 120, lambda: 0.0, lambda s: None)
     assert res.exit_code == 5 and "could not be checked (m1: no manager answers)" in res.notes[-1]
@@ -620,6 +623,7 @@ def test_quorum_is_read_again_just_before_the_stop():
 
 def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_another_manager(
         monkeypatch):
+    from provision.engine_api import access
     from provision.swarm import managers as M
     from provision.base.errors import LockedError
     from provision.swarm.lock import MANAGERS_LOCK, Holder
@@ -651,10 +655,10 @@ def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_a
     import contextlib
 
     @contextlib.contextmanager
-    def another(path):
+    def another(path, **kw):
         yield Other
     released = []
-    monkeypatch.setattr(M, "manager_session", another)
+    monkeypatch.setattr(access, "connect", another)
     monkeypatch.setattr(Other, "api", type("A", (FakeConfigs,), {
         "remove_config": lambda self, cid: released.append(cid)})())
     with M.managers_lock("c.yml", "backup", api=gone, **kw):

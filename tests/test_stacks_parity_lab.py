@@ -69,10 +69,11 @@ class Lab:
     """The cluster file, one SSH session to the manager and one docker SDK client."""
 
     def __init__(self, path: str):
-        from provision.engine_api.sessions import cluster_client, manager_session
+        from provision.engine_api.access import connect
         self.path = path
-        self.session = manager_session(path)
-        self.api = cluster_client(path)
+        manager = connect(path, shared=True)
+        self.session = manager.session
+        self.api = manager.api.api
 
     def sh(self, script: str, check: bool = True, stdin: bytes | None = None):
         from provision.remote.command import Command

@@ -288,11 +288,13 @@ def test_an_unreadable_lock_is_refused_with_the_way_out_and_unlock_removes_it(la
 
 def test_unlock_command_shows_an_unreadable_lock(monkeypatch, capsys):
     import cli
-    from provision.engine_api import adapter as engine_api
+    from types import SimpleNamespace
+
+    from provision.engine_api import access
+    from provision.engine_api.adapter import EngineAPI
     api = FakeConfigs()
     _held_with(api, {L_ACQUIRED: "nan"})
-    monkeypatch.setattr(engine_api, "connect",
-                        lambda *a, **k: engine_api.EngineAPI(api))
+    monkeypatch.setattr(access, "connect", lambda *a, **k: SimpleNamespace(api=EngineAPI(api)))
     assert cli.main(["unlock", "--force", "web"]) == 0
     out = capsys.readouterr()
     assert "unreadable labels (acquired=nan)" in out.out and api.items == {}

@@ -1,4 +1,5 @@
-"""Reaching an existing cluster with or without a local state folder.
+"""Reaching an existing cluster with or without a local state folder; connect(cluster) ->
+Manager is the one way every command reaches a manager (provision/engine_api/manager.py).
 
 Managers are looked for in the local cache (`.swarmsmith/<name>/inventory.json`, when present),
 then from the provider: the cluster file's static hosts, the lab's hosts, DigitalOcean droplets
@@ -12,7 +13,7 @@ IDs and keys of hosts listed without one. A record that puts a host elsewhere or
 key than they do is refused (exit 3, naming its version); hosts only the record lists are left
 out.
 
-Host keys, first match wins: the cluster file (`host_key:` / `ssh.known_hosts`), the local
+Host keys, first match wins (pin_of, which `up` uses too): the cluster file (`host_key:` / `ssh.known_hosts`), the local
 cache, the provider (the lab knows its hosts' keys), the swarm's record. A host with none is
 refused (exit 3) unless accept_new (`--accept-new-host-keys`); a changed key is refused always.
 Nothing is written locally.
@@ -21,10 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 from ..base.errors import HostKeyMismatchError, HostKeyUnknownError, SwarmsmithError, UnreachableError
 from ..base.hosts import Host
 from ..remote.ssh import Session
+
+if TYPE_CHECKING:
+    from .manager import Manager
+    from .node_names import NodeNames
 
 _CACHE: dict[str, "ClusterAccess"] = {}
 # the command line's --accept-new-host-keys, for every cluster this process opens (a command
@@ -63,6 +69,36 @@ def access(cluster_path: str, accept_new: bool | None = None) -> "ClusterAccess"
     return _CACHE[key]
 
 
+def connect(cluster_file: str | None = None, *, accept_new_host_keys: bool | None = None,
+            prefer: str | None = None, shared: bool = False) -> Manager:
+    """A reachable manager of the cluster (`cluster_file` None: the usual lookup), tried
+    `prefer` first. `accept_new_host_keys` None: as the process was told (the command line's
+    flag). Raises NoManagerError (exit 3 when no manager answered over SSH at all); the shared
+    connection raises what the deploy commands always said: the host key nobody pins, else
+    UnreachableError."""
+    from ..base.clusters import find_cluster_file
+    acc = access(find_cluster_file(cluster_file), accept_new_host_keys)
+    return acc.shared_manager() if shared else acc.find_manager(prefer=prefer)
+
+
+
+def pin_of(cluster, host: Host, *, cached: str = "", provider: str = "",
+           recorded: str = "") -> tuple[str, str]:
+    """The key `host` must show and what pins it, first match wins: the cluster file
+    (`host_key:` / `ssh.known_hosts`), the local cache, the provider, the swarm's record;
+    ("", "") when nothing does. `up` and every later connection decide it here."""
+    for key, source in ((cluster.pinned_key(host.name, host.public_address, host.port), "file"),
+                        (cached, "cache"), (provider, "provider"), (recorded, "record")):
+        if key:
+            return key, source
+    return "", ""
+
+
+def for_cluster(cluster_path: str, api=None) -> "NodeNames":
+    """The cluster's names of its nodes (ClusterAccess.node_names)."""
+    return access(cluster_path).node_names(api)
+
+
 class ClusterAccess:
     def __init__(self, cluster_path: str, accept_new: bool = False):
         from inventory import clusterfile
@@ -72,8 +108,7 @@ class ClusterAccess:
         self.inventory = StateDir(cluster_path, self.cluster.name).load()
         self.accept_new = accept_new
         self.manager: Host | None = None
-        self._session: Session | None = None
-        self._client = None
+        self._manager: "Manager | None" = None
         self._record: dict | None = None
         self._record_version = 0
         self._record_read = False
@@ -138,12 +173,6 @@ class ClusterAccess:
 
     def _list_provider_hosts(self) -> list[Host]:
         cf = self.cluster
-        if cf.provider == "static":
-            return [Host(name=h["name"], public_address=h["address"],
-                         private_address=h.get("private_address"),
-                         user=h.get("user") or cf.ssh_user, key_path=h.get("key") or cf.ssh_key,
-                         port=h.get("port") or cf.ssh_port, role=h["role"])
-                    for h in cf.static_hosts]
         if cf.provider == "lab":
             from ..hosts.lab.lab import Lab
             lab = Lab(cf.provider_settings.get("name") or cf.name)
@@ -158,16 +187,11 @@ class ClusterAccess:
     def _pin(self, host: Host) -> tuple[str, str]:
         """(key, where it comes from: file, cache, provider, record) a host must show; ("", "")
         when nothing pins it."""
-        cf_pin = self.cluster.pinned_key(host.name, host.public_address, host.port)
         cached = ((self.inventory.get("hosts") or {}).get(host.name) or {}).get("host_key", "")
         recorded = (((self._record or {}).get("hosts") or {}).get(host.name) or {}).get("host_key", "")
         # hosts() hands on the record's key as host_key: it is still the record's
         provider = "" if host.name in self._from_record else host.host_key
-        for key, source in ((cf_pin, "file"), (cached, "cache"), (provider, "provider"),
-                            (recorded, "record")):
-            if key:
-                return key, source
-        return "", ""
+        return pin_of(self.cluster, host, cached=cached, provider=provider, recorded=recorded)
 
     def pin_for(self, host: Host) -> str:
         """The key a host must show ("" when nothing pins it)."""
@@ -201,53 +225,53 @@ class ClusterAccess:
         # hosts with a pin first: an unpinned one is tried only when no pinned one answers
         return sorted(out, key=lambda h: not self.pin_for(h))
 
-    def client(self):
-        """A docker APIClient on a verified manager of the cluster."""
-        if self._client is not None:
-            return self._client
-        from .transport import api_client
-        errors: list[str] = []
-        unknown: HostKeyUnknownError | None = None
+    def find_manager(self, prefer: str | None = None) -> "Manager":
+        """A new connection to the first usable manager (`prefer` tried first)."""
+        from .manager import probe
         hosts = self.candidates()
         if not hosts:
             raise SwarmsmithError(f"cluster {self.cluster.name}: no manager found (no local "
                                   f"state, and the {self.cluster.provider} provider lists none); "
                                   f"run `swarmsmith up {self.path}` first")
-        for host in hosts:
-            s = self.session(host)
-            try:
-                s.connect()
-            except HostKeyMismatchError:
-                raise            # never fall back to another host past a changed key
-            except HostKeyUnknownError as e:
-                unknown = unknown or e
-                continue
-            except UnreachableError as e:
-                errors.append(str(e))
-                continue
-            client = api_client(s)
-            try:
-                swarm = client.info().get("Swarm") or {}
-                control = swarm.get("ControlAvailable")
-                client.node_id = swarm.get("NodeID") or ""
-            except Exception as e:   # docker not answering on that host
-                errors.append(f"{host.name}: the Docker engine does not answer: {e}")
-                control = None
-            if not control:
-                if control is not None:
-                    errors.append(f"{host.name}: not a swarm manager")
-                s.close()
-                continue
-            self.manager, self._session, self._client = host, s, client
-            return client
-        if unknown is not None:
-            raise unknown
-        raise UnreachableError(f"cluster {self.cluster.name}: no manager reachable:\n  "
-                               + "\n  ".join(errors))
+        if prefer:
+            hosts.sort(key=lambda h: h.name != prefer)
+        return probe(self, hosts)
 
-    def manager_session(self) -> Session:
-        self.client()
-        return self._session
+    def shared_manager(self) -> "Manager":
+        """The process's one connection to this cluster's manager (the deploy, its image check,
+        its audit and the record read share it); a host nothing pins is refused as such, else
+        no manager is exit 3."""
+        if self._manager is None:
+            from .manager import NoManagerError
+            try:
+                self._manager = self.find_manager()
+            except NoManagerError as e:
+                if e.unknown is not None:
+                    raise e.unknown from None
+                raise UnreachableError(f"cluster {self.cluster.name}: no manager reachable:\n  "
+                                       + "\n  ".join(f"{h}: {r}" for h, r in e.reasons.items())
+                                       ) from None
+            self.manager = self._manager.host
+        return self._manager
+
+    def client(self):
+        """The docker SDK client (guarded) of the shared manager."""
+        return self.shared_manager().api.api
+
+    def node_names(self, api=None) -> "NodeNames":
+        """The cluster's names: its local inventory, else the cluster's record in the swarm (read
+        through `api`, an EngineAPI on a manager, when given)."""
+        from .node_names import NodeNames
+        hosts = {n: r for n, r in (self.inventory.get("hosts") or {}).items() if r.get("node_id")}
+        if not hosts:
+            from .cluster_record import RecordStore
+            try:
+                record = RecordStore(api, self.cluster.name).read()[1] if api is not None \
+                    else self.record()
+            except Exception:       # a record that cannot be read leaves hostnames and IDs
+                record = None
+            hosts = (record or {}).get("hosts") or {}
+        return NodeNames(hosts)
 
     # --- the record -----------------------------------------------------------------------
     def record(self) -> dict | None:

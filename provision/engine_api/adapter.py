@@ -37,23 +37,12 @@ class Current:
     configs: list = field(default_factory=list)
 
 
-def connect(cluster_file: str | None = None, accept_new_host_keys: bool = False) -> "EngineAPI":
-    """The Engine API of a reachable manager of the cluster, through our SSH session (host key
-    checked against what pins it). `cluster_file` None: the usual lookup."""
-    from ..base.clusters import find_cluster_file
-    from .sessions import cluster_client
-    from .registry_auth import Credentials
-    path = find_cluster_file(cluster_file)
-    return EngineAPI(cluster_client(path, accept_new_host_keys),
-                     credentials=Credentials.for_cluster(path), cluster_file=path)
-
-
 def connect_local(socket_path: str | None = None, credentials=None) -> "EngineAPI":
     """The Engine API of the engine whose socket is mounted here (a service task on a manager,
-    as the agent runs): the same adapter as connect(), another transport."""
+    as the agent runs): the same adapter as access.connect()'s, another transport."""
     from .transport import LOCAL_SOCKET, local_api_client
     client = local_api_client(socket_path or LOCAL_SOCKET)
-    return EngineAPI(client, credentials=credentials, where=client._host)
+    return EngineAPI(client, credentials=credentials, where=client.host)
 
 
 def as_engine(api, where: str = "") -> "EngineAPI":
@@ -121,7 +110,7 @@ class EngineAPI:
         self.api = api
         self.credentials = credentials     # provision.engine_api.registry_auth.Credentials or None
         self.where = where                 # the manager spoken to, named in errors
-        self.cluster_file = cluster_file   # set by connect(): the nodes can be asked over SSH
+        self.cluster_file = cluster_file   # set by access.connect(): the nodes can be asked over SSH
         # nodes -> {node id: set of images}, for the pre-deploy image check; None: over SSH
         # when cluster_file is known, else no check (an engine a caller handed in)
         self.node_images = node_images

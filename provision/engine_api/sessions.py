@@ -24,12 +24,3 @@ def session_for(host, cluster_path: str | None = None) -> Session:
     return Session(host, pinned_key=host.host_key, connect_deadline=10,
                    require_pin=not accepts_new_host_keys(),
                    mismatch_hint=acc.mismatch_hint(host) if acc is not None else "")
-
-
-def manager_session(cluster_path: str, accept_new: bool | None = None) -> Session:
-    """A session to a reachable manager of the cluster, host key verified."""
-    return access(cluster_path, accept_new).manager_session()
-
-
-def cluster_client(cluster_path: str, accept_new: bool | None = None):
-    return access(cluster_path, accept_new).client()

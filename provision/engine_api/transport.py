@@ -150,47 +150,49 @@ def load_docker_sdk(ssh: bool = True):
     return docker
 
 
-def _one_pool_adapter(docker, client, fwd: SocketForwarder, timeout: int):
-    """docker-py keys its connection pools by each request's whole URL, so every path not
-    asked before (a node's, a service's) opens a new connection; here each connection is an
-    SSH channel and a `docker system dial-stdio` process on the host (~20 ms of its CPU: 80 of
-    them in a 1+15 `up`). One pool for every path keeps the connections open and reused."""
+def one_pool_client(docker, socket_path: str, timeout: int):
+    """A docker.APIClient on `socket_path` whose requests all go through one pool.
+
+    docker-py keys its connection pools by each request's whole URL, so every path not asked
+    before (a node's, a service's) opens a new connection; here each connection is an SSH
+    channel and a `docker system dial-stdio` process on the host (~20 ms of its CPU: 80 of
+    them in a 1+15 `up`). One pool for every path keeps the connections open and reused, the
+    version check's (version="auto") included. The pool comes in through requests' public
+    get_adapter(), so nothing of the SDK's own state is touched."""
     from docker.transport.unixconn import UnixHTTPAdapter
 
     class OnePool(UnixHTTPAdapter):
         def get_connection(self, url, proxies=None):
             return super().get_connection("http+docker://localhost", proxies)
 
-    old = client.get_adapter("http+docker://localhost")
-    adapter = OnePool(f"http+unix://{fwd.path}", timeout,
-                      max_pool_size=docker.constants.DEFAULT_MAX_POOL_SIZE)
-    client.mount("http+docker://", adapter)
-    client._custom_adapter = adapter
-    old.close()
+    class OnePoolClient(docker.APIClient):
+        def __init__(self):
+            # before the SDK's __init__, which already asks the engine for its version
+            self.one_pool = OnePool(f"http+unix://{socket_path}", timeout,
+                                    max_pool_size=docker.constants.DEFAULT_MAX_POOL_SIZE)
+            super().__init__(base_url=f"unix://{socket_path}", timeout=timeout, version="auto")
+
+        def get_adapter(self, url):
+            return self.one_pool
+
+        def close(self):
+            super().close()
+            self.one_pool.close()
+
+    return OnePoolClient()
 
 
 def api_client(session: Session, timeout: int = 60) -> "GuardedAPI":
     docker = load_docker_sdk()
     fwd = SocketForwarder(session)
     try:
-        # what version="auto" does, but after the pool is in place: the version check's
-        # connection is the one every later call reuses
-        client = docker.APIClient(base_url=f"unix://{fwd.path}", timeout=timeout,
-                                  version=docker.constants.MINIMUM_DOCKER_API_VERSION)
-        _one_pool_adapter(docker, client, fwd, timeout)
-        client._version = client.version(api_version=False)["ApiVersion"]
+        client = one_pool_client(docker, fwd.path, timeout)
     except Exception as e:      # the engine does not answer, or not as an engine
         fwd.close()
         raise engine_error(session.host.name, "connect to the Engine API", e) from None
     atexit.register(fwd.close)
-
-    def close_forwarder():
-        client.close()
-        fwd.close()
-    guarded = GuardedAPI(client, session.host.name)
-    guarded.close_forwarder = close_forwarder
-    guarded._swarmsmith_forwarder = fwd   # keep it alive as long as the client
-    return guarded
+    # the forwarder lives as long as the client
+    return GuardedAPI(client, session.host.name, forwarder=fwd)
 
 
 LOCAL_SOCKET = "/var/run/docker.sock"
@@ -205,13 +207,10 @@ def local_api_client(socket_path: str = LOCAL_SOCKET, timeout: int = 60,
     name = name or socket.gethostname()
     try:
         client = docker.APIClient(base_url=f"unix://{socket_path}", timeout=timeout,
-                                  version=docker.constants.MINIMUM_DOCKER_API_VERSION)
-        client._version = client.version(api_version=False)["ApiVersion"]
+                                  version="auto")
     except Exception as e:      # no socket, no permission, or not an engine
         raise engine_error(name, f"connect to the Engine API on {socket_path}", e) from None
-    guarded = GuardedAPI(client, name)
-    guarded.close_forwarder = client.close
-    return guarded
+    return GuardedAPI(client, name)
 
 
 class EngineAPIError(SwarmsmithError):
@@ -247,12 +246,19 @@ class GuardedAPI:
     """docker.APIClient with every call's library errors turned into swarmsmith errors that
     name the manager and the call (status, planning and watching alike)."""
 
-    def __init__(self, client, host: str):
+    def __init__(self, client, host: str, forwarder: "SocketForwarder | None" = None):
         self._client = client
-        self._host = host
+        self.host = host
+        self.forwarder = forwarder
         # the engine's swarm node ID, once a caller has read /info for another reason (the
         # manager check on connecting): asking again costs the engine a second /info
         self.node_id = ""
+
+    def close_forwarder(self) -> None:
+        """Close the client and the SSH socket forwarder under it (if any)."""
+        self._client.close()
+        if self.forwarder is not None:
+            self.forwarder.close()
 
     def __getattr__(self, name):
         value = getattr(self._client, name)
@@ -263,7 +269,7 @@ class GuardedAPI:
             try:
                 return value(*args, **kwargs)
             except Exception as e:
-                raise engine_error(self._host, _operation(name), e) from None
+                raise engine_error(self.host, _operation(name), e) from None
         return call
 
 

@@ -247,7 +247,7 @@ def push_to_cluster(cluster_path: str, *, archive: str | None = None, images: li
     all_hosts = inventory_hosts(cluster_path)
     named = None
     if any(n not in NODE_GROUPS and n not in {h.name for h in all_hosts} for n in nodes):
-        from ..swarm.node_names import for_cluster
+        from ..engine_api.access import for_cluster
         named = for_cluster(cluster_path)
     hosts = select_hosts(all_hosts, list(nodes), named)
     saved = None

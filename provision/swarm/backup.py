@@ -75,7 +75,7 @@ def pick_backup_node(nodes: list[dict], hosts: dict[str, object], want: str | No
     """A reachable manager that is not the leader when there are several (or the one asked
     for, by the cluster file's name, hostname or node ID); refuse when stopping it would lose
     quorum. `hosts`: the cluster file's name -> inventory host; `names`: node_names.NodeNames."""
-    from .node_names import NodeNames, NodeNotFound
+    from ..engine_api.node_names import NodeNames, NodeNotFound
     names = (names or NodeNames()).bind(nodes)
 
     def node_name(n: dict) -> str:      # the inventory's name of node n
@@ -493,14 +493,15 @@ def take_backup(cluster_path: str, opts: BackupOptions | None = None, *,
     from inventory import clusterfile
     from ..engine_api.sessions import inventory_hosts, session_for
     from ..engine_api.adapter import as_engine
-    from .managers import connect_manager, host_swarm_facts, managers_lock
+    from ..engine_api.access import connect
+    from .managers import host_swarm_facts, managers_lock
     opts = opts or BackupOptions()
     say = on_progress or (lambda msg: None)
     t0 = clock()
     cf = clusterfile.load(cluster_path)
     hosts = {h.name: h for h in inventory_hosts(cluster_path, "manager")}
     out, unique = resolve_out(opts.out, cf.name, utcnow())
-    conn = connect_manager(cluster_path)
+    conn = connect(cluster_path)
     try:
         with managers_lock(cluster_path, "backup", api=conn.api, wait=opts.lock_wait,
                            notify=say) as lock:
@@ -529,7 +530,7 @@ def take_backup(cluster_path: str, opts: BackupOptions | None = None, *,
                                       "engine was not stopped")
             if conn.host.name == name and managers > 1:
                 conn.close()
-                conn = connect_manager(cluster_path, prefer=next(h for h in hosts if h != name))
+                conn = connect(cluster_path, prefer=next(h for h in hosts if h != name))
                 api = conn.api
                 lock.api = as_engine(api)
             s = session_for(hosts[name])

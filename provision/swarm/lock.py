@@ -354,8 +354,9 @@ def unlock_stack(stack: str, options: UnlockOptions | None = None, *, engine=Non
     LockedError, exit 4)."""
     options = options or UnlockOptions()
     if engine is None:
-        from ..engine_api.adapter import connect
-        engine = connect(options.cluster_file, options.accept_new_host_keys)
+        from ..engine_api.access import connect
+        engine = connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                         shared=True).api
     lock = SwarmLock(engine, stack, me=me, alive=alive, clock=clock)
     info = lock.unlock(force=options.force)
     return UnlockResult(stack, info, info.local_state(lock.me, alive) if info else "")

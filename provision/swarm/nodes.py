@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
 from ..base.errors import (EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_TIMED_OUT, InputError, SwarmsmithError)
-from .node_names import NodeNames, NodeNotFound  # noqa: F401  (NodeNotFound: callers catch it here)
+from ..engine_api.node_names import NodeNames, NodeNotFound  # noqa: F401  (NodeNotFound: callers catch it here)
 from .quorum import QuorumRefused, check_manager_removal, is_manager, node_name, quorum_of
 
 Progress = Callable[[str], None]
@@ -357,7 +357,7 @@ def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
     def leave(ref: str) -> None:
         from ..remote.command import Command
         from ..engine_api.sessions import inventory_hosts, session_for
-        from .node_names import for_cluster
+        from ..engine_api.access import for_cluster
         hosts = {h.name: h for h in inventory_hosts(cluster_path)}
         host = hosts.get(for_cluster(cluster_path).host_name(ref, hosts))
         if host is None:

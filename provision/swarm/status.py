@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..engine_api.adapter import as_engine
 from ..base.errors import EXIT_DEGRADED, EXIT_OK, SwarmsmithError
-from .node_names import NodeNames, label
+from ..engine_api.node_names import NodeNames, label
 from .quorum import quorum_of
 
 
@@ -45,9 +45,10 @@ def status(cluster_file: str, stack: str | None = None,
            accept_new_host_keys: bool = False) -> ClusterStatus:
     """Ask a reachable manager of the cluster (host key checked against what pins it); when
     none answers swarm calls, what SSH showed of each (quorum lost)."""
-    from .managers import NoManagerError, connect_manager
+    from ..engine_api.access import connect
+    from ..engine_api.manager import NoManagerError
     try:
-        conn = connect_manager(cluster_file, accept_new=accept_new_host_keys)
+        conn = connect(cluster_file, accept_new_host_keys=accept_new_host_keys)
     except NoManagerError as e:
         if e.all_unreachable:
             raise

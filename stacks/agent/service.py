@@ -246,8 +246,8 @@ def install(cluster_path: str | None, *, engine=None, say=None, build=None, push
     result = AgentResult(image=image.tag)
     result.changes += push(image.built.archive)
     if engine is None:
-        from provision.engine_api.adapter import connect
-        engine = connect(p.path)
+        from provision.engine_api.access import connect
+        engine = connect(p.path, shared=True).api
     result.changes += converge(engine, p.settings, image.tag, p.deploy_key, p.known_hosts,
                                p.registries)
     if wait:
@@ -261,8 +261,8 @@ def install(cluster_path: str | None, *, engine=None, say=None, build=None, push
 def status(cluster_path: str | None, *, engine=None) -> AgentResult:
     from stacks.agent.status import read_status
     if engine is None:
-        from provision.engine_api.adapter import connect
-        engine = connect(cluster_path)
+        from provision.engine_api.access import connect
+        engine = connect(cluster_path, shared=True).api
     result = AgentResult()
     live = find_service(engine)
     if live is not None:
@@ -290,8 +290,8 @@ def remove(cluster_path: str | None, *, engine=None, clock=time.monotonic,
            sleep=time.sleep) -> AgentResult:
     from stacks.agent.status import remove_statuses
     if engine is None:
-        from provision.engine_api.adapter import connect
-        engine = connect(cluster_path)
+        from provision.engine_api.access import connect
+        engine = connect(cluster_path, shared=True).api
     result = AgentResult()
     live = find_service(engine)
     if live is not None:

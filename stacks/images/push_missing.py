@@ -71,7 +71,7 @@ def push_missing(missing: dict, source: str, cluster_path: str, *,
             raise InputError(f"{', '.join(lacking)} not in it (it has: "
                              f"{', '.join(sorted(have)) or 'no tagged image'})",
                              file=archive, path="--push-from")
-        from provision.swarm.node_names import for_cluster
+        from provision.engine_api.access import for_cluster
         all_hosts = inventory_hosts(cluster_path)
         names = for_cluster(cluster_path)
         hostnames = set().union(*missing.values())

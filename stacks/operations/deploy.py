@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from provision.engine_api.adapter import EngineAPI, connect
+from provision.engine_api.access import connect
+from provision.engine_api.adapter import EngineAPI
 from provision.base.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, SwarmsmithError
 from stacks.compose.loader import Compose
 from stacks.events import (ImagePush, Notice, OperationWarning, PlanReady, ProgressCallback,
@@ -188,7 +189,8 @@ def plan_stack(stack, compose_files=(), options: StackOptions | None = None, *,
     """What a deploy would change; changes nothing. Problems are in the result (exit 2)."""
     options = options or StackOptions()
     loaded = _loaded(stack, compose_files, options)
-    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    engine = engine or connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                               shared=True).api
     return PlanResult(loaded.name, make_stack_plan(loaded, engine, options, adjust))
 
 
@@ -210,7 +212,8 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
     options = options or DeployOptions()
     loaded = _loaded(stack, compose_files, options)    # bad files never open a connection
     pm.check_source(options.push_from)
-    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    engine = engine or connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                               shared=True).api
     name = loaded.name
 
     def record(result, **fields):
@@ -347,7 +350,8 @@ def rm_stack(stack: str, options: RmOptions | None = None, *,
     from stacks.compose.validate import validate_stack_name
     options = options or RmOptions()
     validate_stack_name(stack)
-    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    engine = engine or connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                               shared=True).api
     plan = rm_plan(engine.current(), stack)
     if not plan.actions:
         return RmResult(stack)

@@ -116,7 +116,7 @@ def rollback_stack(stack: str, options: RollbackOptions | None = None, *, engine
     audit line."""
     import time
 
-    from provision.engine_api.adapter import connect
+    from provision.engine_api.access import connect
     from stacks.compose.validate import validate_stack_name
     from stacks.events import Notice
     from stacks.operations.deploy import audit_run
@@ -125,7 +125,8 @@ def rollback_stack(stack: str, options: RollbackOptions | None = None, *, engine
     options = options or RollbackOptions()
     started = time.monotonic()
     validate_stack_name(stack)
-    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    engine = engine or connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                               shared=True).api
     ttl = options.lock_ttl or max(1800, 2 * options.timeout + 300)
     with SwarmLock(engine, stack, ttl=ttl, wait=options.lock_wait,
                    notify=lambda line: emit(on_progress, Notice(line))):

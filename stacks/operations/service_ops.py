@@ -64,9 +64,9 @@ class TaskRow:
 def ps(api, target: str, *, all_tasks: bool = False, node_names=None) -> list[TaskRow]:
     """Tasks of a stack or service, newest first per slot. Without all_tasks: the tasks swarm
     still wants, and the latest ended one of each slot whose current task is not running (the
-    error an operator looks for). `node_names` (provision.swarm.node_names.NodeNames): a node is shown
+    error an operator looks for). `node_names` (provision.engine_api.node_names.NodeNames): a node is shown
     as `m1 (hostname)` where the cluster file names it otherwise."""
-    from provision.swarm.node_names import NodeNames
+    from provision.engine_api.node_names import NodeNames
     from provision.swarm.status import task_name
     _, services = resolve_services(api, target)
     names = {s["ID"]: s["Spec"]["Name"] for s in services}
@@ -323,12 +323,12 @@ def scale_services(cluster_file: str | None, wanted: dict[str, int],
     import contextlib
 
     from inventory.clusterfile import find
-    from provision.swarm.managers import manager_session
+    from provision.engine_api.access import connect
     from provision.swarm.lock import SwarmLock
     from stacks.events import Notice, WatchFinished, WatchProgress, WatchStarted, emit
     from stacks.watch.watcher import WatchPolicy
     opts = options or ScaleOptions()
-    with manager_session(find(cluster_file)) as m:
+    with connect(find(cluster_file)) as m:
         todo, same, stack = plan_scale(m.api, wanted)
         kwargs = {"policy": WatchPolicy(timeout=opts.timeout), "watch": opts.watch}
         # taken even when every count is already right, as deploy does: a re-run after a

@@ -98,20 +98,3 @@ def label(name: str, hostname: str) -> str:
 
 def _hostname(node: dict) -> str:
     return (node.get("Description") or {}).get("Hostname") or ""
-
-
-def for_cluster(cluster_path: str, api=None) -> NodeNames:
-    """The cluster's names: its local inventory, else the cluster's record in the swarm (read
-    through `api`, an EngineAPI on a manager, when given)."""
-    from ..engine_api.access import access
-    acc = access(cluster_path)
-    hosts = {n: r for n, r in (acc.inventory.get("hosts") or {}).items() if r.get("node_id")}
-    if not hosts:
-        from ..engine_api.cluster_record import RecordStore
-        try:
-            record = RecordStore(api, acc.cluster.name).read()[1] if api is not None \
-                else acc.record()
-        except Exception:       # a record that cannot be read leaves hostnames and IDs
-            record = None
-        hosts = (record or {}).get("hosts") or {}
-    return NodeNames(hosts)
