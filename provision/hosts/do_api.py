@@ -40,6 +40,7 @@ log = logging.getLogger("swarmsmith.digitalocean")
 _env_lock = threading.RLock()
 _local = threading.local()
 _hook_lock = threading.Lock()
+_hook_installed = False     # ours, not a mark on the library's class
 
 
 class DigitalOceanError(SwarmsmithError):
@@ -198,8 +199,9 @@ def _install_hook() -> None:
     """
     from digitalocean import baseapi
 
+    global _hook_installed
     with _hook_lock:
-        if getattr(baseapi.BaseAPI, "_swarmsmith_hook", False):
+        if _hook_installed:
             return
         original = baseapi.BaseAPI._BaseAPI__perform_request
 
@@ -210,7 +212,7 @@ def _install_hook() -> None:
             return api._perform(original, self, url, type, params)
 
         baseapi.BaseAPI._BaseAPI__perform_request = perform_request
-        baseapi.BaseAPI._swarmsmith_hook = True
+        _hook_installed = True
 
 
 class DOApi:
