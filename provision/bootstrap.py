@@ -15,10 +15,10 @@ from inventory.state import StateDir
 
 from .engine import install as engine
 from .remote import facts as F
+from .remote import docker_cli
 from .hosts import providers
 from .hosts.addresses import choose
 from .engine_api.cluster_record import L_CLUSTER, NODE_LABEL
-from .remote.command import Command
 from .base.errors import HostKeyMismatchError, InputError, SwarmsmithError
 from .base.hosts import Host
 from .remote.parallel import each, raise_open_files, ticking
@@ -240,8 +240,7 @@ def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
     run.changes += step.changes
     leader = run.sessions[step.leader.name]
     for name, node_id in pruned_nodes:
-        r = leader.run(Command.of("docker", "node", "rm", "--force", node_id,
-                                  description="remove the node of a pruned host"), check=False)
+        r = leader.run(docker_cli.node_rm(node_id, "remove the node of a pruned host"), check=False)
         if r.ok:
             run.changes.append(f"{name}: node {node_id[:12]} removed from the swarm")
     for n in nodes:

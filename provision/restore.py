@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .remote import facts as F
+from .remote import docker_cli
 from .swarm.backup import (INTERRUPTED_RESTORE, drop_previous_swarm_dir, engine_facts,
                            put_back_swarm_dir, put_swarm_dir, read_archive, retarget_payload,
                            start_engine, stop_engine)
@@ -76,10 +77,9 @@ def _advertise(cluster_path: str, host) -> str:
 
 
 def _force_new_cluster(session, addr: str) -> None:
-    session.run(Command.of("docker", "swarm", "init", "--force-new-cluster", "--advertise-addr",
-                           addr, "--listen-addr", f"{addr}:2377",
-                           description="re-form the swarm with this node as its only manager"),
-                timeout=120)
+    session.run(docker_cli.swarm_init(
+        addr, force_new_cluster=True,
+        description="re-form the swarm with this node as its only manager"), timeout=120)
 
 
 def _local_api(session, where: str, timeout: float = 60.0, clock=time.monotonic,
@@ -211,8 +211,7 @@ def _restore_on(s, facts: dict, manifest: dict, payload: bytes, to: str, addr: s
                 raise SwarmsmithError("the restored swarm is autolocked: pass the unlock key of "
                                       "the time of the backup (--key-file or "
                                       "$SWARMSMITH_UNLOCK_KEY) and run restore again", host=to)
-            s.run(Command.of("docker", "swarm", "unlock", stdin=(unlock_key + "\n").encode(),
-                             description="unlock the restored swarm"))
+            s.run(docker_cli.swarm_unlock(unlock_key, "unlock the restored swarm"))
         say(f"{to}: swarm init --force-new-cluster (advertise {addr})")
         _force_new_cluster(s, addr)
         _local_api(s, to)
@@ -434,8 +433,7 @@ def _leave_replaced_swarm(cluster_path: str, to: str, api) -> list[str]:
             f = host_swarm_facts(s)
             if f.get("state") in ("active", "pending", "error", "locked") and \
                     f.get("node_id") not in known:
-                s.run(Command.of("docker", "swarm", "leave", "--force",
-                                 description="leave the swarm the restore replaced"))
+                s.run(docker_cli.swarm_leave("leave the swarm the restore replaced"))
                 changes.append(f"{h.name}: left the swarm the restore replaced")
         except UnreachableError:
             continue
@@ -643,6 +641,5 @@ def _reset_lost_manager(session, name: str, changes: list[str], say: Progress) -
         changes.append(f"{name}: engine started")
     f = host_swarm_facts(session)
     if f.get("state") != "inactive":
-        session.run(Command.of("docker", "swarm", "leave", "--force",
-                               description="leave the old swarm membership"))
+        session.run(docker_cli.swarm_leave("leave the old swarm membership"))
         changes.append(f"{name}: left the old swarm membership")

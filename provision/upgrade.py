@@ -23,6 +23,7 @@ from typing import Callable
 
 from .engine import install as engine
 from .remote import facts as F
+from .remote import docker_cli
 from .remote.command import Command
 from .base.errors import InputError, SwarmsmithError
 
@@ -222,12 +223,8 @@ def default_max_batch(nodes: list[dict]) -> int:
 # --- the swarm, through the docker CLI on a manager ---------------------------------------
 
 NODES = F.NODES
-SERVICES = Command.shell("ids=$(docker service ls -q); if [ -n \"$ids\" ]; then docker service "
-                         "inspect $ids; else echo '[]'; fi", description="list services")
-TASKS = Command.shell(
-    "ids=$(docker service ls -q); t=; [ -z \"$ids\" ] || t=$(docker service ps -q --no-trunc "
-    "-f desired-state=running $ids); if [ -n \"$t\" ]; then docker inspect --type task $t; "
-    "else echo '[]'; fi", description="list running tasks")
+SERVICES = docker_cli.SERVICES_INSPECT
+TASKS = docker_cli.RUNNING_TASKS_INSPECT
 
 
 # A node label that keeps a node's availability from before its drain, so a run that is killed
@@ -244,8 +241,7 @@ def availability_before(node: dict) -> str:
 
 
 def set_availability(node_id: str, availability: str) -> Command:
-    return Command.of("docker", "node", "update", "--availability", availability, node_id,
-                      description=f"set node availability to {availability}")
+    return docker_cli.node_availability(node_id, availability)
 
 
 class Swarm:
@@ -289,13 +285,11 @@ class Swarm:
         self._run(set_availability(node_id, availability))
 
     def mark(self, node_id: str, availability: str) -> None:
-        self._run(Command.of("docker", "node", "update", "--label-add",
-                             f"{MARK}={availability}", node_id,
-                             description="remember the node's availability"))
+        self._run(docker_cli.node_label_add(node_id, f"{MARK}={availability}",
+                                            "remember the node's availability"))
 
     def unmark(self, node_id: str) -> None:
-        self._run(Command.of("docker", "node", "update", "--label-rm", MARK, node_id,
-                             description="forget the remembered availability"))
+        self._run(docker_cli.node_label_rm(node_id, MARK, "forget the remembered availability"))
 
 
 # --- the run ------------------------------------------------------------------------------

@@ -175,3 +175,31 @@ def test_provision_stages_import_one_way():
 def test_the_stage_order_sees_a_backward_import():
     assert stage("provision.remote.ssh") < stage("provision.swarm.step") < stage("provision.bootstrap")
     assert stage("provision.hosts.lab.image") < stage("provision.images.debian")
+
+
+def test_every_docker_cli_command_line_is_built_in_one_module():
+    """`docker ...` command lines are data in provision/remote/docker_cli.py; a string that
+    starts a docker CLI command anywhere else in the library is a second place to look."""
+    import re
+    starts = re.compile(r"(^|[;|&({$]\s*|timeout \d+ )docker (version|info|config|swarm|node|"
+                        r"service|image|inspect|ps|load|tag|system|import)\b")
+    found = []
+    for name, path in _library_files():
+        if name == "provision.remote.docker_cli":
+            continue
+        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                      and n.body and isinstance(n.body[0], ast.Expr)}
+        # messages naming a command (`docker swarm leave --force` on it) are not command lines
+        docstrings |= {id(c) for r in ast.walk(tree) if isinstance(r, ast.Raise)
+                       for c in ast.walk(r)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and id(node) not in docstrings and starts.search(node.value):
+                found.append(f"{os.path.relpath(path, REPO)}:{node.lineno}")
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "of" \
+                    and node.args and isinstance(node.args[0], ast.Constant) \
+                    and node.args[0].value == "docker":
+                found.append(f"{os.path.relpath(path, REPO)}:{node.lineno}: Command.of(docker)")
+    assert found == []

@@ -8,6 +8,7 @@ import json
 import shlex
 from dataclasses import dataclass
 
+from ..remote import docker_cli
 from ..remote.command import Command
 from ..base.errors import SwarmsmithError
 from ..remote.facts import SOCKET, socket_get
@@ -32,7 +33,7 @@ WAIT_SERVER = Command.shell(
     f"if [ -z \"${{DOCKER_HOST:-}}\" ] && [ -S {SOCKET} ] && command -v curl >/dev/null; then "
     f"{socket_get('/_ping')} >/dev/null 2>&1 && break; "
     f"elif [ -n \"${{DOCKER_HOST:-}}\" ] || [ -S {SOCKET} ] || [ $((n % 5)) -eq 4 ]; then "
-    "timeout 20 docker version -f '{{.Server.Version}}' >/dev/null 2>&1 && break; fi; "
+    f"timeout 20 {docker_cli.ENGINE_VERSION} >/dev/null 2>&1 && break; fi; "
     "n=$((n+1)); "
     "if [ $((n % 5)) -eq 0 ]; then "
     "if ! command -v pgrep >/dev/null || pgrep -x dockerd >/dev/null; then gone=0; "

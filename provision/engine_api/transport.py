@@ -16,6 +16,7 @@ import tempfile
 import threading
 
 from ..base.errors import SwarmsmithError, UnreachableError
+from ..remote.docker_cli import DIAL_STDIO
 from ..remote.ssh import Session
 
 
@@ -93,7 +94,7 @@ class SocketForwarder:
     def _serve(self, conn: socket.socket) -> None:
         try:
             chan = self.session.transport.open_session()
-            chan.exec_command("docker system dial-stdio")
+            chan.exec_command(DIAL_STDIO.wire())
         except Exception:
             conn.close()
             return

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shlex
 import subprocess
 import tarfile
 import tempfile
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
 from ..base.errors import RemoteCommandError
+from ..remote import docker_cli
 from ..base.hosts import Host
 
 BUSYBOX = "/usr/bin/busybox"
@@ -105,9 +105,7 @@ Transport = Callable[[Host, str, "BinaryIO | None"], "tuple[int, str, str]"]
 
 def image_content(host: Host, name: str, transport: Transport) -> str | None:
     """The content label of image `name` on the host, "" if unlabelled, None if absent."""
-    fmt = '{{index .Config.Labels "%s"}}' % CONTENT_LABEL
-    rc, out, _ = transport(host, f"docker image inspect -f {shlex.quote(fmt)} {shlex.quote(name)}",
-                           None)
+    rc, out, _ = transport(host, docker_cli.image_label(name, CONTENT_LABEL), None)
     if rc != 0:
         return None
     value = out.strip()
@@ -122,8 +120,7 @@ def load_image(host: Host, tar_path: str, name: str = IMAGE_NAME, *,
     if image_content(host, name, transport) == digest:
         return False
     changes = ["CMD [\"/bin/sh\"]", "ENV PATH=/bin", f"LABEL {CONTENT_LABEL}={digest}"]
-    cmd = "docker import " + " ".join(f"-c {shlex.quote(c)}" for c in changes) + \
-          f" - {shlex.quote(name)}"
+    cmd = docker_cli.image_import(name, changes)
     with open(tar_path, "rb") as f:
         rc, out, err = transport(host, cmd, f)
     if rc != 0:

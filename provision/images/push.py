@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..remote import docker_cli
 from ..remote.command import Command
 from ..base.errors import InputError, RemoteCommandError
 from .archive import ArchiveImage, read_images
 
 PRESENT, TAG, LOAD = "present", "tagged", "loaded"
-PROBE = ('for r in "$@"; do printf "%s " "$r"; '
-         "docker image inspect -f '{{.Id}}' \"$r\" 2>/dev/null || echo -; done")
+PROBE = docker_cli.IMAGE_IDS_PROBE
 
 # (host, phase, bytes done, bytes total): phase is "compress", "send" or "done"
 Progress = Callable[[str, str, int, int], None]
@@ -162,7 +162,7 @@ def push_archive(path: str, hosts: list, session_for, *, progress: Progress | No
             if action == TAG:
                 for i in images:
                     for t in i.tags:
-                        s.run(Command.of("docker", "tag", i.id, t, description="tag image"))
+                        s.run(docker_cli.image_tag(i.id, t))
             else:
                 total = result.wire_bytes
                 if progress:             # the rate is measured from here
@@ -176,11 +176,11 @@ def push_archive(path: str, hosts: list, session_for, *, progress: Progress | No
                         with lock:
                             progress(host.name, "send", n, total)
                 with open(wire, "rb") as f:
-                    r = s.run(Command.of("docker", "load", "-q", description="docker load"),
+                    r = s.run(docker_cli.IMAGE_LOAD,
                               check=False, timeout=1800, source=f, on_sent=on_sent)
                 if r.exit_status != 0:
                     raise RemoteCommandError("docker load failed", host=host.name,
-                                             command="docker load -q",
+                                             command=docker_cli.IMAGE_LOAD.masked(),
                                              exit_status=r.exit_status,
                                              output=r.stdout + r.stderr)
             after = parse_probe(s.run(probe_command(images), timeout=120).stdout)

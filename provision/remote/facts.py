@@ -6,6 +6,7 @@ import re
 import shlex
 from urllib.parse import quote
 
+from . import docker_cli
 from .command import Command
 
 # the engine's socket, asked with curl where the host has it: a `docker` CLI process costs the
@@ -64,7 +65,7 @@ else
   # has neither its socket nor its pid file (stopped: the CLI would only fail, slower)
   api=0; info=""
   if [ -n "${DOCKER_HOST:-}" ] || [ -e SOCK ] || [ -e /var/run/docker.pid ]; then
-    info=$(docker info -f '{{.ServerVersion}} {{json .Swarm}}' 2>/dev/null) || info=""
+    info=$(DOCKER_INFO 2>/dev/null) || info=""
   fi
   echo "server=${info%% *}"
   echo "---swarm---"
@@ -72,7 +73,8 @@ else
 fi
 echo "---daemon.json---"
 cat /etc/docker/daemon.json 2>/dev/null || true
-""".replace("GET_INFO", socket_get("/info")).replace("SOCK", SOCKET)
+""".replace("GET_INFO", socket_get("/info")).replace("SOCK", SOCKET) \
+    .replace("DOCKER_INFO", docker_cli.VERSION_AND_SWARM)
 ENGINE_FACTS = Command.shell(_FACTS_SCRIPT, description="gather engine and swarm facts")
 
 
@@ -85,9 +87,9 @@ def host_facts(cluster: str, label: str) -> Command:
     return Command.shell(_FACTS_SCRIPT + f"""case "$info" in *'"ControlAvailable":true'*|*'"ControlAvailable": true'*)
   if [ "$api" = 1 ] && recs=$({get}); then
     echo; echo "---records---"; printf '%s\\n' "$recs"
-  elif ids=$(docker config ls -q --filter label={sel}); then
+  elif ids=$({docker_cli.config_ids(sel)}); then
     echo; echo "---records---"
-    [ -z "$ids" ] || docker config inspect $ids
+    [ -z "$ids" ] || {docker_cli.CONFIGS_INSPECT}
   fi ;;
 esac
 true
@@ -154,7 +156,7 @@ def parse_engine_facts(out: str) -> dict:
 
 # the engine's info through its socket where the host has curl, else the CLI's `Swarm` part: a
 # `docker` process costs the host ~20 ms of CPU
-SWARM_FACTS = Command.shell(socket_or("/info", "docker info -f '{{json .Swarm}}'"),
+SWARM_FACTS = Command.shell(socket_or("/info", docker_cli.SWARM_INFO),
                             description="read swarm state")
 
 
@@ -179,7 +181,7 @@ def swarm_facts(s: dict) -> dict:
     }
 
 
-NODES = Command.shell(socket_or("/nodes", "{ ids=$(docker node ls -q) && docker node inspect $ids; }"),
+NODES = Command.shell(socket_or("/nodes", docker_cli.NODES_INSPECT),
                       description="list swarm nodes")
 
 

@@ -38,6 +38,7 @@ from typing import Callable
 
 from ..engine import install as engine
 from ..remote import facts as F
+from ..remote import docker_cli
 from ..remote.command import Command
 from ..base.errors import InputError, SwarmsmithError
 from .quorum import QuorumRefused, manager_reachable, node_name, quorum_of
@@ -580,8 +581,7 @@ def _unlock_again(session, key: str, swarm_facts) -> None:
     sent on stdin; never exit 0 with it left locked."""
     st = swarm_facts(session).get("state")
     if st == "locked":
-        r = session.run(Command.of("docker", "swarm", "unlock", stdin=(key + "\n").encode(),
-                                   description="unlock the restarted manager"), check=False)
+        r = session.run(docker_cli.swarm_unlock(key, "unlock the restarted manager"), check=False)
         st = swarm_facts(session).get("state")
         if r.exit_status != 0 or st != "active":
             raise SwarmsmithError("the manager restarted locked (autolock) and could not be "

@@ -355,7 +355,7 @@ def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
     the host that is that node (named by the file's name, hostname or node ID); a node the
     inventory does not have cannot be made to leave."""
     def leave(ref: str) -> None:
-        from ..remote.command import Command
+        from ..remote import docker_cli
         from ..engine_api.sessions import inventory_hosts, session_for
         from ..engine_api.access import for_cluster
         hosts = {h.name: h for h in inventory_hosts(cluster_path)}
@@ -365,7 +365,7 @@ def leave_over_ssh(cluster_path: str) -> Callable[[str], None]:
                                   "swarmsmith cannot make it leave; use --force")
         s = session_for(host)
         try:
-            s.run(Command.of("docker", "swarm", "leave", description="leave the swarm"))
+            s.run(docker_cli.swarm_leave("leave the swarm", force=False))
         finally:
             s.close()
     return leave

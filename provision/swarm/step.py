@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from ..remote import facts as F
+from ..remote import docker_cli
 from ..engine_api.cluster_record import NODE_LABEL
 from ..remote.command import Command, Secret
 from ..engine_api.sessions import api_client
@@ -113,7 +114,7 @@ class SwarmStep:
         """The join token for `role`, from the swarm's inspect through the leader's engine
         socket where it has curl (no `docker` process), else `docker swarm join-token -q`."""
         out = self.run(leader, Command.shell(
-            F.socket_or("/swarm", f"docker swarm join-token -q {role}"),
+            F.socket_or("/swarm", docker_cli.join_token(role)),
             description=f"fetch the {role} join token")).stdout.strip()
         if out.startswith("{"):
             try:
@@ -192,8 +193,7 @@ class SwarmStep:
         for w in self.workers:
             node = nodes.get(self._ids[w.name]) if w.name not in self._rejoined else None
             if node and node["role"] == "manager":
-                self.run(leader, Command.of("docker", "node", "demote", node["id"],
-                                            description="demote to worker"))
+                self.run(leader, docker_cli.node_demote(node["id"]))
                 self.change(w, "demoted to worker")
         for h in self.hosts:
             if h is not leader and h.name not in self._rejoined and self._ids[h.name] in nodes:
@@ -273,8 +273,7 @@ class SwarmStep:
             else:
                 node = nodes.get(facts[m.name]["node_id"])
                 if node and node["role"] != "manager":
-                    self.run(leader, Command.of("docker", "node", "promote", node["id"],
-                                                description="promote to manager"))
+                    self.run(leader, docker_cli.node_promote(node["id"]))
                     self.change(m, "promoted to manager")
                 elif node and node["reachability"] == "reachable":
                     continue        # listed reachable a moment ago: nothing to wait for
@@ -433,12 +432,10 @@ class SwarmStep:
         if f["state"] == "active":
             if not checked:
                 self._check_first(facts)
-            self.run(first, Command.of("docker", "swarm", "leave", "--force",
-                                       description="leave the foreign swarm (--force)"))
+            self.run(first, docker_cli.swarm_leave("leave the foreign swarm (--force)"))
             self.change(first, "left its previous swarm (--force)")
         elif f["state"] in ("pending", "error", "locked"):
-            self.run(first, Command.of("docker", "swarm", "leave", "--force",
-                                       description="reset a half-joined node"), check=False)
+            self.run(first, docker_cli.swarm_leave("reset a half-joined node"), check=False)
         # journal before acting: a run killed right after init adopts this swarm next time
         self.inv["init_started_on"] = first.name
         self.save()
@@ -448,8 +445,7 @@ class SwarmStep:
         r = self.run(first, Command.shell(CURL_INIT, description="swarm init", stdin=body),
                      check=False)
         if r.exit_status in NOT_SENT:       # no curl, or the engine listens elsewhere: the CLI
-            self.run(first, Command.of("docker", "swarm", "init", "--advertise-addr", addr,
-                                       "--listen-addr", f"{addr}:2377", description="swarm init"))
+            self.run(first, docker_cli.swarm_init(addr))
             swarm = {}
         else:
             swarm = self._posted(first, "swarm init", r)
@@ -470,9 +466,7 @@ class SwarmStep:
         return self._cluster_label(m) == self.cluster_name
 
     def _cluster_label(self, m: Host) -> str:
-        r = self.run(m, Command.of("docker", "node", "inspect", "self", "--format",
-                                   "{{json .Spec.Labels}}", description="read the node's labels"),
-                     check=False)
+        r = self.run(m, docker_cli.OWN_NODE_LABELS, check=False)
         try:
             labels = (json.loads(r.stdout or "null") or {}) if r.ok else {}
         except ValueError:
@@ -484,9 +478,7 @@ class SwarmStep:
         one; say what would go and ask for --destroy-services as well."""
         if not f.get("is_manager") or self.destroy_services:
             return
-        r = self.run(h, Command.of("docker", "service", "ls", "--format", "{{.Name}}",
-                                   description="list the services of the swarm to leave"),
-                     check=False)
+        r = self.run(h, docker_cli.SERVICE_NAMES, check=False)
         services = sorted(r.stdout.split()) if r.ok else []
         if services:
             shown = ", ".join(services[:10]) + (f" and {len(services) - 10} more"
@@ -502,8 +494,7 @@ class SwarmStep:
               token: Secret | None = None, known_nodes: dict | None = None, busy=None) -> str:
         """Join `h`; returns its node ID when its engine told it with the join ("" if not)."""
         if leave_first:
-            self.run(h, Command.of("docker", "swarm", "leave", "--force",
-                                   description="leave the previous swarm"), check=False)
+            self.run(h, docker_cli.swarm_leave("leave the previous swarm"), check=False)
             self.change(h, "left its previous swarm")
         self._remove_stale_nodes(leader, h, known_nodes)
         token = token or self.token(leader, role)
@@ -619,10 +610,8 @@ class SwarmStep:
         for n in (known.values() if known is not None else self.nodes(leader)):
             if n["hostname"] == hostname and n["state"] == "down":
                 if n["role"] == "manager":
-                    self.run(leader, Command.of("docker", "node", "demote", n["id"],
-                                                description="demote a down stale manager"))
-                self.run(leader, Command.of("docker", "node", "rm", "--force", n["id"],
-                                            description="remove a stale down node"))
+                    self.run(leader, docker_cli.node_demote(n["id"], "demote a down stale manager"))
+                self.run(leader, docker_cli.node_rm(n["id"], "remove a stale down node"))
                 self.change(h, f"removed stale node {n['id'][:12]}")
 
     def _wait_reachable(self, leader: Host, m: Host, node_id: str = "",

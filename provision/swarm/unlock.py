@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..remote.command import Command
+from ..remote import docker_cli
 from ..base.errors import EXIT_FAILED, EXIT_OK, UnreachableError
 from .managers import host_swarm_facts, sessions_by_name
 from .rotation import RotationResult
@@ -22,8 +22,7 @@ def unlock_managers(cluster_path: str, key: str, *,
             if f.get("state") != "locked":
                 say(f"{name}: not locked ({f.get('state')})")
                 continue
-            r = s.run(Command.of("docker", "swarm", "unlock", stdin=(key + "\n").encode(),
-                                 description="unlock the swarm"), check=False)
+            r = s.run(docker_cli.swarm_unlock(key, "unlock the swarm"), check=False)
             if r.exit_status == 0 and host_swarm_facts(s).get("state") == "active":
                 res.changes.append(f"{name}: unlocked")
             else:

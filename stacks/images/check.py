@@ -31,14 +31,14 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from provision.remote import docker_cli
 from provision.remote.facts import socket_or
 from stacks.images.references import familiar_image, parse_image
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(.*?)\s*$")
 # the engine's own listing through its socket (JSON) where the host has curl, else the CLI's
 # lines: a `docker` process costs the host ~20 ms of CPU
-LIST_IMAGES = socket_or("/images/json",
-                        "docker image ls --digests --format '{{.Repository}}|{{.Tag}}|{{.Digest}}'")
+LIST_IMAGES = socket_or("/images/json", docker_cli.IMAGES_WITH_DIGESTS)
 
 
 @dataclass
