@@ -206,7 +206,7 @@ def _cluster_file(args) -> str | None:
 
 def _report(result, as_json: bool) -> None:
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return
     dry = result.dry_run
     verb = "planned changes" if dry else "changes"
@@ -268,7 +268,7 @@ def cmd_status(args) -> int:
         stack, args.cluster_file = pos, None       # `status STACK`
     st = api.status(_cluster_file(args), stack=stack,
                     accept_new_host_keys=args.accept_new_host_keys)
-    _emit(args, st.to_json(), _status_lines(st.to_json()))
+    _emit(args, st.to_dict(), _status_lines(st.to_dict()))
     return st.exit_code
 
 
@@ -373,7 +373,7 @@ def cmd_image_load(args) -> int:
     result = load_on_cluster(find_cluster_file(_cluster_file(args)), args.image,
                              accept_new_host_keys=args.accept_new_host_keys)
     if args.json:
-        json.dump(result.to_json(), sys.stdout)
+        json.dump(result.to_dict(), sys.stdout)
         sys.stdout.write("\n")
     else:
         changes = result.changes
@@ -586,7 +586,7 @@ def _stack_plan(args, options) -> int:
     result = api.plan(args.stack, args.compose_files, options,
                       on_progress=_Renderer(as_json=args.json))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     else:
         from stacks.plan_apply.plan_render import render_text
         print(render_text(result.plan, show_unchanged=True))
@@ -598,7 +598,7 @@ def _stack_plan(args, options) -> int:
 
 def _print_deploy(result, as_json: bool) -> int:
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return result.exit_code
     for w in result.applied.warnings:
         print(f"  warning: {w}")
@@ -648,7 +648,7 @@ def cmd_rollback(args) -> int:
                                   lock_ttl=args.lock_ttl)
     result = api.rollback(args.stack, options, on_progress=_Renderer(as_json=args.json))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return result.exit_code
     for name in result.requested:
         print(f"  rollback requested: {name}")
@@ -667,7 +667,7 @@ def cmd_unlock(args) -> int:
         cluster_file=args.cluster, accept_new_host_keys=args.accept_new_host_keys,
         force=args.force))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     elif result.holder is None:
         print(f"stack {args.stack}: not locked")
     else:
@@ -720,7 +720,7 @@ def cmd_rm(args) -> int:
         print(f"nothing found in stack: {args.stack}")
         return 0
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return 0
     for s in result.applied.done:
         print(f"  {s}")
@@ -937,7 +937,7 @@ def cmd_agent_install(args) -> int:
     from stacks.agent.service import install
     result = install(_found_cluster(args), say=_say(args.json), wait=args.wait)
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return 0
     print(f"agent ({result.image}): " + (f"{len(result.changes)} changes" if result.changes
                                          else "no changes"))
@@ -976,7 +976,7 @@ def cmd_agent_status(args) -> int:
     from stacks.agent.service import status
     result = status(_found_cluster(args))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     else:
         print("\n".join(agent_status_lines(result)))
     return 0
@@ -986,7 +986,7 @@ def cmd_agent_remove(args) -> int:
     from stacks.agent.service import remove
     result = remove(_found_cluster(args))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     else:
         _print_changes(result.changes, none_msg="agent: not installed, no changes")
     return 0

@@ -105,7 +105,7 @@ def settle(busy_below: float = 0.3, longest: float = 20.0) -> float:
 
 def timed_up(path: str, on_progress=None) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    result = up(path, UpOptions(), on_progress=on_progress).to_json()
+    result = up(path, UpOptions(), on_progress=on_progress).to_dict()
     return time.perf_counter() - t0, result
 
 

@@ -83,7 +83,7 @@ def main() -> int:
     try:
         if args.down:
             gone = api.down(path)
-            print(json.dumps({"down": gone.to_json()}))
+            print(json.dumps({"down": gone.to_dict()}))
             return 0
 
         cluster = api.up(path, api.UpOptions(), on_progress=show_progress)

@@ -50,7 +50,7 @@ class UpResult:
     warnings: list = field(default_factory=list)    # e.g. an engine version other than asked
     stacks: list = field(default_factory=list)      # DeployResult per stack (stacks/api.py up)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         out = {"cluster": self.cluster, "nodes": self.nodes, "changes": self.changes}
         if self.warnings:
             out["warnings"] = self.warnings
@@ -65,7 +65,7 @@ class DownResult:
     changes: list = field(default_factory=list)
     dry_run: bool = False
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {"cluster": self.cluster, "changes": self.changes,
                 **({"dry_run": True} if self.dry_run else {})}
 

@@ -3,11 +3,11 @@
     from stacks import api
     result = api.deploy("web", ["stack.yml"], api.DeployOptions(cluster_file="cluster.yml"))
     if result.exit_code:
-        ...   # result.outcomes, result.watch, result.to_json()
+        ...   # result.outcomes, result.watch, result.to_dict()
 
 Clusters: up, status, down. Stacks: config, plan, deploy, redeploy, rollback, rm, unlock.
 Every function takes an options dataclass (defaults as the command line's) and returns a
-result dataclass with `to_json()` (what `--json` prints) and, where it has one, `exit_code`
+result dataclass with `to_dict()` (what `--json` prints) and, where it has one, `exit_code`
 (the command line's). Errors are SwarmsmithError subclasses (provision/base/errors.py) carrying
 their exit code. Nothing here prints: pass `on_progress` to receive the events of
 stacks/events.py (the command line renders them).

@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 
+from provision.engine_api.node_names import NodeNames
 from provision.swarm import nodes as N
 from provision.swarm.backup import (build_manifest, pick_backup_node, read_archive, retarget_payload,
                               write_archive)
@@ -127,10 +128,10 @@ SVC = {"ID": "s1", "Spec": {"Name": "st_web", "Mode": {"Replicated": {"Replicas"
 
 def test_find_node_by_name_or_id_prefix_and_unknown_is_input_error():
     ns = three()
-    assert N.find_node(ns, "m2")["ID"] == ns[1]["ID"]
-    assert N.find_node(ns, "w1-id")["ID"] == ns[3]["ID"]
+    assert NodeNames().find(ns, "m2")["ID"] == ns[1]["ID"]
+    assert NodeNames().find(ns, "w1-id")["ID"] == ns[3]["ID"]
     with pytest.raises(InputError, match="no such node"):
-        N.find_node(ns, "nope")
+        NodeNames().find(ns, "nope")
 
 
 def test_drain_waits_until_tasks_moved_and_reports_them():

@@ -14,9 +14,16 @@ import subprocess
 
 import pytest
 
-from stacks.compose.config_view import render_config
+from stacks.compose.config_view import config_document
 from stacks.compose.loader import load
+from stacks.compose.yaml_source import dump_like_go
 from tests.conftest import REPO, run_cli
+
+
+def render_config(compose) -> str:
+    """What `swarmsmith config` prints for a loaded stack."""
+    return dump_like_go(config_document(compose))
+
 
 STACKS = os.path.join(REPO, "tests", "fixtures", "stacks")
 EXPECTED = os.path.join(STACKS, "config", "expected")

@@ -185,7 +185,7 @@ def test_unreachable_node_is_a_warning(tmp_path):
     f = tmp_path / "stack.yml"
     f.write_text(STACK)
     api = NodeAPI({"m": {"app:1"}, "w1": {"app:1"}})  # w2 cannot be asked
-    plan = plan_result(f, engine_for(api)).to_json()
+    plan = plan_result(f, engine_for(api)).to_dict()
     assert plan["problems"] == []
     assert any("node w2 could not be checked: unreachable" in w for w in plan["warnings"])
 
@@ -219,7 +219,7 @@ def test_cli_made_secret_keeps_its_labels(tmp_path):
                                    "Data": base64.b64encode(b"old").decode()}}
     result = plan_result(f, EngineAPI(api), versioned_names=False)
     assert result.exit_code == 2                      # the command line refuses such a plan
-    plan = result.to_json()
+    plan = result.to_dict()
     actions = {(a["kind"], a["name"]): a["action"] for a in plan["actions"]}
     assert actions[("secret", "st_pw")] == "unchanged"
     assert any("secret st_pw was not made by swarmsmith" in w for w in plan["warnings"])

@@ -217,7 +217,7 @@ def plan_result(f, engine, **kw) -> stacks_api.PlanResult:
 
 
 def plan_of(api, f, **kw):
-    return plan_result(f, EngineAPI(api), **kw).to_json()
+    return plan_result(f, EngineAPI(api), **kw).to_dict()
 
 
 def test_first_deploy_creates_everything_in_order(files):
@@ -566,7 +566,7 @@ def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
 
 
 def test_audit_line_before_applying_and_after_with_code_and_seconds(files):
-    from stacks.operations.audit import read_audit
+    from tests.test_watch_lock import read_audit
     tmp, f = files
     (tmp / "c.yml").write_text("name: audt\n")
     audit = tmp / ".swarmsmith" / "audt" / "audit.jsonl"

@@ -8,10 +8,22 @@ import stat
 import pytest
 
 from provision.base.errors import EXIT_LOCKED, LockedError
-from stacks.operations.audit import append_audit, append_audit_swarm, audit_record, read_audit, scrub
+from stacks.operations.audit import append_audit, append_audit_swarm, audit_record, scrub
 from provision.swarm.lock import (L_ACQUIRED, L_BOOT, L_HOST, L_OWNER, L_PID, Holder, SwarmLock,
                                     lock_name)
 from tests.test_watch_fakes import FakeClock
+
+
+def read_audit(path, limit: int | None = None) -> list[dict]:
+    """The local audit file's records (append_audit's lines), the last `limit` of them."""
+    import json
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [ln for ln in fh if ln.strip()]
+    except FileNotFoundError:
+        return []
+    lines = lines[-limit:] if limit else lines
+    return [json.loads(ln) for ln in lines]
 
 
 class ApiError(Exception):
@@ -240,12 +252,12 @@ def test_api_unlock_typed_result():
     from provision.swarm.lock import unlock_stack
     configs, clock = FakeConfigs(), FakeClock(1_700_000_000)
     engine = EngineAPI(configs)
-    assert lib.unlock("web", engine=engine).to_json() == {"stack": "web", "removed": False,
+    assert lib.unlock("web", engine=engine).to_dict() == {"stack": "web", "removed": False,
                                                           "holder": None}
     _held_by(configs, clock, Holder("other-host", "b", 5))
     result = unlock_stack("web", engine=engine, me=HERE, alive=lambda pid: True)
     assert result.exit_code == 0 and result.holder_state == "elsewhere"
-    assert result.to_json()["holder"]["host"] == "other-host" and configs.items == {}
+    assert result.to_dict()["holder"]["host"] == "other-host" and configs.items == {}
 
 
 # --- locks with labels nobody can read, and locks from the future ------------------------------
@@ -282,7 +294,7 @@ def test_an_unreadable_lock_is_refused_with_the_way_out_and_unlock_removes_it(la
     from provision.swarm.lock import unlock_stack
     from provision.engine_api.adapter import EngineAPI
     res = unlock_stack("web", engine=EngineAPI(api), me=HERE, clock=clock)
-    out = json.dumps(res.to_json())
+    out = json.dumps(res.to_dict())
     assert '"unreadable"' in out and api.items == {}
 
 

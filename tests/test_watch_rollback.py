@@ -68,7 +68,7 @@ def test_rollback_request_and_watch():
     (r,) = result.report.services
     assert r.outcome is Outcome.ROLLED_BACK and r.reason == "rolled back on request"
     assert result.exit_code == 0  # a completed rollback is what was asked for
-    json.dumps(result.to_json())
+    json.dumps(result.to_dict())
 
 
 def test_rollback_that_pauses_is_exit_10():

@@ -137,7 +137,7 @@ class ImageLoadResult:
     image: str
     changes: list
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {"image": self.image, "changes": self.changes}
 
 

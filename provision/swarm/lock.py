@@ -335,7 +335,7 @@ class UnlockResult:
     holder_state: str = ""      # dead | alive | elsewhere (see LockInfo.local_state)
     exit_code = 0
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         h = self.holder
         return {"stack": self.stack, "removed": h is not None,
                 "holder": None if h is None else {

@@ -23,12 +23,6 @@ ACTIVE_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready",
 
 # --- finding nodes ------------------------------------------------------------------------
 
-def find_node(nodes: list[dict], ref: str, names=None) -> dict:
-    """A node by the cluster file's name (with `names`, a node_names.NodeNames), hostname, full
-    ID or unique ID prefix (as the docker CLI accepts)."""
-    return (names or NodeNames()).find(nodes, ref)
-
-
 def _found(api, ref: str, names, nodes: list[dict] | None = None):
     """(nodes, the node, how it is shown: `m1 (hostname)`) for a command's NODE argument."""
     names = names or NodeNames()
@@ -117,10 +111,6 @@ def set_availability(api, ref: str, availability: str, names=None) -> NodeChange
         res.changes.append(f"{res.node}: availability {node['Spec'].get('Availability')} -> "
                            f"{availability}")
     return res
-
-
-def activate_node(api, ref: str, names=None) -> NodeChange:
-    return set_availability(api, ref, "active", names)
 
 
 def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,

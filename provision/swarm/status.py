@@ -37,7 +37,7 @@ class ClusterStatus:
     def exit_code(self) -> int:
         return EXIT_DEGRADED if self.problems else EXIT_OK
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return self.data
 
 

@@ -37,7 +37,7 @@ class AgentResult:
     status: dict | None = None          # status: the agent's last reconcile
     exit_code = 0
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {"changes": self.changes, "image": self.image, "service": self.service,
                 "status": self.status}
 

@@ -80,16 +80,6 @@ def append_audit(path, record: dict) -> None:
         os.close(fd)
 
 
-def read_audit(path, limit: int | None = None) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = [ln for ln in fh if ln.strip()]
-    except FileNotFoundError:
-        return []
-    lines = lines[-limit:] if limit else lines
-    return [json.loads(ln) for ln in lines]
-
-
 def append_audit_swarm(api, stack: str, record: dict, keep: int = KEEP) -> str:
     """Store one entry as a swarm config (readable with `docker config inspect`); prune old ones."""
     data = _line(record)

@@ -77,7 +77,7 @@ class PlanResult:
     def exit_code(self) -> int:
         return EXIT_BAD_INPUT if self.plan.problems else EXIT_OK
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return self.plan.to_dict()
 
 
@@ -103,7 +103,7 @@ class DeployResult:
             return {}
         return {s.name: str(s.outcome) if s.outcome else None for s in self.watch.services}
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         out = {"plan": self.plan.to_dict(), "applied": self.applied.to_dict(),
                "watch": self.watch.to_dict() if self.watch is not None else None}
         if self.images is not None:
@@ -119,7 +119,7 @@ class RmResult:
 
     exit_code = EXIT_OK
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return self.applied.to_dict()
 
 

@@ -29,7 +29,7 @@ class RollbackResult:
     def exit_code(self) -> int:
         return self.report.exit_code if self.report else EXIT_OK
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {"requested": self.requested, "skipped": self.skipped,
                 "watch": self.report.to_dict() if self.report else None,
                 "exit_code": self.exit_code}

@@ -125,23 +125,6 @@ def prepare_files(h: HostLayout, authorized_key: str) -> None:
     _write(h.resolv_file, "# lab hosts have no DNS and no route out\nnameserver 127.0.0.1\n")
 
 
-def authorize_key(h: HostLayout, public_key: str) -> bool:
-    """Let `public_key` ("type base64 [comment]") log in as root too, beside the lab's own key.
-    Idempotent (matched by type and blob); False when it was already there. A repair rewrites
-    the file with the lab key only (prepare_files): authorize again after one."""
-    path = os.path.join(h.dir, "etc-ssh", "authorized_keys")
-    wanted = public_key.split()[:2]
-    if len(wanted) != 2:
-        raise ValueError("expected an OpenSSH public key line")
-    with open(path) as f:
-        text = f.read()
-    if any(line.split()[:2] == wanted for line in text.splitlines()):
-        return False
-    _write(path, text + ("" if not text or text.endswith("\n") else "\n")
-           + public_key.strip() + "\n", 0o600)
-    return True
-
-
 def host_key_line(h: HostLayout) -> str:
     with open(os.path.join(h.dir, "etc-ssh", "ssh_host_ed25519_key.pub")) as f:
         kind, blob = f.read().split()[:2]

@@ -31,10 +31,6 @@ class LabLayout:
         return os.path.join(ROOT, self.name)
 
     @property
-    def state_file(self) -> str:
-        return os.path.join(self.dir, "lab.json")
-
-    @property
     def key_path(self) -> str:
         return os.path.join(self.dir, "id_ed25519")
 
