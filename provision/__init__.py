@@ -4,4 +4,4 @@
 
 and the orchestrations on top (bootstrap: `up`/`down`; restore; upgrade: `engine upgrade`) may
 use them all.
-tests/test_import_graph.py keeps the order."""
+tests/test_import_graph_units.py keeps the order."""

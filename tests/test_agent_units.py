@@ -1,6 +1,6 @@
 """The agent: its decisions as pure functions over facts (commit moved, drift, bad compose, lock
 held) with an injected clock, and its loop against the in-memory swarm of
-tests/test_stacks_plan_apply.py with a scripted repository."""
+tests/test_stacks_plan_apply_units.py with a scripted repository."""
 from __future__ import annotations
 
 import base64
@@ -18,21 +18,15 @@ from stacks.agent.loop import AGENT_HOST, Agent, AgentConfig
 from stacks.agent.status import read_status
 from stacks.operations.audit import read_audit_swarm
 from provision.swarm.lock import Holder
-from tests.test_stacks_plan_apply import SwarmWithTasks
-from tests.test_watch_lock import ApiError
+from tests.test_stacks_plan_apply_units import SwarmWithTasks
+from tests.test_watch_lock_units import ApiError
+from tests.fakes.clock import FakeClock
 
 
 # --- decisions --------------------------------------------------------------------------------
 
-class Clock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
+def Clock(t: float = 1000.0) -> FakeClock:
+    return FakeClock(t)
 
 
 def facts(clock, **kw) -> D.PollFacts:

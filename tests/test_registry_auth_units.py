@@ -12,7 +12,7 @@ import pytest
 from provision.base.errors import InputError
 from provision.engine_api.registry_auth import Credentials, registry_of
 from provision.engine_api.adapter import EngineAPI, RegistryAccessError
-from tests.fake_engine import RequestRoutes
+from tests.fakes.engine import RequestRoutes
 
 PASSWORD = "s3cret-Pa55-never-print"
 

@@ -17,6 +17,7 @@ from provision.swarm.backup import (build_manifest, pick_backup_node, read_archi
 from provision.base.errors import EXIT_DEPLOY_FAILED, EXIT_TIMED_OUT, InputError
 from provision.swarm.quorum import Quorum, QuorumRefused, check_manager_removal, quorum_of
 from stacks.operations import service_ops as S
+from tests.fakes.clock import FakeClock
 
 
 def node(name, role="worker", reach=None, leader=False, state="ready", avail="active", idx=1):
@@ -112,15 +113,8 @@ def task(tid, sid, nid, state="running", desired="running", err="", slot=1):
             "Status": {"State": state, "Err": err, "Timestamp": "2026-01-01T00:00:00Z"}}
 
 
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-    def sleep(self, s):
-        self.t += max(s, 0.01)
+def Clock() -> FakeClock:
+    return FakeClock(0.0, min_step=0.01)     # a poll that sleeps 0 still moves on
 
 
 SVC = {"ID": "s1", "Spec": {"Name": "st_web", "Mode": {"Replicated": {"Replicas": 2}}}}
@@ -628,8 +622,8 @@ def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_a
     from provision.swarm import managers as M
     from provision.base.errors import LockedError
     from provision.swarm.lock import MANAGERS_LOCK, Holder
-    from tests.test_watch_fakes import FakeClock
-    from tests.test_watch_lock import FakeConfigs
+    from tests.fakes.clock import FakeClock
+    from tests.test_watch_lock_units import FakeConfigs
     api, clock, lines = FakeConfigs(), FakeClock(1_700_000_000), []
     kw = dict(clock=clock, sleep=clock.sleep, alive=lambda pid: True)
     with M.managers_lock("c.yml", "backup", api=api, me=Holder("h", "b", 1), **kw):

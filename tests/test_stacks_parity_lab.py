@@ -388,7 +388,7 @@ BAD_CASES = [
     ("bad-order", GOOD + "    deploy:\n      update_config:\n        order: first\n", (),
      ("services.web.deploy.update_config.order",)),
     # start-first with a host port is not here: creating such a service is accepted (as
-    # docker stack deploy accepts it), only an update is refused (test_stacks_plan_apply.py)
+    # docker stack deploy accepts it), only an update is refused (test_stacks_plan_apply_units.py)
     ("dnsrr-ingress", GOOD + "    ports: ['48001:80']\n    deploy:\n      endpoint_mode: dnsrr\n",
      (), ("services.web.ports[0]", "dnsrr")),
     ("strict-build", GOOD + "    build: .\n", ("--strict",), ("services.web.build", "--strict")),

@@ -13,6 +13,7 @@ from provision.base.hosts import Host
 from provision.remote.command import Secret
 from provision.remote.ssh import Result
 from provision.swarm.step import SwarmStep
+from tests.fakes.clock import FakeClock
 
 TOKEN = "SWMTKN-1-3pu6hszjas19xyp7ghgosyx9k8atbfcr8p2is99znpy26u2lkl-1awxwuwd3z9j1z3puu7rcgdbx"
 
@@ -305,15 +306,8 @@ class FollowedSession(FakeSession):
         return super().run(cmd, check, timeout)
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, s):
-        self.now += s
+def Clock() -> FakeClock:
+    return FakeClock(0.0)
 
 
 def followed_step(states, deadline=300.0):

@@ -9,7 +9,7 @@ import pytest
 from provision.base.errors import InputError
 from provision.engine_api.adapter import EngineAPI
 from stacks.images.check import Node, matches, names_registry, parse_listing, present
-from tests.test_stacks_plan_apply import FakeAPI, deploy_result, plan_of, plan_result
+from tests.test_stacks_plan_apply_units import FakeAPI, deploy_result, plan_of, plan_result
 
 
 def node(hostname, role="worker", labels=None, **kw):

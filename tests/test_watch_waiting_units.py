@@ -11,7 +11,8 @@ import pytest
 from stacks.watch.render import PlainRenderer
 from stacks.watch.waiting import Seen, phase, waiting_for
 from stacks.watch.watcher import WatchPolicy, watch_stack
-from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
+from tests.fakes.clock import FakeClock
+from tests.fakes.swarm import STACK, FakeSwarm, svc, task
 
 OLD, NEW = "app:1", "app:2"
 S = 1_000_000_000

@@ -203,3 +203,10 @@ def test_every_docker_cli_command_line_is_built_in_one_module():
                     and node.args[0].value == "docker":
                 found.append(f"{os.path.relpath(path, REPO)}:{node.lineno}: Command.of(docker)")
     assert found == []
+
+
+def test_every_test_file_names_its_tier():
+    tests = os.path.join(REPO, "tests")
+    untiered = sorted(f for f in os.listdir(tests) if f.startswith("test_") and f.endswith(".py")
+                      and not f.endswith(("_units.py", "_lab.py")))
+    assert untiered == []

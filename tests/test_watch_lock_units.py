@@ -11,7 +11,7 @@ from provision.base.errors import EXIT_LOCKED, LockedError
 from stacks.operations.audit import append_audit, append_audit_swarm, audit_record, scrub
 from provision.swarm.lock import (L_ACQUIRED, L_BOOT, L_HOST, L_OWNER, L_PID, Holder, SwarmLock,
                                     lock_name)
-from tests.test_watch_fakes import FakeClock
+from tests.fakes.clock import FakeClock
 
 
 def read_audit(path, limit: int | None = None) -> list[dict]:
@@ -326,7 +326,7 @@ def test_a_lock_from_the_future_is_flagged_not_given_a_negative_age():
 
 
 def test_deploy_refuses_an_unreadable_lock_with_exit_4_and_the_way_out(tmp_path):
-    from tests.test_stacks_plan_apply import STACK, FakeAPI, deploy
+    from tests.test_stacks_plan_apply_units import STACK, FakeAPI, deploy
     (tmp_path / "pw.txt").write_text("pw")
     (tmp_path / "app.conf").write_text("a=1")
     f = tmp_path / "stack.yml"

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from stacks.watch.watcher import WatchPolicy, watch_stack
-from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
+from tests.fakes.clock import FakeClock
+from tests.fakes.swarm import STACK, FakeSwarm, svc, task
 
 
 def _script(n_history: int, n_services: int, global_too: bool):

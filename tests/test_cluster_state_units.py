@@ -22,7 +22,7 @@ from provision.base.hosts import Host
 from provision.remote.ssh import Result
 from provision.swarm.step import DestroyRefused, ForeignSwarmError, SwarmStep
 from stacks.operations.audit import append_audit_swarm, parse_since, read_audit_swarm
-from tests.test_watch_lock import FakeConfigs as _LockConfigs
+from tests.test_watch_lock_units import FakeConfigs as _LockConfigs
 
 
 class FakeConfigs(_LockConfigs):
@@ -299,9 +299,10 @@ def test_digitalocean_managers_are_found_by_tag(tmp_path, monkeypatch):
     from provision.engine_api.access import ClusterAccess
     from provision.base.hosts import WantedHost
     from tests.do_emulator import DOEmulator
-    from tests.do_emulator.testing import FakeTime, settings, write_public_key
-    from tests.test_do_provider import TOKEN
-    ft = FakeTime()
+    from tests.fakes.clock import FakeClock
+    from tests.do_emulator.testing import settings, write_public_key
+    from tests.test_do_provider_units import TOKEN
+    ft = FakeClock()
     pub = write_public_key(tmp_path)
     emu = DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock,
                      activation_delay=0).start()

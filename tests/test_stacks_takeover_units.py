@@ -10,7 +10,7 @@ import pytest
 from provision.base.errors import SwarmsmithError
 from stacks.plan_apply.takeover import MISMATCH, _rename_refs
 from stacks.specs.convert import CONTENT_LABEL, placeholder
-from tests.test_stacks_plan_apply import FakeAPI, STACK, deploy, files, plan_of  # noqa: F401
+from tests.test_stacks_plan_apply_units import FakeAPI, STACK, deploy, files, plan_of  # noqa: F401
 
 AS_CLI = dict(no_versioned_names=True, no_update_defaults=True)
 

@@ -7,7 +7,8 @@ import pytest
 
 from stacks.watch.outcomes import Outcome
 from stacks.watch.watcher import WatchPolicy, watch_stack
-from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, node, svc, task
+from tests.fakes.clock import FakeClock
+from tests.fakes.swarm import STACK, FakeSwarm, node, svc, task
 
 OLD, NEW = "app:1", "app:2"
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.do_emulator import DOEmulator, key_fingerprint, match_route
-from tests.do_emulator.testing import FakeTime
+from tests.fakes.clock import FakeClock
 
 TOKEN = "dop_v1_conformance_token_0123456789"
 # the library's Firewall.create uses jsonpickle, which announces a change in its next major version
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:digitalocean
 
 @pytest.fixture
 def ft():
-    return FakeTime()
+    return FakeClock()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Fakes for the watch tests: a scripted swarm API, a clock, object builders.
+"""A scripted swarm API and object builders (services, tasks, nodes) for the watch and the
+commands above it.
 
 A FakeSwarm plays a script: entry i is what the i-th poll sees (services and
 tasks); the last entry repeats.  It counts calls per method and per poll.
@@ -11,20 +12,6 @@ from collections import Counter
 
 STACK = "st"
 _ids = itertools.count(1)
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0):
-        self.t = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.t += seconds
 
 
 def template(image: str, force: int = 0) -> dict:

@@ -11,7 +11,7 @@ from provision.hosts.do_api import (DigitalOceanError, DigitalOceanNotFound, DOA
                               error_text, normalize_end_point, token_from_env)
 from provision.base.errors import EXIT_BAD_INPUT, EXIT_FAILED, InputError
 from tests.do_emulator import DOEmulator
-from tests.do_emulator.testing import FakeTime
+from tests.fakes.clock import FakeClock
 
 TOKEN = "dop_v1_adapter_secret_token_feedface"
 CREATE = dict(region="fra1", size="s-1vcpu-1gb", image="ubuntu-24-04-x64", ssh_key_ids=[],
@@ -20,7 +20,7 @@ CREATE = dict(region="fra1", size="s-1vcpu-1gb", image="ubuntu-24-04-x64", ssh_k
 
 @pytest.fixture
 def ft():
-    return FakeTime()
+    return FakeClock()
 
 
 @pytest.fixture

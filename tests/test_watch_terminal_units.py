@@ -18,8 +18,8 @@ PROGRAM = """
 import sys, time
 from stacks.watch.render import progress_renderer
 from stacks.watch.watcher import WatchPolicy, watch_stack
-from tests.test_watch_fakes import STACK, FakeSwarm
-from tests.test_watch_waiting import rolling_update_script
+from tests.fakes.swarm import STACK, FakeSwarm
+from tests.test_watch_waiting_units import rolling_update_script
 policy = WatchPolicy(timeout=60, poll_min=0.05, poll_max=0.05, poll_max_updating=0.05,
                      poll_max_early=0.05)
 with progress_renderer(sys.stderr) as show:

@@ -14,7 +14,7 @@ import pytest
 from provision.base.errors import InputError, SwarmsmithError
 from stacks.plan_apply.apply import apply, resolve_ids, rm_plan
 from stacks import api as stacks_api
-from tests.fake_engine import RequestRoutes
+from tests.fakes.engine import RequestRoutes
 from provision.engine_api.adapter import EngineAPI
 from stacks.plan_apply.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Current, make_plan
 from stacks.plan_apply.plan_render import render_text
@@ -566,7 +566,7 @@ def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
 
 
 def test_audit_line_before_applying_and_after_with_code_and_seconds(files):
-    from tests.test_watch_lock import read_audit
+    from tests.test_watch_lock_units import read_audit
     tmp, f = files
     (tmp / "c.yml").write_text("name: audt\n")
     audit = tmp / ".swarmsmith" / "audt" / "audit.jsonl"

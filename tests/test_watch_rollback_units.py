@@ -10,8 +10,9 @@ from stacks.watch.outcomes import Outcome
 from stacks.operations.rollback import plan_rollback, rollback_services
 from stacks.watch.watcher import WatchPolicy
 from provision.engine_api.adapter import EngineAPI
-from tests.fake_engine import RequestRoutes
-from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
+from tests.fakes.engine import RequestRoutes
+from tests.fakes.clock import FakeClock
+from tests.fakes.swarm import STACK, FakeSwarm, svc, task
 
 
 class RollbackSwarm(RequestRoutes, FakeSwarm):

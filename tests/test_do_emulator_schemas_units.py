@@ -7,7 +7,8 @@ import requests
 
 from tests.do_emulator import DOEmulator
 from tests.do_emulator.schemas import OPERATIONS, nulls, problems
-from tests.do_emulator.testing import FakeTime, write_public_key
+from tests.fakes.clock import FakeClock
+from tests.do_emulator.testing import write_public_key
 
 TOKEN = "dop_v1_schema_token_abad1dea"
 H = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -18,7 +19,7 @@ ROOT_CAUSES = {"error", "messages", "root_causes"}
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """One emulator with a tag, a droplet, a key, a firewall and a VPC to address."""
-    ft = FakeTime()
+    ft = FakeClock()
     with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock) as emu:
         def call(method, path, body=None):
             return requests.request(method, emu.url + path, json=body, headers=H, timeout=5)
@@ -195,7 +196,7 @@ def test_schema_helpers_find_nulls_and_problems():
 
 
 def test_list_lag_hides_new_droplets_from_lists_only():
-    ft = FakeTime()
+    ft = FakeClock()
     with DOEmulator(TOKEN, clock=ft.clock, list_lag=4) as emu:
         r = requests.post(emu.url + "droplets", json=DROPLET, headers=H, timeout=5)
         did = r.json()["droplet"]["id"]
@@ -207,7 +208,7 @@ def test_list_lag_hides_new_droplets_from_lists_only():
 
 
 def test_errored_action_keeps_droplet_new():
-    ft = FakeTime()
+    ft = FakeClock()
     with DOEmulator(TOKEN, fast=True, clock=ft.clock) as emu:
         emu.fail_action("ok-1", after=2)
         r = requests.post(emu.url + "droplets", json=DROPLET, headers=H, timeout=5).json()
@@ -223,7 +224,7 @@ def test_errored_action_keeps_droplet_new():
 
 
 def test_hourly_budget_and_burst_limit_headers():
-    ft = FakeTime(start=1_800_000_000.0)
+    ft = FakeClock(start=1_800_000_000.0)
     with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock, hourly_limit=3,
                     per_minute_limit=2) as emu:
         get = lambda: requests.get(emu.url + "droplets", headers=H, timeout=5)
@@ -258,7 +259,7 @@ def _post(emu, path, body):
 def test_defaults_lag_and_limit_as_the_api_and_fast_turns_that_off():
     from tests.do_emulator.server import (DROPLET_LIMIT, ENDPOINT_LIMITS, PER_MINUTE_LIMIT,
                                           REALISTIC_LIST_LAG)
-    ft = FakeTime()
+    ft = FakeClock()
     with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock) as emu:
         assert (emu.model.list_lag, emu.per_minute_limit, emu.endpoint_limits) == (
             REALISTIC_LIST_LAG, PER_MINUTE_LIMIT, ENDPOINT_LIMITS)
@@ -275,7 +276,7 @@ def test_defaults_lag_and_limit_as_the_api_and_fast_turns_that_off():
 
 
 def test_ten_ssh_key_listings_a_minute():
-    ft = FakeTime(start=1_800_000_000.0)
+    ft = FakeClock(start=1_800_000_000.0)
     with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock) as emu:
         for _ in range(10):
             assert _get(emu, "account/keys").status_code == 200
@@ -324,7 +325,7 @@ def test_create_without_region_or_with_a_region_prefix():
 
 
 def test_errored_action_stays_errored_when_its_droplet_is_deleted():
-    ft = FakeTime()
+    ft = FakeClock()
     with DOEmulator(TOKEN, fast=True, clock=ft.clock, wall_clock=ft.clock) as emu:
         emu.fail_action("ok-1")
         r = _post(emu, "droplets", DROPLET).json()
@@ -379,7 +380,7 @@ def test_every_answer_in_the_providers_scenarios_carries_the_required_fields(tmp
     from provision.base.hosts import WantedHost
     from tests.do_emulator.schemas import response_problems
     from tests.do_emulator.testing import settings
-    ft = FakeTime()
+    ft = FakeClock()
     pub = write_public_key(tmp_path)
     wanted = [WantedHost("sc-manager-1", "manager"), WantedHost("sc-worker-1", "worker"),
               WantedHost("sc-worker-2", "worker")]

@@ -17,7 +17,8 @@ from provision.base.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_TIMED_OUT, 
 from provision.base.hosts import WantedHost
 from tests.do_emulator import DOEmulator
 from tests.do_emulator.schemas import nulls, problems
-from tests.do_emulator.testing import FakeTime, settings, write_public_key
+from tests.fakes.clock import FakeClock
+from tests.do_emulator.testing import settings, write_public_key
 
 TOKEN = "dop_v1_provider_secret_token_c0ffee42"
 TAG = "swarmsmith:demo"
@@ -29,7 +30,7 @@ class Env:
     defaults, as the API behaves."""
 
     def __init__(self, tmp_path, fast=True, **emulator):
-        self.ft = FakeTime()
+        self.ft = FakeClock()
         self.pub = write_public_key(tmp_path)
         self.emu = DOEmulator(TOKEN, fast=fast, clock=self.ft.clock, wall_clock=self.ft.clock,
                               activation_delay=7, **emulator).start()
