@@ -338,7 +338,6 @@ def _status_lines(st: dict) -> list[str]:
 def cmd_engine_upgrade(args) -> int:
     from provision.base.clusters import find_cluster_file
     from provision.upgrade import UpgradeOptions, upgrade
-    from provision.base.progress import HostProgress
     if args.batch is not None and args.batch < 1:
         raise _flag_error("--batch", "must be at least 1")
     if args.version is not None:
@@ -347,9 +346,8 @@ def cmd_engine_upgrade(args) -> int:
             raise _flag_error("--version", f'expected a version like "24.0", got "{args.version}"')
     opts = UpgradeOptions(version=args.version or "", dry_run=args.dry_run,
                           max_batch=args.batch or 0)
-    show = _Renderer()         # on stderr even with --json: a long run is never silent
-    res = upgrade(find_cluster_file(_cluster_file(args)), opts,
-                  progress=lambda host, message: show(HostProgress(host, message)))
+    # on stderr even with --json: a long run is never silent
+    res = upgrade(find_cluster_file(_cluster_file(args)), opts, on_progress=_Renderer())
     if args.json:
         _print_json(res.to_dict())
         return 0
@@ -854,8 +852,7 @@ def cmd_images_push(args) -> int:
     if args.file:
         read_images(args.file)        # a bad archive fails before any host is contacted
     result = push_to_cluster(_found_cluster(args), archive=args.file, images=args.images,
-                             nodes=args.nodes, on_message=_say(args.json),
-                             progress=None if args.json else ProgressPrinter(),
+                             nodes=args.nodes, on_progress=None if args.json else _Renderer(),
                              compress_wire=not args.no_compress)
     if args.json:
         _print_json(result.to_dict())
@@ -868,7 +865,7 @@ def cmd_images_build(args) -> int:
     """Build images from Debian packages (provision/images/debian.py), optionally push them."""
     from provision.images.debian import build, load
     load(args.file)                       # bad input fails before anything is built
-    built = build(args.file, progress=_say(args.json) or (lambda m: None))
+    built = build(args.file, on_progress=None if args.json else _Renderer())
     report = {"build": built.to_dict()}
     if not args.json:
         how = "from the cache" if built.cached else f"built in {built.seconds:.1f} s"
@@ -879,7 +876,7 @@ def cmd_images_build(args) -> int:
         from provision.images.push import push_to_cluster
         result = push_to_cluster(_found_cluster(args), archive=built.archive, nodes=args.nodes,
                                  keep_compressed=True,
-                                 progress=None if args.json else ProgressPrinter())
+                                 on_progress=None if args.json else _Renderer())
         report["push"] = result.to_dict()
         if not args.json:
             _print_push(result)
@@ -1043,11 +1040,19 @@ def _managers_lock(args, operation: str, m):
 
 
 def _timed_lines(args):
-    """Progress lines on stderr stamped with the seconds since the start; none with --json."""
+    """Progress events (or a lock's notices) as lines on stderr stamped with the seconds since
+    the start, a host's steps after its name; none with --json."""
     if getattr(args, "json", False):
         return None
     t0 = time.monotonic()
-    return lambda msg: print(f"[{time.monotonic() - t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
+
+    def line(event) -> None:
+        text = event if isinstance(event, str) else getattr(event, "message", "")
+        host = getattr(event, "host", None)
+        if text:
+            text = f"{host:<22} {text}" if host else text
+            print(f"[{time.monotonic() - t0:6.2f}s] {text}", file=sys.stderr, flush=True)
+    return line
 
 
 def _emit(args, result: dict, lines: list[str]) -> None:

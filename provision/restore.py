@@ -18,10 +18,10 @@ from .swarm.backup import (INTERRUPTED_RESTORE, drop_previous_swarm_dir, engine_
                            start_engine, stop_engine)
 from .remote.command import Command
 from .base.errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
+from .base.progress import ProgressCallback, lines_to
 from .swarm.managers import host_swarm_facts
 from .swarm.quorum import Quorum, is_manager, node_name
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -139,14 +139,14 @@ def _record(cluster_path: str, host_name: str, swarm_id: str, node_id: str, addr
 
 
 def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
-            unlock_key: str | None = None, on_progress: Progress | None = None) -> RestoreResult:
+            unlock_key: str | None = None, on_progress: ProgressCallback | None = None) -> RestoreResult:
     """The backup's swarm state onto host `to` as the only manager of the restored swarm. The
     archive is checked whole before any host is touched; a host that is a node of a live swarm
     is refused (exit 2: it leaves that swarm first); an engine never started is set up as `up`
     would. The host's own swarm state is kept until the restored one runs as a manager, and
     put back when anything fails before that."""
     from .engine_api.sessions import session_for
-    say = on_progress or (lambda msg: None)
+    say = lines_to(on_progress)
     manifest, payload = read_archive(archive)          # exit 2 before any connection
     cf, state = _inventory(cluster_path)
     check_backup_cluster(manifest, cf.name, state.load().get("cluster_id", ""), archive, force)
@@ -196,7 +196,7 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
 
 
 def _restore_on(s, facts: dict, manifest: dict, payload: bytes, to: str, addr: str,
-                unlock_key: str | None, res: RestoreResult, say: Progress) -> None:
+                unlock_key: str | None, res: RestoreResult, say: Callable[[str], None]) -> None:
     """Stop, put the state in place (the host's own kept), start, unlock, re-form; on any
     failure the host's own state is put back and its engine started again."""
     say(f"{to}: stopping the engine")
@@ -229,7 +229,7 @@ def _restore_on(s, facts: dict, manifest: dict, payload: bytes, to: str, addr: s
                        f"(advertise {addr})")
 
 
-def _put_back(s, facts: dict, to: str, say: Progress) -> None:
+def _put_back(s, facts: dict, to: str, say: Callable[[str], None]) -> None:
     say(f"{to}: the restore failed: putting the swarm state of before back")
     s.run(Command.shell(engine_stop_if_running(facts), description="stop the engine if it runs"),
           check=False, timeout=150)
@@ -316,7 +316,7 @@ def refuse_live_peers(cluster_path: str, to: str, manifest: dict) -> None:
 
 
 def _engine_up(cluster_path: str, host, session, facts: dict, res: RestoreResult,
-               say: Progress) -> dict:
+               say: Callable[[str], None]) -> dict:
     """An engine never started (a new machine): installed when missing and started with the
     cluster file's `engine:` settings, by `up`'s own engine step."""
     from .bootstrap import Run, UpOptions, _engine
@@ -330,7 +330,7 @@ def _engine_up(cluster_path: str, host, session, facts: dict, res: RestoreResult
     return facts
 
 
-def _lock_if_any(stack: contextlib.ExitStack, cluster_path: str, say: Progress) -> None:
+def _lock_if_any(stack: contextlib.ExitStack, cluster_path: str, say: Callable[[str], None]) -> None:
     """The cluster's managers lock, in the swarm this restore replaces when one of its
     managers still answers (a backup there waits), held until `stack` closes; none answers:
     there is none to take. Held by another run: LockedError (exit 4)."""
@@ -479,7 +479,7 @@ def _quorum_now(cluster_path: str):
 
 
 def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = True,
-            on_progress: Progress | None = None,
+            on_progress: ProgressCallback | None = None,
             services_timeout: float = SERVICES_BACK_TIMEOUT,
             clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], None] = time.sleep) -> RecoverResult:
@@ -489,7 +489,7 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
     `services_timeout` seconds (0: not at all) for the services to run their replicas again
     (the lost managers' tasks are rescheduled only now). Still short then: exit 5."""
     from .engine_api.sessions import inventory_hosts, session_for
-    say = on_progress or (lambda msg: None)
+    say = lines_to(on_progress)
     res = RecoverResult()
     # before re-forming, quorum is looked for a while longer: a swarm electing a leader (a
     # manager just restarted) answers no swarm call for a few seconds, and re-forming a swarm
@@ -565,15 +565,14 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
         from .swarm.managers import managers_lock
         with managers_lock(cluster_path, "recover", notify=say):
             say("swarmsmith up: joining the other managers again")
-            out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
-                     (lambda event: _say_event(say, event)))
+            out = up(cluster_path, UpOptions(), on_progress=on_progress)
         res.changes += out.changes
     if services_timeout > 0:
         _wait_services_back(cluster_path, res, say, services_timeout, clock, sleep)
     return res
 
 
-def _wait_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
+def _wait_services_back(cluster_path: str, res: RecoverResult, say: Callable[[str], None], timeout: float,
                         clock, sleep) -> None:
     """Until no service is short of replicas (status's own test), or `timeout`. A failure
     to look is reported (exit 5), not raised: the swarm was re-formed, and the report says so."""
@@ -584,7 +583,7 @@ def _wait_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
         res.notes.append(f"the services could not be checked ({e}); see `swarmsmith status`")
 
 
-def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
+def _poll_services_back(cluster_path: str, res: RecoverResult, say: Callable[[str], None], timeout: float,
                         clock, sleep) -> None:
     from .engine_api.access import connect
     from .swarm.status import gather
@@ -613,14 +612,6 @@ def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
         conn.close()
 
 
-def _say_event(say: Progress, event) -> None:
-    """`up`'s progress events (provision/base/progress.py) as lines: per-host steps, waits, notices."""
-    host = getattr(event, "host", None)
-    message = getattr(event, "message", "")
-    if message:
-        say(f"{host:<22} {message}" if host else message)
-
-
 def _describe(f: dict) -> str:
     st = f.get("state")
     if st == "engine-down":
@@ -631,7 +622,7 @@ def _describe(f: dict) -> str:
     return f"swarm state {st}"
 
 
-def _reset_lost_manager(session, name: str, changes: list[str], say: Progress) -> None:
+def _reset_lost_manager(session, name: str, changes: list[str], say: Callable[[str], None]) -> None:
     """A lost manager that comes back still believes in the old raft membership: start its
     engine if needed and make it leave, so it can join the re-formed swarm."""
     facts = engine_facts(session)

@@ -26,8 +26,8 @@ from .remote import facts as F
 from .remote import docker_cli
 from .remote.command import Command
 from .base.errors import InputError, SwarmsmithError
+from .base.progress import HostProgress, ProgressCallback, emit
 
-Progress = Callable[[str, str], None]
 
 
 # the cluster's managers lock cannot be renewed: longer than an upgrade of many nodes takes
@@ -299,7 +299,8 @@ BUSY_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "
 
 
 def drain(swarm, nodes: list[dict], timeout: float, poll: float = 0.5,
-          progress: Progress | None = None, clock=time.monotonic, sleep=time.sleep) -> None:
+          progress: Callable[[str, str], None] | None = None, clock=time.monotonic,
+          sleep=time.sleep) -> None:
     """Set `nodes` to drain and wait (bounded) until none of them runs a service task. `swarm`
     is anything with set_availability(id, availability) and tasks() (running-desired tasks as
     the Engine API shows them)."""
@@ -353,7 +354,7 @@ def services_short(swarm: Swarm) -> str | None:
 
 class Upgrader:
     def __init__(self, swarm: Swarm, sessions: dict, facts: dict, install: str, version: str,
-                 opts: UpgradeOptions, progress: Progress, clock=time.monotonic,
+                 opts: UpgradeOptions, progress: Callable[[str, str], None], clock=time.monotonic,
                  sleep=time.sleep, lock=None):
         self.swarm, self.sessions, self.facts = swarm, sessions, facts
         # the cluster's managers lock (provision/swarm/managers.py), held for the whole run: a
@@ -491,16 +492,19 @@ class Upgrader:
         return err
 
 
-def upgrade(cluster_path: str, opts: UpgradeOptions, progress: Progress | None = None,
-            clock=time.monotonic, sleep=time.sleep) -> UpgradeResult:
-    """Load the cluster, connect to every node, plan the order; with dry_run stop there."""
+def upgrade(cluster_path: str, opts: UpgradeOptions,
+            on_progress: ProgressCallback | None = None, clock=time.monotonic,
+            sleep=time.sleep) -> UpgradeResult:
+    """Load the cluster, connect to every node, plan the order; with dry_run stop there.
+    Progress: HostProgress events, one per node step."""
     from inventory import clusterfile
     from inventory.state import StateDir
 
     from .engine_api.sessions import inventory_hosts, session_for
     from .remote.parallel import each
 
-    say = progress or (lambda node, msg: None)
+    def say(node: str, message: str) -> None:
+        emit(on_progress, HostProgress(node, message))
     cf = clusterfile.load(cluster_path)
     if cf.provider == "lab" and cf.provider_settings.get("image", "default") == "default":
         # those hosts run this machine's own /usr and dpkg database: an install there would

@@ -38,7 +38,8 @@ def test_ca_rotate_progress_only_grows_and_says_which_phase():
               (new, False, [new] * 4)]
     lines = []
     t = [0.0]
-    res = rotate_ca(RotatingSwarm(states), on_progress=lines.append, clock=lambda: t[0],
+    res = rotate_ca(RotatingSwarm(states), on_progress=lambda e: lines.append(e.message),
+                    clock=lambda: t[0],
                     sleep=lambda s: t.__setitem__(0, t[0] + s))
     assert res.exit_code == 0
     counts = [int(line.split(": ", 1)[1].split("/")[0]) for line in lines]

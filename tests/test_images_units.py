@@ -303,6 +303,7 @@ class FakeNode:
 
 
 def test_push_archive_loads_tags_skips_and_keeps_the_gzip(rootfs, tmp_path):
+    from provision.base.progress import TransferProgress
     from provision.images.push import push_archive
     archive = tmp_path / "a.tar"
     [img] = write_archive(str(archive), [ImageConfig("t/a:1", [rootfs])])
@@ -311,13 +312,13 @@ def test_push_archive_loads_tags_skips_and_keeps_the_gzip(rootfs, tmp_path):
     hosts = [Host(n, "x") for n in nodes]
     seen = []
     r = push_archive(str(archive), hosts, lambda h: nodes[h.name].session(),
-                     keep_compressed=True, progress=lambda *a: seen.append(a))
+                     keep_compressed=True, on_progress=seen.append)
     assert [(n.host, n.action) for n in r.nodes] == [("m1", "loaded"), ("w1", "present"),
                                                      ("w2", "tagged")]
     assert nodes["m1"].received == r.wire_bytes == os.path.getsize(str(archive) + ".gz")
     assert nodes["w1"].received == nodes["w2"].received == 0
     assert nodes["w2"].tags["t/a:1"] == img.id
-    assert ("m1", "done", r.wire_bytes, r.wire_bytes) in seen
+    assert TransferProgress("m1", "done", r.wire_bytes, r.wire_bytes) in seen
     mtime = os.path.getmtime(str(archive) + ".gz")
     nodes["m2"] = FakeNode("m2")
     r = push_archive(str(archive), [Host("m2", "x")], lambda h: nodes[h.name].session(),

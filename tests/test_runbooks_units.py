@@ -315,13 +315,20 @@ def test_restore_address_rule():
     assert "managers cannot join" in notes[0]
 
 
-def test_recover_renders_every_kind_of_up_event():
-    from provision.base.progress import HostProgress, Waiting
-    from provision.restore import _say_event
-    lines = []
-    for ev in (HostProgress("m1", "engine started"), Waiting("m2 to be reachable"), Waiting("")):
-        _say_event(lines.append, ev)
-    assert lines == [f"{'m1':<22} engine started", "m2 to be reachable"]
+def test_recover_renders_every_kind_of_up_event(capsys):
+    # recover hands up's events on as they are; the runbooks' line renderer shows each kind
+    from types import SimpleNamespace
+
+    import cli
+    from provision.base.progress import HostProgress, Notice, Waiting
+    show = cli._timed_lines(SimpleNamespace(json=False))
+    for ev in (HostProgress("m1", "engine started"), Waiting("m2 to be reachable"), Waiting(""),
+               Notice("the managers lock taken"), "a lock's own line"):
+        show(ev)
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert lines == [f"{'m1':<22} engine started", "m2 to be reachable",
+                     "the managers lock taken", "a lock's own line"]
+    assert cli._timed_lines(SimpleNamespace(json=True)) is None
 
 
 class RescheduleAPI:

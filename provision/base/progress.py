@@ -37,6 +37,16 @@ class OperationWarning:
     message: str
 
 
+@dataclass(frozen=True)
+class TransferProgress:
+    """Bytes of an image archive compressed or sent to a node (images push, deploy
+    --push-images)."""
+    host: str
+    phase: str              # "compress" | "send" | "done"
+    done: int
+    total: int
+
+
 Event = object      # any of the dataclasses above, or of stacks/events.py
 ProgressCallback = Callable[[Event], None]
 
@@ -44,3 +54,9 @@ ProgressCallback = Callable[[Event], None]
 def emit(on_progress: ProgressCallback | None, event) -> None:
     if on_progress is not None:
         on_progress(event)
+
+
+def lines_to(on_progress: ProgressCallback | None) -> Callable[[str], None]:
+    """What a step says, line by line, as Notice events to `on_progress` (nothing without
+    one): the runbooks talk in lines, their callers hear events like every other command's."""
+    return lambda message: emit(on_progress, Notice(message))

@@ -113,7 +113,7 @@ class AgentImage:
     built: Built
 
 
-def build_agent_image(cache: str = CACHE_DIR, progress=None, download=None) -> AgentImage:
+def build_agent_image(cache: str = CACHE_DIR, on_progress=None, download=None) -> AgentImage:
     """The agent's image as a `docker save` archive in the cache (built or reused)."""
     files = {**code_files(), **wheel_files(cache, download)}
     tag = tag_for(files)
@@ -130,7 +130,7 @@ def build_agent_image(cache: str = CACHE_DIR, progress=None, download=None) -> A
     with open(tmp, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=True)
     os.replace(tmp, image_file)
-    image = AgentImage(tag, build(image_file, cache, progress))
+    image = AgentImage(tag, build(image_file, cache, on_progress))
     prune(cache, image.built.archive)
     return image
 

@@ -38,6 +38,7 @@ import yaml
 
 from ..base.cache import cache_lock
 from ..base.errors import InputError, SwarmsmithError
+from ..base.progress import Notice, ProgressCallback, emit, lines_to
 from .archive import ArchiveImage, ImageConfig, read_images, write_archive
 
 CACHE_DIR = os.environ.get("SWARMSMITH_IMAGE_CACHE", "/var/cache/swarmsmith/images")
@@ -49,7 +50,6 @@ TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})
 PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 IMAGE_KEYS = {"files", "workdir", "env", "cmd", "entrypoint", "expose", "labels", "user"}
 
-Progress = Callable[[str], None]
 
 
 class BuildError(SwarmsmithError):
@@ -139,7 +139,7 @@ def mmdebstrap_command(f: ImageFile, out: str) -> list[str]:
             f.suite, out]
 
 
-def build_base(f: ImageFile, cache: str = CACHE_DIR, progress: Progress | None = None,
+def build_base(f: ImageFile, cache: str = CACHE_DIR, on_progress: ProgressCallback | None = None,
                clock=time.monotonic) -> str:
     """The base layer tar (cached); built with mmdebstrap when missing."""
     path = os.path.join(cache, f"debian-{f.suite}-{base_key(f)}.rootfs.tar")
@@ -153,7 +153,7 @@ def build_base(f: ImageFile, cache: str = CACHE_DIR, progress: Progress | None =
                              "(apt-get install -y mmdebstrap, or run scripts/setup.sh)")
         tmp = path + ".building"
         cmd = mmdebstrap_command(f, tmp)
-        say = progress or (lambda _m: None)
+        say = lines_to(on_progress)
         say(f"building the base layer: mmdebstrap {f.suite} with {', '.join(f.packages)}")
         t0, last = clock(), [""]
         done = threading.Event()
@@ -244,9 +244,10 @@ class Built:
                 "images": [{"id": i.id, "tags": list(i.tags)} for i in self.images]}
 
 
-def build(path: str, cache: str = CACHE_DIR, progress: Progress | None = None,
+def build(path: str, cache: str = CACHE_DIR, on_progress: ProgressCallback | None = None,
           clock=time.monotonic) -> Built:
-    """The `docker save` archive for the image file at `path` (built or from the cache)."""
+    """The `docker save` archive for the image file at `path` (built or from the cache).
+    Progress: Notice events (the base layer's build, the archive written)."""
     t0 = clock()
     f = load(path)
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -254,7 +255,7 @@ def build(path: str, cache: str = CACHE_DIR, progress: Progress | None = None,
     out = os.path.join(cache, f"{name}-{archive_key(f)}.images.tar")
     if os.path.isfile(out):
         return Built(out, read_images(out), True, clock() - t0)
-    base = build_base(f, cache, progress, clock)
+    base = build_base(f, cache, on_progress, clock)
     layer_dir = out + ".layers"
     os.makedirs(layer_dir, exist_ok=True)
     try:
@@ -266,8 +267,7 @@ def build(path: str, cache: str = CACHE_DIR, progress: Progress | None = None,
                 files_layer(f, spec["files"], lp)
                 layers.append(lp)
             configs.append(_config(tag, spec, layers))
-        if progress:
-            progress(f"writing {os.path.basename(out)} ({len(configs)} images)")
+        emit(on_progress, Notice(f"writing {os.path.basename(out)} ({len(configs)} images)"))
         images = write_archive(out, configs)
     finally:
         shutil.rmtree(layer_dir, ignore_errors=True)

@@ -22,13 +22,14 @@ from typing import Callable
 from ..remote import docker_cli
 from ..remote.command import Command
 from ..base.errors import InputError, RemoteCommandError
+from ..base.progress import Notice, ProgressCallback, TransferProgress, emit
 from .archive import ArchiveImage, read_images
 
 PRESENT, TAG, LOAD = "present", "tagged", "loaded"
 PROBE = docker_cli.IMAGE_IDS_PROBE
 
 # (host, phase, bytes done, bytes total): phase is "compress", "send" or "done"
-Progress = Callable[[str, str, int, int], None]
+Transfers = Callable[[str, str, int, int], None]
 
 
 @dataclass
@@ -101,7 +102,7 @@ def is_gzip(path: str) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def compress(path: str, out_dir: str, progress: Progress | None = None) -> str:
+def compress(path: str, out_dir: str, progress: Transfers | None = None) -> str:
     """A gzip copy of the archive (level 1: fast; image layers are often compressed already)."""
     total = os.path.getsize(path)
     fd, out = tempfile.mkstemp(prefix=".push-", suffix=".tar.gz", dir=out_dir)
@@ -120,14 +121,18 @@ def compress(path: str, out_dir: str, progress: Progress | None = None) -> str:
     return out
 
 
-def push_archive(path: str, hosts: list, session_for, *, progress: Progress | None = None,
-                 compress_wire: bool = True, concurrency: int = 16, keep_compressed: bool = False,
+def push_archive(path: str, hosts: list, session_for, *,
+                 on_progress: ProgressCallback | None = None, compress_wire: bool = True,
+                 concurrency: int = 16, keep_compressed: bool = False,
                  clock=time.monotonic) -> PushResult:
     """Push the archive at `path` to `hosts` (provision.base.hosts.Host); `session_for(host)` gives
     an SSH session (provision.remote.ssh.Session). Raises GroupError naming every failed host.
+    Progress: TransferProgress events (compressing, then per node).
     `keep_compressed`: the archive never changes (a cached build), so its gzip copy is kept
     beside it as `<path>.gz` and reused by the next push."""
     from ..remote.parallel import each
+    progress = None if on_progress is None else \
+        (lambda *transfer: on_progress(TransferProgress(*transfer)))
 
     images = read_images(path)
     result = PushResult(images, archive_bytes=os.path.getsize(path))
@@ -237,12 +242,12 @@ def select_hosts(hosts: list, wanted: list[str], node_names=None) -> list:
 
 
 def push_to_cluster(cluster_path: str, *, archive: str | None = None, images: list[str] = (),
-                    nodes: list[str] = ("all",), progress: Progress | None = None,
-                    on_message: Callable[[str], None] | None = None,
+                    nodes: list[str] = ("all",), on_progress: ProgressCallback | None = None,
                     compress_wire: bool = True, keep_compressed: bool = False) -> PushResult:
     """Push a `docker save` archive, or the named images of the local engine (saved to a
     temporary archive, removed after), to the cluster's nodes picked by `nodes` (select_hosts).
-    `on_message` hears what is done before the push starts (the save)."""
+    Progress: a Notice for what is done before the push starts (the save), then
+    TransferProgress events."""
     from ..engine_api.sessions import inventory_hosts, session_for
     all_hosts = inventory_hosts(cluster_path)
     named = None
@@ -254,10 +259,9 @@ def push_to_cluster(cluster_path: str, *, archive: str | None = None, images: li
     try:
         if images:
             from .local_engine import save
-            if on_message is not None:
-                on_message(f"saving {' '.join(images)} from the local engine")
+            emit(on_progress, Notice(f"saving {' '.join(images)} from the local engine"))
             saved = save(list(images))
-        return push_archive(archive or saved, hosts, session_for, progress=progress,
+        return push_archive(archive or saved, hosts, session_for, on_progress=on_progress,
                             compress_wire=compress_wire, keep_compressed=keep_compressed)
     finally:
         if saved:

@@ -41,6 +41,7 @@ from ..remote import facts as F
 from ..remote import docker_cli
 from ..remote.command import Command
 from ..base.errors import InputError, SwarmsmithError
+from ..base.progress import ProgressCallback, lines_to
 from .quorum import QuorumRefused, manager_reachable, node_name, quorum_of
 
 _hostname = node_name
@@ -49,7 +50,6 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 PAYLOAD = "swarm.tar.gz"
 SWARM_DIR = "/var/lib/docker/swarm"
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -488,7 +488,7 @@ def check_quorum_before_stop(api, node_id: str) -> None:
 
 
 def take_backup(cluster_path: str, opts: BackupOptions | None = None, *,
-                on_progress: Progress | None = None,
+                on_progress: ProgressCallback | None = None,
                 clock: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep) -> BackupResult:
     from inventory import clusterfile
@@ -497,7 +497,7 @@ def take_backup(cluster_path: str, opts: BackupOptions | None = None, *,
     from ..engine_api.access import connect
     from .managers import host_swarm_facts, managers_lock
     opts = opts or BackupOptions()
-    say = on_progress or (lambda msg: None)
+    say = lines_to(on_progress)
     t0 = clock()
     cf = clusterfile.load(cluster_path)
     hosts = {h.name: h for h in inventory_hosts(cluster_path, "manager")}

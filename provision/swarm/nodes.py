@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
 from ..base.errors import (EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_TIMED_OUT, InputError, SwarmsmithError)
+from ..base.progress import ProgressCallback, lines_to
 from ..engine_api.node_names import NodeNames, NodeNotFound  # noqa: F401  (NodeNotFound: callers catch it here)
 from .quorum import QuorumRefused, check_manager_removal, is_manager, node_name, quorum_of
 
-Progress = Callable[[str], None]
 ACTIVE_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting",
                  "running")
 
@@ -114,7 +114,7 @@ def set_availability(api, ref: str, availability: str, names=None) -> NodeChange
 
 
 def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
-               on_progress: Progress | None = None,
+               on_progress: ProgressCallback | None = None,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> DrainResult:
     """Set the node to drain and wait (bounded) until it runs no service task and the services
@@ -124,7 +124,7 @@ def drain_node(api, ref: str, opts: DrainOptions | None = None, *, names=None,
     A node drained already is checked the same way, for the services that ran on it (its task
     history) and those short of replicas: a re-run tells whether they run elsewhere now."""
     opts = opts or DrainOptions()
-    say = on_progress or (lambda msg: None)
+    say = lines_to(on_progress)
     nodes, node, name = _found(api, ref, names)
     shown = {n["ID"]: (names or NodeNames()).show(n) for n in nodes}
     nid = node["ID"]
@@ -369,7 +369,7 @@ def _refuse_down(name: str, down: bool, force: bool) -> None:
 
 def remove_node(api, ref: str, opts: RemoveOptions | None = None, *, names=None,
                 leave: Callable[[str], None] | None = None,
-                on_progress: Progress | None = None,
+                on_progress: ProgressCallback | None = None,
                 clock: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep,
                 lock: Callable[[], ContextManager] | None = None) -> NodeChange:
@@ -378,7 +378,7 @@ def remove_node(api, ref: str, opts: RemoveOptions | None = None, *, names=None,
     lose quorum or the last manager. With force: demote if a manager, then remove at once.
     `lock`: the cluster's managers lock, held from the quorum check through the demotion."""
     opts = opts or RemoveOptions()
-    say = on_progress or (lambda msg: None)
+    say = lines_to(on_progress)
     nodes, node, name = _found(api, ref, names)
     res = NodeChange(name)
     down = (node.get("Status") or {}).get("State") == "down"

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..base.errors import EXIT_OK, EXIT_TIMED_OUT, InputError, SwarmsmithError
+from ..base.progress import ProgressCallback, lines_to
 from .quorum import node_name
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -47,12 +47,12 @@ def rotate_tokens(api, *, worker: bool, manager: bool) -> RotationResult:
     return res
 
 
-def rotate_ca(api, *, timeout: float = 300.0, on_progress: Progress | None = None,
+def rotate_ca(api, *, timeout: float = 300.0, on_progress: ProgressCallback | None = None,
               clock: Callable[[], float] = time.monotonic,
               sleep: Callable[[float], None] = time.sleep) -> RotationResult:
     """A new root CA (swarm-generated) and new node certificates: forces a root rotation and
     waits until swarm reports it finished and every node's TLS trust root is the new one."""
-    say = on_progress or (lambda msg: None)
+    say = lines_to(on_progress)
     sw = api.swarm()
     spec = sw["Spec"]
     ca = dict(spec.get("CAConfig") or {})

@@ -8,13 +8,14 @@ from typing import Callable
 
 from ..remote import docker_cli
 from ..base.errors import EXIT_FAILED, EXIT_OK, UnreachableError
+from ..base.progress import ProgressCallback, lines_to
 from .managers import host_swarm_facts, sessions_by_name
 from .rotation import RotationResult
 
 
 def unlock_managers(cluster_path: str, key: str, *,
-                    on_progress: Callable[[str], None] | None = None) -> RotationResult:
-    say = on_progress or (lambda msg: None)
+                    on_progress: ProgressCallback | None = None) -> RotationResult:
+    say = lines_to(on_progress)
     res = RotationResult()
     for name, (host, s) in sorted(sessions_by_name(cluster_path, "manager").items()):
         try:

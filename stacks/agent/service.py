@@ -235,7 +235,7 @@ def install(cluster_path: str | None, *, engine=None, say=None, build=None, push
     if build is None:
         from provision.images.agent import build_agent_image
         build = build_agent_image
-    image = build(progress=say)
+    image = build(on_progress=lambda event: say(event.message))
     say(f"agent image {image.tag}" + (" (from the cache)" if image.built.cached else ""))
     if push is None:
         from provision.images.push import push_to_cluster

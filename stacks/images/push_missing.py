@@ -34,10 +34,10 @@ def check_source(source: str | None) -> None:
 
 
 def push_missing(missing: dict, source: str, cluster_path: str, *,
-                 say: Callable[[str], None] | None = None, progress=None) -> list[str]:
+                 say: Callable[[str], None] | None = None, on_progress=None) -> list[str]:
     """Push the images of `missing` ({image: {hostname}}) to those nodes; returns changes.
-    `say(line)` gets what is being done, `progress` the per-node byte counts
-    (provision/images/push.py Progress); both optional."""
+    `say(line)` gets what is being done, `on_progress` the per-node byte counts
+    (TransferProgress events); both optional."""
     from provision.engine_api.sessions import inventory_hosts, session_for
     from provision.images.archive import read_images
     from provision.images.push import push_archive
@@ -61,7 +61,7 @@ def push_missing(missing: dict, source: str, cluster_path: str, *,
                 raise
         elif source.endswith((".yml", ".yaml")):
             from provision.images.debian import build
-            archive = build(source, progress=say).archive
+            archive = build(source, on_progress=lambda event: say(event.message)).archive
             cached = True
         else:
             archive = source
@@ -82,7 +82,7 @@ def push_missing(missing: dict, source: str, cluster_path: str, *,
             raise InputError(f"nodes {', '.join(sorted(wanted))} are not in the inventory",
                              path="--push-images")
         say(f"pushing {', '.join(images)} to {', '.join(h.name for h in hosts)}")
-        result = push_archive(archive, hosts, session_for, progress=progress,
+        result = push_archive(archive, hosts, session_for, on_progress=on_progress,
                               keep_compressed=cached)
         return result.changes
     finally:

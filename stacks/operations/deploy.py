@@ -17,7 +17,7 @@ from provision.engine_api.adapter import EngineAPI
 from provision.base.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, SwarmsmithError
 from stacks.compose.loader import Compose
 from stacks.events import (ImagePush, Notice, OperationWarning, PlanReady, ProgressCallback,
-                           StepDone, TransferProgress, UnsettledService, WatchFinished,
+                           StepDone, UnsettledService, WatchFinished,
                            WatchProgress, WatchStarted, emit)
 from stacks.plan_apply.apply import ApplyResult, apply, refuse_problems, rm_plan
 from stacks.plan_apply.plan import CREATE, UNCHANGED, UPDATE, Plan, make_plan
@@ -233,7 +233,7 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
             if source and path:   # push what the image check found missing, then plan again
                 pm.push_missing(plan.missing_images, source, path,
                                 say=lambda m: emit(on_progress, ImagePush(m)),
-                                progress=lambda *a: emit(on_progress, TransferProgress(*a)))
+                                on_progress=on_progress)
                 plan = make_stack_plan(loaded, engine, options, adjust)
         emit(on_progress, PlanReady(plan))
         refuse_problems(plan)     # bad input changes nothing, not even the audit history

@@ -28,7 +28,8 @@ STACK_LABEL = "com.docker.stack.namespace"
 
 # (service dict, task id, number of lines) -> last log lines of that task
 LogFetcher = Callable[[dict, str, int], list]
-ProgressCallback = Callable[[WatchReport], None]
+# what the watch hands each poll: the whole report (stacks/events.py wraps it in WatchProgress)
+ReportCallback = Callable[[WatchReport], None]
 
 __all__ = ["WatchPolicy", "watch_stack", "watch_services",
            "api_log_fetcher", "stack_services", "STACK_LABEL"]
@@ -58,7 +59,7 @@ def watch_stack(api, stack: str, *, services: Iterable[str] | None = None,
                 policy: WatchPolicy | None = None, allow_rollback: bool = False,
                 baseline: Mapping[str, int] | None = None,
                 timeouts: Mapping[str, float] | None = None,
-                on_progress: ProgressCallback | None = None,
+                on_progress: ReportCallback | None = None,
                 log_fetcher: LogFetcher | None = None,
                 clock: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep) -> WatchReport:
@@ -79,7 +80,7 @@ def watch_services(api, service_ids: list[str], *, stack: str = "",
                    policy: WatchPolicy | None = None, allow_rollback: bool = False,
                    baseline: Mapping[str, int] | None = None,
                    timeouts: Mapping[str, float] | None = None,
-                   on_progress: ProgressCallback | None = None,
+                   on_progress: ReportCallback | None = None,
                    log_fetcher: LogFetcher | None = None,
                    clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> WatchReport:
