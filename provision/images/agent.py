@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from .archive import file_sha256
 from .debian import CACHE_DIR, Built, BuildError, build
 
 NAME = "swarmsmith/agent"
@@ -59,11 +60,11 @@ def wheel_files(cache: str = CACHE_DIR, download=None) -> dict[str, str]:
     os.makedirs(folder, exist_ok=True)
     for dist, version, filename, sha in WHEELS:
         wheel = os.path.join(folder, filename)
-        if not os.path.isfile(wheel) or _sha256(wheel) != sha:
+        if not os.path.isfile(wheel) or file_sha256(wheel) != sha:
             (download or _pip_download)(f"{dist}=={version}", folder)
             if not os.path.isfile(wheel):
                 raise BuildError(f"pip download {dist}=={version} gave no {filename}")
-        if _sha256(wheel) != sha:
+        if file_sha256(wheel) != sha:
             os.unlink(wheel)
             raise BuildError(f"{filename}: sha256 differs from the pinned one (download again)")
         unpacked = os.path.join(folder, f"{filename}.d")
@@ -76,14 +77,6 @@ def wheel_files(cache: str = CACHE_DIR, download=None) -> dict[str, str]:
                 src = os.path.join(sub, f)
                 out[src] = f"{HOME}/lib/{os.path.relpath(src, unpacked)}"
     return out
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pip_download(requirement: str, folder: str) -> None:

@@ -12,7 +12,6 @@ The transport is a function handed in: load_on_cluster gives it the SSH executor
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import subprocess
@@ -24,6 +23,7 @@ from typing import BinaryIO, Callable
 from ..base.errors import RemoteCommandError
 from ..remote import docker_cli
 from ..base.hosts import Host
+from .archive import file_sha256
 
 BUSYBOX = "/usr/bin/busybox"
 IMAGE_NAME = "swarmsmith/busybox:1"
@@ -61,14 +61,6 @@ def write_rootfs_tar(out: BinaryIO, busybox: str = BUSYBOX) -> None:
         group = b"root:x:0:\nnogroup:x:65534:\n"
         for name, data in (("etc/passwd", passwd), ("etc/group", group)):
             tar.addfile(_info(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
