@@ -72,14 +72,15 @@ def access(cluster_path: str, accept_new: bool | None = None) -> "ClusterAccess"
 def connect(cluster_file: str | None = None, *, accept_new_host_keys: bool | None = None,
             prefer: str | None = None, shared: bool = False) -> Manager:
     """A reachable manager of the cluster (`cluster_file` None: the usual lookup), tried
-    `prefer` first. `accept_new_host_keys` None: as the process was told (the command line's
-    flag). Raises NoManagerError (exit 3 when no manager answered over SSH at all); the shared
-    connection raises what the deploy commands always said: the host key nobody pins, else
-    UnreachableError."""
+    `prefer` first; the caller closes it (`with connect(path) as m:`). `shared`: the process's
+    one connection to the cluster instead, which a deploy, its image check, its audit and the
+    record read share and nobody closes. `accept_new_host_keys` None: as the process was told
+    (the command line's flag). Raises NoManagerError (exit 3 when no manager answered over SSH
+    at all); the shared connection raises what the deploy commands always said: the host key
+    nobody pins, else UnreachableError."""
     from ..base.clusters import find_cluster_file
     acc = access(find_cluster_file(cluster_file), accept_new_host_keys)
     return acc.shared_manager() if shared else acc.find_manager(prefer=prefer)
-
 
 
 def pin_of(cluster, host: Host, *, cached: str = "", provider: str = "",
