@@ -847,3 +847,26 @@ def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monk
     facts["m2"]["state"] = "inactive"
     R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})      # the target alone
     R.refuse_live_peers("c.yml", "m1", {"swarm_id": "another"})
+
+
+# --- the day-two operations through the library API -------------------------------------------
+
+def test_the_library_api_drains_a_node_and_reports_through_events(monkeypatch, tmp_path):
+    from provision.base.progress import Notice
+    from stacks import api
+    fake = FakeAPI(three() + [node("w1")])
+    _fake_manager(monkeypatch, fake)
+    events = []
+    res = api.drain("w1", api.DrainOptions(timeout=5, poll=0), cluster_file="c.yml",
+                    on_progress=events.append)
+    assert isinstance(res, api.DrainResult) and res.changes == ["w1: availability active -> drain"]
+    assert fake.updates[-1][1]["Availability"] == "drain"
+    assert res.to_dict()["changes"] == res.changes
+    assert all(isinstance(e, Notice) for e in events)
+
+
+def test_the_library_api_checks_push_options_before_any_host(tmp_path):
+    from provision.base.errors import InputError
+    from stacks import api
+    with pytest.raises(InputError, match="not both or neither"):
+        api.push_images(api.PushOptions(), cluster_file=str(tmp_path / "none.yml"))
