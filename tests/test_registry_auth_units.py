@@ -12,7 +12,7 @@ import pytest
 from provision.base.errors import InputError
 from provision.engine_api.registry_auth import Credentials, registry_of
 from provision.engine_api.adapter import EngineAPI, RegistryAccessError
-from tests.fakes.engine import RequestRoutes
+from tests.fakes.engine import FakeEngine as FakeAPI
 
 PASSWORD = "s3cret-Pa55-never-print"
 
@@ -129,27 +129,6 @@ def test_cluster_file_keeps_where_not_what(tmp_path):
 
 # --- the Engine API side -------------------------------------------------------------------
 
-class FakeAPI(RequestRoutes):
-    def __init__(self, dist=None, error=None):
-        self.posts, self.gets, self.dist, self.error = [], [], dist, error
-
-    def _url(self, path, *args):
-        return path.format(*args)
-
-    def _post_json(self, url, data=None, params=None, headers=None):
-        self.posts.append((url, data, params, headers))
-        return {"ID": "new"}
-
-    def _get(self, url, headers=None):
-        self.gets.append((url, headers))
-        if self.error:
-            raise self.error
-        return self.dist
-
-    def _result(self, resp, json=False):
-        return resp
-
-
 def spec(image):
     return {"Name": "st_app", "TaskTemplate": {"ContainerSpec": {"Image": image}}}
 
@@ -160,8 +139,8 @@ def test_create_and_update_send_the_registry_auth_header(monkeypatch, tmp_path):
                         docker_config=str(tmp_path / "none.json"))
     api = FakeAPI()
     eng = EngineAPI(api, credentials=creds)
-    eng.create_service(spec("reg.example/app:1"))
-    eng.update_service("id1", 3, spec("reg.example/app:2"))
+    created = eng.create_service(spec("reg.example/app:1"))
+    eng.update_service(created, 1, spec("reg.example/app:2"))
     eng.create_service(spec("busybox:1"))
     (_, _, _, h1), (_, _, _, h2), (_, _, _, h3) = api.posts
     assert decode(h1["X-Registry-Auth"])["password"] == PASSWORD
