@@ -12,7 +12,7 @@ import pytest
 from provision.base.errors import InputError
 from provision.engine_api.registry_auth import Credentials, registry_of
 from provision.engine_api.adapter import EngineAPI, RegistryAccessError
-from tests.fakes.engine import FakeEngine as FakeAPI
+from tests.fakes.engine import FakeEngine
 
 PASSWORD = "s3cret-Pa55-never-print"
 
@@ -137,7 +137,7 @@ def test_create_and_update_send_the_registry_auth_header(monkeypatch, tmp_path):
     monkeypatch.setenv("REG_PW", PASSWORD)
     creds = Credentials({"reg.example": {"username": "ci", "password_env": "REG_PW"}},
                         docker_config=str(tmp_path / "none.json"))
-    api = FakeAPI()
+    api = FakeEngine()
     eng = EngineAPI(api, credentials=creds)
     created = eng.create_service(spec("reg.example/app:1"))
     eng.update_service(created, 1, spec("reg.example/app:2"))
@@ -158,10 +158,10 @@ class Refused(Exception):
 def test_distribution_digest_and_refusal(tmp_path):
     d = "sha256:" + "c" * 64
     creds = Credentials({}, "c.yml", docker_config=str(tmp_path / "none.json"))
-    api = FakeAPI(dist={"Descriptor": {"digest": d}})
+    api = FakeEngine(dist={"Descriptor": {"digest": d}})
     assert EngineAPI(api, credentials=creds).distribution_digest("reg.example/a:1") == d
     assert api.gets[0][0] == "/distribution/reg.example/a:1/json"
     with pytest.raises(RegistryAccessError) as e:
-        EngineAPI(FakeAPI(error=Refused()), credentials=creds).distribution_digest("reg.example/a:1")
+        EngineAPI(FakeEngine(error=Refused()), credentials=creds).distribution_digest("reg.example/a:1")
     assert "registry reg.example refused access" in str(e.value)
     assert "docker login reg.example" in str(e.value)

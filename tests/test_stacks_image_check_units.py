@@ -9,7 +9,8 @@ import pytest
 from provision.base.errors import InputError
 from provision.engine_api.adapter import EngineAPI
 from stacks.images.check import Node, matches, names_registry, parse_listing, present
-from tests.test_stacks_plan_apply_units import FakeAPI, deploy_result, plan_of, plan_result
+from tests.fakes.engine import FakeEngine
+from tests.test_stacks_plan_apply_units import deploy_result, plan_of, plan_result
 
 
 def node(hostname, role="worker", labels=None, **kw):
@@ -120,8 +121,8 @@ def test_the_manager_deployed_to_is_asked_through_its_engine_not_over_ssh(monkey
     assert all(isinstance(v, ValueError) for v in got.values())
 
 
-class NodeAPI(FakeAPI):
-    """FakeAPI with named nodes; the engine gets a `node_images` lister."""
+class NodeAPI(FakeEngine):
+    """FakeEngine with named nodes; the engine gets a `node_images` lister."""
 
     def __init__(self, images: dict):
         super().__init__()
@@ -209,7 +210,7 @@ def test_cli_made_secret_keeps_its_labels(tmp_path):
     f.write_text('version: "3.9"\nservices:\n  web:\n    image: app:1\n'
                  "    secrets: [pw]\n    configs: [c]\n"
                  "secrets:\n  pw: {file: ./pw.txt}\nconfigs:\n  c: {file: ./c.conf}\n")
-    api = FakeAPI()
+    api = FakeEngine()
     api.secrets_["s1"] = {"ID": "s1", "Version": {"Index": 3},
                           "Spec": {"Name": "st_pw",
                                    "Labels": {"com.docker.stack.namespace": "st"}}}

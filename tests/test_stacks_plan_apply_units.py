@@ -18,7 +18,7 @@ from provision.engine_api.adapter import EngineAPI
 from stacks.plan_apply.plan import CREATE, REMOVE, UNCHANGED, UPDATE, Current, make_plan
 from stacks.plan_apply.plan_render import render_text
 
-from tests.fakes.engine import DIGEST, MANAGER_TOKEN, FakeEngine as FakeAPI  # noqa: F401 (imported from here)
+from tests.fakes.engine import DIGEST, MANAGER_TOKEN, FakeEngine
 
 
 STACK = """
@@ -100,7 +100,7 @@ def plan_of(api, f, **kw):
 
 def test_first_deploy_creates_everything_in_order(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     code, out = deploy(api, f)
     assert code == 0
     kinds = [url.split("/")[1] for verb, url in api.calls]
@@ -119,7 +119,7 @@ def test_a_deploy_reads_nodes_once_and_services_only_for_the_plan_and_the_watch(
     baseline: one node listing and one service listing before the apply (the audit record
     lists the services once more afterwards, for the images they run now)."""
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     for i, n in enumerate(api.node_list):
         n.update(ID=f"node{i}", Description={"Hostname": f"host{i}"})
     reads = []
@@ -136,7 +136,7 @@ def test_a_deploy_reads_nodes_once_and_services_only_for_the_plan_and_the_watch(
 
 def test_redeploy_of_unchanged_stack_changes_nothing(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     versions = {i: s["Version"]["Index"] for i, s in api.services_.items()}
     api.calls.clear()
@@ -159,7 +159,7 @@ def test_the_plan_keeps_the_live_versions_of_its_stack_services_for_the_watch():
 
 def test_changes_show_fields_old_to_new_and_mask_secrets(files):
     tmp, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     f.write_text(STACK.replace("replicas: 2", "replicas: 3").replace("prod", "staging")
                  .replace("s3cret-value", "other-secret"))
@@ -182,7 +182,7 @@ def test_changes_show_fields_old_to_new_and_mask_secrets(files):
 
 def test_image_change_is_an_update(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     f.write_text(STACK.replace("nginx:1.25", "nginx:1.26"))
     web = next(a for a in plan_of(api, f)["actions"] if a["name"] == "st_web")
@@ -192,7 +192,7 @@ def test_image_change_is_an_update(files):
 
 def test_secret_content_change_gets_new_name_and_prune_removes_old(files):
     tmp, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     old_secret = next(iter(api.secrets_.values()))["Spec"]["Name"]
     (tmp / "pw.txt").write_text("rotated")
@@ -215,7 +215,7 @@ def test_secret_content_change_gets_new_name_and_prune_removes_old(files):
 
 def test_prune_removes_services_only_with_flag(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     f.write_text(STACK.replace("  worker:\n    image: busybox\n    deploy: {mode: global}\n", ""))
     assert not any(a["action"] == REMOVE for a in plan_of(api, f)["actions"])
@@ -229,7 +229,7 @@ def test_prune_removes_services_only_with_flag(files):
 
 def test_force_update_counter_is_kept(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     web = next(s for s in api.services_.values() if s["Spec"]["Name"] == "st_web")
     web["Spec"]["TaskTemplate"]["ForceUpdate"] = 4
@@ -242,7 +242,7 @@ def test_force_update_counter_is_kept(files):
 
 def test_problems_stop_apply_before_any_change(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     f.write_text(STACK.replace("front: {attachable: true}", "front: {external: true}"))
     with pytest.raises(InputError, match="network front is declared external but does not exist"):
         deploy(api, f)
@@ -251,7 +251,7 @@ def test_problems_stop_apply_before_any_change(files):
 
 def test_foreign_service_with_same_name_is_a_problem(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     api.services_["x"] = {"ID": "x", "Version": {"Index": 1},
                          "Spec": {"Name": "st_web", "Labels": {}, "TaskTemplate": {}}}
     with pytest.raises(InputError, match="service st_web exists but is not part of stack st"):
@@ -273,7 +273,7 @@ def test_deadlock_refuses_only_an_update_and_uses_live_node_count(files):
     _, f = files
     f.write_text(STACK.replace('ports: ["8080:80"]',
                                "ports: [{target: 80, published: 8080, mode: host}]"))
-    api = FakeAPI(nodes=2)
+    api = FakeEngine(nodes=2)
     code, out = deploy(api, f)                    # a create cannot deadlock: warned, done
     assert code == 0 and "2 replicas on 2 node(s) deadlocks on update" in out
     assert len(api.services_) == 2
@@ -282,7 +282,7 @@ def test_deadlock_refuses_only_an_update_and_uses_live_node_count(files):
     with pytest.raises(InputError, match="2 replicas on 2 node.*deadlocks on update"):
         deploy(api, f)                            # the update would: refused, nothing sent
     assert api.calls == []
-    other = FakeAPI(nodes=3)
+    other = FakeEngine(nodes=3)
     deploy(other, f)
     f.write_text(f.read_text().replace("MODE: next", "MODE: third"))
     assert deploy(other, f)[0] == 0               # 2 replicas on 3 nodes: a free node
@@ -290,14 +290,14 @@ def test_deadlock_refuses_only_an_update_and_uses_live_node_count(files):
 
 def test_dry_run_changes_nothing(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     plan = plan_of(api, f)
     assert api.calls == [] and plan["counts"]["create"] == 6
 
 
 def test_rm_removes_what_carries_the_label(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     api.networks_["other"] = {"Id": "other", "Name": "unrelated", "Labels": {}}
     result = stacks_api.rm("st", engine=EngineAPI(api))
@@ -321,7 +321,7 @@ def test_resolve_ids_refuses_unknown_names():
 
 def test_render_text(files):
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     f.write_text(STACK.replace("replicas: 2", "replicas: 5"))
     plan = plan_result(f, EngineAPI(api)).plan
@@ -425,7 +425,7 @@ def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
     be guessed offline from a CI log); configs may keep the plain hash."""
     from stacks.specs.convert import CONTENT_LABEL, content_hash
     tmp, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     secret = next(iter(api.secrets_.values()))["Spec"]
     config = next(c for c in api.configs_.values()      # not the deploy's audit records
@@ -436,7 +436,7 @@ def test_secret_names_use_a_keyed_hash_configs_stay_plain(files):
     # the same swarm gives every runner the same names: a second deploy changes nothing
     assert plan_of(api, f)["counts"]["create"] == 0
     # another swarm (another manager token) gives other names
-    other = FakeAPI()
+    other = FakeEngine()
     other.inspect_swarm = lambda: {"ID": "swarm0002", "JoinTokens": {"Manager": "SWMTKN-1-x"}}
     deploy(other, f)
     assert next(iter(other.secrets_.values()))["Spec"]["Name"] != secret["Name"]
@@ -449,7 +449,7 @@ def test_audit_line_before_applying_and_after_with_code_and_seconds(files):
     (tmp / "c.yml").write_text("name: audt\n")
     audit = tmp / ".swarmsmith" / "audt" / "audit.jsonl"
     os.makedirs(audit.parent)
-    api = FakeAPI()
+    api = FakeEngine()
     assert deploy(api, f, cluster_file=str(tmp / "c.yml"))[0] == 0
     start, end = read_audit(audit)
     assert (start["phase"], start["exit_code"], start["seconds"]) == ("start", None, 0.0)
@@ -474,8 +474,8 @@ def test_audit_line_before_applying_and_after_with_code_and_seconds(files):
     assert last["phase"] == "end" and last["exit_code"] == 1 and "no such image" in last["error"]
 
 
-class SwarmWithTasks(FakeAPI):
-    """FakeAPI plus tasks: every service runs its replicas (global: one per node), unless a
+class SwarmWithTasks(FakeEngine):
+    """FakeEngine plus tasks: every service runs its replicas (global: one per node), unless a
     test scripts UpdateStatus and running counts per poll of tasks()."""
 
     def __init__(self):
@@ -552,7 +552,7 @@ def test_rotating_the_manager_token_keeps_secret_names_once_the_key_is_pinned(fi
     first, so the deploy after a rotation renames no secret and restarts no service."""
     from provision.swarm.rotation import rotate_tokens
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
     deploy(api, f)
     names = sorted(s["Spec"]["Name"] for s in api.secrets_.values())
 
@@ -593,7 +593,7 @@ def test_audit_history_keeps_changes_not_refusals_or_no_ops(files):
     with nothing to change or watch is not history either (cron's no-ops would push the real
     changes out of the bounded record). A change writes its start and end records."""
     _, f = files
-    api = FakeAPI()
+    api = FakeEngine()
 
     def audit_names():
         return sorted(c["Spec"]["Name"] for c in api.configs_.values()
@@ -703,8 +703,8 @@ def test_the_secret_naming_key_is_read_only_for_a_stack_with_secrets(files, monk
     plain = folder / "plain.yml"
     plain.write_text('version: "3.8"\nservices:\n  web: {image: nginx:1.25}\n'
                      'configs:\n  conf: {file: ./app.conf}\n')
-    assert plan_of(FakeAPI(), plain)["actions"] and reads == []
-    with_secret = plan_of(FakeAPI(), f)
+    assert plan_of(FakeEngine(), plain)["actions"] and reads == []
+    with_secret = plan_of(FakeEngine(), f)
     assert reads == [1]         # once for the stack, however many secrets use it
     assert any(a["kind"] == "secret" for a in with_secret["actions"])
 

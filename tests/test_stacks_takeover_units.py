@@ -10,13 +10,14 @@ import pytest
 from provision.base.errors import SwarmsmithError
 from stacks.plan_apply.takeover import MISMATCH, _rename_refs
 from stacks.specs.convert import CONTENT_LABEL, placeholder
-from tests.test_stacks_plan_apply_units import FakeAPI, STACK, deploy, files, plan_of  # noqa: F401
+from tests.fakes.engine import FakeEngine
+from tests.test_stacks_plan_apply_units import STACK, deploy, files, plan_of  # noqa: F401
 
 AS_CLI = dict(no_versioned_names=True, no_update_defaults=True)
 
 
-class Swarmkit(FakeAPI):
-    """FakeAPI that keeps secret data (never returned) and answers updates as swarmkit's
+class Swarmkit(FakeEngine):
+    """FakeEngine that keeps secret data (never returned) and answers updates as swarmkit's
     UpdateSecret/UpdateConfig do: only labels may change; data sent must equal the stored;
     the answer is an empty body, as the Engine API's."""
 

@@ -326,12 +326,13 @@ def test_a_lock_from_the_future_is_flagged_not_given_a_negative_age():
 
 
 def test_deploy_refuses_an_unreadable_lock_with_exit_4_and_the_way_out(tmp_path):
-    from tests.test_stacks_plan_apply_units import STACK, FakeAPI, deploy
+    from tests.fakes.engine import FakeEngine
+    from tests.test_stacks_plan_apply_units import STACK, deploy
     (tmp_path / "pw.txt").write_text("pw")
     (tmp_path / "app.conf").write_text("a=1")
     f = tmp_path / "stack.yml"
     f.write_text(STACK)
-    class Swarm(FakeAPI):
+    class Swarm(FakeEngine):
         def create_config(self, name, data, labels=None, templating=None):
             if any(c["Spec"]["Name"] == name for c in self.configs_.values()):
                 raise ApiError(409, f"config {name} already exists")     # as the engine says
