@@ -1,6 +1,6 @@
-"""A cluster's managers and hosts by name: the docker SDK through our SSH session
-(provision/engine_api/transport.py, re-exported here) with host keys checked against what pins them
-(provision/engine_api/access.py)."""
+"""A cluster's hosts and SSH sessions to them, host keys checked against what pins them
+(provision/engine_api/access.py); the transport's names re-exported. A manager is reached
+through access.connect()."""
 from __future__ import annotations
 
 from .access import access, accepts_new_host_keys, opened
