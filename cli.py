@@ -56,13 +56,16 @@ def cmd_lab_up(args) -> int:
     from provision.hosts.lab.lab import Lab
     if args.nodes < 1:
         raise _flag_error("--nodes", "must be at least 1")
+    if args.engine_preinstalled and not args.vm:
+        raise _flag_error("--engine-preinstalled", "applies to VM hosts only (--vm)")
     lab = Lab(args.name)
 
     def progress(what, msg):
         if not args.json:
             print(f"  {what}: {msg}", file=sys.stderr, flush=True)
     hosts, changes = lab.up([f"{args.name}-{i}" for i in range(1, args.nodes + 1)],
-                            progress=progress, image=args.image)
+                            progress=progress, image=args.image, vm=args.vm or None,
+                            engine_preinstalled=args.engine_preinstalled)
     extra = [h.name for h in lab.hosts() if h.name not in {x.name for x in hosts}]
     if args.json:
         _print_json({"changes": changes, "hosts": [_lab_host_json(h) for h in hosts]})
@@ -97,16 +100,19 @@ def cmd_lab_down(args) -> int:
 def cmd_lab_ls(args) -> int:
     from provision.hosts.lab.lab import Lab, list_labs
     names = [args.name] if args.name else list_labs()
-    rows = [_lab_host_json(h) | {"lab": n} for n in names for h in Lab(n).hosts()]
+    labs = [Lab(n) for n in names]
+    # kind: "netns" (this machine's kernel), or "vm-kvm" / "vm-tcg" (QEMU, and how it runs)
+    rows = [_lab_host_json(h) | {"lab": lab.name, "kind": f"vm-{lab.accel}" if lab.vm
+                                 else "netns"} for lab in labs for h in lab.hosts()]
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
         print("no lab hosts")
         return 0
-    print(f"{'LAB':<12} {'NAME':<20} {'PUBLIC':<16} {'PRIVATE':<16} HOST KEY")
+    print(f"{'LAB':<12} {'NAME':<20} {'KIND':<7} {'PUBLIC':<16} {'PRIVATE':<16} HOST KEY")
     for r in rows:
-        print(f"{r['lab']:<12} {r['name']:<20} {r['public_address']:<16} "
+        print(f"{r['lab']:<12} {r['name']:<20} {r['kind']:<7} {r['public_address']:<16} "
               f"{r['private_address']:<16} {r['fingerprint']}")
     return 0
 
@@ -1582,6 +1588,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--image", default=None, choices=("default", "debian-12"),
                     help="hosts' root: default shares this machine's (fast); debian-12 is a "
                          "Debian 12 of their own without Docker, built once (~30 s) and cached")
+    up.add_argument("--vm", action="store_true",
+                    help="hosts are QEMU VMs with their own kernel and systemd (KVM when it "
+                         "works, else emulated: minutes per boot; docs/lab.md)")
+    up.add_argument("--engine-preinstalled", action="store_true",
+                    help="with --vm: boot new VMs with Docker's engine already installed")
     up.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     up.set_defaults(func=cmd_lab_up)
     down = lsub.add_parser("down", help="remove a lab and everything it made")

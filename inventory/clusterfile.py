@@ -14,6 +14,7 @@ connection is opened; every error names the file and the key path (exit 2).
              daemon: {<daemon.json keys>}}
     stacks: [{name: web, compose: [stack.yml], env_file: .env}]
     lab: {name: <lab name>, image: default|debian-12}   # provider settings sit under its key
+    lab: {vm: true, engine_preinstalled: false|true|[<host>, ...]}   # QEMU VMs (docs/lab.md)
     static: {hosts: [{name, address, private_address, role, port, user, key, host_key}]}
     agent: {repo: URL, branch: main, path: ., interval: 60, deploy_key: FILE,
             known_hosts: FILE, correct_drift: false}     # see docs/scheduled-redeploys.md
@@ -359,9 +360,22 @@ def validate(data, path: str) -> ClusterFile:
         settings = {}
     if c.type(settings, dict, str(provider), "a mapping of provider settings"):
         if provider == "lab":
-            c.unknown(settings, {"name", "image"}, "lab")
+            c.unknown(settings, {"name", "image", "vm", "engine_preinstalled"}, "lab")
             if "image" in settings and settings["image"] not in ("default", "debian-12"):
                 c.err("lab.image", f"expected default or debian-12, got {_show(settings['image'])}")
+            vm = settings.get("vm", False)
+            if not isinstance(vm, bool):
+                c.err("lab.vm", f"expected true or false, got {_show(vm)}")
+            elif vm and settings.get("image", "default") != "default":
+                c.err("lab.image", "VM lab hosts boot their own Debian 12 disk: leave lab.image "
+                                   "out with lab.vm")
+            pre = settings.get("engine_preinstalled", False)
+            if not (isinstance(pre, bool) or (isinstance(pre, list)
+                                              and all(isinstance(n, str) for n in pre))):
+                c.err("lab.engine_preinstalled", f"expected true, false or a list of host names, "
+                                                 f"got {_show(pre)}")
+            elif pre and not vm:
+                c.err("lab.engine_preinstalled", "applies to VM lab hosts only (lab.vm: true)")
             if "name" in settings and (not isinstance(settings["name"], str)
                                        or not NAME_RE.match(settings["name"])):
                 c.err("lab.name", f"expected a lab name (lowercase letters, digits, '-'), "
@@ -394,6 +408,14 @@ def validate(data, path: str) -> ClusterFile:
             if names is not None and sel not in ("all", "managers", "workers") and sel not in names:
                 c.err(f"labels.{sel}", "expected all, managers, workers or a host of this cluster "
                                        f"({', '.join(sorted(names)) or 'none'})")
+        # likewise a VM host named for a preinstalled engine that is no host of the cluster
+        pre = settings.get("engine_preinstalled") if provider == "lab" and \
+            isinstance(settings, dict) else None
+        if names is not None and isinstance(pre, list):
+            for i, host in enumerate(pre):
+                if isinstance(host, str) and host not in names:
+                    c.err(f"lab.engine_preinstalled[{i}]", f"{host} is no host of this cluster "
+                                                          f"({', '.join(sorted(names))})")
 
     if c.errors:
         raise InputError("invalid cluster file:\n  " + "\n  ".join(c.errors)

@@ -506,11 +506,12 @@ def upgrade(cluster_path: str, opts: UpgradeOptions,
     def say(node: str, message: str) -> None:
         emit(on_progress, HostProgress(node, message))
     cf = clusterfile.load(cluster_path)
-    if cf.provider == "lab" and cf.provider_settings.get("image", "default") == "default":
+    if cf.provider == "lab" and cf.provider_settings.get("image", "default") == "default" \
+            and not cf.provider_settings.get("vm"):
         # those hosts run this machine's own /usr and dpkg database: an install there would
         # change the machine's packages under every lab
         raise InputError("lab hosts with the default image share this machine's /usr: the "
-                         "engine cannot be upgraded on them (use lab: {image: debian-12})",
+                         "engine cannot be upgraded on them (use lab: {image: debian-12} or {vm: true})",
                          file=cluster_path, path="lab.image")
     version = opts.version or cf.version
     if cf.install == "never" and not opts.dry_run:

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 iptables busybox-static util-linux
-              docker-registry procps curl mmdebstrap apt-cacher-ng tmux)
+              docker-registry procps curl mmdebstrap apt-cacher-ng tmux
+              qemu-system-x86 qemu-utils genisoimage e2fsprogs)   # the last line: VM lab hosts
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -233,3 +233,29 @@ def test_image_adaptation(tmp_path):
     assert (root / "usr/sbin/policy-rc.d").read_text().endswith("exit 101\n")
     assert "ulimit()" in (root / "etc/default/docker").read_text()
     assert (root / "etc/hosts").exists() and (root / "var/lib/docker").is_dir()
+
+
+@pytest.mark.parametrize("version, strict", [("apt 2.6.1 (amd64)", True),
+                                             ("apt 2.0.9 (amd64)", False)])
+def test_apt_update_fails_on_an_index_it_could_not_fetch_where_apt_can_say_so(tmp_path, version,
+                                                                              strict):
+    """apt-get update exits 0 when an index was not fetched (a proxy cut the answer short), and
+    the install then finds no docker.io: where apt knows --error-on=any, the try fails and the
+    next one fetches it again."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "apt-get").write_text(
+        "#!/bin/sh\n"
+        f"[ \"$1\" = --version ] && {{ echo '{version}'; exit 0; }}\n"
+        "echo \"$*\" >> \"$(dirname \"$0\")/calls\"\n"
+        # the first update loses an index: only --error-on=any makes that a failure
+        "n=$(wc -l < \"$(dirname \"$0\")/calls\")\n"
+        "case \"$*\" in *--error-on=any*) [ \"$n\" -ge 2 ] || exit 100;; esac\n")
+    (bin_ / "apt-get").chmod(0o755)
+    script = engine.PICK_VERSION + "\nupdate\n"
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                       env={"PATH": f"{bin_}:/usr/bin:/bin"})
+    calls = (bin_ / "calls").read_text().splitlines()
+    assert r.returncode == 0, r.stderr
+    assert all(("--error-on=any" in c) == strict for c in calls)
+    assert len(calls) == (2 if strict else 1)       # the lost index is fetched again

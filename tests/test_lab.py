@@ -311,9 +311,9 @@ def test_ls_json_keys(tlab):
     rows = json.loads(proc.stdout)
     assert [r["name"] for r in rows] == [h.name for h in tlab]
     for row, h in zip(rows, tlab):
-        assert set(row) == {"lab", "name", "public_address", "private_address", "user",
+        assert set(row) == {"lab", "name", "kind", "public_address", "private_address", "user",
                             "key_path", "host_key", "fingerprint"}
-        assert row["lab"] == LAB
+        assert row["lab"] == LAB and row["kind"] == "netns"
         assert row["public_address"] == h.public_address
         assert row["private_address"] == h.private_address
         assert row["user"] == "root"

@@ -73,6 +73,8 @@ def test_lab_ls_json_names_the_lab(monkeypatch, capsys):
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
     class FakeLab:
+        vm, accel = False, None
+
         def __init__(self, name):
             self.name = name
 
@@ -85,6 +87,7 @@ def test_lab_ls_json_names_the_lab(monkeypatch, capsys):
     assert cli.cmd_lab_ls(argparse.Namespace(name=None, json=True)) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["lab"], r["name"]) for r in rows] == [("rel-a", "rel-a-1"), ("rel-b", "rel-b-1")]
+    assert {r["kind"] for r in rows} == {"netns"}
 
 
 def test_cluster_help_text_says_how_the_cluster_is_found():

@@ -70,9 +70,15 @@ PICK_VERSION = r"""pick() {
 # killed half-way) runs from apt's cache with no network left to wait for.
 NET="-o Acquire::http::Pipeline-Depth=0 -o Acquire::http::Timeout=30 \
 -o Acquire::https::Timeout=30 -o Acquire::Retries=3"
+# apt-get update exits 0 when an index could not be fetched (a proxy's cut answer), and the
+# install then finds no such package: where apt knows --error-on=any (2.1.16 and newer), a
+# failed index fails the try and the next one fetches it again
+ERR_ON=""
+dpkg --compare-versions "$(apt-get --version | sed -n '1s/^apt \([^ ]*\).*/\1/p')" ge 2.1.16 \
+  2>/dev/null && ERR_ON="--error-on=any"
 update() {
   for t in 1 2 3; do
-    timeout 180 apt-get update -qq $NET && return 0
+    timeout 180 apt-get update -qq $NET $ERR_ON && return 0
     echo "apt-get update failed or took over 180 s (try $t of 3)" >&2
   done
   return 1

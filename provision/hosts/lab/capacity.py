@@ -14,6 +14,8 @@ from ...base.errors import InputError
 
 # measured on a lab host in a swarm with no task: dockerd 80-90 MB, containerd 38 MB, sshd 5 MB
 MB_PER_HOST = 140
+# a VM host: its guest memory (vmhost.MEMORY_MB) and QEMU's own, about 100 MB
+MB_PER_VM = 1536 + 100
 RESERVE_MB = 1024           # the machine itself, swarmsmith and the apt proxy
 from ...remote.parallel import FDS_BASE, FDS_PER_HOST
 
@@ -47,19 +49,19 @@ def mem_available_mb(meminfo: str = "/proc/meminfo") -> int | None:
 
 
 def check(new_hosts: int, total_hosts: int, available_mb: int | None = None,
-          nofile: tuple[int, int] | None = None) -> None:
+          nofile: tuple[int, int] | None = None, mb_per_host: int = MB_PER_HOST) -> None:
     """Refuse (exit 2, with the numbers) a lab this machine cannot hold: memory for the new
     hosts' engines, and descriptors for a client connected to every lab host at once."""
     if new_hosts <= 0:
         return
     available_mb = mem_available_mb() if available_mb is None else available_mb
     if available_mb is not None:
-        need = new_hosts * MB_PER_HOST + RESERVE_MB
+        need = new_hosts * mb_per_host + RESERVE_MB
         if need > available_mb:
-            fits = max(0, (available_mb - RESERVE_MB) // MB_PER_HOST)
+            fits = max(0, (available_mb - RESERVE_MB) // mb_per_host)
             raise InputError(
                 f"{new_hosts} more lab host(s) need about {need / 1024:.1f} GiB of memory "
-                f"({MB_PER_HOST} MB each once its engine runs, {RESERVE_MB} MB kept for the "
+                f"({mb_per_host} MB each once its engine runs, {RESERVE_MB} MB kept for the "
                 f"machine); {available_mb / 1024:.1f} GiB is available, room for {fits} more: "
                 "ask for fewer hosts", path="lab nodes")
     soft, hard = nofile or resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -25,6 +25,7 @@ class LabLayout:
     name: str
     index: int          # picks the subnets and interface names; unique per machine
     image_root: str | None = None   # hosts' shared read-only root; None: the machine's own
+    vm: bool = False    # hosts are QEMU guests with their own kernel (vmhost.py)
 
     @property
     def dir(self) -> str:
