@@ -56,8 +56,9 @@ def sw(cwd, *args, timeout=300):
 
 def readme_cluster_file(hosts) -> dict:
     """The README's static example, as written, with what lab hosts need instead: their
-    addresses, the lab's key, overlay2 (lab hosts' engines need it) and no apt settings (lab
-    hosts share this machine's /etc/apt)."""
+    addresses, the lab's key, overlay2 (lab hosts' engines need it), no apt settings (lab
+    hosts share this machine's /etc/apt) and no agent (it needs a git server: the agent's own
+    lab test runs one)."""
     with open(os.path.join(REPO, "README.md")) as f:
         readme = f.read()
     block = readme.split("## Cluster file", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
@@ -71,6 +72,7 @@ def readme_cluster_file(hosts) -> dict:
     cf["ssh"].update(key=hosts[0].key_path, connect_timeout=20)
     for key in ("apt_proxy", "apt_mirror"):
         cf["engine"].pop(key)
+    cf.pop("agent")
     cf["engine"]["daemon"]["storage-driver"] = "overlay2"
     return cf
 
