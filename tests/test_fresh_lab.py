@@ -222,7 +222,7 @@ def test_down_leaves_no_mount_process_proxy_or_lock(fri):
                    for p in os.listdir("/sys/class/net") if p.startswith(f"swsm{layout.index}"))
     # no build left half-done or locked; the image and the package cache stay for next time
     # (VM labs keep their finished base image and the KVM probe's answer beside them)
-    from provision.lab import vmimage
+    from provision.hosts.lab import vmimage
     vm = vmimage.image()
     vm_kept = ({os.path.basename(vm.dir)} if vm.ready else set()) | {"vm-accel.json"}
     assert sorted(set(os.listdir(lab_image.CACHE)) - vm_kept) == sorted(
