@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from provision.errors import EXIT_FAILED, InputError, SwarmsmithError
+from provision.base.errors import EXIT_FAILED, InputError, SwarmsmithError
 
 EXIT_CODES_HELP = """exit codes:
   0  success (or nothing to change)
@@ -53,7 +53,7 @@ def _print_changes(changes: list[str], none_msg: str = "no changes") -> None:
 # --- lab ------------------------------------------------------------------------------
 
 def cmd_lab_up(args) -> int:
-    from provision.lab.lab import Lab
+    from provision.hosts.lab.lab import Lab
     if args.nodes < 1:
         raise _flag_error("--nodes", "must be at least 1")
     if args.engine_preinstalled and not args.vm:
@@ -77,7 +77,7 @@ def cmd_lab_up(args) -> int:
 
 
 def _lab_host_json(h) -> dict:
-    from provision.lab.lab import fingerprint
+    from provision.hosts.lab.lab import fingerprint
     # host_key as a pin takes it (static.hosts[].host_key), fingerprint as ssh shows it
     return {"name": h.name, "public_address": h.public_address,
             "private_address": h.private_address, "user": h.user, "key_path": h.key_path,
@@ -85,7 +85,7 @@ def _lab_host_json(h) -> dict:
 
 
 def cmd_lab_down(args) -> int:
-    from provision.lab.lab import Lab, list_labs
+    from provision.hosts.lab.lab import Lab, list_labs
     names = list_labs() if args.all else [args.name]
     changes = []
     for name in names:
@@ -98,7 +98,7 @@ def cmd_lab_down(args) -> int:
 
 
 def cmd_lab_ls(args) -> int:
-    from provision.lab.lab import Lab, list_labs
+    from provision.hosts.lab.lab import Lab, list_labs
     names = [args.name] if args.name else list_labs()
     labs = [Lab(n) for n in names]
     # kind: "netns" (this machine's kernel), or "vm-kvm" / "vm-tcg" (QEMU, and how it runs)
@@ -144,7 +144,7 @@ class _Renderer:
             sys.stderr.flush()
 
     def __call__(self, event) -> None:
-        from provision.progress import HostProgress, Notice, OperationWarning, Waiting
+        from provision.base.progress import HostProgress, Notice, OperationWarning, Waiting
         if isinstance(event, Waiting):
             self.waiting = event.message
             if self.beat is None and not self.as_json and event.message:
@@ -212,7 +212,7 @@ def _cluster_file(args) -> str | None:
 
 def _report(result, as_json: bool) -> None:
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return
     dry = result.dry_run
     verb = "planned changes" if dry else "changes"
@@ -226,7 +226,7 @@ def _report(result, as_json: bool) -> None:
     nodes = getattr(result, "nodes", None) or []
     if nodes and not dry:
         print(f"  {'NODE':<24} {'ROLE':<8} {'ADVERTISE':<16} NODE ID")
-        from provision.node_names import label
+        from provision.engine_api.node_names import label
         for n in nodes:
             name = label(n["name"], n.get("hostname") or "")
             print(f"  {name:<24} {n['role']:<8} {n['advertise_address'] or '-':<16} "
@@ -274,12 +274,12 @@ def cmd_status(args) -> int:
         stack, args.cluster_file = pos, None       # `status STACK`
     st = api.status(_cluster_file(args), stack=stack,
                     accept_new_host_keys=args.accept_new_host_keys)
-    _emit(args, st.to_json(), _status_lines(st.to_json()))
+    _emit(args, st.to_dict(), _status_lines(st.to_dict()))
     return st.exit_code
 
 
 def _quorum_line(q: dict) -> str:
-    from provision.quorum import Quorum
+    from provision.swarm.quorum import Quorum
     return f"managers: {Quorum(q['managers'], q['reachable']).text()}"
 
 
@@ -342,9 +342,8 @@ def _status_lines(st: dict) -> list[str]:
 
 
 def cmd_engine_upgrade(args) -> int:
-    from provision.clusters import find_cluster_file
-    from provision.engine_upgrade import UpgradeOptions, upgrade
-    from provision.progress import HostProgress
+    from provision.base.clusters import find_cluster_file
+    from provision.upgrade import UpgradeOptions, upgrade
     if args.batch is not None and args.batch < 1:
         raise _flag_error("--batch", "must be at least 1")
     if args.version is not None:
@@ -353,9 +352,8 @@ def cmd_engine_upgrade(args) -> int:
             raise _flag_error("--version", f'expected a version like "24.0", got "{args.version}"')
     opts = UpgradeOptions(version=args.version or "", dry_run=args.dry_run,
                           max_batch=args.batch or 0)
-    show = _Renderer()         # on stderr even with --json: a long run is never silent
-    res = upgrade(find_cluster_file(_cluster_file(args)), opts,
-                  progress=lambda host, message: show(HostProgress(host, message)))
+    # on stderr even with --json: a long run is never silent
+    res = upgrade(find_cluster_file(_cluster_file(args)), opts, on_progress=_Renderer())
     if args.json:
         _print_json(res.to_dict())
         return 0
@@ -374,12 +372,12 @@ def cmd_engine_upgrade(args) -> int:
 
 def cmd_image_load(args) -> int:
     """Put the busybox test image on every node (lab and tests: nothing can be pulled)."""
-    from provision.clusters import find_cluster_file
-    from provision.images import load_on_cluster
+    from provision.base.clusters import find_cluster_file
+    from provision.images.busybox import load_on_cluster
     result = load_on_cluster(find_cluster_file(_cluster_file(args)), args.image,
                              accept_new_host_keys=args.accept_new_host_keys)
     if args.json:
-        json.dump(result.to_json(), sys.stdout)
+        json.dump(result.to_dict(), sys.stdout)
         sys.stdout.write("\n")
     else:
         changes = result.changes
@@ -393,8 +391,8 @@ def cmd_hostkeys(args) -> int:
     """The cluster's pinned SSH host keys in known_hosts form, to commit beside the cluster file
     (`ssh: {known_hosts: FILE}`) so runners with no local state verify every host."""
     from inventory.hostkeys import known_hosts_line
-    from provision.access import access
-    from provision.clusters import find_cluster_file
+    from provision.engine_api.access import access
+    from provision.base.clusters import find_cluster_file
     acc = access(find_cluster_file(_cluster_file(args)), args.accept_new_host_keys)
     hosts = [h for h in acc.hosts() if h.host_key]
     if args.json:
@@ -592,7 +590,7 @@ def _stack_plan(args, options) -> int:
     result = api.plan(args.stack, args.compose_files, options,
                       on_progress=_Renderer(as_json=args.json))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     else:
         from stacks.plan_apply.plan_render import render_text
         print(render_text(result.plan, show_unchanged=True))
@@ -604,7 +602,7 @@ def _stack_plan(args, options) -> int:
 
 def _print_deploy(result, as_json: bool) -> int:
     if as_json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return result.exit_code
     for w in result.applied.warnings:
         print(f"  warning: {w}")
@@ -654,7 +652,7 @@ def cmd_rollback(args) -> int:
                                   lock_ttl=args.lock_ttl)
     result = api.rollback(args.stack, options, on_progress=_Renderer(as_json=args.json))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return result.exit_code
     for name in result.requested:
         print(f"  rollback requested: {name}")
@@ -673,7 +671,7 @@ def cmd_unlock(args) -> int:
         cluster_file=args.cluster, accept_new_host_keys=args.accept_new_host_keys,
         force=args.force))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     elif result.holder is None:
         print(f"stack {args.stack}: not locked")
     else:
@@ -685,7 +683,7 @@ def cmd_unlock(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from provision.engine_api import connect
+    from provision.engine_api.access import connect
     from stacks.operations.audit import parse_since, read_audit_swarm
     since = None
     if args.since:
@@ -696,8 +694,8 @@ def cmd_audit(args) -> int:
     if args.stack:
         from stacks.compose.validate import validate_stack_name
         validate_stack_name(args.stack)
-    records = read_audit_swarm(connect(args.cluster, args.accept_new_host_keys).api, args.stack,
-                               since)
+    engine = connect(args.cluster, accept_new_host_keys=args.accept_new_host_keys, shared=True).api
+    records = read_audit_swarm(engine.api, args.stack, since)
     if args.json:
         _print_json(records)
         return 0
@@ -726,7 +724,7 @@ def cmd_rm(args) -> int:
         print(f"nothing found in stack: {args.stack}")
         return 0
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return 0
     for s in result.applied.done:
         print(f"  {s}")
@@ -851,8 +849,8 @@ def _say(as_json: bool):
 
 
 def cmd_images_push(args) -> int:
-    from provision.image_archive import read_images
-    from provision.image_push import push_to_cluster
+    from provision.images.archive import read_images
+    from provision.images.push import push_to_cluster
 
     if bool(args.file) == bool(args.images):
         raise InputError("images push: give IMAGE names (from the local engine) or --file "
@@ -860,8 +858,7 @@ def cmd_images_push(args) -> int:
     if args.file:
         read_images(args.file)        # a bad archive fails before any host is contacted
     result = push_to_cluster(_found_cluster(args), archive=args.file, images=args.images,
-                             nodes=args.nodes, on_message=_say(args.json),
-                             progress=None if args.json else ProgressPrinter(),
+                             nodes=args.nodes, on_progress=None if args.json else _Renderer(),
                              compress_wire=not args.no_compress)
     if args.json:
         _print_json(result.to_dict())
@@ -871,10 +868,10 @@ def cmd_images_push(args) -> int:
 
 
 def cmd_images_build(args) -> int:
-    """Build images from Debian packages (provision/debian_images.py), optionally push them."""
-    from provision.debian_images import build, load
+    """Build images from Debian packages (provision/images/debian.py), optionally push them."""
+    from provision.images.debian import build, load
     load(args.file)                       # bad input fails before anything is built
-    built = build(args.file, progress=_say(args.json) or (lambda m: None))
+    built = build(args.file, on_progress=None if args.json else _Renderer())
     report = {"build": built.to_dict()}
     if not args.json:
         how = "from the cache" if built.cached else f"built in {built.seconds:.1f} s"
@@ -882,10 +879,10 @@ def cmd_images_build(args) -> int:
         for i in built.images:
             print(f"  {', '.join(i.tags)}  {i.id[:19]}")
     if args.push:
-        from provision.image_push import push_to_cluster
+        from provision.images.push import push_to_cluster
         result = push_to_cluster(_found_cluster(args), archive=built.archive, nodes=args.nodes,
                                  keep_compressed=True,
-                                 progress=None if args.json else ProgressPrinter())
+                                 on_progress=None if args.json else _Renderer())
         report["push"] = result.to_dict()
         if not args.json:
             _print_push(result)
@@ -943,7 +940,7 @@ def cmd_agent_install(args) -> int:
     from stacks.agent.service import install
     result = install(_found_cluster(args), say=_say(args.json), wait=args.wait)
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
         return 0
     print(f"agent ({result.image}): " + (f"{len(result.changes)} changes" if result.changes
                                          else "no changes"))
@@ -982,7 +979,7 @@ def cmd_agent_status(args) -> int:
     from stacks.agent.service import status
     result = status(_found_cluster(args))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     else:
         print("\n".join(agent_status_lines(result)))
     return 0
@@ -992,14 +989,14 @@ def cmd_agent_remove(args) -> int:
     from stacks.agent.service import remove
     result = remove(_found_cluster(args))
     if args.json:
-        _print_json(result.to_json())
+        _print_json(result.to_dict())
     else:
         _print_changes(result.changes, none_msg="agent: not installed, no changes")
     return 0
 
 
 def cmd_agent_run(args) -> int:
-    from provision.engine_api import connect_local
+    from provision.engine_api.adapter import connect_local
     from stacks.agent.loop import Agent, AgentConfig
     cfg = AgentConfig.from_env()
     Agent(cfg, connect_local(credentials=cfg.credentials()),
@@ -1033,27 +1030,35 @@ def add_agent_commands(sub) -> None:
 
 
 # --- day two: node, tokens, ca, autolock, unlock-key, unlock-swarm, backup, restore, recover --
-# The work is in provision/nodes.py, rotation.py, unlock.py, backup.py and restore.py.
+# The work is in provision/swarm/nodes.py, rotation.py, unlock.py, backup.py and restore.py.
 
 def _manager(args):
-    from provision.managers import manager_session
-    return manager_session(_found_cluster(args))
+    from provision.engine_api.access import connect
+    return connect(_found_cluster(args))
 
 
 def _managers_lock(args, operation: str, m):
     """The cluster's managers lock (held while a manager is demoted or removed), taken through
     the manager `m` already connected."""
-    from provision.managers import managers_lock
+    from provision.swarm.managers import managers_lock
     return lambda: managers_lock(_found_cluster(args), operation, api=m.api,
                                  notify=_timed_lines(args))
 
 
 def _timed_lines(args):
-    """Progress lines on stderr stamped with the seconds since the start; none with --json."""
+    """Progress events (or a lock's notices) as lines on stderr stamped with the seconds since
+    the start, a host's steps after its name; none with --json."""
     if getattr(args, "json", False):
         return None
     t0 = time.monotonic()
-    return lambda msg: print(f"[{time.monotonic() - t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
+
+    def line(event) -> None:
+        text = event if isinstance(event, str) else getattr(event, "message", "")
+        host = getattr(event, "host", None)
+        if text:
+            text = f"{host:<22} {text}" if host else text
+            print(f"[{time.monotonic() - t0:6.2f}s] {text}", file=sys.stderr, flush=True)
+    return line
 
 
 def _emit(args, result: dict, lines: list[str]) -> None:
@@ -1081,7 +1086,7 @@ def _positive_or_zero(value: float, flag: str) -> None:
 
 
 def cmd_node_ls(args) -> int:
-    from provision.nodes import list_nodes
+    from provision.swarm.nodes import list_nodes
     with _manager(args) as m:
         out = list_nodes(m.api, m.names)
     lines = [_quorum_line(out["quorum"]), ""] + _table(out["nodes"], (
@@ -1092,7 +1097,7 @@ def cmd_node_ls(args) -> int:
 
 
 def cmd_node_drain(args) -> int:
-    from provision.nodes import DrainOptions, drain_node
+    from provision.swarm.nodes import DrainOptions, drain_node
     _positive(args.timeout, "--timeout")
     with _manager(args) as m:
         res = drain_node(m.api, args.node, DrainOptions(timeout=args.timeout),
@@ -1114,7 +1119,7 @@ def cmd_node_drain(args) -> int:
 
 
 def cmd_node_availability(args) -> int:
-    from provision.nodes import set_availability
+    from provision.swarm.nodes import set_availability
     with _manager(args) as m:
         res = set_availability(m.api, args.node, availability=args.availability,
                                names=m.names)
@@ -1124,7 +1129,7 @@ def cmd_node_availability(args) -> int:
 
 
 def cmd_node_promote(args) -> int:
-    from provision.nodes import promote_node
+    from provision.swarm.nodes import promote_node
     with _manager(args) as m:
         res = promote_node(m.api, args.node, force=args.force, names=m.names)
     _emit(args, res.to_dict(), _change_lines(res, f"node {res.node}: already a manager"))
@@ -1132,7 +1137,7 @@ def cmd_node_promote(args) -> int:
 
 
 def cmd_node_demote(args) -> int:
-    from provision.nodes import demote_node
+    from provision.swarm.nodes import demote_node
     with _manager(args) as m:
         res = demote_node(m.api, args.node, m.names,
                           lock=_managers_lock(args, "node demote", m))
@@ -1141,7 +1146,7 @@ def cmd_node_demote(args) -> int:
 
 
 def cmd_node_label(args) -> int:
-    from provision.nodes import label_node
+    from provision.swarm.nodes import label_node
     add, rm = {}, []
     for item in args.labels:
         if item.endswith("-") and "=" not in item:
@@ -1158,7 +1163,7 @@ def cmd_node_label(args) -> int:
 
 
 def cmd_node_rm(args) -> int:
-    from provision.nodes import DrainOptions, RemoveOptions, leave_over_ssh, remove_node
+    from provision.swarm.nodes import DrainOptions, RemoveOptions, leave_over_ssh, remove_node
     _positive(args.timeout, "--timeout")
     with _manager(args) as m:
         res = remove_node(m.api, args.node, RemoveOptions(force=args.force,
@@ -1175,7 +1180,7 @@ def cmd_node_rm(args) -> int:
 
 
 def cmd_tokens_rotate(args) -> int:
-    from provision.rotation import rotate_tokens
+    from provision.swarm.rotation import rotate_tokens
     both = not (args.worker or args.manager)
     with _manager(args) as m:
         res = rotate_tokens(m.api, worker=args.worker or both, manager=args.manager or both)
@@ -1184,7 +1189,7 @@ def cmd_tokens_rotate(args) -> int:
 
 
 def cmd_ca_rotate(args) -> int:
-    from provision.rotation import rotate_ca
+    from provision.swarm.rotation import rotate_ca
     _positive(args.timeout, "--timeout")
     with _manager(args) as m:
         res = rotate_ca(m.api, timeout=args.timeout, on_progress=_timed_lines(args))
@@ -1193,7 +1198,7 @@ def cmd_ca_rotate(args) -> int:
 
 
 def cmd_autolock(args) -> int:
-    from provision.rotation import set_autolock
+    from provision.swarm.rotation import set_autolock
     with _manager(args) as m:
         res = set_autolock(m.api, args.state == "on")
     _emit(args, res.to_dict(), _change_lines(res, f"autolock already {args.state}"))
@@ -1201,7 +1206,7 @@ def cmd_autolock(args) -> int:
 
 
 def cmd_unlock_key(args) -> int:
-    from provision.rotation import read_unlock_key, rotate_unlock_key
+    from provision.swarm.rotation import read_unlock_key, rotate_unlock_key
     with _manager(args) as m:
         key = rotate_unlock_key(m.api) if args.rotate else read_unlock_key(m.api)
     if args.json:
@@ -1240,7 +1245,7 @@ def _read_unlock_key(args) -> str:
 
 
 def cmd_unlock_swarm(args) -> int:
-    from provision.unlock import unlock_managers
+    from provision.swarm.unlock import unlock_managers
     key = _read_unlock_key(args)
     res = unlock_managers(_found_cluster(args), key, on_progress=_timed_lines(args))
     _emit(args, res.to_dict(), _change_lines(res, "no locked manager"))
@@ -1248,7 +1253,7 @@ def cmd_unlock_swarm(args) -> int:
 
 
 def cmd_backup(args) -> int:
-    from provision.backup import BackupOptions, take_backup
+    from provision.swarm.backup import BackupOptions, take_backup
     res = take_backup(_found_cluster(args), BackupOptions(out=args.out, node=args.node),
                       on_progress=_timed_lines(args))
     m = res.manifest
@@ -1459,7 +1464,7 @@ def cmd_logs(args) -> int:
 
 
 def cmd_scale(args) -> int:
-    from provision.errors import EXIT_OK
+    from provision.base.errors import EXIT_OK
     from stacks.operations.service_ops import ScaleOptions, parse_scale_args, scale_services
     wanted = parse_scale_args(args.pairs)
     if not (0 < args.timeout <= 86400):
@@ -1618,8 +1623,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                             format="[debug] +%(relativeCreated)6.0fms %(message)s")
     try:
-        if args.accept_new_host_keys or "provision.access" in sys.modules:
-            from provision.access import accept_new_host_keys
+        if args.accept_new_host_keys or "provision.engine_api.access" in sys.modules:
+            from provision.engine_api.access import accept_new_host_keys
             accept_new_host_keys(args.accept_new_host_keys)
         return args.func(args)
     except SwarmsmithError as e:

@@ -16,7 +16,7 @@ import tracemalloc
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from inventory import clusterfile                      # noqa: E402
-from provision.errors import InputError                 # noqa: E402
+from provision.base.errors import InputError                 # noqa: E402
 
 CASES = {
     "valid (baseline)": "name: b\nmanagers: 1\nworkers: 2\nlabels: {all: {a: b}}\n",

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from provision.progress import HostProgress  # noqa: E402
+from provision.base.progress import HostProgress  # noqa: E402
 from stacks.api import UpOptions, down, up  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +105,7 @@ def settle(busy_below: float = 0.3, longest: float = 20.0) -> float:
 
 def timed_up(path: str, on_progress=None) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    result = up(path, UpOptions(), on_progress=on_progress).to_json()
+    result = up(path, UpOptions(), on_progress=on_progress).to_dict()
     return time.perf_counter() - t0, result
 
 

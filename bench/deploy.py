@@ -55,8 +55,8 @@ def main() -> int:
     opts = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/deploy.py needs root (lab hosts)")
-    from provision.command import Command
-    from provision.dockerapi import manager_session
+    from provision.remote.command import Command
+    from provision.engine_api.access import connect
 
     name = opts.name
     folder = tempfile.mkdtemp(prefix=f"swarmsmith-{name}-", dir="/tmp")  # /tmp: seen by lab hosts
@@ -75,7 +75,7 @@ def main() -> int:
         swarmsmith("up", cluster)
         swarmsmith("image-load", cluster)
         print(f"cluster {name} up with the image: {time.monotonic() - t0:.1f} s", flush=True)
-        session = manager_session(cluster)
+        session = connect(cluster, shared=True).session
 
         def on_manager(script: str) -> float:
             t = time.monotonic()

@@ -29,11 +29,12 @@ _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 sys.path.insert(0, os.path.dirname(_here))
 
-from provision.digitalocean import DigitalOceanProvider  # noqa: E402
-from provision.hosts import WantedHost  # noqa: E402
+from provision.hosts.digitalocean import DigitalOceanProvider  # noqa: E402
+from provision.base.hosts import WantedHost  # noqa: E402
 from tests.do_emulator import DOEmulator  # noqa: E402
 from tests.do_emulator.server import REALISTIC_LIST_LAG  # noqa: E402
-from tests.do_emulator.testing import FakeTime, write_public_key  # noqa: E402
+from tests.fakes.clock import FakeClock  # noqa: E402
+from tests.do_emulator.testing import write_public_key  # noqa: E402
 
 TOKEN = "bench-token-not-a-secret"
 
@@ -43,7 +44,7 @@ def run(droplets: int, delay: float, poll: float, key_dir: str, lost: bool = Fal
     wanted = ([WantedHost(f"bench-manager-{i}", "manager") for i in range(1, managers + 1)]
               + [WantedHost(f"bench-worker-{i}", "worker")
                  for i in range(1, droplets - managers + 1)])
-    ft = FakeTime(start=1_800_000_000.0)
+    ft = FakeClock(start=1_800_000_000.0)
     with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock, activation_delay=delay,
                     droplet_limit=droplets + 10) as emu:
         if lost:

@@ -20,7 +20,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from provision.lab.lab import Lab  # noqa: E402
+from provision.hosts.lab.lab import Lab  # noqa: E402
 
 LAB = "stb"
 STACK = ("services:\n  app:\n    image: swarmsmith/busybox:1\n"

@@ -65,8 +65,8 @@ def filler_layer(path: str, mb: int) -> int:
 
 
 def make_archive(d: str, mb: int) -> str:
-    from provision.image_archive import ImageConfig, write_archive
-    from provision.images import write_rootfs_tar
+    from provision.images.archive import ImageConfig, write_archive
+    from provision.images.busybox import write_rootfs_tar
     with open(os.path.join(d, "rootfs.tar"), "wb") as f:
         write_rootfs_tar(f)
     filler_layer(os.path.join(d, "filler.tar"), mb)
@@ -85,8 +85,8 @@ def ssh_argv(host, known: str) -> list[str]:
 
 
 def run_on(host, command: str) -> str:
-    from provision.command import Command
-    from provision.dockerapi import session_for
+    from provision.remote.command import Command
+    from provision.engine_api.sessions import session_for
     s = session_for(host)
     try:
         return s.run(Command.shell(command), timeout=600).stdout
@@ -108,7 +108,7 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=100, help="size of the filler layer")
     ap.add_argument("--keep", action="store_true", help="keep the cluster afterwards")
     args = ap.parse_args()
-    from provision.dockerapi import SocketForwarder, inventory_hosts, session_for
+    from provision.engine_api.sessions import SocketForwarder, inventory_hosts, session_for
 
     d = tempfile.mkdtemp(prefix="bench-images-")
     path = os.path.join(d, "swarmsmith.yml")

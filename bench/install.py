@@ -36,8 +36,8 @@ def use_caches(folder: str) -> None:
 
 def one_run(folder: str) -> dict:
     from provision import bootstrap
-    from provision.lab import image
-    from provision.lab.lab import Lab
+    from provision.hosts.lab import image
+    from provision.hosts.lab.lab import Lab
 
     events: list[tuple[float, str, str]] = []
 

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from provision.hosts import Host  # noqa: E402
+from provision.base.hosts import Host  # noqa: E402
 from tests.lab_ssh import ssh_exec  # noqa: E402
-from provision.lab import hostns  # noqa: E402
-from provision.lab.lab import Lab  # noqa: E402
+from provision.hosts.lab import hostns  # noqa: E402
+from provision.hosts.lab.lab import Lab  # noqa: E402
 
 NAMES = {3: "blab3", 6: "blab6"}
 

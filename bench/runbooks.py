@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=30)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    from provision.lab.lab import Lab
+    from provision.hosts.lab.lab import Lab
     d = tempfile.mkdtemp(prefix="runb-")
     with open(os.path.join(d, "swarmsmith.yml"), "w") as f:
         f.write(f"name: {NAME}\nprovider: lab\nmanagers: 1\nworkers: 1\n")

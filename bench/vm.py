@@ -33,10 +33,10 @@ engine: {{install: distro}}
 
 def one_run(folder: str) -> tuple[dict, str]:
     from provision import bootstrap
-    from provision.lab import vmimage
-    from provision.lab.lab import Lab
+    from provision.hosts.lab import vmimage
+    from provision.hosts.lab.lab import Lab
 
-    from provision.progress import HostProgress
+    from provision.base.progress import HostProgress
 
     events: list[tuple[float, str, str]] = []
 

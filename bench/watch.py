@@ -98,7 +98,7 @@ class Bench:
             f.write(f"name: {self.name}\nprovider: lab\nmanagers: 1\nworkers: 2\n")
         must(cli("up", self.cluster), "swarmsmith up")
         must(cli("image-load", self.cluster), "swarmsmith image-load")
-        from provision.dockerapi import inventory_hosts
+        from provision.engine_api.sessions import inventory_hosts
         self.manager = inventory_hosts(self.cluster, "manager")[0]
 
     def ssh(self, command: str) -> str:

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from provision.errors import SwarmsmithError  # noqa: E402
+from provision.base.errors import SwarmsmithError  # noqa: E402
 from stacks import api  # noqa: E402
 from stacks import events  # noqa: E402
 
@@ -83,14 +83,14 @@ def main() -> int:
     try:
         if args.down:
             gone = api.down(path)
-            print(json.dumps({"down": gone.to_json()}))
+            print(json.dumps({"down": gone.to_dict()}))
             return 0
 
         cluster = api.up(path, api.UpOptions(), on_progress=show_progress)
         print(json.dumps({"up": {"cluster": cluster.cluster, "changes": len(cluster.changes),
                                  "nodes": [n["name"] for n in cluster.nodes]}}))
 
-        from provision.images import load_on_cluster      # nothing can be pulled in the lab
+        from provision.images.busybox import load_on_cluster      # nothing can be pulled in the lab
         load_on_cluster(path)
 
         compose = os.path.join(args.dir, "stack.yml")

@@ -1,7 +1,7 @@
 """The `digitalocean:` settings of a cluster file: every documented limit checked before the
 first request (region/size/image formats, private image ids, user_data size, VPC range, tag
 rules, finite bounded seconds), and the SSH key's MD5 fingerprint DigitalOcean names keys by.
-Pure validation: provision/digitalocean.py (the provider) uses the result."""
+Pure validation: provision/hosts/digitalocean.py (the provider) uses the result."""
 from __future__ import annotations
 
 import base64

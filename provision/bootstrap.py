@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from inventory import clusterfile
 from inventory.state import StateDir
 
-from . import engine, facts as F, providers
-from .addresses import choose
-from .cluster_record import L_CLUSTER, NODE_LABEL
-from .command import Command
-from .errors import HostKeyMismatchError, InputError, SwarmsmithError
-from .hosts import Host
-from .parallel import each, raise_open_files, ticking
-from .progress import HostProgress, ProgressCallback, Waiting
-from .ssh import Session, fingerprint
+from .engine import install as engine
+from .remote import facts as F
+from .remote import docker_cli
+from .hosts import providers
+from .hosts.addresses import choose
+from .engine_api.cluster_record import L_CLUSTER, NODE_LABEL
+from .base.errors import HostKeyMismatchError, InputError, SwarmsmithError
+from .base.hosts import Host
+from .remote.parallel import each, raise_open_files, ticking
+from .base.progress import HostProgress, ProgressCallback, Waiting
+from .remote.ssh import Session, fingerprint
 
 
 @dataclass
@@ -48,7 +50,7 @@ class UpResult:
     warnings: list = field(default_factory=list)    # e.g. an engine version other than asked
     stacks: list = field(default_factory=list)      # DeployResult per stack (stacks/api.py up)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         out = {"cluster": self.cluster, "nodes": self.nodes, "changes": self.changes}
         if self.warnings:
             out["warnings"] = self.warnings
@@ -63,7 +65,7 @@ class DownResult:
     changes: list = field(default_factory=list)
     dry_run: bool = False
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {"cluster": self.cluster, "changes": self.changes,
                 **({"dry_run": True} if self.dry_run else {})}
 
@@ -121,7 +123,7 @@ def _preload() -> None:
     """Import the SSH stack in the background while the provider works (~0.4 s saved)."""
     import threading
 
-    from .ssh import load_ssh_stack     # imports under a lock that Session.connect shares
+    from .remote.ssh import load_ssh_stack     # imports under a lock that Session.connect shares
     threading.Thread(target=load_ssh_stack, daemon=True).start()
 
 
@@ -132,7 +134,7 @@ def _preload_docker_sdk(run: Run) -> None:
         return
     import threading
 
-    from .docker_socket import load_docker_sdk
+    from .engine_api.transport import load_docker_sdk
     threading.Thread(target=load_docker_sdk, daemon=True).start()
 
 
@@ -214,7 +216,7 @@ def _up(run: Run) -> UpResult:
     raise_open_files(len(hosts))
     _connect(run, hosts)
     labels = _node_labels(cf, hosts)
-    from .swarm import SwarmStep
+    from .swarm.step import SwarmStep
     addresses: dict = {}
     hostnames: dict = {}
     step = SwarmStep(run.sessions, hosts, addresses, labels, inv, hostnames=hostnames,
@@ -238,8 +240,7 @@ def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
     run.changes += step.changes
     leader = run.sessions[step.leader.name]
     for name, node_id in pruned_nodes:
-        r = leader.run(Command.of("docker", "node", "rm", "--force", node_id,
-                                  description="remove the node of a pruned host"), check=False)
+        r = leader.run(docker_cli.node_rm(node_id, "remove the node of a pruned host"), check=False)
         if r.ok:
             run.changes.append(f"{name}: node {node_id[:12]} removed from the swarm")
     for n in nodes:
@@ -309,7 +310,7 @@ def _connect(run: Run, hosts, tolerate: bool = False) -> dict:
 
     def read(h):
         try:
-            return connect(h)
+            return reach(h)
         except HostKeyMismatchError:
             raise
         except SwarmsmithError as e:
@@ -320,9 +321,11 @@ def _connect(run: Run, hosts, tolerate: bool = False) -> dict:
             if s is not None:
                 s.close()
 
-    def connect(h):
+    def reach(h):
+        from .engine_api.access import pin_of
         rec = inv["hosts"].setdefault(h.name, {})
-        pin = run.cluster.pinned_key(h.name, h.public_address, h.port) or rec.get("host_key", "")
+        # the provider's key (h.host_key) comes after the file's and this folder's
+        pin = pin_of(run.cluster, h, cached=rec.get("host_key", ""), provider=h.host_key)[0]
         s = Session(h, pinned_key=pin,
                     connect_deadline=run.cluster.connect_timeout,
                     accept_new_key=h.name in run.opts.accept_host_keys)
@@ -350,7 +353,7 @@ def _check_record(run: Run, hosts, version: int, record: dict, check_against) ->
     """Addresses from the provider, keys the host showed when something other than the record
     pins them (the cluster file, the provider, this folder's state): the record must agree with
     both. A key only the record pins must be the one the host shows."""
-    from .cluster_record import config_name
+    from .engine_api.cluster_record import config_name
     inv_hosts = run.inventory.get("hosts") or {}
     known = {}
     for h in hosts:
@@ -386,9 +389,9 @@ def _read_record(run: Run, hosts) -> None:
     recorded by earlier runs; a host showing another key than the record's is refused. The record
     never moves a host or overrides a key the cluster file, the provider or this folder pins
     (RecordDisagrees, exit 3), and hosts only the record lists are not taken from it."""
-    from .cluster_record import ConfigSnapshot, RecordStore, check_against, merge_into_inventory
-    from .dockerapi import api_client
-    from .engine_api import EngineAPI
+    from .engine_api.cluster_record import ConfigSnapshot, RecordStore, check_against, merge_into_inventory
+    from .engine_api.sessions import api_client
+    from .engine_api.adapter import EngineAPI
     for h in hosts:
         if h.role != "manager":
             continue
@@ -444,9 +447,9 @@ class _Lazy:
 def _write_record(run: Run, leader, step=None) -> None:
     """The inventory's durable facts into the swarm (a new version only when they changed),
     through the client the record was read with, else the swarm step's on the leader."""
-    from .cluster_record import RecordStore, from_inventory
-    from .dockerapi import api_client
-    from .engine_api import EngineAPI
+    from .engine_api.cluster_record import RecordStore, from_inventory
+    from .engine_api.sessions import api_client
+    from .engine_api.adapter import EngineAPI
     api = run.record_api or (step.leader_api(leader) if step is not None
                              else api_client(run.sessions[leader.name]))
     try:
@@ -623,7 +626,7 @@ def _plan(run: Run, provider, wanted) -> UpResult:
         plan.append("swarm: decided when up runs (" + "; ".join(
             f"{n}: {unread[n]}" for n in unread_managers) + ")")
         return UpResult(cluster=cf.name, nodes=nodes, changes=plan, dry_run=True)
-    from .swarm import SwarmStep
+    from .swarm.step import SwarmStep
     step = SwarmStep(run.sessions, ordered, {}, _node_labels(cf, ordered), inv,
                      force=run.opts.force, cluster_name=cf.name,
                      destroy_services=run.opts.destroy_services)

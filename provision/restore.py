@@ -11,16 +11,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import facts as F
-from .backup import (INTERRUPTED_RESTORE, drop_previous_swarm_dir, engine_facts,
-                     put_back_swarm_dir, put_swarm_dir, read_archive, retarget_payload,
-                     start_engine, stop_engine)
-from .command import Command
-from .errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
-from .managers import host_swarm_facts
-from .quorum import Quorum, is_manager, node_name
+from .remote import facts as F
+from .remote import docker_cli
+from .swarm.backup import (INTERRUPTED_RESTORE, drop_previous_swarm_dir, engine_facts,
+                           put_back_swarm_dir, put_swarm_dir, read_archive, retarget_payload,
+                           start_engine, stop_engine)
+from .remote.command import Command
+from .base.errors import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, InputError, SwarmsmithError, UnreachableError
+from .base.progress import ProgressCallback, lines_to
+from .swarm.managers import host_swarm_facts
+from .swarm.quorum import Quorum, is_manager, node_name
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -48,8 +49,8 @@ def _inventory(cluster_path: str):
 def _host_of(cluster_path: str, name: str):
     """A host of the local state, else one the provider knows (a new machine that replaces a
     lost one: no local state, and no swarm holds the cluster's record any more)."""
-    from .access import access
-    from .node_names import for_cluster
+    from .engine_api.access import access
+    from .engine_api.access import for_cluster
     hosts = _known_hosts(access(cluster_path))
     name = for_cluster(cluster_path).host_name(name, hosts) or name     # or hostname, node ID
     if name not in hosts:
@@ -76,17 +77,16 @@ def _advertise(cluster_path: str, host) -> str:
 
 
 def _force_new_cluster(session, addr: str) -> None:
-    session.run(Command.of("docker", "swarm", "init", "--force-new-cluster", "--advertise-addr",
-                           addr, "--listen-addr", f"{addr}:2377",
-                           description="re-form the swarm with this node as its only manager"),
-                timeout=120)
+    session.run(docker_cli.swarm_init(
+        addr, force_new_cluster=True,
+        description="re-form the swarm with this node as its only manager"), timeout=120)
 
 
 def _local_api(session, where: str, timeout: float = 60.0, clock=time.monotonic,
                sleep=time.sleep):
     """The Engine API of this host once it answers swarm calls as the leader."""
-    from .dockerapi import api_client
-    from .engine_api import EngineAPI
+    from .engine_api.sessions import api_client
+    from .engine_api.adapter import EngineAPI
     api = EngineAPI(api_client(session, timeout=30), where=where)
     end = clock() + timeout
     while True:
@@ -139,14 +139,14 @@ def _record(cluster_path: str, host_name: str, swarm_id: str, node_id: str, addr
 
 
 def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
-            unlock_key: str | None = None, on_progress: Progress | None = None) -> RestoreResult:
+            unlock_key: str | None = None, on_progress: ProgressCallback | None = None) -> RestoreResult:
     """The backup's swarm state onto host `to` as the only manager of the restored swarm. The
     archive is checked whole before any host is touched; a host that is a node of a live swarm
     is refused (exit 2: it leaves that swarm first); an engine never started is set up as `up`
     would. The host's own swarm state is kept until the restored one runs as a manager, and
     put back when anything fails before that."""
-    from .dockerapi import session_for
-    say = on_progress or (lambda msg: None)
+    from .engine_api.sessions import session_for
+    say = lines_to(on_progress)
     manifest, payload = read_archive(archive)          # exit 2 before any connection
     cf, state = _inventory(cluster_path)
     check_backup_cluster(manifest, cf.name, state.load().get("cluster_id", ""), archive, force)
@@ -196,7 +196,7 @@ def restore(cluster_path: str, archive: str, to: str, *, force: bool = False,
 
 
 def _restore_on(s, facts: dict, manifest: dict, payload: bytes, to: str, addr: str,
-                unlock_key: str | None, res: RestoreResult, say: Progress) -> None:
+                unlock_key: str | None, res: RestoreResult, say: Callable[[str], None]) -> None:
     """Stop, put the state in place (the host's own kept), start, unlock, re-form; on any
     failure the host's own state is put back and its engine started again."""
     say(f"{to}: stopping the engine")
@@ -211,8 +211,7 @@ def _restore_on(s, facts: dict, manifest: dict, payload: bytes, to: str, addr: s
                 raise SwarmsmithError("the restored swarm is autolocked: pass the unlock key of "
                                       "the time of the backup (--key-file or "
                                       "$SWARMSMITH_UNLOCK_KEY) and run restore again", host=to)
-            s.run(Command.of("docker", "swarm", "unlock", stdin=(unlock_key + "\n").encode(),
-                             description="unlock the restored swarm"))
+            s.run(docker_cli.swarm_unlock(unlock_key, "unlock the restored swarm"))
         say(f"{to}: swarm init --force-new-cluster (advertise {addr})")
         _force_new_cluster(s, addr)
         _local_api(s, to)
@@ -230,7 +229,7 @@ def _restore_on(s, facts: dict, manifest: dict, payload: bytes, to: str, addr: s
                        f"(advertise {addr})")
 
 
-def _put_back(s, facts: dict, to: str, say: Progress) -> None:
+def _put_back(s, facts: dict, to: str, say: Callable[[str], None]) -> None:
     say(f"{to}: the restore failed: putting the swarm state of before back")
     s.run(Command.shell(engine_stop_if_running(facts), description="stop the engine if it runs"),
           check=False, timeout=150)
@@ -239,7 +238,7 @@ def _put_back(s, facts: dict, to: str, say: Progress) -> None:
 
 
 def engine_stop_if_running(facts: dict) -> str:
-    from .engine import stop_command
+    from .engine.install import stop_command
     return (f"if [ -S {F.SOCKET} ] || [ -e /var/run/docker.pid ]; then "
             f"{stop_command(facts).wire()}; fi")
 
@@ -292,7 +291,7 @@ def refuse_live_peers(cluster_path: str, to: str, manifest: dict) -> None:
     """Managers still running the swarm the backup is of would meet the restored manager (it
     starts with their membership and an older raft log) and its engine would crash-loop: they
     leave first (exit 2 naming them). Hosts that do not answer are taken as gone."""
-    from .access import access
+    from .engine_api.access import access
     acc = access(cluster_path)
     hosts = _known_hosts(acc)
     live = []
@@ -317,7 +316,7 @@ def refuse_live_peers(cluster_path: str, to: str, manifest: dict) -> None:
 
 
 def _engine_up(cluster_path: str, host, session, facts: dict, res: RestoreResult,
-               say: Progress) -> dict:
+               say: Callable[[str], None]) -> dict:
     """An engine never started (a new machine): installed when missing and started with the
     cluster file's `engine:` settings, by `up`'s own engine step."""
     from .bootstrap import Run, UpOptions, _engine
@@ -331,12 +330,12 @@ def _engine_up(cluster_path: str, host, session, facts: dict, res: RestoreResult
     return facts
 
 
-def _lock_if_any(stack: contextlib.ExitStack, cluster_path: str, say: Progress) -> None:
+def _lock_if_any(stack: contextlib.ExitStack, cluster_path: str, say: Callable[[str], None]) -> None:
     """The cluster's managers lock, in the swarm this restore replaces when one of its
     managers still answers (a backup there waits), held until `stack` closes; none answers:
     there is none to take. Held by another run: LockedError (exit 4)."""
-    from .errors import LockedError
-    from .managers import managers_lock
+    from .base.errors import LockedError
+    from .swarm.managers import managers_lock
     try:
         stack.enter_context(managers_lock(cluster_path, "restore", notify=say))
     except LockedError:
@@ -348,7 +347,7 @@ def _lock_if_any(stack: contextlib.ExitStack, cluster_path: str, say: Progress) 
 def _drop_backup_time_lock(api) -> list[str]:
     """The backup was taken under the cluster's managers lock, so the restored swarm holds that
     lock of the time of the backup: nobody holds it now."""
-    from .swarm_lock import MANAGERS_LOCK
+    from .swarm.lock import MANAGERS_LOCK
     out = []
     for c in api.configs({"name": [MANAGERS_LOCK]}):
         if c["Spec"]["Name"] == MANAGERS_LOCK:
@@ -380,7 +379,7 @@ def check_restore_address(manifest: dict, to: str, addr: str, others: dict[str, 
 
 def _other_addresses(cluster_path: str, to: str) -> dict[str, str]:
     """address -> host name, for the cluster's other hosts (local state and provider)."""
-    from .access import access
+    from .engine_api.access import access
     acc = access(cluster_path)
     out: dict[str, str] = {}
     hosts = acc._cached_hosts(None)
@@ -400,7 +399,7 @@ def _replace_cluster_record(cluster_path: str, api) -> bool:
     """The restored swarm carries the cluster's record (hosts, their SSH keys, node IDs) of the
     time of the backup; `up` would trust it over this host. A new version from the local state
     (which the restore just updated) takes its place; older versions stay as history."""
-    from .cluster_record import RecordStore, from_inventory
+    from .engine_api.cluster_record import RecordStore, from_inventory
     cf, state = _inventory(cluster_path)
     store = RecordStore(api, cf.name)
     version, record = store.read()
@@ -423,7 +422,7 @@ def _other_ready_nodes(session, sw: dict) -> list[str]:
 def _leave_replaced_swarm(cluster_path: str, to: str, api) -> list[str]:
     """Hosts of the inventory still in the swarm this restore replaced (not nodes of the
     restored one) leave it, so `up` can join them."""
-    from .dockerapi import inventory_hosts, session_for
+    from .engine_api.sessions import inventory_hosts, session_for
     known = {n["ID"] for n in api.nodes()}
     changes = []
     for h in inventory_hosts(cluster_path):
@@ -434,8 +433,7 @@ def _leave_replaced_swarm(cluster_path: str, to: str, api) -> list[str]:
             f = host_swarm_facts(s)
             if f.get("state") in ("active", "pending", "error", "locked") and \
                     f.get("node_id") not in known:
-                s.run(Command.of("docker", "swarm", "leave", "--force",
-                                 description="leave the swarm the restore replaced"))
+                s.run(docker_cli.swarm_leave("leave the swarm the restore replaced"))
                 changes.append(f"{h.name}: left the swarm the restore replaced")
         except UnreachableError:
             continue
@@ -465,10 +463,11 @@ QUORUM_SETTLE = 15.0        # seconds of looking for a quorum before re-forming 
 
 def _quorum_now(cluster_path: str):
     """The swarm's quorum as a manager that answers sees it; None when none answers."""
-    from .managers import NoManagerError, connect_manager
-    from .quorum import quorum_of
+    from .engine_api.access import connect
+    from .engine_api.manager import NoManagerError
+    from .swarm.quorum import quorum_of
     try:
-        conn = connect_manager(cluster_path)
+        conn = connect(cluster_path)
     except NoManagerError:
         return None
     try:
@@ -480,7 +479,7 @@ def _quorum_now(cluster_path: str):
 
 
 def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = True,
-            on_progress: Progress | None = None,
+            on_progress: ProgressCallback | None = None,
             services_timeout: float = SERVICES_BACK_TIMEOUT,
             clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], None] = time.sleep) -> RecoverResult:
@@ -489,8 +488,8 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
     them again as managers (back to the cluster file's count); then wait up to
     `services_timeout` seconds (0: not at all) for the services to run their replicas again
     (the lost managers' tasks are rescheduled only now). Still short then: exit 5."""
-    from .dockerapi import inventory_hosts, session_for
-    say = on_progress or (lambda msg: None)
+    from .engine_api.sessions import inventory_hosts, session_for
+    say = lines_to(on_progress)
     res = RecoverResult()
     # before re-forming, quorum is looked for a while longer: a swarm electing a leader (a
     # manager just restarted) answers no swarm call for a few seconds, and re-forming a swarm
@@ -563,18 +562,17 @@ def recover(cluster_path: str, *, force_new_cluster: bool = False, grow: bool = 
             s.close()
     if grow:
         from .bootstrap import UpOptions, up
-        from .managers import managers_lock
+        from .swarm.managers import managers_lock
         with managers_lock(cluster_path, "recover", notify=say):
             say("swarmsmith up: joining the other managers again")
-            out = up(cluster_path, UpOptions(), on_progress=None if on_progress is None else
-                     (lambda event: _say_event(say, event)))
+            out = up(cluster_path, UpOptions(), on_progress=on_progress)
         res.changes += out.changes
     if services_timeout > 0:
         _wait_services_back(cluster_path, res, say, services_timeout, clock, sleep)
     return res
 
 
-def _wait_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
+def _wait_services_back(cluster_path: str, res: RecoverResult, say: Callable[[str], None], timeout: float,
                         clock, sleep) -> None:
     """Until no service is short of replicas (status's own test), or `timeout`. A failure
     to look is reported (exit 5), not raised: the swarm was re-formed, and the report says so."""
@@ -585,11 +583,11 @@ def _wait_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
         res.notes.append(f"the services could not be checked ({e}); see `swarmsmith status`")
 
 
-def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, timeout: float,
+def _poll_services_back(cluster_path: str, res: RecoverResult, say: Callable[[str], None], timeout: float,
                         clock, sleep) -> None:
-    from .managers import connect_manager
-    from .status import gather
-    conn = connect_manager(cluster_path)
+    from .engine_api.access import connect
+    from .swarm.status import gather
+    conn = connect(cluster_path)
     try:
         start = clock()
         delay = 0.5
@@ -614,14 +612,6 @@ def _poll_services_back(cluster_path: str, res: RecoverResult, say: Progress, ti
         conn.close()
 
 
-def _say_event(say: Progress, event) -> None:
-    """`up`'s progress events (provision/progress.py) as lines: per-host steps, waits, notices."""
-    host = getattr(event, "host", None)
-    message = getattr(event, "message", "")
-    if message:
-        say(f"{host:<22} {message}" if host else message)
-
-
 def _describe(f: dict) -> str:
     st = f.get("state")
     if st == "engine-down":
@@ -632,7 +622,7 @@ def _describe(f: dict) -> str:
     return f"swarm state {st}"
 
 
-def _reset_lost_manager(session, name: str, changes: list[str], say: Progress) -> None:
+def _reset_lost_manager(session, name: str, changes: list[str], say: Callable[[str], None]) -> None:
     """A lost manager that comes back still believes in the old raft membership: start its
     engine if needed and make it leave, so it can join the re-formed swarm."""
     facts = engine_facts(session)
@@ -642,6 +632,5 @@ def _reset_lost_manager(session, name: str, changes: list[str], say: Progress) -
         changes.append(f"{name}: engine started")
     f = host_swarm_facts(session)
     if f.get("state") != "inactive":
-        session.run(Command.of("docker", "swarm", "leave", "--force",
-                               description="leave the old swarm membership"))
+        session.run(docker_cli.swarm_leave("leave the old swarm membership"))
         changes.append(f"{name}: left the old swarm membership")

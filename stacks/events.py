@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from provision.progress import HostProgress, Notice, OperationWarning, ProgressCallback, emit
+from provision.base.progress import (HostProgress, Notice, OperationWarning, ProgressCallback,
+                                     TransferProgress, emit)
 
 __all__ = ["HostProgress", "ImagePush", "ImageResolved", "Notice", "OperationWarning", "PlanReady",
            "ProgressCallback", "StepDone", "TransferProgress", "UnsettledService",
@@ -38,15 +39,6 @@ class StepDone:
 class ImagePush:
     """deploy --push-images: what is being pushed where ("saving ...", "pushing ...")."""
     message: str
-
-
-@dataclass(frozen=True)
-class TransferProgress:
-    """deploy --push-images: bytes of an image archive compressed or sent to a node."""
-    host: str
-    phase: str              # "compress" | "send" | "done"
-    done: int
-    total: int
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import subprocess
 import tempfile
 from typing import BinaryIO
 
-from provision.errors import UnreachableError
-from provision.hosts import Host
+from provision.base.errors import UnreachableError
+from provision.base.hosts import Host
 
 
 def ssh_exec(host: Host, command: str, stdin: BinaryIO | None = None,

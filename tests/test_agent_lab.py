@@ -54,9 +54,10 @@ def cli(*args, timeout=300, env=None):
 
 class Lab:
     def __init__(self, path: str, dir_):
-        from provision.dockerapi import cluster_client, inventory_hosts
+        from provision.engine_api.access import connect
+        from provision.engine_api.sessions import inventory_hosts
         self.path, self.dir = path, dir_
-        self.api = cluster_client(path)
+        self.api = connect(path, shared=True).api.api
         self.manager = inventory_hosts(path, "manager")[0]
         self.worker = inventory_hosts(path, "worker")[0]
         self.work = dir_ / "work"

@@ -1,6 +1,6 @@
 """The agent: its decisions as pure functions over facts (commit moved, drift, bad compose, lock
 held) with an injected clock, and its loop against the in-memory swarm of
-tests/test_stacks_plan_apply.py with a scripted repository."""
+tests/test_stacks_plan_apply_units.py with a scripted repository."""
 from __future__ import annotations
 
 import base64
@@ -11,28 +11,22 @@ import time
 
 import pytest
 
-from provision.engine_api import EngineAPI
-from provision.errors import InputError
+from provision.engine_api.adapter import EngineAPI
+from provision.base.errors import InputError
 from stacks.agent import decide as D
 from stacks.agent.loop import AGENT_HOST, Agent, AgentConfig
 from stacks.agent.status import read_status
 from stacks.operations.audit import read_audit_swarm
-from provision.swarm_lock import Holder
-from tests.test_stacks_plan_apply import SwarmWithTasks
-from tests.test_watch_lock import ApiError
+from provision.swarm.lock import Holder
+from tests.test_stacks_plan_apply_units import SwarmWithTasks
+from tests.test_watch_lock_units import ApiError
+from tests.fakes.clock import FakeClock
 
 
 # --- decisions --------------------------------------------------------------------------------
 
-class Clock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
+def Clock(t: float = 1000.0) -> FakeClock:
+    return FakeClock(t)
 
 
 def facts(clock, **kw) -> D.PollFacts:
@@ -260,7 +254,7 @@ def test_a_bad_cluster_file_refuses_the_commit(world):
 
 
 def test_a_held_lock_makes_the_commit_wait_for_the_next_poll(world):
-    from provision.swarm_lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     api, repo, clock, agent, lines = world
     person = SwarmLock(EngineAPI(api), "ag", me=Holder("laptop", "boot-1", 4242),
                        clock=clock).acquire()
@@ -276,7 +270,7 @@ def test_a_held_lock_makes_the_commit_wait_for_the_next_poll(world):
 
 
 def test_a_killed_agents_lock_is_broken_and_the_audit_says_so(world):
-    from provision.swarm_lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     api, repo, clock, agent, _ = world
     SwarmLock(EngineAPI(api), "ag", me=Holder(AGENT_HOST, "container-a", 7),
               clock=clock).acquire()      # the killed agent's container was container-a
@@ -290,7 +284,7 @@ def test_a_killed_agents_lock_is_broken_and_the_audit_says_so(world):
 def test_a_killed_agents_finished_rollout_gets_its_end_record(world):
     """The killed agent applied everything: the new one changes nothing but still closes the
     commit's history with one end record saying it broke the lock."""
-    from provision.swarm_lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     api, repo, clock, agent, _ = world
     repo.commit("c1")
     agent.poll()
@@ -444,8 +438,8 @@ def test_status_lines_show_commit_time_outcomes_and_drift():
 # --- the engine through its own socket ----------------------------------------------------------
 
 def test_the_local_socket_transport_is_the_same_adapter_with_errors_naming_the_engine(tmp_path):
-    from provision.engine_api import EngineAPI as Adapter, connect_local
-    from provision.errors import SwarmsmithError
+    from provision.engine_api.adapter import EngineAPI as Adapter, connect_local
+    from provision.base.errors import SwarmsmithError
     from tests.test_engine_api_pool_units import _Server
     import threading
     path = str(tmp_path / "docker.sock")
@@ -466,8 +460,8 @@ def test_the_local_socket_transport_is_the_same_adapter_with_errors_naming_the_e
 
 def test_converge_makes_secrets_config_and_service_once_and_puts_no_secret_in_the_spec():
     from inventory.clusterfile import AgentSettings
-    from provision.command import Secret
-    from provision.registry_auth import Credential
+    from provision.remote.command import Secret
+    from provision.engine_api.registry_auth import Credential
     from stacks.agent import service as S
     api = Swarm()
     engine = EngineAPI(api)
@@ -537,7 +531,7 @@ def test_up_with_an_agent_whose_password_cannot_be_read_stops_before_any_host(tm
 
 
 def test_old_agent_images_leave_the_cache_keeping_the_current_and_the_one_before(tmp_path):
-    from provision.agent_image import ARCHIVE_PREFIX, prune
+    from provision.images.agent import ARCHIVE_PREFIX, prune
     paths = []
     for i in range(4):
         p = tmp_path / f"{ARCHIVE_PREFIX}{i}.images.tar"

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from provision.errors import SwarmsmithError
+from provision.base.errors import SwarmsmithError
 from stacks.plan_apply.apply import apply
 from stacks.plan_apply.plan import CREATE, UNCHANGED, Action, Plan
 

@@ -72,7 +72,7 @@ class C:
 
     def ssh(self, name: str, command: str, check: bool = True) -> str:
         from tests.lab_ssh import ssh_exec
-        from provision.lab.lab import Lab
+        from provision.hosts.lab.lab import Lab
         h = {x.name: x for x in Lab(NAME).hosts()}[name]
         rc, out, err = ssh_exec(h, command, timeout=120)
         if check and rc != 0:
@@ -119,7 +119,7 @@ def c(tmp_path_factory):
         yield c
     finally:
         c.cli("down")
-        from provision.lab.lab import Lab
+        from provision.hosts.lab.lab import Lab
         if Lab(NAME).exists:        # the last test's new machine, if `down` did not find it
             Lab(NAME).down()
 
@@ -156,7 +156,7 @@ def test_two_backups_at_once_never_take_two_managers_down_and_both_archives_stay
     assert any("waiting for the lock" in e for _, e in outs), [e for _, e in outs]
     archives = sorted(os.listdir(out))
     assert len(archives) == 2 and all(a.endswith(".tar") for a in archives), archives
-    from provision.backup import read_archive
+    from provision.swarm.backup import read_archive
     assert sorted(read_archive(os.path.join(out, a))[0]["node"] for a in archives) == others
     c.wait("every manager reachable", c.all_reachable)
 
@@ -235,7 +235,7 @@ def _damaged(c, name: str, change) -> str:
                 data = change(m.name, data)
                 m.size = len(data)
             dst.addfile(m, io.BytesIO(data) if data is not None else None)
-    from provision.backup import write_archive
+    from provision.swarm.backup import write_archive
     import hashlib
     payload = out.getvalue()
     manifest.update(payload_sha256=hashlib.sha256(payload).hexdigest(),
@@ -264,7 +264,7 @@ def test_restore_onto_a_node_of_the_live_swarm_is_refused_and_leaving_first_work
         t.addfile(ti, io.BytesIO(b"boom"))
     payload = buf.getvalue()
     manifest.update(payload_sha256=hashlib.sha256(payload).hexdigest())
-    from provision.backup import write_archive
+    from provision.swarm.backup import write_archive
     evil = write_archive(os.path.join(c.dir, "evil.tar"), manifest, payload)
     r = c.cli("restore", evil, "--to", host(1))
     assert r.returncode == 2 and "outside the swarm folder" in r.stderr, r.stderr
@@ -308,7 +308,7 @@ def test_an_archive_the_engine_cannot_use_leaves_the_previous_swarm_intact(c):
 
 
 def test_restore_onto_a_new_machine_whose_engine_never_started(c, tmp_path):
-    from provision.lab.lab import Lab
+    from provision.hosts.lab.lab import Lab
     lab = Lab(NAME)
     # every machine of the cluster is lost; a new one takes the first one's place (and address)
     lab.remove_hosts([host(1), host(2), host(3)])
@@ -324,7 +324,7 @@ def test_restore_onto_a_new_machine_whose_engine_never_started(c, tmp_path):
     with tarfile.open(tmp_path / "b.tar") as t:
         manifest = json.loads(t.extractfile("manifest.json").read())
         payload = t.extractfile("swarm.tar.gz").read()
-    from provision.backup import write_archive
+    from provision.swarm.backup import write_archive
     write_archive(str(other), dict(manifest, cluster="prod"), payload)
     r = c.cli("restore", "other.tar", "--to", host(1), cwd=str(tmp_path))
     assert r.returncode == 2 and "a backup of cluster prod" in r.stderr, r.stderr

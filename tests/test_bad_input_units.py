@@ -12,7 +12,7 @@ import pytest
 
 from inventory import clusterfile
 from inventory.state import StateDir
-from provision.errors import EXIT_BAD_INPUT, InputError
+from provision.base.errors import EXIT_BAD_INPUT, InputError
 from tests.conftest import REPO
 
 ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
@@ -152,8 +152,8 @@ def test_damaged_inventory_cli_exit_2_no_traceback(tmp_path):
 
 
 def test_session_refuses_undecodable_key_as_bad_input():
-    from provision.hosts import Host
-    from provision.ssh import Session
+    from provision.base.hosts import Host
+    from provision.remote.ssh import Session
     s = Session(Host("m1", "127.0.0.1", port=1), pinned_key="ssh-ed25519 !!!notbase64")
     with pytest.raises(InputError, match="m1.*does not decode"):
         s.connect()
@@ -184,7 +184,7 @@ def test_static_hosts_own_key_resolved_and_enough(tmp_path):
 
 
 def test_inventory_hosts_use_recorded_port_and_key(tmp_path):
-    from provision.dockerapi import inventory_hosts
+    from provision.engine_api.sessions import inventory_hosts
     (tmp_path / "k").write_text("x")
     (tmp_path / "own").write_text("x")
     (tmp_path / "c.yml").write_text(

@@ -20,9 +20,9 @@ import time
 
 import pytest
 
-from provision import facts as F
+from provision.remote import facts as F
 from tests.lab_ssh import ssh_exec
-from provision.lab.lab import Lab
+from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.lab

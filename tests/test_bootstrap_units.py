@@ -12,10 +12,12 @@ import pytest
 
 from inventory import clusterfile
 from inventory.state import StateDir
-from provision import addresses, engine, facts as F
-from provision.command import Command, Secret
-from provision.errors import EXIT_BAD_INPUT, InputError, SwarmsmithError
-from provision.hosts import Host
+from provision.hosts import addresses
+from provision.engine import install as engine
+from provision.remote import facts as F
+from provision.remote.command import Command, Secret
+from provision.base.errors import EXIT_BAD_INPUT, InputError, SwarmsmithError
+from provision.base.hosts import Host
 from tests.conftest import REPO
 
 # --- engine.plan --------------------------------------------------------------------------
@@ -283,7 +285,7 @@ def test_command_masks_secret_everywhere_but_the_wire():
 
 
 def test_remote_command_error_carries_masked_command():
-    from provision.errors import RemoteCommandError
+    from provision.base.errors import RemoteCommandError
     cmd = Command.of("docker", "swarm", "join", "--token", Secret(TOKEN))
     e = RemoteCommandError("join failed", host="h1", command=cmd.masked(), exit_status=1,
                            output=cmd.scrub(f"rejected {TOKEN}"))
@@ -560,7 +562,7 @@ def test_plan_of_new_cluster_creates_nothing(tmp_path):
 
 
 def test_state_dir_inventory_mode_and_lock(tmp_path):
-    from provision.errors import LockedError
+    from provision.base.errors import LockedError
     st = StateDir(str(tmp_path / "c.yml"), "demo")
     assert st.path == str(tmp_path / ".swarmsmith" / "demo")
     assert st.load() == {"hosts": {}}

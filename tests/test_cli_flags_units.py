@@ -170,8 +170,8 @@ def _static(tmp_path) -> str:
 def test_accept_new_host_keys_reaches_the_ssh_session(tmp_path, monkeypatch, capsys, argv):
     """The flag is not only parsed: the session to an unpinned host is opened without
     requiring a pin, and is refused without the flag."""
-    from provision import access as access_mod
-    from provision.errors import UnreachableError
+    from provision.engine_api import access as access_mod
+    from provision.base.errors import UnreachableError
     seen = []
 
     class Session:

@@ -23,7 +23,7 @@ import time
 import pytest
 import yaml
 
-from provision.lab.lab import Lab
+from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.lab

@@ -2,7 +2,7 @@
 of several tasks in time order, and the push hint without a local engine."""
 from __future__ import annotations
 
-from provision.rotation import rotate_ca
+from provision.swarm.rotation import rotate_ca
 
 
 class RotatingSwarm:
@@ -38,7 +38,8 @@ def test_ca_rotate_progress_only_grows_and_says_which_phase():
               (new, False, [new] * 4)]
     lines = []
     t = [0.0]
-    res = rotate_ca(RotatingSwarm(states), on_progress=lines.append, clock=lambda: t[0],
+    res = rotate_ca(RotatingSwarm(states), on_progress=lambda e: lines.append(e.message),
+                    clock=lambda: t[0],
                     sleep=lambda s: t.__setitem__(0, t[0] + s))
     assert res.exit_code == 0
     counts = [int(line.split(": ", 1)[1].split("/")[0]) for line in lines]
@@ -119,7 +120,7 @@ def test_logs_tail_then_follow_goes_on_after_the_tail_without_repeating_it():
 def test_push_missing_without_a_local_engine_names_push_from(monkeypatch, tmp_path):
     import pytest
 
-    from provision import local_engine
+    from provision.images import local_engine
     from stacks.images.push_missing import LOCAL_ENGINE, push_missing
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
     with pytest.raises(local_engine.NoLocalEngineError) as e:

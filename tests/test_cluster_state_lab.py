@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from provision.lab.lab import Lab
+from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.lab
@@ -216,6 +216,6 @@ def test_two_ups_at_once_write_one_record_version(env):
 
 
 def _config_names(env) -> list[str]:
-    from provision.access import ClusterAccess
+    from provision.engine_api.access import ClusterAccess
     acc = ClusterAccess(str(env.root / "b" / "swarmsmith.yml"))   # pinned, no local state
     return [c["Spec"]["Name"] for c in acc.client().configs()]

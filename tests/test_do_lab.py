@@ -4,7 +4,7 @@ droplets real lab hosts (tests/do_lab.py), swarmsmith itself a subprocess as a u
 One module-scoped cluster `dotest` on lab `doemu-<pid>`; the tests run in file order and build on
 each other (a failed up, up, idempotent up, scale out, prune, token hygiene, down). The teardown
 ALWAYS runs `swarmsmith down`, stops the emulator and removes the lab, whatever failed. Injected API
-faults are covered at unit level (tests/test_do_provider.py) and not repeated here.
+faults are covered at unit level (tests/test_do_provider_units.py) and not repeated here.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import time
 
 import pytest
 
-from provision.digitalocean import md5_fingerprint
-from provision.lab.lab import Lab, list_labs
+from provision.hosts.digitalocean import md5_fingerprint
+from provision.hosts.lab.lab import Lab, list_labs
 from tests.conftest import REPO
 from inventory import clusterfile
-from provision.errors import InputError
+from provision.base.errors import InputError
 from tests.do_emulator import DOEmulator
 from tests.do_emulator.testing import write_public_key
 from tests.do_lab import LabDroplets
@@ -66,7 +66,7 @@ class Env:
             self.public_key = f.read().strip()
         self.labs = LabDroplets(LAB, self.public_key)
         # fast: on the real clock a list lag would only add minutes; lag, limits and lost
-        # answers are covered against the simulated clock in test_do_provider.py
+        # answers are covered against the simulated clock in test_do_provider_units.py
         self.emu = DOEmulator(TOKEN, fast=True, activation_delay=1.0,
                               host_factory=self.labs.factory,
                               host_destroyer=self.labs.destroyer).start()

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from provision.engine_api import EngineAPI, as_engine, is_conflict, is_not_found
-from provision.errors import SwarmsmithError
+from provision.engine_api.adapter import EngineAPI, as_engine, is_conflict, is_not_found
+from provision.base.errors import SwarmsmithError
 
 
 class Refusal(Exception):
@@ -46,7 +46,7 @@ def test_adapter_keeps_the_status_and_names_host_and_call():
 
 def test_lock_takes_a_bare_conflict_status_as_held():
     # the refusal's words do not say "already exists": only the kept status tells
-    from provision.swarm_lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
 
     class Held(Refusing):
         def configs(self, filters=None):
@@ -54,7 +54,7 @@ def test_lock_takes_a_bare_conflict_status_as_held():
                 "com.swarmsmith.lock.owner": "other", "com.swarmsmith.lock.acquired": "100",
                 "com.swarmsmith.lock.ttl": "1800"}}}]
     lock = SwarmLock(Held(409), "web", clock=lambda: 200.0, sleep=lambda s: None)
-    from provision.errors import LockedError
+    from provision.base.errors import LockedError
     with pytest.raises(LockedError):
         lock.acquire()
 
@@ -85,7 +85,7 @@ class _Engine(BaseHTTPRequestHandler):
 def test_docker_save_of_several_images_through_the_public_client(tmp_path):
     import docker
 
-    from provision import local_engine
+    from provision.images import local_engine
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Engine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from provision import docker_socket
-from provision.docker_socket import _one_pool_adapter
+from provision.engine_api import transport as docker_socket
+from provision.engine_api.transport import one_pool_client
 
 
 class _Engine(BaseHTTPRequestHandler):
@@ -63,17 +63,16 @@ def _calls(client):
 
 
 @pytest.mark.parametrize("one_pool, connections", [
-    # the version check's connection, then one for the five calls
-    (True, 2),
-    # what the adapter is for: docker-py alone opens a connection per new path (if it ever
-    # pools by host, this case says the adapter can go)
+    # one connection for the version check and the five calls
+    (True, 1),
+    # what the pool is for: docker-py alone opens a connection per new path (if it ever
+    # pools by host, this case says the pool can go)
     (False, 6),
 ])
 def test_one_pool_reuses_one_connection_for_every_path(engine, one_pool, connections):
     path, server = engine
-    client = docker.APIClient(base_url=f"unix://{path}", version="auto", timeout=10)
-    if one_pool:
-        _one_pool_adapter(docker, client, SimpleNamespace(path=path), 10)
+    client = (one_pool_client(docker, path, 10) if one_pool else
+              docker.APIClient(base_url=f"unix://{path}", version="auto", timeout=10))
     try:
         _calls(client)
         assert server.connections == connections
@@ -99,5 +98,16 @@ def test_api_client_asks_the_version_on_the_connection_it_keeps(engine, monkeypa
         _calls(api)
         assert api.api_version == "1.41"
         assert server.connections == 1
+        assert api.forwarder.path == path       # kept as long as the client
     finally:
         api.close_forwarder()
+
+
+def test_the_clients_touch_no_private_attribute_of_the_docker_sdk():
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(docker_socket))
+    private = sorted({n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                      and isinstance(n.ctx, ast.Store) and n.attr.startswith("_")
+                      and not (isinstance(n.value, ast.Name) and n.value.id == "self")})
+    assert private == []

@@ -11,9 +11,10 @@ import subprocess
 import pytest
 
 from inventory import clusterfile
-from provision import engine, facts as F
-from provision.errors import InputError
-from provision.lab import image
+from provision.engine import install as engine
+from provision.remote import facts as F
+from provision.base.errors import InputError
+from provision.hosts.lab import image
 
 MADISON = {
     "docker.io": ["20.10.24+dfsg1-1+deb12u1", "20.10.24+dfsg1-1", "20.10.5+dfsg1-1+deb11u2"],

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from provision import engine_upgrade as U
+from provision import upgrade as U
 
 
 def node(name, role="worker", leader=False, reach="reachable", state="ready",
@@ -199,7 +199,7 @@ def test_refused_on_default_image_lab_hosts_before_any_connection(tmp_path):
 
 def test_ticking_reports_until_the_block_ends():
     import time as _time
-    from provision.parallel import ticking
+    from provision.remote.parallel import ticking
     seen = []
     with ticking(lambda host, msg: seen.append((host, msg)), "h1", "installing", every=0.02):
         _time.sleep(0.15)
@@ -213,7 +213,7 @@ def test_no_tick_is_reported_after_the_block_ends():
     """A tick already under way when the block ends finishes before the block's exit returns:
     its line never comes after the step's own result."""
     import time as _time
-    from provision.parallel import ticking
+    from provision.remote.parallel import ticking
     seen = []
 
     def slow(host, msg):
@@ -283,9 +283,9 @@ def test_the_run_ends_only_when_every_node_ready_at_the_start_is_ready_again():
 
 
 def test_a_node_update_refused_out_of_sequence_is_run_again():
-    from provision.command import Command
-    from provision.engine_upgrade import Swarm, UpgradeError
-    from provision.ssh import Result
+    from provision.remote.command import Command
+    from provision.upgrade import Swarm, UpgradeError
+    from provision.remote.ssh import Result
 
     class Session:
         def __init__(self, refusals):

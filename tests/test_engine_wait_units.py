@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from provision import bootstrap, engine
-from provision.errors import SwarmsmithError
-from provision.ssh import Result
+from provision import bootstrap
+from provision.engine import install as engine
+from provision.base.errors import SwarmsmithError
+from provision.remote.ssh import Result
 
 
 def _fake_bin(tmp_path, docker: str, pgrep: str, curl: str | None = None) -> dict:

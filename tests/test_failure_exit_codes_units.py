@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from provision.errors import (EXIT_DEGRADED, EXIT_FAILED, EXIT_UNREACHABLE, SwarmsmithError,
+from provision.base.errors import (EXIT_DEGRADED, EXIT_FAILED, EXIT_UNREACHABLE, SwarmsmithError,
                               UnreachableError)
 from tests.conftest import run_cli
 
@@ -74,16 +74,21 @@ def test_changed_host_key_of_the_manager_is_exit_3(tmp_path, impostor, argv):
 
 
 def test_no_manager_reachable_is_exit_3(monkeypatch, tmp_path):
-    from provision import dockerapi
-    from provision.ssh import Session
+    from provision.engine_api import access
+    from provision.engine_api.manager import NoManagerError
+    from provision.remote.ssh import Session
     path = _cluster(tmp_path, 1)
 
     def refuse(self):
         raise UnreachableError("cannot reach 127.0.0.1:1 over SSH within 10s", host=self.host.name)
     monkeypatch.setattr(Session, "connect", refuse)
+    # the shared connection (deploy and the stack commands) and a command's own one alike
     with pytest.raises(UnreachableError, match="no manager reachable") as e:
-        dockerapi.manager_session(path)
+        access.connect(path, shared=True)
     assert e.value.exit_code == EXIT_UNREACHABLE
+    with pytest.raises(NoManagerError, match="cannot reach 127.0.0.1:1") as e:
+        access.connect(path)
+    assert e.value.exit_code == EXIT_UNREACHABLE and e.value.all_unreachable
 
 
 # --- library errors become ours ---------------------------------------------------------------
@@ -96,8 +101,8 @@ class _Resp:
 def test_guarded_api_names_host_and_operation_and_keeps_the_status():
     import docker
     import requests
-    from provision.dockerapi import GuardedAPI
-    from provision.engine_api import is_not_found as _is_not_found
+    from provision.engine_api.sessions import GuardedAPI
+    from provision.engine_api.adapter import is_not_found as _is_not_found
 
     class Client:
         def nodes(self):
@@ -124,8 +129,8 @@ def test_guarded_api_names_host_and_operation_and_keeps_the_status():
 
 def test_engine_api_puts_its_own_operation_in_front():
     import docker
-    from provision.dockerapi import GuardedAPI
-    from provision.engine_api import EngineAPI
+    from provision.engine_api.sessions import GuardedAPI
+    from provision.engine_api.adapter import EngineAPI
 
     class Client:
         def services(self):
@@ -191,10 +196,11 @@ class StatusAPI:
 ])
 def test_status_exit_code(monkeypatch, capsys, tmp_path, api, problem):
     import cli
-    from provision import managers
-    conn = managers.ManagerConn(host=None, session=None, api=api)
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
+    conn = Manager(host=None, session=None, api=api)
     monkeypatch.setattr(conn, "close", lambda: None)
-    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
+    monkeypatch.setattr(access, "connect", lambda path, **kw: conn)
     code = cli.main(["status", "--cluster", str(tmp_path / "c.yml"), "--json"])
     st = json.loads(capsys.readouterr().out)
     if problem is None:
@@ -206,13 +212,14 @@ def test_status_exit_code(monkeypatch, capsys, tmp_path, api, problem):
 
 def test_status_text_names_nodes_services_and_why_degraded(monkeypatch, capsys, tmp_path):
     import cli
-    from provision import managers
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
     m = _node("m", "manager", reach="leader")
     m["Description"]["Engine"] = {"EngineVersion": "20.10.24+dfsg1"}     # wider than its column
     api = StatusAPI([m, _node("w")], running=1)
-    conn = managers.ManagerConn(host=None, session=None, api=api)
+    conn = Manager(host=None, session=None, api=api)
     monkeypatch.setattr(conn, "close", lambda: None)
-    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
+    monkeypatch.setattr(access, "connect", lambda path, **kw: conn)
     code = cli.main(["status", "--cluster", str(tmp_path / "c.yml")])
     lines = capsys.readouterr().out.splitlines()
     assert code == 5
@@ -229,12 +236,13 @@ def test_status_text_names_nodes_services_and_why_degraded(monkeypatch, capsys, 
 
 def test_status_service_columns_line_up_past_a_long_name(monkeypatch, capsys, tmp_path):
     import cli
-    from provision import managers
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
     long = "a-rather-long-stack-name_and-its-service"          # wider than its column
     api = StatusAPI([_node("m", "manager", reach="leader")], name=long)
-    conn = managers.ManagerConn(host=None, session=None, api=api)
+    conn = Manager(host=None, session=None, api=api)
     monkeypatch.setattr(conn, "close", lambda: None)
-    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
+    monkeypatch.setattr(access, "connect", lambda path, **kw: conn)
     cli.main(["status", "--cluster", str(tmp_path / "c.yml")])
     lines = capsys.readouterr().out.splitlines()
     header = next(x for x in lines if x.startswith("SERVICE"))
@@ -248,9 +256,9 @@ def test_ssh_connection_lost_under_a_command_is_exit_3_naming_host_and_operation
     import paramiko
     from types import SimpleNamespace
 
-    from provision.command import Command
-    from provision.hosts import Host
-    from provision.ssh import Session
+    from provision.remote.command import Command
+    from provision.base.hosts import Host
+    from provision.remote.ssh import Session
 
     class Transport:
         def open_session(self, timeout=None):
@@ -271,9 +279,9 @@ def test_a_command_that_ends_without_reading_its_stdin_is_its_exit_status(alive)
     that did die while sending is still exit 3."""
     from types import SimpleNamespace
 
-    from provision.command import Command
-    from provision.hosts import Host
-    from provision.ssh import Session
+    from provision.remote.command import Command
+    from provision.base.hosts import Host
+    from provision.remote.ssh import Session
 
     class Channel:
         def settimeout(self, t): pass

@@ -14,8 +14,8 @@ import subprocess
 import pytest
 
 from tests.lab_ssh import ssh_exec
-from provision.lab import aptproxy, image as lab_image
-from provision.lab.lab import Lab, machine_lock
+from provision.hosts.lab import aptproxy, image as lab_image
+from provision.hosts.lab.lab import Lab, machine_lock
 from tests.test_bootstrap_lab import cluster
 
 # its checks look at the whole machine (every mount, link, rule): no other lab module at once
@@ -222,7 +222,7 @@ def test_down_leaves_no_mount_process_proxy_or_lock(fri):
                    for p in os.listdir("/sys/class/net") if p.startswith(f"swsm{layout.index}"))
     # no build left half-done or locked; the image and the package cache stay for next time
     # (VM labs keep their finished base image and the KVM probe's answer beside them)
-    from provision.lab import vmimage
+    from provision.hosts.lab import vmimage
     vm = vmimage.image()
     vm_kept = ({os.path.basename(vm.dir)} if vm.ready else set()) | {"vm-accel.json"}
     assert sorted(set(os.listdir(lab_image.CACHE)) - vm_kept) == sorted(

@@ -9,8 +9,8 @@ import json
 import os
 import subprocess
 
-from provision import facts as F
-from provision.cluster_record import L_CLUSTER, ConfigSnapshot, RecordStore, config_name, encode
+from provision.remote import facts as F
+from provision.engine_api.cluster_record import L_CLUSTER, ConfigSnapshot, RecordStore, config_name, encode
 
 SWARM = {"LocalNodeState": "active", "NodeID": "n1", "NodeAddr": "10.0.0.1",
          "ControlAvailable": True, "Cluster": {"ID": "c1", "TLSInfo": {

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from provision.lab.lab import Lab
+from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
 from tests.lab_ssh import ssh_exec
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from provision.lab.lab import Lab
+from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.lab

@@ -37,15 +37,15 @@ def _cli(*args, env=None, timeout=600):
 
 class Lab:
     def __init__(self, path: str, dir_):
-        from provision.dockerapi import inventory_hosts
+        from provision.engine_api.sessions import inventory_hosts
         self.path, self.dir = path, dir_
         self.hosts = {h.name: h for h in inventory_hosts(path)}
         self.manager = next(h for h in self.hosts.values() if h.role == "manager")
         self.workers = sorted(n for n, h in self.hosts.items() if h.role == "worker")
 
     def ssh(self, host: str, command: str, check: bool = True) -> str:
-        from provision.command import Command
-        from provision.dockerapi import session_for
+        from provision.remote.command import Command
+        from provision.engine_api.sessions import session_for
         s = session_for(self.hosts[host])
         try:
             r = s.run(Command.shell(command), check=check, timeout=300)
@@ -76,8 +76,8 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     """A busybox image archive (docker save format) made here, without an engine."""
-    from provision.image_archive import ImageConfig, write_archive
-    from provision.images import write_rootfs_tar
+    from provision.images.archive import ImageConfig, write_archive
+    from provision.images.busybox import write_rootfs_tar
     d = tmp_path_factory.mktemp("archive")
     with open(d / "rootfs.tar", "wb") as f:
         write_rootfs_tar(f)
@@ -149,7 +149,7 @@ def test_a_tag_naming_another_image_is_replaced(lab, archive):
 def test_push_from_the_local_engine(lab, archive):
     """DOCKER_HOST names an engine (here: the manager's, through a local socket) and images
     come from it by name."""
-    from provision.dockerapi import SocketForwarder, session_for
+    from provision.engine_api.sessions import SocketForwarder, session_for
     path, _ = archive
     m = lab.manager.name
     lab.cli("images", "push", "--file", path, "--nodes", m)
@@ -345,7 +345,7 @@ def test_deploy_pushes_missing_images_when_the_cluster_file_says_so(lab, archive
     """`images: {push_missing: true}`: the image check finds the image missing on the workers,
     the deploy saves it from the local engine (here the manager's, through DOCKER_HOST) and
     pushes it to them, then goes on."""
-    from provision.dockerapi import SocketForwarder, session_for
+    from provision.engine_api.sessions import SocketForwarder, session_for
     m = lab.manager.name
     lab.cli("images", "push", "--file", archive[0], "--nodes", m)
     lab.ssh(m, "printf 'FROM imgtest/bb:1\\nENV BUILT=deploy\\n' | docker build -q -t imgtest/dep:1 -")

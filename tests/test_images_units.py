@@ -9,13 +9,13 @@ import tarfile
 
 import pytest
 
-from provision.errors import InputError
-from provision.image_archive import ImageConfig, read_images, write_archive
-from provision.image_push import select_hosts
-from provision.image_push import LOAD, PRESENT, TAG, decide, mismatches, parse_probe, \
+from provision.base.errors import InputError
+from provision.images.archive import ImageConfig, read_images, write_archive
+from provision.images.push import select_hosts
+from provision.images.push import LOAD, PRESENT, TAG, decide, mismatches, parse_probe, \
     probe_command
-from provision.hosts import Host
-from provision.images import write_rootfs_tar
+from provision.base.hosts import Host
+from provision.images.busybox import write_rootfs_tar
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_gzipped_archive_is_read(rootfs, tmp_path):
 
 
 def test_probe_and_decisions():
-    from provision.image_archive import ArchiveImage
+    from provision.images.archive import ArchiveImage
     a = ArchiveImage("sha256:" + "a" * 64, ("t/a:1",))
     cmd = probe_command([a])
     assert cmd.argv[-2:] == ("t/a:1", a.id)
@@ -143,7 +143,7 @@ def _imagefile(tmp_path, text: str) -> str:
     (": : :\n", "not valid YAML"),
 ])
 def test_image_file_errors_name_file_and_key(tmp_path, text, where):
-    from provision.debian_images import load
+    from provision.images.debian import load
     path = _imagefile(tmp_path, text)
     with pytest.raises(InputError) as e:
         load(path)
@@ -151,7 +151,7 @@ def test_image_file_errors_name_file_and_key(tmp_path, text, where):
 
 
 def test_image_file_layers_are_reproducible(tmp_path, rootfs):
-    from provision import debian_images as di
+    from provision.images import debian as di
     path = _imagefile(tmp_path, "packages: [python3]\nimages:\n  a/b:1:\n"
                       "    files: {app.py: /app/app.py}\n    cmd: [python3, /app/app.py]\n"
                       "    env: {VERSION: '1.0'}\n    expose: [3894]\n")
@@ -173,7 +173,7 @@ def test_image_file_layers_are_reproducible(tmp_path, rootfs):
 def test_build_uses_the_cached_base_and_archive(tmp_path, rootfs, monkeypatch):
     """With the base layer in the cache no mmdebstrap runs; a second build is the cached one."""
     import shutil
-    from provision import debian_images as di
+    from provision.images import debian as di
     path = _imagefile(tmp_path, "packages: [python3]\nimages:\n  a/b:1:\n"
                       "    files: {app.py: /app/app.py}\n  a/c:1: {cmd: [sh]}\n")
     cache = tmp_path / "cache"
@@ -272,7 +272,7 @@ class FakeNode:
 
         class S:
             def run(self, cmd, check=True, timeout=None, source=None, on_sent=None):
-                from provision.ssh import Result
+                from provision.remote.ssh import Result
                 argv = list(cmd.argv)
                 if argv[:2] == ["sh", "-c"]:            # the probe
                     refs = argv[4:]
@@ -303,7 +303,8 @@ class FakeNode:
 
 
 def test_push_archive_loads_tags_skips_and_keeps_the_gzip(rootfs, tmp_path):
-    from provision.image_push import push_archive
+    from provision.base.progress import TransferProgress
+    from provision.images.push import push_archive
     archive = tmp_path / "a.tar"
     [img] = write_archive(str(archive), [ImageConfig("t/a:1", [rootfs])])
     nodes = {"m1": FakeNode("m1"), "w1": FakeNode("w1", {"t/a:1": img.id}),
@@ -311,13 +312,13 @@ def test_push_archive_loads_tags_skips_and_keeps_the_gzip(rootfs, tmp_path):
     hosts = [Host(n, "x") for n in nodes]
     seen = []
     r = push_archive(str(archive), hosts, lambda h: nodes[h.name].session(),
-                     keep_compressed=True, progress=lambda *a: seen.append(a))
+                     keep_compressed=True, on_progress=seen.append)
     assert [(n.host, n.action) for n in r.nodes] == [("m1", "loaded"), ("w1", "present"),
                                                      ("w2", "tagged")]
     assert nodes["m1"].received == r.wire_bytes == os.path.getsize(str(archive) + ".gz")
     assert nodes["w1"].received == nodes["w2"].received == 0
     assert nodes["w2"].tags["t/a:1"] == img.id
-    assert ("m1", "done", r.wire_bytes, r.wire_bytes) in seen
+    assert TransferProgress("m1", "done", r.wire_bytes, r.wire_bytes) in seen
     mtime = os.path.getmtime(str(archive) + ".gz")
     nodes["m2"] = FakeNode("m2")
     r = push_archive(str(archive), [Host("m2", "x")], lambda h: nodes[h.name].session(),

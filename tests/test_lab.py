@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from provision import images
-from provision.hosts import Host
-from provision.lab import hostns, preflight
-from provision.lab.lab import Lab, list_labs
-from provision.lab.layout import ROOT
+from provision.images import busybox as images
+from provision.base.hosts import Host
+from provision.hosts.lab import hostns, preflight
+from provision.hosts.lab.lab import Lab, list_labs
+from provision.hosts.lab.layout import ROOT
 from tests.conftest import run_cli
 from tests.lab_ssh import ssh_exec
 
@@ -496,7 +496,7 @@ def test_half_made_lab_is_repaired(tlab):
 def test_session_moves_files_with_the_pinned_key(tlab, tmp_path):
     """Session.put/get carry files over the session's own verified connection (fabric's
     transfer): atomic write with the asked mode, and the same bytes back."""
-    from provision.ssh import Session
+    from provision.remote.ssh import Session
     h = tlab[0]
     s = Session(h, pinned_key=h.host_key, connect_deadline=30, require_pin=True)
     try:

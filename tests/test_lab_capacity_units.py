@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from provision.errors import InputError
-from provision.lab import capacity
+from provision.base.errors import InputError
+from provision.hosts.lab import capacity
 
 
 def test_the_neighbour_table_is_sized_for_every_host_knowing_every_other():
@@ -67,7 +67,7 @@ def test_the_soft_open_files_limit_is_raised_for_many_hosts():
     import subprocess
     import sys
     code = ("import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096));"
-            "from provision.parallel import raise_open_files; raise_open_files(100);"
+            "from provision.remote.parallel import raise_open_files; raise_open_files(100);"
             "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -78,7 +78,7 @@ def test_the_soft_open_files_limit_is_raised_for_many_hosts():
 @pytest.mark.lab
 def test_lab_up_refuses_a_size_this_machine_cannot_hold_before_making_anything():
     from tests.conftest import run_cli
-    from provision.lab.lab import list_labs
+    from provision.hosts.lab.lab import list_labs
     avail = capacity.mem_available_mb()
     too_many = min(250, (avail - capacity.RESERVE_MB) // capacity.MB_PER_HOST + 1)
     if too_many * capacity.MB_PER_HOST + capacity.RESERVE_MB <= avail:

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from provision import nodes as N
-from provision.backup import pick_backup_node
-from provision.cluster_record import from_inventory, merge, merge_into_inventory
-from provision.errors import InputError
-from provision.hosts import Host
-from provision.image_push import select_hosts
-from provision.node_names import NodeNames, NodeNotFound
+from provision.swarm import nodes as N
+from provision.swarm.backup import pick_backup_node
+from provision.engine_api.cluster_record import from_inventory, merge, merge_into_inventory
+from provision.base.errors import InputError
+from provision.base.hosts import Host
+from provision.images.push import select_hosts
+from provision.engine_api.node_names import NodeNames, NodeNotFound
 from tests.test_runbooks_units import FakeAPI, node
 
 
@@ -91,12 +91,13 @@ def test_images_push_nodes_take_hostnames_and_ids():
 
 
 def test_restore_to_takes_a_hostname(tmp_path, monkeypatch):
-    from provision import access, restore
+    from provision.engine_api import access
+    from provision import restore
     ns, hosts = cluster()
     monkeypatch.setattr(access, "access", lambda path: None)
     monkeypatch.setattr(restore, "_known_hosts", lambda acc: {
         n: Host(n, r["public_address"], role=r["role"]) for n, r in hosts.items()})
-    import provision.node_names as NN
+    import provision.engine_api.access as NN
     monkeypatch.setattr(NN, "for_cluster", lambda path, api=None: NodeNames(hosts))
     assert restore._host_of("c.yml", "host-b").name == "m2"
     assert restore._host_of("c.yml", "m2").name == "m2"
@@ -133,7 +134,7 @@ def test_a_record_written_under_the_old_name_does_not_bring_it_back():
 
 
 def test_hosts_are_listed_once_per_machine_even_from_a_stale_inventory(tmp_path):
-    from provision.access import ClusterAccess
+    from provision.engine_api.access import ClusterAccess
     (tmp_path / "k").write_text("")
     (tmp_path / "c.yml").write_text(
         "name: idn\nprovider: static\nssh: {key: k}\nstatic:\n  hosts:\n"
@@ -176,14 +177,15 @@ def test_new_nodes_lacking_a_services_image_are_named():
 
 
 def test_push_missing_finds_inventory_hosts_by_hostname(tmp_path, monkeypatch):
-    from provision import dockerapi, image_push
-    import provision.node_names as NN
+    from provision.engine_api import sessions as dockerapi
+    from provision.images import push as image_push
+    import provision.engine_api.access as NN
     from stacks.images import push_missing as PM
     ns, hosts = cluster()
     inv = [Host(n, r["public_address"], role=r["role"]) for n, r in hosts.items()]
     monkeypatch.setattr(dockerapi, "inventory_hosts", lambda path, role=None: inv)
     monkeypatch.setattr(NN, "for_cluster", lambda path, api=None: NodeNames(hosts))
-    import provision.image_archive as IA
+    import provision.images.archive as IA
     monkeypatch.setattr(IA, "read_images", lambda a: [type("I", (), {"tags": ["app:1"]})()])
     pushed = []
     monkeypatch.setattr(image_push, "push_archive", lambda archive, hs, sf, **kw: (

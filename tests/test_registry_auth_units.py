@@ -9,10 +9,10 @@ import stat
 
 import pytest
 
-from provision.errors import InputError
-from provision.registry_auth import Credentials, registry_of
-from provision.engine_api import EngineAPI, RegistryAccessError
-from tests.fake_engine import RequestRoutes
+from provision.base.errors import InputError
+from provision.engine_api.registry_auth import Credentials, registry_of
+from provision.engine_api.adapter import EngineAPI, RegistryAccessError
+from tests.fakes.engine import FakeEngine
 
 PASSWORD = "s3cret-Pa55-never-print"
 
@@ -129,27 +129,6 @@ def test_cluster_file_keeps_where_not_what(tmp_path):
 
 # --- the Engine API side -------------------------------------------------------------------
 
-class FakeAPI(RequestRoutes):
-    def __init__(self, dist=None, error=None):
-        self.posts, self.gets, self.dist, self.error = [], [], dist, error
-
-    def _url(self, path, *args):
-        return path.format(*args)
-
-    def _post_json(self, url, data=None, params=None, headers=None):
-        self.posts.append((url, data, params, headers))
-        return {"ID": "new"}
-
-    def _get(self, url, headers=None):
-        self.gets.append((url, headers))
-        if self.error:
-            raise self.error
-        return self.dist
-
-    def _result(self, resp, json=False):
-        return resp
-
-
 def spec(image):
     return {"Name": "st_app", "TaskTemplate": {"ContainerSpec": {"Image": image}}}
 
@@ -158,10 +137,10 @@ def test_create_and_update_send_the_registry_auth_header(monkeypatch, tmp_path):
     monkeypatch.setenv("REG_PW", PASSWORD)
     creds = Credentials({"reg.example": {"username": "ci", "password_env": "REG_PW"}},
                         docker_config=str(tmp_path / "none.json"))
-    api = FakeAPI()
+    api = FakeEngine()
     eng = EngineAPI(api, credentials=creds)
-    eng.create_service(spec("reg.example/app:1"))
-    eng.update_service("id1", 3, spec("reg.example/app:2"))
+    created = eng.create_service(spec("reg.example/app:1"))
+    eng.update_service(created, 1, spec("reg.example/app:2"))
     eng.create_service(spec("busybox:1"))
     (_, _, _, h1), (_, _, _, h2), (_, _, _, h3) = api.posts
     assert decode(h1["X-Registry-Auth"])["password"] == PASSWORD
@@ -179,10 +158,10 @@ class Refused(Exception):
 def test_distribution_digest_and_refusal(tmp_path):
     d = "sha256:" + "c" * 64
     creds = Credentials({}, "c.yml", docker_config=str(tmp_path / "none.json"))
-    api = FakeAPI(dist={"Descriptor": {"digest": d}})
+    api = FakeEngine(dist={"Descriptor": {"digest": d}})
     assert EngineAPI(api, credentials=creds).distribution_digest("reg.example/a:1") == d
     assert api.gets[0][0] == "/distribution/reg.example/a:1/json"
     with pytest.raises(RegistryAccessError) as e:
-        EngineAPI(FakeAPI(error=Refused()), credentials=creds).distribution_digest("reg.example/a:1")
+        EngineAPI(FakeEngine(error=Refused()), credentials=creds).distribution_digest("reg.example/a:1")
     assert "registry reg.example refused access" in str(e.value)
     assert "docker login reg.example" in str(e.value)

@@ -52,8 +52,9 @@ def lab(tmp_path_factory):
 class Lab:
     def __init__(self, path: str, dir_):
         self.path, self.dir = path, dir_
-        from provision.dockerapi import cluster_client, inventory_hosts
-        self.api = cluster_client(path)
+        from provision.engine_api.access import connect
+        from provision.engine_api.sessions import inventory_hosts
+        self.api = connect(path, shared=True).api.api
         self.manager = inventory_hosts(path, "manager")[0]
 
     def ssh(self, command: str, check: bool = True) -> str:

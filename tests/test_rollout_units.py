@@ -12,7 +12,8 @@ from stacks.operations.redeploy import ImagePinner
 from stacks.images.registry import parse_reference
 from stacks.specs.update_defaults import MONITOR_NS, apply_update_defaults, with_update_defaults
 from stacks.watch.watcher import WatchPolicy, watch_stack
-from tests.test_watch_fakes import STACK, FakeClock, FakeSwarm, svc, task
+from tests.fakes.clock import FakeClock
+from tests.fakes.swarm import STACK, FakeSwarm, svc, task
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64

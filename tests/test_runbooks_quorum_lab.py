@@ -66,7 +66,7 @@ class C:
 
     def ssh(self, host: str, command: str, check: bool = True) -> str:
         from tests.lab_ssh import ssh_exec
-        from provision.lab.lab import Lab
+        from provision.hosts.lab.lab import Lab
         h = {x.name: x for x in Lab(NAME).hosts()}[host]
         rc, out, err = ssh_exec(h, command, timeout=120)
         if check and rc != 0:

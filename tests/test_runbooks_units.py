@@ -10,12 +10,14 @@ import tarfile
 
 import pytest
 
-from provision import nodes as N
-from provision.backup import (build_manifest, pick_backup_node, read_archive, retarget_payload,
+from provision.engine_api.node_names import NodeNames
+from provision.swarm import nodes as N
+from provision.swarm.backup import (build_manifest, pick_backup_node, read_archive, retarget_payload,
                               write_archive)
-from provision.errors import EXIT_DEPLOY_FAILED, EXIT_TIMED_OUT, InputError
-from provision.quorum import Quorum, QuorumRefused, check_manager_removal, quorum_of
+from provision.base.errors import EXIT_DEPLOY_FAILED, EXIT_TIMED_OUT, InputError
+from provision.swarm.quorum import Quorum, QuorumRefused, check_manager_removal, quorum_of
 from stacks.operations import service_ops as S
+from tests.fakes.clock import FakeClock
 
 
 def node(name, role="worker", reach=None, leader=False, state="ready", avail="active", idx=1):
@@ -111,15 +113,8 @@ def task(tid, sid, nid, state="running", desired="running", err="", slot=1):
             "Status": {"State": state, "Err": err, "Timestamp": "2026-01-01T00:00:00Z"}}
 
 
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-    def sleep(self, s):
-        self.t += max(s, 0.01)
+def Clock() -> FakeClock:
+    return FakeClock(0.0, min_step=0.01)     # a poll that sleeps 0 still moves on
 
 
 SVC = {"ID": "s1", "Spec": {"Name": "st_web", "Mode": {"Replicated": {"Replicas": 2}}}}
@@ -127,10 +122,10 @@ SVC = {"ID": "s1", "Spec": {"Name": "st_web", "Mode": {"Replicated": {"Replicas"
 
 def test_find_node_by_name_or_id_prefix_and_unknown_is_input_error():
     ns = three()
-    assert N.find_node(ns, "m2")["ID"] == ns[1]["ID"]
-    assert N.find_node(ns, "w1-id")["ID"] == ns[3]["ID"]
+    assert NodeNames().find(ns, "m2")["ID"] == ns[1]["ID"]
+    assert NodeNames().find(ns, "w1-id")["ID"] == ns[3]["ID"]
     with pytest.raises(InputError, match="no such node"):
-        N.find_node(ns, "nope")
+        NodeNames().find(ns, "nope")
 
 
 def test_drain_waits_until_tasks_moved_and_reports_them():
@@ -320,13 +315,20 @@ def test_restore_address_rule():
     assert "managers cannot join" in notes[0]
 
 
-def test_recover_renders_every_kind_of_up_event():
-    from provision.progress import HostProgress, Waiting
-    from provision.restore import _say_event
-    lines = []
-    for ev in (HostProgress("m1", "engine started"), Waiting("m2 to be reachable"), Waiting("")):
-        _say_event(lines.append, ev)
-    assert lines == [f"{'m1':<22} engine started", "m2 to be reachable"]
+def test_recover_renders_every_kind_of_up_event(capsys):
+    # recover hands up's events on as they are; the runbooks' line renderer shows each kind
+    from types import SimpleNamespace
+
+    import cli
+    from provision.base.progress import HostProgress, Notice, Waiting
+    show = cli._timed_lines(SimpleNamespace(json=False))
+    for ev in (HostProgress("m1", "engine started"), Waiting("m2 to be reachable"), Waiting(""),
+               Notice("the managers lock taken"), "a lock's own line"):
+        show(ev)
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert lines == [f"{'m1':<22} engine started", "m2 to be reachable",
+                     "the managers lock taken", "a lock's own line"]
+    assert cli._timed_lines(SimpleNamespace(json=True)) is None
 
 
 class RescheduleAPI:
@@ -357,11 +359,12 @@ class RescheduleAPI:
 def test_recover_waits_for_the_services_to_be_back(monkeypatch, after, code, note):
     from types import SimpleNamespace
 
-    from provision import managers
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
     from provision.restore import RecoverResult, _wait_services_back
     api = RescheduleAPI(after)
     closed = []
-    monkeypatch.setattr(managers, "connect_manager", lambda path: SimpleNamespace(
+    monkeypatch.setattr(access, "connect", lambda path, **kw: SimpleNamespace(
         api=api, close=lambda: closed.append(1)))
     now, said, slept = [0.0], [], []
 
@@ -391,10 +394,11 @@ class ScaleAPI(FakeAPI):
 
 
 def _fake_manager(monkeypatch, api):
-    from provision import managers
-    conn = managers.ManagerConn(host=None, session=None, api=api)
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
+    conn = Manager(host=None, session=None, api=api)
     monkeypatch.setattr(conn, "close", lambda: None)
-    monkeypatch.setattr(managers, "connect_manager", lambda path, accept_new=None: conn)
+    monkeypatch.setattr(access, "connect", lambda path, **kw: conn)
 
 
 def test_scale_and_node_ls_through_the_command_line(monkeypatch, capsys, tmp_path):
@@ -419,7 +423,7 @@ def test_scale_and_node_ls_through_the_command_line(monkeypatch, capsys, tmp_pat
 
 
 def test_a_node_update_out_of_sequence_is_read_again_and_redone():
-    from provision.errors import SwarmsmithError
+    from provision.base.errors import SwarmsmithError
 
     class Racing(FakeAPI):
         """The node updates its own record once between our read and our write."""
@@ -454,13 +458,14 @@ def test_recover_wait_out_of_range_exits_2_before_anything(tmp_path, capsys, val
 
 
 def test_recover_reports_services_it_could_not_check(monkeypatch):
-    from provision import managers
-    from provision.errors import SwarmsmithError
+    from provision.engine_api import access
+    from provision.engine_api.manager import Manager
+    from provision.base.errors import SwarmsmithError
     from provision.restore import RecoverResult, _wait_services_back
 
-    def refuse(path):
+    def refuse(path, **kw):
         raise SwarmsmithError("no manager answers", host="m1")
-    monkeypatch.setattr(managers, "connect_manager", refuse)
+    monkeypatch.setattr(access, "connect", refuse)
     res = RecoverResult(changes=["m1: swarm re-formed with it as the only manager"])
     _wait_services_back("c.yml", res, lambda m: None, 120, lambda: 0.0, lambda s: None)
     assert res.exit_code == 5 and "could not be checked (m1: no manager answers)" in res.notes[-1]
@@ -549,7 +554,7 @@ def test_two_backups_with_one_name_keep_both_and_a_named_file_is_never_replaced(
 
 def test_backup_out_is_checked_before_anything(tmp_path):
     from datetime import datetime, timezone
-    from provision.backup import resolve_out
+    from provision.swarm.backup import resolve_out
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with pytest.raises(InputError, match="folder does not exist"):
         resolve_out(str(tmp_path / "missing") + "/", "c", now)
@@ -599,7 +604,7 @@ def test_a_random_payload_with_a_good_checksum_is_input_error_in_one_line(tmp_pa
 
 
 def test_quorum_is_read_again_just_before_the_stop():
-    from provision.backup import check_quorum_before_stop
+    from provision.swarm.backup import check_quorum_before_stop
 
     class Nodes:
         def __init__(self, nodes):
@@ -620,11 +625,12 @@ def test_quorum_is_read_again_just_before_the_stop():
 
 def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_another_manager(
         monkeypatch):
-    from provision import managers as M
-    from provision.errors import LockedError
-    from provision.swarm_lock import MANAGERS_LOCK, Holder
-    from tests.test_watch_fakes import FakeClock
-    from tests.test_watch_lock import FakeConfigs
+    from provision.engine_api import access
+    from provision.swarm import managers as M
+    from provision.base.errors import LockedError
+    from provision.swarm.lock import MANAGERS_LOCK, Holder
+    from tests.fakes.clock import FakeClock
+    from tests.test_watch_lock_units import FakeConfigs
     api, clock, lines = FakeConfigs(), FakeClock(1_700_000_000), []
     kw = dict(clock=clock, sleep=clock.sleep, alive=lambda pid: True)
     with M.managers_lock("c.yml", "backup", api=api, me=Holder("h", "b", 1), **kw):
@@ -641,7 +647,7 @@ def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_a
     # through another one
     class Gone(FakeConfigs):
         def remove_config(self, cid):
-            from provision.errors import SwarmsmithError
+            from provision.base.errors import SwarmsmithError
             raise SwarmsmithError("connection reset")
     gone = Gone()
 
@@ -651,10 +657,10 @@ def test_the_managers_lock_makes_a_second_runbook_wait_and_is_released_through_a
     import contextlib
 
     @contextlib.contextmanager
-    def another(path):
+    def another(path, **kw):
         yield Other
     released = []
-    monkeypatch.setattr(M, "manager_session", another)
+    monkeypatch.setattr(access, "connect", another)
     monkeypatch.setattr(Other, "api", type("A", (FakeConfigs,), {
         "remove_config": lambda self, cid: released.append(cid)})())
     with M.managers_lock("c.yml", "backup", api=gone, **kw):
@@ -682,14 +688,14 @@ class HostSession:
     (a description) that fails."""
 
     def __init__(self, fail=None, swarm_state="active"):
-        from provision.hosts import Host
+        from provision.base.hosts import Host
         self.host = Host("m1", "10.0.0.2")
         self.fail, self.ran, self.swarm_state = fail, [], swarm_state
         self.seen_key = ""
 
     def run(self, cmd, check=True, timeout=None, **_):
-        from provision.errors import RemoteCommandError
-        from provision.ssh import Result
+        from provision.base.errors import RemoteCommandError
+        from provision.remote.ssh import Result
         self.ran.append(cmd.description)
         if cmd.description == self.fail:
             if not check:
@@ -702,7 +708,7 @@ class HostSession:
 
 def test_a_restore_that_fails_on_the_host_puts_the_state_of_before_back(monkeypatch):
     from provision import restore as R
-    from provision.errors import SwarmsmithError
+    from provision.base.errors import SwarmsmithError
     monkeypatch.setattr(R, "host_swarm_facts", lambda s: {"state": "active"})
     s = HostSession(fail="re-form the swarm with this node as its only manager")
     res = R.RestoreResult("m1")
@@ -734,7 +740,7 @@ def test_restore_onto_a_node_of_a_live_swarm_is_refused_with_the_way_out():
 
     class Nodes:
         def run(self, cmd, check=True, **_):
-            from provision.ssh import Result
+            from provision.remote.ssh import Result
             return Result("", "", 1)
     import provision.restore as R
     live = lambda s, sw: ["m2", "m3"]       # noqa: E731
@@ -774,7 +780,7 @@ def test_demote_and_rm_of_a_manager_check_quorum_under_the_managers_lock():
 
 def test_recover_force_new_cluster_on_a_swarm_with_quorum_changes_nothing(monkeypatch):
     from provision import restore as R
-    from provision import dockerapi
+    from provision.engine_api import sessions as dockerapi
     looks = [None, None, Quorum(3, 3)]         # electing a leader for two looks, then healthy
     monkeypatch.setattr(R, "_quorum_now", lambda path: looks.pop(0))
     monkeypatch.setattr(dockerapi, "inventory_hosts", lambda *a: pytest.fail("re-forming"))
@@ -785,9 +791,9 @@ def test_recover_force_new_cluster_on_a_swarm_with_quorum_changes_nothing(monkey
 
 
 def test_a_manager_restarted_locked_is_unlocked_again_or_the_backup_fails():
-    from provision.backup import _unlock_again
-    from provision.errors import SwarmsmithError
-    from provision.ssh import Result
+    from provision.swarm.backup import _unlock_again
+    from provision.base.errors import SwarmsmithError
+    from provision.remote.ssh import Result
 
     class S:
         host = type("H", (), {"name": "m2"})
@@ -815,7 +821,7 @@ def test_a_manager_restarted_locked_is_unlocked_again_or_the_backup_fails():
 
 def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monkeypatch):
     from provision import restore as R
-    from provision.hosts import Host
+    from provision.base.hosts import Host
 
     class Acc:
         def _cached_hosts(self, role):
@@ -830,8 +836,8 @@ def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monk
              "m2": {"state": "active", "is_manager": True, "cluster_id": "sw"},
              "m3": {"state": "inactive"},
              "w1": {"state": "active", "is_manager": False, "cluster_id": "sw"}}
-    import provision.access
-    monkeypatch.setattr(provision.access, "access", lambda path: Acc())
+    import provision.engine_api.access
+    monkeypatch.setattr(provision.engine_api.access, "access", lambda path: Acc())
     monkeypatch.setattr(R, "host_swarm_facts", lambda s: facts[s.host.name])
     with pytest.raises(InputError, match="still runs on m2: .*leave --force` on m2\\)"):
         R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})
@@ -841,3 +847,26 @@ def test_restore_is_refused_while_managers_of_the_backed_up_swarm_still_run(monk
     facts["m2"]["state"] = "inactive"
     R.refuse_live_peers("c.yml", "m1", {"swarm_id": "sw"})      # the target alone
     R.refuse_live_peers("c.yml", "m1", {"swarm_id": "another"})
+
+
+# --- the day-two operations through the library API -------------------------------------------
+
+def test_the_library_api_drains_a_node_and_reports_through_events(monkeypatch, tmp_path):
+    from provision.base.progress import Notice
+    from stacks import api
+    fake = FakeAPI(three() + [node("w1")])
+    _fake_manager(monkeypatch, fake)
+    events = []
+    res = api.drain("w1", api.DrainOptions(timeout=5, poll=0), cluster_file="c.yml",
+                    on_progress=events.append)
+    assert isinstance(res, api.DrainResult) and res.changes == ["w1: availability active -> drain"]
+    assert fake.updates[-1][1]["Availability"] == "drain"
+    assert res.to_dict()["changes"] == res.changes
+    assert all(isinstance(e, Notice) for e in events)
+
+
+def test_the_library_api_checks_push_options_before_any_host(tmp_path):
+    from provision.base.errors import InputError
+    from stacks import api
+    with pytest.raises(InputError, match="not both or neither"):
+        api.push_images(api.PushOptions(), cluster_file=str(tmp_path / "none.yml"))

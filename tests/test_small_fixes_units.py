@@ -17,7 +17,7 @@ def test_killed_runs_socket_folder_is_removed_by_the_next(tmp_path):
     """SIGKILL skips atexit: the next forwarder removes folders whose owner pid is gone,
     and leaves a live run's folder alone."""
     code = ("import os, sys, time; sys.path.insert(0, %r); "
-            "from provision.dockerapi import SocketForwarder; f = SocketForwarder(None); "
+            "from provision.engine_api.sessions import SocketForwarder; f = SocketForwarder(None); "
             "print(f.dir, flush=True); time.sleep(60)" % REPO)
     env = dict(os.environ, TMPDIR=str(tmp_path))
     killed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
@@ -31,9 +31,9 @@ def test_killed_runs_socket_folder_is_removed_by_the_next(tmp_path):
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         assert os.path.isdir(dead_dir)              # atexit never ran
-        from provision.dockerapi import remove_dead_forwarder_dirs
+        from provision.engine_api.sessions import remove_dead_forwarder_dirs
         # a deep $TMPDIR cannot hold a unix socket path: the folders then go to /tmp
-        from provision.docker_socket import DIR_PREFIX
+        from provision.engine_api.transport import DIR_PREFIX
         fits = len(os.path.join(str(tmp_path), f"{DIR_PREFIX}4194304-xxxxxxxx",
                                 "docker.sock")) <= 107
         assert os.path.dirname(dead_dir) == (str(tmp_path) if fits else "/tmp")
@@ -47,7 +47,7 @@ def test_killed_runs_socket_folder_is_removed_by_the_next(tmp_path):
 def test_get_docker_script_goes_to_a_private_folder(tmp_path):
     """Run the install command with stand-ins for curl and sh: the script lands in a fresh
     0700 folder (not a fixed /tmp path), runs from there, and the folder is gone after."""
-    from provision.engine import GET_DOCKER_INSTALL
+    from provision.engine.install import GET_DOCKER_INSTALL
     assert "/tmp/get-docker.sh" not in GET_DOCKER_INSTALL
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -69,7 +69,7 @@ def test_lab_ls_json_names_the_lab(monkeypatch, capsys):
     from types import SimpleNamespace
 
     import cli
-    from provision.lab import lab as lab_mod
+    from provision.hosts.lab import lab as lab_mod
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
     class FakeLab:

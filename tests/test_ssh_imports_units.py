@@ -17,8 +17,8 @@ def _py(code: str) -> str:
 
 def test_the_ssh_stack_and_the_docker_sdk_load_without_invoke():
     out = _py("import sys\n"
-              "from provision.ssh import load_ssh_stack\n"
-              "from provision.docker_socket import load_docker_sdk\n"
+              "from provision.remote.ssh import load_ssh_stack\n"
+              "from provision.engine_api.transport import load_docker_sdk\n"
               "p = load_ssh_stack(); load_docker_sdk()\n"
               "print('invoke' in sys.modules, sys.modules.get('invoke', 0) is None,"
               " hasattr(p, 'SSHClient'))")
@@ -26,7 +26,7 @@ def test_the_ssh_stack_and_the_docker_sdk_load_without_invoke():
 
 
 def test_fabric_gives_invoke_back_to_ssh_config():
-    out = _py("from provision.ssh import load_ssh_stack, fabric_connection\n"
+    out = _py("from provision.remote.ssh import load_ssh_stack, fabric_connection\n"
               "p = load_ssh_stack(); fabric_connection()\n"
               "c = p.SSHConfig.from_text('Match exec \"true\"\\n  User bob\\n')\n"
               "print(c.lookup('h').get('user'))")

@@ -60,14 +60,16 @@ def corpus_images() -> list[str]:
 
 class Lab:
     def __init__(self, path: str):
-        from provision.dockerapi import cluster_client, inventory_hosts, manager_session
+        from provision.engine_api.access import connect
+        from provision.engine_api.sessions import inventory_hosts
         self.path = path
-        self.session = manager_session(path)
-        self.api = cluster_client(path)
+        manager = connect(path, shared=True)
+        self.session = manager.session
+        self.api = manager.api.api
         self.hosts = inventory_hosts(path)
 
     def sh(self, script: str, check: bool = True):
-        from provision.command import Command
+        from provision.remote.command import Command
         r = self.session.run(Command.shell(script), check=False, timeout=300)
         if check and r.exit_status != 0:
             raise AssertionError(f"manager: {script}\n-> {r.exit_status}\n{r.stdout}\n{r.stderr}")

@@ -69,13 +69,14 @@ class Lab:
     """The cluster file, one SSH session to the manager and one docker SDK client."""
 
     def __init__(self, path: str):
-        from provision.dockerapi import cluster_client, manager_session
+        from provision.engine_api.access import connect
         self.path = path
-        self.session = manager_session(path)
-        self.api = cluster_client(path)
+        manager = connect(path, shared=True)
+        self.session = manager.session
+        self.api = manager.api.api
 
     def sh(self, script: str, check: bool = True, stdin: bytes | None = None):
-        from provision.command import Command
+        from provision.remote.command import Command
         r = self.session.run(Command.shell(script, stdin=stdin), check=False, timeout=300)
         if check and r.exit_status != 0:
             raise AssertionError(f"manager: {script}\n-> {r.exit_status}\n{r.stdout}\n{r.stderr}")
@@ -387,7 +388,7 @@ BAD_CASES = [
     ("bad-order", GOOD + "    deploy:\n      update_config:\n        order: first\n", (),
      ("services.web.deploy.update_config.order",)),
     # start-first with a host port is not here: creating such a service is accepted (as
-    # docker stack deploy accepts it), only an update is refused (test_stacks_plan_apply.py)
+    # docker stack deploy accepts it), only an update is refused (test_stacks_plan_apply_units.py)
     ("dnsrr-ingress", GOOD + "    ports: ['48001:80']\n    deploy:\n      endpoint_mode: dnsrr\n",
      (), ("services.web.ports[0]", "dnsrr")),
     ("strict-build", GOOD + "    build: .\n", ("--strict",), ("services.web.build", "--strict")),

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from provision import facts as F
-from provision.errors import GroupError, SwarmsmithError
-from provision.hosts import Host
-from provision.ssh import Result
-from provision.swarm import ForeignSwarmError, SwarmStep
+from provision.remote import facts as F
+from provision.base.errors import GroupError, SwarmsmithError
+from provision.base.hosts import Host
+from provision.remote.ssh import Result
+from provision.swarm.step import ForeignSwarmError, SwarmStep
 
 TOKEN = "SWMTKN-1-0000000000000000000000000000000000000000000000000-aaaaaaaaaaaaaaaaaaaaaaaaa"
 

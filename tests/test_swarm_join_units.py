@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from provision.errors import SwarmsmithError
-from provision.hosts import Host
-from provision.command import Secret
-from provision.ssh import Result
-from provision.swarm import SwarmStep
+from provision.base.errors import SwarmsmithError
+from provision.base.hosts import Host
+from provision.remote.command import Secret
+from provision.remote.ssh import Result
+from provision.swarm.step import SwarmStep
+from tests.fakes.clock import FakeClock
 
 TOKEN = "SWMTKN-1-3pu6hszjas19xyp7ghgosyx9k8atbfcr8p2is99znpy26u2lkl-1awxwuwd3z9j1z3puu7rcgdbx"
 
@@ -295,7 +296,7 @@ class FollowedSession(FakeSession):
         self.states, self.reads = states, 0
 
     def run(self, cmd, check=True, timeout=300):
-        from provision import facts as F
+        from provision.remote import facts as F
         if cmd is F.SWARM_FACTS:
             state = self.states[min(self.reads, len(self.states) - 1)]
             self.reads += 1
@@ -305,15 +306,8 @@ class FollowedSession(FakeSession):
         return super().run(cmd, check, timeout)
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, s):
-        self.now += s
+def Clock() -> FakeClock:
+    return FakeClock(0.0)
 
 
 def followed_step(states, deadline=300.0):
@@ -375,7 +369,7 @@ def test_other_503s_are_still_failures():
 
 
 def test_the_pacer_halves_after_a_busy_or_slow_join_and_grows_after_quick_ones():
-    from provision.join_pacing import JoinPacer
+    from provision.swarm.join_pacing import JoinPacer
     clock = Clock()
     p = JoinPacer(ceiling=16, start=4, slow=10, clock=clock)
     with p.slot():
@@ -396,7 +390,7 @@ def test_the_pacer_halves_after_a_busy_or_slow_join_and_grows_after_quick_ones()
 def test_the_pacer_never_runs_more_joins_than_its_limit():
     import threading
     import time as t
-    from provision.join_pacing import JoinPacer
+    from provision.swarm.join_pacing import JoinPacer
     p = JoinPacer(ceiling=3, start=2)
     active, peak, lock = [0], [0], threading.Lock()
 

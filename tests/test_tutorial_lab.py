@@ -38,7 +38,7 @@ def lab(tmp_path_factory):
     try:
         up = cli("up", str(path))
         assert up.returncode == 0, up.stderr + up.stdout
-        from provision.dockerapi import inventory_hosts
+        from provision.engine_api.sessions import inventory_hosts
         yield str(path), inventory_hosts(str(path), "manager")[0].public_address
     finally:
         down = cli("down", str(path))
@@ -100,5 +100,5 @@ def test_tutorial_deploy_seed_answer_and_rolling_update_without_failures(lab):
 
 
 def _archive() -> str:
-    from provision.debian_images import build
+    from provision.images.debian import build
     return build(os.path.join(TUTORIAL, "images.yml")).archive

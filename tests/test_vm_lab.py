@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from provision.errors import UnreachableError
-from provision.lab.lab import Lab
+from provision.base.errors import UnreachableError
+from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
 from tests.lab_ssh import ssh_exec
 from tests.test_bootstrap_lab import cluster

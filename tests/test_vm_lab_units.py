@@ -8,9 +8,9 @@ import subprocess
 import pytest
 
 from inventory import clusterfile
-from provision.errors import InputError, SwarmsmithError
-from provision.lab import vmhost, vmimage, vmseed
-from provision.lab.layout import LabLayout
+from provision.base.errors import InputError, SwarmsmithError
+from provision.hosts.lab import vmhost, vmimage, vmseed
+from provision.hosts.lab.layout import LabLayout
 
 LAB = LabLayout("vmu", 7, vm=True)
 HOST = LAB.host(2, "vmu-worker-1")
@@ -174,7 +174,7 @@ def test_cluster_file_vm_keys_are_checked(lab, path, words):
 
 
 def test_cluster_file_vm_keys_reach_the_provider():
-    from provision.lab.provider import LabProvider
+    from provision.hosts.lab.provider import LabProvider
     cf = clusterfile.validate({"name": "x", "workers": 1, "lab": {
         "vm": True, "engine_preinstalled": ["x-manager-1"]}}, "c.yml")
     p = LabProvider(cf.name, cf.provider_settings)
@@ -189,7 +189,7 @@ def test_lab_up_engine_preinstalled_without_vm_is_a_flag_error():
 
 
 def test_a_bad_accel_setting_is_refused_before_anything_is_built(monkeypatch):
-    from provision.lab import lab as labmod
+    from provision.hosts.lab import lab as labmod
     monkeypatch.setenv("SWARMSMITH_VM_ACCEL", "fast")
     monkeypatch.setattr(labmod.preflight, "check", lambda vm=False: None)
     monkeypatch.setattr(labmod.vmimage, "ensure", lambda *a: pytest.fail("built"))

@@ -4,7 +4,7 @@ branch, gather the facts, ask stacks/agent/decide.py, carry the answer out, keep
 Everything goes through the code the command line uses: the cluster file's `stacks:` read by
 inventory/clusterfile.py, the compose files by load_stack, plans and rollouts by redeploy
 (under the stack lock, into the same audit history, command "agent", with the commit), the
-engine through provision/engine_api.py on the mounted socket (connect_local).
+engine through provision/engine_api/adapter.py on the mounted socket (connect_local).
 
 The agent's runs hold stack locks as host "swarmsmith-agent" with the task's container as its
 "boot": swarm runs one agent at a time, so a lock left by another agent container is a killed
@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from provision.errors import InputError, LockedError, SwarmsmithError
+from provision.base.errors import InputError, LockedError, SwarmsmithError
 from stacks.agent import decide as D
 from stacks.agent.status import public_url, read_status, utc_iso, write_status
 
@@ -67,7 +67,7 @@ class AgentConfig:
     def credentials(self):
         """Registry credentials for the deploys: the cluster file's registries as installed,
         each password read from its secret file when an image of that registry is deployed."""
-        from provision.registry_auth import Credentials
+        from provision.engine_api.registry_auth import Credentials
         return Credentials(self.registries, docker_config=os.path.join(
             self.workdir, "no-docker-config.json"))
 
@@ -154,7 +154,7 @@ def plan_changes(plan) -> tuple:
 class Agent:
     def __init__(self, cfg: AgentConfig, engine, git=None, *, clock=time.time,
                  sleep=time.sleep, say=None, holder=None, alive=None):
-        from provision.swarm_lock import Holder, pid_alive
+        from provision.swarm.lock import Holder, pid_alive
         self.cfg, self.engine = cfg, engine
         self.git = git or Git(cfg)
         self.clock, self.sleep = clock, sleep
@@ -276,7 +276,7 @@ class Agent:
         return message.replace(checkout.rstrip("/") + "/", "")
 
     def _facts(self, reason: str, loaded, now: float) -> D.StackFacts:
-        from provision.swarm_lock import SwarmLock
+        from provision.swarm.lock import SwarmLock
         lock = SwarmLock(self.engine, loaded.name, me=self.holder, alive=self.alive)
         info = lock.holder()
         state = D.LOCK_FREE
@@ -335,7 +335,7 @@ class Agent:
         return StackOutcome(d.action, "unchanged")
 
     def _deploy(self, reason, commit, name, d: D.StackDecision, loaded) -> StackOutcome:
-        from provision.progress import Notice
+        from provision.base.progress import Notice
         from stacks.operations.audit import audit_record, keep_record
         from stacks.operations.redeploy import redeploy_stack
         notes: list[str] = []

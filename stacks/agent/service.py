@@ -1,7 +1,7 @@
 """`swarmsmith agent install | status | remove`: the agent as a service of the swarm.
 
 install: read the cluster file's `agent:` (bad input: exit 2 before anything else), build the
-agent's image (provision/agent_image.py, cached) and push it to the managers over SSH (no
+agent's image (provision/images/agent.py, cached) and push it to the managers over SSH (no
 registry), then converge, in this order: the deploy key as a swarm secret and the git server's
 host keys as a config (names carry a keyed hash of the contents, as stack secrets do, so a new
 key is a new secret and the old one goes once the service no longer uses it), then the service
@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from provision.errors import InputError, SwarmsmithError
+from provision.base.errors import InputError, SwarmsmithError
 
 SERVICE = "swarmsmith-agent"
 L_AGENT = "com.swarmsmith.agent"
@@ -37,13 +37,13 @@ class AgentResult:
     status: dict | None = None          # status: the agent's last reconcile
     exit_code = 0
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {"changes": self.changes, "image": self.image, "service": self.service,
                 "status": self.status}
 
 
 def agent_settings(cluster_path: str):
-    from provision.clusters import load_cluster
+    from provision.base.clusters import load_cluster
     cluster = load_cluster(cluster_path)
     if cluster.agent is None:
         raise InputError("no agent: section (repo, branch, path, interval, deploy_key) to "
@@ -62,7 +62,7 @@ def _read(path: str, key: str, cluster_path: str) -> bytes:
 
 def registry_credentials(cluster_path: str) -> dict:
     """The cluster file's `registries:` with their passwords read (host -> Credential)."""
-    from provision.registry_auth import Credentials
+    from provision.engine_api.registry_auth import Credentials
     creds = Credentials.for_cluster(cluster_path)
     return {host: creds.lookup(host) for host in sorted(creds.registries)}
 
@@ -142,7 +142,7 @@ def find_service(engine) -> dict | None:
 def converge(engine, settings, image: str, deploy_key: bytes | None,
              known_hosts: bytes | None, registries: dict | None = None) -> list:
     """Secrets, config and service as `settings` want them; the changes made. `registries`:
-    host -> provision.registry_auth.Credential (its password becomes a secret)."""
+    host -> provision.engine_api.registry_auth.Credential (its password becomes a secret)."""
     changes: list = []
     secret = config = None
     reg_secrets = {}
@@ -218,7 +218,7 @@ class Prepared:
 
 
 def prepare(cluster_path: str | None) -> Prepared:
-    from provision.clusters import find_cluster_file
+    from provision.base.clusters import find_cluster_file
     path = find_cluster_file(cluster_path)
     settings = agent_settings(path)
     key = _read(settings.deploy_key, "agent.deploy_key", path) if settings.deploy_key else None
@@ -233,12 +233,12 @@ def install(cluster_path: str | None, *, engine=None, say=None, build=None, push
     say = say or (lambda _m: None)
     p = prepared or prepare(cluster_path)
     if build is None:
-        from provision.agent_image import build_agent_image
+        from provision.images.agent import build_agent_image
         build = build_agent_image
-    image = build(progress=say)
+    image = build(on_progress=lambda event: say(event.message))
     say(f"agent image {image.tag}" + (" (from the cache)" if image.built.cached else ""))
     if push is None:
-        from provision.image_push import push_to_cluster
+        from provision.images.push import push_to_cluster
 
         def push(archive):
             return push_to_cluster(p.path, archive=archive, nodes=["managers"],
@@ -246,8 +246,8 @@ def install(cluster_path: str | None, *, engine=None, say=None, build=None, push
     result = AgentResult(image=image.tag)
     result.changes += push(image.built.archive)
     if engine is None:
-        from provision.engine_api import connect
-        engine = connect(p.path)
+        from provision.engine_api.access import connect
+        engine = connect(p.path, shared=True).api
     result.changes += converge(engine, p.settings, image.tag, p.deploy_key, p.known_hosts,
                                p.registries)
     if wait:
@@ -261,8 +261,8 @@ def install(cluster_path: str | None, *, engine=None, say=None, build=None, push
 def status(cluster_path: str | None, *, engine=None) -> AgentResult:
     from stacks.agent.status import read_status
     if engine is None:
-        from provision.engine_api import connect
-        engine = connect(cluster_path)
+        from provision.engine_api.access import connect
+        engine = connect(cluster_path, shared=True).api
     result = AgentResult()
     live = find_service(engine)
     if live is not None:
@@ -290,8 +290,8 @@ def remove(cluster_path: str | None, *, engine=None, clock=time.monotonic,
            sleep=time.sleep) -> AgentResult:
     from stacks.agent.status import remove_statuses
     if engine is None:
-        from provision.engine_api import connect
-        engine = connect(cluster_path)
+        from provision.engine_api.access import connect
+        engine = connect(cluster_path, shared=True).api
     result = AgentResult()
     live = find_service(engine)
     if live is not None:

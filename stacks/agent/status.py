@@ -11,7 +11,7 @@ import os
 import re
 from datetime import datetime, timezone
 
-from provision.engine_api import as_engine
+from provision.engine_api.adapter import as_engine
 
 STATUS_PREFIX = "swarmsmith-agent-status-"
 L_STATUS = "com.swarmsmith.agent.status"

@@ -11,7 +11,7 @@ import re
 from stacks.compose.envfiles import parse_kvfile, read_text
 from stacks.compose.problems import Problems
 from stacks.compose.values import split_command
-from provision.errors import InputError
+from provision.base.errors import InputError
 
 
 def go_sprint(v) -> str:

@@ -184,10 +184,6 @@ def config_document(compose: Compose) -> dict:
     return out
 
 
-def render_config(compose: Compose) -> str:
-    return dump_like_go(config_document(compose))
-
-
 @dataclass
 class ConfigOptions:
     env_file: str | None = None     # ${VAR} values (default: .env beside the first file)
@@ -205,7 +201,7 @@ class ConfigResult:
         """The YAML `docker stack config` would print."""
         return dump_like_go(self.document)
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {"config": self.document, "warnings": self.warnings}
 
 

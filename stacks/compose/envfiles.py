@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from provision.errors import InputError
+from provision.base.errors import InputError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from provision.errors import InputError
+from provision.base.errors import InputError
 from stacks.compose import schema
 from stacks.compose.canonical import Canon
 from stacks.compose.envfiles import parse_dotenv, read_text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from provision.errors import InputError
+from provision.base.errors import InputError
 from stacks.compose.yaml_source import Path, format_path
 
 

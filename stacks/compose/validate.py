@@ -27,7 +27,7 @@ VERSION_SUFFIX_LEN = 11  # "-" + 10 hex digits, see convert.versioned_name
 
 
 def validate_stack_name(stack: str) -> None:
-    from provision.errors import InputError
+    from provision.base.errors import InputError
     if not stack or not STACK_NAME.match(stack):
         raise InputError(f"invalid stack name {stack!r}: use letters, digits, '_', '.', '-', "
                          "starting with a letter or digit")

@@ -12,7 +12,7 @@ import re
 
 import yaml
 
-from provision.errors import InputError
+from provision.base.errors import InputError
 from inventory.yaml_keys import refuse_duplicate_keys
 
 Path = tuple  # ("services", "web", "ports", 0)

@@ -31,14 +31,14 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from provision.facts import socket_or
+from provision.remote import docker_cli
+from provision.remote.facts import socket_or
 from stacks.images.references import familiar_image, parse_image
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(==|!=)\s*(.*?)\s*$")
 # the engine's own listing through its socket (JSON) where the host has curl, else the CLI's
 # lines: a `docker` process costs the host ~20 ms of CPU
-LIST_IMAGES = socket_or("/images/json",
-                        "docker image ls --digests --format '{{.Repository}}|{{.Tag}}|{{.Digest}}'")
+LIST_IMAGES = socket_or("/images/json", docker_cli.IMAGES_WITH_DIGESTS)
 
 
 @dataclass
@@ -219,8 +219,8 @@ def registry_problems(compose, desired, plan, engine) -> tuple[list, list]:
     daemon for the image's digest with the credentials swarmsmith will send. A refusal is a
     problem naming the registry and how to provide credentials (nodes would fail to pull
     for the same reason); any other failure is only a warning (the check cannot vouch)."""
-    from provision.errors import InputError
-    from provision.engine_api import RegistryAccessError
+    from provision.base.errors import InputError
+    from provision.engine_api.adapter import RegistryAccessError
     from stacks.plan_apply.plan import CREATE, UPDATE
     creds = getattr(engine, "credentials", None)
     if creds is None or not hasattr(engine, "distribution_digest"):
@@ -262,9 +262,9 @@ def ssh_lister(cluster_path: str, local=None) -> Lister:
     hostname, then by address. `local`: the EngineAPI the deploy talks to; its own node is
     asked through it, with no second SSH connection to that manager."""
     def run(nodes: list) -> dict:
-        from provision.command import Command
-        from provision.dockerapi import inventory_hosts, session_for
-        from provision.parallel import each
+        from provision.remote.command import Command
+        from provision.engine_api.sessions import inventory_hosts, session_for
+        from provision.remote.parallel import each
         hosts = inventory_hosts(cluster_path)
         by_node = {}
         for n in nodes:

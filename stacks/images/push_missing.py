@@ -1,16 +1,16 @@
 """`deploy --push-images [--push-from SOURCE]` (or the cluster file's `images: {push_missing: true}`):
 images the plan's image check finds missing on nodes are pushed there over SSH
-(provision/image_push.py) and the deploy plans again, instead of stopping.
+(provision/images/push.py) and the deploy plans again, instead of stopping.
 
 SOURCE: by default the local engine (DOCKER_HOST); else a `docker save` archive or an image file
-(provision/debian_images.py: built, or taken from the cache).
+(provision/images/debian.py: built, or taken from the cache).
 """
 from __future__ import annotations
 
 import os
 from typing import Callable
 
-from provision.errors import InputError
+from provision.base.errors import InputError
 
 LOCAL_ENGINE = "local"
 
@@ -23,7 +23,7 @@ def source_of(push_from: str | None, push_images: bool, cluster_path: str | None
         return LOCAL_ENGINE
     if not cluster_path or not os.path.isfile(cluster_path):
         return None          # an engine handed in by a caller: no cluster file to ask
-    from provision.clusters import load_cluster
+    from provision.base.clusters import load_cluster
     return LOCAL_ENGINE if load_cluster(cluster_path).push_missing_images else None
 
 
@@ -34,20 +34,20 @@ def check_source(source: str | None) -> None:
 
 
 def push_missing(missing: dict, source: str, cluster_path: str, *,
-                 say: Callable[[str], None] | None = None, progress=None) -> list[str]:
+                 say: Callable[[str], None] | None = None, on_progress=None) -> list[str]:
     """Push the images of `missing` ({image: {hostname}}) to those nodes; returns changes.
-    `say(line)` gets what is being done, `progress` the per-node byte counts
-    (provision/image_push.py Progress); both optional."""
-    from provision.dockerapi import inventory_hosts, session_for
-    from provision.image_archive import read_images
-    from provision.image_push import push_archive
+    `say(line)` gets what is being done, `on_progress` the per-node byte counts
+    (TransferProgress events); both optional."""
+    from provision.engine_api.sessions import inventory_hosts, session_for
+    from provision.images.archive import read_images
+    from provision.images.push import push_archive
 
     images = sorted(missing)
     say = say or (lambda _m: None)
     saved, cached = None, False
     try:
         if source == LOCAL_ENGINE:
-            from provision.local_engine import NoLocalEngineError, save
+            from provision.images.local_engine import NoLocalEngineError, save
             say(f"saving {' '.join(images)} from the local engine")
             try:
                 archive = saved = save(images)
@@ -60,8 +60,8 @@ def push_missing(missing: dict, source: str, cluster_path: str, *,
                 e.args = (e.message,)
                 raise
         elif source.endswith((".yml", ".yaml")):
-            from provision.debian_images import build
-            archive = build(source, progress=say).archive
+            from provision.images.debian import build
+            archive = build(source, on_progress=lambda event: say(event.message)).archive
             cached = True
         else:
             archive = source
@@ -71,7 +71,7 @@ def push_missing(missing: dict, source: str, cluster_path: str, *,
             raise InputError(f"{', '.join(lacking)} not in it (it has: "
                              f"{', '.join(sorted(have)) or 'no tagged image'})",
                              file=archive, path="--push-from")
-        from provision.node_names import for_cluster
+        from provision.engine_api.access import for_cluster
         all_hosts = inventory_hosts(cluster_path)
         names = for_cluster(cluster_path)
         hostnames = set().union(*missing.values())
@@ -82,7 +82,7 @@ def push_missing(missing: dict, source: str, cluster_path: str, *,
             raise InputError(f"nodes {', '.join(sorted(wanted))} are not in the inventory",
                              path="--push-images")
         say(f"pushing {', '.join(images)} to {', '.join(h.name for h in hosts)}")
-        result = push_archive(archive, hosts, session_for, progress=progress,
+        result = push_archive(archive, hosts, session_for, on_progress=on_progress,
                               keep_compressed=cached)
         return result.changes
     finally:

@@ -1,6 +1,6 @@
 """Image references: registry, repository, tag, digest (what `redeploy` pins).
 
-Digests themselves come from the manager's daemon (provision/engine_api.py
+Digests themselves come from the manager's daemon (provision/engine_api/adapter.py
 distribution_digest), which talks to the registry with the deploy's
 credentials and its own insecure-registries list.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provision.errors import SwarmsmithError
+from provision.base.errors import SwarmsmithError
 
 DOCKER_HUB = "docker.io"
 

@@ -15,7 +15,7 @@ import os
 import stat
 from datetime import datetime, timezone
 
-from provision.engine_api import as_engine
+from provision.engine_api.adapter import as_engine
 
 SECRET_HINTS = ("password", "passwd", "secret", "token", "auth", "credential", "apikey",
                 "api_key", "private_key")
@@ -43,7 +43,7 @@ def scrub(value, key: str = ""):
 
 def audit_record(command: str, stack: str, report=None, **extra) -> dict:
     """A record from a run: command, stack, who, outcome per service, exit code."""
-    from provision.swarm_lock import default_owner
+    from provision.swarm.lock import default_owner
 
     import socket
     rec = {"ts": _utc_now(), "command": command, "stack": stack, "by": default_owner(),
@@ -78,16 +78,6 @@ def append_audit(path, record: dict) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
-
-
-def read_audit(path, limit: int | None = None) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = [ln for ln in fh if ln.strip()]
-    except FileNotFoundError:
-        return []
-    lines = lines[-limit:] if limit else lines
-    return [json.loads(ln) for ln in lines]
 
 
 def append_audit_swarm(api, stack: str, record: dict, keep: int = KEEP) -> str:

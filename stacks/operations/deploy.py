@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from provision.engine_api import EngineAPI, connect
-from provision.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, SwarmsmithError
+from provision.engine_api.access import connect
+from provision.engine_api.adapter import EngineAPI
+from provision.base.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, SwarmsmithError
 from stacks.compose.loader import Compose
 from stacks.events import (ImagePush, Notice, OperationWarning, PlanReady, ProgressCallback,
-                           StepDone, TransferProgress, UnsettledService, WatchFinished,
+                           StepDone, UnsettledService, WatchFinished,
                            WatchProgress, WatchStarted, emit)
 from stacks.plan_apply.apply import ApplyResult, apply, refuse_problems, rm_plan
 from stacks.plan_apply.plan import CREATE, UNCHANGED, UPDATE, Plan, make_plan
@@ -76,7 +77,7 @@ class PlanResult:
     def exit_code(self) -> int:
         return EXIT_BAD_INPUT if self.plan.problems else EXIT_OK
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return self.plan.to_dict()
 
 
@@ -102,7 +103,7 @@ class DeployResult:
             return {}
         return {s.name: str(s.outcome) if s.outcome else None for s in self.watch.services}
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         out = {"plan": self.plan.to_dict(), "applied": self.applied.to_dict(),
                "watch": self.watch.to_dict() if self.watch is not None else None}
         if self.images is not None:
@@ -118,7 +119,7 @@ class RmResult:
 
     exit_code = EXIT_OK
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return self.applied.to_dict()
 
 
@@ -158,7 +159,7 @@ def make_stack_plan(loaded: LoadedStack, engine: EngineAPI, options: StackOption
     from stacks.specs.convert import convert
     from stacks.specs.update_defaults import apply_update_defaults
 
-    from provision.engine_api import schedulable
+    from provision.engine_api.adapter import schedulable
     nodes = engine.nodes()         # once: the deadlock check counts them, the image check asks them
     node_count = schedulable(nodes)
     desired = convert(loaded.compose, loaded.name, versioned_objects=loaded.versioned_names,
@@ -188,7 +189,8 @@ def plan_stack(stack, compose_files=(), options: StackOptions | None = None, *,
     """What a deploy would change; changes nothing. Problems are in the result (exit 2)."""
     options = options or StackOptions()
     loaded = _loaded(stack, compose_files, options)
-    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    engine = engine or connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                               shared=True).api
     return PlanResult(loaded.name, make_stack_plan(loaded, engine, options, adjust))
 
 
@@ -206,11 +208,12 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
     converged, rolled back, failed or timed out. Raises InputError (after PlanReady) when
     the plan has problems; nothing is changed then."""
     from stacks.images import push_missing as pm
-    from provision.swarm_lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     options = options or DeployOptions()
     loaded = _loaded(stack, compose_files, options)    # bad files never open a connection
     pm.check_source(options.push_from)
-    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    engine = engine or connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                               shared=True).api
     name = loaded.name
 
     def record(result, **fields):
@@ -230,7 +233,7 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
             if source and path:   # push what the image check found missing, then plan again
                 pm.push_missing(plan.missing_images, source, path,
                                 say=lambda m: emit(on_progress, ImagePush(m)),
-                                progress=lambda *a: emit(on_progress, TransferProgress(*a)))
+                                on_progress=on_progress)
                 plan = make_stack_plan(loaded, engine, options, adjust)
         emit(on_progress, PlanReady(plan))
         refuse_problems(plan)     # bad input changes nothing, not even the audit history
@@ -252,7 +255,7 @@ def deploy_stack(stack, compose_files=(), options: DeployOptions | None = None, 
 
 
 def _cluster_path_if_any(cluster_file: str | None) -> str | None:
-    from provision.clusters import find_cluster_file
+    from provision.base.clusters import find_cluster_file
     try:
         return find_cluster_file(cluster_file)
     except SwarmsmithError:
@@ -301,7 +304,7 @@ def audit_run(cluster_file: str | None, command: str, stack: str, report, extra:
     "start" before applying and one with phase "end" after, each with exit_code and seconds
     (null and 0 at the start), so an interrupted run is visible too. Kept in the swarm (the
     history every machine shares) and in the local audit.jsonl when the state folder exists."""
-    from provision.clusters import state_path_if_any
+    from provision.base.clusters import state_path_if_any
     from stacks.operations.audit import audit_record, keep_record, live_images
 
     def warn(message: str) -> None:
@@ -347,7 +350,8 @@ def rm_stack(stack: str, options: RmOptions | None = None, *,
     from stacks.compose.validate import validate_stack_name
     options = options or RmOptions()
     validate_stack_name(stack)
-    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    engine = engine or connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                               shared=True).api
     plan = rm_plan(engine.current(), stack)
     if not plan.actions:
         return RmResult(stack)

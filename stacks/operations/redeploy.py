@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provision.errors import SwarmsmithError
+from provision.base.errors import SwarmsmithError
 from stacks.events import ImageResolved, ProgressCallback, emit
 from stacks.images.registry import RegistryError, parse_reference
 from stacks.operations.deploy import (DeployOptions, DeployResult, PlanResult, deploy_stack,
@@ -54,7 +54,7 @@ class ImagePinner:
         return None
 
     def bind(self, engine) -> None:
-        """Resolve through the manager's daemon (provision/engine_api.py distribution_digest)."""
+        """Resolve through the manager's daemon (provision/engine_api/adapter.py distribution_digest)."""
         if self.resolve is None:
             self.resolve = lambda ref: engine.distribution_digest(f"{ref.name()}:{ref.tag}")
 

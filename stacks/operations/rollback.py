@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from provision.errors import EXIT_OK, InputError
+from provision.base.errors import EXIT_OK, InputError
 from stacks.events import ProgressCallback, WatchFinished, WatchProgress, WatchStarted, emit
 from stacks.watch.outcomes import WatchReport
 from stacks.watch.watcher import _short, stack_services, watch_services
@@ -29,7 +29,7 @@ class RollbackResult:
     def exit_code(self) -> int:
         return self.report.exit_code if self.report else EXIT_OK
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         return {"requested": self.requested, "skipped": self.skipped,
                 "watch": self.report.to_dict() if self.report else None,
                 "exit_code": self.exit_code}
@@ -116,16 +116,17 @@ def rollback_stack(stack: str, options: RollbackOptions | None = None, *, engine
     audit line."""
     import time
 
-    from provision.engine_api import connect
+    from provision.engine_api.access import connect
     from stacks.compose.validate import validate_stack_name
     from stacks.events import Notice
     from stacks.operations.deploy import audit_run
-    from provision.swarm_lock import SwarmLock
+    from provision.swarm.lock import SwarmLock
     from stacks.watch.watcher import WatchPolicy
     options = options or RollbackOptions()
     started = time.monotonic()
     validate_stack_name(stack)
-    engine = engine or connect(options.cluster_file, options.accept_new_host_keys)
+    engine = engine or connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
+                               shared=True).api
     ttl = options.lock_ttl or max(1800, 2 * options.timeout + 300)
     with SwarmLock(engine, stack, ttl=ttl, wait=options.lock_wait,
                    notify=lambda line: emit(on_progress, Notice(line))):

@@ -2,7 +2,7 @@
 API, each line prefixed by task and node, optionally followed) and scale (watched like a deploy,
 same outcomes and exit codes, recorded on the service so the next deploy's plan shows the drift).
 
-Functions take an EngineAPI (provision/engine_api.py or a fake with its methods) and return typed
+Functions take an EngineAPI (provision/engine_api/adapter.py or a fake with its methods) and return typed
 results; nothing here prints. Output of logs goes through a callback, one line at a time.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from provision.errors import InputError
+from provision.base.errors import InputError
 from stacks.watch import task_reasons as tr
 from stacks.watch.outcomes import WatchReport
 
@@ -64,10 +64,10 @@ class TaskRow:
 def ps(api, target: str, *, all_tasks: bool = False, node_names=None) -> list[TaskRow]:
     """Tasks of a stack or service, newest first per slot. Without all_tasks: the tasks swarm
     still wants, and the latest ended one of each slot whose current task is not running (the
-    error an operator looks for). `node_names` (provision.node_names.NodeNames): a node is shown
+    error an operator looks for). `node_names` (provision.engine_api.node_names.NodeNames): a node is shown
     as `m1 (hostname)` where the cluster file names it otherwise."""
-    from provision.node_names import NodeNames
-    from provision.status import task_name
+    from provision.engine_api.node_names import NodeNames
+    from provision.swarm.status import task_name
     _, services = resolve_services(api, target)
     names = {s["ID"]: s["Spec"]["Name"] for s in services}
     listed = api.nodes()
@@ -209,7 +209,7 @@ def prefix_line(raw: str, service: str, tasks: dict, nodes: dict, api=None,
                 service_id: str = "") -> str:
     """`web.2@node-1 | message` from a details=True log line (timestamps stay in front of the
     message when asked for). A task started after the stream opened is looked up once."""
-    from provision.status import task_name
+    from provision.swarm.status import task_name
     ts = ""
     head, sep, rest = raw.partition(" ")
     if re.match(r"^\d{4}-\d\d-\d\dT", head):      # timestamps=True puts the time first
@@ -323,12 +323,12 @@ def scale_services(cluster_file: str | None, wanted: dict[str, int],
     import contextlib
 
     from inventory.clusterfile import find
-    from provision.managers import manager_session
-    from provision.swarm_lock import SwarmLock
+    from provision.engine_api.access import connect
+    from provision.swarm.lock import SwarmLock
     from stacks.events import Notice, WatchFinished, WatchProgress, WatchStarted, emit
     from stacks.watch.watcher import WatchPolicy
     opts = options or ScaleOptions()
-    with manager_session(find(cluster_file)) as m:
+    with connect(find(cluster_file)) as m:
         todo, same, stack = plan_scale(m.api, wanted)
         kwargs = {"policy": WatchPolicy(timeout=opts.timeout), "watch": opts.watch}
         # taken even when every count is already right, as deploy does: a re-run after a
@@ -357,8 +357,8 @@ def scale_services(cluster_file: str | None, wanted: dict[str, int],
 def _audit_scale(cluster_file: str | None, stack: str, res: ScaleResult, api,
                  on_progress) -> None:
     """To the swarm, and audit.jsonl when the state folder exists."""
-    from provision.clusters import state_path_if_any
-    from provision.progress import OperationWarning, emit
+    from provision.base.clusters import state_path_if_any
+    from provision.base.progress import OperationWarning, emit
     from stacks.operations.audit import audit_record, keep_record
     if not res.changed:
         return

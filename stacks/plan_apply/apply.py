@@ -16,9 +16,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
-from provision.errors import InputError, SwarmsmithError, is_not_found
+from provision.base.errors import InputError, SwarmsmithError, is_not_found
 from stacks.specs.convert import CONTENT_LABEL, STACK_LABEL, is_placeholder
-from provision.engine_api import EngineAPI
+from provision.engine_api.adapter import EngineAPI
 from stacks.plan_apply.plan import (CREATE, REMOVE, UPDATE, Action, Current, Plan,
                                     comparable_current)
 

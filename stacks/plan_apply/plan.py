@@ -1,7 +1,7 @@
 """What a deploy would change: desired specs (stacks/specs/convert.py) against the
 live ones (as the Engine API lists them), per service, network, secret and
 config: create / update (changed fields, old -> new) / unchanged / remove
-(only with prune).  Pure: no API calls here; provision/engine_api.py fetches.
+(only with prune).  Pure: no API calls here; provision/engine_api/adapter.py fetches.
 Secrets and configs `docker stack deploy` made under its names are kept while
 they hold the files' content (stacks/plan_apply/takeover.py).
 
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from provision.engine_api import Current  # noqa: F401  (the live state a plan compares with)
+from provision.engine_api.adapter import Current  # noqa: F401  (the live state a plan compares with)
 from stacks.operations.audit import SECRET_HINTS
 from stacks.specs.convert import CONTENT_LABEL, IMAGE_LABEL, STACK_LABEL, StackSpec
 from stacks.specs.normalize import effective_spec

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from provision.engine_api import as_engine
+from provision.engine_api.adapter import as_engine
 from stacks.watch.evaluate import Track, WatchPolicy, evaluate, service_mode
 from stacks.watch.outcomes import Outcome
 from stacks.watch.watcher import stack_services

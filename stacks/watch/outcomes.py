@@ -1,6 +1,6 @@
 """Typed outcomes of a stack watch, their exit codes and the JSON report.
 
-Exit codes (provision/errors.py): converged/done 0; rolled back 11 (0 when the
+Exit codes (provision/base/errors.py): converged/done 0; rolled back 11 (0 when the
 caller allows rollbacks); failed or paused 10; timed out 12.  A stack's code is
 that of its worst service, ranked failed > timed out > rolled back > ok: a
 definite failure outranks "still unknown", which outranks "safely back on the
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from provision.errors import EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_ROLLED_BACK, EXIT_TIMED_OUT
+from provision.base.errors import EXIT_DEPLOY_FAILED, EXIT_OK, EXIT_ROLLED_BACK, EXIT_TIMED_OUT
 
 
 class Outcome(str, Enum):

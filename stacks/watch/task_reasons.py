@@ -56,10 +56,6 @@ def is_unschedulable(task: dict) -> bool:
     return state(task) == "pending" and "no suitable node" in error_text(task)
 
 
-def is_missing_image(task: dict) -> bool:
-    return "No such image" in error_text(task)
-
-
 def describe(task: dict) -> str:
     """Why this task is not running, in plain words; "" when nothing is wrong."""
     st, err = state(task), error_text(task)

@@ -7,7 +7,7 @@ whatever the number of services or tasks:
     tasks({"service": [ids of services not finished yet]})
     nodes()            only while a global service or job is being watched
 
-through provision/engine_api.py's EngineAPI (`api` is one, or a client it wraps).  Clock and sleep
+through provision/engine_api/adapter.py's EngineAPI (`api` is one, or a client it wraps).  Clock and sleep
 are injectable; polls back off from `poll_min` to `poll_max` while nothing
 changes and never sleep past the deadline.  Decisions per service live in
 stacks/watch/evaluate.py, outcomes and exit codes in stacks/watch/outcomes.py.
@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Callable, Iterable, Mapping
 
-from provision.engine_api import as_engine
-from provision.errors import SwarmsmithError
+from provision.engine_api.adapter import as_engine
+from provision.base.errors import SwarmsmithError
 from stacks.watch import task_reasons as tr
 from stacks.watch.outcomes import Outcome, ServiceReport, WatchReport, elapsed
 from stacks.watch.evaluate import IN_PROGRESS, Track, WatchPolicy, evaluate, service_mode
@@ -28,7 +28,8 @@ STACK_LABEL = "com.docker.stack.namespace"
 
 # (service dict, task id, number of lines) -> last log lines of that task
 LogFetcher = Callable[[dict, str, int], list]
-ProgressCallback = Callable[[WatchReport], None]
+# what the watch hands each poll: the whole report (stacks/events.py wraps it in WatchProgress)
+ReportCallback = Callable[[WatchReport], None]
 
 __all__ = ["WatchPolicy", "watch_stack", "watch_services",
            "api_log_fetcher", "stack_services", "STACK_LABEL"]
@@ -58,7 +59,7 @@ def watch_stack(api, stack: str, *, services: Iterable[str] | None = None,
                 policy: WatchPolicy | None = None, allow_rollback: bool = False,
                 baseline: Mapping[str, int] | None = None,
                 timeouts: Mapping[str, float] | None = None,
-                on_progress: ProgressCallback | None = None,
+                on_progress: ReportCallback | None = None,
                 log_fetcher: LogFetcher | None = None,
                 clock: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep) -> WatchReport:
@@ -79,7 +80,7 @@ def watch_services(api, service_ids: list[str], *, stack: str = "",
                    policy: WatchPolicy | None = None, allow_rollback: bool = False,
                    baseline: Mapping[str, int] | None = None,
                    timeouts: Mapping[str, float] | None = None,
-                   on_progress: ProgressCallback | None = None,
+                   on_progress: ReportCallback | None = None,
                    log_fetcher: LogFetcher | None = None,
                    clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> WatchReport:

@@ -1,27 +1,9 @@
-"""Helpers shared by tests/test_do_*.py: a fake clock, an SSH key pair on disk, a provider factory."""
+"""Helpers shared by tests/test_do_*.py: an SSH key pair on disk, a provider factory (the clock
+is tests/fakes/clock.py's)."""
 from __future__ import annotations
 
 import base64
 import os
-import threading
-
-
-class FakeTime:
-    """clock() and sleep() for code under test and the emulator alike; sleep advances the clock."""
-
-    def __init__(self, start: float = 1000.0):
-        self.now = start
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += max(0.0, seconds)
 
 
 def write_public_key(directory, name: str = "id_ed25519", comment: str = "me@laptop",
