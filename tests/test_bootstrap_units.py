@@ -98,7 +98,7 @@ def test_plan_no_change(present, desired, want):
 @pytest.mark.parametrize("systemd,initscript,manager,restart_word", [
     (True, True, "systemd", "systemctl restart docker"),
     (False, True, "init script", "/etc/init.d/docker restart"),
-    (False, False, "dockerd directly", "kill $(cat /var/run/docker.pid)"),
+    (False, False, "dockerd directly", 'kill "$p"'),
 ])
 def test_plan_daemon_json_differs_restarts_running_engine(systemd, initscript, manager,
                                                           restart_word):
