@@ -684,7 +684,7 @@ def cmd_unlock(args) -> int:
 
 def cmd_audit(args) -> int:
     from provision.engine_api.access import connect
-    from stacks.operations.audit import parse_since, read_audit_swarm
+    from stacks.operations.audit import audit_table, parse_since, read_audit_swarm
     since = None
     if args.since:
         try:
@@ -703,16 +703,7 @@ def cmd_audit(args) -> int:
         print("no audit records" + (f" for stack {args.stack}" if args.stack else "")
               + (f" since {since}" if since else ""))
         return 0
-    print(f"{'TIME (UTC)':<20} {'STACK':<14} {'COMMAND':<9} {'PHASE':<6} {'EXIT':>4} {'SECS':>7} "
-          f"{'CHANGES':>7}  BY")
-    for r in records:
-        changes = r.get("changes", r.get("requested", []))
-        code = r.get("exit_code")
-        print(f"{str(r.get('ts', ''))[:19].replace('T', ' '):<20} {str(r.get('stack', '')):<14} "
-              f"{str(r.get('command', '')):<9} {str(r.get('phase', '-')):<6} "
-              f"{'-' if code is None else code:>4} "
-              f"{str(r.get('seconds', '-')):>7} {len(changes or []):>7}  "
-              f"{r.get('by', '?')} from {r.get('from', '?')}")
+    print("\n".join(audit_table(records)))
     return 0
 
 
