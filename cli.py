@@ -956,7 +956,8 @@ def agent_status_lines(result) -> list[str]:
     else:
         lines = [f"agent: {svc['task_state'] or 'no task'} ({svc['image']}), following "
                  f"{svc['repo']} branch {svc['branch']} every {svc['interval']} s, drift "
-                 f"{'corrected' if svc['correct_drift'] else 'reported'}"
+                 f"{'corrected' if svc['correct_drift'] else 'reported'}, stacks taken out of "
+                 f"the file {'removed' if svc.get('prune') else 'reported'}"
                  + (f", {svc['restarts']} restarts" if svc["restarts"] else "")]
         if svc.get("task_error"):
             lines.append(f"  task error: {svc['task_error']}")
