@@ -678,6 +678,16 @@ def test_up_with_an_agent_whose_password_cannot_be_read_stops_before_any_host(tm
     assert json.loads(listed.stdout or "[]") in ([], {"hosts": []}), listed.stdout
 
 
+def test_the_agent_image_carries_swarmsmiths_code_from_the_repository_top():
+    from provision.images.agent import HOME, code_files
+    files = code_files()
+    assert all(os.path.isfile(src) for src in files)
+    targets = set(files.values())
+    for module in ("cli.py", "stacks/agent/loop.py", "provision/images/agent.py",
+                   "inventory/clusterfile.py"):
+        assert f"{HOME}/{module}" in targets, module
+
+
 def test_old_agent_images_leave_the_cache_keeping_the_current_and_the_one_before(tmp_path):
     from provision.images.agent import ARCHIVE_PREFIX, prune
     paths = []
