@@ -24,7 +24,7 @@ EXIT_CODES_HELP = """exit codes:
      swarm's cluster record disagrees with the cluster file on a host's address or key
   4  another run holds the lock (swarmsmith unlock STACK removes a dead run's, or
      one whose labels cannot be read), or the cluster's managers lock (backup,
-     restore, recover, engine upgrade, node demote/rm)
+     restore, recover, engine upgrade, node demote/rm; swarmsmith unlock --managers)
   5  status: degraded (a node down, quorum lost, a service short of replicas);
      refused because quorum, the last manager or a service's room would be lost
      (engine upgrade, node demote/rm/promote, backup); nothing changed
@@ -667,24 +667,30 @@ def cmd_rollback(args) -> int:
 
 def cmd_unlock(args) -> int:
     from stacks import api
-    result = api.unlock(args.stack, api.UnlockOptions(
-        cluster_file=args.cluster, accept_new_host_keys=args.accept_new_host_keys,
-        force=args.force))
+    if bool(args.stack) == args.managers:
+        raise _flag_error("STACK", "name a stack, or --managers for the cluster's managers lock"
+                          if not args.stack else "give either a stack or --managers, not both")
+    options = api.UnlockOptions(cluster_file=args.cluster,
+                                accept_new_host_keys=args.accept_new_host_keys, force=args.force)
+    if args.managers:
+        result, which = api.unlock_managers(options), "the cluster's managers"
+    else:
+        result, which = api.unlock(args.stack, options), f"stack {args.stack}"
     if args.json:
         _print_json(result.to_dict())
     elif result.holder is None:
-        print(f"stack {args.stack}: not locked")
+        print(f"{which}: not locked")
     else:
         where = {"dead": "a run on this host that is gone", "alive": "a RUNNING process on "
                  "this host (--force)", "elsewhere": "a run on another host"}
-        print(f"stack {args.stack}: removed the lock {result.holder.describe(time.time())}; "
+        print(f"{which}: removed the lock {result.holder.describe(time.time())}; "
               f"it was {where[result.holder_state]}")
     return result.exit_code
 
 
 def cmd_audit(args) -> int:
     from provision.engine_api.access import connect
-    from stacks.operations.audit import parse_since, read_audit_swarm
+    from stacks.operations.audit import audit_table, parse_since, read_audit_swarm
     since = None
     if args.since:
         try:
@@ -703,16 +709,7 @@ def cmd_audit(args) -> int:
         print("no audit records" + (f" for stack {args.stack}" if args.stack else "")
               + (f" since {since}" if since else ""))
         return 0
-    print(f"{'TIME (UTC)':<20} {'STACK':<14} {'COMMAND':<9} {'PHASE':<6} {'EXIT':>4} {'SECS':>7} "
-          f"{'CHANGES':>7}  BY")
-    for r in records:
-        changes = r.get("changes", r.get("requested", []))
-        code = r.get("exit_code")
-        print(f"{str(r.get('ts', ''))[:19].replace('T', ' '):<20} {str(r.get('stack', '')):<14} "
-              f"{str(r.get('command', '')):<9} {str(r.get('phase', '-')):<6} "
-              f"{'-' if code is None else code:>4} "
-              f"{str(r.get('seconds', '-')):>7} {len(changes or []):>7}  "
-              f"{r.get('by', '?')} from {r.get('from', '?')}")
+    print("\n".join(audit_table(records)))
     return 0
 
 
@@ -761,12 +758,16 @@ def add_stack_commands(subparsers) -> None:
                         "manager's daemon, which uses its own insecure-registries list")
     p.set_defaults(func=cmd_redeploy)
 
-    p = _cluster_parser(subparsers, "unlock", help="show who holds a stack's lock and remove it "
-                              "(after a run that was killed)")
+    p = _cluster_parser(subparsers, "unlock", help="show who holds a stack's lock (or the "
+                              "cluster's managers lock) and remove it (after a run that was killed)")
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.add_argument("--force", action="store_true",
                    help="remove it even when its holder is a process still running here")
-    p.add_argument("stack", metavar="STACK", help="stack whose lock to show and remove")
+    p.add_argument("--managers", action="store_true",
+                   help="the cluster's managers lock (held by backup, restore, recover, engine "
+                        "upgrade, node demote/rm) instead of a stack's")
+    p.add_argument("stack", metavar="STACK", nargs="?", default=None,
+                   help="stack whose lock to show and remove")
     p.set_defaults(func=cmd_unlock)
 
     p = _cluster_parser(subparsers, "rollback", help="roll services of a stack back to their "
@@ -955,7 +956,8 @@ def agent_status_lines(result) -> list[str]:
     else:
         lines = [f"agent: {svc['task_state'] or 'no task'} ({svc['image']}), following "
                  f"{svc['repo']} branch {svc['branch']} every {svc['interval']} s, drift "
-                 f"{'corrected' if svc['correct_drift'] else 'reported'}"
+                 f"{'corrected' if svc['correct_drift'] else 'reported'}, stacks taken out of "
+                 f"the file {'removed' if svc.get('prune') else 'reported'}"
                  + (f", {svc['restarts']} restarts" if svc["restarts"] else "")]
         if svc.get("task_error"):
             lines.append(f"  task error: {svc['task_error']}")

@@ -17,7 +17,7 @@ connection is opened; every error names the file and the key path (exit 2).
     lab: {vm: true, engine_preinstalled: false|true|[<host>, ...]}   # QEMU VMs (docs/lab.md)
     static: {hosts: [{name, address, private_address, role, port, user, key, host_key}]}
     agent: {repo: URL, branch: main, path: ., interval: 60, deploy_key: FILE,
-            known_hosts: FILE, correct_drift: false}     # see docs/scheduled-redeploys.md
+            known_hosts: FILE, correct_drift: false, prune: false}   # docs/scheduled-redeploys.md
     digitalocean: {region, size, image, ssh_key, ...}   # see docs/digitalocean.md
 
 SSH keys with provider digitalocean: SSH uses ONE private key, and the droplets are created with
@@ -80,6 +80,7 @@ class AgentSettings:
     deploy_key: str = ""
     known_hosts: str = ""
     correct_drift: bool = False
+    prune: bool = False             # remove stacks taken out of the file (else: reported)
 
     @property
     def over_ssh(self) -> bool:
@@ -507,7 +508,7 @@ def _agent(c: _Checker, raw, path: str) -> AgentSettings | None:
     if not c.type(raw, dict, "agent", "a mapping with repo, branch, path, interval, deploy_key"):
         return None
     c.unknown(raw, {"repo", "branch", "path", "interval", "deploy_key", "known_hosts",
-                    "correct_drift"}, "agent")
+                    "correct_drift", "prune"}, "agent")
     n = len(c.errors)
     repo = raw.get("repo")
     if repo is None:
@@ -534,6 +535,8 @@ def _agent(c: _Checker, raw, path: str) -> AgentSettings | None:
                                 f"got {_short(interval)}")
     correct = raw.get("correct_drift", False)
     c.type(correct, bool, "agent.correct_drift", "true or false")
+    prune = raw.get("prune", False)
+    c.type(prune, bool, "agent.prune", "true or false")
     deploy_key = _key_path(c, raw.get("deploy_key", ""), "agent.deploy_key", path)
     known = raw.get("known_hosts", "")
     known_path = ""
@@ -550,7 +553,7 @@ def _agent(c: _Checker, raw, path: str) -> AgentSettings | None:
     if len(c.errors) > n:
         return None
     settings = AgentSettings(repo, branch, sub.strip("/") or ".", float(interval), deploy_key,
-                             known_path, correct)
+                             known_path, correct, prune)
     if settings.over_ssh and not deploy_key:
         c.err("agent.deploy_key", "required for a repository over SSH (a private key file the "
                                   "repository accepts; it goes to the swarm as a secret)")

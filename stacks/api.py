@@ -82,7 +82,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "up", "status", "down", "config", "load", "plan", "deploy", "redeploy", "rollback", "rm",
-    "unlock", "UnlockOptions", "UnlockResult",
+    "unlock", "unlock_managers", "UnlockOptions", "UnlockResult",
     "UpOptions", "UpResult", "DownOptions", "DownResult", "ClusterStatus",
     "ConfigOptions", "ConfigResult", "StackOptions", "DeployOptions", "RedeployOptions",
     "RollbackOptions", "RmOptions", "LoadedStack", "PlanResult", "DeployResult",
@@ -276,6 +276,13 @@ def unlock(stack: str, options: UnlockOptions | None = None, *, engine=None) -> 
     still running on this host holds it on only without options.force (LockedError, exit 4)."""
     from provision.swarm.lock import unlock_stack
     return unlock_stack(stack, options, engine=engine)
+
+
+def unlock_managers(options: UnlockOptions | None = None, *, engine=None) -> UnlockResult:
+    """Show who holds the cluster's managers lock (backup, restore, recover, engine upgrade,
+    node demote/rm) and remove it, refused for a live holder on this host as unlock() is."""
+    from provision.swarm.lock import unlock_managers as remove
+    return remove(options, engine=engine)
 
 
 # --- day two: the operations on a running swarm, as the command line runs them ------------

@@ -4,7 +4,8 @@ One module-scoped cluster `gag1` (1 manager, 1 worker, busybox image loaded). Th
 sshd serves a bare repository kept in this machine's /tmp (lab hosts share it) to a deploy key
 that only the agent has (a swarm secret); its host key is pinned through agent.known_hosts. The
 tests run in order on that one cluster: install, a commit rolled out, drift reported, drift
-corrected, a broken commit refused, the agent killed mid-rollout, and nothing secret anywhere.
+corrected, a broken commit refused, the agent killed mid-rollout, a stack taken out of the file
+reported then pruned, and nothing secret anywhere.
 Needs root; skips only without it.
 """
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Lab:
         self.commits[label] = self.git("rev-parse", "HEAD")
         return self.commits[label]
 
-    def write_cluster(self, correct_drift: bool) -> None:
+    def write_cluster(self, correct_drift: bool, prune: bool = False) -> None:
         (self.dir / "swarmsmith.yml").write_text(textwrap.dedent(f"""\
             name: {CLUSTER}
             provider: lab
@@ -97,6 +98,7 @@ class Lab:
               deploy_key: deploy_key
               known_hosts: known_hosts
               correct_drift: {str(correct_drift).lower()}
+              prune: {str(prune).lower()}
             """))
 
     def install(self) -> subprocess.CompletedProcess:
@@ -302,6 +304,38 @@ def test_the_agent_killed_mid_rollout_is_restarted_and_converges_with_one_record
     assert not [c for c in lab.api.configs() if c["Spec"]["Name"] == "swarmsmith-lock-ag"]
     st = lab.status()
     assert st["status"]["commit"] == commit and st["service"]["restarts"] >= 1
+
+
+def test_a_stack_taken_out_of_the_file_is_reported_then_removed_with_prune(lab):
+    from stacks.operations.audit import read_audit_swarm
+    two = f"name: {CLUSTER}\nstacks:\n  - {{name: ag, compose: stack.yml}}\n" \
+          "  - {name: gone1, compose: stack.yml}\n"
+    (lab.work / "swarmsmith.yml").write_text(two)
+    added = lab.commit("added", (lab.work / "stack.yml").read_text())
+    lab.wait("the second stack deployed", lambda: [
+        r for r in read_audit_swarm(lab.api, "gone1") if r.get("commit") == added
+        and r.get("phase") == "end"], timeout=120)
+    (lab.work / "swarmsmith.yml").write_text(
+        f"name: {CLUSTER}\nstacks:\n  - name: ag\n    compose: stack.yml\n")
+    taken_out = lab.commit("taken-out", (lab.work / "stack.yml").read_text())
+    (rec,) = lab.wait("the gone record", lambda: [
+        r for r in read_audit_swarm(lab.api, "gone1") if r.get("phase") == "gone"])
+    assert rec["commit"] == taken_out, rec
+    assert "stack gone1 is deployed but no longer in the cluster file" in rec["detail"]
+    text = cli("agent", "status", "--cluster", lab.path).stdout
+    assert "gone: stack gone1 is deployed but no longer in the cluster file" in text, text
+    time.sleep(2 * INTERVAL)                    # reported once, left running
+    assert len([r for r in read_audit_swarm(lab.api, "gone1") if r.get("phase") == "gone"]) == 1
+    assert lab.api.inspect_service("gone1_web")
+    lab.write_cluster(correct_drift=True, prune=True)
+    up = cli("up", lab.path, "--json", env={"GAG_REGISTRY_PASSWORD": REGISTRY_PASSWORD})
+    assert up.returncode == 0, up.stderr + up.stdout
+    (pruned,) = lab.wait("the stack removed", lambda: [
+        r for r in read_audit_swarm(lab.api, "gone1") if r.get("phase") == "pruned"],
+        timeout=120)
+    assert "remove service gone1_web" in pruned["changes"], pruned
+    assert not [x for x in lab.api.services() if x["Spec"]["Name"] == "gone1_web"]
+    assert lab.api.inspect_service("ag_web")            # the stack still in the file stays
 
 
 def test_no_deploy_key_or_registry_password_anywhere(lab):

@@ -79,6 +79,27 @@ def test_what_happens_to_a_stack(reason, stack, correct, action):
     assert D.stack_decision(reason, stack, correct_drift=correct).action == action
 
 
+def test_only_stacks_the_agent_deployed_from_the_file_and_that_still_run_are_gone():
+    assert D.gone_stacks({"ag", "old", "rm-by-hand"}, {"ag", "new"},
+                         {"ag", "old", "by-hand", "new"}) == ["old"]
+    assert D.gone_stacks(set(), {"ag"}, {"ag", "by-hand"}) == []     # a first run: none
+
+
+@pytest.mark.parametrize("stack,prune,action", [
+    (D.GoneFacts("old"), False, D.GONE),
+    (D.GoneFacts("old", reported=True), False, D.KNOWN_GONE),
+    (D.GoneFacts("old", lock=D.LOCK_HELD), False, D.GONE),     # reporting changes nothing
+    (D.GoneFacts("old"), True, D.PRUNE),
+    (D.GoneFacts("old", reported=True), True, D.PRUNE),
+    (D.GoneFacts("old", lock=D.LOCK_DEAD), True, D.PRUNE),     # the removal breaks it
+    (D.GoneFacts("old", lock=D.LOCK_HELD), True, D.WAIT),
+])
+def test_what_happens_to_a_stack_taken_out_of_the_cluster_file(stack, prune, action):
+    d = D.gone_decision(stack, prune=prune)
+    assert d.action == action
+    assert d.why == (D.GONE_WHY if action != D.WAIT else "the stack's lock is held by another run")
+
+
 def test_one_bad_stack_refuses_the_whole_commit_and_a_waiting_stack_keeps_it_open():
     ok, bad, wait = (D.StackDecision(D.APPLY), D.StackDecision(D.REFUSE, "x"),
                      D.StackDecision(D.WAIT))
@@ -300,6 +321,107 @@ def test_a_killed_agents_finished_rollout_gets_its_end_record(world):
     assert ends[-1]["commit"] == "c2" and ends[-1]["changes"] == [] and ends[-1]["notes"]
 
 
+TWO = "name: c\nstacks: [{name: ag, compose: stack.yml}, {name: old, compose: stack.yml}]\n"
+
+
+def stack_names(api) -> set:
+    return {s["Spec"]["Name"] for s in api.services_.values()}
+
+
+def test_a_stack_taken_out_of_the_file_is_reported_once_and_left_running(world):
+    api, repo, clock, agent, lines = world
+    repo.commit("c1", cluster=TWO)
+    agent.poll()
+    assert stack_names(api) == {"ag_web", "old_web"}
+    repo.commit("c2", release="2")                          # `old` taken out of the file
+    assert agent.poll() == D.COMMIT
+    assert stack_names(api) == {"ag_web", "old_web"} and "RELEASE=2" in api.env()
+    (rec,) = [r for r in read_audit_swarm(EngineAPI(api), "old") if r["phase"] == "gone"]
+    assert rec["command"] == "agent" and rec["commit"] == "c2"
+    assert rec["detail"].startswith("stack old is deployed but no longer in the cluster file")
+    st = read_status(EngineAPI(api))
+    assert st["commit"] == "c2" and st["stacks"]["old"]["outcome"] == "gone"
+    assert st["managed"] == ["ag", "old"]
+    assert sum("stack old is deployed but no longer in the cluster file" in ln
+               for ln in lines) == 1
+    for _ in range(2):                                       # drift checks: said once
+        clock.sleep(60)
+        assert agent.poll() == D.DRIFT
+    assert len([r for r in read_audit_swarm(EngineAPI(api), "old") if r["phase"] == "gone"]) == 1
+    assert read_status(EngineAPI(api))["stacks"]["old"]["outcome"] == "gone"
+    # a restarted agent knows `old` came from the file, and that it was reported
+    fresh = Agent(agent.cfg, EngineAPI(api), repo, clock=clock, sleep=clock.sleep,
+                  say=lambda _l: None, holder=Holder(AGENT_HOST, "container-c", 7))
+    fresh.resume()
+    clock.sleep(60)
+    fresh.poll()
+    assert len([r for r in read_audit_swarm(EngineAPI(api), "old") if r["phase"] == "gone"]) == 1
+    assert read_status(EngineAPI(api))["stacks"]["old"]["outcome"] == "gone"
+    # put back in the file: deployed as any stack, no longer gone
+    repo.commit("c3", cluster=TWO)
+    fresh.poll()
+    assert read_status(EngineAPI(api))["stacks"]["old"]["outcome"] in ("converged", "unchanged")
+
+
+def test_with_prune_a_stack_taken_out_of_the_file_is_removed_under_its_lock(world):
+    from provision.swarm.lock import SwarmLock
+    api, repo, clock, agent, lines = world
+    agent.cfg.prune = True
+    repo.commit("c1", cluster=TWO)
+    agent.poll()
+    person = SwarmLock(EngineAPI(api), "old", me=Holder("laptop", "boot-1", 4242),
+                       clock=clock).acquire()
+    repo.commit("c2")
+    agent.poll()                          # a person's run holds old's lock: not now
+    assert "old_web" in stack_names(api)
+    assert read_status(EngineAPI(api))["stacks"]["old"]["outcome"] == "waiting"
+    person.release()
+    clock.sleep(60)
+    assert agent.poll() == D.COMMIT       # the commit was not done while old waited
+    assert stack_names(api) == {"ag_web"}
+    (rec,) = [r for r in read_audit_swarm(EngineAPI(api), "old") if r["phase"] == "pruned"]
+    assert rec["commit"] == "c2" and rec["exit_code"] == 0
+    assert "remove service old_web" in rec["changes"]
+    st = read_status(EngineAPI(api))
+    assert st["commit"] == "c2" and st["stacks"]["old"]["outcome"] == "pruned"
+    assert st["managed"] == ["ag"]
+    assert not [c for c in api.configs_.values()
+                if c["Spec"]["Name"].startswith("swarmsmith-lock-old")]     # lock released
+    clock.sleep(60)
+    agent.poll()
+    assert "old" not in read_status(EngineAPI(api))["stacks"]
+
+
+def test_a_cluster_file_that_does_not_load_on_a_drift_check_prunes_nothing(world):
+    api, repo, clock, agent, _ = world
+    agent.cfg.prune = True
+    repo.commit("c1", cluster=TWO)
+    agent.poll()
+    repo.commits["c1"]["swarmsmith.yml"] = "stacks: [\n"      # unreadable now
+    clock.sleep(60)
+    assert agent.poll() == D.DRIFT
+    assert stack_names(api) == {"ag_web", "old_web"}
+    assert not [r for r in read_audit_swarm(EngineAPI(api)) if r.get("phase") == "pruned"]
+
+
+def test_a_stack_deployed_by_hand_is_never_gone_nor_pruned(world):
+    from stacks.operations.deploy import StackOptions, load_stack
+    from stacks.operations.redeploy import RedeployOptions, redeploy_stack
+    api, repo, clock, agent, _ = world
+    agent.cfg.prune = True
+    repo.commit("c1")
+    agent.poll()
+    loaded = load_stack("hand", [os.path.join(repo.dir, "stack.yml")], StackOptions())
+    redeploy_stack(loaded, options=RedeployOptions(lock_wait=0), engine=EngineAPI(api))
+    repo.commit("c2", release="2")
+    agent.poll()
+    clock.sleep(60)
+    agent.poll()
+    assert stack_names(api) == {"ag_web", "hand_web"}
+    assert "hand" not in read_status(EngineAPI(api))["stacks"]
+    assert read_status(EngineAPI(api))["managed"] == ["ag"]
+
+
 def test_a_failed_fetch_is_reported_and_the_agent_goes_on(world):
     api, repo, clock, agent, lines = world
     repo.commit("c1")
@@ -334,7 +456,9 @@ def test_agent_settings_come_from_the_environment_and_refuse_a_missing_repo():
     cfg = AgentConfig.from_env({"SWARMSMITH_AGENT_REPO": "ssh://g@h/r.git",
                                 "SWARMSMITH_AGENT_INTERVAL": "5",
                                 "SWARMSMITH_AGENT_CORRECT_DRIFT": "true"})
-    assert (cfg.interval, cfg.correct_drift, cfg.branch) == (5.0, True, "main")
+    assert (cfg.interval, cfg.correct_drift, cfg.branch, cfg.prune) == (5.0, True, "main", False)
+    assert AgentConfig.from_env({"SWARMSMITH_AGENT_REPO": "ssh://g@h/r.git",
+                                 "SWARMSMITH_AGENT_PRUNE": "true"}).prune is True
     with pytest.raises(InputError):
         AgentConfig.from_env({})
 
@@ -376,11 +500,13 @@ def test_agent_settings_with_their_defaults(tmp_path):
     c = load(_cluster(tmp_path, "  repo: ssh://git@g.example/app.git\n  deploy_key: key\n"
                                 "  known_hosts: kh\n"))
     a = c.agent
-    assert (a.branch, a.path, a.interval, a.correct_drift) == ("main", ".", 60.0, False)
+    assert (a.branch, a.path, a.interval, a.correct_drift, a.prune) == ("main", ".", 60.0,
+                                                                          False, False)
     assert a.deploy_key == str(tmp_path / "key") and a.known_hosts == str(tmp_path / "kh")
     c = load(_cluster(tmp_path, "  repo: https://g.example/app.git\n  interval: 5\n"
-                                "  path: deploy/prod\n  correct_drift: true\n"))
+                                "  path: deploy/prod\n  correct_drift: true\n  prune: true\n"))
     assert (c.agent.interval, c.agent.path, c.agent.correct_drift) == (5.0, "deploy/prod", True)
+    assert c.agent.prune is True
 
 
 @pytest.mark.parametrize("agent,key,words", [
@@ -394,6 +520,7 @@ def test_agent_settings_with_their_defaults(tmp_path):
     ("  repo: https://g/app.git\n  interval: fast\n", "agent.interval", "expected seconds"),
     ("  repo: https://g/app.git\n  correct_drift: yes please\n", "agent.correct_drift",
      "true or false"),
+    ("  repo: https://g/app.git\n  prune: 1\n", "agent.prune", "true or false"),
     ("  repo: https://g/app.git\n  path: ../up\n", "agent.path", "relative folder"),
     ("  repo: https://g/app.git\n  branch: a..b\n", "agent.branch", "branch name"),
     ("  repo: https://g/app.git\n  colour: red\n", "agent.colour", "unknown key"),
@@ -432,7 +559,28 @@ def test_status_lines_show_commit_time_outcomes_and_drift():
     assert "last reconcile: 2026-01-01T00:00:00Z (drift), commit aaaaaaaaaaaa" in text
     assert "refused commit bbbbbbbbbbbb: stack.yml: x: bad" in text
     assert "drift: update service ag_web: Env" in text
+    assert "stacks taken out of the file reported" in text
     assert "not installed" in agent_status_lines(AgentResult())[0]
+    r.service["prune"] = True
+    r.status["stacks"]["old"] = {"outcome": "gone", "detail": "stack old is deployed but no "
+                                 "longer in the cluster file; not removed (agent.prune is off)"}
+    text = "\n".join(agent_status_lines(r))
+    assert "stacks taken out of the file removed" in text
+    assert "gone: stack old is deployed but no longer in the cluster file" in text
+
+
+def test_prune_reaches_the_agents_service_only_when_set():
+    from inventory.clusterfile import AgentSettings
+    from stacks.agent import service as S
+    plain = AgentSettings("https://g/app.git")
+
+    def env(settings):
+        cs = S.service_spec(settings, "swarmsmith/agent:1", None, None)["TaskTemplate"]
+        return dict(e.split("=", 1) for e in cs["ContainerSpec"]["Env"])
+    assert "SWARMSMITH_AGENT_PRUNE" not in env(plain)     # an installed agent's spec unchanged
+    pruning = AgentSettings("https://g/app.git", prune=True)
+    assert env(pruning)["SWARMSMITH_AGENT_PRUNE"] == "true"
+    assert AgentConfig.from_env(env(pruning)).prune and not AgentConfig.from_env(env(plain)).prune
 
 
 # --- the engine through its own socket ----------------------------------------------------------
@@ -528,6 +676,16 @@ def test_up_with_an_agent_whose_password_cannot_be_read_stops_before_any_host(tm
            "GAG_UNSET_PASSWORD_VAR" in out.stderr, out.stderr
     listed = run_cli("lab", "ls", "--name", "gagunit", "--json")
     assert json.loads(listed.stdout or "[]") in ([], {"hosts": []}), listed.stdout
+
+
+def test_the_agent_image_carries_swarmsmiths_code_from_the_repository_top():
+    from provision.images.agent import HOME, code_files
+    files = code_files()
+    assert all(os.path.isfile(src) for src in files)
+    targets = set(files.values())
+    for module in ("cli.py", "stacks/agent/loop.py", "provision/images/agent.py",
+                   "inventory/clusterfile.py"):
+        assert f"{HOME}/{module}" in targets, module
 
 
 def test_old_agent_images_leave_the_cache_keeping_the_current_and_the_one_before(tmp_path):

@@ -21,7 +21,8 @@ from provision.base.errors import EXIT_BAD_INPUT, InputError
 from provision.base.hosts import Host
 from provision.remote.ssh import Result
 from provision.swarm.step import DestroyRefused, ForeignSwarmError, SwarmStep
-from stacks.operations.audit import append_audit_swarm, parse_since, read_audit_swarm
+from stacks.operations.audit import (append_audit_swarm, audit_table, parse_since,
+                                     read_audit_swarm)
 from tests.test_watch_lock_units import FakeConfigs as _LockConfigs
 
 
@@ -210,6 +211,25 @@ def test_audit_history_read_back_by_stack_and_since():
     assert [r["n"] for r in read_audit_swarm(api)] == [1, 2, 3]
     assert [r["n"] for r in read_audit_swarm(api, "web")] == [1, 3]
     assert [r["n"] for r in read_audit_swarm(api, None, "2026-01-02T00:00:00Z")] == [2, 3]
+
+
+def test_audit_table_shows_the_agents_commit_in_its_own_column():
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    lines = audit_table([
+        {"ts": "2026-01-01T00:00:00.000000Z", "stack": "web", "command": "deploy",
+         "phase": "end", "exit_code": 0, "seconds": 1.5, "changes": ["update service web_app"],
+         "by": "ann", "from": "laptop"},
+        {"ts": "2026-01-02T00:00:00.000000Z", "stack": "web", "command": "agent",
+         "phase": "refused", "exit_code": 2, "commit": sha, "by": "agent", "from": "m1"}])
+    header, deploy, agent = lines
+    col = header.index("COMMIT")
+    assert agent[col:].split()[0] == sha[:12] and sha not in agent
+    assert deploy[col:].split()[0] == "-"              # a deploy by hand names no commit
+    # every column starts where its header does, a 7-letter phase included
+    for name, want in (("PHASE", ("end", "refused")), ("BY", ("ann", "agent"))):
+        at = header.index(name)
+        assert [line[at:].split()[0] for line in (deploy, agent)] == list(want)
+    assert " deploy    end " in deploy      # what scripts and the lab test match on
 
 
 def test_parse_since():

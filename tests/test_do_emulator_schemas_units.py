@@ -16,9 +16,11 @@ ERROR = {"id", "message", "request_id"}
 ROOT_CAUSES = {"error", "messages", "root_causes"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def world(tmp_path_factory):
-    """One emulator with a tag, a droplet, a key, a firewall and a VPC to address."""
+    """An emulator of its own per test (a row that creates something must not change what
+    another row finds, whatever the order or the worker), with a tag, a droplet, a key, a
+    firewall and a VPC (10.30.0.0/24) to address."""
     ft = FakeClock()
     with DOEmulator(TOKEN, clock=ft.clock, wall_clock=ft.clock) as emu:
         def call(method, path, body=None):
@@ -30,7 +32,8 @@ def world(tmp_path_factory):
         call("POST", "account/keys", {"name": "k", "public_key": pub})
         fw = call("POST", "firewalls", {"name": "fw", "inbound_rules": [
             {"protocol": "tcp", "ports": "22", "sources": {"addresses": ["0.0.0.0/0"]}}]})
-        vpc = call("POST", "vpcs", {"name": "v", "region": "fra1"}).json()["vpc"]
+        vpc = call("POST", "vpcs", {"name": "v", "region": "fra1",
+                                    "ip_range": "10.30.0.0/24"}).json()["vpc"]
         ids = {"droplet": droplet["id"], "fw": fw.json()["firewall"]["id"], "vpc": vpc["id"]}
         yield emu, call, ids, pub
 
@@ -133,8 +136,8 @@ TABLE = [
                                       "ip_range": "10.1.2.0/30"}, 422, ERROR, "no smaller than /28"),
     ("vpc-range-public", "POST", "vpcs", {"name": "v-6", "region": "fra1",
                                           "ip_range": "198.18.0.0/16"}, 422, ERROR, "RFC 1918"),
-    ("vpc-range-overlap", "POST", "vpcs", {"name": "v-7", "region": "fra1",
-                                           "ip_range": "10.40.0.0/20"}, 422, ERROR, "overlaps"),
+    ("vpc-range-overlap", "POST", "vpcs", {"name": "v-7", "region": "fra1",   # the world's VPC
+                                           "ip_range": "10.30.0.0/20"}, 422, ERROR, "overlaps"),
     ("vpc-no-region", "POST", "vpcs", {"name": "v-8"}, 422, ERROR, "region: required"),
     ("vpc-patch-name", "PATCH", "vpcs/{vpc}", {"name": "bad name"}, 422, ERROR, "does not match"),
     # reads and deletes

@@ -260,6 +260,82 @@ def test_api_unlock_typed_result():
     assert result.to_dict()["holder"]["host"] == "other-host" and configs.items == {}
 
 
+# --- the cluster's managers lock, removed by hand -------------------------------------------
+
+def _managers_held(api, clock, holder, operation="backup"):
+    """The managers lock as a killed backup (or another runbook) leaves it: taken as
+    managers_lock takes it, never released."""
+    from provision.swarm.lock import MANAGERS_LOCK, MANAGERS_WHAT
+    SwarmLock(api, operation, name=MANAGERS_LOCK, what=MANAGERS_WHAT, clock=clock,
+              owner=f"{operation}, x@{holder.host} pid {holder.pid}", me=holder).acquire()
+
+
+def test_unlock_managers_shows_the_holder_and_refuses_a_live_local_one_without_force():
+    from provision.engine_api.adapter import EngineAPI
+    from provision.swarm.lock import MANAGERS_LOCK, UnlockOptions, unlock_managers
+    from stacks import api as lib
+    configs, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    engine = EngineAPI(configs)
+    assert lib.unlock_managers(engine=engine).to_dict() == {"lock": "managers", "removed": False,
+                                                           "holder": None}
+    _held_by(configs, clock, Holder("other-host", "b", 5))         # a stack's lock: not this one
+    _managers_held(configs, clock, Holder("ci-runner", "boot-1", 77))
+    kw = dict(engine=engine, me=HERE, clock=clock)
+    with pytest.raises(LockedError, match=r"the cluster's managers: the lock is held by backup, "
+                       r".*still running on this host .pid 77.*swarmsmith unlock --force "
+                       r"--managers") as err:
+        unlock_managers(alive=lambda pid: pid == 77, **kw)
+    assert err.value.exit_code == EXIT_LOCKED and len(configs.items) == 2
+    result = unlock_managers(UnlockOptions(force=True), alive=lambda pid: pid == 77, **kw)
+    assert result.holder_state == "alive" and result.holder.owner.startswith("backup, ")
+    assert [c["Spec"]["Name"] for c in configs.items.values()] == [lock_name("web")]
+    # a killed backup on another machine: removed at once, saying whose it was
+    _managers_held(configs, clock, Holder("laptop", "b9", 9), operation="engine upgrade")
+    out = unlock_managers(alive=lambda pid: True, **kw).to_dict()
+    assert out["lock"] == "managers" and out["removed"] and "stack" not in out
+    assert out["holder"]["owner"].startswith("engine upgrade, ")
+    assert out["holder"]["host"] == "laptop" and out["holder"]["state"] == "elsewhere"
+    assert MANAGERS_LOCK not in {c["Spec"]["Name"] for c in configs.items.values()}
+
+
+def test_a_held_managers_lock_names_the_unlock_command():
+    from provision.swarm.managers import managers_lock
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    _managers_held(api, clock, Holder("laptop", "b9", 9))
+    with pytest.raises(LockedError) as err:
+        with managers_lock("c.yml", "node demote", api=api, wait=0, me=HERE, clock=clock,
+                           sleep=clock.sleep):
+            pass
+    msg = str(err.value)
+    assert "held by backup, " in msg and "If that run is gone: swarmsmith unlock --managers" in msg
+    assert "docker config rm" not in msg
+
+
+def test_unlock_command_for_the_managers_lock(monkeypatch, capsys):
+    import cli
+    from types import SimpleNamespace
+
+    from provision.engine_api import access
+    from provision.engine_api.adapter import EngineAPI
+    api, clock = FakeConfigs(), FakeClock(1_700_000_000)
+    _held_by(api, clock, Holder("other-host", "b", 5))
+    _managers_held(api, clock, Holder("laptop", "b9", 9), operation="restore")
+    monkeypatch.setattr(access, "connect", lambda *a, **k: SimpleNamespace(api=EngineAPI(api)))
+    assert cli.main(["unlock", "--managers"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the cluster's managers: removed the lock held by restore, ")
+    assert "it was a run on another host" in out
+    assert [c["Spec"]["Name"] for c in api.items.values()] == [lock_name("web")]
+    assert cli.main(["unlock", "--managers", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"lock": "managers", "removed": False,
+                                                   "holder": None}
+    for argv, why in ((["unlock"], "name a stack, or --managers"),
+                      (["unlock", "--managers", "web"], "not both")):
+        assert cli.main(argv) == 2
+        assert why in capsys.readouterr().err
+    assert len(api.items) == 1                  # bad flags change nothing
+
+
 # --- locks with labels nobody can read, and locks from the future ------------------------------
 
 def _held_with(api, labels: dict):

@@ -35,7 +35,9 @@ CODE_DIRS = ("inventory", "provision", "stacks")
 
 
 def source_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The repository's top folder (where cli.py is): this file is provision/images/agent.py."""
+    here = os.path.abspath(__file__)
+    return os.path.dirname(os.path.dirname(os.path.dirname(here)))
 
 
 def code_files(root: str | None = None) -> dict[str, str]:

@@ -15,8 +15,8 @@ The labels also record the holder's host name, that host's boot id and the
 pid. A lock whose holder ran on this host and is gone (the pid no longer
 exists, or the boot id changed: a reboot) is broken at once, with a line saying
 so, instead of blocking everyone until the TTL. `swarmsmith unlock STACK`
-shows the holder and removes the lock (a live process on this host only with
---force).
+(`swarmsmith unlock --managers` for the managers lock) shows the holder and
+removes the lock (a live process on this host only with --force).
 
 Ages use the acquirer's wall clock written into the labels; hosts running
 swarmsmith are assumed to keep time with NTP (skew small next to the TTL).
@@ -49,6 +49,8 @@ from ..engine_api.adapter import as_engine, is_conflict, is_not_found
 PREFIX = "swarmsmith-lock-"
 # not a PREFIX name, so no stack's lock can be this one
 MANAGERS_LOCK = "swarmsmith-managers-lock"
+MANAGERS_WHAT = "the cluster's managers"
+MANAGERS_UNLOCK = "swarmsmith unlock --managers"
 L_STACK = "com.swarmsmith.lock.stack"
 L_OWNER = "com.swarmsmith.lock.owner"
 L_ACQUIRED = "com.swarmsmith.lock.acquired"
@@ -274,16 +276,17 @@ class SwarmLock:
             self.sleep(max(0.0, min(self.poll, deadline - now)))
 
     def unlock(self, force: bool = False) -> LockInfo | None:
-        """Remove the stack's lock whoever holds it (`swarmsmith unlock`); the holder, or None
+        """Remove the lock whoever holds it (`swarmsmith unlock`); the holder, or None
         when there was none. A live process on this host is refused without force (exit 4)."""
         info = self.holder()
         if info is None:
             return None
         if info.local_state(self.me, self.alive) == "alive" and not force:
-            raise LockedError(f"stack {self.stack}: the lock is {info.describe(self.clock())}, "
+            forced = self.unlock_hint.replace("swarmsmith unlock", "swarmsmith unlock --force", 1)
+            raise LockedError(f"{self.what}: the lock is {info.describe(self.clock())}, "
                               f"a process that is still running on this host (pid "
                               f"{info.holder.pid}); stop it, or remove the lock anyway with "
-                              f"swarmsmith unlock --force {self.stack}")
+                              f"{forced}")
         self._break(info)
         return info
 
@@ -319,7 +322,7 @@ class SwarmLock:
                 raise  # do not hide the run's own error behind a release error
 
 
-# --- `swarmsmith unlock STACK` ---------------------------------------------------------------
+# --- `swarmsmith unlock STACK`, `swarmsmith unlock --managers` ---------------------------------
 
 @dataclass
 class UnlockOptions:
@@ -330,14 +333,15 @@ class UnlockOptions:
 
 @dataclass
 class UnlockResult:
-    stack: str
-    holder: LockInfo | None     # None: the stack was not locked
+    stack: str | None           # None: the cluster's managers lock
+    holder: LockInfo | None     # None: it was not locked
     holder_state: str = ""      # dead | alive | elsewhere (see LockInfo.local_state)
     exit_code = 0
 
     def to_dict(self) -> dict:
         h = self.holder
-        return {"stack": self.stack, "removed": h is not None,
+        which = {"stack": self.stack} if self.stack is not None else {"lock": "managers"}
+        return {**which, "removed": h is not None,
                 "holder": None if h is None else {
                     "owner": h.owner,
                     "acquired": None if h.unreadable else _iso(h.acquired),
@@ -352,11 +356,27 @@ def unlock_stack(stack: str, options: UnlockOptions | None = None, *, engine=Non
                  clock: Callable[[], float] = time.time) -> UnlockResult:
     """Show and remove the stack's lock; a live holder on this host only with force (else
     LockedError, exit 4)."""
+    return _unlock(stack, options, engine, dict(me=me, alive=alive, clock=clock))
+
+
+def unlock_managers(options: UnlockOptions | None = None, *, engine=None,
+                    me: Holder | None = None, alive: Callable[[int], bool] = pid_alive,
+                    clock: Callable[[], float] = time.time) -> UnlockResult:
+    """Show and remove the cluster's managers lock (left by a killed backup, restore, recover,
+    engine upgrade or node demote/rm); the same refusal as unlock_stack."""
+    return _unlock(None, options, engine, dict(me=me, alive=alive, clock=clock))
+
+
+def _unlock(stack: str | None, options: UnlockOptions | None, engine, kw: dict) -> UnlockResult:
     options = options or UnlockOptions()
     if engine is None:
         from ..engine_api.access import connect
         engine = connect(options.cluster_file, accept_new_host_keys=options.accept_new_host_keys,
                          shared=True).api
-    lock = SwarmLock(engine, stack, me=me, alive=alive, clock=clock)
+    if stack is None:
+        lock = SwarmLock(engine, "managers", name=MANAGERS_LOCK, what=MANAGERS_WHAT,
+                         unlock_hint=MANAGERS_UNLOCK, **kw)
+    else:
+        lock = SwarmLock(engine, stack, **kw)
     info = lock.unlock(force=options.force)
-    return UnlockResult(stack, info, info.local_state(lock.me, alive) if info else "")
+    return UnlockResult(stack, info, info.local_state(lock.me, kw["alive"]) if info else "")

@@ -39,16 +39,16 @@ def managers_lock(cluster_path: str, operation: str, *, api=None, wait: float = 
     or a manager found again when that one went away (its engine restarted); a lock that
     cannot be released is said, and the next run on this machine breaks it (its holder is
     gone), another after the TTL."""
-    from .lock import MANAGERS_LOCK, SwarmLock, default_owner
+    from .lock import MANAGERS_LOCK, MANAGERS_UNLOCK, MANAGERS_WHAT, SwarmLock, default_owner
     say = notify or (lambda line: None)
     conn = None
     if api is None:
         from ..engine_api.access import connect
         conn = connect(cluster_path)
         api = conn.api
-    lock = SwarmLock(api, operation, name=MANAGERS_LOCK, what="the cluster's managers",
+    lock = SwarmLock(api, operation, name=MANAGERS_LOCK, what=MANAGERS_WHAT,
                      ttl=ttl, wait=wait, notify=say, owner=f"{operation}, {default_owner()}",
-                     unlock_hint=f"`docker config rm {MANAGERS_LOCK}` on a manager", **lock_kw)
+                     unlock_hint=MANAGERS_UNLOCK, **lock_kw)
     try:
         lock.acquire()
         yield lock

@@ -18,6 +18,12 @@ A stack, when the poll plans:
 - a drift check whose plan has changes -> "correct" with correct_drift, else "report" (recorded
   once per distinct drift: the same drift every interval is one record, not hundreds)
 - else -> "clean"
+
+A stack the agent deployed from the cluster file that a later commit takes out of it (and that
+still runs) is "gone" (gone_stacks): stacks it never deployed, such as one deployed by hand, are
+never gone. Like a careful GitOps tool, by default it is only reported (recorded once, then
+"known-gone"); with `agent: {prune: true}` it is removed ("prune"), unless a live run holds its
+lock ("wait").
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ from dataclasses import dataclass, field
 COMMIT, DRIFT, IDLE, FETCH_FAILED = "commit", "drift", "idle", "fetch-failed"
 APPLY, CORRECT, REPORT, KNOWN_DRIFT, WAIT, REFUSE, SKIP, CLEAN = (
     "apply", "correct", "report", "known-drift", "wait", "refuse", "skip", "clean")
+GONE, KNOWN_GONE, PRUNE = "gone", "known-gone", "prune"
+GONE_WHY = "deployed but no longer in the cluster file"
 LOCK_FREE, LOCK_HELD, LOCK_DEAD = "free", "held", "dead"
 
 
@@ -93,3 +101,24 @@ def commit_done(reason: str, decisions: dict) -> bool:
     """The commit counts as reconciled once no stack waits for a lock (else: next poll)."""
     return reason == COMMIT and not commit_refused(decisions) and \
         all(d.action != WAIT for d in decisions.values())
+
+
+def gone_stacks(managed, wanted, deployed) -> list[str]:
+    """Stacks the agent deployed from the cluster file (`managed`: named by a commit it
+    reconciled) that the file no longer names (`wanted`) and that still run (`deployed`)."""
+    return sorted((set(managed) - set(wanted)) & set(deployed))
+
+
+@dataclass(frozen=True)
+class GoneFacts:
+    name: str
+    lock: str = LOCK_FREE
+    reported: bool = False          # already recorded as gone
+
+
+def gone_decision(s: GoneFacts, *, prune: bool) -> StackDecision:
+    if not prune:
+        return StackDecision(KNOWN_GONE if s.reported else GONE, GONE_WHY)
+    if s.lock == LOCK_HELD:
+        return StackDecision(WAIT, "the stack's lock is held by another run")
+    return StackDecision(PRUNE, GONE_WHY)

@@ -4,7 +4,10 @@ branch, gather the facts, ask stacks/agent/decide.py, carry the answer out, keep
 Everything goes through the code the command line uses: the cluster file's `stacks:` read by
 inventory/clusterfile.py, the compose files by load_stack, plans and rollouts by redeploy
 (under the stack lock, into the same audit history, command "agent", with the commit), the
-engine through provision/engine_api/adapter.py on the mounted socket (connect_local).
+engine through provision/engine_api/adapter.py on the mounted socket (connect_local). A stack
+taken out of the cluster file is reported, or removed as `swarmsmith rm` removes it (under its
+lock) with `prune`; the stacks the agent deployed are kept in its status ("managed"), so one
+deployed by hand is never taken for one taken out of the file.
 
 The agent's runs hold stack locks as host "swarmsmith-agent" with the task's container as its
 "boot": swarm runs one agent at a time, so a lock left by another agent container is a killed
@@ -35,6 +38,7 @@ class AgentConfig:
     path: str = "."
     interval: float = 60.0
     correct_drift: bool = False
+    prune: bool = False             # remove stacks taken out of the cluster file (else report)
     deploy_key: str = ""            # a file (the mounted secret), never its contents
     known_hosts: str = ""           # a file (the mounted config)
     timeout: float = 300.0          # watch timeout per rollout
@@ -52,6 +56,7 @@ class AgentConfig:
                        path=env.get(ENV + "PATH", "."),
                        interval=float(env.get(ENV + "INTERVAL", "60")),
                        correct_drift=env.get(ENV + "CORRECT_DRIFT", "") == "true",
+                       prune=env.get(ENV + "PRUNE", "") == "true",
                        deploy_key=env.get(ENV + "DEPLOY_KEY", ""),
                        known_hosts=env.get(ENV + "KNOWN_HOSTS", ""),
                        timeout=float(env.get(ENV + "TIMEOUT", "300")),
@@ -166,6 +171,8 @@ class Agent:
         self.refused_error = ""
         self.last_drift_check: float | None = None
         self.reported: dict[str, tuple] = {}
+        self.managed: set[str] = set()          # stacks deployed from the cluster file
+        self.gone_reported: set[str] = set()    # gone stacks already recorded
         self.last_status: dict = {}
         self.last_error = ""
 
@@ -179,6 +186,10 @@ class Agent:
         self.reported = {name: tuple(s.get("drift") or ())
                          for name, s in (st.get("stacks") or {}).items()
                          if s.get("outcome") == "drift"}
+        stacks = st.get("stacks") or {}
+        # a status from before "managed" was kept: the stacks of its last reconcile
+        self.managed = set(st.get("managed") or (n for n in stacks if n != CLUSTER_FILE_STACK))
+        self.gone_reported = {n for n, s in stacks.items() if s.get("outcome") == D.GONE}
         self.last_status = st
         if self.reconciled:
             self.log(f"resuming: last reconciled commit {self.reconciled[:12]}")
@@ -194,7 +205,8 @@ class Agent:
               "stacks": {k: v.to_dict() for k, v in outcomes.items()},
               "repo": public_url(self.cfg.repo), "branch": self.cfg.branch,
               "path": self.cfg.path, "interval": self.cfg.interval,
-              "correct_drift": self.cfg.correct_drift, "agent": self.holder.boot_id}
+              "correct_drift": self.cfg.correct_drift, "prune": self.cfg.prune,
+              "managed": sorted(self.managed), "agent": self.holder.boot_id}
         try:
             write_status(self.engine, st)
             self.last_status = st
@@ -259,6 +271,14 @@ class Agent:
             return outcomes
         for name, d in decisions.items():
             outcomes[name] = self._carry_out(reason, commit, name, d, loaded.get(name))
+        wanted = {ref.name for ref in refs}
+        # a cluster file that did not load names no stacks: that is no reason to remove any
+        gone = {} if CLUSTER_FILE_STACK in facts else self._gone(wanted, now)
+        for name, d in gone.items():
+            outcomes[name] = self._carry_out_gone(reason, commit, name, d)
+        self.managed = wanted | {n for n, o in outcomes.items()
+                                 if n not in wanted and o.outcome != "pruned"}
+        self.gone_reported &= {n for n, o in outcomes.items() if o.outcome == D.GONE}
         done = {n: D.StackDecision(o.action) for n, o in outcomes.items()}
         if D.commit_done(reason, done):
             self.reconciled = commit
@@ -275,14 +295,16 @@ class Agent:
         """Errors name files as they are in the repository, not in the agent's checkout."""
         return message.replace(checkout.rstrip("/") + "/", "")
 
-    def _facts(self, reason: str, loaded, now: float) -> D.StackFacts:
+    def _lock_state(self, stack: str, now: float) -> str:
         from provision.swarm.lock import SwarmLock
-        lock = SwarmLock(self.engine, loaded.name, me=self.holder, alive=self.alive)
-        info = lock.holder()
-        state = D.LOCK_FREE
-        if info is not None:
-            state = D.LOCK_DEAD if (info.stale(now) or info.local_state(
-                self.holder, self.alive) == "dead") else D.LOCK_HELD
+        info = SwarmLock(self.engine, stack, me=self.holder, alive=self.alive).holder()
+        if info is None:
+            return D.LOCK_FREE
+        return D.LOCK_DEAD if (info.stale(now) or info.local_state(
+            self.holder, self.alive) == "dead") else D.LOCK_HELD
+
+    def _facts(self, reason: str, loaded, now: float) -> D.StackFacts:
+        state = self._lock_state(loaded.name, now)
         changes: tuple = ()
         if reason == D.DRIFT and state == D.LOCK_FREE:
             from stacks.operations.redeploy import plan_redeploy_stack
@@ -292,6 +314,68 @@ class Agent:
             changes = plan_changes(plan)
         return D.StackFacts(loaded.name, lock=state, changes=changes,
                             reported_drift=self.reported.get(loaded.name, ()))
+
+    def _gone(self, wanted: set, now: float) -> dict:
+        """name -> decision, for the stacks taken out of the cluster file that still run."""
+        from stacks.specs.convert import STACK_LABEL
+        if not self.managed - wanted:      # the usual case: no listing needed
+            return {}
+        cur = self.engine.current()
+        deployed = {(labels or {}).get(STACK_LABEL) for labels in
+                    [s["Spec"].get("Labels") for s in cur.services]
+                    + [o["Spec"].get("Labels") for o in cur.secrets + cur.configs]
+                    + [n.get("Labels") for n in cur.networks]} - {None}
+        return {name: D.gone_decision(D.GoneFacts(
+                    name, self._lock_state(name, now) if self.cfg.prune else D.LOCK_FREE,
+                    name in self.gone_reported), prune=self.cfg.prune)
+                for name in D.gone_stacks(self.managed, wanted, deployed)}
+
+    def _carry_out_gone(self, reason: str, commit: str, name: str,
+                        d: D.StackDecision) -> StackOutcome:
+        from stacks.operations.audit import audit_record, keep_record
+        if d.action == D.WAIT:
+            self.log(f"stack {name}: {d.why}; next poll")
+            return StackOutcome(d.action, "waiting", d.why)
+        said = f"stack {name} is {d.why}; not removed (agent.prune is off)"
+        if d.action == D.KNOWN_GONE:
+            return StackOutcome(d.action, D.GONE, said)
+        if d.action == D.GONE:
+            self.log(said)
+            keep_record(self.engine, None, audit_record(
+                "agent", name, phase="gone", commit=commit, reason=reason, changes=[],
+                detail=said), self.log)
+            self.gone_reported.add(name)
+            return StackOutcome(d.action, D.GONE, said)
+        return self._prune(reason, commit, name)
+
+    def _prune(self, reason: str, commit: str, name: str) -> StackOutcome:
+        from provision.swarm.lock import SwarmLock
+        from stacks.operations.audit import audit_record, keep_record
+        from stacks.operations.deploy import rm_stack
+        notes: list[str] = []
+
+        def note(line: str) -> None:
+            notes.append(line)
+            self.log(line)
+        started = self.clock()
+        try:
+            with SwarmLock(self.engine, name, wait=0, me=self.holder, alive=self.alive,
+                           notify=note):
+                result = rm_stack(name, engine=self.engine)
+        except LockedError as e:
+            self.log(f"stack {name}: {e}; next poll")
+            return StackOutcome(D.WAIT, "waiting", str(e))
+        except SwarmsmithError as e:
+            self.log(f"stack {name}: could not remove it: {e}")
+            return StackOutcome(D.PRUNE, "failed", str(e).splitlines()[0])
+        done = list(result.applied.done) if result.found else []
+        keep_record(self.engine, None, audit_record(
+            "agent", name, phase="pruned", commit=commit, reason=reason, exit_code=0,
+            seconds=round(self.clock() - started, 2), changes=done,
+            detail=f"stack {name} removed: {D.GONE_WHY}",
+            **({"notes": notes} if notes else {})), self.log)
+        self.log(f"stack {name}: removed, {D.GONE_WHY} ({len(done)} changes)")
+        return StackOutcome(D.PRUNE, "pruned", "; ".join(done)[:500])
 
     def _options(self):
         from stacks.operations.redeploy import RedeployOptions

@@ -75,6 +75,9 @@ def service_spec(settings, image: str, secret: dict | None, config: dict | None,
     env = {"REPO": settings.repo, "BRANCH": settings.branch, "PATH": settings.path,
            "INTERVAL": f"{settings.interval:g}",
            "CORRECT_DRIFT": "true" if settings.correct_drift else "false"}
+    if settings.prune:
+        # only when set: the spec of an agent installed without it stays as it was (no update)
+        env["PRUNE"] = "true"
     cs: dict = {"Image": image,
                 "Mounts": [{"Type": "bind", "Source": SOCKET, "Target": SOCKET}],
                 "Labels": {L_AGENT: "1"}}
@@ -277,6 +280,7 @@ def status(cluster_path: str | None, *, engine=None) -> AgentResult:
                           "branch": env.get(ENV + "BRANCH", ""),
                           "interval": env.get(ENV + "INTERVAL", ""),
                           "correct_drift": env.get(ENV + "CORRECT_DRIFT") == "true",
+                          "prune": env.get(ENV + "PRUNE") == "true",
                           "task_state": (last.get("Status") or {}).get("State", ""),
                           "task_error": (last.get("Status") or {}).get("Err", ""),
                           # tasks that ended on their own (killed, crashed): swarm restarted

@@ -125,6 +125,23 @@ def read_audit_swarm(api, stack: str | None = None, since: str | None = None) ->
     return sorted(out, key=lambda r: str(r.get("ts", "")))
 
 
+def audit_table(records: list[dict]) -> list[str]:
+    """The text table `swarmsmith audit` prints: a header, then one line per record. COMMIT is
+    the short id of the commit a git agent deployed, "-" for runs that name none."""
+    lines = [f"{'TIME (UTC)':<20} {'STACK':<14} {'COMMAND':<9} {'PHASE':<7} {'EXIT':>4} "
+             f"{'SECS':>7} {'CHANGES':>7}  {'COMMIT':<12}  BY"]
+    for r in records:
+        changes = r.get("changes", r.get("requested", []))
+        code = r.get("exit_code")
+        commit = str(r.get("commit") or "-")[:12]
+        lines.append(f"{str(r.get('ts', ''))[:19].replace('T', ' '):<20} "
+                     f"{str(r.get('stack', '')):<14} {str(r.get('command', '')):<9} "
+                     f"{str(r.get('phase', '-')):<7} {'-' if code is None else code:>4} "
+                     f"{str(r.get('seconds', '-')):>7} {len(changes or []):>7}  {commit:<12}  "
+                     f"{r.get('by', '?')} from {r.get('from', '?')}")
+    return lines
+
+
 def parse_since(text: str, now: datetime | None = None) -> str:
     """`2h`, `30m`, `7d`, `90s` or an ISO date/time -> the ISO UTC form records carry.
     ValueError on anything else."""
