@@ -35,7 +35,9 @@ CODE_DIRS = ("inventory", "provision", "stacks")
 
 
 def source_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The checkout's top folder (where cli.py and the packages are): provision's parent."""
+    import provision
+    return os.path.dirname(os.path.dirname(os.path.abspath(provision.__file__)))
 
 
 def code_files(root: str | None = None) -> dict[str, str]:
