@@ -703,17 +703,25 @@ def cmd_audit(args) -> int:
         print("no audit records" + (f" for stack {args.stack}" if args.stack else "")
               + (f" since {since}" if since else ""))
         return 0
-    print(f"{'TIME (UTC)':<20} {'STACK':<14} {'COMMAND':<9} {'PHASE':<6} {'EXIT':>4} {'SECS':>7} "
-          f"{'CHANGES':>7}  BY")
+    print("\n".join(audit_lines(records)))
+    return 0
+
+
+def audit_lines(records: list[dict]) -> list[str]:
+    """The audit table; an agent's records name the commit they deployed."""
+    lines = [f"{'TIME (UTC)':<20} {'STACK':<14} {'COMMAND':<9} {'PHASE':<6} {'EXIT':>4} "
+             f"{'SECS':>7} {'CHANGES':>7}  BY"]
     for r in records:
         changes = r.get("changes", r.get("requested", []))
         code = r.get("exit_code")
-        print(f"{str(r.get('ts', ''))[:19].replace('T', ' '):<20} {str(r.get('stack', '')):<14} "
-              f"{str(r.get('command', '')):<9} {str(r.get('phase', '-')):<6} "
-              f"{'-' if code is None else code:>4} "
-              f"{str(r.get('seconds', '-')):>7} {len(changes or []):>7}  "
-              f"{r.get('by', '?')} from {r.get('from', '?')}")
-    return 0
+        lines.append(f"{str(r.get('ts', ''))[:19].replace('T', ' '):<20} "
+                     f"{str(r.get('stack', '')):<14} "
+                     f"{str(r.get('command', '')):<9} {str(r.get('phase', '-')):<6} "
+                     f"{'-' if code is None else code:>4} "
+                     f"{str(r.get('seconds', '-')):>7} {len(changes or []):>7}  "
+                     f"{r.get('by', '?')} from {r.get('from', '?')}"
+                     + (f", commit {r['commit'][:12]}" if r.get("commit") else ""))
+    return lines
 
 
 def cmd_rm(args) -> int:

@@ -435,6 +435,18 @@ def test_status_lines_show_commit_time_outcomes_and_drift():
     assert "not installed" in agent_status_lines(AgentResult())[0]
 
 
+def test_audit_lines_name_the_commit_an_agent_record_deployed():
+    from cli import audit_lines
+    rows = audit_lines([
+        {"ts": "2026-01-01T00:00:00Z", "stack": "web", "command": "agent", "phase": "end",
+         "exit_code": 0, "seconds": 9.5, "changes": ["update service web_api"], "by": "root",
+         "from": "m1", "commit": "c" * 40},
+        {"ts": "2026-01-01T00:01:00Z", "stack": "web", "command": "deploy", "phase": "end",
+         "exit_code": 0, "seconds": 3.0, "changes": [], "by": "ada", "from": "laptop"}])
+    assert rows[1].endswith("root from m1, commit cccccccccccc"), rows[1]
+    assert rows[2].endswith("ada from laptop"), rows[2]
+
+
 # --- the engine through its own socket ----------------------------------------------------------
 
 def test_the_local_socket_transport_is_the_same_adapter_with_errors_naming_the_engine(tmp_path):
