@@ -53,14 +53,15 @@ for _ in 1 2 3; do curl -s --max-time 2 "$url"; done
 
 step "day two: a backup of the swarm's state (raft, keys, secrets) into a 0600 archive"
 echo "(one manager here: while its engine is stopped for the copy the swarm has no manager and takes"
-echo " no changes, and the tasks on that host stop until swarm starts them again; with three or more"
-echo " managers a non-leader one is copied and quorum is kept: docs/runbooks.md)"
+echo " no changes, the tasks on that host stop with it, and the app runs short of replicas until swarm"
+echo " has settled again, measured below; with three or more managers a non-leader one is copied and"
+echo " quorum is kept: docs/runbooks.md)"
 backups=$(dirname "$SWARMSMITH_CLUSTER")/.swarmsmith/backups
 mkdir -p -m 700 "$backups"
 swarmsmith backup --out "$backups/"
 ls -l "$backups" | tail -n +2 | tail -3
 t0=$SECONDS
-for _ in $(seq 120); do swarmsmith status >/dev/null && break; sleep 1; done
+for _ in $(seq 180); do swarmsmith status >/dev/null && break; sleep 1; done
 swarmsmith status >/dev/null || { swarmsmith status; exit 1; }
 echo "every service runs all its replicas again $((SECONDS - t0)) s after the backup"
 
