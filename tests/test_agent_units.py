@@ -703,3 +703,17 @@ def test_old_agent_images_leave_the_cache_keeping_the_current_and_the_one_before
         "debian-bookworm-x.rootfs.tar", f"{ARCHIVE_PREFIX}1.images.tar",
         f"{ARCHIVE_PREFIX}1.images.tar.gz", f"{ARCHIVE_PREFIX}3.images.tar",
         f"{ARCHIVE_PREFIX}3.images.tar.gz"]), removed
+
+
+def test_the_agent_image_holds_this_checkouts_cli_and_packages():
+    # the image's code layer is read from the checkout's top folder, wherever in provision/
+    # the image module itself lives
+    from provision.images.agent import HOME, code_files
+    from tests.conftest import REPO
+    files = code_files()
+    assert files[os.path.join(REPO, "cli.py")] == f"{HOME}/cli.py"
+    for top in ("inventory", "provision", "stacks"):
+        assert files[os.path.join(REPO, top, "__init__.py")] == f"{HOME}/{top}/__init__.py"
+    assert files[os.path.join(REPO, "provision", "images", "agent.py")] == \
+        f"{HOME}/provision/images/agent.py"
+    assert all(os.path.isfile(src) for src in files)
