@@ -200,6 +200,8 @@ def test_backup_by_either_name(env, tmp_path):
                     timeout=600)
         assert p.returncode == 0, (ref, p.stdout, p.stderr)
         assert " from m1:" in p.stdout and len(os.listdir(out)) == 1, p.stdout
+        # the one manager's stop takes its tasks along: the note says so, not that they ran on
+        assert "the tasks on m1 stopped with it" in p.stdout, p.stdout
 
 
 def test_images_push_sends_once_per_machine_also_after_a_rename(env):

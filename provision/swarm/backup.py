@@ -519,8 +519,12 @@ def take_backup(cluster_path: str, opts: BackupOptions | None = None, *,
                 notes.append("copied from the leader: the swarm elected another while its "
                              "engine was stopped")
             if managers == 1:
-                notes.append("single manager: the swarm could not be changed while its engine "
-                             "was stopped for the copy (running tasks kept running)")
+                # the engine's stop takes its containers with it (live restore is not allowed
+                # in swarm mode), and the tasks elsewhere lose their manager for the copy
+                notes.append(f"single manager: the swarm had no manager while {name}'s engine "
+                             f"was stopped for the copy, and the tasks on {name} stopped with "
+                             "it; swarm starts them again, so services may run short for a "
+                             "minute (with more managers, a non-leader is copied instead)")
             autolock = bool(((swarm.get("Spec") or {}).get("EncryptionConfig") or {})
                             .get("AutoLockManagers"))
             # read before the stop, kept in memory only: the restarted manager comes back
