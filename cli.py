@@ -999,7 +999,8 @@ def cmd_agent_remove(args) -> int:
 
 def cmd_agent_run(args) -> int:
     from provision.engine_api.adapter import connect_local
-    from stacks.agent.loop import Agent, AgentConfig
+    from stacks.agent.loop import Agent, AgentConfig, exit_on_sigterm
+    exit_on_sigterm()
     cfg = AgentConfig.from_env()
     Agent(cfg, connect_local(credentials=cfg.credentials()),
           say=lambda line: print(line, flush=True)).run_forever()

@@ -717,3 +717,21 @@ def test_the_agent_image_holds_this_checkouts_cli_and_packages():
     assert files[os.path.join(REPO, "provision", "images", "agent.py")] == \
         f"{HOME}/provision/images/agent.py"
     assert all(os.path.isfile(src) for src in files)
+
+
+def test_the_agent_exits_on_sigterm_through_its_finally_blocks():
+    # as its container's first process the agent gets no default SIGTERM action: without the
+    # handler every service update and engine stop waited out the grace period
+    import signal
+    import subprocess
+    import sys
+    code = ("import os, signal, time\n"
+            "from stacks.agent.loop import exit_on_sigterm\n"
+            "exit_on_sigterm()\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+            "finally:\n"
+            "    print('released', flush=True)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert p.returncode == 128 + signal.SIGTERM and p.stdout == "released\n", (p.returncode, p.stderr)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -482,3 +483,15 @@ class Agent:
                 self.log(f"poll failed: unexpected {type(e).__name__}: {first}")
             n += 1
             self.sleep(self.cfg.interval)
+
+
+def exit_on_sigterm() -> None:
+    """The agent is its container's first process, for which the kernel ignores SIGTERM unless
+    a handler is set: without one, `docker service update` and every engine stop waited the
+    whole stop grace period and then killed it. The handler ends the process the way a
+    Python exit does, so the stack lock of a run in progress is released on the way out
+    (the next agent finds the rollout in flight and carries on)."""
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+
