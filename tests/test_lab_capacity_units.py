@@ -87,6 +87,8 @@ def test_lab_up_refuses_a_size_this_machine_cannot_hold_before_making_anything()
     if too_many * capacity.MB_PER_HOST + capacity.RESERVE_MB <= total:
         pytest.skip("this machine holds a full lab of 250 hosts")
     r = run_cli("lab", "up", "--nodes", str(too_many), "--name", "capref")
+    if r.returncode != 2:
+        run_cli("lab", "down", "--name", "capref")
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "GiB is available" in r.stderr
     assert "capref" not in list_labs()
