@@ -355,8 +355,11 @@ def services_short(swarm: Swarm) -> str | None:
 class Upgrader:
     def __init__(self, swarm: Swarm, sessions: dict, facts: dict, install: str, version: str,
                  opts: UpgradeOptions, progress: Callable[[str, str], None], clock=time.monotonic,
-                 sleep=time.sleep, lock=None):
+                 sleep=time.sleep, lock=None, apt: dict | None = None):
         self.swarm, self.sessions, self.facts = swarm, sessions, facts
+        # node -> engine.AptSettings: how `up` lets the host reach packages (the cluster
+        # file's proxy and mirror, else the provider's proxy); an upgrade installs the same way
+        self.apt = apt or {}
         # the cluster's managers lock (provision/swarm/managers.py), held for the whole run: a
         # backup or another upgrade would otherwise stop a manager of its own while this one
         # restarts one; the quorum checks below are made under it
@@ -365,6 +368,7 @@ class Upgrader:
         self.say, self.clock, self.sleep = progress, clock, sleep
         self.result: UpgradeResult | None = None
         self.where: dict[str, str] = {}       # node -> the state it is left in
+        self.before: dict[str, str] = {}      # node ID -> its availability before the drain
 
     def wait(self, what, check, timeout):
         _wait(what, check, timeout, self.opts.poll, self.clock, self.sleep)
@@ -379,12 +383,15 @@ class Upgrader:
             self.swarm.busy.update(n for n in names if n in self.swarm.managers
                                    and len(self.swarm.managers) > 1)
         before = {n["ID"]: availability_before(n) for n in nodes}
+        self.before.update(before)
         for n in nodes:
             self.where[_name(n)] = "being drained"
             if MARK not in (n["Spec"].get("Labels") or {}):
                 self.swarm.mark(n["ID"], before[n["ID"]])
         drain(self.swarm, nodes, self.opts.drain_timeout, self.opts.poll, self.say,
               self.clock, self.sleep)
+        for name in names:
+            self.where[name] = "drained"
         for name in names:
             self.where[name] = "drained, engine being installed"
             self.install_on(name)
@@ -415,6 +422,12 @@ class Upgrader:
 
     def install_on(self, name: str) -> None:
         s, facts = self.sessions[name], self.facts[name]
+        # a host whose engine came preinstalled never had `up` set its apt proxy or mirror: the
+        # install needs them as much as up's would (a lab host has no route out but the proxy)
+        for step in engine.apt_steps(facts, self.apt.get(name) or engine.AptSettings()):
+            s.run(step.command, timeout=step.timeout)
+            self.result.changes.append(f"{name}: {step.change}")
+            self.say(name, step.change)
         family = {facts.get("os", "")} | set(facts.get("os_like", "").split())
         same = bool(self.version) and engine.version_matches(facts.get("server", ""), self.version)
         change, script = engine.install_script(self.install, family, self.version, reinstall=same)
@@ -465,18 +478,51 @@ class Upgrader:
                 result.done += [_name(n) for n in current]
                 done = {n["ID"] for n in current}
                 left = [n for n in left if n["ID"] not in done]
+                current = None
             for m in managers_in_order(self.swarm.nodes()):
                 current = [m]
                 self.batch(current)
                 result.done.append(_name(m))
-            current = None
+                current = None
             # a manager restart moves the leadership; the new leader sees the other nodes as
             # down until they report to it again: the run ends on the cluster as it began
             self.wait("every node Ready again", lambda: _not_ready(self.swarm, ready_at_start),
                       self.opts.ready_timeout)
         except SwarmsmithError as e:
+            self._give_back(current or [])
             raise self._stopped(e, current or []) from e
         return result
+
+    def _give_back(self, batch: list[dict]) -> None:
+        """After a failure: the stopped batch's nodes that are Ready get the availability they
+        had before the drain (an install that failed on the network left their engine as it
+        was; kept drained they would refuse every task, unseen until a deploy has no room).
+        A node that is not Ready stays drained and marked, so a run that finishes it, or
+        `swarmsmith node activate`, gives it back; the error says which is which."""
+        drained = [n for n in batch if n["ID"] in self.before
+                   and self.where.get(_name(n), "").startswith(("being drained", "drained"))]
+        if not drained:
+            return
+        try:
+            view = {n["ID"]: n for n in self.swarm.nodes()}
+        except SwarmsmithError as e:
+            for n in drained:
+                self.where[_name(n)] += (f", left drained (the swarm did not answer: {e}); "
+                                         f"{_activate_hint(n)}")
+            return
+        for n in drained:
+            name, before = _name(n), self.before[n["ID"]]
+            if (view.get(n["ID"], {}).get("Status") or {}).get("State") != "ready":
+                self.where[name] += f", not Ready, left drained; {_activate_hint(n)}"
+                continue
+            try:
+                self.swarm.set_availability(n["ID"], before)
+                self.swarm.unmark(n["ID"])
+            except SwarmsmithError as e:
+                self.where[name] += f", left drained ({e}); {_activate_hint(n)}"
+                continue
+            self.where[name] = f"{before} again (it was {self.where[name]})"
+            self.say(name, f"availability {before} again (the upgrade stopped)")
 
     def _stopped(self, e: SwarmsmithError, batch: list[dict]) -> UpgradeError:
         names = [_name(n) for n in batch]
@@ -490,6 +536,24 @@ class Upgrader:
             host=None)
         err.exit_code = getattr(e, "exit_code", err.exit_code)
         return err
+
+
+def _activate_hint(node: dict) -> str:
+    return (f"`swarmsmith engine upgrade` run again finishes it and gives its availability "
+            f"back, `swarmsmith node activate {_name(node)}` gives it back now")
+
+
+def _apt_settings(cf, cluster_path: str, hosts: list) -> dict:
+    """Host name -> engine.AptSettings as `up` applies them: the cluster file's proxy and
+    mirror, else the proxy the provider's host needs (lab hosts with a root of their own
+    reach packages only through the lab's proxy; no other provider sets one, and asking a
+    cloud provider for its hosts would cost an API call for nothing)."""
+    provider_proxy: dict[str, str] = {}
+    if cf.provider == "lab" and not cf.apt_proxy:
+        from .engine_api.access import access
+        provider_proxy = {h.name: h.apt_proxy for h in access(cluster_path).provider_hosts(None)}
+    return {h.name: engine.AptSettings(proxy=cf.apt_proxy or provider_proxy.get(h.name, ""),
+                                       mirror=cf.apt_mirror) for h in hosts}
 
 
 def upgrade(cluster_path: str, opts: UpgradeOptions,
@@ -549,7 +613,8 @@ def upgrade(cluster_path: str, opts: UpgradeOptions,
             lock = lambda: managers_lock(cluster_path, "engine upgrade",  # noqa: E731
                                          ttl=LOCK_TTL, notify=lambda line: say("cluster", line))
             return Upgrader(swarm, sessions, facts, cf.install, version, opts, say,
-                            clock, sleep, lock=lock).run(result)
+                            clock, sleep, lock=lock, apt=_apt_settings(cf, cluster_path, hosts)
+                            ).run(result)
         finally:
             for s in sessions.values():
                 s.close()

@@ -5,8 +5,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 # Lab tests use their own lab names and tear their labs down in fixtures, even on failure;
 # they need root (CI runs as root) and skip otherwise.
-# The VM tier (marker vm: QEMU lab hosts, about 10 minutes under TCG) runs only when asked
-# for: `./scripts/test.sh -m vm tests/test_vm_lab.py` (it runs alone on the machine's cores).
+# The VM tier (marker vm: QEMU lab hosts, about 10 minutes under TCG) runs alone on the
+# machine's cores; `-m "not vm"` leaves it out, `-m vm` runs only it.
 # Modules run in 3 workers (lab tests mostly wait on daemons and SSH, not on the CPU); lab
 # modules with machine-wide checks run alone (tests/conftest.py).
 python3 -m pytest -q -p no:cacheprovider -n 3 --dist loadfile "$@"

@@ -171,9 +171,91 @@ def test_a_failure_stops_the_run_and_says_where_each_node_is():
     with pytest.raises(U.UpgradeError) as e:
         up.run(U.UpgradeResult("c", "20.10.24", [], {"m1": "", "w1": "", "w2": ""}))
     msg = str(e.value)
+    # w2's engine is as it was and Ready: it gets its availability back, and the error says so
     assert msg == ("engine upgrade stopped at w2: w2: install failed: E: Unable to locate "
-                   "package. w2 is drained, engine being installed. Upgraded: w1; not started: m1")
+                   "package. w2 is active again (it was drained, engine being installed). "
+                   "Upgraded: w1; not started: m1")
+    assert swarm.log[-2:] == [("w2", "install"), ("w2", "active")]
     assert ("m1", "drain") not in swarm.log        # nothing after the failure
+    w2 = swarm._nodes[2]
+    assert w2["Spec"]["Availability"] == "active" and U.MARK not in w2["Spec"]["Labels"]
+
+
+def test_a_failed_batch_is_given_its_availability_back_not_left_drained_unsaid():
+    """Both workers drained together and the install fails on the first (apt could not reach
+    its sources): the one not yet touched and the failed one are Ready, and get back what they
+    had (active, pause); none is left drained for the next deploy to find without room."""
+    w1, w2 = node("w1"), node("w2", availability="pause")
+    swarm = FakeSwarm([node("m1", "manager", True), w1, w2], [], [])
+    up = FakeUpgrader(swarm, fail_on="w1")
+    up.opts.max_batch = 2
+    with pytest.raises(U.UpgradeError) as e:
+        up.run(U.UpgradeResult("c", "20.10.24", [], {"m1": "", "w1": "", "w2": ""}))
+    assert (w1["Spec"]["Availability"], w2["Spec"]["Availability"]) == ("active", "pause")
+    assert U.MARK not in w1["Spec"]["Labels"] and U.MARK not in w2["Spec"]["Labels"]
+    assert "w1 is active again (it was drained, engine being installed); " \
+           "w2 is pause again (it was drained)" in str(e.value)
+
+
+def test_a_node_not_ready_after_a_failure_stays_drained_and_the_error_says_how_to_undo_it():
+    swarm = FakeSwarm([node("m1", "manager", True), node("w1")], [], [])
+
+    class Broken(FakeUpgrader):
+        def install_on(self, name):
+            super().install_on(name)
+            swarm._nodes[1]["Status"]["State"] = "down"      # its engine did not come back
+    up = Broken(swarm)
+    up.opts.ready_timeout = 5
+    with pytest.raises(U.UpgradeError) as e:
+        up.run(U.UpgradeResult("c", "20.10.24", [], {"m1": "", "w1": ""}))
+    w1 = swarm._nodes[1]
+    assert w1["Spec"]["Availability"] == "drain" and w1["Spec"]["Labels"][U.MARK] == "active"
+    assert ("w1 is drained, engine restarted, not Ready, left drained; `swarmsmith engine "
+            "upgrade` run again finishes it and gives its availability back, `swarmsmith node "
+            "activate w1` gives it back now") in str(e.value)
+
+
+class RecordingSession:
+    """A host that answers every command, keeping what it ran (description and stdin)."""
+
+    def __init__(self, server="20.10.24+dfsg1"):
+        self.ran, self.server = [], server
+
+    def run(self, cmd, check=True, timeout=60):
+        from provision.remote.ssh import Result
+        self.ran.append((cmd.description, (cmd.stdin or b"").decode()))
+        if cmd.description.startswith("gather engine"):
+            return Result(f"systemd=1\napt=1\nserver={self.server}\n", "", 0)
+        return Result("", "", 0)
+
+
+def test_the_install_uses_the_apt_proxy_and_mirror_up_would_set():
+    """A host whose engine came preinstalled never had `up` write its apt proxy; the upgrade's
+    install must reach packages the same way `up`'s does (a lab host has no other way out)."""
+    from provision.engine import install as E
+    swarm = FakeSwarm([node("m1", "manager", True)], [], [])
+    s = RecordingSession()
+    facts = {"m1": {"os": "debian", "apt": True, "apt_proxy": "", "apt_mirror": "",
+                    "systemd": True, "server": "20.10.24+dfsg1"}}
+    up = U.Upgrader(swarm, {"m1": s}, facts, "distro", "", U.UpgradeOptions(poll=0),
+                    lambda node, msg: None,
+                    apt={"m1": E.AptSettings(proxy="http://apt-proxy.lab:3142",
+                                             mirror="http://mirror.example/debian")})
+    up.result = U.UpgradeResult("c", "", [], {})
+    up.install_on("m1")
+    did = [d for d, _ in s.ran]
+    assert did.index("write apt's proxy setting") < did.index("install the Docker engine")
+    assert did.index("point apt at the mirror") < did.index("install the Docker engine")
+    assert 'Acquire::http::Proxy "http://apt-proxy.lab:3142";' in dict(s.ran)[
+        "write apt's proxy setting"]
+    assert "m1: apt proxy set to http://apt-proxy.lab:3142" in up.result.changes
+    # a host that has them already is left as it is
+    s2 = RecordingSession()
+    facts["m1"].update(apt_proxy="http://apt-proxy.lab:3142",
+                       apt_mirror="http://mirror.example/debian")
+    up.sessions = {"m1": s2}
+    up.install_on("m1")
+    assert [d for d, _ in s2.ran if "apt" in d] == []
 
 
 def test_refuses_to_start_without_whole_quorum():

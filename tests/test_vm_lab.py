@@ -127,6 +127,11 @@ def test_engine_upgrade_restarts_every_engine_through_systemd(vmt):
     # both workers at once: no service runs yet, so draining them leaves nothing unplaced
     p = vmt.cli("engine", "upgrade", "--json", "--batch", "2", timeout=SLOW)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    # the hosts whose engine came preinstalled never had `up` point apt at the lab's proxy
+    # (no route out otherwise): the upgrade's install does, where it is missing
+    changes = json.loads(p.stdout)["changes"]
+    proxied = sorted(c.split(":")[0] for c in changes if ": apt proxy set to http://" in c)
+    assert proxied == [MANAGER, WORKER1], changes
     after = dockerd_pids(vmt)
     assert all(after[h] != before[h] for h in before), (before, after)
     st = vmt.cli("status", "--json")
