@@ -244,7 +244,7 @@ def test_plan_and_dry_run_change_nothing(bt1):
             assert proc.returncode == 0, proc.stderr
             plan = json.loads(proc.stdout)["changes"]
             assert "host bt1-worker-3: create lab host" in plan
-            assert "bt1-worker-3: engine set up, join swarm as worker" in plan
+            assert "bt1-worker-3: joined as worker" in plan
             assert not any("swarm init" in p for p in plan)
     finally:
         bt1.write(BT1)

@@ -555,8 +555,12 @@ def test_plan_of_new_cluster_creates_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     assert plan["dry_run"] and "host bt5-manager-1: create lab host" in plan["changes"]
-    assert "bt5-manager-1: swarm init" in plan["changes"]
-    assert "bt5-worker-1: engine set up, join swarm as worker" in plan["changes"]
+    assert plan["changes"][2:] == [
+        "bt5-manager-1: engine set up (its steps are decided once the host exists)",
+        "bt5-worker-1: engine set up (its steps are decided once the host exists)",
+        "bt5-manager-1: swarm initialised", "bt5-manager-1: labels swarmsmith.cluster=bt5",
+        "bt5-worker-1: joined as worker", "bt5-worker-1: labels swarmsmith.cluster=bt5",
+        "cluster record version 1 written to the swarm"]
     assert lab_hosts("bt5") == []
     assert sorted(os.listdir(tmp_path)) == ["swarmsmith.yml"]
 
@@ -595,3 +599,19 @@ def test_prune_refuses_to_destroy_managers(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert p.returncode == 2, p.stderr
     assert "m2" in p.stderr and "c.yml" in p.stderr and "managers" in p.stderr
+
+
+@pytest.mark.parametrize("on_disk, daemon, have, outside", [
+    ("0", {}, None, True),                                  # a new machine: no swarm state
+    ("1", {}, None, False),                                 # it was in a swarm
+    ("?", {}, None, False),                                 # the folder could not be read
+    ("0", {"data-root": "/srv/docker"}, None, False),       # the state is elsewhere
+    ("0", {}, {"data-root": "/srv/docker"}, False),
+])
+def test_a_stopped_engine_starts_outside_any_swarm_only_when_its_folder_says_so(
+        on_disk, daemon, have, outside):
+    from provision import bootstrap
+    from provision.remote import facts as F
+    facts = F.parse_engine_facts(f"os=debian\nswarm_on_disk={on_disk}\nserver=\n---swarm---\n\n"
+                                 "---daemon.json---\n" + (json.dumps(have) if have else ""))
+    assert bootstrap._starts_outside_swarm(facts, daemon) is outside
