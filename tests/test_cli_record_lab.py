@@ -25,6 +25,7 @@ import yaml
 
 from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
+from tests.lab_cluster import swarmsmith as sw
 
 pytestmark = pytest.mark.lab
 LAB = "clr1"
@@ -45,13 +46,6 @@ STACK = """services:
     environment: {V: "%(v)s"}
     deploy: {replicas: 1}
 """
-
-
-def sw(cwd, *args, timeout=300):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
-    return subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
 
 
 def readme_cluster_file(hosts) -> dict:
