@@ -23,9 +23,10 @@ from .base.errors import HostKeyMismatchError, InputError, SwarmsmithError
 from .base.hosts import Host
 from .remote.parallel import each, raise_open_files, ticking
 from .base.progress import HostProgress, ProgressCallback, Waiting
-
-ENGINE_SET_UP = "engine set up (its steps are decided once the host exists)"
 from .remote.ssh import Session, fingerprint
+
+# a dry run's line for a host the provider has yet to make: nothing of it can be read before
+ENGINE_SET_UP = "engine set up (its steps are decided once the host exists)"
 
 
 @dataclass
@@ -242,8 +243,7 @@ def _remember_hosts(inv: dict, hosts) -> None:
 def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
                       pruned_nodes: list) -> UpResult:
     inv, cf = run.inventory, run.cluster
-    nodes = step.converge(arrivals=_engines(run, hosts, addresses, hostnames),
-                          known={n: f["swarm"] for n, f in run.facts.items() if f.get("server")})
+    nodes = _converge(run, step, hosts, addresses, hostnames)
     run.changes += step.changes
     leader = run.sessions[step.leader.name]
     for name, node_id in pruned_nodes:
@@ -260,6 +260,19 @@ def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
     _write_record(run, step.leader, step)
     _write_known_hosts(run)
     return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
+
+
+def _converge(run: Run, step, hosts, addresses: dict, hostnames: dict) -> list[dict]:
+    """The swarm step over the hosts as their engines answer. The engine steps' generator is
+    closed here, its pool shut down, once converge is done with it: left to the garbage
+    collector, its pool's join could run inside another thread's start in a later run of the
+    same process and wait there for ever."""
+    arrivals = _engines(run, hosts, addresses, hostnames)
+    try:
+        return step.converge(arrivals=arrivals,
+                             known={n: f["swarm"] for n, f in run.facts.items() if f.get("server")})
+    finally:
+        arrivals.close()
 
 
 def _forget_old_names(inv: dict, hosts, nodes: list[dict]) -> list[str]:

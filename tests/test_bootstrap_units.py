@@ -615,3 +615,35 @@ def test_a_stopped_engine_starts_outside_any_swarm_only_when_its_folder_says_so(
     facts = F.parse_engine_facts(f"os=debian\nswarm_on_disk={on_disk}\nserver=\n---swarm---\n\n"
                                  "---daemon.json---\n" + (json.dumps(have) if have else ""))
     assert bootstrap._starts_outside_swarm(facts, daemon) is outside
+
+
+def test_the_engine_steps_pool_is_shut_down_when_the_swarm_step_is_done(monkeypatch):
+    """converge takes one arrival per host and never asks for the end of the generator: its
+    pool must be shut down by up itself, not by the garbage collector at some later moment
+    (inside another thread's start, where its join waited for ever in a second in-process run)."""
+    import threading
+    from types import SimpleNamespace
+    from provision import bootstrap
+    from provision.base.hosts import Host
+    from provision.remote import facts as F
+
+    def engine(run, h):
+        return {"interfaces": {"eth0": [f"{h.public_address}/24"]}, "hostname": h.name,
+                "swarm": F.swarm_facts({}), "server": "20.10.24"}
+    monkeypatch.setattr(bootstrap, "_engine", engine)
+
+    class Step:
+        def converge(self, arrivals, known):
+            self._arrivals = arrivals       # as SwarmStep keeps it, for as long as the step lives
+            return [next(arrivals) for _ in hosts]      # as converge: no next() past the last
+
+    def pool_threads():
+        return {t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")}
+    hosts = [Host("m1", "10.0.0.1", role="manager"), Host("w1", "10.0.0.2", role="worker")]
+    run = SimpleNamespace(opts=bootstrap.UpOptions(), facts={}, waiting=lambda text: None,
+                          cluster=SimpleNamespace(advertise=None))
+    before = pool_threads()
+    step = Step()
+    got = bootstrap._converge(run, step, hosts, {}, {})
+    assert sorted(name for name, _ in got) == ["m1", "w1"]
+    assert pool_threads() - before == set()

@@ -48,7 +48,7 @@ def initialised(addr: str | None) -> str:
     return "swarm initialised" + (f" (advertise {addr})" if addr else "")
 
 
-def joined(role: str, addr: str | None) -> str:
+def joined_as(role: str, addr: str | None) -> str:
     return f"joined as {role}" + (f" (advertise {addr})" if addr else "")
 
 
@@ -270,7 +270,7 @@ class SwarmStep:
             if how:
                 for n in self._stale_nodes(h, nodes.values()):
                     say(h, stale_removed(n["id"]))
-                say(h, joined(h.role, self.addr.get(h.name)))
+                say(h, joined_as(h.role, self.addr.get(h.name)))
             elif node and h.role == "manager" and node["role"] != "manager":
                 say(h, PROMOTED)
             elif node and h.role == "worker" and node["role"] == "manager":
@@ -531,7 +531,7 @@ class SwarmStep:
         addr = self.addr[h.name]
         node_id = self._engine_join(h, role, token, addr, leader_addr, busy or (lambda: None))
         self._rejoined.add(h.name)
-        self.change(h, joined(role, addr))
+        self.change(h, joined_as(role, addr))
         return node_id
 
     def _engine_join(self, h: Host, role: str, token: Secret, addr: str, leader_addr: str,
