@@ -25,6 +25,9 @@ from .remote.parallel import each, raise_open_files, ticking
 from .base.progress import HostProgress, ProgressCallback, Waiting
 from .remote.ssh import Session, fingerprint
 
+# a dry run's line for a host the provider has yet to make: nothing of it can be read before
+ENGINE_SET_UP = "engine set up (its steps are decided once the host exists)"
+
 
 @dataclass
 class UpOptions:
@@ -204,12 +207,7 @@ def _up(run: Run) -> UpResult:
             if inv["hosts"][name].get("node_id"):
                 pruned_nodes.append((name, inv["hosts"][name]["node_id"]))
             del inv["hosts"][name]
-    for h in hosts:
-        rec = inv["hosts"].setdefault(h.name, {})
-        # port and key too: a static host may name its own, and every later command needs them
-        rec.update(role=h.role, public_address=h.public_address,
-                   private_address=h.private_address, user=h.user, port=h.port,
-                   key=h.key_path or None)
+    _remember_hosts(inv, hosts)
     run.save()
 
     run.waiting(f"connecting to {len(hosts)} host(s) and reading their facts")
@@ -232,11 +230,20 @@ def _up(run: Run) -> UpResult:
         step.close()
 
 
+def _remember_hosts(inv: dict, hosts) -> None:
+    """The provider's facts of each host into the inventory (a dry run's copy is not saved)."""
+    for h in hosts:
+        rec = inv["hosts"].setdefault(h.name, {})
+        # port and key too: a static host may name its own, and every later command needs them
+        rec.update(role=h.role, public_address=h.public_address,
+                   private_address=h.private_address, user=h.user, port=h.port,
+                   key=h.key_path or None)
+
+
 def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
                       pruned_nodes: list) -> UpResult:
     inv, cf = run.inventory, run.cluster
-    nodes = step.converge(arrivals=_engines(run, hosts, addresses, hostnames),
-                          known={n: f["swarm"] for n, f in run.facts.items() if f.get("server")})
+    nodes = _converge(run, step, hosts, addresses, hostnames)
     run.changes += step.changes
     leader = run.sessions[step.leader.name]
     for name, node_id in pruned_nodes:
@@ -253,6 +260,19 @@ def _swarm_and_record(run: Run, step, hosts, addresses: dict, hostnames: dict,
     _write_record(run, step.leader, step)
     _write_known_hosts(run)
     return UpResult(cluster=cf.name, nodes=nodes, changes=run.changes, warnings=run.warnings)
+
+
+def _converge(run: Run, step, hosts, addresses: dict, hostnames: dict) -> list[dict]:
+    """The swarm step over the hosts as their engines answer. The engine steps' generator is
+    closed here, its pool shut down, once converge is done with it: left to the garbage
+    collector, its pool's join could run inside another thread's start in a later run of the
+    same process and wait there for ever."""
+    arrivals = _engines(run, hosts, addresses, hostnames)
+    try:
+        return step.converge(arrivals=arrivals,
+                             known={n: f["swarm"] for n, f in run.facts.items() if f.get("server")})
+    finally:
+        arrivals.close()
 
 
 def _forget_old_names(inv: dict, hosts, nodes: list[dict]) -> list[str]:
@@ -459,7 +479,7 @@ def _write_record(run: Run, leader, step=None) -> None:
         e.host = e.host or leader.name
         raise
     if version is not None:
-        run.changes.append(f"cluster record version {version} written to the swarm")
+        run.changes.append(record_written(version))
         run.progress(leader.name, f"cluster record version {version} written")
 
 
@@ -485,8 +505,7 @@ def _write_known_hosts(run: Run) -> None:
         return
     finally:
         os.unlink(tmp)
-    run.changes.append(f"{path}: written with {len(lines) - 1} host keys (ssh.known_hosts did "
-                       "not exist; commit it beside the cluster file)")
+    run.changes.append(known_hosts_written(path, len(lines) - 1))
 
 
 def _pin_keys(run: Run) -> None:
@@ -573,8 +592,9 @@ def _engine_step(run: Run, h) -> dict:
 def _plan(run: Run, provider, wanted) -> UpResult:
     """--dry-run / plan: what up would change, from the same facts and decisions as up (host
     keys checked and pinned as up pins them, engine and swarm facts and the cluster's record
-    read in one command per host, the engine step's plan, the swarm step's decisions). Reads
-    hosts that exist; changes nothing (the inventory is not saved in a dry run)."""
+    read in one command per host, the engine step's plan, the swarm step's decisions), each
+    change in the words up reports it with. Reads hosts that exist; changes nothing (the
+    inventory is not saved in a dry run)."""
     cf, inv = run.cluster, run.inventory
     plan = list(provider.plan(wanted))
     existing = {h.name: h for h in provider.existing()}
@@ -588,13 +608,12 @@ def _plan(run: Run, provider, wanted) -> UpResult:
             continue
         h.role = w.role
         hosts.append(h)
+    _remember_hosts(inv, hosts)
     unread = _connect(run, hosts, tolerate=True)     # a host not read is named in the plan
     plan += run.changes             # host keys up would pin
-    absent = {h.name for h in placeholders} | set(unread)
-    swarm_facts = {}
+    swarm_facts, addresses, hostnames = {}, {}, {}
     entries = {n["name"]: n for n in nodes}
     for h in hosts:
-        entry = entries[h.name]
         if h.name in unread:
             plan.append(f"{h.name}: cannot read state ({unread[h.name]})")
             continue
@@ -602,9 +621,12 @@ def _plan(run: Run, provider, wanted) -> UpResult:
         daemon = engine.desired_daemon(h.engine_defaults, cf.daemon)
         plan += [f"{h.name}: {st.change}" for st in
                  engine.plan(facts, daemon, cf.install, _apt(cf, h), cf.version) if st.change]
-        entry["advertise_address"] = choose(h, facts["interfaces"], cf.advertise)
+        addresses[h.name] = choose(h, facts["interfaces"], cf.advertise)
+        hostnames[h.name] = facts.get("hostname") or h.name
         if facts.get("server"):
             swarm_facts[h.name] = facts["swarm"]
+        elif _starts_outside_swarm(facts, daemon):
+            pass            # up starts its engine and finds it in no swarm: as if absent
         elif h.role == "manager" and facts.get("dockerd"):
             # up starts it first, then reads its swarm state: so can a plan only after that
             unread[h.name] = "its engine is not running; up starts it"
@@ -613,11 +635,7 @@ def _plan(run: Run, provider, wanted) -> UpResult:
             swarm_facts[h.name] = {**facts["swarm"], "state": "active",
                                    "node_id": inv["hosts"][h.name]["node_id"],
                                    "is_manager": False, "cluster_id": inv["cluster_id"]}
-        else:
-            absent.add(h.name)
-    if cf.known_hosts_missing and not os.path.lexists(cf.known_hosts_file):
-        plan.append(f"{cf.known_hosts_file}: written with the host keys `up` pins "
-                    "(ssh.known_hosts does not exist yet)")
+    plan += [f"{h.name}: {ENGINE_SET_UP}" for h in placeholders]
     by_name = {h.name: h for h in hosts + placeholders}
     ordered = [by_name[w.name] for w in wanted]
     unread_managers = sorted(n for n in unread if by_name[n].role == "manager")
@@ -627,15 +645,58 @@ def _plan(run: Run, provider, wanted) -> UpResult:
             f"{n}: {unread[n]}" for n in unread_managers) + ")")
         return UpResult(cluster=cf.name, nodes=nodes, changes=plan, dry_run=True)
     from .swarm.step import SwarmStep
-    step = SwarmStep(run.sessions, ordered, {}, _node_labels(cf, ordered), inv,
-                     force=run.opts.force, cluster_name=cf.name,
+    step = SwarmStep(run.sessions, ordered, addresses, _node_labels(cf, ordered), inv,
+                     hostnames=hostnames, force=run.opts.force, cluster_name=cf.name,
                      destroy_services=run.opts.destroy_services)
     try:
-        plan += [p for p in step.plan(swarm_facts, absent=absent - set(unread))
-                 if p.split(": ", 1)[0] not in unread]
+        plan += [p for p in step.plan(swarm_facts) if p.split(": ", 1)[0] not in unread]
     finally:
         step.close()
+    for h in hosts:
+        if h.name not in unread:
+            entries[h.name]["advertise_address"] = step.planned_addresses[h.name]
+    read = [h for h in hosts if h.name not in unread]
+    plan += _planned_record(run, read, step, placeholders)
+    if cf.known_hosts_missing and not os.path.lexists(cf.known_hosts_file):
+        plan.append(known_hosts_written(cf.known_hosts_file, len(run.sessions) + len(placeholders)))
     return UpResult(cluster=cf.name, nodes=nodes, changes=plan, dry_run=True)
+
+
+def _starts_outside_swarm(facts: dict, daemon: dict) -> bool:
+    """An engine not answering (stopped or not installed) whose data folder holds no swarm
+    state: once started it is in no swarm. Only the default data folder is looked at."""
+    return facts.get("swarm_on_disk") == "0" and "data-root" not in daemon \
+        and "data-root" not in (facts.get("daemon_json") or {})
+
+
+def _planned_record(run: Run, hosts, step, placeholders) -> list[str]:
+    """The inventory as up leaves it, where the plan knows it (node IDs of nodes that stay,
+    addresses, labels, hostnames, old names forgotten), and the record version up writes when
+    that differs from the record read (a host made or joining gets a new node ID: a write)."""
+    from .engine_api.cluster_record import encode, from_inventory
+    inv = run.inventory
+    planned = [{"name": h.name, "node_id": step.planned_ids[h.name]} for h in hosts]
+    changes = _forget_old_names(inv, hosts, planned)
+    for h in hosts:
+        rec = inv["hosts"].setdefault(h.name, {})
+        rec.update(node_id=step.planned_ids[h.name], labels=sorted(step.labels.get(h.name, {})),
+                   advertise_address=step.planned_addresses[h.name],
+                   hostname=step.hostnames[h.name])
+    version, latest = run.record_base
+    new = any(not step.planned_ids[h.name] for h in hosts) or placeholders
+    if new or latest is None or \
+            encode(from_inventory(inv, run.cluster.name)) != encode(latest):
+        changes.append(record_written(version + 1))
+    return changes
+
+
+def record_written(version: int) -> str:
+    return f"cluster record version {version} written to the swarm"
+
+
+def known_hosts_written(path: str, keys: int) -> str:
+    return (f"{path}: written with {keys} host keys (ssh.known_hosts did not exist; commit it "
+            "beside the cluster file)")
 
 
 def _node_labels(cf, hosts) -> dict:

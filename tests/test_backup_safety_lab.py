@@ -13,31 +13,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.lab_cluster import LabCluster, write_stateful_stack
 
 pytestmark = pytest.mark.lab
 
 NAME = "bks3"
-TOKEN_MARK = "SWMTKN-"
-STACK = """\
-services:
-  app:
-    image: swarmsmith/busybox:1
-    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-    secrets: [token]
-    configs: [{source: settings, target: /settings}]
-    deploy: {replicas: 2}
-secrets:
-  token: {file: ./token.txt}
-configs:
-  settings: {file: ./settings.txt}
-"""
 MARKER = "/var/lib/docker/swarmsmith/backup.marker"
 
 
@@ -45,39 +30,10 @@ def host(i: int) -> str:
     return f"{NAME}-manager-{i}"
 
 
-class C:
+class C(LabCluster):
     def __init__(self, d):
-        self.dir = str(d)
-        self.file = os.path.join(self.dir, "swarmsmith.yml")
-        with open(self.file, "w") as f:
-            f.write(f"name: {NAME}\nprovider: lab\nmanagers: 3\nworkers: 0\n")
-
-    def argv(self, *args):
-        return [sys.executable, os.path.join(REPO, "cli.py"), *args]
-
-    def env(self):
-        return {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
-
-    def cli(self, *args, timeout=600, check=None, cwd=None):
-        p = subprocess.run(self.argv(*args), cwd=cwd or self.dir, env=self.env(),
-                           capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-        assert TOKEN_MARK not in p.stdout + p.stderr, f"token printed by {args}"
-        if check is not None:
-            assert p.returncode == check, (args, p.returncode, p.stdout, p.stderr)
-        return p
-
-    def json(self, *args, check=0, cwd=None):
-        return json.loads(self.cli(*args, "--json", check=check, cwd=cwd).stdout)
-
-    def ssh(self, name: str, command: str, check: bool = True) -> str:
-        from tests.lab_ssh import ssh_exec
-        from provision.hosts.lab.lab import Lab
-        h = {x.name: x for x in Lab(NAME).hosts()}[name]
-        rc, out, err = ssh_exec(h, command, timeout=120)
-        if check and rc != 0:
-            raise AssertionError(f"{name}: {command!r} -> {rc}\n{out}{err}")
-        return out
+        super().__init__(d, NAME)
+        self.write(f"name: {NAME}\nprovider: lab\nmanagers: 3\nworkers: 0\n")
 
     def dockerd_pid(self, name: str) -> str:
         return self.ssh(name, "cat /var/run/docker.pid 2>/dev/null || echo none").strip()
@@ -90,16 +46,6 @@ class C:
         return next(n["hostname"] for n in self.json("node", "ls")["nodes"]
                     if n["manager"] == "leader")
 
-    def wait(self, what: str, check, timeout: float = 120.0):
-        end = time.monotonic() + timeout
-        while True:
-            got = check()
-            if got:
-                return got
-            if time.monotonic() > end:
-                raise AssertionError(f"not within {timeout:g} s: {what}")
-            time.sleep(1)
-
     def all_reachable(self) -> bool:
         st = self.cli("status", "--json")
         return bool(st.stdout) and json.loads(st.stdout)["quorum"]["reachable"] == 3
@@ -108,10 +54,7 @@ class C:
 @pytest.fixture(scope="module")
 def c(tmp_path_factory):
     c = C(tmp_path_factory.mktemp(NAME))
-    for name, text in (("stack.yml", STACK), ("token.txt", "s3cr3t-value\n"),
-                       ("settings.txt", "a=1\n")):
-        with open(os.path.join(c.dir, name), "w") as f:
-            f.write(text)
+    write_stateful_stack(c.dir)
     try:
         c.cli("up", check=0)
         c.cli("image-load", check=0)

@@ -8,7 +8,6 @@ file pointing at bt1's hosts). Every cluster is brought down whatever fails. Nee
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -20,14 +19,11 @@ import time
 
 import pytest
 
-from provision.remote import facts as F
-from tests.lab_ssh import ssh_exec
-from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
+from tests.lab_cluster import TOKEN_MARK, Cluster, assert_no_token, cluster
 
 pytestmark = pytest.mark.lab
 
-TOKEN_MARK = "SWMTKN-"
 BT1 = """\
 name: bt1
 provider: lab
@@ -35,102 +31,6 @@ managers: 1
 workers: 2
 labels: {all: {zone: lab}, workers: {tier: app}}
 """
-
-
-class Cluster:
-    def __init__(self, tmp, text: str):
-        self.dir = str(tmp)
-        os.makedirs(self.dir, exist_ok=True)
-        self.file = os.path.join(self.dir, "swarmsmith.yml")
-        self.write(text)
-
-    def write(self, text: str) -> None:
-        self.text = text
-        self.name = next(l.split(":", 1)[1].strip() for l in text.splitlines()
-                         if l.startswith("name:"))
-        with open(self.file, "w") as f:
-            f.write(text)
-
-    @property
-    def state_dir(self) -> str:
-        return os.path.join(self.dir, ".swarmsmith", self.name)
-
-    def cli(self, *args: str, env: dict | None = None, timeout: float = 600):
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
-        environ.update(env or {})
-        proc = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args],
-                              cwd=self.dir, env=environ, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-        assert_no_token(proc.stdout, proc.stderr, what=f"swarmsmith {' '.join(args)}")
-        return proc
-
-    def up(self, *extra: str, env: dict | None = None) -> dict:
-        proc = self.cli("up", "--json", *extra, env=env)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return json.loads(proc.stdout)
-
-    def down(self) -> None:
-        proc = self.cli("down")
-        assert proc.returncode == 0, proc.stderr
-
-    def inventory(self) -> dict:
-        with open(os.path.join(self.state_dir, "inventory.json")) as f:
-            return json.load(f)
-
-    def hosts(self) -> dict:
-        return {h.name: h for h in Lab(self.name).hosts()}
-
-    def ssh(self, host: str, command: str, check: bool = True) -> str:
-        rc, out, err = ssh_exec(self.hosts()[host], command, timeout=120)
-        if check and rc != 0:
-            raise AssertionError(f"{host}: {command!r} -> {rc}\n{out}{err}")
-        assert_no_token(out, err, what=f"{host}: {command}")
-        return out
-
-    def manager(self) -> str:
-        return f"{self.name}-manager-1"
-
-    def nodes(self, on: str | None = None) -> list[dict]:
-        return F.parse_nodes(self.ssh(on or self.manager(),
-                                      "docker node inspect $(docker node ls -q)"))
-
-    def node_view(self) -> list[tuple]:
-        """What `docker node ls` shows, in a comparable form."""
-        return sorted((n["id"], n["hostname"], n["role"], n["state"], n["addr"],
-                       tuple(sorted(n["labels"].items())), n["reachability"])
-                      for n in self.nodes())
-
-    def swarm_id(self) -> str:
-        return self.ssh(self.manager(), "docker info -f '{{.Swarm.Cluster.ID}}'").strip()
-
-    def engine_starts(self) -> dict[str, str]:
-        """dockerd's pid and kernel start time on each host (changes on any restart)."""
-        cmd = "p=$(cat /var/run/docker.pid) && echo $p $(cut -d' ' -f22 /proc/$p/stat)"
-        return {n: self.ssh(n, cmd).strip() for n in self.hosts()}
-
-    def state_files_have_no_token(self) -> None:
-        for root, _, files in os.walk(os.path.join(self.dir, ".swarmsmith")):
-            for f in files:
-                with open(os.path.join(root, f), errors="replace") as fh:
-                    assert TOKEN_MARK not in fh.read(), os.path.join(root, f)
-
-
-def assert_no_token(*texts: str, what: str = "") -> None:
-    for t in texts:
-        assert TOKEN_MARK not in (t or ""), f"join token printed by {what}"
-
-
-@contextlib.contextmanager
-def cluster(tmp, text: str):
-    c = Cluster(tmp, text)
-    try:
-        yield c
-    finally:
-        with contextlib.suppress(Exception):
-            c.state_files_have_no_token()
-        proc = c.cli("down")
-        Lab(c.name).down()          # in case the cluster file was changed to something broken
-        assert proc.returncode == 0, proc.stderr
 
 
 class ProcessScan:
@@ -244,7 +144,7 @@ def test_plan_and_dry_run_change_nothing(bt1):
             assert proc.returncode == 0, proc.stderr
             plan = json.loads(proc.stdout)["changes"]
             assert "host bt1-worker-3: create lab host" in plan
-            assert "bt1-worker-3: engine set up, join swarm as worker" in plan
+            assert "bt1-worker-3: joined as worker" in plan
             assert not any("swarm init" in p for p in plan)
     finally:
         bt1.write(BT1)

@@ -555,8 +555,12 @@ def test_plan_of_new_cluster_creates_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     assert plan["dry_run"] and "host bt5-manager-1: create lab host" in plan["changes"]
-    assert "bt5-manager-1: swarm init" in plan["changes"]
-    assert "bt5-worker-1: engine set up, join swarm as worker" in plan["changes"]
+    assert plan["changes"][2:] == [
+        "bt5-manager-1: engine set up (its steps are decided once the host exists)",
+        "bt5-worker-1: engine set up (its steps are decided once the host exists)",
+        "bt5-manager-1: swarm initialised", "bt5-manager-1: labels swarmsmith.cluster=bt5",
+        "bt5-worker-1: joined as worker", "bt5-worker-1: labels swarmsmith.cluster=bt5",
+        "cluster record version 1 written to the swarm"]
     assert lab_hosts("bt5") == []
     assert sorted(os.listdir(tmp_path)) == ["swarmsmith.yml"]
 
@@ -595,3 +599,51 @@ def test_prune_refuses_to_destroy_managers(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert p.returncode == 2, p.stderr
     assert "m2" in p.stderr and "c.yml" in p.stderr and "managers" in p.stderr
+
+
+@pytest.mark.parametrize("on_disk, daemon, have, outside", [
+    ("0", {}, None, True),                                  # a new machine: no swarm state
+    ("1", {}, None, False),                                 # it was in a swarm
+    ("?", {}, None, False),                                 # the folder could not be read
+    ("0", {"data-root": "/srv/docker"}, None, False),       # the state is elsewhere
+    ("0", {}, {"data-root": "/srv/docker"}, False),
+])
+def test_a_stopped_engine_starts_outside_any_swarm_only_when_its_folder_says_so(
+        on_disk, daemon, have, outside):
+    from provision import bootstrap
+    from provision.remote import facts as F
+    facts = F.parse_engine_facts(f"os=debian\nswarm_on_disk={on_disk}\nserver=\n---swarm---\n\n"
+                                 "---daemon.json---\n" + (json.dumps(have) if have else ""))
+    assert bootstrap._starts_outside_swarm(facts, daemon) is outside
+
+
+def test_the_engine_steps_pool_is_shut_down_when_the_swarm_step_is_done(monkeypatch):
+    """converge takes one arrival per host and never asks for the end of the generator: its
+    pool must be shut down by up itself, not by the garbage collector at some later moment
+    (inside another thread's start, where its join waited for ever in a second in-process run)."""
+    import threading
+    from types import SimpleNamespace
+    from provision import bootstrap
+    from provision.base.hosts import Host
+    from provision.remote import facts as F
+
+    def engine(run, h):
+        return {"interfaces": {"eth0": [f"{h.public_address}/24"]}, "hostname": h.name,
+                "swarm": F.swarm_facts({}), "server": "20.10.24"}
+    monkeypatch.setattr(bootstrap, "_engine", engine)
+
+    class Step:
+        def converge(self, arrivals, known):
+            self._arrivals = arrivals       # as SwarmStep keeps it, for as long as the step lives
+            return [next(arrivals) for _ in hosts]      # as converge: no next() past the last
+
+    def pool_threads():
+        return {t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")}
+    hosts = [Host("m1", "10.0.0.1", role="manager"), Host("w1", "10.0.0.2", role="worker")]
+    run = SimpleNamespace(opts=bootstrap.UpOptions(), facts={}, waiting=lambda text: None,
+                          cluster=SimpleNamespace(advertise=None))
+    before = pool_threads()
+    step = Step()
+    got = bootstrap._converge(run, step, hosts, {}, {})
+    assert sorted(name for name, _ in got) == ["m1", "w1"]
+    assert pool_threads() - before == set()

@@ -17,6 +17,7 @@ import pytest
 
 from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
+from tests.lab_cluster import swarmsmith as sw
 
 pytestmark = pytest.mark.lab
 LAB = "st5"
@@ -27,14 +28,6 @@ STACK = """services:
     environment: {V: "%s"}
     deploy: {replicas: 2}
 """
-
-
-def sw(cwd, *args, timeout=300):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
-    p = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    assert "SWMTKN-" not in p.stdout + p.stderr
-    return p
 
 
 def cluster_file(hosts, pins: dict | None = None, name: str = LAB, extra: str = "") -> str:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.lab_ssh import ssh_exec
-from tests.test_bootstrap_lab import cluster
+from tests.lab_cluster import cluster
 
 pytestmark = pytest.mark.lab
 

@@ -16,7 +16,7 @@ import pytest
 from tests.lab_ssh import ssh_exec
 from provision.hosts.lab import aptproxy, image as lab_image
 from provision.hosts.lab.lab import Lab, machine_lock
-from tests.test_bootstrap_lab import cluster
+from tests.lab_cluster import cluster
 
 # its checks look at the whole machine (every mount, link, rule): no other lab module at once
 MACHINE_WIDE = True

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO
+from tests.lab_cluster import brought_up
 
 pytestmark = pytest.mark.lab
 
@@ -38,15 +39,8 @@ def lab(tmp_path_factory):
     path = d / "swarmsmith.yml"
     path.write_text(f"name: {CLUSTER}\nprovider: lab\nmanagers: 1\nworkers: 2\n"
                     "engine:\n  daemon:\n    insecure-registries: [\"198.18.0.0/15\"]\n")
-    try:
-        up = run_cli("up", str(path))
-        assert up.returncode == 0, up.stderr + up.stdout
-        load = run_cli("image-load", str(path))
-        assert load.returncode == 0, load.stderr
+    with brought_up(path):
         yield Lab(str(path), d)
-    finally:
-        down = run_cli("down", str(path), timeout=600)
-        assert down.returncode == 0, down.stderr
 
 
 class Lab:

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, TERMINAL_ENV, run_cli
+from tests.lab_cluster import brought_up
 
 pytestmark = pytest.mark.lab
 
@@ -50,15 +51,8 @@ def lab(tmp_path_factory):
     d = tmp_path_factory.mktemp(CLUSTER)
     path = d / "swarmsmith.yml"
     path.write_text(f"name: {CLUSTER}\nprovider: lab\nmanagers: 1\nworkers: 3\n")
-    try:
-        up = run_cli("up", str(path), timeout=600)
-        assert up.returncode == 0, up.stderr + up.stdout
-        load = run_cli("image-load", str(path))
-        assert load.returncode == 0, load.stderr
+    with brought_up(path, up_timeout=600, down_timeout=900):
         yield Lab(str(path), d)
-    finally:
-        down = run_cli("down", str(path), timeout=900)
-        assert down.returncode == 0, down.stderr
 
 
 class Lab:

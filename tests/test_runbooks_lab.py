@@ -8,18 +8,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.lab_cluster import LabCluster
 
 pytestmark = pytest.mark.lab
 
 NAME = "run1"
-TOKEN_MARK = "SWMTKN-"
 STACK = """\
 services:
   web:
@@ -41,32 +39,11 @@ services:
 """
 
 
-class C:
+class C(LabCluster):
+    timeout = 300
+
     def __init__(self, d):
-        self.dir = str(d)
-        self.file = os.path.join(self.dir, "swarmsmith.yml")
-
-    def cli(self, *args, timeout=300, check=None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
-        p = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args], cwd=self.dir,
-                           env=env, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-        assert TOKEN_MARK not in p.stdout + p.stderr, f"token printed by {args}"
-        if check is not None:
-            assert p.returncode == check, (args, p.returncode, p.stdout, p.stderr)
-        return p
-
-    def json(self, *args, check=0):
-        return json.loads(self.cli(*args, "--json", check=check).stdout)
-
-    def ssh(self, host: str, command: str, check: bool = True) -> str:
-        from tests.lab_ssh import ssh_exec
-        from provision.hosts.lab.lab import Lab
-        h = {x.name: x for x in Lab(NAME).hosts()}[host]
-        rc, out, err = ssh_exec(h, command, timeout=120)
-        if check and rc != 0:
-            raise AssertionError(f"{host}: {command!r} -> {rc}\n{out}{err}")
-        return out
+        super().__init__(d, NAME)
 
     def tasks(self, service: str) -> list[dict]:
         return self.json("ps", service)
@@ -124,8 +101,7 @@ def test_logs_prefix_task_and_node_and_follow_shows_new_lines(c):
     assert all(l.split(" | ")[0].split("@")[0] in ("st_web.1", "st_web.2") for l in out)
     assert all(l.split(" | ")[0].split("@")[1].startswith("run1-") for l in out)
 
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "cli.py"), "logs", "--follow",
-                             "--tail", "0", "st_web"], cwd=c.dir, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(c.argv("logs", "--follow", "--tail", "0", "st_web"), cwd=c.dir, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, bufsize=1)
     lags: list[float] = []
     started = time.clock_gettime(time.CLOCK_BOOTTIME)
@@ -278,10 +254,10 @@ def test_autolock_locks_a_restarted_manager_and_unlock_opens_it(c):
     assert up.returncode == 1 and "swarmsmith unlock-swarm" in up.stderr, up.stderr
     st = c.cli("status", "--json")
     assert st.returncode == 5 and "locked" in st.stdout
-    wrong = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), "unlock-swarm"], cwd=c.dir,
+    wrong = subprocess.run(c.argv("unlock-swarm"), cwd=c.dir,
                            input="SWMKEY-1-wrong\n", capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 1 and "not unlocked" in wrong.stdout
-    ok = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), "unlock-swarm"], cwd=c.dir,
+    ok = subprocess.run(c.argv("unlock-swarm"), cwd=c.dir,
                         input=key + "\n", capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "run1-manager-1: unlocked" in ok.stdout, ok.stdout + ok.stderr
     assert key not in ok.stdout + ok.stderr

@@ -9,72 +9,24 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 import tarfile
 
 import pytest
 
-from tests.conftest import REPO
+from tests.lab_cluster import LabCluster, write_stateful_stack
 
 pytestmark = pytest.mark.lab
 
 NAME = "run3"
-TOKEN_MARK = "SWMTKN-"
 CLUSTER = f"name: {NAME}\nprovider: lab\nmanagers: {{n}}\nworkers: 0\n"
-STACK = """\
-services:
-  app:
-    image: swarmsmith/busybox:1
-    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-    secrets: [token]
-    configs: [{source: settings, target: /settings}]
-    deploy: {replicas: 2}
-secrets:
-  token: {file: ./token.txt}
-configs:
-  settings: {file: ./settings.txt}
-"""
-STOP_ENGINE = ("kill $(cat /var/run/docker.pid); i=0; while [ -e /var/run/docker.pid ] && "
-               "kill -0 $(cat /var/run/docker.pid) 2>/dev/null; do i=$((i+1)); "
-               "[ $i -gt 600 ] && exit 1; sleep 0.1; done")
 
-
-class C:
+class C(LabCluster):
     def __init__(self, d):
-        self.dir = str(d)
-        self.file = os.path.join(self.dir, "swarmsmith.yml")
+        super().__init__(d, NAME)
         self.managers(3)
 
     def managers(self, n: int) -> None:
-        with open(self.file, "w") as f:
-            f.write(CLUSTER.format(n=n))
-
-    def cli(self, *args, timeout=600, check=None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSMITH_")}
-        p = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), *args], cwd=self.dir,
-                           env=env, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-        assert TOKEN_MARK not in p.stdout + p.stderr, f"token printed by {args}"
-        if check is not None:
-            assert p.returncode == check, (args, p.returncode, p.stdout, p.stderr)
-        return p
-
-    def json(self, *args, check=0):
-        p = self.cli(*args, "--json", check=check)
-        return json.loads(p.stdout)
-
-    def ssh(self, host: str, command: str, check: bool = True) -> str:
-        from tests.lab_ssh import ssh_exec
-        from provision.hosts.lab.lab import Lab
-        h = {x.name: x for x in Lab(NAME).hosts()}[host]
-        rc, out, err = ssh_exec(h, command, timeout=120)
-        if check and rc != 0:
-            raise AssertionError(f"{host}: {command!r} -> {rc}\n{out}{err}")
-        return out
-
-    def stop_engine(self, host: str) -> None:
-        self.ssh(host, STOP_ENGINE)
+        self.write(CLUSTER.format(n=n))
 
     def wait_quorum(self, reachable: int, tries: int = 60) -> dict:
         import time
@@ -90,10 +42,7 @@ class C:
 def c(tmp_path_factory):
     d = tmp_path_factory.mktemp(NAME)
     c = C(d)
-    for name, text in (("stack.yml", STACK), ("token.txt", "s3cr3t-value\n"),
-                       ("settings.txt", "a=1\n")):
-        with open(os.path.join(c.dir, name), "w") as f:
-            f.write(text)
+    write_stateful_stack(c.dir)
     try:
         c.cli("up", check=0)
         c.cli("image-load", check=0)

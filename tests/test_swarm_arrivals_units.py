@@ -71,6 +71,12 @@ class Session:
             return Result(json.dumps(list(self.swarm.nodes.values())), "", 0)
         if "join-token" in w:
             return Result(TOKEN + "\n", "", 0)
+        if w.startswith(("docker node promote ", "docker node demote ")):
+            node = self.swarm.nodes[w.split()[-1]]
+            role = "manager" if "promote" in w else "worker"
+            node["Spec"]["Role"] = role
+            node["ManagerStatus"] = {"Reachability": "reachable"} if role == "manager" else None
+            return Result("", "", 0)
         raise AssertionError(f"unexpected command {w}")
 
 
@@ -86,7 +92,10 @@ class Engine:
     def info(self):             # what the joiner's engine says of itself after the join
         return {"Swarm": self.swarm.swarm_json(self.name)}
 
-    # labels go through the leader's Engine API
+    # labels, and the node listing a promotion waits on, go through the leader's Engine API
+    def nodes(self):
+        return list(self.swarm.nodes.values())
+
     def inspect_node(self, node_id):
         node = self.swarm.nodes[node_id]
         return {**node, "Version": {"Index": node.get("Version", 1)}}
@@ -104,8 +113,8 @@ class Engine:
 Session.engine = Engine
 
 
-def make(names_roles, inv=None):
-    swarm = FakeSwarm()
+def make(names_roles, inv=None, swarm=None):
+    swarm = swarm or FakeSwarm()
     hosts = [Host(n, f"10.0.0.{i}", role=r) for i, (n, r) in enumerate(names_roles, 1)]
     sessions = {h.name: Session(swarm, h.name) for h in hosts}
     step = SwarmStep(sessions, hosts, {h.name: h.public_address for h in hosts},
@@ -299,7 +308,7 @@ def plan_of(swarm, names_roles, inv, labels=None, absent=()):
         step.labels = labels
     swarm.log.clear()
     facts = {n: facts_of(swarm, n) for n, _ in names_roles if n not in absent}
-    out = step.plan(facts, absent=set(absent))
+    out = step.plan(facts)
     changed = [w for _, w in swarm.log if w != F.NODES.wire()]
     assert changed == [], f"the plan sent {changed}"
     return out
@@ -316,7 +325,38 @@ def test_plan_of_a_new_swarm_inits_the_first_manager_and_joins_the_others():
     swarm = FakeSwarm()
     roles = [("m1", "manager"), ("w1", "worker"), ("w2", "worker")]
     assert plan_of(swarm, roles, {"hosts": {}}, absent=("w2",)) == [
-        "m1: swarm init", "w1: join swarm as worker", "w2: engine set up, join swarm as worker"]
+        "m1: swarm initialised (advertise 10.0.0.1)", "m1: labels zone=a",
+        "w1: joined as worker (advertise 10.0.0.2)", "w1: labels zone=a",
+        "w2: joined as worker (advertise 10.0.0.3)", "w2: labels zone=a"]
+
+
+def by_host(lines):
+    out = {}
+    for line in lines:
+        out.setdefault(line.split(": ", 1)[0], []).append(line)
+    return out
+
+
+def test_plan_lists_what_converge_then_reports():
+    """The plan's lines are the changes converge reports after it, host by host in the same
+    order (hosts' steps run concurrently, so only each host's own order is fixed)."""
+    roles = [("m1", "manager"), ("w1", "worker"), ("w2", "worker")]
+    swarm = FakeSwarm()
+    planned = plan_of(swarm, roles, {"hosts": {}})
+    _, step = make(roles, swarm=swarm)
+    step.converge()
+    assert by_host(step.changes) == by_host(planned) and len(step.changes) == len(planned) == 6
+    # then: w1 to be a manager, w2 relabelled, w3 new
+    changed = [("m1", "manager"), ("w1", "manager"), ("w2", "worker"), ("w3", "worker")]
+    labels = {n: {"zone": "a"} for n, _ in changed} | {"w2": {"zone": "c"}}
+    planned = plan_of(swarm, changed, step.inv, labels=labels)
+    _, again = make(changed, inv=step.inv, swarm=swarm)
+    again.labels = labels
+    again.converge()
+    assert by_host(again.changes) == by_host(planned) == {
+        "w1": ["w1: promoted to manager"], "w2": ["w2: labels zone=c"],
+        "w3": ["w3: joined as worker (advertise 10.0.0.4)", "w3: labels zone=a"]}
+    assert plan_of(swarm, changed, again.inv, labels=labels) == []
 
 
 def test_plan_names_promotions_demotions_labels_and_new_nodes():
@@ -327,8 +367,8 @@ def test_plan_names_promotions_demotions_labels_and_new_nodes():
     swarm.nodes["id-w2"]["Spec"]["Role"] = "manager"      # promoted by hand
     labels = {n: {"zone": "a"} for n, _ in changed} | {"w1": {"zone": "b"}}
     assert plan_of(swarm, changed, step.inv, labels=labels) == [
-        "w1: promote to manager", "w1: labels zone=b", "w2: demote to worker",
-        "w3: join swarm as worker"]
+        "w1: promoted to manager", "w1: labels zone=b", "w2: demoted to worker",
+        "w3: joined as worker (advertise 10.0.0.4)", "w3: labels zone=a"]
 
 
 def test_plan_refuses_a_foreign_swarm_as_converge_does():
@@ -399,7 +439,9 @@ def test_plan_of_a_live_static_cluster_says_nothing(tmp_path, monkeypatch):
     swarm.log.clear()
     res = bootstrap.up(str(tmp_path / "c.yml"), bootstrap.UpOptions(dry_run=True))
     pins = [c for c in res.changes if "host key" in c]
-    assert [c for c in res.changes if c not in pins] == [], res.changes
+    # the one write up makes: this swarm has no cluster record yet
+    assert [c for c in res.changes if c not in pins] == [
+        "cluster record version 1 written to the swarm"], res.changes
     assert not any("swarm init" in w or "JOIN" in w for _, w in swarm.log)
     # a worker that is not in the swarm yet, and a label to change: named, nothing else
     swarm.state["w1"] = {"LocalNodeState": "inactive"}
@@ -407,4 +449,5 @@ def test_plan_of_a_live_static_cluster_says_nothing(tmp_path, monkeypatch):
                                     .replace("{zone: a}", "{zone: b}"))
     res = bootstrap.up(str(tmp_path / "c.yml"), bootstrap.UpOptions(dry_run=True))
     assert [c for c in res.changes if "host key" not in c] == [
-        "m1: labels zone=b", "w1: join swarm as worker"]
+        "m1: labels zone=b", "w1: joined as worker (advertise 10.0.0.2)",
+        "w1: labels swarmsmith.cluster=live zone=b", "cluster record version 1 written to the swarm"]

@@ -23,7 +23,7 @@ from provision.base.errors import UnreachableError
 from provision.hosts.lab.lab import Lab
 from tests.conftest import REPO
 from tests.lab_ssh import ssh_exec
-from tests.test_bootstrap_lab import cluster
+from tests.lab_cluster import cluster
 
 pytestmark = [pytest.mark.lab, pytest.mark.vm]
 # three emulated CPUs fill this kind of 2-core machine: other lab modules wait rather than

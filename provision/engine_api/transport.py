@@ -70,6 +70,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _pump(recv, send, ends: tuple) -> None:
+    """Copy from `recv` to `send` until the end of the stream or an error among `ends`."""
+    try:
+        while True:
+            data = recv(65536)
+            if not data:
+                return
+            send(data)
+    except ends:
+        pass
+
+
 class SocketForwarder:
     def __init__(self, session: Session):
         self.session = session
@@ -101,13 +113,7 @@ class SocketForwarder:
 
         def upstream():
             try:
-                while True:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    chan.sendall(data)
-            except OSError:
-                pass
+                _pump(conn.recv, chan.sendall, (OSError,))
             finally:
                 try:
                     chan.shutdown_write()
@@ -116,13 +122,7 @@ class SocketForwarder:
 
         threading.Thread(target=upstream, daemon=True).start()
         try:
-            while True:
-                data = chan.recv(65536)
-                if not data:
-                    break
-                conn.sendall(data)
-        except (OSError, EOFError):
-            pass
+            _pump(chan.recv, conn.sendall, (OSError, EOFError))
         finally:
             # the SSH transport may already be gone (host down, run ending): nothing to tell it
             for closer in (chan.close, conn.close):
@@ -263,7 +263,7 @@ class GuardedAPI:
 
     def __getattr__(self, name):
         value = getattr(self._client, name)
-        if not callable(value) or name.startswith("__") or name in ("_url",):
+        if not callable(value) or name.startswith("__"):
             return value
 
         def call(*args, **kwargs):

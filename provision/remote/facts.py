@@ -57,6 +57,10 @@ p=""; { while IFS= read -r l || [ -n "$l" ]; do case $l in 'Acquire::http::Proxy
 echo "apt_proxy=$p"
 m=""; { read -r m < /etc/apt/swarmsmith-mirror; } 2>/dev/null
 echo "apt_mirror=$m"
+# swarm state in the engine's default data folder: a stopped engine without it starts in no
+# swarm (0); unknown (?) where the folder cannot be searched
+if [ -e /var/lib/docker/swarm/state.json ] || [ -e /var/lib/docker/swarm/docker-state.json ]; then echo swarm_on_disk=1
+elif [ ! -e /var/lib/docker ] || [ -x /var/lib/docker ]; then echo swarm_on_disk=0; else echo 'swarm_on_disk=?'; fi
 echo "addresses=$(ip -4 -o addr show 2>/dev/null | while read -r _ dev _ cidr _; do printf '%s=%s ' "$dev" "$cidr"; done)"
 if info=$(GET_INFO 2>/dev/null); then
   api=1; echo "---info---"; printf '%s\n' "$info"

@@ -36,6 +36,26 @@ CURL_INIT = F.socket_post("/swarm/init")
 NOT_SENT = (127, 7)      # socket_post's statuses when nothing was sent: no curl, no socket
 
 
+# How each change reads, written once: converge reports it when it has made it and plan prints
+# it beforehand, so a dry run lists the lines the run after it reports.
+LEFT = "left its previous swarm"
+LEFT_FORCED = "left its previous swarm (--force)"
+PROMOTED = "promoted to manager"
+DEMOTED = "demoted to worker"
+
+
+def initialised(addr: str | None) -> str:
+    return "swarm initialised" + (f" (advertise {addr})" if addr else "")
+
+
+def joined_as(role: str, addr: str | None) -> str:
+    return f"joined as {role}" + (f" (advertise {addr})" if addr else "")
+
+
+def stale_removed(node_id: str) -> str:
+    return f"removed stale node {node_id[:12]}"
+
+
 class ForeignSwarmError(SwarmsmithError):
     pass
 
@@ -194,7 +214,7 @@ class SwarmStep:
             node = nodes.get(self._ids[w.name]) if w.name not in self._rejoined else None
             if node and node["role"] == "manager":
                 self.run(leader, docker_cli.node_demote(node["id"]))
-                self.change(w, "demoted to worker")
+                self.change(w, DEMOTED)
         for h in self.hosts:
             if h is not leader and h.name not in self._rejoined and self._ids[h.name] in nodes:
                 self._label(leader, h, nodes[self._ids[h.name]])
@@ -209,18 +229,22 @@ class SwarmStep:
         self.save()
         return result
 
-    def plan(self, facts: dict, absent=()) -> list[str]:
+    def plan(self, facts: dict) -> list[str]:
         """What converge would change, decided as converge decides (the same leader search,
-        foreign-swarm refusals, joins, promotions, demotions and label changes) from the same
-        facts; it only reads (the leader's node listing, a node's own labels). `facts`: swarm
-        facts of the hosts whose engines answered; hosts in `absent` do not exist yet or have no
-        engine answering (they join, as converge would find them once they answer)."""
+        foreign-swarm refusals, joins, stale nodes, promotions, demotions and label changes)
+        from the same facts, in the words converge reports them with; it only reads (the
+        leader's node listing, a node's own labels). `facts`: swarm facts of the hosts whose
+        engines answered; a host without them is outside any swarm (no engine answering yet:
+        up finds it so once it has started it). A host's advertise address is named where the
+        step's addresses know it (the host exists). Also sets what converge would return per
+        host: `planned_ids` (its node ID, "" for a node to be made) and `planned_addresses`."""
         out: list[str] = []
+        self.planned_ids, self.planned_addresses = {}, {}
         inactive = F.swarm_facts({})
         facts = {h.name: facts.get(h.name) or inactive for h in self.hosts}
 
         def say(h: Host, what: str) -> None:
-            out.append(f"{h.name}: " + (f"engine set up, {what}" if h.name in absent else what))
+            out.append(f"{h.name}: {what}")
 
         locked = sorted(m.name for m in self.managers if facts[m.name]["state"] == "locked")
         if locked:
@@ -233,10 +257,8 @@ class SwarmStep:
             leader = self.managers[0]
             self._check_first(facts)
             if facts[leader.name]["state"] == "active":
-                say(leader, "leave its previous swarm (--force)")
-            if leader.name in absent:
-                out.append(f"{leader.name}: engine set up")
-            out.append(f"{leader.name}: swarm init")
+                say(leader, LEFT_FORCED)
+            say(leader, initialised(self.addr.get(leader.name)))
         else:
             nodes = {n["id"]: n for n in self.nodes(leader)}
             cluster_id = self.inv["cluster_id"]
@@ -244,16 +266,24 @@ class SwarmStep:
             how = "" if h is leader else self._classify(h, facts[h.name], nodes, cluster_id)
             node = None if how else nodes.get(facts[h.name]["node_id"])
             if how == "leave":
-                say(h, f"leave its previous swarm, join as {h.role}")
-            elif how:
-                say(h, f"join swarm as {h.role}")
+                say(h, LEFT)
+            if how:
+                for n in self._stale_nodes(h, nodes.values()):
+                    say(h, stale_removed(n["id"]))
+                say(h, joined_as(h.role, self.addr.get(h.name)))
             elif node and h.role == "manager" and node["role"] != "manager":
-                say(h, "promote to manager")
+                say(h, PROMOTED)
             elif node and h.role == "worker" and node["role"] == "manager":
-                say(h, "demote to worker")
-            labels = self._label_diff(h, node["labels"])[2] if node else ""
-            if labels:      # a node that joins gets its labels with the join
-                out.append(f"{h.name}: {labels}")
+                say(h, DEMOTED)
+            # a node that joins (or the swarm's first) starts without labels
+            have = node["labels"] if node else {} if how or not nodes else None
+            labels = self._label_diff(h, have)[2] if have is not None else ""
+            if labels:
+                say(h, labels)
+            fresh = bool(how) or not nodes
+            self.planned_ids[h.name] = "" if fresh else facts[h.name]["node_id"]
+            self.planned_addresses[h.name] = (None if fresh else facts[h.name]["node_addr"]) \
+                or self.addr.get(h.name)
         return out
 
     def _join_managers(self, leader: Host, leader_addr: str, facts: dict, todo: dict,
@@ -274,7 +304,7 @@ class SwarmStep:
                 node = nodes.get(facts[m.name]["node_id"])
                 if node and node["role"] != "manager":
                     self.run(leader, docker_cli.node_promote(node["id"]))
-                    self.change(m, "promoted to manager")
+                    self.change(m, PROMOTED)
                 elif node and node["reachability"] == "reachable":
                     continue        # listed reachable a moment ago: nothing to wait for
             self._ids[m.name] = self._wait_reachable(leader, m, joined)
@@ -433,7 +463,7 @@ class SwarmStep:
             if not checked:
                 self._check_first(facts)
             self.run(first, docker_cli.swarm_leave("leave the foreign swarm (--force)"))
-            self.change(first, "left its previous swarm (--force)")
+            self.change(first, LEFT_FORCED)
         elif f["state"] in ("pending", "error", "locked"):
             self.run(first, docker_cli.swarm_leave("reset a half-joined node"), check=False)
         # journal before acting: a run killed right after init adopts this swarm next time
@@ -449,7 +479,7 @@ class SwarmStep:
             swarm = {}
         else:
             swarm = self._posted(first, "swarm init", r)
-        self.change(first, f"swarm initialised (advertise {addr})")
+        self.change(first, initialised(addr))
         info = F.swarm_facts(swarm)
         if info["state"] != "active" or not info["cluster_id"]:   # the info did not come
             info = self.swarm_facts(first)
@@ -495,13 +525,13 @@ class SwarmStep:
         """Join `h`; returns its node ID when its engine told it with the join ("" if not)."""
         if leave_first:
             self.run(h, docker_cli.swarm_leave("leave the previous swarm"), check=False)
-            self.change(h, "left its previous swarm")
+            self.change(h, LEFT)
         self._remove_stale_nodes(leader, h, known_nodes)
         token = token or self.token(leader, role)
         addr = self.addr[h.name]
         node_id = self._engine_join(h, role, token, addr, leader_addr, busy or (lambda: None))
         self._rejoined.add(h.name)
-        self.change(h, f"joined as {role} (advertise {addr})")
+        self.change(h, joined_as(role, addr))
         return node_id
 
     def _engine_join(self, h: Host, role: str, token: Secret, addr: str, leader_addr: str,
@@ -603,16 +633,19 @@ class SwarmStep:
             self.sleep(delay)
             delay = min(delay * 1.5, 5.0)
 
+    def _stale_nodes(self, h: Host, nodes) -> list[dict]:
+        """Down nodes under `h`'s hostname: what a rebuilt host leaves behind."""
+        hostname = self.hostnames.get(h.name, h.name)
+        return [n for n in nodes if n["hostname"] == hostname and n["state"] == "down"]
+
     def _remove_stale_nodes(self, leader: Host, h: Host, known: dict | None = None) -> None:
         """A rebuilt host leaves a Down node behind under the same hostname: remove it.
         `known`: the nodes listed once for all joins (a stale node is down before they start)."""
-        hostname = self.hostnames.get(h.name, h.name)
-        for n in (known.values() if known is not None else self.nodes(leader)):
-            if n["hostname"] == hostname and n["state"] == "down":
-                if n["role"] == "manager":
-                    self.run(leader, docker_cli.node_demote(n["id"], "demote a down stale manager"))
-                self.run(leader, docker_cli.node_rm(n["id"], "remove a stale down node"))
-                self.change(h, f"removed stale node {n['id'][:12]}")
+        for n in self._stale_nodes(h, known.values() if known is not None else self.nodes(leader)):
+            if n["role"] == "manager":
+                self.run(leader, docker_cli.node_demote(n["id"], "demote a down stale manager"))
+            self.run(leader, docker_cli.node_rm(n["id"], "remove a stale down node"))
+            self.change(h, stale_removed(n["id"]))
 
     def _wait_reachable(self, leader: Host, m: Host, node_id: str = "",
                         deadline: float = 60.0) -> str:
