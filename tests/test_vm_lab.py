@@ -6,8 +6,10 @@ instant then, and moving tasks costs minutes under TCG); a stack with an ingress
 port and the default endpoint mode (VIP) answers through the routing mesh on every node, also
 the manager that runs no task, and its rolling update under a request loop through the mesh
 fails no request; a rebooted worker comes back Ready with systemd starting its engine
-(`status` 5 while it is down, 0 after, `up` with no changes); `down` leaves no QEMU, tap or
-disk behind. The cluster is brought down whatever fails. Needs root; minutes under TCG.
+(`status` 5 while it is down, 0 after, `up` with no changes); so does a manager of three
+once both workers are promoted (`status` 5 with quorum kept at 2/3 and writes still taken while
+it is down, 0 after; demoted again, `up` with no changes); `down` leaves no QEMU, tap or disk
+behind. The cluster is brought down whatever fails. Needs root; minutes under TCG.
 """
 from __future__ import annotations
 
@@ -197,6 +199,64 @@ def test_a_rebooted_worker_comes_back_ready_with_systemd_starting_its_engine(vmt
     assert int(uptime) < 900 + 120 and active == "active" and swarm == "active", out
     assert {n["hostname"]: n["state"] for n in vmt.nodes()}[WORKER1] == "ready"
     dockerd_pids(vmt)
+    again = vmt.cli("up", "--json", timeout=SLOW)
+    assert again.returncode == 0 and json.loads(again.stdout)["changes"] == [], again.stdout
+
+
+def wait_quorum(c, reachable: int, seconds: float) -> tuple[int, dict]:
+    """`status --json` once `reachable` of the managers are: its exit code and quorum."""
+    t0 = time.monotonic()
+    while True:
+        p = c.cli("status", "--json", timeout=300)
+        q = json.loads(p.stdout)["quorum"] if p.stdout.strip() else {}
+        if q.get("reachable") == reachable:
+            return p.returncode, q
+        assert time.monotonic() - t0 < seconds, f"never {reachable} managers reachable: {q}"
+        time.sleep(3)
+
+
+def test_a_rebooted_manager_of_three_comes_back_reachable_with_quorum_kept(vmt):
+    # the stack's tasks only fit on workers: with none left they would stay pending
+    p = vmt.cli("scale", "web_web=0", "--timeout", "300", timeout=SLOW)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # a second manager alone would make an even count: refused without --force
+    p = vmt.cli("node", "promote", WORKER1)
+    assert p.returncode == 5 and "even" in p.stderr + p.stdout, p.stdout + p.stderr
+    for args in (["--force", WORKER1], [WORKER2]):
+        p = vmt.cli("node", "promote", *args)
+        assert p.returncode == 0, p.stdout + p.stderr
+    rc, q = wait_quorum(vmt, 3, 120)
+    assert (q["managers"], q["state"]) == (3, "healthy"), q
+    assert [n["hostname"] for n in vmt.nodes() if n["leader"]] == [MANAGER]
+    try:
+        ssh_exec(vmt.hosts()[WORKER2], "reboot", timeout=60)
+    except UnreachableError:
+        pass
+    t0 = time.monotonic()
+    rc, q = wait_quorum(vmt, 2, 180)
+    down_after = time.monotonic() - t0
+    assert rc == 5 and (q["managers"], q["ok"], q["state"]) == (3, True, "degraded"), (rc, q)
+    # quorum kept: the swarm still takes writes through the other two managers
+    for label in ("rebooting=" + WORKER2, "rebooting-"):
+        p = vmt.cli("node", "label", WORKER1, label)
+        assert p.returncode == 0, p.stdout + p.stderr
+    assert "rebooting" not in {n["hostname"]: n["labels"] for n in vmt.nodes()}[WORKER1]
+    back_after = wait_status(vmt, 0, 900)
+    print(f"manager reboot (3 managers): status 5 with 2/3 reachable after {down_after:.0f}s, "
+          f"0 again {back_after:.0f}s later")
+    out = sh(vmt, WORKER2, "cut -d. -f1 /proc/uptime; systemctl is-active docker; "
+                           "docker info -f '{{.Swarm.ControlAvailable}}'")
+    uptime, active, control = out.split()
+    assert int(uptime) < 900 + 180 and active == "active" and control == "true", out
+    assert {n["hostname"]: (n["role"], n["state"], n["reachability"]) for n in vmt.nodes()}[
+        WORKER2] == ("manager", "ready", "reachable")
+    dockerd_pids(vmt)
+    # back as the cluster file has it: one manager, so `up` has nothing to do
+    for host in (WORKER2, WORKER1):
+        p = vmt.cli("node", "demote", host)
+        assert p.returncode == 0, p.stdout + p.stderr
+    assert sorted((n["hostname"], n["role"]) for n in vmt.nodes()) == [
+        (MANAGER, "manager"), (WORKER1, "worker"), (WORKER2, "worker")]
     again = vmt.cli("up", "--json", timeout=SLOW)
     assert again.returncode == 0 and json.loads(again.stdout)["changes"] == [], again.stdout
 
