@@ -132,7 +132,9 @@ def ensure(lab: LabLayout, deadline: float = 10.0) -> str | None:
     _stop_own(lab, deadline)            # a proxy of the lab's own, from an earlier swarmsmith
     os.makedirs(folder(lab), exist_ok=True)
     ensure_bridge(INTERFACE, f"{SHARED_ADDRESS}/32")   # a bridge with no port holds the address
-    started = not (pid() and answers())
+    # a running proxy that is slow to accept (a loaded machine) is waited for, not restarted:
+    # a restart cuts the downloads other labs' hosts have in flight
+    started = not (pid() and any(answers(timeout=t) for t in (0.5, 2.0, 5.0)))
     if started:
         _start(deadline)
     routed = ok(["iptables", "-t", "nat", "-C", *nat_rule(lab)])
