@@ -342,9 +342,12 @@ def _not_ready(swarm: Swarm, wanted: dict) -> str | None:
 
 def services_short(swarm: Swarm) -> str | None:
     services = {s["ID"]: s for s in swarm.services()}
+    # a manager just restarted (a new leader) still lists the tasks of a node that went down
+    # as running until that node reports again: only tasks on Ready nodes count
+    ready = {n["ID"] for n in swarm.nodes() if (n.get("Status") or {}).get("State") == "ready"}
     running: dict[str, int] = {}
     for t in swarm.tasks():
-        if (t.get("Status") or {}).get("State") == "running":
+        if (t.get("Status") or {}).get("State") == "running" and t.get("NodeID") in ready:
             running[t["ServiceID"]] = running.get(t["ServiceID"], 0) + 1
     short = [f"{s['Spec']['Name']} {running.get(sid, 0)}/{_replicated(s)}"
              for sid, s in services.items()
@@ -488,6 +491,9 @@ class Upgrader:
             # down until they report to it again: the run ends on the cluster as it began
             self.wait("every node Ready again", lambda: _not_ready(self.swarm, ready_at_start),
                       self.opts.ready_timeout)
+            # the last restart's tasks are counted again by the leader that is now sure of them
+            self.wait("services at full strength", lambda: services_short(self.swarm),
+                      self.opts.drain_timeout)
         except SwarmsmithError as e:
             self._give_back(current or [])
             raise self._stopped(e, current or []) from e

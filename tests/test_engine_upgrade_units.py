@@ -412,3 +412,13 @@ def test_the_run_holds_the_managers_lock_and_checks_quorum_under_it():
     with pytest.raises(U.UpgradeRefused, match="not every manager is reachable"):
         up.run(U.UpgradeResult("c", "", [], {}))
     assert held == ["taken", "released"] and swarm.log == []
+
+
+def test_a_task_a_down_node_still_lists_as_running_does_not_count():
+    # a freshly elected leader lists a restarted node's tasks as running until it reports:
+    # counted, the upgrade would call the services whole while one task is gone
+    nodes = [node("m1", "manager", leader=True), node("w1", state="down"), node("w2")]
+    swarm = FakeSwarm(nodes, [service("web", replicas=2)], [task("web", "w1"), task("web", "w2")])
+    assert U.services_short(swarm) == "web 1/2"
+    nodes[1]["Status"]["State"] = "ready"
+    assert U.services_short(swarm) is None
