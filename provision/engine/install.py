@@ -296,19 +296,19 @@ PIDFILE = "/var/run/docker.pid"
 SSD_PIDFILE = "/var/run/docker-ssd.pid"     # Debian's init script's record of what it started
 
 
-def _wait_exit(pid: str, tenths: int, give_up: str = "exit 1") -> str:
-    """Shell: wait until process `pid` (a shell expression) has exited, polling every 0.1 s,
-    `give_up` after `tenths` polls. dockerd removes its pid file as it finishes shutting down,
-    then runs on for a while (seconds on a loaded host, its containerd connection retried):
-    a wait on the file alone lets the next engine start beside the old one."""
-    return (f"p={pid}; i=0; while [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; do "
+def _wait_exit(tenths: int, give_up: str = "exit 1") -> str:
+    """Shell: wait until the process whose pid is in $p (if any) has exited, polling every
+    0.1 s, `give_up` after `tenths` polls. dockerd removes its pid file as it finishes shutting
+    down, then runs on for a while (seconds on a loaded host, its containerd connection
+    retried): a wait on the file alone lets the next engine start beside the old one."""
+    return ("i=0; while [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; do "
             f"i=$((i+1)); [ $i -gt {tenths} ] && {give_up}; sleep 0.1; done")
 
 
 def _kill_and_wait() -> str:
     """Shell: stop the dockerd of the pid file and wait until its process has exited."""
     return (f"p=$(cat {PIDFILE} 2>/dev/null); [ -z \"$p\" ] || kill \"$p\" 2>/dev/null; "
-            + _wait_exit('$p', 600))
+            + _wait_exit(600))
 
 
 def _start(facts: dict) -> Command:
@@ -318,7 +318,8 @@ def _start(facts: dict) -> Command:
         # an engine still shutting down (its pid file already gone) is waited for first: the
         # init script asks whether the process it recorded still runs, takes the exiting engine
         # for a running one, and starts nothing
-        return Command.shell(f"if [ ! -e {PIDFILE} ]; then {_wait_exit(f'$(cat {SSD_PIDFILE} 2>/dev/null)', 300, give_up='break')}; fi; "
+        return Command.shell(f"if [ ! -e {PIDFILE} ]; then p=$(cat {SSD_PIDFILE} 2>/dev/null); "
+                             f"{_wait_exit(300, give_up='break')}; fi; "
                              "/etc/init.d/docker start >/dev/null", description="start Docker (init script)")
     return Command.shell("setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null",
                          description="start dockerd")
@@ -342,7 +343,7 @@ def stop_command(facts: dict) -> Command:
     if facts.get("initscript"):
         # the init script waits for the process it started (up to 10 s, then gives up quietly)
         return Command.shell(f"p=$(cat {PIDFILE} 2>/dev/null); /etc/init.d/docker stop >/dev/null; "
-                             + _wait_exit('$p', 600), description="stop Docker (init script)")
+                             + _wait_exit(600), description="stop Docker (init script)")
     return Command.shell(_kill_and_wait(), description="stop dockerd")
 
 
